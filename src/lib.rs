@@ -1,0 +1,9 @@
+//! `pipeline`: a declarative data-pipeline engine. Git-versioned spec files in, an always-fresh,
+//! documented analytics DuckDB out.
+//!
+//! The crate reads like the data flows (see docs/architecture.md): [`spec`] loads and validates the
+//! spec files, [`diag`] reports problems, [`cli`] is the thin command-line edge.
+
+pub mod cli;
+pub mod diag;
+pub mod spec;

@@ -1,0 +1,382 @@
+//! The schema of every spec file, declared once as data.
+//!
+//! These tables drive three things that must never disagree: the decoder's unknown-key and missing-key
+//! checks (with "did you mean"), `pipeline schema` (JSON Schema for editors), and the test that checks
+//! `docs/specs.md` documents every key. Adding a key means adding it here first.
+
+/// The type a key accepts.
+#[derive(Debug)]
+pub enum Ty {
+    Str,
+    Int { min: i64, max: i64 },
+    Bool,
+    /// A list of strings.
+    StrList,
+    /// A list of strings or numbers (filter values).
+    ScalarList,
+    /// A mapping of names to strings (column docs, SQL variants).
+    StrMap,
+    Enum(&'static [&'static str]),
+    EnumList(&'static [&'static str]),
+    Object(&'static Object),
+    List(&'static Object),
+    /// 5-field cron, `@hourly`-style macros, `every 15m`, `daily 05:00,17:00`.
+    Schedule,
+    /// An IANA time zone name.
+    Timezone,
+    /// The *name* of an environment variable (secrets are never written in specs).
+    EnvVar,
+    /// SQL text (a single SELECT; for metrics a minijinja template).
+    Sql,
+    /// Data checks: a list of `{not_null: col}`, `{unique: col}`, `{accepted_values: {column, values}}`.
+    Checks,
+    /// A source's connection: the object depends on the source `type` (see [`connection_object`]).
+    Connection,
+}
+
+#[derive(Debug)]
+pub struct Field {
+    pub key: &'static str,
+    pub ty: Ty,
+    pub required: bool,
+    pub doc: &'static str,
+}
+
+#[derive(Debug)]
+pub struct Object {
+    /// What the object is called in messages ("table", "source connection (csv)").
+    pub name: &'static str,
+    pub doc: &'static str,
+    pub fields: &'static [Field],
+}
+
+impl Object {
+    pub fn field(&self, key: &str) -> Option<&'static Field> {
+        self.fields.iter().find(|f| f.key == key)
+    }
+
+    pub fn keys(&self) -> Vec<&'static str> {
+        self.fields.iter().map(|f| f.key).collect()
+    }
+}
+
+const fn f(key: &'static str, ty: Ty, doc: &'static str) -> Field {
+    Field {
+        key,
+        ty,
+        required: false,
+        doc,
+    }
+}
+
+const fn req(key: &'static str, ty: Ty, doc: &'static str) -> Field {
+    Field {
+        key,
+        ty,
+        required: true,
+        doc,
+    }
+}
+
+pub const QUERY_MODES: &[&str] = &["local", "remote", "materialized"];
+pub const SOURCE_TYPES: &[&str] = &[
+    "csv", "parquet", "duckdb", "postgres", "keboola", "bigquery", "jira",
+];
+pub const SYNC_MODES: &[&str] = &["full", "incremental", "partitioned"];
+pub const GRANULARITIES: &[&str] = &["day", "month", "year"];
+pub const GRAINS: &[&str] = &["day", "week", "month", "quarter", "year"];
+pub const OPERATORS: &[&str] = &["eq", "ne", "gt", "ge", "lt", "le", "in", "not_in"];
+pub const MATERIALIZATIONS: &[&str] = &["table", "view"];
+pub const METRIC_TYPES: &[&str] = &[
+    "sum",
+    "count",
+    "count_distinct",
+    "average",
+    "ratio",
+    "custom",
+];
+pub const CHECK_KINDS: &[&str] = &["not_null", "unique", "accepted_values"];
+
+// ---------------------------------------------------------------- config/instance.yaml
+
+pub static DEFAULTS: Object = Object {
+    name: "defaults",
+    doc: "Defaults for every source and table that does not set its own.",
+    fields: &[
+        f("schedule", Ty::Schedule, "Sync schedule of tables without one of their own or of their source. Default: \"0 */6 * * *\"."),
+        f("query_mode", Ty::Enum(QUERY_MODES), "Query mode of tables that do not set one. Default: local."),
+        f("concurrency", Ty::Int { min: 1, max: 256 }, "How many tasks run at once. Default: 4."),
+    ],
+};
+
+pub static SERVER: Object = Object {
+    name: "server",
+    doc: "The daemon's HTTP server.",
+    fields: &[f("listen", Ty::Str, "Address and port to listen on. Default: 127.0.0.1:8585.")],
+};
+
+pub static REMOTE_ATTACH: Object = Object {
+    name: "remote_attach",
+    doc: "What extract.duckdb files may ATTACH at rebuild and query time (allowlists).",
+    fields: &[
+        f("extensions", Ty::StrList, "DuckDB extensions an extract's `_remote_attach` rows may use."),
+        f("token_envs", Ty::StrList, "Environment variables an extract's `_remote_attach` rows may read a token from."),
+    ],
+};
+
+pub static INSTANCE: Object = Object {
+    name: "instance config",
+    doc: "config/instance.yaml: the instance's settings.",
+    fields: &[
+        req("name", Ty::Str, "Human name of the instance, shown in status and the API."),
+        f("description", Ty::Str, "What this instance is for."),
+        f("timezone", Ty::Timezone, "IANA time zone the schedules run in. Default: UTC."),
+        f("data_dir", Ty::Str, "Where extracts, analytics and state live, relative to the instance root. Default: data."),
+        f("defaults", Ty::Object(&DEFAULTS), "Defaults for sources and tables."),
+        f("server", Ty::Object(&SERVER), "HTTP server settings for `pipeline daemon`."),
+        f("remote_attach", Ty::Object(&REMOTE_ATTACH), "Allowlists for remote attachments."),
+    ],
+};
+
+// ---------------------------------------------------------------- pipelines/<source>.yaml
+
+pub static CSV_OPTIONS: Object = Object {
+    name: "csv options",
+    doc: "Options passed to DuckDB's CSV reader; anything not set is sniffed.",
+    fields: &[
+        f("delim", Ty::Str, "Column delimiter, e.g. \";\"."),
+        f("header", Ty::Bool, "Whether the first line holds column names."),
+        f("quote", Ty::Str, "Quote character."),
+        f("escape", Ty::Str, "Escape character."),
+        f("nullstr", Ty::Str, "String that means NULL."),
+        f("skip", Ty::Int { min: 0, max: 1_000_000 }, "Lines to skip at the start of each file."),
+        f("dateformat", Ty::Str, "strptime format of DATE columns."),
+        f("timestampformat", Ty::Str, "strptime format of TIMESTAMP columns."),
+        f("all_varchar", Ty::Bool, "Read every column as text."),
+        f("sample_size", Ty::Int { min: -1, max: i64::MAX }, "Rows sampled to detect types (-1: all)."),
+        f("ignore_errors", Ty::Bool, "Skip rows that do not parse instead of failing."),
+    ],
+};
+
+pub static CONN_CSV: Object = Object {
+    name: "csv connection",
+    doc: "CSV files: one table per file (the file stem is the source_table).",
+    fields: &[
+        req("path", Ty::Str, "A CSV file, a directory of CSV files, or a glob, relative to the instance root."),
+        f("options", Ty::Object(&CSV_OPTIONS), "CSV reader options."),
+    ],
+};
+
+pub static CONN_PARQUET: Object = Object {
+    name: "parquet connection",
+    doc: "Parquet files: one table per file or per directory of files.",
+    fields: &[
+        req("path", Ty::Str, "A Parquet file, a directory or a glob, relative to the instance root."),
+        f("hive_partitioning", Ty::Bool, "Read key=value directory names as columns."),
+    ],
+};
+
+pub static CONN_DUCKDB: Object = Object {
+    name: "duckdb connection",
+    doc: "Tables of another DuckDB database file.",
+    fields: &[req("path", Ty::Str, "The .duckdb file, relative to the instance root.")],
+};
+
+pub static CONN_POSTGRES: Object = Object {
+    name: "postgres connection",
+    doc: "A PostgreSQL database.",
+    fields: &[
+        req("host", Ty::Str, "Server host name."),
+        f("port", Ty::Int { min: 1, max: 65535 }, "Server port. Default: 5432."),
+        req("database", Ty::Str, "Database name."),
+        f("user", Ty::Str, "User name."),
+        f("password_env", Ty::EnvVar, "Environment variable holding the password."),
+        f("sslmode", Ty::Enum(&["disable", "allow", "prefer", "require", "verify-ca", "verify-full"]), "libpq sslmode."),
+    ],
+};
+
+pub static CONN_KEBOOLA: Object = Object {
+    name: "keboola connection",
+    doc: "A Keboola Storage project.",
+    fields: &[
+        req("url", Ty::Str, "Stack URL, e.g. https://connection.keboola.com."),
+        req("token_env", Ty::EnvVar, "Environment variable holding the Storage API token."),
+        f("project_id", Ty::Int { min: 1, max: i64::MAX }, "Project id (checked against the token)."),
+    ],
+};
+
+pub static CONN_BIGQUERY: Object = Object {
+    name: "bigquery connection",
+    doc: "A Google BigQuery project.",
+    fields: &[
+        req("project", Ty::Str, "Project id that runs the queries."),
+        f("location", Ty::Str, "Dataset location, e.g. EU."),
+        f("credentials_env", Ty::EnvVar, "Environment variable holding the service-account JSON (or its path)."),
+        f("endpoint", Ty::Str, "API endpoint override (emulators)."),
+    ],
+};
+
+pub static CONN_JIRA: Object = Object {
+    name: "jira connection",
+    doc: "A Jira Cloud site.",
+    fields: &[
+        req("url", Ty::Str, "Site URL, e.g. https://acme.atlassian.net."),
+        f("email", Ty::Str, "Account e-mail for basic auth."),
+        req("token_env", Ty::EnvVar, "Environment variable holding the API token."),
+        f("projects", Ty::StrList, "Project keys to sync (default: all visible)."),
+        f("webhook_secret_env", Ty::EnvVar, "Environment variable holding the webhook HMAC secret."),
+    ],
+};
+
+/// The connection object for a source type.
+pub fn connection_object(source_type: &str) -> Option<&'static Object> {
+    Some(match source_type {
+        "csv" => &CONN_CSV,
+        "parquet" => &CONN_PARQUET,
+        "duckdb" => &CONN_DUCKDB,
+        "postgres" => &CONN_POSTGRES,
+        "keboola" => &CONN_KEBOOLA,
+        "bigquery" => &CONN_BIGQUERY,
+        "jira" => &CONN_JIRA,
+        _ => return None,
+    })
+}
+
+pub static TRANSFORM: Object = Object {
+    name: "transform",
+    doc: "A SQL model built in analytics.duckdb after the rebuild.",
+    fields: &[
+        req("name", Ty::Str, "Name of the table or view created in analytics; unique across tables and transforms."),
+        f("description", Ty::Str, "What one row means."),
+        f("materialized", Ty::Enum(MATERIALIZATIONS), "table (default) or view."),
+        req("sql", Ty::Sql, "One SELECT statement; may read registered tables and other transforms."),
+        f("columns", Ty::StrMap, "Column descriptions."),
+        f("checks", Ty::Checks, "Data checks run after the build; a failure fails the run."),
+        f("tags", Ty::StrList, "Free-form labels."),
+    ],
+};
+
+pub static SOURCE: Object = Object {
+    name: "source",
+    doc: "pipelines/<source>.yaml: one data source, how to reach it and its SQL transforms.",
+    fields: &[
+        f("name", Ty::Str, "Source name; default: the file stem. Unique; [a-z0-9_]+."),
+        req("type", Ty::Enum(SOURCE_TYPES), "Source type."),
+        f("description", Ty::Str, "What the source is."),
+        req("connection", Ty::Connection, "How to reach the source; keys depend on `type`. Secrets only as `*_env: VAR_NAME`."),
+        f("schedule", Ty::Schedule, "Sync schedule of this source's tables (tables may override)."),
+        f("transforms", Ty::List(&TRANSFORM), "SQL models built after the rebuild."),
+    ],
+};
+
+// ---------------------------------------------------------------- registry/*.yaml
+
+pub static SYNC: Object = Object {
+    name: "sync",
+    doc: "How a table is synced.",
+    fields: &[
+        f("mode", Ty::Enum(SYNC_MODES), "full (default) | incremental | partitioned."),
+        f("cursor", Ty::Str, "Column whose growth marks new or changed rows (incremental)."),
+        f("primary_key", Ty::StrList, "Columns identifying a row; incremental rows are merged on it."),
+        f("window_days", Ty::Int { min: 0, max: 36_500 }, "Re-read this many days before the cursor (late-arriving rows)."),
+        f("partition_by", Ty::Str, "Date column the Parquet output is partitioned by (partitioned)."),
+        f("granularity", Ty::Enum(GRANULARITIES), "Partition size: day | month (default) | year."),
+    ],
+};
+
+pub static WHERE: Object = Object {
+    name: "filter",
+    doc: "A source-side row filter.",
+    fields: &[
+        req("column", Ty::Str, "Column to filter on."),
+        req("operator", Ty::Enum(OPERATORS), "Comparison."),
+        req("values", Ty::ScalarList, "Values to compare with (one for eq/ne/gt/ge/lt/le)."),
+    ],
+};
+
+pub static TABLE: Object = Object {
+    name: "table",
+    doc: "A table to sync.",
+    fields: &[
+        f("id", Ty::Str, "Unique, stable id; default \"<bucket>.<source_table>\" (or \"<source>.<source_table>\")."),
+        req("source", Ty::Str, "Name of the source (pipelines/) the table comes from."),
+        f("bucket", Ty::Str, "Keboola bucket, BigQuery dataset, database schema or folder."),
+        f("source_table", Ty::Str, "Table name at the source; required unless query_mode is materialized."),
+        f("name", Ty::Str, "View name in analytics; default: source_table. Unique."),
+        f("query_mode", Ty::Enum(QUERY_MODES), "local: extract to Parquet | remote: attach, queries go to the source | materialized: run `query` at the source, store the result."),
+        f("query", Ty::Sql, "SQL run at the source (query_mode: materialized)."),
+        f("schedule", Ty::Schedule, "Sync schedule; overrides the source's."),
+        f("sync", Ty::Object(&SYNC), "Full or incremental sync settings."),
+        f("where", Ty::List(&WHERE), "Source-side filters, all of which must hold."),
+        f("description", Ty::Str, "What one row means."),
+        f("columns", Ty::StrMap, "Column descriptions."),
+        f("access", Ty::StrList, "Groups allowed to read the table; default: all authenticated users."),
+        f("tags", Ty::StrList, "Free-form labels."),
+        f("checks", Ty::Checks, "Data checks run after each sync."),
+    ],
+};
+
+pub static REGISTRY: Object = Object {
+    name: "registry file",
+    doc: "registry/<anything>.yaml: a list of tables.",
+    fields: &[req("tables", Ty::List(&TABLE), "The tables registered by this file.")],
+};
+
+// ---------------------------------------------------------------- metrics/<category>/<metric>.yaml
+
+pub static METRIC: Object = Object {
+    name: "metric",
+    doc: "metrics/<category>/<metric>.yaml: a canonical business metric.",
+    fields: &[
+        f("name", Ty::Str, "Metric name; default: the file stem. The id is \"<category>/<name>\"."),
+        f("category", Ty::Str, "Category; default: the folder under metrics/."),
+        f("display_name", Ty::Str, "Human name."),
+        req("description", Ty::Str, "What the number means, precisely."),
+        f("owner", Ty::Str, "Who answers questions about it (e-mail or team)."),
+        f("type", Ty::Enum(METRIC_TYPES), "Aggregation kind."),
+        f("unit", Ty::Str, "Unit of the value (USD, %, hours…)."),
+        f("grain", Ty::EnumList(GRAINS), "Time grains the metric can be computed at."),
+        f("time_column", Ty::Str, "Column the grain truncates."),
+        f("tables", Ty::StrList, "Tables the metric reads; default: the tables its SQL reads."),
+        f("dimensions", Ty::StrList, "Columns it can be broken down by."),
+        f("synonyms", Ty::StrList, "Other names people use for it."),
+        f("notes", Ty::StrList, "Caveats worth knowing."),
+        req("sql", Ty::Sql, "A minijinja template rendering to one SELECT returning `period` and `value`."),
+        f("variants", Ty::StrMap, "Named alternative SQL, e.g. by a dimension."),
+    ],
+};
+
+/// Every top-level object, with the name used by `pipeline schema KIND`.
+pub fn spec_kinds() -> [(&'static str, &'static Object); 4] {
+    [
+        ("instance", &INSTANCE),
+        ("source", &SOURCE),
+        ("registry", &REGISTRY),
+        ("metric", &METRIC),
+    ]
+}
+
+/// Every object reachable from the top-level kinds, for documentation checks.
+pub fn all_objects() -> Vec<&'static Object> {
+    vec![
+        &INSTANCE,
+        &DEFAULTS,
+        &SERVER,
+        &REMOTE_ATTACH,
+        &SOURCE,
+        &CONN_CSV,
+        &CSV_OPTIONS,
+        &CONN_PARQUET,
+        &CONN_DUCKDB,
+        &CONN_POSTGRES,
+        &CONN_KEBOOLA,
+        &CONN_BIGQUERY,
+        &CONN_JIRA,
+        &TRANSFORM,
+        &REGISTRY,
+        &TABLE,
+        &SYNC,
+        &WHERE,
+        &METRIC,
+    ]
+}

@@ -1,0 +1,32 @@
+//! Spec files: loading (YAML/TOML with positions) → typed model → validation.
+//!
+//! Reading order follows the data: [`source`] (files and positions) → [`yaml`]/[`toml`] (text → [`node`]
+//! trees) → [`decode`] + [`fields`] (schema) → [`model`] (typed specs) → [`load`] (the instance layout)
+//! → [`validate`] (cross-file checks, SQL via DuckDB, cycles).
+
+pub mod decode;
+pub mod fields;
+pub mod json_schema;
+pub mod load;
+pub mod model;
+pub mod names;
+pub mod node;
+pub mod schedule;
+pub mod source;
+pub mod sql;
+pub mod toml;
+pub mod validate;
+pub mod yaml;
+
+pub use load::Specs;
+
+use crate::diag::Diagnostics;
+use std::path::Path;
+
+/// Loads and validates the instance at `root`: the whole of `pipeline validate`.
+pub fn check(root: &Path) -> (Specs, validate::Analysis, Diagnostics) {
+    let (specs, mut diags) = load::load(root);
+    let analysis = validate::validate(&specs, &mut diags);
+    diags.sort();
+    (specs, analysis, diags)
+}

@@ -1,0 +1,66 @@
+//! Naming rules. Names end up in SQL identifiers and file paths, so they are checked here, once, and no
+//! later stage builds SQL from a name that did not pass.
+
+/// Source names: also the extract directory and the catalog alias in analytics.duckdb.
+pub fn is_source_name(s: &str) -> bool {
+    is_identifier(s) && s.bytes().all(|b| !b.is_ascii_uppercase()) && s.len() <= 64
+}
+
+/// View, table and transform names in analytics.duckdb (the extract contract's rule).
+pub fn is_identifier(s: &str) -> bool {
+    let mut bytes = s.bytes();
+    matches!(bytes.next(), Some(b) if b.is_ascii_alphabetic() || b == b'_')
+        && bytes.all(|b| b.is_ascii_alphanumeric() || b == b'_')
+        && s.len() <= 64
+}
+
+/// Table ids such as `in.c-shop.orders`.
+pub fn is_table_id(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 255
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'))
+}
+
+/// Metric names and categories (`revenue/total_revenue`).
+pub fn is_metric_name(s: &str) -> bool {
+    let mut bytes = s.bytes();
+    matches!(bytes.next(), Some(b) if b.is_ascii_lowercase() || b.is_ascii_digit())
+        && bytes.all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-')
+}
+
+/// Environment variable names as POSIX shells accept them.
+pub fn is_env_var(s: &str) -> bool {
+    let mut bytes = s.bytes();
+    matches!(bytes.next(), Some(b) if b.is_ascii_alphabetic() || b == b'_')
+        && bytes.all(|b| b.is_ascii_alphanumeric() || b == b'_')
+}
+
+/// Access group names.
+pub fn is_group(s: &str) -> bool {
+    !s.is_empty()
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rules() {
+        assert!(is_source_name("shop_2"));
+        assert!(!is_source_name("Shop"));
+        assert!(!is_source_name("2shop"));
+        assert!(!is_source_name("x\"; drop table y; --"));
+        assert!(is_identifier("Orders"));
+        assert!(!is_identifier("order items"));
+        assert!(!is_identifier(&"a".repeat(65)));
+        assert!(is_table_id("in.c-shop.orders"));
+        assert!(!is_table_id("in c"));
+        assert!(is_env_var("KBC_TOKEN"));
+        assert!(!is_env_var("KBC-TOKEN"));
+        assert!(is_metric_name("total_revenue"));
+        assert!(!is_metric_name("Total"));
+    }
+}

@@ -1,0 +1,230 @@
+//! Sync schedules: 5-field cron, `@hourly`-style macros, and the short forms `every 15m`, `every 2h`,
+//! `daily 05:00,17:00`.
+//!
+//! All forms are evaluated in the instance time zone, so `daily 05:00` means 05:00 local time on both
+//! sides of a DST change. `every N` intervals are anchored at local midnight: `every 15m` fires at :00,
+//! :15, :30 and :45 of every hour; an interval that does not divide the day restarts at midnight.
+
+use chrono::{DateTime, Duration, NaiveTime, TimeZone};
+use chrono_tz::Tz;
+use croner::parser::{CronParser, Seconds};
+use croner::Cron;
+use std::fmt;
+
+#[derive(Clone, Debug)]
+pub enum Schedule {
+    /// A cron expression (or macro), kept with its text for display.
+    Cron(Box<Cron>, String),
+    Every(Duration),
+    Daily(Vec<NaiveTime>),
+}
+
+#[derive(Debug, PartialEq, Eq)]
+pub struct ScheduleError {
+    pub message: String,
+    pub hint: &'static str,
+}
+
+const HINT: &str = "use 5-field cron (\"*/15 * * * *\"), @hourly/@daily/@weekly/@monthly/@yearly, \
+                    \"every 15m\" / \"every 2h\", or \"daily 05:00,17:00\"";
+
+fn err(message: impl Into<String>) -> ScheduleError {
+    ScheduleError {
+        message: message.into(),
+        hint: HINT,
+    }
+}
+
+impl Schedule {
+    pub fn parse(text: &str) -> Result<Schedule, ScheduleError> {
+        let t = text.trim();
+        if let Some(rest) = t.strip_prefix("every ") {
+            return parse_every(rest.trim());
+        }
+        if let Some(rest) = t.strip_prefix("daily ") {
+            return parse_daily(rest.trim());
+        }
+        if t.starts_with('@') {
+            let known = [
+                "@yearly",
+                "@annually",
+                "@monthly",
+                "@weekly",
+                "@daily",
+                "@midnight",
+                "@hourly",
+            ];
+            if !known.contains(&t) {
+                return Err(err(format!("unknown schedule macro `{t}`")));
+            }
+        } else {
+            let fields = t.split_whitespace().count();
+            if fields != 5 {
+                return Err(err(format!(
+                    "a cron expression has 5 fields (minute hour day month weekday), this one has {fields}"
+                )));
+            }
+        }
+        let parser = CronParser::builder().seconds(Seconds::Disallowed).build();
+        parser
+            .parse(t)
+            .map(|c| Schedule::Cron(Box::new(c), t.to_owned()))
+            .map_err(|e| err(format!("invalid cron expression `{t}`: {e}")))
+    }
+
+    /// The first fire time strictly after `after`, in zone `tz`.
+    pub fn next_after(&self, after: DateTime<Tz>) -> Option<DateTime<Tz>> {
+        match self {
+            Schedule::Cron(c, _) => c.find_next_occurrence(&after, false).ok(),
+            Schedule::Every(step) => {
+                let tz = after.timezone();
+                let mut day = after.date_naive();
+                for _ in 0..3 {
+                    let midnight = tz
+                        .from_local_datetime(&day.and_time(NaiveTime::MIN))
+                        .earliest()?;
+                    let elapsed = after.signed_duration_since(midnight);
+                    let n = if elapsed < Duration::zero() {
+                        0
+                    } else {
+                        elapsed.num_seconds() / step.num_seconds() + 1
+                    };
+                    let candidate = midnight + *step * n as i32;
+                    if candidate.date_naive() == day {
+                        return Some(candidate);
+                    }
+                    day = day.succ_opt()?;
+                }
+                None
+            }
+            Schedule::Daily(times) => {
+                let tz = after.timezone();
+                let mut day = after.date_naive();
+                for _ in 0..3 {
+                    for t in times {
+                        // A local time skipped by DST is taken at the first instant after the gap.
+                        let local = day.and_time(*t);
+                        let at = tz.from_local_datetime(&local).earliest().or_else(|| {
+                            tz.from_local_datetime(&(local + Duration::hours(1)))
+                                .earliest()
+                        });
+                        if let Some(at) = at.filter(|at| *at > after) {
+                            return Some(at);
+                        }
+                    }
+                    day = day.succ_opt()?;
+                }
+                None
+            }
+        }
+    }
+}
+
+fn parse_every(rest: &str) -> Result<Schedule, ScheduleError> {
+    let split = rest
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(rest.len());
+    let (num, unit) = rest.split_at(split);
+    let n: i64 = num
+        .parse()
+        .map_err(|_| err(format!("`every {rest}`: expected a number and a unit, e.g. `every 15m`")))?;
+    let step = match unit.trim() {
+        "m" | "min" | "mins" | "minute" | "minutes" => Duration::minutes(n),
+        "h" | "hour" | "hours" => Duration::hours(n),
+        other => {
+            return Err(err(format!(
+                "`every {rest}`: unknown unit `{other}` (use m or h)"
+            )))
+        }
+    };
+    if step < Duration::minutes(1) || step > Duration::hours(24) {
+        return Err(err(format!(
+            "`every {rest}`: the interval must be between 1 minute and 24 hours"
+        )));
+    }
+    Ok(Schedule::Every(step))
+}
+
+fn parse_daily(rest: &str) -> Result<Schedule, ScheduleError> {
+    let mut times = Vec::new();
+    for part in rest.split(',') {
+        let part = part.trim();
+        let t = NaiveTime::parse_from_str(part, "%H:%M")
+            .map_err(|_| err(format!("`daily {rest}`: `{part}` is not a time as HH:MM")))?;
+        times.push(t);
+    }
+    times.sort();
+    times.dedup();
+    Ok(Schedule::Daily(times))
+}
+
+impl fmt::Display for Schedule {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Schedule::Cron(_, text) => f.write_str(text),
+            Schedule::Every(d) if d.num_minutes() % 60 == 0 => {
+                write!(f, "every {}h", d.num_hours())
+            }
+            Schedule::Every(d) => write!(f, "every {}m", d.num_minutes()),
+            Schedule::Daily(times) => {
+                let list: Vec<String> = times.iter().map(|t| t.format("%H:%M").to_string()).collect();
+                write!(f, "daily {}", list.join(","))
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono_tz::Europe::Prague;
+
+    fn at(y: i32, mo: u32, d: u32, h: u32, mi: u32) -> DateTime<Tz> {
+        Prague.with_ymd_and_hms(y, mo, d, h, mi, 0).unwrap()
+    }
+
+    #[test]
+    fn accepted_forms() {
+        for s in [
+            "*/15 * * * *",
+            "0 5 * * 1-5",
+            "@daily",
+            "@hourly",
+            "every 15m",
+            "every 2h",
+            "daily 05:00,17:00",
+        ] {
+            assert!(Schedule::parse(s).is_ok(), "{s}");
+        }
+    }
+
+    #[test]
+    fn rejected_forms_say_why() {
+        let e = Schedule::parse("0 5 * *").unwrap_err();
+        assert!(e.message.contains("5 fields"), "{}", e.message);
+        assert!(Schedule::parse("61 * * * *").is_err());
+        assert!(Schedule::parse("@fortnightly").is_err());
+        assert!(Schedule::parse("every 15s").is_err());
+        assert!(Schedule::parse("daily 25:00").is_err());
+        assert!(Schedule::parse("0 0 * * * *").is_err(), "6 fields");
+    }
+
+    #[test]
+    fn every_is_anchored_at_local_midnight() {
+        let s = Schedule::parse("every 15m").unwrap();
+        assert_eq!(s.next_after(at(2026, 3, 1, 10, 7)), Some(at(2026, 3, 1, 10, 15)));
+        assert_eq!(s.next_after(at(2026, 3, 1, 23, 50)), Some(at(2026, 3, 2, 0, 0)));
+        let s = Schedule::parse("every 7h").unwrap();
+        assert_eq!(s.next_after(at(2026, 3, 1, 22, 0)), Some(at(2026, 3, 2, 0, 0)));
+    }
+
+    #[test]
+    fn daily_follows_local_time_across_dst() {
+        let s = Schedule::parse("daily 05:00,17:00").unwrap();
+        // Prague switches to summer time on 2026-03-29.
+        assert_eq!(s.next_after(at(2026, 3, 28, 18, 0)), Some(at(2026, 3, 29, 5, 0)));
+        assert_eq!(s.next_after(at(2026, 3, 29, 5, 0)), Some(at(2026, 3, 29, 17, 0)));
+        let cron = Schedule::parse("0 5 * * *").unwrap();
+        assert_eq!(cron.next_after(at(2026, 3, 28, 18, 0)), Some(at(2026, 3, 29, 5, 0)));
+    }
+}

@@ -1,0 +1,616 @@
+//! Checks across spec files: uniqueness, references, query-mode rules, SQL, templates and cycles.
+//!
+//! Runs after [`load`](super::load) on the whole instance and needs no data: SQL is parsed by DuckDB
+//! (see [`sql`](super::sql)) but never run. Produces diagnostics and the dependency facts later stages
+//! reuse (which tables each transform and metric reads).
+
+use super::decode::Located;
+use super::load::Specs;
+use super::model::{QueryMode, SourceType, SyncMode};
+use super::names;
+use super::source::{Pos, SourceMap, Span};
+use super::sql::{SqlParser, TableRef};
+use crate::diag::{suggest, Code, Diagnostic, Diagnostics};
+use petgraph::graph::{DiGraph, NodeIndex};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+/// What validation learnt beyond diagnostics.
+#[derive(Debug, Default)]
+pub struct Analysis {
+    /// Transform name → the tables and transforms its SQL reads (view names, lowercase).
+    pub transform_inputs: BTreeMap<String, BTreeSet<String>>,
+    /// Metric id → the tables and transforms it reads.
+    pub metric_inputs: BTreeMap<String, BTreeSet<String>>,
+}
+
+/// Variables every metric template can use (documented in docs/specs.md).
+pub const METRIC_TEMPLATE_VARS: &[&str] = &["grain", "dimension", "date_from", "date_to", "time_column"];
+
+pub fn validate(specs: &Specs, diags: &mut Diagnostics) -> Analysis {
+    let mut v = Validator {
+        specs,
+        diags,
+        view_names: HashMap::new(),
+        analysis: Analysis::default(),
+    };
+    v.sources();
+    v.tables();
+    v.transform_names();
+    match SqlParser::new() {
+        Ok(parser) => {
+            v.transform_sql(&parser);
+            v.metrics(&parser);
+        }
+        Err(e) => v.diags.push(Diagnostic::error(Code::Sql, None, e.to_string())),
+    }
+    v.cycles();
+    v.analysis
+}
+
+struct Validator<'a> {
+    specs: &'a Specs,
+    diags: &'a mut Diagnostics,
+    /// Lowercase view name → (kind, where defined). DuckDB identifiers are case-insensitive.
+    view_names: HashMap<String, (&'static str, Span)>,
+    analysis: Analysis,
+}
+
+/// Reports the second and later occurrences of each key.
+fn duplicates<'x>(
+    diags: &mut Diagnostics,
+    items: impl IntoIterator<Item = (String, &'x Located<String>)>,
+    what: &str,
+) {
+    let mut seen: HashMap<String, Span> = HashMap::new();
+    for (key, loc) in items {
+        if let Some(first) = seen.get(&key) {
+            diags.push(
+                Diagnostic::error(Code::Duplicate, loc.span, format!("duplicate {what} `{}`", loc.value))
+                    .with_related(*first, "first defined here")
+                    .with_hint(format!("{what}s must be unique across all spec files; rename or remove one")),
+            );
+        } else {
+            seen.insert(key, loc.span);
+        }
+    }
+}
+
+impl Validator<'_> {
+    fn files(&self) -> &SourceMap {
+        &self.specs.files
+    }
+
+    fn sources(&mut self) {
+        let specs = self.specs;
+        duplicates(
+            self.diags,
+            specs.sources.iter().map(|s| (s.name.value.clone(), &s.name)),
+            "source name",
+        );
+        for s in &specs.sources {
+            for (key, node) in env_keys(&s.connection) {
+                self.env_set(key, node);
+            }
+            if matches!(
+                s.source_type.value,
+                SourceType::Csv | SourceType::Parquet | SourceType::Duckdb
+            ) {
+                if let Some(path) = s.connection_str("path") {
+                    self.local_path(&path);
+                }
+            }
+        }
+        if let Some(inst) = &specs.instance {
+            for env in &inst.remote_token_envs {
+                self.env_set(&env.value, env.span);
+            }
+        }
+    }
+
+    fn env_set(&mut self, var: &str, span: Span) {
+        if names::is_env_var(var) && std::env::var_os(var).is_none() {
+            self.diags.push(
+                Diagnostic::warning(Code::Env, span, format!("environment variable `{var}` is not set"))
+                    .with_hint(format!("export {var} before `pipeline apply` or `run`; they fail without it")),
+            );
+        }
+    }
+
+    fn local_path(&mut self, path: &Located<String>) {
+        let glob_at = path.value.find(['*', '?', '[']);
+        let fixed = match glob_at {
+            Some(i) => &path.value[..path.value[..i].rfind('/').map_or(0, |j| j + 1)],
+            None => path.value.as_str(),
+        };
+        let full = self.specs.root.join(if fixed.is_empty() { "." } else { fixed });
+        if !full.exists() {
+            self.diags.push(
+                Diagnostic::warning(
+                    Code::Path,
+                    path.span,
+                    format!("`{}` does not exist (relative to the instance root)", path.value),
+                )
+                .with_hint("extraction will fail until it exists; paths resolve against the instance root"),
+            );
+        }
+    }
+
+    fn tables(&mut self) {
+        let specs = self.specs;
+        duplicates(
+            self.diags,
+            specs.tables.iter().map(|t| (t.id.value.clone(), &t.id)),
+            "table id",
+        );
+        let source_names: Vec<&str> = specs.sources.iter().map(|s| s.name.as_str()).collect();
+        let default_mode = specs
+            .instance
+            .as_ref()
+            .map_or(QueryMode::Local, |i| i.defaults.query_mode.value);
+        for t in &specs.tables {
+            self.claim_view(&t.name, "table");
+            let source = specs.source(&t.source.value);
+            if source.is_none() {
+                self.diags.push(
+                    Diagnostic::error(
+                        Code::UnknownReference,
+                        t.source.span,
+                        format!("table `{}` names source `{}`, which does not exist", t.id.value, t.source.value),
+                    )
+                    .with_hint(match suggest(&t.source.value, source_names.iter().copied()) {
+                        Some(s) => format!("did you mean `{s}`?"),
+                        None if source_names.is_empty() => {
+                            "define the source in pipelines/<name>.yaml".to_string()
+                        }
+                        None => format!(
+                            "define it in pipelines/{}.yaml, or use one of: {}",
+                            t.source.value,
+                            source_names.join(", ")
+                        ),
+                    }),
+                );
+            }
+            let mode = t.query_mode.as_ref().map_or(default_mode, |m| m.value);
+            let mode_span = t.query_mode.as_ref().map_or(t.span.point(), |m| m.span);
+            if let Some(source) = source {
+                if mode != QueryMode::Local && !source.source_type.value.is_database() {
+                    self.diags.push(
+                        Diagnostic::error(
+                            Code::InvalidValue,
+                            mode_span,
+                            format!(
+                                "query_mode `{mode}` needs a database source; `{}` is a {} source",
+                                source.name.value, source.source_type.value
+                            ),
+                        )
+                        .with_hint("files can only be extracted: use query_mode: local"),
+                    );
+                }
+            }
+            match mode {
+                QueryMode::Materialized if t.query.is_none() => self.diags.push(
+                    Diagnostic::error(
+                        Code::MissingKey,
+                        mode_span,
+                        format!("table `{}` is materialized but has no `query`", t.id.value),
+                    )
+                    .with_hint("add `query:` with the SQL to run at the source"),
+                ),
+                QueryMode::Local | QueryMode::Remote if t.source_table.is_none() => self.diags.push(
+                    Diagnostic::error(
+                        Code::MissingKey,
+                        t.span.point(),
+                        format!("table `{}` has no `source_table`", t.id.value),
+                    )
+                    .with_hint("add `source_table:` naming the table (or file stem) at the source"),
+                ),
+                _ => {}
+            }
+            if let (Some(q), false) = (&t.query, mode == QueryMode::Materialized) {
+                self.diags.push(
+                    Diagnostic::warning(
+                        Code::InvalidValue,
+                        q.span,
+                        "`query` is ignored unless query_mode is materialized",
+                    )
+                    .with_hint("set query_mode: materialized, or remove `query`"),
+                );
+            }
+            self.sync_rules(t, mode);
+        }
+    }
+
+    fn sync_rules(&mut self, t: &super::model::TableSpec, mode: QueryMode) {
+        let sync = &t.sync;
+        let span = sync
+            .mode
+            .as_ref()
+            .map(|m| m.span)
+            .or(sync.span)
+            .unwrap_or(t.span.point());
+        match sync.mode() {
+            SyncMode::Incremental => {
+                if sync.cursor.is_none() {
+                    self.diags.push(
+                        Diagnostic::error(Code::MissingKey, span, "incremental sync needs a `cursor` column")
+                            .with_hint("add `cursor:` (e.g. updated_at) under `sync:`"),
+                    );
+                }
+                if sync.primary_key.is_empty() {
+                    self.diags.push(
+                        Diagnostic::error(
+                            Code::MissingKey,
+                            span,
+                            "incremental sync needs a `primary_key` to merge rows without duplicates",
+                        )
+                        .with_hint("add `primary_key: [id]` under `sync:`"),
+                    );
+                }
+            }
+            SyncMode::Partitioned if sync.partition_by.is_none() => self.diags.push(
+                Diagnostic::error(Code::MissingKey, span, "partitioned sync needs `partition_by`")
+                    .with_hint("add `partition_by:` naming a date column under `sync:`"),
+            ),
+            _ => {}
+        }
+        if mode == QueryMode::Remote && sync.mode() != SyncMode::Full {
+            self.diags.push(
+                Diagnostic::error(
+                    Code::InvalidValue,
+                    span,
+                    "a remote table is queried at the source and has nothing to sync incrementally",
+                )
+                .with_hint("remove `sync:` or use query_mode: local"),
+            );
+        }
+    }
+
+    /// Records a view name; a second claim (case-insensitively) is an error.
+    fn claim_view(&mut self, name: &Located<String>, kind: &'static str) {
+        let key = name.value.to_lowercase();
+        if let Some((first_kind, first)) = self.view_names.get(&key) {
+            self.diags.push(
+                Diagnostic::error(
+                    Code::Duplicate,
+                    name.span,
+                    format!(
+                        "the name `{}` is already used by a {first_kind}; view names are unique (case-insensitively)",
+                        name.value
+                    ),
+                )
+                .with_related(*first, "first defined here")
+                .with_hint("tables and transforms share one namespace in analytics.duckdb; rename one"),
+            );
+        } else {
+            self.view_names.insert(key, (kind, name.span));
+        }
+    }
+
+    fn transform_names(&mut self) {
+        let specs = self.specs;
+        for t in specs.transforms() {
+            self.claim_view(&t.name, "transform");
+        }
+    }
+
+    /// Resolves a query's table references against tables and transforms; returns the view names read.
+    fn resolve(&mut self, refs: &[TableRef], sql: &Located<String>, owner: &str) -> BTreeSet<String> {
+        let specs = self.specs;
+        let mut inputs = BTreeSet::new();
+        for r in refs {
+            let qualifier = if !r.schema.is_empty() { &r.schema } else { &r.catalog };
+            let qualifier_lc = qualifier.to_lowercase();
+            let name_lc = r.name.to_lowercase();
+            let known = if qualifier.is_empty() || qualifier_lc == "main" {
+                self.view_names.contains_key(&name_lc)
+            } else if let Some(source) = specs.source(&qualifier_lc).or_else(|| specs.source(&r.catalog.to_lowercase())) {
+                // `source.table`: the extract attached under the source's name.
+                let found = specs
+                    .tables
+                    .iter()
+                    .find(|t| t.source.value == source.name.value && t.name.value.to_lowercase() == name_lc);
+                if let Some(t) = found {
+                    inputs.insert(t.name.value.to_lowercase());
+                }
+                found.is_some()
+            } else {
+                // information_schema, pg_catalog, a database the user attaches themselves: not ours to judge.
+                continue;
+            };
+            if known {
+                if qualifier.is_empty() || qualifier_lc == "main" {
+                    inputs.insert(name_lc);
+                }
+                continue;
+            }
+            let span = r.offset.map_or(sql.span, |o| self.sql_span(sql, o, r.name.len()));
+            let candidates: Vec<&str> = self.view_names.keys().map(String::as_str).collect();
+            self.diags.push(
+                Diagnostic::error(
+                    Code::UnknownReference,
+                    span,
+                    format!("{owner} reads `{}`, which is neither a registered table nor a transform", r.name),
+                )
+                .with_hint(match suggest(&r.name, candidates.iter().copied()) {
+                    Some(s) => format!("did you mean `{s}`?"),
+                    None => "register the table in registry/, or define a transform with that name".into(),
+                }),
+            );
+        }
+        inputs
+    }
+
+    fn transform_sql(&mut self, parser: &SqlParser) {
+        let specs = self.specs;
+        for t in specs.transforms() {
+            let owner = format!("transform `{}`", t.name.value);
+            match parser.parse_select(&t.sql.value) {
+                Ok(refs) => {
+                    let inputs = self.resolve(&refs, &t.sql, &owner);
+                    self.analysis
+                        .transform_inputs
+                        .insert(t.name.value.to_lowercase(), inputs);
+                }
+                Err(e) => self.sql_error(&t.sql, &owner, e.message, e.offset),
+            }
+        }
+    }
+
+    fn sql_error(&mut self, sql: &Located<String>, owner: &str, message: String, offset: Option<usize>) {
+        let span = offset.map_or(sql.span, |o| self.sql_span(sql, o, 1));
+        self.diags.push(
+            Diagnostic::error(Code::Sql, span, format!("{owner}: {message}"))
+                .with_hint("the SQL must be one SELECT statement that DuckDB can parse"),
+        );
+    }
+
+    /// The file position of byte `offset` inside a SQL string value.
+    fn sql_span(&self, sql: &Located<String>, offset: usize, len: usize) -> Span {
+        let start = locate_in_value(self.files(), sql, offset);
+        Span {
+            file: sql.span.file,
+            start,
+            end: Pos {
+                line: start.line,
+                col: start.col + len.max(1) as u32,
+            },
+        }
+    }
+
+    fn metrics(&mut self, parser: &SqlParser) {
+        let specs = self.specs;
+        let mut seen: HashMap<&str, Span> = HashMap::new();
+        for m in &specs.metrics {
+            if let Some(first) = seen.insert(&m.id, m.name.span) {
+                self.diags.push(
+                    Diagnostic::error(Code::Duplicate, m.name.span, format!("duplicate metric id `{}`", m.id))
+                        .with_related(first, "first defined here")
+                        .with_hint("metric ids (<category>/<name>) must be unique"),
+                );
+            }
+            if m.owner.is_none() {
+                self.diags.push(
+                    Diagnostic::warning(Code::MissingKey, m.span.point(), format!("metric `{}` has no owner", m.id))
+                        .with_hint("add `owner:` so people know whom to ask about it"),
+                );
+            }
+            for t in &m.tables {
+                if !self.view_names.contains_key(&t.value.to_lowercase()) {
+                    let candidates: Vec<&str> = self.view_names.keys().map(String::as_str).collect();
+                    self.diags.push(
+                        Diagnostic::error(
+                            Code::UnknownReference,
+                            t.span,
+                            format!("metric `{}` lists table `{}`, which is not registered", m.id, t.value),
+                        )
+                        .with_hint(match suggest(&t.value, candidates.iter().copied()) {
+                            Some(s) => format!("did you mean `{s}`?"),
+                            None => "register the table in registry/ or fix the name".into(),
+                        }),
+                    );
+                }
+            }
+            let grains: Vec<&str> = if m.grain.is_empty() {
+                vec!["month"]
+            } else {
+                m.grain.iter().map(|g| g.value.as_str()).collect()
+            };
+            let owner = format!("metric `{}`", m.id);
+            let mut inputs = BTreeSet::new();
+            let sqls = std::iter::once((&m.sql, owner.clone())).chain(
+                m.variants
+                    .iter()
+                    .map(|(name, sql)| (sql, format!("{owner} variant `{}`", name.value))),
+            );
+            for (sql, what) in sqls {
+                for grain in &grains {
+                    let rendered = match render_metric(&sql.value, grain, m.time_column.as_ref().map(|c| c.as_str())) {
+                        Ok(r) => r,
+                        Err(e) => {
+                            self.diags.push(
+                                Diagnostic::error(Code::Template, sql.span, format!("{what}: template error: {e}"))
+                                    .with_hint(format!(
+                                        "templates may use: {}",
+                                        METRIC_TEMPLATE_VARS.join(", ")
+                                    )),
+                            );
+                            break;
+                        }
+                    };
+                    match parser.parse_select(&rendered) {
+                        Ok(refs) => {
+                            let before = self.diags.len();
+                            inputs.extend(self.resolve(&refs, sql, &what));
+                            if self.diags.len() > before {
+                                break;
+                            }
+                        }
+                        Err(e) => {
+                            // Offsets refer to the rendered text; only map them when nothing was templated.
+                            let offset = e.offset.filter(|_| rendered == sql.value);
+                            self.sql_error(sql, &what, format!("{} (grain {grain})", e.message), offset);
+                            break;
+                        }
+                    }
+                }
+            }
+            self.analysis.metric_inputs.insert(m.id.clone(), inputs);
+        }
+    }
+
+    fn cycles(&mut self) {
+        let specs = self.specs;
+        let inputs = &self.analysis.transform_inputs;
+        let mut graph: DiGraph<&str, ()> = DiGraph::new();
+        let mut index: BTreeMap<&str, NodeIndex> = BTreeMap::new();
+        for name in inputs.keys() {
+            index.insert(name, graph.add_node(name));
+        }
+        for (name, reads) in inputs {
+            for dep in reads {
+                if let Some(&to) = index.get(dep.as_str()) {
+                    graph.add_edge(index[name.as_str()], to, ());
+                }
+            }
+        }
+        for scc in petgraph::algo::tarjan_scc(&graph) {
+            let self_loop = scc.len() == 1 && graph.contains_edge(scc[0], scc[0]);
+            if scc.len() < 2 && !self_loop {
+                continue;
+            }
+            let members: BTreeSet<NodeIndex> = scc.iter().copied().collect();
+            let start = *members
+                .iter()
+                .min_by_key(|n| graph[**n])
+                .expect("non-empty component");
+            let path = cycle_path(&graph, start, &members);
+            let names: Vec<&str> = path.iter().map(|n| graph[*n]).collect();
+            let find = |n: &str| specs.transforms().find(|t| t.name.value.to_lowercase() == n);
+            let Some(first) = find(names[0]) else { continue };
+            let mut d = Diagnostic::error(
+                Code::Cycle,
+                first.name.span,
+                format!("transforms depend on each other in a cycle: {}", names.join(" → ")),
+            )
+            .with_hint("a transform cannot read itself, directly or through others; break the loop");
+            for n in &names[1..names.len() - 1] {
+                if let Some(t) = find(n) {
+                    d = d.with_related(t.name.span, format!("`{}` is defined here", t.name.value));
+                }
+            }
+            self.diags.push(d);
+        }
+    }
+}
+
+/// A shortest cycle through `start` inside one strongly connected component, as `start, …, start`.
+fn cycle_path(graph: &DiGraph<&str, ()>, start: NodeIndex, members: &BTreeSet<NodeIndex>) -> Vec<NodeIndex> {
+    let mut prev: HashMap<NodeIndex, NodeIndex> = HashMap::new();
+    let mut queue = std::collections::VecDeque::from([start]);
+    while let Some(n) = queue.pop_front() {
+        let mut next: Vec<NodeIndex> = graph.neighbors(n).filter(|m| members.contains(m)).collect();
+        next.sort_by_key(|m| graph[*m]);
+        for m in next {
+            if m == start {
+                let mut path = vec![n];
+                let mut cur = n;
+                while cur != start {
+                    cur = prev[&cur];
+                    path.push(cur);
+                }
+                path.reverse();
+                path.push(start);
+                return path;
+            }
+            if m != start && !prev.contains_key(&m) {
+                prev.insert(m, n);
+                queue.push_back(m);
+            }
+        }
+    }
+    vec![start, start]
+}
+
+/// Renders a metric's SQL template as `validate` does: strict about undefined variables.
+pub fn render_metric(template: &str, grain: &str, time_column: Option<&str>) -> Result<String, minijinja::Error> {
+    let mut env = minijinja::Environment::new();
+    env.set_undefined_behavior(minijinja::UndefinedBehavior::Strict);
+    env.render_str(
+        template,
+        minijinja::context! {
+            grain => grain,
+            dimension => minijinja::Value::from(()),
+            date_from => minijinja::Value::from(()),
+            date_to => minijinja::Value::from(()),
+            time_column => time_column,
+        },
+    )
+}
+
+/// Maps a byte offset inside a string value back to its file position. Exact for plain and quoted
+/// one-line values and for YAML block scalars (`|`); otherwise the value's start.
+pub fn locate_in_value(files: &SourceMap, value: &Located<String>, offset: usize) -> Pos {
+    let text = &value.value;
+    let offset = offset.min(text.len());
+    let before = &text[..text.floor_char_boundary_compat(offset)];
+    let line_in_value = before.matches('\n').count();
+    let col_in_line = before.rsplit('\n').next().map_or(0, |s| s.chars().count());
+    let file = files.get(value.span.file);
+    let start = value.span.start;
+    let first_line = file.line(start.line).unwrap_or("");
+    let value_lines: Vec<&str> = text.split('\n').collect();
+    if !text.contains('\n') {
+        // One-line value: skip an opening quote if there is one.
+        let at = first_line.chars().nth(start.col as usize - 1);
+        let quote = u32::from(matches!(at, Some('"' | '\'')));
+        return Pos {
+            line: start.line,
+            col: start.col + quote + col_in_line as u32,
+        };
+    }
+    // Multi-line value: find the file line holding the value's first line, then count down.
+    let first = value_lines.first().map_or("", |l| l.trim());
+    let mut line = start.line;
+    while line <= file.line_count() && !file.line(line).unwrap_or("").contains(first) {
+        line += 1;
+    }
+    if line > file.line_count() || first.is_empty() {
+        return start;
+    }
+    let target = line + line_in_value as u32;
+    let target_text = file.line(target).unwrap_or("");
+    let indent = value_lines
+        .get(line_in_value)
+        .and_then(|l| target_text.find(l.trim_start()).map(|i| i - (l.len() - l.trim_start().len())))
+        .unwrap_or(0);
+    Pos {
+        line: target,
+        col: target_text[..indent.min(target_text.len())].chars().count() as u32 + col_in_line as u32 + 1,
+    }
+}
+
+trait FloorCharBoundary {
+    fn floor_char_boundary_compat(&self, i: usize) -> usize;
+}
+
+impl FloorCharBoundary for str {
+    fn floor_char_boundary_compat(&self, mut i: usize) -> usize {
+        while i > 0 && !self.is_char_boundary(i) {
+            i -= 1;
+        }
+        i
+    }
+}
+
+/// Keys of a connection ending in `_env`, with the variable they name.
+fn env_keys(connection: &super::node::Node) -> Vec<(&str, Span)> {
+    let mut out = Vec::new();
+    if let super::node::Value::Map(entries) = &connection.value {
+        for (k, v) in entries {
+            if let (true, super::node::Value::Str(s)) = (k.name.ends_with("_env"), &v.value) {
+                out.push((s.as_str(), v.span));
+            }
+        }
+    }
+    out
+}
