@@ -29,8 +29,14 @@ fn files(name: &str) -> Vec<(&'static str, String)> {
             "config/instance.yaml",
             include_str!("init_templates/instance.yaml").replace("{{NAME}}", name),
         ),
-        ("pipelines/files.yaml", include_str!("init_templates/files.yaml").into()),
-        ("registry/files.yaml", include_str!("init_templates/registry.yaml").into()),
+        (
+            "pipelines/files.yaml",
+            include_str!("init_templates/files.yaml").into(),
+        ),
+        (
+            "registry/files.yaml",
+            include_str!("init_templates/registry.yaml").into(),
+        ),
         (
             "metrics/customers/customer_count.yaml",
             include_str!("init_templates/metric.yaml").into(),
@@ -39,7 +45,10 @@ fn files(name: &str) -> Vec<(&'static str, String)> {
             "examples/data/files/customers.csv",
             include_str!("init_templates/customers.csv").into(),
         ),
-        (".gitignore", include_str!("init_templates/gitignore").into()),
+        (
+            ".gitignore",
+            include_str!("init_templates/gitignore").into(),
+        ),
     ]
 }
 

@@ -11,7 +11,8 @@ use clap::{Parser, Subcommand};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-const ABOUT: &str = "Declarative data pipelines: spec files in git → an always-fresh analytics DuckDB.";
+const ABOUT: &str =
+    "Declarative data pipelines: spec files in git → an always-fresh analytics DuckDB.";
 
 const AFTER_HELP: &str = "\
 Examples:
@@ -26,7 +27,13 @@ Docs: docs/specs.md (every spec key), docs/validate.md (checks and output format
 #[command(name = "pipeline", version, about = ABOUT, after_help = AFTER_HELP)]
 pub struct Cli {
     /// Instance root: the directory holding config/, pipelines/, registry/ and metrics/.
-    #[arg(long, short = 'C', global = true, env = "PIPELINE_DIR", default_value = ".")]
+    #[arg(
+        long,
+        short = 'C',
+        global = true,
+        env = "PIPELINE_DIR",
+        default_value = "."
+    )]
     dir: PathBuf,
 
     /// More log output (-v: debug, -vv: trace). RUST_LOG overrides.

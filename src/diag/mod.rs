@@ -128,7 +128,12 @@ impl Diagnostics {
         self.items.last_mut().expect("just pushed")
     }
 
-    pub fn warning(&mut self, code: Code, span: Span, message: impl Into<String>) -> &mut Diagnostic {
+    pub fn warning(
+        &mut self,
+        code: Code,
+        span: Span,
+        message: impl Into<String>,
+    ) -> &mut Diagnostic {
         self.items.push(Diagnostic::warning(code, span, message));
         self.items.last_mut().expect("just pushed")
     }
@@ -209,7 +214,7 @@ pub fn suggest<'a>(word: &str, candidates: impl IntoIterator<Item = &'a str>) ->
 }
 
 /// A hint sentence from [`suggest`], or a list of what is accepted when nothing is close.
-pub fn did_you_mean<'a>(word: &str, candidates: &[&'a str]) -> String {
+pub fn did_you_mean(word: &str, candidates: &[&str]) -> String {
     match suggest(word, candidates.iter().copied()) {
         Some(s) => format!("did you mean `{s}`?"),
         None => format!("expected one of: {}", candidates.join(", ")),

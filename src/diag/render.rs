@@ -70,7 +70,11 @@ fn human_one(out: &mut String, d: &Diagnostic, sources: &SourceMap) {
     let file = sources.get(span.file);
     let line_no = span.start.line.to_string();
     let pad = " ".repeat(line_no.len());
-    let _ = writeln!(out, "{pad}{GUTTER}-->{GUTTER:#} {}", location(sources, span));
+    let _ = writeln!(
+        out,
+        "{pad}{GUTTER}-->{GUTTER:#} {}",
+        location(sources, span)
+    );
     if let Some(text) = file.line(span.start.line) {
         let text = text.replace('\t', " ");
         let start = span.start.col.saturating_sub(1) as usize;
@@ -182,7 +186,12 @@ pub fn github(diags: &Diagnostics, sources: &SourceMap) -> String {
             message.push_str(hint);
         }
         for r in &d.related {
-            let _ = write!(message, "\nnote: {} ({})", r.message, location(sources, r.span));
+            let _ = write!(
+                message,
+                "\nnote: {} ({})",
+                r.message,
+                location(sources, r.span)
+            );
         }
         let mut props = Vec::new();
         if let Some(s) = d.span {

@@ -53,7 +53,9 @@ impl<'n> Obj<'n> {
             .iter()
             .find(|(k, _)| k.name == key)
             .map(|(_, v)| v)
-            .filter(|v| v.value != Value::Null || self.schema.field(key).is_some_and(|f| f.required))
+            .filter(|v| {
+                v.value != Value::Null || self.schema.field(key).is_some_and(|f| f.required)
+            })
     }
 
     pub fn key_span(&self, key: &str) -> Option<Span> {
@@ -80,9 +82,7 @@ fn type_error(diags: &mut Diagnostics, node: &Node, expected: &str, what: &str) 
 
 fn type_hint(node: &Node, expected: &str) -> Option<String> {
     match (&node.value, expected) {
-        (Value::Str(s), e) if e.starts_with("a list") => {
-            Some(format!("write a list, e.g. [{s}]"))
-        }
+        (Value::Str(s), e) if e.starts_with("a list") => Some(format!("write a list, e.g. [{s}]")),
         (Value::Str(_), e) if e.starts_with("an integer") => {
             Some("write the number without quotes".into())
         }
@@ -170,7 +170,10 @@ impl<'d> Decoder<'d> {
                 self.diags.error(
                     Code::InvalidValue,
                     node.span,
-                    format!("{} must be between {min} and {max}, not {i}", Self::what(obj, key)),
+                    format!(
+                        "{} must be between {min} and {max}, not {i}",
+                        Self::what(obj, key)
+                    ),
                 );
                 return None;
             }

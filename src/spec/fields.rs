@@ -8,7 +8,10 @@
 #[derive(Debug)]
 pub enum Ty {
     Str,
-    Int { min: i64, max: i64 },
+    Int {
+        min: i64,
+        max: i64,
+    },
     Bool,
     /// A list of strings.
     StrList,
@@ -112,15 +115,27 @@ pub static DEFAULTS: Object = Object {
 pub static SERVER: Object = Object {
     name: "server",
     doc: "The daemon's HTTP server.",
-    fields: &[f("listen", Ty::Str, "Address and port to listen on. Default: 127.0.0.1:8585.")],
+    fields: &[f(
+        "listen",
+        Ty::Str,
+        "Address and port to listen on. Default: 127.0.0.1:8585.",
+    )],
 };
 
 pub static REMOTE_ATTACH: Object = Object {
     name: "remote_attach",
     doc: "What extract.duckdb files may ATTACH at rebuild and query time (allowlists).",
     fields: &[
-        f("extensions", Ty::StrList, "DuckDB extensions an extract's `_remote_attach` rows may use."),
-        f("token_envs", Ty::StrList, "Environment variables an extract's `_remote_attach` rows may read a token from."),
+        f(
+            "extensions",
+            Ty::StrList,
+            "DuckDB extensions an extract's `_remote_attach` rows may use.",
+        ),
+        f(
+            "token_envs",
+            Ty::StrList,
+            "Environment variables an extract's `_remote_attach` rows may read a token from.",
+        ),
     ],
 };
 
@@ -145,16 +160,42 @@ pub static CSV_OPTIONS: Object = Object {
     doc: "Options passed to DuckDB's CSV reader; anything not set is sniffed.",
     fields: &[
         f("delim", Ty::Str, "Column delimiter, e.g. \";\"."),
-        f("header", Ty::Bool, "Whether the first line holds column names."),
+        f(
+            "header",
+            Ty::Bool,
+            "Whether the first line holds column names.",
+        ),
         f("quote", Ty::Str, "Quote character."),
         f("escape", Ty::Str, "Escape character."),
         f("nullstr", Ty::Str, "String that means NULL."),
-        f("skip", Ty::Int { min: 0, max: 1_000_000 }, "Lines to skip at the start of each file."),
+        f(
+            "skip",
+            Ty::Int {
+                min: 0,
+                max: 1_000_000,
+            },
+            "Lines to skip at the start of each file.",
+        ),
         f("dateformat", Ty::Str, "strptime format of DATE columns."),
-        f("timestampformat", Ty::Str, "strptime format of TIMESTAMP columns."),
+        f(
+            "timestampformat",
+            Ty::Str,
+            "strptime format of TIMESTAMP columns.",
+        ),
         f("all_varchar", Ty::Bool, "Read every column as text."),
-        f("sample_size", Ty::Int { min: -1, max: i64::MAX }, "Rows sampled to detect types (-1: all)."),
-        f("ignore_errors", Ty::Bool, "Skip rows that do not parse instead of failing."),
+        f(
+            "sample_size",
+            Ty::Int {
+                min: -1,
+                max: i64::MAX,
+            },
+            "Rows sampled to detect types (-1: all).",
+        ),
+        f(
+            "ignore_errors",
+            Ty::Bool,
+            "Skip rows that do not parse instead of failing.",
+        ),
     ],
 };
 
@@ -162,7 +203,11 @@ pub static CONN_CSV: Object = Object {
     name: "csv connection",
     doc: "CSV files: one table per file (the file stem is the source_table).",
     fields: &[
-        req("path", Ty::Str, "A CSV file, a directory of CSV files, or a glob, relative to the instance root."),
+        req(
+            "path",
+            Ty::Str,
+            "A CSV file, a directory of CSV files, or a glob, relative to the instance root.",
+        ),
         f("options", Ty::Object(&CSV_OPTIONS), "CSV reader options."),
     ],
 };
@@ -171,15 +216,27 @@ pub static CONN_PARQUET: Object = Object {
     name: "parquet connection",
     doc: "Parquet files: one table per file or per directory of files.",
     fields: &[
-        req("path", Ty::Str, "A Parquet file, a directory or a glob, relative to the instance root."),
-        f("hive_partitioning", Ty::Bool, "Read key=value directory names as columns."),
+        req(
+            "path",
+            Ty::Str,
+            "A Parquet file, a directory or a glob, relative to the instance root.",
+        ),
+        f(
+            "hive_partitioning",
+            Ty::Bool,
+            "Read key=value directory names as columns.",
+        ),
     ],
 };
 
 pub static CONN_DUCKDB: Object = Object {
     name: "duckdb connection",
     doc: "Tables of another DuckDB database file.",
-    fields: &[req("path", Ty::Str, "The .duckdb file, relative to the instance root.")],
+    fields: &[req(
+        "path",
+        Ty::Str,
+        "The .duckdb file, relative to the instance root.",
+    )],
 };
 
 pub static CONN_POSTGRES: Object = Object {
@@ -187,11 +244,30 @@ pub static CONN_POSTGRES: Object = Object {
     doc: "A PostgreSQL database.",
     fields: &[
         req("host", Ty::Str, "Server host name."),
-        f("port", Ty::Int { min: 1, max: 65535 }, "Server port. Default: 5432."),
+        f(
+            "port",
+            Ty::Int { min: 1, max: 65535 },
+            "Server port. Default: 5432.",
+        ),
         req("database", Ty::Str, "Database name."),
         f("user", Ty::Str, "User name."),
-        f("password_env", Ty::EnvVar, "Environment variable holding the password."),
-        f("sslmode", Ty::Enum(&["disable", "allow", "prefer", "require", "verify-ca", "verify-full"]), "libpq sslmode."),
+        f(
+            "password_env",
+            Ty::EnvVar,
+            "Environment variable holding the password.",
+        ),
+        f(
+            "sslmode",
+            Ty::Enum(&[
+                "disable",
+                "allow",
+                "prefer",
+                "require",
+                "verify-ca",
+                "verify-full",
+            ]),
+            "libpq sslmode.",
+        ),
     ],
 };
 
@@ -199,9 +275,24 @@ pub static CONN_KEBOOLA: Object = Object {
     name: "keboola connection",
     doc: "A Keboola Storage project.",
     fields: &[
-        req("url", Ty::Str, "Stack URL, e.g. https://connection.keboola.com."),
-        req("token_env", Ty::EnvVar, "Environment variable holding the Storage API token."),
-        f("project_id", Ty::Int { min: 1, max: i64::MAX }, "Project id (checked against the token)."),
+        req(
+            "url",
+            Ty::Str,
+            "Stack URL, e.g. https://connection.keboola.com.",
+        ),
+        req(
+            "token_env",
+            Ty::EnvVar,
+            "Environment variable holding the Storage API token.",
+        ),
+        f(
+            "project_id",
+            Ty::Int {
+                min: 1,
+                max: i64::MAX,
+            },
+            "Project id (checked against the token).",
+        ),
     ],
 };
 
@@ -211,7 +302,11 @@ pub static CONN_BIGQUERY: Object = Object {
     fields: &[
         req("project", Ty::Str, "Project id that runs the queries."),
         f("location", Ty::Str, "Dataset location, e.g. EU."),
-        f("credentials_env", Ty::EnvVar, "Environment variable holding the service-account JSON (or its path)."),
+        f(
+            "credentials_env",
+            Ty::EnvVar,
+            "Environment variable holding the service-account JSON (or its path).",
+        ),
         f("endpoint", Ty::Str, "API endpoint override (emulators)."),
     ],
 };
@@ -222,9 +317,21 @@ pub static CONN_JIRA: Object = Object {
     fields: &[
         req("url", Ty::Str, "Site URL, e.g. https://acme.atlassian.net."),
         f("email", Ty::Str, "Account e-mail for basic auth."),
-        req("token_env", Ty::EnvVar, "Environment variable holding the API token."),
-        f("projects", Ty::StrList, "Project keys to sync (default: all visible)."),
-        f("webhook_secret_env", Ty::EnvVar, "Environment variable holding the webhook HMAC secret."),
+        req(
+            "token_env",
+            Ty::EnvVar,
+            "Environment variable holding the API token.",
+        ),
+        f(
+            "projects",
+            Ty::StrList,
+            "Project keys to sync (default: all visible).",
+        ),
+        f(
+            "webhook_secret_env",
+            Ty::EnvVar,
+            "Environment variable holding the webhook HMAC secret.",
+        ),
     ],
 };
 
@@ -246,12 +353,28 @@ pub static TRANSFORM: Object = Object {
     name: "transform",
     doc: "A SQL model built in analytics.duckdb after the rebuild.",
     fields: &[
-        req("name", Ty::Str, "Name of the table or view created in analytics; unique across tables and transforms."),
+        req(
+            "name",
+            Ty::Str,
+            "Name of the table or view created in analytics; unique across tables and transforms.",
+        ),
         f("description", Ty::Str, "What one row means."),
-        f("materialized", Ty::Enum(MATERIALIZATIONS), "table (default) or view."),
-        req("sql", Ty::Sql, "One SELECT statement; may read registered tables and other transforms."),
+        f(
+            "materialized",
+            Ty::Enum(MATERIALIZATIONS),
+            "table (default) or view.",
+        ),
+        req(
+            "sql",
+            Ty::Sql,
+            "One SELECT statement; may read registered tables and other transforms.",
+        ),
         f("columns", Ty::StrMap, "Column descriptions."),
-        f("checks", Ty::Checks, "Data checks run after the build; a failure fails the run."),
+        f(
+            "checks",
+            Ty::Checks,
+            "Data checks run after the build; a failure fails the run.",
+        ),
         f("tags", Ty::StrList, "Free-form labels."),
     ],
 };
@@ -260,12 +383,28 @@ pub static SOURCE: Object = Object {
     name: "source",
     doc: "pipelines/<source>.yaml: one data source, how to reach it and its SQL transforms.",
     fields: &[
-        f("name", Ty::Str, "Source name; default: the file stem. Unique; [a-z0-9_]+."),
+        f(
+            "name",
+            Ty::Str,
+            "Source name; default: the file stem. Unique; [a-z0-9_]+.",
+        ),
         req("type", Ty::Enum(SOURCE_TYPES), "Source type."),
         f("description", Ty::Str, "What the source is."),
-        req("connection", Ty::Connection, "How to reach the source; keys depend on `type`. Secrets only as `*_env: VAR_NAME`."),
-        f("schedule", Ty::Schedule, "Sync schedule of this source's tables (tables may override)."),
-        f("transforms", Ty::List(&TRANSFORM), "SQL models built after the rebuild."),
+        req(
+            "connection",
+            Ty::Connection,
+            "How to reach the source; keys depend on `type`. Secrets only as `*_env: VAR_NAME`.",
+        ),
+        f(
+            "schedule",
+            Ty::Schedule,
+            "Sync schedule of this source's tables (tables may override).",
+        ),
+        f(
+            "transforms",
+            Ty::List(&TRANSFORM),
+            "SQL models built after the rebuild.",
+        ),
     ],
 };
 
@@ -275,12 +414,39 @@ pub static SYNC: Object = Object {
     name: "sync",
     doc: "How a table is synced.",
     fields: &[
-        f("mode", Ty::Enum(SYNC_MODES), "full (default) | incremental | partitioned."),
-        f("cursor", Ty::Str, "Column whose growth marks new or changed rows (incremental)."),
-        f("primary_key", Ty::StrList, "Columns identifying a row; incremental rows are merged on it."),
-        f("window_days", Ty::Int { min: 0, max: 36_500 }, "Re-read this many days before the cursor (late-arriving rows)."),
-        f("partition_by", Ty::Str, "Date column the Parquet output is partitioned by (partitioned)."),
-        f("granularity", Ty::Enum(GRANULARITIES), "Partition size: day | month (default) | year."),
+        f(
+            "mode",
+            Ty::Enum(SYNC_MODES),
+            "full (default) | incremental | partitioned.",
+        ),
+        f(
+            "cursor",
+            Ty::Str,
+            "Column whose growth marks new or changed rows (incremental).",
+        ),
+        f(
+            "primary_key",
+            Ty::StrList,
+            "Columns identifying a row; incremental rows are merged on it.",
+        ),
+        f(
+            "window_days",
+            Ty::Int {
+                min: 0,
+                max: 36_500,
+            },
+            "Re-read this many days before the cursor (late-arriving rows).",
+        ),
+        f(
+            "partition_by",
+            Ty::Str,
+            "Date column the Parquet output is partitioned by (partitioned).",
+        ),
+        f(
+            "granularity",
+            Ty::Enum(GRANULARITIES),
+            "Partition size: day | month (default) | year.",
+        ),
     ],
 };
 
@@ -290,7 +456,11 @@ pub static WHERE: Object = Object {
     fields: &[
         req("column", Ty::Str, "Column to filter on."),
         req("operator", Ty::Enum(OPERATORS), "Comparison."),
-        req("values", Ty::ScalarList, "Values to compare with (one for eq/ne/gt/ge/lt/le)."),
+        req(
+            "values",
+            Ty::ScalarList,
+            "Values to compare with (one for eq/ne/gt/ge/lt/le).",
+        ),
     ],
 };
 
@@ -319,7 +489,11 @@ pub static TABLE: Object = Object {
 pub static REGISTRY: Object = Object {
     name: "registry file",
     doc: "registry/<anything>.yaml: a list of tables.",
-    fields: &[req("tables", Ty::List(&TABLE), "The tables registered by this file.")],
+    fields: &[req(
+        "tables",
+        Ty::List(&TABLE),
+        "The tables registered by this file.",
+    )],
 };
 
 // ---------------------------------------------------------------- metrics/<category>/<metric>.yaml
@@ -328,21 +502,53 @@ pub static METRIC: Object = Object {
     name: "metric",
     doc: "metrics/<category>/<metric>.yaml: a canonical business metric.",
     fields: &[
-        f("name", Ty::Str, "Metric name; default: the file stem. The id is \"<category>/<name>\"."),
-        f("category", Ty::Str, "Category; default: the folder under metrics/."),
+        f(
+            "name",
+            Ty::Str,
+            "Metric name; default: the file stem. The id is \"<category>/<name>\".",
+        ),
+        f(
+            "category",
+            Ty::Str,
+            "Category; default: the folder under metrics/.",
+        ),
         f("display_name", Ty::Str, "Human name."),
         req("description", Ty::Str, "What the number means, precisely."),
-        f("owner", Ty::Str, "Who answers questions about it (e-mail or team)."),
+        f(
+            "owner",
+            Ty::Str,
+            "Who answers questions about it (e-mail or team).",
+        ),
         f("type", Ty::Enum(METRIC_TYPES), "Aggregation kind."),
         f("unit", Ty::Str, "Unit of the value (USD, %, hours…)."),
-        f("grain", Ty::EnumList(GRAINS), "Time grains the metric can be computed at."),
+        f(
+            "grain",
+            Ty::EnumList(GRAINS),
+            "Time grains the metric can be computed at.",
+        ),
         f("time_column", Ty::Str, "Column the grain truncates."),
-        f("tables", Ty::StrList, "Tables the metric reads; default: the tables its SQL reads."),
-        f("dimensions", Ty::StrList, "Columns it can be broken down by."),
+        f(
+            "tables",
+            Ty::StrList,
+            "Tables the metric reads; default: the tables its SQL reads.",
+        ),
+        f(
+            "dimensions",
+            Ty::StrList,
+            "Columns it can be broken down by.",
+        ),
         f("synonyms", Ty::StrList, "Other names people use for it."),
         f("notes", Ty::StrList, "Caveats worth knowing."),
-        req("sql", Ty::Sql, "A minijinja template rendering to one SELECT returning `period` and `value`."),
-        f("variants", Ty::StrMap, "Named alternative SQL, e.g. by a dimension."),
+        req(
+            "sql",
+            Ty::Sql,
+            "A minijinja template rendering to one SELECT returning `period` and `value`.",
+        ),
+        f(
+            "variants",
+            Ty::StrMap,
+            "Named alternative SQL, e.g. by a dimension.",
+        ),
     ],
 };
 

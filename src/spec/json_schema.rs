@@ -18,7 +18,9 @@ fn ty_schema(ty: &Ty) -> Value {
         }
         Ty::Bool => json!({"type": "boolean"}),
         Ty::StrList => json!({"type": "array", "items": {"type": "string"}}),
-        Ty::ScalarList => json!({"type": "array", "items": {"type": ["string", "number", "boolean"]}}),
+        Ty::ScalarList => {
+            json!({"type": "array", "items": {"type": ["string", "number", "boolean"]}})
+        }
         Ty::StrMap => json!({"type": "object", "additionalProperties": {"type": "string"}}),
         Ty::Enum(names) => json!({"type": "string", "enum": names}),
         Ty::EnumList(names) => json!({"type": "array", "items": {"type": "string", "enum": names}}),
@@ -63,7 +65,12 @@ pub fn object_schema(o: &Object) -> Value {
     for f in o.fields {
         props.insert(f.key.into(), field_schema(f));
     }
-    let required: Vec<&str> = o.fields.iter().filter(|f| f.required).map(|f| f.key).collect();
+    let required: Vec<&str> = o
+        .fields
+        .iter()
+        .filter(|f| f.required)
+        .map(|f| f.key)
+        .collect();
     let mut s = json!({
         "type": "object",
         "description": o.doc,
@@ -117,6 +124,9 @@ mod tests {
             .unwrap()
             .contains(&json!("remote")));
         let source = for_kind("source").unwrap();
-        assert_eq!(source["allOf"].as_array().unwrap().len(), fields::SOURCE_TYPES.len());
+        assert_eq!(
+            source["allOf"].as_array().unwrap().len(),
+            fields::SOURCE_TYPES.len()
+        );
     }
 }

@@ -321,7 +321,10 @@ impl Decoder<'_> {
             self.diags.error(
                 Code::Type,
                 node.span,
-                format!("`{key}`: expected a list of checks, found {}", node.value.kind()),
+                format!(
+                    "`{key}`: expected a list of checks, found {}",
+                    node.value.kind()
+                ),
             );
             return Vec::new();
         };
@@ -333,7 +336,11 @@ impl Decoder<'_> {
                      {accepted_values: {column: c, values: [..]}}";
         let Value::Map(entries) = &item.value else {
             self.diags
-                .error(Code::Type, item.span, format!("expected a check, found {}", item.value.kind()))
+                .error(
+                    Code::Type,
+                    item.span,
+                    format!("expected a check, found {}", item.value.kind()),
+                )
                 .hint = Some(shape.into());
             return None;
         };
@@ -375,7 +382,9 @@ impl Decoder<'_> {
                     _ => None,
                 };
                 let extra = match &v.value {
-                    Value::Map(e) => e.iter().any(|(k, _)| k.name != "column" && k.name != "values"),
+                    Value::Map(e) => e
+                        .iter()
+                        .any(|(k, _)| k.name != "column" && k.name != "values"),
                     _ => true,
                 };
                 match (column, values, extra) {
@@ -408,7 +417,8 @@ impl Decoder<'_> {
 }
 
 const NAME_RULE: &str = "use letters, digits and _, starting with a letter or _ (at most 64)";
-const SOURCE_RULE: &str = "use lowercase letters, digits and _, starting with a letter or _ (at most 64)";
+const SOURCE_RULE: &str =
+    "use lowercase letters, digits and _, starting with a letter or _ (at most 64)";
 
 pub fn decode_instance(dec: &mut Decoder, node: &Node, file: FileId) -> Option<InstanceSpec> {
     let obj = dec.object(node, &fields::INSTANCE)?;
@@ -420,9 +430,15 @@ pub fn decode_instance(dec: &mut Decoder, node: &Node, file: FileId) -> Option<I
             Err(_) => {
                 let names = chrono_tz::TZ_VARIANTS.iter().map(|z| z.name());
                 dec.diags
-                    .error(Code::Timezone, tz.span, format!("unknown time zone `{}`", tz.value))
+                    .error(
+                        Code::Timezone,
+                        tz.span,
+                        format!("unknown time zone `{}`", tz.value),
+                    )
                     .hint = Some(match suggest(&tz.value, names) {
-                    Some(s) => format!("did you mean `{s}`? (IANA names such as Europe/Prague, UTC)"),
+                    Some(s) => {
+                        format!("did you mean `{s}`? (IANA names such as Europe/Prague, UTC)")
+                    }
                     None => "use an IANA time zone name such as Europe/Prague or UTC".into(),
                 });
                 Located::new(Tz::UTC, tz.span)
@@ -439,9 +455,14 @@ pub fn decode_instance(dec: &mut Decoder, node: &Node, file: FileId) -> Option<I
             obj.span.point(),
         )
     };
-    let defaults = match obj.get("defaults").and_then(|n| dec.object(n, &fields::DEFAULTS)) {
+    let defaults = match obj
+        .get("defaults")
+        .and_then(|n| dec.object(n, &fields::DEFAULTS))
+    {
         Some(d) => Defaults {
-            schedule: dec.schedule(&d, "schedule").unwrap_or_else(default_schedule),
+            schedule: dec
+                .schedule(&d, "schedule")
+                .unwrap_or_else(default_schedule),
             query_mode: dec
                 .enum_value(&d, "query_mode", QueryMode::NAMES, QueryMode::from_name)
                 .unwrap_or_else(|| Located::new(QueryMode::Local, d.span.point())),
@@ -454,21 +475,36 @@ pub fn decode_instance(dec: &mut Decoder, node: &Node, file: FileId) -> Option<I
         },
     };
     let mut listen = Located::new("127.0.0.1:8585".to_string(), obj.span.point());
-    if let Some(server) = obj.get("server").and_then(|n| dec.object(n, &fields::SERVER)) {
+    if let Some(server) = obj
+        .get("server")
+        .and_then(|n| dec.object(n, &fields::SERVER))
+    {
         if let Some(l) = dec.str(&server, "listen") {
             if l.value.parse::<std::net::SocketAddr>().is_err() {
                 dec.diags
-                    .error(Code::InvalidValue, l.span, format!("`{}` is not an address:port", l.value))
+                    .error(
+                        Code::InvalidValue,
+                        l.span,
+                        format!("`{}` is not an address:port", l.value),
+                    )
                     .hint = Some("e.g. 127.0.0.1:8585 or 0.0.0.0:8585".into());
             }
             listen = l;
         }
     }
     let (mut remote_extensions, mut remote_token_envs) = (Vec::new(), Vec::new());
-    if let Some(ra) = obj.get("remote_attach").and_then(|n| dec.object(n, &fields::REMOTE_ATTACH)) {
+    if let Some(ra) = obj
+        .get("remote_attach")
+        .and_then(|n| dec.object(n, &fields::REMOTE_ATTACH))
+    {
         remote_extensions = dec.str_list(&ra, "extensions");
         for e in &remote_extensions {
-            dec.named(Some(e.clone()), names::is_identifier, "extension name", NAME_RULE);
+            dec.named(
+                Some(e.clone()),
+                names::is_identifier,
+                "extension name",
+                NAME_RULE,
+            );
         }
         remote_token_envs = dec.str_list(&ra, "token_envs");
         dec.env_vars(&remote_token_envs);
@@ -595,13 +631,23 @@ fn decode_connection(dec: &mut Decoder, node: &Node, schema: &'static Object) {
     }
 }
 
-fn decode_transform(dec: &mut Decoder, node: &Node, file: FileId, source: &str) -> Option<TransformSpec> {
+fn decode_transform(
+    dec: &mut Decoder,
+    node: &Node,
+    file: FileId,
+    source: &str,
+) -> Option<TransformSpec> {
     let obj = dec.object(node, &fields::TRANSFORM)?;
     let name = dec.str(&obj, "name");
     let name = dec.named(name, names::is_identifier, "transform name", NAME_RULE);
     let description = dec.str(&obj, "description");
     let materialized = dec
-        .enum_value(&obj, "materialized", Materialized::NAMES, Materialized::from_name)
+        .enum_value(
+            &obj,
+            "materialized",
+            Materialized::NAMES,
+            Materialized::from_name,
+        )
         .map_or(Materialized::Table, |m| m.value);
     let sql = dec.str(&obj, "sql");
     let columns = dec.str_map(&obj, "columns");
@@ -647,14 +693,23 @@ fn decode_table(dec: &mut Decoder, node: &Node, file: FileId) -> Option<TableSpe
                     .error(
                         Code::InvalidName,
                         st.span,
-                        format!("`{}` cannot be a view name, and the table has no `name`", st.value),
+                        format!(
+                            "`{}` cannot be a view name, and the table has no `name`",
+                            st.value
+                        ),
                     )
-                    .hint = Some(format!("add `name:` for the view in analytics; {NAME_RULE}"));
+                    .hint = Some(format!(
+                    "add `name:` for the view in analytics; {NAME_RULE}"
+                ));
                 None
             }
             None => {
                 dec.diags
-                    .error(Code::MissingKey, obj.span.point(), "table has neither `name` nor `source_table`")
+                    .error(
+                        Code::MissingKey,
+                        obj.span.point(),
+                        "table has neither `name` nor `source_table`",
+                    )
                     .hint = Some("add `source_table:` (the table at the source) or `name:`".into());
                 None
             }
@@ -669,7 +724,10 @@ fn decode_table(dec: &mut Decoder, node: &Node, file: FileId) -> Option<TableSpe
         ),
         None => {
             let prefix = bucket.as_ref().or(source.as_ref()).map(|b| b.value.clone());
-            let base = source_table.as_ref().or(name.as_ref()).map(|s| s.value.clone());
+            let base = source_table
+                .as_ref()
+                .or(name.as_ref())
+                .map(|s| s.value.clone());
             match (prefix, base) {
                 (Some(p), Some(b)) => Some(Located::new(format!("{p}.{b}"), obj.span.point())),
                 _ => None,
@@ -686,7 +744,12 @@ fn decode_table(dec: &mut Decoder, node: &Node, file: FileId) -> Option<TableSpe
             window_days: dec.int(&s, "window_days").map(|w| w.value as u32),
             partition_by: dec.str(&s, "partition_by"),
             granularity: dec
-                .enum_value(&s, "granularity", Granularity::NAMES, Granularity::from_name)
+                .enum_value(
+                    &s,
+                    "granularity",
+                    Granularity::NAMES,
+                    Granularity::from_name,
+                )
                 .map(|g| g.value),
         },
         None => SyncSpec::default(),
@@ -711,7 +774,12 @@ fn decode_table(dec: &mut Decoder, node: &Node, file: FileId) -> Option<TableSpe
     let columns = dec.str_map(&obj, "columns");
     let access = dec.str_list(&obj, "access");
     for g in &access {
-        dec.named(Some(g.clone()), names::is_group, "group name", "use letters, digits, `_`, `.` and `-`");
+        dec.named(
+            Some(g.clone()),
+            names::is_group,
+            "group name",
+            "use letters, digits, `_`, `.` and `-`",
+        );
     }
     let tags = dec.str_list(&obj, "tags");
     let checks = dec.checks(&obj, "checks");
@@ -746,10 +814,24 @@ pub fn decode_metric(
     let obj = dec.object(node, &fields::METRIC)?;
     let metric_rule = "use lowercase letters, digits, `_` and `-`";
     let default_here = |s: &str| Located::new(s.to_owned(), obj.span.point());
-    let name = dec.str(&obj, "name").unwrap_or_else(|| default_here(file_stem));
-    let name = dec.named(Some(name), names::is_metric_name, "metric name", metric_rule);
-    let category = dec.str(&obj, "category").unwrap_or_else(|| default_here(folder));
-    let category = dec.named(Some(category), names::is_metric_name, "metric category", metric_rule);
+    let name = dec
+        .str(&obj, "name")
+        .unwrap_or_else(|| default_here(file_stem));
+    let name = dec.named(
+        Some(name),
+        names::is_metric_name,
+        "metric name",
+        metric_rule,
+    );
+    let category = dec
+        .str(&obj, "category")
+        .unwrap_or_else(|| default_here(folder));
+    let category = dec.named(
+        Some(category),
+        names::is_metric_name,
+        "metric category",
+        metric_rule,
+    );
     let metric = MetricSpec {
         file,
         span: obj.span,

@@ -125,9 +125,11 @@ fn parse_every(rest: &str) -> Result<Schedule, ScheduleError> {
         .find(|c: char| !c.is_ascii_digit())
         .unwrap_or(rest.len());
     let (num, unit) = rest.split_at(split);
-    let n: i64 = num
-        .parse()
-        .map_err(|_| err(format!("`every {rest}`: expected a number and a unit, e.g. `every 15m`")))?;
+    let n: i64 = num.parse().map_err(|_| {
+        err(format!(
+            "`every {rest}`: expected a number and a unit, e.g. `every 15m`"
+        ))
+    })?;
     let step = match unit.trim() {
         "m" | "min" | "mins" | "minute" | "minutes" => Duration::minutes(n),
         "h" | "hour" | "hours" => Duration::hours(n),
@@ -167,7 +169,10 @@ impl fmt::Display for Schedule {
             }
             Schedule::Every(d) => write!(f, "every {}m", d.num_minutes()),
             Schedule::Daily(times) => {
-                let list: Vec<String> = times.iter().map(|t| t.format("%H:%M").to_string()).collect();
+                let list: Vec<String> = times
+                    .iter()
+                    .map(|t| t.format("%H:%M").to_string())
+                    .collect();
                 write!(f, "daily {}", list.join(","))
             }
         }
@@ -212,19 +217,37 @@ mod tests {
     #[test]
     fn every_is_anchored_at_local_midnight() {
         let s = Schedule::parse("every 15m").unwrap();
-        assert_eq!(s.next_after(at(2026, 3, 1, 10, 7)), Some(at(2026, 3, 1, 10, 15)));
-        assert_eq!(s.next_after(at(2026, 3, 1, 23, 50)), Some(at(2026, 3, 2, 0, 0)));
+        assert_eq!(
+            s.next_after(at(2026, 3, 1, 10, 7)),
+            Some(at(2026, 3, 1, 10, 15))
+        );
+        assert_eq!(
+            s.next_after(at(2026, 3, 1, 23, 50)),
+            Some(at(2026, 3, 2, 0, 0))
+        );
         let s = Schedule::parse("every 7h").unwrap();
-        assert_eq!(s.next_after(at(2026, 3, 1, 22, 0)), Some(at(2026, 3, 2, 0, 0)));
+        assert_eq!(
+            s.next_after(at(2026, 3, 1, 22, 0)),
+            Some(at(2026, 3, 2, 0, 0))
+        );
     }
 
     #[test]
     fn daily_follows_local_time_across_dst() {
         let s = Schedule::parse("daily 05:00,17:00").unwrap();
         // Prague switches to summer time on 2026-03-29.
-        assert_eq!(s.next_after(at(2026, 3, 28, 18, 0)), Some(at(2026, 3, 29, 5, 0)));
-        assert_eq!(s.next_after(at(2026, 3, 29, 5, 0)), Some(at(2026, 3, 29, 17, 0)));
+        assert_eq!(
+            s.next_after(at(2026, 3, 28, 18, 0)),
+            Some(at(2026, 3, 29, 5, 0))
+        );
+        assert_eq!(
+            s.next_after(at(2026, 3, 29, 5, 0)),
+            Some(at(2026, 3, 29, 17, 0))
+        );
         let cron = Schedule::parse("0 5 * * *").unwrap();
-        assert_eq!(cron.next_after(at(2026, 3, 28, 18, 0)), Some(at(2026, 3, 29, 5, 0)));
+        assert_eq!(
+            cron.next_after(at(2026, 3, 28, 18, 0)),
+            Some(at(2026, 3, 29, 5, 0))
+        );
     }
 }

@@ -80,8 +80,12 @@ impl SqlParser {
         let mut refs = Vec::new();
         let mut ctes = BTreeSet::new();
         collect(&tree["statements"], &mut refs, &mut ctes);
-        refs.retain(|r: &TableRef| !(r.catalog.is_empty() && r.schema.is_empty() && ctes.contains(&r.name.to_lowercase())));
-        refs.sort_by(|a, b| (&a.catalog, &a.schema, &a.name).cmp(&(&b.catalog, &b.schema, &b.name)));
+        refs.retain(|r: &TableRef| {
+            !(r.catalog.is_empty() && r.schema.is_empty() && ctes.contains(&r.name.to_lowercase()))
+        });
+        refs.sort_by(|a, b| {
+            (&a.catalog, &a.schema, &a.name).cmp(&(&b.catalog, &b.schema, &b.name))
+        });
         refs.dedup_by(|a, b| a.catalog == b.catalog && a.schema == b.schema && a.name == b.name);
         Ok(refs)
     }

@@ -24,10 +24,7 @@ pub fn parse(file: &SourceFile, id: FileId) -> Result<Node, Diagnostic> {
             })
         }
         Err(e) => {
-            let span = e
-                .span()
-                .map(|r| span_of(r))
-                .unwrap_or(Span::file_start(id));
+            let span = e.span().map(span_of).unwrap_or(Span::file_start(id));
             let message = e.message().trim().to_string();
             Err(Diagnostic::error(
                 Code::Syntax,

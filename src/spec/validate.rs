@@ -24,7 +24,8 @@ pub struct Analysis {
 }
 
 /// Variables every metric template can use (documented in docs/specs.md).
-pub const METRIC_TEMPLATE_VARS: &[&str] = &["grain", "dimension", "date_from", "date_to", "time_column"];
+pub const METRIC_TEMPLATE_VARS: &[&str] =
+    &["grain", "dimension", "date_from", "date_to", "time_column"];
 
 pub fn validate(specs: &Specs, diags: &mut Diagnostics) -> Analysis {
     let mut v = Validator {
@@ -41,7 +42,9 @@ pub fn validate(specs: &Specs, diags: &mut Diagnostics) -> Analysis {
             v.transform_sql(&parser);
             v.metrics(&parser);
         }
-        Err(e) => v.diags.push(Diagnostic::error(Code::Sql, None, e.to_string())),
+        Err(e) => v
+            .diags
+            .push(Diagnostic::error(Code::Sql, None, e.to_string())),
     }
     v.cycles();
     v.analysis
@@ -65,9 +68,15 @@ fn duplicates<'x>(
     for (key, loc) in items {
         if let Some(first) = seen.get(&key) {
             diags.push(
-                Diagnostic::error(Code::Duplicate, loc.span, format!("duplicate {what} `{}`", loc.value))
-                    .with_related(*first, "first defined here")
-                    .with_hint(format!("{what}s must be unique across all spec files; rename or remove one")),
+                Diagnostic::error(
+                    Code::Duplicate,
+                    loc.span,
+                    format!("duplicate {what} `{}`", loc.value),
+                )
+                .with_related(*first, "first defined here")
+                .with_hint(format!(
+                    "{what}s must be unique across all spec files; rename or remove one"
+                )),
             );
         } else {
             seen.insert(key, loc.span);
@@ -84,7 +93,10 @@ impl Validator<'_> {
         let specs = self.specs;
         duplicates(
             self.diags,
-            specs.sources.iter().map(|s| (s.name.value.clone(), &s.name)),
+            specs
+                .sources
+                .iter()
+                .map(|s| (s.name.value.clone(), &s.name)),
             "source name",
         );
         for s in &specs.sources {
@@ -110,8 +122,14 @@ impl Validator<'_> {
     fn env_set(&mut self, var: &str, span: Span) {
         if names::is_env_var(var) && std::env::var_os(var).is_none() {
             self.diags.push(
-                Diagnostic::warning(Code::Env, span, format!("environment variable `{var}` is not set"))
-                    .with_hint(format!("export {var} before `pipeline apply` or `run`; they fail without it")),
+                Diagnostic::warning(
+                    Code::Env,
+                    span,
+                    format!("environment variable `{var}` is not set"),
+                )
+                .with_hint(format!(
+                    "export {var} before `pipeline apply` or `run`; they fail without it"
+                )),
             );
         }
     }
@@ -122,15 +140,23 @@ impl Validator<'_> {
             Some(i) => &path.value[..path.value[..i].rfind('/').map_or(0, |j| j + 1)],
             None => path.value.as_str(),
         };
-        let full = self.specs.root.join(if fixed.is_empty() { "." } else { fixed });
+        let full = self
+            .specs
+            .root
+            .join(if fixed.is_empty() { "." } else { fixed });
         if !full.exists() {
             self.diags.push(
                 Diagnostic::warning(
                     Code::Path,
                     path.span,
-                    format!("`{}` does not exist (relative to the instance root)", path.value),
+                    format!(
+                        "`{}` does not exist (relative to the instance root)",
+                        path.value
+                    ),
                 )
-                .with_hint("extraction will fail until it exists; paths resolve against the instance root"),
+                .with_hint(
+                    "extraction will fail until it exists; paths resolve against the instance root",
+                ),
             );
         }
     }
@@ -155,19 +181,24 @@ impl Validator<'_> {
                     Diagnostic::error(
                         Code::UnknownReference,
                         t.source.span,
-                        format!("table `{}` names source `{}`, which does not exist", t.id.value, t.source.value),
-                    )
-                    .with_hint(match suggest(&t.source.value, source_names.iter().copied()) {
-                        Some(s) => format!("did you mean `{s}`?"),
-                        None if source_names.is_empty() => {
-                            "define the source in pipelines/<name>.yaml".to_string()
-                        }
-                        None => format!(
-                            "define it in pipelines/{}.yaml, or use one of: {}",
-                            t.source.value,
-                            source_names.join(", ")
+                        format!(
+                            "table `{}` names source `{}`, which does not exist",
+                            t.id.value, t.source.value
                         ),
-                    }),
+                    )
+                    .with_hint(
+                        match suggest(&t.source.value, source_names.iter().copied()) {
+                            Some(s) => format!("did you mean `{s}`?"),
+                            None if source_names.is_empty() => {
+                                "define the source in pipelines/<name>.yaml".to_string()
+                            }
+                            None => format!(
+                                "define it in pipelines/{}.yaml, or use one of: {}",
+                                t.source.value,
+                                source_names.join(", ")
+                            ),
+                        },
+                    ),
                 );
             }
             let mode = t.query_mode.as_ref().map_or(default_mode, |m| m.value);
@@ -196,14 +227,18 @@ impl Validator<'_> {
                     )
                     .with_hint("add `query:` with the SQL to run at the source"),
                 ),
-                QueryMode::Local | QueryMode::Remote if t.source_table.is_none() => self.diags.push(
-                    Diagnostic::error(
-                        Code::MissingKey,
-                        t.span.point(),
-                        format!("table `{}` has no `source_table`", t.id.value),
+                QueryMode::Local | QueryMode::Remote if t.source_table.is_none() => {
+                    self.diags.push(
+                        Diagnostic::error(
+                            Code::MissingKey,
+                            t.span.point(),
+                            format!("table `{}` has no `source_table`", t.id.value),
+                        )
+                        .with_hint(
+                            "add `source_table:` naming the table (or file stem) at the source",
+                        ),
                     )
-                    .with_hint("add `source_table:` naming the table (or file stem) at the source"),
-                ),
+                }
                 _ => {}
             }
             if let (Some(q), false) = (&t.query, mode == QueryMode::Materialized) {
@@ -232,8 +267,12 @@ impl Validator<'_> {
             SyncMode::Incremental => {
                 if sync.cursor.is_none() {
                     self.diags.push(
-                        Diagnostic::error(Code::MissingKey, span, "incremental sync needs a `cursor` column")
-                            .with_hint("add `cursor:` (e.g. updated_at) under `sync:`"),
+                        Diagnostic::error(
+                            Code::MissingKey,
+                            span,
+                            "incremental sync needs a `cursor` column",
+                        )
+                        .with_hint("add `cursor:` (e.g. updated_at) under `sync:`"),
                     );
                 }
                 if sync.primary_key.is_empty() {
@@ -248,8 +287,12 @@ impl Validator<'_> {
                 }
             }
             SyncMode::Partitioned if sync.partition_by.is_none() => self.diags.push(
-                Diagnostic::error(Code::MissingKey, span, "partitioned sync needs `partition_by`")
-                    .with_hint("add `partition_by:` naming a date column under `sync:`"),
+                Diagnostic::error(
+                    Code::MissingKey,
+                    span,
+                    "partitioned sync needs `partition_by`",
+                )
+                .with_hint("add `partition_by:` naming a date column under `sync:`"),
             ),
             _ => {}
         }
@@ -294,21 +337,32 @@ impl Validator<'_> {
     }
 
     /// Resolves a query's table references against tables and transforms; returns the view names read.
-    fn resolve(&mut self, refs: &[TableRef], sql: &Located<String>, owner: &str) -> BTreeSet<String> {
+    fn resolve(
+        &mut self,
+        refs: &[TableRef],
+        sql: &Located<String>,
+        owner: &str,
+    ) -> BTreeSet<String> {
         let specs = self.specs;
         let mut inputs = BTreeSet::new();
         for r in refs {
-            let qualifier = if !r.schema.is_empty() { &r.schema } else { &r.catalog };
+            let qualifier = if !r.schema.is_empty() {
+                &r.schema
+            } else {
+                &r.catalog
+            };
             let qualifier_lc = qualifier.to_lowercase();
             let name_lc = r.name.to_lowercase();
             let known = if qualifier.is_empty() || qualifier_lc == "main" {
                 self.view_names.contains_key(&name_lc)
-            } else if let Some(source) = specs.source(&qualifier_lc).or_else(|| specs.source(&r.catalog.to_lowercase())) {
+            } else if let Some(source) = specs
+                .source(&qualifier_lc)
+                .or_else(|| specs.source(&r.catalog.to_lowercase()))
+            {
                 // `source.table`: the extract attached under the source's name.
-                let found = specs
-                    .tables
-                    .iter()
-                    .find(|t| t.source.value == source.name.value && t.name.value.to_lowercase() == name_lc);
+                let found = specs.tables.iter().find(|t| {
+                    t.source.value == source.name.value && t.name.value.to_lowercase() == name_lc
+                });
                 if let Some(t) = found {
                     inputs.insert(t.name.value.to_lowercase());
                 }
@@ -323,17 +377,23 @@ impl Validator<'_> {
                 }
                 continue;
             }
-            let span = r.offset.map_or(sql.span, |o| self.sql_span(sql, o, r.name.len()));
+            let span = r
+                .offset
+                .map_or(sql.span, |o| self.sql_span(sql, o, r.name.len()));
             let candidates: Vec<&str> = self.view_names.keys().map(String::as_str).collect();
             self.diags.push(
                 Diagnostic::error(
                     Code::UnknownReference,
                     span,
-                    format!("{owner} reads `{}`, which is neither a registered table nor a transform", r.name),
+                    format!(
+                        "{owner} reads `{}`, which is neither a registered table nor a transform",
+                        r.name
+                    ),
                 )
                 .with_hint(match suggest(&r.name, candidates.iter().copied()) {
                     Some(s) => format!("did you mean `{s}`?"),
-                    None => "register the table in registry/, or define a transform with that name".into(),
+                    None => "register the table in registry/, or define a transform with that name"
+                        .into(),
                 }),
             );
         }
@@ -356,7 +416,13 @@ impl Validator<'_> {
         }
     }
 
-    fn sql_error(&mut self, sql: &Located<String>, owner: &str, message: String, offset: Option<usize>) {
+    fn sql_error(
+        &mut self,
+        sql: &Located<String>,
+        owner: &str,
+        message: String,
+        offset: Option<usize>,
+    ) {
         let span = offset.map_or(sql.span, |o| self.sql_span(sql, o, 1));
         self.diags.push(
             Diagnostic::error(Code::Sql, span, format!("{owner}: {message}"))
@@ -383,30 +449,44 @@ impl Validator<'_> {
         for m in &specs.metrics {
             if let Some(first) = seen.insert(&m.id, m.name.span) {
                 self.diags.push(
-                    Diagnostic::error(Code::Duplicate, m.name.span, format!("duplicate metric id `{}`", m.id))
-                        .with_related(first, "first defined here")
-                        .with_hint("metric ids (<category>/<name>) must be unique"),
+                    Diagnostic::error(
+                        Code::Duplicate,
+                        m.name.span,
+                        format!("duplicate metric id `{}`", m.id),
+                    )
+                    .with_related(first, "first defined here")
+                    .with_hint("metric ids (<category>/<name>) must be unique"),
                 );
             }
             if m.owner.is_none() {
                 self.diags.push(
-                    Diagnostic::warning(Code::MissingKey, m.span.point(), format!("metric `{}` has no owner", m.id))
-                        .with_hint("add `owner:` so people know whom to ask about it"),
+                    Diagnostic::warning(
+                        Code::MissingKey,
+                        m.span.point(),
+                        format!("metric `{}` has no owner", m.id),
+                    )
+                    .with_hint("add `owner:` so people know whom to ask about it"),
                 );
             }
             for t in &m.tables {
                 if !self.view_names.contains_key(&t.value.to_lowercase()) {
-                    let candidates: Vec<&str> = self.view_names.keys().map(String::as_str).collect();
+                    let candidates: Vec<&str> =
+                        self.view_names.keys().map(String::as_str).collect();
                     self.diags.push(
                         Diagnostic::error(
                             Code::UnknownReference,
                             t.span,
-                            format!("metric `{}` lists table `{}`, which is not registered", m.id, t.value),
+                            format!(
+                                "metric `{}` lists table `{}`, which is not registered",
+                                m.id, t.value
+                            ),
                         )
-                        .with_hint(match suggest(&t.value, candidates.iter().copied()) {
-                            Some(s) => format!("did you mean `{s}`?"),
-                            None => "register the table in registry/ or fix the name".into(),
-                        }),
+                        .with_hint(
+                            match suggest(&t.value, candidates.iter().copied()) {
+                                Some(s) => format!("did you mean `{s}`?"),
+                                None => "register the table in registry/ or fix the name".into(),
+                            },
+                        ),
                     );
                 }
             }
@@ -424,15 +504,23 @@ impl Validator<'_> {
             );
             for (sql, what) in sqls {
                 for grain in &grains {
-                    let rendered = match render_metric(&sql.value, grain, m.time_column.as_ref().map(|c| c.as_str())) {
+                    let rendered = match render_metric(
+                        &sql.value,
+                        grain,
+                        m.time_column.as_ref().map(|c| c.as_str()),
+                    ) {
                         Ok(r) => r,
                         Err(e) => {
                             self.diags.push(
-                                Diagnostic::error(Code::Template, sql.span, format!("{what}: template error: {e}"))
-                                    .with_hint(format!(
-                                        "templates may use: {}",
-                                        METRIC_TEMPLATE_VARS.join(", ")
-                                    )),
+                                Diagnostic::error(
+                                    Code::Template,
+                                    sql.span,
+                                    format!("{what}: template error: {e}"),
+                                )
+                                .with_hint(format!(
+                                    "templates may use: {}",
+                                    METRIC_TEMPLATE_VARS.join(", ")
+                                )),
                             );
                             break;
                         }
@@ -448,7 +536,12 @@ impl Validator<'_> {
                         Err(e) => {
                             // Offsets refer to the rendered text; only map them when nothing was templated.
                             let offset = e.offset.filter(|_| rendered == sql.value);
-                            self.sql_error(sql, &what, format!("{} (grain {grain})", e.message), offset);
+                            self.sql_error(
+                                sql,
+                                &what,
+                                format!("{} (grain {grain})", e.message),
+                                offset,
+                            );
                             break;
                         }
                     }
@@ -485,14 +578,25 @@ impl Validator<'_> {
                 .expect("non-empty component");
             let path = cycle_path(&graph, start, &members);
             let names: Vec<&str> = path.iter().map(|n| graph[*n]).collect();
-            let find = |n: &str| specs.transforms().find(|t| t.name.value.to_lowercase() == n);
-            let Some(first) = find(names[0]) else { continue };
+            let find = |n: &str| {
+                specs
+                    .transforms()
+                    .find(|t| t.name.value.to_lowercase() == n)
+            };
+            let Some(first) = find(names[0]) else {
+                continue;
+            };
             let mut d = Diagnostic::error(
                 Code::Cycle,
                 first.name.span,
-                format!("transforms depend on each other in a cycle: {}", names.join(" → ")),
+                format!(
+                    "transforms depend on each other in a cycle: {}",
+                    names.join(" → ")
+                ),
             )
-            .with_hint("a transform cannot read itself, directly or through others; break the loop");
+            .with_hint(
+                "a transform cannot read itself, directly or through others; break the loop",
+            );
             for n in &names[1..names.len() - 1] {
                 if let Some(t) = find(n) {
                     d = d.with_related(t.name.span, format!("`{}` is defined here", t.name.value));
@@ -504,7 +608,11 @@ impl Validator<'_> {
 }
 
 /// A shortest cycle through `start` inside one strongly connected component, as `start, …, start`.
-fn cycle_path(graph: &DiGraph<&str, ()>, start: NodeIndex, members: &BTreeSet<NodeIndex>) -> Vec<NodeIndex> {
+fn cycle_path(
+    graph: &DiGraph<&str, ()>,
+    start: NodeIndex,
+    members: &BTreeSet<NodeIndex>,
+) -> Vec<NodeIndex> {
     let mut prev: HashMap<NodeIndex, NodeIndex> = HashMap::new();
     let mut queue = std::collections::VecDeque::from([start]);
     while let Some(n) = queue.pop_front() {
@@ -532,7 +640,11 @@ fn cycle_path(graph: &DiGraph<&str, ()>, start: NodeIndex, members: &BTreeSet<No
 }
 
 /// Renders a metric's SQL template as `validate` does: strict about undefined variables.
-pub fn render_metric(template: &str, grain: &str, time_column: Option<&str>) -> Result<String, minijinja::Error> {
+pub fn render_metric(
+    template: &str,
+    grain: &str,
+    time_column: Option<&str>,
+) -> Result<String, minijinja::Error> {
     let mut env = minijinja::Environment::new();
     env.set_undefined_behavior(minijinja::UndefinedBehavior::Strict);
     env.render_str(
@@ -581,11 +693,17 @@ pub fn locate_in_value(files: &SourceMap, value: &Located<String>, offset: usize
     let target_text = file.line(target).unwrap_or("");
     let indent = value_lines
         .get(line_in_value)
-        .and_then(|l| target_text.find(l.trim_start()).map(|i| i - (l.len() - l.trim_start().len())))
+        .and_then(|l| {
+            target_text
+                .find(l.trim_start())
+                .map(|i| i - (l.len() - l.trim_start().len()))
+        })
         .unwrap_or(0);
     Pos {
         line: target,
-        col: target_text[..indent.min(target_text.len())].chars().count() as u32 + col_in_line as u32 + 1,
+        col: target_text[..indent.min(target_text.len())].chars().count() as u32
+            + col_in_line as u32
+            + 1,
     }
 }
 

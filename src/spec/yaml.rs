@@ -14,7 +14,6 @@ use std::collections::HashMap;
 pub fn parse(text: &str, file: FileId) -> Result<Node, Diagnostic> {
     let mut builder = Builder {
         file,
-        text,
         anchors: HashMap::new(),
         stack: Vec::new(),
         root: None,
@@ -38,10 +37,12 @@ pub fn parse(text: &str, file: FileId) -> Result<Node, Diagnostic> {
                         col: pos.col + 1,
                     },
                 };
-                return Err(
-                    Diagnostic::error(Code::Syntax, span, format!("invalid YAML: {}", e.info()))
-                        .with_hint_opt(syntax_hint(text, pos)),
-                );
+                return Err(Diagnostic::error(
+                    Code::Syntax,
+                    span,
+                    format!("invalid YAML: {}", e.info()),
+                )
+                .with_hint_opt(syntax_hint(text, pos)));
             }
         }
     }
@@ -55,7 +56,10 @@ pub fn parse(text: &str, file: FileId) -> Result<Node, Diagnostic> {
 /// reserves (`*` is an alias, `@` is reserved), so they must be quoted.
 fn syntax_hint(text: &str, pos: Pos) -> Option<String> {
     let line = text.lines().nth(pos.line.saturating_sub(1) as usize)?;
-    let value = line.split_once(':').map(|(_, v)| v.trim_start()).unwrap_or("");
+    let value = line
+        .split_once(':')
+        .map(|(_, v)| v.trim_start())
+        .unwrap_or("");
     if value.starts_with('*') || value.starts_with('@') || value.starts_with('`') {
         Some(format!(
             "values starting with `{}` must be quoted in YAML, e.g. \"{}\"",
@@ -81,16 +85,15 @@ enum Frame {
     },
 }
 
-struct Builder<'t> {
+struct Builder {
     file: FileId,
-    text: &'t str,
     anchors: HashMap<usize, Node>,
     stack: Vec<Frame>,
     root: Option<Node>,
     documents: usize,
 }
 
-impl Builder<'_> {
+impl Builder {
     fn pos(&self, m: saphyr_parser::Marker) -> Pos {
         Pos {
             line: m.line() as u32,
@@ -222,7 +225,6 @@ impl Builder<'_> {
                 Some(key) => entries.push((key, node)),
             },
         }
-        let _ = self.text;
         Ok(())
     }
 }
