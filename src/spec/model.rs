@@ -823,11 +823,22 @@ pub fn decode_metric(
         "metric name",
         metric_rule,
     );
-    let category = dec
-        .str(&obj, "category")
-        .unwrap_or_else(|| default_here(folder));
+    let category = match dec.str(&obj, "category") {
+        Some(c) => Some(c),
+        None if folder.is_empty() => {
+            dec.diags
+                .error(
+                    Code::Layout,
+                    obj.span.point(),
+                    "metric file outside a category folder and without `category`",
+                )
+                .hint = Some("move it to metrics/<category>/, or add `category:`".into());
+            None
+        }
+        None => Some(default_here(folder)),
+    };
     let category = dec.named(
-        Some(category),
+        category,
         names::is_metric_name,
         "metric category",
         metric_rule,
