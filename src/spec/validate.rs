@@ -337,10 +337,12 @@ impl Validator<'_> {
     }
 
     /// Resolves a query's table references against tables and transforms; returns the view names read.
+    /// `exact_offsets`: whether the refs' offsets index `sql` itself (false for rendered templates).
     fn resolve(
         &mut self,
         refs: &[TableRef],
         sql: &Located<String>,
+        exact_offsets: bool,
         owner: &str,
     ) -> BTreeSet<String> {
         let specs = self.specs;
@@ -379,6 +381,7 @@ impl Validator<'_> {
             }
             let span = r
                 .offset
+                .filter(|_| exact_offsets)
                 .map_or(sql.span, |o| self.sql_span(sql, o, r.name.len()));
             let candidates: Vec<&str> = self.view_names.keys().map(String::as_str).collect();
             self.diags.push(
@@ -406,7 +409,7 @@ impl Validator<'_> {
             let owner = format!("transform `{}`", t.name.value);
             match parser.parse_select(&t.sql.value) {
                 Ok(refs) => {
-                    let inputs = self.resolve(&refs, &t.sql, &owner);
+                    let inputs = self.resolve(&refs, &t.sql, true, &owner);
                     self.analysis
                         .transform_inputs
                         .insert(t.name.value.to_lowercase(), inputs);
@@ -528,7 +531,7 @@ impl Validator<'_> {
                     match parser.parse_select(&rendered) {
                         Ok(refs) => {
                             let before = self.diags.len();
-                            inputs.extend(self.resolve(&refs, sql, &what));
+                            inputs.extend(self.resolve(&refs, sql, rendered == sql.value, &what));
                             if self.diags.len() > before {
                                 break;
                             }

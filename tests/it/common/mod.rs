@@ -1,0 +1,147 @@
+//! Shared fixtures: a minimal valid instance in YAML or TOML, and helpers to run `pipeline validate`
+//! and find diagnostics in its JSON report.
+
+use assert_cmd::Command;
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+use tempfile::TempDir;
+
+pub fn pipeline() -> Command {
+    let mut cmd = Command::cargo_bin("pipeline").expect("binary built");
+    cmd.env_remove("PIPELINE_DIR").env("NO_COLOR", "1");
+    cmd
+}
+
+/// The repository root, which is also the demo instance.
+pub fn repo_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Fmt {
+    Yaml,
+    Toml,
+}
+
+impl Fmt {
+    pub fn ext(self) -> &'static str {
+        match self {
+            Fmt::Yaml => "yaml",
+            Fmt::Toml => "toml",
+        }
+    }
+}
+
+pub struct Instance {
+    pub dir: TempDir,
+    pub fmt: Fmt,
+}
+
+const BASE_YAML: &[(&str, &str)] = &[
+    ("config/instance", "name: Test\ntimezone: UTC\n"),
+    (
+        "pipelines/shop",
+        "type: csv\nconnection:\n  path: files\ntransforms:\n  - name: daily\n    sql: select count(*) as n from orders\n",
+    ),
+    (
+        "registry/shop",
+        "tables:\n  - source: shop\n    source_table: orders\n  - source: shop\n    source_table: customers\n",
+    ),
+    (
+        "metrics/sales/order_count",
+        "description: Orders placed\nowner: data@example.com\nsql: select count(*) as value from orders\n",
+    ),
+];
+
+const BASE_TOML: &[(&str, &str)] = &[
+    ("config/instance", "name = \"Test\"\ntimezone = \"UTC\"\n"),
+    (
+        "pipelines/shop",
+        "type = \"csv\"\n[connection]\npath = \"files\"\n[[transforms]]\nname = \"daily\"\nsql = \"select count(*) as n from orders\"\n",
+    ),
+    (
+        "registry/shop",
+        "[[tables]]\nsource = \"shop\"\nsource_table = \"orders\"\n[[tables]]\nsource = \"shop\"\nsource_table = \"customers\"\n",
+    ),
+    (
+        "metrics/sales/order_count",
+        "description = \"Orders placed\"\nowner = \"data@example.com\"\nsql = \"select count(*) as value from orders\"\n",
+    ),
+];
+
+impl Instance {
+    /// A small valid instance: one csv source with a transform, two tables, one metric.
+    pub fn new(fmt: Fmt) -> Self {
+        let inst = Instance {
+            dir: tempfile::tempdir().expect("temp dir"),
+            fmt,
+        };
+        std::fs::create_dir_all(inst.path().join("files")).unwrap();
+        let base = match fmt {
+            Fmt::Yaml => BASE_YAML,
+            Fmt::Toml => BASE_TOML,
+        };
+        for (stem, text) in base {
+            inst.write_spec(stem, text);
+        }
+        inst
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// Writes `<stem>.<yaml|toml>`.
+    pub fn write_spec(&self, stem: &str, text: &str) {
+        self.write(&format!("{stem}.{}", self.fmt.ext()), text);
+    }
+
+    pub fn write(&self, rel: &str, text: &str) {
+        let path = self.path().join(rel);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, text).unwrap();
+    }
+
+    /// Runs `pipeline validate --format json`; returns the exit code and the report.
+    pub fn validate(&self) -> (i32, Value) {
+        let out = pipeline()
+            .arg("--dir")
+            .arg(self.path())
+            .args(["validate", "--format", "json"])
+            .output()
+            .expect("runs");
+        let report: Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+            panic!(
+                "validate printed no JSON ({e}): {}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            )
+        });
+        (out.status.code().unwrap_or(-1), report)
+    }
+
+    /// Validates and expects failure with a diagnostic of `code` in the spec `stem` at `line`
+    /// (and `col` when given); returns that diagnostic.
+    pub fn expect_error(&self, code: &str, stem: &str, line: u64, col: Option<u64>) -> Value {
+        let (status, report) = self.validate();
+        assert_eq!(status, 1, "validate should fail: {report:#}");
+        let file = format!("{stem}.{}", self.fmt.ext());
+        let found = errors(&report).into_iter().find(|d| {
+            d["code"] == code
+                && d["file"] == file.as_str()
+                && d["line"] == line
+                && col.is_none_or(|c| d["column"] == c)
+        });
+        match found {
+            Some(d) => d.clone(),
+            None => panic!("no `{code}` error at {file}:{line}:{col:?} in {report:#}"),
+        }
+    }
+}
+
+pub fn errors(report: &Value) -> Vec<&Value> {
+    report["diagnostics"]
+        .as_array()
+        .map(|a| a.iter().filter(|d| d["severity"] == "error").collect())
+        .unwrap_or_default()
+}

@@ -1,0 +1,8 @@
+//! End-to-end tests: the real `pipeline` binary on real files in temporary directories.
+//! One test binary (modules below) so the suite links once.
+
+mod common;
+
+mod cli;
+mod demo;
+mod validate;
