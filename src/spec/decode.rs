@@ -53,16 +53,8 @@ impl<'n> Obj<'n> {
             .iter()
             .find(|(k, _)| k.name == key)
             .map(|(_, v)| v)
-            .filter(|v| {
-                v.value != Value::Null || self.schema.field(key).is_some_and(|f| f.required)
-            })
-    }
-
-    pub fn key_span(&self, key: &str) -> Option<Span> {
-        self.entries
-            .iter()
-            .find(|(k, _)| k.name == key)
-            .map(|(k, _)| k.span)
+            // `key:` with no value means "not set" (required keys were reported by `object`).
+            .filter(|v| v.value != Value::Null)
     }
 }
 
@@ -115,10 +107,16 @@ impl<'d> Decoder<'d> {
             }
         }
         for field in schema.fields.iter().filter(|f| f.required) {
-            let present = entries
-                .iter()
-                .any(|(k, v)| k.name == field.key && v.value != Value::Null);
-            if !present {
+            let entry = entries.iter().find(|(k, _)| k.name == field.key);
+            if let Some((k, _)) = entry.filter(|(_, v)| v.value == Value::Null) {
+                self.diags
+                    .error(
+                        Code::MissingKey,
+                        k.span,
+                        format!("`{}` in {} has no value", field.key, schema.name),
+                    )
+                    .hint = Some(format!("give `{}` a value ({})", field.key, field.doc));
+            } else if entry.is_none() {
                 self.diags
                     .error(
                         Code::MissingKey,
@@ -293,5 +291,58 @@ impl<'d> Decoder<'d> {
                 &[]
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::spec::fields::TABLE;
+    use crate::spec::source::FileId;
+
+    fn decode(yaml: &str) -> Diagnostics {
+        let node = crate::spec::yaml::parse(yaml, FileId(0)).unwrap();
+        let mut diags = Diagnostics::default();
+        let mut dec = Decoder::new(&mut diags);
+        if let Some(obj) = dec.object(&node, &TABLE) {
+            dec.str(&obj, "source");
+            dec.str_list(&obj, "tags");
+        }
+        diags
+    }
+
+    #[test]
+    fn empty_required_key_is_reported_once_at_the_key() {
+        let diags = decode(
+            "source:
+source_table: x
+",
+        );
+        assert_eq!(diags.len(), 1, "{diags:?}");
+        assert_eq!(diags[0].code, Code::MissingKey);
+        assert_eq!(diags[0].message, "`source` in table has no value");
+        assert_eq!(diags[0].span.unwrap().start.line, 1);
+    }
+
+    #[test]
+    fn empty_optional_key_counts_as_unset() {
+        assert!(decode(
+            "source: shop
+tags:
+"
+        )
+        .is_empty());
+    }
+
+    #[test]
+    fn every_problem_of_a_file_is_collected() {
+        let diags = decode(
+            "source: [a]
+tags: x
+extra: 1
+",
+        );
+        let codes: Vec<Code> = diags.iter().map(|d| d.code).collect();
+        assert_eq!(codes, [Code::UnknownKey, Code::Type, Code::Type]);
     }
 }
