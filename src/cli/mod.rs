@@ -82,7 +82,7 @@ pub fn main() -> ExitCode {
     let cli = Cli::parse();
     init_tracing(cli.verbose, cli.quiet);
     let result = match cli.command {
-        Command::Validate(args) => validate::run(&cli.dir, args),
+        Command::Validate(args) => validate::run(&cli.dir, args, cli.quiet),
         Command::Schema(args) => schema::run(args),
         Command::Init(args) => init::run(args),
     };

@@ -31,7 +31,8 @@ enum Format {
     Github,
 }
 
-pub fn run(dir: &Path, args: Args) -> Result<ExitCode> {
+/// `quiet`: print diagnostics only, without the summary line.
+pub fn run(dir: &Path, args: Args, quiet: bool) -> Result<ExitCode> {
     let started = Instant::now();
     let (specs, _analysis, diags) = spec::check(dir);
     let elapsed = started.elapsed();
@@ -53,7 +54,9 @@ pub fn run(dir: &Path, args: Args) -> Result<ExitCode> {
             write!(out, "{}", render::human(&diags, &specs.files))?;
             let (errors, warnings) = (diags.error_count(), diags.warning_count());
             let plural = |n: usize, w: &str| format!("{n} {w}{}", if n == 1 { "" } else { "s" });
-            if errors == 0 {
+            if quiet {
+                // Diagnostics only; the exit status says the rest.
+            } else if errors == 0 {
                 let ok = anstyle::AnsiColor::Green.on_default().bold();
                 writeln!(
                     out,

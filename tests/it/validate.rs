@@ -596,3 +596,15 @@ fn missing_instance_is_a_clear_error() {
     assert!(text.contains("no config/instance.yaml in"), "{text}");
     assert!(text.contains("pipeline init"), "{text}");
 }
+
+#[test]
+fn quiet_valid_run_prints_nothing() {
+    let inst = Instance::new(Fmt::Yaml);
+    pipeline()
+        .arg("--dir")
+        .arg(inst.path())
+        .args(["-q", "validate"])
+        .assert()
+        .success()
+        .stdout("");
+}
