@@ -7,3 +7,4 @@
 pub mod cli;
 pub mod diag;
 pub mod spec;
+pub mod state;

@@ -1,0 +1,209 @@
+//! `data/state/system.duckdb`: the recorded state (registry, sync state and history, metric
+//! definitions, users, permissions, audit log), with versioned migrations.
+//!
+//! DuckDB allows one read-write process per file, so nothing here holds the file open for long: callers
+//! [`open`] it for one operation and drop the connection. A lock held by another process is retried
+//! briefly (see [`open`]) and then reported as [`StateError::Busy`], never as DuckDB's raw message.
+
+pub mod migrate;
+
+use duckdb::{AccessMode, Config, Connection};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StateError {
+    #[error(
+        "state was written by a newer pipeline (schema version {found}; this binary knows up to {supported}); \
+         upgrade pipeline, or restore an older state"
+    )]
+    TooNew { found: i64, supported: i64 },
+    #[error("state migration {version} ({name}) failed: {source}")]
+    Migration {
+        version: i64,
+        name: &'static str,
+        source: duckdb::Error,
+    },
+    #[error(
+        "state database {0} is busy (another pipeline process holds it); try again in a moment"
+    )]
+    Busy(PathBuf),
+    #[error("{0}: {1}")]
+    Io(PathBuf, std::io::Error),
+    #[error("state database: {0}")]
+    Db(#[from] duckdb::Error),
+}
+
+/// How long [`open`] retries when another process holds the file.
+pub const LOCK_RETRY: Duration = Duration::from_secs(10);
+
+fn is_lock_conflict(e: &duckdb::Error) -> bool {
+    let text = e.to_string();
+    text.contains("Could not set lock") || text.contains("Conflicting lock")
+}
+
+/// Opens (creating and migrating as needed) the state database at `path`, read-write.
+pub fn open(path: &Path) -> Result<Connection, StateError> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).map_err(|e| StateError::Io(dir.to_path_buf(), e))?;
+    }
+    let mut conn = open_with_retry(path, false)?;
+    migrate::migrate(&mut conn, Some(path), migrate::MIGRATIONS)?;
+    Ok(conn)
+}
+
+/// Opens an existing state database read-only (status, history); it must be at a version this binary
+/// knows.
+pub fn open_read_only(path: &Path) -> Result<Connection, StateError> {
+    let conn = open_with_retry(path, true)?;
+    let version = migrate::current_version(&conn)?;
+    let supported = migrate::latest_version(migrate::MIGRATIONS);
+    if version > supported {
+        return Err(StateError::TooNew {
+            found: version,
+            supported,
+        });
+    }
+    Ok(conn)
+}
+
+fn open_with_retry(path: &Path, read_only: bool) -> Result<Connection, StateError> {
+    let started = Instant::now();
+    let mut pause = Duration::from_millis(10);
+    loop {
+        let mode = if read_only {
+            AccessMode::ReadOnly
+        } else {
+            AccessMode::ReadWrite
+        };
+        let config = Config::default().access_mode(mode)?;
+        match Connection::open_with_flags(path, config) {
+            Ok(c) => return Ok(c),
+            Err(e) if is_lock_conflict(&e) && started.elapsed() < LOCK_RETRY => {
+                tracing::debug!(path = %path.display(), "state busy, retrying");
+                std::thread::sleep(pause);
+                pause = (pause * 2).min(Duration::from_millis(250));
+            }
+            Err(e) if is_lock_conflict(&e) => return Err(StateError::Busy(path.to_path_buf())),
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
+/// The apply serial (bumped by every apply).
+pub fn serial(conn: &Connection) -> Result<i64, StateError> {
+    let s: String = conn.query_row(
+        "SELECT value FROM state_meta WHERE key = 'serial'",
+        [],
+        |r| r.get(0),
+    )?;
+    Ok(s.parse().unwrap_or(0))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::migrate::{migrate, Migration, MIGRATIONS};
+    use super::*;
+
+    const V2: Migration = Migration {
+        version: 2,
+        name: "test_add_column",
+        sql: "ALTER TABLE sources ADD COLUMN owner VARCHAR; UPDATE sources SET owner = 'data';",
+    };
+
+    #[test]
+    fn fresh_state_is_created_at_latest_version() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state/system.duckdb");
+        let conn = open(&path).unwrap();
+        assert_eq!(migrate::current_version(&conn).unwrap(), 1);
+        assert_eq!(serial(&conn).unwrap(), 0);
+        drop(conn);
+        // Reopening runs nothing and keeps the version.
+        let conn = open(&path).unwrap();
+        assert_eq!(migrate::current_version(&conn).unwrap(), 1);
+    }
+
+    #[test]
+    fn migrating_from_v1_preserves_data() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("system.duckdb");
+        let conn = open(&path).unwrap();
+        conn.execute(
+            "INSERT INTO sources (name, source_type, spec_file, spec_hash) VALUES ('shop', 'csv', 'pipelines/shop.yaml', 'h')",
+            [],
+        )
+        .unwrap();
+        drop(conn);
+
+        let mut conn = Connection::open(&path).unwrap();
+        let all: Vec<Migration> = MIGRATIONS.iter().copied().chain([V2]).collect();
+        assert_eq!(migrate(&mut conn, Some(&path), &all).unwrap(), 2);
+        let (name, owner): (String, String) = conn
+            .query_row("SELECT name, owner FROM sources", [], |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            })
+            .unwrap();
+        assert_eq!((name.as_str(), owner.as_str()), ("shop", "data"));
+        assert!(
+            !path.with_extension("duckdb.pre-migrate").exists(),
+            "backup removed after success"
+        );
+    }
+
+    #[test]
+    fn failed_migration_changes_nothing_and_keeps_a_backup() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("system.duckdb");
+        drop(open(&path).unwrap());
+        let broken = Migration {
+            version: 2,
+            name: "broken",
+            sql: "ALTER TABLE sources ADD COLUMN x INT; SELECT * FROM no_such_table;",
+        };
+        let mut conn = Connection::open(&path).unwrap();
+        let all: Vec<Migration> = MIGRATIONS.iter().copied().chain([broken]).collect();
+        let err = migrate(&mut conn, Some(&path), &all).unwrap_err();
+        assert!(
+            matches!(err, StateError::Migration { version: 2, .. }),
+            "{err}"
+        );
+        assert_eq!(migrate::current_version(&conn).unwrap(), 1);
+        let cols: i64 = conn
+            .query_row(
+                "SELECT count(*) FROM duckdb_columns() WHERE table_name = 'sources' AND column_name = 'x'",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(cols, 0, "the half-applied migration was rolled back");
+        assert!(path.with_extension("duckdb.pre-migrate").exists());
+    }
+
+    #[test]
+    fn newer_state_is_refused_untouched() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("system.duckdb");
+        let conn = open(&path).unwrap();
+        conn.execute(
+            "INSERT INTO schema_version (version, name) VALUES (99, 'future')",
+            [],
+        )
+        .unwrap();
+        drop(conn);
+        let err = open(&path).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                StateError::TooNew {
+                    found: 99,
+                    supported: 1
+                }
+            ),
+            "{err}"
+        );
+        assert!(err.to_string().contains("newer pipeline"));
+        let err = open_read_only(&path).unwrap_err();
+        assert!(matches!(err, StateError::TooNew { .. }));
+    }
+}
