@@ -667,7 +667,7 @@ pub fn render_metric(
 pub fn locate_in_value(files: &SourceMap, value: &Located<String>, offset: usize) -> Pos {
     let text = &value.value;
     let offset = offset.min(text.len());
-    let before = &text[..text.floor_char_boundary_compat(offset)];
+    let before = &text[..floor_char_boundary(text, offset)];
     let line_in_value = before.matches('\n').count();
     let col_in_line = before.rsplit('\n').next().map_or(0, |s| s.chars().count());
     let file = files.get(value.span.file);
@@ -710,17 +710,12 @@ pub fn locate_in_value(files: &SourceMap, value: &Located<String>, offset: usize
     }
 }
 
-trait FloorCharBoundary {
-    fn floor_char_boundary_compat(&self, i: usize) -> usize;
-}
-
-impl FloorCharBoundary for str {
-    fn floor_char_boundary_compat(&self, mut i: usize) -> usize {
-        while i > 0 && !self.is_char_boundary(i) {
-            i -= 1;
-        }
-        i
+/// The largest char boundary of `s` at or before `i`.
+fn floor_char_boundary(s: &str, mut i: usize) -> usize {
+    while i > 0 && !s.is_char_boundary(i) {
+        i -= 1;
     }
+    i
 }
 
 /// Keys of a connection ending in `_env`, with the variable they name.
