@@ -65,44 +65,19 @@ fn spec_files(dir: &Path, recursive: bool, out: &mut Vec<PathBuf>) {
     }
 }
 
-struct Loader {
-    specs: Specs,
-    diags: Diagnostics,
+/// Which kind of spec a file holds, with what its decoding needs from its path.
+enum Kind {
+    Instance,
+    Source { stem: String },
+    Registry,
+    Metric { stem: String, folder: String },
 }
 
-impl Loader {
-    /// Reads and parses one file; `None` (with a diagnostic) if it cannot be read or parsed.
-    fn parse(&mut self, path: &Path) -> Option<(FileId, Node)> {
-        let display = display_path(&self.specs.root, path);
-        let text = match std::fs::read_to_string(path) {
-            Ok(t) => t,
-            Err(e) => {
-                self.diags.push(
-                    Diagnostic::error(Code::Syntax, None, format!("cannot read {display}: {e}"))
-                        .with_hint("check the file's permissions and that it is UTF-8 text"),
-                );
-                return None;
-            }
-        };
-        let is_toml = path.extension().is_some_and(|e| e == "toml");
-        let id = self
-            .specs
-            .files
-            .add(SourceFile::new(display, path.to_path_buf(), text));
-        let file = self.specs.files.get(id);
-        let parsed = if is_toml {
-            toml_fmt::parse(file, id)
-        } else {
-            yaml::parse(&file.text, id)
-        };
-        match parsed {
-            Ok(node) => Some((id, node)),
-            Err(d) => {
-                self.diags.push(d);
-                None
-            }
-        }
-    }
+enum Decoded {
+    Instance(Option<InstanceSpec>),
+    Source(Option<SourceSpec>),
+    Registry(Vec<TableSpec>),
+    Metric(Option<Box<MetricSpec>>),
 }
 
 fn stem(p: &Path) -> String {
@@ -111,17 +86,46 @@ fn stem(p: &Path) -> String {
         .unwrap_or_default()
 }
 
-/// Loads every spec file under `root`. Never fails: problems are diagnostics.
-pub fn load(root: &Path) -> (Specs, Diagnostics) {
-    let mut l = Loader {
-        specs: Specs {
-            root: root.to_path_buf(),
-            ..Specs::default()
-        },
-        diags: Diagnostics::default(),
+/// Parses and decodes one file into its specs and diagnostics.
+fn decode_file(file: &SourceFile, id: FileId, kind: &Kind) -> (Option<Decoded>, Diagnostics) {
+    let mut diags = Diagnostics::default();
+    let is_toml = file.path.extension().is_some_and(|e| e == "toml");
+    let parsed = if is_toml {
+        toml_fmt::parse(file, id)
+    } else {
+        yaml::parse(&file.text, id)
     };
+    let node: Node = match parsed {
+        Ok(node) => node,
+        Err(d) => {
+            diags.push(d);
+            return (None, diags);
+        }
+    };
+    let mut dec = Decoder::new(&mut diags);
+    let decoded = match kind {
+        Kind::Instance => Decoded::Instance(model::decode_instance(&mut dec, &node, id)),
+        Kind::Source { stem } => Decoded::Source(model::decode_source(&mut dec, &node, id, stem)),
+        Kind::Registry => Decoded::Registry(model::decode_registry(&mut dec, &node, id)),
+        Kind::Metric { stem, folder } => {
+            Decoded::Metric(model::decode_metric(&mut dec, &node, id, stem, folder).map(Box::new))
+        }
+    };
+    (Some(decoded), diags)
+}
+
+/// Loads every spec file under `root`. Never fails: problems are diagnostics.
+///
+/// Files are read in sorted order, then parsed and decoded on all cores (each file is independent);
+/// results are merged back in file order so output stays deterministic.
+pub fn load(root: &Path) -> (Specs, Diagnostics) {
+    let mut specs = Specs {
+        root: root.to_path_buf(),
+        ..Specs::default()
+    };
+    let mut diags = Diagnostics::default();
     if !root.is_dir() {
-        l.diags.push(
+        diags.push(
             Diagnostic::error(
                 Code::Layout,
                 None,
@@ -129,16 +133,17 @@ pub fn load(root: &Path) -> (Specs, Diagnostics) {
             )
             .with_hint("pass the instance root with --dir, or create one with `pipeline init DIR`"),
         );
-        return (l.specs, l.diags);
+        return (specs, diags);
     }
 
+    let mut jobs: Vec<(PathBuf, Kind)> = Vec::new();
     let instance_files: Vec<PathBuf> = SPEC_EXTENSIONS
         .iter()
         .map(|ext| root.join("config").join(format!("instance.{ext}")))
         .filter(|p| p.is_file())
         .collect();
     match instance_files.as_slice() {
-        [] => l.diags.push(
+        [] => diags.push(
             Diagnostic::error(
                 Code::Layout,
                 None,
@@ -148,7 +153,7 @@ pub fn load(root: &Path) -> (Specs, Diagnostics) {
         ),
         [one, rest @ ..] => {
             for extra in rest {
-                l.diags.push(
+                diags.push(
                     Diagnostic::error(
                         Code::Layout,
                         None,
@@ -161,49 +166,83 @@ pub fn load(root: &Path) -> (Specs, Diagnostics) {
                     .with_hint("delete one of them"),
                 );
             }
-            if let Some((id, node)) = l.parse(one) {
-                let mut dec = Decoder::new(&mut l.diags);
-                l.specs.instance = model::decode_instance(&mut dec, &node, id);
-            }
+            jobs.push((one.clone(), Kind::Instance));
         }
     }
-
     let mut files = Vec::new();
     spec_files(&root.join("pipelines"), false, &mut files);
-    for path in files {
-        if let Some((id, node)) = l.parse(&path) {
-            let mut dec = Decoder::new(&mut l.diags);
-            if let Some(s) = model::decode_source(&mut dec, &node, id, &stem(&path)) {
-                l.specs.sources.push(s);
-            }
-        }
-    }
-
+    jobs.extend(files.into_iter().map(|p| {
+        let stem = stem(&p);
+        (p, Kind::Source { stem })
+    }));
     let mut files = Vec::new();
     spec_files(&root.join("registry"), true, &mut files);
-    for path in files {
-        if let Some((id, node)) = l.parse(&path) {
-            let mut dec = Decoder::new(&mut l.diags);
-            let tables = model::decode_registry(&mut dec, &node, id);
-            l.specs.tables.extend(tables);
-        }
-    }
-
+    jobs.extend(files.into_iter().map(|p| (p, Kind::Registry)));
     let metrics_dir = root.join("metrics");
     let mut files = Vec::new();
     spec_files(&metrics_dir, true, &mut files);
-    for path in files {
-        let folder = path
+    jobs.extend(files.into_iter().map(|p| {
+        let folder = p
             .parent()
-            .filter(|p| *p != metrics_dir)
+            .filter(|d| *d != metrics_dir)
             .map(stem)
             .unwrap_or_default();
-        if let Some((id, node)) = l.parse(&path) {
-            let mut dec = Decoder::new(&mut l.diags);
-            if let Some(m) = model::decode_metric(&mut dec, &node, id, &stem(&path), &folder) {
-                l.specs.metrics.push(m);
+        let stem = stem(&p);
+        (p, Kind::Metric { stem, folder })
+    }));
+
+    // Read sequentially (cheap), so file ids follow the sorted order.
+    let mut work: Vec<(FileId, Kind)> = Vec::with_capacity(jobs.len());
+    for (path, kind) in jobs {
+        let display = display_path(root, &path);
+        match std::fs::read_to_string(&path) {
+            Ok(text) => {
+                let id = specs.files.add(SourceFile::new(display, path, text));
+                work.push((id, kind));
             }
+            Err(e) => diags.push(
+                Diagnostic::error(Code::Syntax, None, format!("cannot read {display}: {e}"))
+                    .with_hint("check the file's permissions and that it is UTF-8 text"),
+            ),
         }
     }
-    (l.specs, l.diags)
+
+    let workers = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .min(work.len().div_ceil(8).max(1));
+    let files = &specs.files;
+    let mut results: Vec<(usize, Option<Decoded>, Diagnostics)> = std::thread::scope(|scope| {
+        let work = &work;
+        let handles: Vec<_> = (0..workers)
+            .map(|w| {
+                scope.spawn(move || {
+                    work.iter()
+                        .enumerate()
+                        .skip(w)
+                        .step_by(workers)
+                        .map(|(i, (id, kind))| {
+                            let (decoded, d) = decode_file(files.get(*id), *id, kind);
+                            (i, decoded, d)
+                        })
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .flat_map(|h| h.join().expect("spec decoding does not panic"))
+            .collect()
+    });
+    results.sort_by_key(|(i, _, _)| *i);
+    for (_, decoded, d) in results {
+        diags.extend(d);
+        match decoded {
+            Some(Decoded::Instance(i)) => specs.instance = i,
+            Some(Decoded::Source(s)) => specs.sources.extend(s),
+            Some(Decoded::Registry(t)) => specs.tables.extend(t),
+            Some(Decoded::Metric(m)) => specs.metrics.extend(m.map(|m| *m)),
+            None => {}
+        }
+    }
+    (specs, diags)
 }

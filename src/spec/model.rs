@@ -259,7 +259,7 @@ impl Decoder<'_> {
 
     fn schedule(&mut self, obj: &Obj, key: &str) -> Option<Located<Schedule>> {
         let text = self.str(obj, key)?;
-        match Schedule::parse(&text.value) {
+        match Schedule::parse_cached(&text.value) {
             Ok(s) => Some(Located::new(s, text.span)),
             Err(e) => {
                 self.diags.error(Code::Schedule, text.span, e.message).hint = Some(e.hint.into());

@@ -9,7 +9,9 @@ use chrono::{DateTime, Duration, NaiveTime, TimeZone};
 use chrono_tz::Tz;
 use croner::parser::{CronParser, Seconds};
 use croner::Cron;
+use std::collections::HashMap;
 use std::fmt;
+use std::sync::{Mutex, OnceLock};
 
 #[derive(Clone, Debug)]
 pub enum Schedule {
@@ -19,7 +21,7 @@ pub enum Schedule {
     Daily(Vec<NaiveTime>),
 }
 
-#[derive(Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ScheduleError {
     pub message: String,
     pub hint: &'static str,
@@ -36,6 +38,22 @@ fn err(message: impl Into<String>) -> ScheduleError {
 }
 
 impl Schedule {
+    /// [`Schedule::parse`], memoised: an instance repeats a handful of schedule strings across thousands
+    /// of tables, and parsing a cron expression costs tens of microseconds.
+    pub fn parse_cached(text: &str) -> Result<Schedule, ScheduleError> {
+        static CACHE: OnceLock<Mutex<HashMap<String, Result<Schedule, ScheduleError>>>> =
+            OnceLock::new();
+        let cache = CACHE.get_or_init(Default::default);
+        if let Some(hit) = cache.lock().ok().and_then(|c| c.get(text).cloned()) {
+            return hit;
+        }
+        let parsed = Schedule::parse(text);
+        if let Ok(mut c) = cache.lock() {
+            c.insert(text.to_owned(), parsed.clone());
+        }
+        parsed
+    }
+
     pub fn parse(text: &str) -> Result<Schedule, ScheduleError> {
         let t = text.trim();
         if let Some(rest) = t.strip_prefix("every ") {

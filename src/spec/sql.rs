@@ -27,8 +27,12 @@ pub struct SqlError {
 }
 
 #[derive(Debug, thiserror::Error)]
-#[error("could not start DuckDB to check SQL: {0}")]
-pub struct ParserUnavailable(#[from] duckdb::Error);
+pub enum ParserUnavailable {
+    #[error("could not start DuckDB to check SQL: {0}")]
+    Open(#[from] duckdb::Error),
+    #[error("could not start DuckDB to check SQL: its thread panicked")]
+    Panicked,
+}
 
 /// A DuckDB in-memory connection used only for parsing.
 pub struct SqlParser {

@@ -9,7 +9,7 @@ use super::load::Specs;
 use super::model::{QueryMode, SourceType, SyncMode};
 use super::names;
 use super::source::{Pos, SourceMap, Span};
-use super::sql::{SqlParser, TableRef};
+use super::sql::{ParserUnavailable, SqlParser, TableRef};
 use crate::diag::{suggest, Code, Diagnostic, Diagnostics};
 use petgraph::graph::{DiGraph, NodeIndex};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -27,7 +27,12 @@ pub struct Analysis {
 pub const METRIC_TEMPLATE_VARS: &[&str] =
     &["grain", "dimension", "date_from", "date_to", "time_column"];
 
-pub fn validate(specs: &Specs, diags: &mut Diagnostics) -> Analysis {
+/// `parser`: DuckDB for SQL checks, opened by the caller (possibly while the specs were loading).
+pub fn validate(
+    specs: &Specs,
+    parser: Result<SqlParser, ParserUnavailable>,
+    diags: &mut Diagnostics,
+) -> Analysis {
     let mut v = Validator {
         specs,
         diags,
@@ -37,7 +42,7 @@ pub fn validate(specs: &Specs, diags: &mut Diagnostics) -> Analysis {
     v.sources();
     v.tables();
     v.transform_names();
-    match SqlParser::new() {
+    match parser {
         Ok(parser) => {
             v.transform_sql(&parser);
             v.metrics(&parser);
