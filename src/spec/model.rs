@@ -139,8 +139,9 @@ pub struct SourceSpec {
 impl SourceSpec {
     /// A string value of the connection (e.g. `path`).
     pub fn connection_str(&self, key: &str) -> Option<Located<String>> {
-        match &self.connection.get(key)?.value {
-            Value::Str(s) => Some(Located::new(s.clone(), self.connection.get(key)?.span)),
+        let node = self.connection.get(key)?;
+        match &node.value {
+            Value::Str(s) => Some(Located::new(s.clone(), node.span)),
             _ => None,
         }
     }
