@@ -5,7 +5,7 @@
 //! sides of a DST change. `every N` intervals are anchored at local midnight: `every 15m` fires at :00,
 //! :15, :30 and :45 of every hour; an interval that does not divide the day restarts at midnight.
 
-use chrono::{DateTime, Duration, NaiveTime, TimeZone};
+use chrono::{DateTime, Duration, NaiveDateTime, NaiveTime, TimeZone};
 use chrono_tz::Tz;
 use croner::parser::{CronParser, Seconds};
 use croner::Cron;
@@ -98,9 +98,7 @@ impl Schedule {
                 let tz = after.timezone();
                 let mut day = after.date_naive();
                 for _ in 0..3 {
-                    let midnight = tz
-                        .from_local_datetime(&day.and_time(NaiveTime::MIN))
-                        .earliest()?;
+                    let midnight = at_local(tz, day.and_time(NaiveTime::MIN))?;
                     let elapsed = after.signed_duration_since(midnight);
                     let n = if elapsed < Duration::zero() {
                         0
@@ -120,13 +118,7 @@ impl Schedule {
                 let mut day = after.date_naive();
                 for _ in 0..3 {
                     for t in times {
-                        // A local time skipped by DST is taken at the first instant after the gap.
-                        let local = day.and_time(*t);
-                        let at = tz.from_local_datetime(&local).earliest().or_else(|| {
-                            tz.from_local_datetime(&(local + Duration::hours(1)))
-                                .earliest()
-                        });
-                        if let Some(at) = at.filter(|at| *at > after) {
+                        if let Some(at) = at_local(tz, day.and_time(*t)).filter(|at| *at > after) {
                             return Some(at);
                         }
                     }
@@ -136,6 +128,15 @@ impl Schedule {
             }
         }
     }
+}
+
+/// The instant of a local time; a time skipped by a DST change (some zones skip midnight itself) is
+/// taken at the first instant after the gap, a repeated one at its first occurrence.
+fn at_local(tz: Tz, local: NaiveDateTime) -> Option<DateTime<Tz>> {
+    tz.from_local_datetime(&local).earliest().or_else(|| {
+        tz.from_local_datetime(&(local + Duration::hours(1)))
+            .earliest()
+    })
 }
 
 fn parse_every(rest: &str) -> Result<Schedule, ScheduleError> {
@@ -248,6 +249,16 @@ mod tests {
             s.next_after(at(2026, 3, 1, 22, 0)),
             Some(at(2026, 3, 2, 0, 0))
         );
+    }
+
+    #[test]
+    fn every_survives_a_zone_that_skips_midnight() {
+        // Santiago moves clocks from 00:00 to 01:00 on 2026-09-06: that day has no midnight.
+        let tz = chrono_tz::America::Santiago;
+        let s = Schedule::parse("every 15m").unwrap();
+        let before = tz.with_ymd_and_hms(2026, 9, 5, 23, 50, 0).unwrap();
+        let after_gap = tz.with_ymd_and_hms(2026, 9, 6, 1, 0, 0).unwrap();
+        assert_eq!(s.next_after(before), Some(after_gap));
     }
 
     #[test]
