@@ -313,6 +313,14 @@ impl Validator<'_> {
         }
     }
 
+    /// "did you mean" among the known view names, or `fallback` when none is close.
+    fn view_hint(&self, name: &str, fallback: &str) -> String {
+        match suggest(name, self.view_names.keys().map(String::as_str)) {
+            Some(s) => format!("did you mean `{s}`?"),
+            None => fallback.to_owned(),
+        }
+    }
+
     /// Records a view name; a second claim (case-insensitively) is an error.
     fn claim_view(&mut self, name: &Located<String>, kind: &'static str) {
         let key = name.value.to_lowercase();
@@ -388,7 +396,6 @@ impl Validator<'_> {
                 .offset
                 .filter(|_| exact_offsets)
                 .map_or(sql.span, |o| self.sql_span(sql, o, r.name.len()));
-            let candidates: Vec<&str> = self.view_names.keys().map(String::as_str).collect();
             self.diags.push(
                 Diagnostic::error(
                     Code::UnknownReference,
@@ -398,11 +405,10 @@ impl Validator<'_> {
                         r.name
                     ),
                 )
-                .with_hint(match suggest(&r.name, candidates.iter().copied()) {
-                    Some(s) => format!("did you mean `{s}`?"),
-                    None => "register the table in registry/, or define a transform with that name"
-                        .into(),
-                }),
+                .with_hint(self.view_hint(
+                    &r.name,
+                    "register the table in registry/, or define a transform with that name",
+                )),
             );
         }
         inputs
@@ -478,8 +484,6 @@ impl Validator<'_> {
             }
             for t in &m.tables {
                 if !self.view_names.contains_key(&t.value.to_lowercase()) {
-                    let candidates: Vec<&str> =
-                        self.view_names.keys().map(String::as_str).collect();
                     self.diags.push(
                         Diagnostic::error(
                             Code::UnknownReference,
@@ -490,10 +494,10 @@ impl Validator<'_> {
                             ),
                         )
                         .with_hint(
-                            match suggest(&t.value, candidates.iter().copied()) {
-                                Some(s) => format!("did you mean `{s}`?"),
-                                None => "register the table in registry/ or fix the name".into(),
-                            },
+                            self.view_hint(
+                                &t.value,
+                                "register the table in registry/ or fix the name",
+                            ),
                         ),
                     );
                 }
