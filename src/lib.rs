@@ -6,5 +6,6 @@
 
 pub mod cli;
 pub mod diag;
+pub mod plan;
 pub mod spec;
 pub mod state;

@@ -3,8 +3,13 @@
 //! Commands stay thin: parse arguments, call the library, render. Exit codes (DESIGN.md §9): 0 ok,
 //! 1 error (including invalid specs), 2 changes present (`plan --detailed-exitcode`).
 
+mod apply;
+mod history;
 mod init;
+mod output;
+mod plan;
 mod schema;
+mod status;
 mod validate;
 
 use clap::{Parser, Subcommand};
@@ -18,10 +23,14 @@ const AFTER_HELP: &str = "\
 Examples:
   pipeline init my-instance          scaffold a new instance
   pipeline validate                  check the specs in the current directory (use in CI)
+  pipeline plan                      what apply would change, Terraform-style
+  pipeline apply                     register the changes (asks first; --auto-approve in scripts)
+  pipeline status                    registered tables, last and next sync, pending tasks
   pipeline --dir my-instance validate --format github
   pipeline schema --out-dir .schemas write JSON Schemas for your editor
 
-Docs: docs/specs.md (every spec key), docs/validate.md (checks and output formats).";
+Docs: docs/specs.md (every spec key), docs/validate.md (checks and output formats),
+docs/plan-apply.md (plans, the state lock, saved plans, status and history).";
 
 #[derive(Parser, Debug)]
 #[command(name = "pipeline", version, about = ABOUT, after_help = AFTER_HELP)]
@@ -54,6 +63,19 @@ enum Command {
     /// time zones, env vars, SQL and cycles. Exit 0 valid, 1 invalid.
     #[command(after_help = validate::AFTER_HELP)]
     Validate(validate::Args),
+    /// Show what apply would change in the registry (+ create, ~ update, -/+ replace, - delete) and
+    /// the tasks it would queue. Exit 2 with --detailed-exitcode when there are changes.
+    #[command(after_help = plan::AFTER_HELP)]
+    Plan(plan::Args),
+    /// Apply the specs (or a saved plan) to the registry under the state lock, after confirmation.
+    #[command(after_help = apply::AFTER_HELP)]
+    Apply(apply::Args),
+    /// What is registered: tables with their last sync and next run, pending tasks, spec drift.
+    #[command(after_help = status::AFTER_HELP)]
+    Status(status::Args),
+    /// Past applies and syncs, newest first.
+    #[command(after_help = history::AFTER_HELP)]
+    History(history::Args),
     /// Print JSON Schemas of the spec files, for YAML language servers and editors.
     #[command(after_help = schema::AFTER_HELP)]
     Schema(schema::Args),
@@ -83,15 +105,28 @@ pub fn main() -> ExitCode {
     init_tracing(cli.verbose, cli.quiet);
     let result = match cli.command {
         Command::Validate(args) => validate::run(&cli.dir, args, cli.quiet),
+        Command::Plan(args) => plan::run(&cli.dir, args),
+        Command::Apply(args) => apply::run(&cli.dir, args, cli.quiet),
+        Command::Status(args) => status::run(&cli.dir, args),
+        Command::History(args) => history::run(&cli.dir, args),
         Command::Schema(args) => schema::run(args),
         Command::Init(args) => init::run(args),
     };
     match result {
         Ok(code) => code,
+        // `pipeline plan | head`: the reader left; that is not an error worth a message.
+        Err(e) if is_broken_pipe(&e) => ExitCode::SUCCESS,
         Err(e) => {
             let style = anstyle::AnsiColor::Red.on_default().bold();
             anstream::eprintln!("{style}error{style:#}: {e:#}");
             ExitCode::from(1)
         }
     }
+}
+
+fn is_broken_pipe(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        c.downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+    })
 }

@@ -17,11 +17,18 @@ pub struct Migration {
 }
 
 /// Every migration, in order. Append only; never edit a released one.
-pub const MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    name: "initial",
-    sql: include_str!("migrations/0001_initial.sql"),
-}];
+pub const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        name: "initial",
+        sql: include_str!("migrations/0001_initial.sql"),
+    },
+    Migration {
+        version: 2,
+        name: "plan_apply",
+        sql: include_str!("migrations/0002_plan_apply.sql"),
+    },
+];
 
 pub fn latest_version(migrations: &[Migration]) -> i64 {
     migrations.last().map_or(0, |m| m.version)
@@ -84,7 +91,7 @@ pub fn migrate(
             tx.execute_batch(m.sql).map_err(|e| StateError::Migration {
                 version: m.version,
                 name: m.name,
-                source: e,
+                error: e,
             })?;
             tx.execute(
                 "INSERT INTO schema_version (version, name) VALUES (?, ?)",

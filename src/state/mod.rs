@@ -5,7 +5,10 @@
 //! [`open`] it for one operation and drop the connection. A lock held by another process is retried
 //! briefly (see [`open`]) and then reported as [`StateError::Busy`], never as DuckDB's raw message.
 
+pub mod lock;
 pub mod migrate;
+pub mod registry;
+pub mod report;
 
 use duckdb::{AccessMode, Config, Connection};
 use std::path::{Path, PathBuf};
@@ -18,21 +21,32 @@ pub enum StateError {
          upgrade pipeline, or restore an older state"
     )]
     TooNew { found: i64, supported: i64 },
-    #[error("state migration {version} ({name}) failed: {source}")]
+    #[error("state migration {version} ({name}) failed: {error}")]
     Migration {
         version: i64,
         name: &'static str,
-        source: duckdb::Error,
+        error: duckdb::Error,
     },
     #[error(
         "state database {0} is busy (another pipeline process holds it); try again in a moment"
     )]
     Busy(PathBuf),
+    #[error("stale plan: {0}")]
+    Stale(String),
     #[error("{0}: {1}")]
     Io(PathBuf, std::io::Error),
+    // Not a `#[source]`: DuckDB's message is already in ours, and its own source repeats it.
     #[error("state database: {0}")]
-    Db(#[from] duckdb::Error),
+    Db(duckdb::Error),
 }
+
+impl From<duckdb::Error> for StateError {
+    fn from(e: duckdb::Error) -> Self {
+        StateError::Db(e)
+    }
+}
+
+pub type StateResult<T> = Result<T, StateError>;
 
 /// How long [`open`] retries when another process holds the file.
 pub const LOCK_RETRY: Duration = Duration::from_secs(10);
@@ -52,11 +66,20 @@ pub fn open(path: &Path) -> Result<Connection, StateError> {
     Ok(conn)
 }
 
-/// Opens an existing state database read-only (status, history); it must be at a version this binary
-/// knows.
-pub fn open_read_only(path: &Path) -> Result<Connection, StateError> {
+/// Opens an existing state for reading. A state from an older binary is migrated first (which needs a
+/// read-write open); one from a newer binary is refused.
+pub fn open_for_reading(path: &Path) -> Result<Connection, StateError> {
     let conn = open_with_retry(path, true)?;
     let version = migrate::current_version(&conn)?;
+    if version < migrate::latest_version(migrate::MIGRATIONS) {
+        drop(conn);
+        return open(path);
+    }
+    check_version(version)?;
+    Ok(conn)
+}
+
+fn check_version(version: i64) -> Result<(), StateError> {
     let supported = migrate::latest_version(migrate::MIGRATIONS);
     if version > supported {
         return Err(StateError::TooNew {
@@ -64,7 +87,7 @@ pub fn open_read_only(path: &Path) -> Result<Connection, StateError> {
             supported,
         });
     }
-    Ok(conn)
+    Ok(())
 }
 
 fn open_with_retry(path: &Path, read_only: bool) -> Result<Connection, StateError> {
@@ -78,7 +101,14 @@ fn open_with_retry(path: &Path, read_only: bool) -> Result<Connection, StateErro
         };
         let config = Config::default().access_mode(mode)?;
         match Connection::open_with_flags(path, config) {
-            Ok(c) => return Ok(c),
+            Ok(c) => {
+                // Timestamps are stored in UTC whatever the machine's zone (needs ICU, which the
+                // prebuilt library has; without it DuckDB already works in UTC).
+                if let Err(e) = c.execute_batch("SET TimeZone = 'UTC'") {
+                    tracing::debug!(error = %e, "could not set the state's time zone to UTC");
+                }
+                return Ok(c);
+            }
             Err(e) if is_lock_conflict(&e) && started.elapsed() < LOCK_RETRY => {
                 tracing::debug!(path = %path.display(), "state busy, retrying");
                 std::thread::sleep(pause);
@@ -102,49 +132,56 @@ pub fn serial(conn: &Connection) -> Result<i64, StateError> {
 
 #[cfg(test)]
 mod tests {
-    use super::migrate::{migrate, Migration, MIGRATIONS};
+    use super::migrate::{latest_version, migrate, Migration, MIGRATIONS};
     use super::*;
 
-    const V2: Migration = Migration {
-        version: 2,
-        name: "test_add_column",
-        sql: "ALTER TABLE sources ADD COLUMN owner VARCHAR; UPDATE sources SET owner = 'data';",
-    };
+    fn latest() -> i64 {
+        latest_version(MIGRATIONS)
+    }
 
     #[test]
     fn fresh_state_is_created_at_latest_version() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("state/system.duckdb");
         let conn = open(&path).unwrap();
-        assert_eq!(migrate::current_version(&conn).unwrap(), 1);
+        assert_eq!(migrate::current_version(&conn).unwrap(), latest());
         assert_eq!(serial(&conn).unwrap(), 0);
         drop(conn);
         // Reopening runs nothing and keeps the version.
         let conn = open(&path).unwrap();
-        assert_eq!(migrate::current_version(&conn).unwrap(), 1);
+        assert_eq!(migrate::current_version(&conn).unwrap(), latest());
     }
 
     #[test]
-    fn migrating_from_v1_preserves_data() {
+    fn migrating_from_v1_to_latest_preserves_data() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("system.duckdb");
-        let conn = open(&path).unwrap();
-        conn.execute(
-            "INSERT INTO sources (name, source_type, spec_file, spec_hash) VALUES ('shop', 'csv', 'pipelines/shop.yaml', 'h')",
-            [],
+        let mut conn = Connection::open(&path).unwrap();
+        assert_eq!(
+            migrate(&mut conn, Some(&path), &MIGRATIONS[..1]).unwrap(),
+            1
+        );
+        conn.execute_batch(
+            "INSERT INTO sources (name, source_type, spec_file, spec_hash) VALUES ('shop', 'csv', 'pipelines/shop.yaml', 'h');
+             UPDATE state_meta SET value = '7' WHERE key = 'serial';",
         )
         .unwrap();
         drop(conn);
 
-        let mut conn = Connection::open(&path).unwrap();
-        let all: Vec<Migration> = MIGRATIONS.iter().copied().chain([V2]).collect();
-        assert_eq!(migrate(&mut conn, Some(&path), &all).unwrap(), 2);
-        let (name, owner): (String, String) = conn
-            .query_row("SELECT name, owner FROM sources", [], |r| {
+        // What a newer binary does on open: run the pending migrations.
+        let conn = open(&path).unwrap();
+        assert_eq!(migrate::current_version(&conn).unwrap(), latest());
+        let (name, spec): (String, Option<String>) = conn
+            .query_row("SELECT name, spec FROM sources", [], |r| {
                 Ok((r.get(0)?, r.get(1)?))
             })
             .unwrap();
-        assert_eq!((name.as_str(), owner.as_str()), ("shop", "data"));
+        assert_eq!((name.as_str(), spec), ("shop", None));
+        assert_eq!(serial(&conn).unwrap(), 7);
+        let pending: i64 = conn
+            .query_row("SELECT count(*) FROM pending_tasks", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(pending, 0, "v2 tables exist");
         assert!(
             !path.with_extension("duckdb.pre-migrate").exists(),
             "backup removed after success"
@@ -157,7 +194,7 @@ mod tests {
         let path = dir.path().join("system.duckdb");
         drop(open(&path).unwrap());
         let broken = Migration {
-            version: 2,
+            version: latest() + 1,
             name: "broken",
             sql: "ALTER TABLE sources ADD COLUMN x INT; SELECT * FROM no_such_table;",
         };
@@ -165,10 +202,10 @@ mod tests {
         let all: Vec<Migration> = MIGRATIONS.iter().copied().chain([broken]).collect();
         let err = migrate(&mut conn, Some(&path), &all).unwrap_err();
         assert!(
-            matches!(err, StateError::Migration { version: 2, .. }),
+            matches!(err, StateError::Migration { version, .. } if version == latest() + 1),
             "{err}"
         );
-        assert_eq!(migrate::current_version(&conn).unwrap(), 1);
+        assert_eq!(migrate::current_version(&conn).unwrap(), latest());
         let cols: i64 = conn
             .query_row(
                 "SELECT count(*) FROM duckdb_columns() WHERE table_name = 'sources' AND column_name = 'x'",
@@ -193,17 +230,11 @@ mod tests {
         drop(conn);
         let err = open(&path).unwrap_err();
         assert!(
-            matches!(
-                err,
-                StateError::TooNew {
-                    found: 99,
-                    supported: 1
-                }
-            ),
+            matches!(err, StateError::TooNew { found: 99, supported } if supported == latest()),
             "{err}"
         );
         assert!(err.to_string().contains("newer pipeline"));
-        let err = open_read_only(&path).unwrap_err();
+        let err = open_for_reading(&path).unwrap_err();
         assert!(matches!(err, StateError::TooNew { .. }));
     }
 }

@@ -1,0 +1,103 @@
+//! `pipeline history`: past applies (apply_log) and syncs (sync_history), newest first.
+
+use super::output::{self, Format, TextTable};
+use super::status::local;
+use crate::plan::DataDir;
+use crate::state::{self, report};
+use anyhow::Result;
+use chrono_tz::Tz;
+use std::io::Write;
+use std::path::Path;
+use std::process::ExitCode;
+
+pub const AFTER_HELP: &str = "\
+Examples:
+  pipeline history                        the last 20 applies and syncs
+  pipeline history --table shop.orders    applies that changed it, and its syncs
+  pipeline history --limit 100 --format json";
+
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// How many entries of each kind to show, newest first.
+    #[arg(long, default_value_t = 20)]
+    limit: usize,
+    /// Only this table (its id): the applies that changed it and its syncs.
+    #[arg(long, value_name = "TABLE_ID")]
+    table: Option<String>,
+    #[arg(long, value_enum, default_value_t)]
+    format: Format,
+}
+
+pub fn run(dir: &Path, args: Args) -> Result<ExitCode> {
+    // History is readable even when the specs are broken: use what the instance file gives, if any.
+    let (specs, _) = crate::spec::load::load(dir);
+    let data = DataDir::of(&specs);
+    let tz = specs
+        .instance
+        .as_ref()
+        .map_or(Tz::UTC, |i| i.timezone.value);
+    let db = data.state_db();
+    let (applies, syncs) = if db.exists() {
+        let conn = state::open_for_reading(&db)?;
+        report::history(&conn, args.limit, args.table.as_deref())?
+    } else {
+        (Vec::new(), Vec::new())
+    };
+    let mut out = anstream::stdout().lock();
+    if args.format == Format::Json {
+        let v = serde_json::json!({"applies": applies, "syncs": syncs});
+        writeln!(out, "{}", serde_json::to_string_pretty(&v)?)?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    let bold = anstyle::Style::new().bold();
+    writeln!(out, "{bold}Applies{bold:#} (times in {})", tz.name())?;
+    if applies.is_empty() {
+        writeln!(out, "  none recorded")?;
+    } else {
+        let mut t = TextTable::new(vec!["serial", "applied", "who", "changes", "result"]);
+        for a in &applies {
+            let mut changes = format!("+{} ~{} -{}", a.add, a.change, a.destroy);
+            if !a.targets.is_empty() {
+                changes.push_str(&format!(" (target {})", a.targets.join(", ")));
+            }
+            t.row(vec![
+                a.serial.to_string(),
+                local(&a.applied_at, tz),
+                a.who.clone(),
+                changes,
+                a.result.clone(),
+            ]);
+        }
+        write!(out, "{}", t.render())?;
+    }
+    writeln!(out, "\n{bold}Syncs{bold:#}")?;
+    if syncs.is_empty() {
+        writeln!(out, "  none recorded")?;
+    } else {
+        let mut t = TextTable::new(vec![
+            "started", "run", "table", "task", "status", "rows", "duration", "error",
+        ]);
+        for s in &syncs {
+            t.row(vec![
+                local(&s.started_at, tz),
+                s.run_id.clone(),
+                s.table_id.clone(),
+                s.task.clone(),
+                s.status.clone(),
+                s.rows.map_or("-".into(), |n| n.to_string()),
+                duration(&s.started_at, s.finished_at.as_deref()),
+                output::truncate(s.error.as_deref().unwrap_or(""), 80),
+            ]);
+        }
+        write!(out, "{}", t.render())?;
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn duration(start: &str, end: Option<&str>) -> String {
+    let parse = |s: &str| chrono::DateTime::parse_from_rfc3339(s).ok();
+    match (parse(start), end.and_then(parse)) {
+        (Some(a), Some(b)) => format!("{:.1}s", (b - a).num_milliseconds() as f64 / 1000.0),
+        _ => "-".into(),
+    }
+}

@@ -1,0 +1,175 @@
+//! Output helpers shared by commands: the human/json switch, diagnostics, aligned text tables,
+//! durations and times.
+
+use crate::diag::{render, Diagnostics};
+use crate::spec::Specs;
+use anyhow::{bail, Result};
+use std::io::Write;
+use std::time::Duration;
+
+/// `--format` of commands whose output is data.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Format {
+    #[default]
+    Human,
+    Json,
+}
+
+/// Prints why the specs are invalid (all diagnostics), as JSON on stdout or human text on stderr.
+/// Returns the error that ends the command.
+pub fn invalid_specs(specs: &Specs, diags: &Diagnostics, format: Format) -> anyhow::Error {
+    match format {
+        Format::Json => {
+            let report = render::json(diags, &specs.files);
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&report).expect("JSON serializes")
+            );
+        }
+        Format::Human => {
+            let mut err = anstream::stderr().lock();
+            let _ = write!(err, "{}", render::human(diags, &specs.files));
+        }
+    }
+    anyhow::anyhow!(
+        "the specs have {} error(s); nothing was planned or changed (`pipeline validate` shows the same)",
+        diags.error_count()
+    )
+}
+
+/// Prints warnings (if any) on stderr, so they never mix with data on stdout.
+pub fn warnings(specs: &Specs, diags: &Diagnostics) {
+    if diags.warning_count() > 0 {
+        let mut err = anstream::stderr().lock();
+        let _ = write!(err, "{}", render::human(diags, &specs.files));
+    }
+}
+
+/// Parses `0`, `500ms`, `10s`, `2m`, `1h`.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let t = text.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("`{text}` is not a duration; use e.g. 0, 500ms, 30s, 5m, 1h"))?;
+    let d = match unit {
+        "" if n == 0 => Duration::ZERO,
+        "ms" => Duration::from_millis(n),
+        "s" => Duration::from_secs(n),
+        "m" => Duration::from_secs(n * 60),
+        "h" => Duration::from_secs(n * 3600),
+        _ => {
+            return Err(format!(
+                "`{text}`: unknown unit; use ms, s, m or h (e.g. 30s)"
+            ))
+        }
+    };
+    Ok(d)
+}
+
+/// Columns aligned with two spaces; the header in bold.
+pub struct TextTable {
+    headers: Vec<&'static str>,
+    rows: Vec<Vec<String>>,
+}
+
+impl TextTable {
+    pub fn new(headers: Vec<&'static str>) -> Self {
+        TextTable {
+            headers,
+            rows: Vec::new(),
+        }
+    }
+
+    pub fn row(&mut self, cells: Vec<String>) {
+        self.rows.push(cells);
+    }
+
+    pub fn render(&self) -> String {
+        let mut widths: Vec<usize> = self.headers.iter().map(|h| h.chars().count()).collect();
+        for r in &self.rows {
+            for (w, c) in widths.iter_mut().zip(r) {
+                *w = (*w).max(c.chars().count());
+            }
+        }
+        let line = |cells: &mut dyn Iterator<Item = &str>| {
+            let mut s = String::new();
+            for (i, (c, w)) in cells.zip(&widths).enumerate() {
+                if i > 0 {
+                    s.push_str("  ");
+                }
+                s.push_str(c);
+                if i + 1 < widths.len() {
+                    s.push_str(&" ".repeat(w.saturating_sub(c.chars().count())));
+                }
+            }
+            s.trim_end().to_string() + "\n"
+        };
+        let bold = anstyle::Style::new().bold();
+        let mut out = format!(
+            "{bold}{}{bold:#}",
+            line(&mut self.headers.iter().copied()).trim_end()
+        );
+        out.push('\n');
+        for r in &self.rows {
+            out.push_str(&line(&mut r.iter().map(String::as_str)));
+        }
+        out
+    }
+}
+
+/// `s` characters at most, with an ellipsis when cut.
+pub fn truncate(s: &str, max: usize) -> String {
+    if s.chars().count() <= max {
+        return s.to_string();
+    }
+    let cut: String = s.chars().take(max.saturating_sub(1)).collect();
+    cut + "…"
+}
+
+/// Fails unless the answer to `question` on stdin is exactly `yes`.
+pub fn confirm(question: &str) -> Result<()> {
+    let mut err = anstream::stderr().lock();
+    write!(
+        err,
+        "{question}\n  Only 'yes' will be accepted to approve.\n\n  Enter a value: "
+    )?;
+    err.flush()?;
+    drop(err);
+    let mut answer = String::new();
+    std::io::stdin().read_line(&mut answer)?;
+    if answer.trim() != "yes" {
+        bail!("apply cancelled: nothing was changed");
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("0"), Ok(Duration::ZERO));
+        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
+        assert_eq!(parse_duration("30s"), Ok(Duration::from_secs(30)));
+        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
+        assert!(parse_duration("10").unwrap_err().contains("unit"));
+        assert!(parse_duration("soon")
+            .unwrap_err()
+            .contains("not a duration"));
+    }
+
+    #[test]
+    fn table_aligns_columns() {
+        let mut t = TextTable::new(vec!["id", "rows"]);
+        t.row(vec!["shop.orders".into(), "3684".into()]);
+        t.row(vec!["a".into(), "1".into()]);
+        let text = anstream::adapter::strip_str(&t.render()).to_string();
+        assert_eq!(
+            text,
+            "id           rows\nshop.orders  3684\na            1\n"
+        );
+    }
+}

@@ -1,0 +1,69 @@
+//! `pipeline plan`: what apply would change in the registry, and the tasks it would queue.
+
+use super::output::{self, Format};
+use crate::plan::{self, render, PlanError};
+use anyhow::Result;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+pub const AFTER_HELP: &str = "\
+Examples:
+  pipeline plan                              the diff and the tasks apply would queue
+  pipeline plan --out plan.json              save it; `pipeline apply plan.json` applies exactly it
+  pipeline plan --detailed-exitcode          exit 2 when there are changes (for CI)
+  pipeline plan --target shop.orders         only this object (repeatable; a source includes its tables)
+  pipeline plan --format json                the saved-plan JSON on stdout
+
+Markers: + create, ~ update (per field: old → new), -/+ replace (the change forces the data to be
+rebuilt from scratch, e.g. query_mode, source_table, primary_key or sync mode), - delete.
+Exit status: 0 success (with --detailed-exitcode: no changes), 1 error, 2 changes present.";
+
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// Save the plan as JSON to FILE, to apply exactly this plan later with `pipeline apply FILE`.
+    #[arg(long, value_name = "FILE")]
+    out: Option<PathBuf>,
+    /// Exit 0 when there are no changes, 2 when there are, 1 on error.
+    #[arg(long)]
+    detailed_exitcode: bool,
+    #[arg(long, value_enum, default_value_t)]
+    format: Format,
+    /// Plan only this object: a table id or name, a source (with its tables and transforms), a
+    /// transform or a metric id (category/name). Repeatable.
+    #[arg(long = "target", value_name = "NAME")]
+    targets: Vec<String>,
+}
+
+pub fn run(dir: &Path, args: Args) -> Result<ExitCode> {
+    let desired = match plan::desired(dir) {
+        Ok(d) => d,
+        Err(PlanError::Invalid { specs, diags }) => {
+            return Err(output::invalid_specs(&specs, &diags, args.format))
+        }
+        Err(e) => return Err(e.into()),
+    };
+    output::warnings(&desired.specs, &desired.diags);
+    let plan = plan::against_state(&desired, &args.targets)?;
+    let mut out = anstream::stdout().lock();
+    match args.format {
+        Format::Json => writeln!(out, "{}", serde_json::to_string_pretty(&plan)?)?,
+        Format::Human => write!(out, "{}", render::human(&plan))?,
+    }
+    if let Some(path) = &args.out {
+        plan::save(&plan, path)?;
+        if args.format == Format::Human {
+            writeln!(
+                out,
+                "\nSaved the plan to {}. Apply exactly it with:\n  pipeline apply {}",
+                path.display(),
+                path.display()
+            )?;
+        }
+    }
+    Ok(if args.detailed_exitcode && plan.has_changes() {
+        ExitCode::from(2)
+    } else {
+        ExitCode::SUCCESS
+    })
+}

@@ -1,0 +1,210 @@
+//! `pipeline status`: what is registered, each table's last sync and next scheduled run, pending
+//! tasks, and whether the specs have changes not applied yet.
+
+use super::output::{self, Format, TextTable};
+use crate::plan::{self, PlanError, Summary};
+use crate::spec::schedule::Schedule;
+use crate::state::{self, report};
+use anyhow::Result;
+use chrono_tz::Tz;
+use serde::Serialize;
+use std::io::Write;
+use std::path::Path;
+use std::process::ExitCode;
+
+pub const AFTER_HELP: &str = "\
+Examples:
+  pipeline status                  registered tables, last sync, next run, pending tasks
+  pipeline status --format json    the same as JSON (times in UTC, RFC 3339)";
+
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    #[arg(long, value_enum, default_value_t)]
+    format: Format,
+}
+
+/// Whether the specs match the recorded state.
+#[derive(Debug, Serialize)]
+#[serde(tag = "state", rename_all = "snake_case")]
+enum Drift {
+    InSync,
+    Changes { summary: Summary },
+    InvalidSpecs { errors: usize },
+}
+
+#[derive(Debug, Serialize)]
+struct Report {
+    instance: String,
+    timezone: String,
+    state: String,
+    specs: Drift,
+    #[serde(flatten)]
+    status: Option<report::Status>,
+}
+
+pub fn run(dir: &Path, args: Args) -> Result<ExitCode> {
+    let (desired, drift) = match plan::desired(dir) {
+        Ok(d) => {
+            let plan = plan::against_state(&d, &[])?;
+            let drift = if plan.has_changes() {
+                Drift::Changes {
+                    summary: plan.summary,
+                }
+            } else {
+                Drift::InSync
+            };
+            (Some(d), drift)
+        }
+        Err(PlanError::Invalid { diags, .. }) => (
+            None,
+            Drift::InvalidSpecs {
+                errors: diags.error_count(),
+            },
+        ),
+        Err(e) => return Err(e.into()),
+    };
+    // The state location comes from the specs; with broken specs fall back to the default layout.
+    let (data, tz, instance) = match &desired {
+        Some(d) => {
+            let inst = d.specs.instance.as_ref();
+            (
+                d.data.clone(),
+                inst.map_or(Tz::UTC, |i| i.timezone.value),
+                inst.map_or(String::new(), |i| i.name.value.clone()),
+            )
+        }
+        None => (plan::DataDir(dir.join("data")), Tz::UTC, String::new()),
+    };
+    let db = data.state_db();
+    let mut status = if db.exists() {
+        let conn = state::open_for_reading(&db)?;
+        Some(report::status(&conn)?)
+    } else {
+        None
+    };
+    let now = chrono::Utc::now().with_timezone(&tz);
+    for t in status.iter_mut().flat_map(|s| s.tables.iter_mut()) {
+        t.next_run = t
+            .schedule
+            .as_deref()
+            .and_then(|s| Schedule::parse_cached(s).ok())
+            .and_then(|s| s.next_after(now))
+            .map(|n| {
+                n.with_timezone(&chrono::Utc)
+                    .format("%Y-%m-%dT%H:%M:%SZ")
+                    .to_string()
+            });
+    }
+    let report = Report {
+        instance,
+        timezone: tz.name().to_string(),
+        state: db.display().to_string(),
+        specs: drift,
+        status,
+    };
+    let mut out = anstream::stdout().lock();
+    match args.format {
+        Format::Json => writeln!(out, "{}", serde_json::to_string_pretty(&report)?)?,
+        Format::Human => write!(out, "{}", human(&report, tz))?,
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// An RFC 3339 UTC time as local wall-clock time in the instance zone.
+pub fn local(utc: &str, tz: Tz) -> String {
+    chrono::DateTime::parse_from_rfc3339(utc)
+        .map(|t| t.with_timezone(&tz).format("%Y-%m-%d %H:%M").to_string())
+        .unwrap_or_else(|_| utc.to_string())
+}
+
+fn human(r: &Report, tz: Tz) -> String {
+    let bold = anstyle::Style::new().bold();
+    let mut out = format!("{bold}{}{bold:#} (times in {})\n", r.instance, tz.name());
+    let Some(s) = &r.status else {
+        out.push_str(&format!(
+            "No state yet at {}: nothing has been applied. Run `pipeline plan`, then `pipeline apply`.\n",
+            r.state
+        ));
+        return out;
+    };
+    match &s.last_apply {
+        Some(a) => out.push_str(&format!(
+            "State serial {}, last applied {} by {}.\n",
+            s.serial,
+            local(&a.applied_at, tz),
+            a.who
+        )),
+        None => out.push_str(&format!("State serial {}.\n", s.serial)),
+    }
+    match &r.specs {
+        Drift::InSync => out.push_str("Specs: in sync with the state.\n"),
+        Drift::Changes { summary } => out.push_str(&format!(
+            "Specs: changed since the last apply ({} to add, {} to change, {} to destroy); run `pipeline plan`.\n",
+            summary.add, summary.change, summary.destroy
+        )),
+        Drift::InvalidSpecs { errors } => out.push_str(&format!(
+            "Specs: invalid ({errors} errors); run `pipeline validate`. The state below is the last applied one.\n"
+        )),
+    }
+    out.push_str(&format!(
+        "{} sources, {} tables, {} transforms, {} metrics registered.\n\n",
+        s.sources,
+        s.tables.len(),
+        s.transforms,
+        s.metrics
+    ));
+    if !s.tables.is_empty() {
+        let mut t = TextTable::new(vec![
+            "table",
+            "source",
+            "mode",
+            "sync",
+            "last sync",
+            "status",
+            "rows",
+            "next run",
+        ]);
+        for row in &s.tables {
+            t.row(vec![
+                row.name.clone(),
+                row.source.clone(),
+                row.query_mode.clone(),
+                row.sync_mode.clone(),
+                row.last_sync
+                    .as_deref()
+                    .map_or("never".into(), |x| local(x, tz)),
+                row.last_status.clone().unwrap_or_else(|| "-".into()),
+                row.rows.map_or("-".into(), |n| n.to_string()),
+                row.next_run.as_deref().map_or("-".into(), |x| local(x, tz)),
+            ]);
+        }
+        out.push_str(&t.render());
+        for row in s.tables.iter().filter(|r| r.last_error.is_some()) {
+            out.push_str(&format!(
+                "  {}: {}\n",
+                row.name,
+                output::truncate(row.last_error.as_deref().unwrap_or_default(), 200)
+            ));
+        }
+        out.push('\n');
+    }
+    if s.pending_tasks.is_empty() {
+        out.push_str("No pending tasks.\n");
+    } else {
+        out.push_str(&format!(
+            "{} pending task(s), queued by apply:\n",
+            s.pending_tasks.len()
+        ));
+        let mut t = TextTable::new(vec!["task", "target", "reason", "serial"]);
+        for p in &s.pending_tasks {
+            t.row(vec![
+                p.kind.clone(),
+                p.target.clone(),
+                p.reason.clone(),
+                p.serial.to_string(),
+            ]);
+        }
+        out.push_str(&t.render());
+    }
+    out
+}

@@ -1,0 +1,232 @@
+//! Desired vs recorded objects → the changes apply would make.
+
+use super::object::{Kind, Object, Objects};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Action {
+    Create,
+    Update,
+    /// Delete and create again: the change forces its data to be rebuilt from scratch.
+    Replace,
+    Delete,
+}
+
+impl Action {
+    /// Terraform's markers, which many readers already know.
+    pub fn symbol(self) -> &'static str {
+        match self {
+            Action::Create => "+",
+            Action::Update => "~",
+            Action::Replace => "-/+",
+            Action::Delete => "-",
+        }
+    }
+}
+
+/// One field that differs.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct FieldChange {
+    pub field: String,
+    /// `null` when the field was unset.
+    pub old: Value,
+    /// `null` when the field becomes unset.
+    pub new: Value,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub forces_replace: bool,
+}
+
+/// A change to one object.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Change {
+    pub kind: Kind,
+    pub id: String,
+    pub action: Action,
+    /// The spec file (the recorded one for a delete).
+    pub file: String,
+    /// For an update or replace: the fields that differ. For a create or delete: empty (the whole
+    /// object is in `object` / was recorded).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub fields: Vec<FieldChange>,
+    /// The desired object (absent for a delete): what apply records.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub object: Option<Object>,
+    /// The recorded object (absent for a create).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub before: Option<Object>,
+}
+
+impl Change {
+    /// True when a field change needs the source's views rebuilt.
+    pub fn needs_rebuild(&self) -> bool {
+        let rebuild = self.kind.rebuild_fields();
+        self.fields
+            .iter()
+            .any(|f| rebuild.contains(&f.field.as_str()))
+    }
+}
+
+/// The pseudo-field for an object moved to another spec file.
+pub const FILE_FIELD: &str = "(file)";
+
+/// Every change from `recorded` to `desired`, in display order (kind, then id).
+pub fn diff(desired: &Objects, recorded: &Objects) -> Vec<Change> {
+    let mut changes = Vec::new();
+    for (key, want) in desired {
+        match recorded.get(key) {
+            None => changes.push(Change {
+                kind: want.kind,
+                id: want.id.clone(),
+                action: Action::Create,
+                file: want.file.clone(),
+                fields: Vec::new(),
+                object: Some(want.clone()),
+                before: None,
+            }),
+            Some(have) => {
+                let fields = field_changes(have, want);
+                if fields.is_empty() {
+                    continue;
+                }
+                let action = if fields.iter().any(|f| f.forces_replace) {
+                    Action::Replace
+                } else {
+                    Action::Update
+                };
+                changes.push(Change {
+                    kind: want.kind,
+                    id: want.id.clone(),
+                    action,
+                    file: want.file.clone(),
+                    fields,
+                    object: Some(want.clone()),
+                    before: Some(have.clone()),
+                });
+            }
+        }
+    }
+    for (key, have) in recorded {
+        if !desired.contains_key(key) {
+            changes.push(Change {
+                kind: have.kind,
+                id: have.id.clone(),
+                action: Action::Delete,
+                file: have.file.clone(),
+                fields: Vec::new(),
+                object: None,
+                before: Some(have.clone()),
+            });
+        }
+    }
+    changes.sort_by(|a, b| (a.kind, &a.id).cmp(&(b.kind, &b.id)));
+    changes
+}
+
+fn field_changes(have: &Object, want: &Object) -> Vec<FieldChange> {
+    let replace = want.kind.replace_fields();
+    // Desired field order first, then fields only the recorded side has.
+    let mut names: Vec<&String> = want.fields.keys().collect();
+    names.extend(have.fields.keys().filter(|k| !want.fields.contains_key(*k)));
+    let mut out: Vec<FieldChange> = names
+        .into_iter()
+        .filter(|k| have.get(k) != want.get(k))
+        .map(|k| FieldChange {
+            field: k.clone(),
+            old: have.get(k).clone(),
+            new: want.get(k).clone(),
+            forces_replace: replace.contains(&k.as_str()),
+        })
+        .collect();
+    if have.file != want.file {
+        out.push(FieldChange {
+            field: FILE_FIELD.into(),
+            old: Value::String(have.file.clone()),
+            new: Value::String(want.file.clone()),
+            forces_replace: false,
+        });
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn table(id: &str, fields: Value) -> Object {
+        Object {
+            kind: Kind::Table,
+            id: id.into(),
+            file: "registry/shop.yaml".into(),
+            fields: fields.as_object().unwrap().clone(),
+        }
+    }
+
+    fn objects(list: Vec<Object>) -> Objects {
+        list.into_iter()
+            .map(|o| ((o.kind, o.id.clone()), o))
+            .collect()
+    }
+
+    #[test]
+    fn classifies_create_update_replace_delete() {
+        let recorded = objects(vec![
+            table("a", json!({"name": "a", "description": "old"})),
+            table("b", json!({"name": "b", "query_mode": "local"})),
+            table("c", json!({"name": "c"})),
+            table("same", json!({"name": "same"})),
+        ]);
+        let desired = objects(vec![
+            table("a", json!({"name": "a", "description": "new"})),
+            table("b", json!({"name": "b", "query_mode": "remote"})),
+            table("d", json!({"name": "d"})),
+            table("same", json!({"name": "same"})),
+        ]);
+        let changes = diff(&desired, &recorded);
+        let summary: Vec<(&str, Action)> =
+            changes.iter().map(|c| (c.id.as_str(), c.action)).collect();
+        assert_eq!(
+            summary,
+            vec![
+                ("a", Action::Update),
+                ("b", Action::Replace),
+                ("c", Action::Delete),
+                ("d", Action::Create)
+            ]
+        );
+        assert_eq!(
+            changes[0].fields,
+            vec![FieldChange {
+                field: "description".into(),
+                old: json!("old"),
+                new: json!("new"),
+                forces_replace: false
+            }]
+        );
+        assert!(changes[0].needs_rebuild());
+        assert!(changes[1].fields[0].forces_replace);
+    }
+
+    #[test]
+    fn a_field_removed_from_the_spec_shows_as_set_to_null() {
+        let recorded = objects(vec![table("a", json!({"name": "a", "cursor": "ts"}))]);
+        let desired = objects(vec![table("a", json!({"name": "a"}))]);
+        let changes = diff(&desired, &recorded);
+        assert_eq!(changes[0].action, Action::Replace);
+        assert_eq!(changes[0].fields[0].field, "cursor");
+        assert_eq!(changes[0].fields[0].new, Value::Null);
+    }
+
+    #[test]
+    fn moving_an_object_to_another_file_is_an_update() {
+        let recorded = objects(vec![table("a", json!({"name": "a"}))]);
+        let mut moved = table("a", json!({"name": "a"}));
+        moved.file = "registry/other.yaml".into();
+        let changes = diff(&objects(vec![moved]), &recorded);
+        assert_eq!(changes[0].action, Action::Update);
+        assert_eq!(changes[0].fields[0].field, FILE_FIELD);
+        assert!(!changes[0].needs_rebuild());
+    }
+}

@@ -1,0 +1,325 @@
+//! Registered objects as plan/apply sees them: one canonical JSON document per source, table,
+//! transform and metric, with every default resolved.
+//!
+//! The desired side is built from the specs; the recorded side is the same document as stored in
+//! `system.duckdb` by the last apply. Diffing two documents field by field is the whole of "what
+//! changed", so the document must contain everything that matters (resolved query mode and schedule,
+//! the tables a transform reads…) and nothing that does not (comments, key order, file layout).
+
+use crate::spec::model::{CheckKind, CheckSpec, Docs, SourceSpec, TableSpec, Text};
+use crate::spec::validate::Analysis;
+use crate::spec::Specs;
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+use sha2::{Digest, Sha256};
+use std::collections::BTreeMap;
+
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    Serialize,
+    Deserialize,
+    clap::ValueEnum,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum Kind {
+    Source,
+    Table,
+    Transform,
+    Metric,
+}
+
+impl Kind {
+    pub const ALL: [Kind; 4] = [Kind::Source, Kind::Table, Kind::Transform, Kind::Metric];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::Source => "source",
+            Kind::Table => "table",
+            Kind::Transform => "transform",
+            Kind::Metric => "metric",
+        }
+    }
+
+    /// Fields whose change forces the object to be replaced: its data re-extracted from scratch.
+    pub fn replace_fields(self) -> &'static [&'static str] {
+        match self {
+            // A different connection or type may point at different data.
+            Kind::Source => &["type", "connection"],
+            Kind::Table => &[
+                "source",
+                "source_type",
+                "bucket",
+                "source_table",
+                "query_mode",
+                "query",
+                "sync_mode",
+                "cursor",
+                "primary_key",
+                "partition_by",
+                "granularity",
+                "filters",
+            ],
+            Kind::Transform | Kind::Metric => &[],
+        }
+    }
+
+    /// Fields of a table whose change needs its source's views rebuilt (but no new data).
+    pub fn rebuild_fields(self) -> &'static [&'static str] {
+        match self {
+            Kind::Table => &["name", "description", "columns"],
+            _ => &[],
+        }
+    }
+}
+
+impl std::fmt::Display for Kind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// One registered object.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Object {
+    pub kind: Kind,
+    pub id: String,
+    /// The spec file it comes from, relative to the instance root.
+    pub file: String,
+    /// Canonical fields in display order; absent means unset (null, empty list, empty map).
+    pub fields: Map<String, Value>,
+}
+
+impl Object {
+    pub fn get(&self, field: &str) -> &Value {
+        self.fields.get(field).unwrap_or(&Value::Null)
+    }
+
+    pub fn str(&self, field: &str) -> Option<&str> {
+        self.get(field).as_str()
+    }
+
+    /// SHA-256 of the canonical fields: the `spec_hash` column.
+    pub fn hash(&self) -> String {
+        let text = serde_json::to_string(&self.fields).expect("JSON values serialize");
+        hex_digest(text.as_bytes())
+    }
+}
+
+pub fn hex_digest(bytes: &[u8]) -> String {
+    format!("{:x}", Sha256::digest(bytes))
+}
+
+/// All objects of one side, ordered by kind then id (the order plans are printed in).
+pub type Objects = BTreeMap<(Kind, String), Object>;
+
+/// The desired state: every object the specs declare. Call only on specs that validated.
+pub fn desired(specs: &Specs, analysis: &Analysis) -> Objects {
+    let mut out = Objects::new();
+    let mut add = |o: Object| {
+        out.insert((o.kind, o.id.clone()), o);
+    };
+    for s in &specs.sources {
+        add(source(specs, s));
+        for t in &s.transforms {
+            let mut f = Fields::default();
+            f.str("source", Some(&t.source));
+            f.text("description", &t.description);
+            f.str("materialized", Some(t.materialized.as_str()));
+            f.str("sql", Some(t.sql.trim()));
+            let inputs = analysis.transform_inputs.get(t.name.as_str());
+            f.list("inputs", inputs.into_iter().flatten().cloned());
+            f.docs("columns", &t.columns);
+            f.checks(&t.checks);
+            f.list("tags", t.tags.iter().map(|x| x.value.clone()));
+            add(f.object(specs, Kind::Transform, t.name.value.clone(), t.file));
+        }
+    }
+    for t in &specs.tables {
+        add(table(specs, t));
+    }
+    for m in &specs.metrics {
+        let mut f = Fields::default();
+        f.str("category", Some(m.category.as_str()));
+        f.str("name", Some(m.name.as_str()));
+        f.text("display_name", &m.display_name);
+        f.text("description", &m.description);
+        f.text("owner", &m.owner);
+        f.str("type", m.metric_type.map(|t| t.as_str()));
+        f.text("unit", &m.unit);
+        f.list(
+            "grain",
+            m.grain.iter().map(|g| g.value.as_str().to_string()),
+        );
+        f.text("time_column", &m.time_column);
+        let tables = analysis.metric_inputs.get(&m.id);
+        f.list("tables", tables.into_iter().flatten().cloned());
+        f.list("dimensions", m.dimensions.iter().map(|x| x.value.clone()));
+        f.list("synonyms", m.synonyms.iter().map(|x| x.value.clone()));
+        f.list("notes", m.notes.iter().map(|x| x.value.clone()));
+        f.str("sql", Some(m.sql.trim()));
+        f.docs("variants", &m.variants);
+        add(f.object(specs, Kind::Metric, m.id.clone(), m.file));
+    }
+    out
+}
+
+fn source(specs: &Specs, s: &SourceSpec) -> Object {
+    let mut f = Fields::default();
+    f.str("type", Some(s.source_type.as_str()));
+    f.text("description", &s.description);
+    // Connections hold env-var *names* only: validation refuses inline secrets.
+    f.value("connection", s.connection.to_json());
+    f.str(
+        "schedule",
+        s.schedule.as_ref().map(|x| x.to_string()).as_deref(),
+    );
+    f.object(specs, Kind::Source, s.name.value.clone(), s.file)
+}
+
+fn table(specs: &Specs, t: &TableSpec) -> Object {
+    let source = specs.source(t.source.as_str());
+    let defaults = specs.instance.as_ref().map(|i| &i.defaults);
+    let mut f = Fields::default();
+    f.str("source", Some(t.source.as_str()));
+    f.str("source_type", source.map(|s| s.source_type.as_str()));
+    f.text("bucket", &t.bucket);
+    f.text("source_table", &t.source_table);
+    f.str("name", Some(t.name.as_str()));
+    let mode = t
+        .query_mode
+        .as_ref()
+        .map(|m| m.value)
+        .or(defaults.map(|d| d.query_mode.value));
+    f.str("query_mode", mode.map(|m| m.as_str()));
+    f.text("query", &t.query);
+    // The schedule that applies: the table's, else its source's, else the instance default.
+    let schedule = t
+        .schedule
+        .as_ref()
+        .or(source.and_then(|s| s.schedule.as_ref()))
+        .or(defaults.map(|d| &d.schedule))
+        .map(|s| s.to_string());
+    f.str("schedule", schedule.as_deref());
+    f.str("sync_mode", Some(t.sync.mode().as_str()));
+    f.text("cursor", &t.sync.cursor);
+    f.list(
+        "primary_key",
+        t.sync.primary_key.iter().map(|k| k.value.clone()),
+    );
+    f.value(
+        "window_days",
+        t.sync.window_days.map_or(Value::Null, Value::from),
+    );
+    f.text("partition_by", &t.sync.partition_by);
+    f.str("granularity", t.sync.granularity.map(|g| g.as_str()));
+    let filters: Vec<Value> = t
+        .filters
+        .iter()
+        .map(|w| {
+            let values: Vec<Value> = w.values.iter().map(|v| v.to_json()).collect();
+            serde_json::json!({"column": w.column.value, "operator": w.operator.as_str(), "values": values})
+        })
+        .collect();
+    f.value("filters", Value::Array(filters));
+    f.text("description", &t.description);
+    f.docs("columns", &t.columns);
+    f.list("access", t.access.iter().map(|x| x.value.clone()));
+    f.list("tags", t.tags.iter().map(|x| x.value.clone()));
+    f.checks(&t.checks);
+    f.object(specs, Kind::Table, t.id.value.clone(), t.file)
+}
+
+/// Builds a canonical field map, dropping unset values so "absent" and "empty" compare equal.
+#[derive(Default)]
+struct Fields(Map<String, Value>);
+
+impl Fields {
+    fn value(&mut self, key: &str, v: Value) {
+        let unset = match &v {
+            Value::Null => true,
+            Value::Array(a) => a.is_empty(),
+            Value::Object(o) => o.is_empty(),
+            _ => false,
+        };
+        if !unset {
+            self.0.insert(key.to_string(), v);
+        }
+    }
+
+    fn str(&mut self, key: &str, v: Option<&str>) {
+        self.value(key, v.map_or(Value::Null, |s| Value::String(s.to_string())));
+    }
+
+    fn text(&mut self, key: &str, v: &Text) {
+        self.str(key, v.as_ref().map(|t| t.as_str()));
+    }
+
+    fn list(&mut self, key: &str, items: impl Iterator<Item = String>) {
+        self.value(key, Value::Array(items.map(Value::String).collect()));
+    }
+
+    fn docs(&mut self, key: &str, docs: &Docs) {
+        let map: Map<String, Value> = docs
+            .iter()
+            .map(|(k, v)| (k.value.clone(), Value::String(v.value.clone())))
+            .collect();
+        self.value(key, Value::Object(map));
+    }
+
+    fn checks(&mut self, checks: &[CheckSpec]) {
+        let list = checks
+            .iter()
+            .map(|c| match &c.kind {
+                CheckKind::NotNull(col) => serde_json::json!({ "not_null": col }),
+                CheckKind::Unique(cols) => serde_json::json!({ "unique": cols }),
+                CheckKind::AcceptedValues { column, values } => {
+                    serde_json::json!({ "accepted_values": { "column": column, "values": values } })
+                }
+            })
+            .collect();
+        self.value("checks", Value::Array(list));
+    }
+
+    fn object(
+        self,
+        specs: &Specs,
+        kind: Kind,
+        id: String,
+        file: crate::spec::source::FileId,
+    ) -> Object {
+        Object {
+            kind,
+            id,
+            file: specs.files.get(file).display.clone(),
+            fields: self.0,
+        }
+    }
+}
+
+/// The spec digest a saved plan records: a hash of the whole desired state (not of the file bytes, so
+/// reformatting or commenting a file does not make a saved plan stale).
+pub fn digest(objects: &Objects) -> String {
+    let mut h = Sha256::new();
+    for o in objects.values() {
+        h.update(o.kind.as_str().as_bytes());
+        h.update([0]);
+        h.update(o.id.as_bytes());
+        h.update([0]);
+        h.update(o.file.as_bytes());
+        h.update([0]);
+        h.update(
+            serde_json::to_string(&o.fields)
+                .expect("JSON serializes")
+                .as_bytes(),
+        );
+        h.update([0]);
+    }
+    format!("sha256:{:x}", h.finalize())
+}
