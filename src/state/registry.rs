@@ -137,6 +137,15 @@ pub struct Applied {
     pub queued_tasks: usize,
 }
 
+/// Rows handed to DuckDB as one JSON array parameter: one statement per kind and purpose instead of
+/// one per object (a thousand-table apply is a handful of statements, not thousands).
+fn json_rows(rows: &[Value]) -> String {
+    serde_json::to_string(rows).expect("JSON serializes")
+}
+
+/// `FROM` clause over a JSON array parameter `$1`, one row `d` per element.
+const ROWS: &str = "(SELECT unnest(CAST($1::JSON AS JSON[])) AS d)";
+
 /// Writes `plan` in one transaction: registry rows, grants, pending tasks, audit_log, apply_log and
 /// the serial. `who` is the OS or API user. Refuses (changing nothing) when the state serial is no
 /// longer the one the plan was made against.
@@ -150,34 +159,57 @@ pub fn apply(conn: &mut Connection, plan: &Plan, who: &str) -> StateResult<Appli
             plan.state_serial
         )));
     }
-    for change in &plan.changes {
-        write_change(&tx, change)?;
-        tx.execute(
-            "INSERT INTO audit_log (who, action, object, detail) VALUES (?, ?, ?, ?::JSON)",
-            params![
-                who,
-                format!("{} {}", action_word(change.action), change.kind),
-                change.id,
-                serde_json::to_string(&change.fields).expect("JSON serializes"),
-            ],
-        )?;
-    }
     let serial = current + 1;
-    for (position, task) in plan.tasks.iter().enumerate() {
-        tx.execute(
-            "INSERT OR REPLACE INTO pending_tasks (task, position, kind, target, after, reason, serial)
-             VALUES (?, ?, ?, ?, CAST(?::JSON AS VARCHAR[]), ?, ?)",
-            params![
-                task.id,
-                position as i64,
-                task.kind.as_str(),
-                task.target,
-                serde_json::to_string(&task.after).expect("JSON serializes"),
-                task.reason,
-                serial,
-            ],
-        )?;
+    forget_tables(&tx, &plan.changes)?;
+    for kind in Kind::ALL {
+        let of_kind = || plan.changes.iter().filter(move |c| c.kind == kind);
+        let deleted: Vec<Value> = of_kind()
+            .filter(|c| c.object.is_none())
+            .map(|c| Value::String(c.id.clone()))
+            .collect();
+        let upserts: Vec<Value> = of_kind()
+            .filter_map(|c| c.object.as_ref())
+            .map(|o| {
+                serde_json::json!({"id": o.id, "file": o.file, "hash": o.hash(), "fields": o.fields})
+            })
+            .collect();
+        write_kind(&tx, kind, &deleted, &upserts)?;
     }
+    let audit: Vec<Value> = plan
+        .changes
+        .iter()
+        .map(|c| {
+            serde_json::json!({
+                "action": format!("{} {}", action_word(c.action), c.kind),
+                "object": c.id,
+                "detail": c.fields,
+            })
+        })
+        .collect();
+    tx.execute(
+        &format!(
+            "INSERT INTO audit_log (who, action, object, detail)
+             SELECT $2, d->>'action', d->>'object', d->'detail' FROM {ROWS}"
+        ),
+        params![json_rows(&audit), who],
+    )?;
+    let tasks: Vec<Value> = plan
+        .tasks
+        .iter()
+        .enumerate()
+        .map(|(i, t)| {
+            serde_json::json!({"task": t.id, "position": i, "kind": t.kind.as_str(), "target": t.target,
+                               "after": t.after, "reason": t.reason})
+        })
+        .collect();
+    tx.execute(
+        &format!(
+            "INSERT OR REPLACE INTO pending_tasks (task, position, kind, target, after, reason, serial)
+             SELECT d->>'task', CAST(d->>'position' AS INTEGER), d->>'kind', d->>'target',
+                    CAST(d->'after' AS VARCHAR[]), d->>'reason', $2 FROM {ROWS}"
+        ),
+        params![json_rows(&tasks), serial],
+    )?;
     tx.execute(
         "UPDATE state_meta SET value = ? WHERE key = 'serial'",
         params![serial.to_string()],
@@ -207,90 +239,113 @@ fn action_word(a: Action) -> &'static str {
     }
 }
 
-fn write_change(tx: &Transaction, change: &Change) -> StateResult<()> {
-    let t = table_of(change.kind);
-    if let Some(before) = &change.before {
-        if change.kind == Kind::Table {
-            let after_name = change.object.as_ref().and_then(|o| o.str("name"));
-            forget_table(tx, before, change.action, after_name)?;
-        }
+/// Deletes `deleted` ids and upserts `upserts` (`{id, file, hash, fields}`) of one kind.
+fn write_kind(
+    tx: &Transaction,
+    kind: Kind,
+    deleted: &[Value],
+    upserts: &[Value],
+) -> StateResult<()> {
+    let t = table_of(kind);
+    if !deleted.is_empty() {
+        let sql = format!(
+            "DELETE FROM {} WHERE {} IN (SELECT unnest(CAST($1::JSON AS VARCHAR[])))",
+            t.table, t.key
+        );
+        tx.execute(&sql, params![json_rows(deleted)])?;
     }
-    match &change.object {
-        None => {
-            let sql = format!("DELETE FROM {} WHERE {} = ?", t.table, t.key);
-            tx.execute(&sql, params![change.id])?;
+    if upserts.is_empty() {
+        return Ok(());
+    }
+    let cols: Vec<&str> = t.columns.iter().map(|c| c.0).collect();
+    let exprs: Vec<&str> = t.columns.iter().map(|c| c.1).collect();
+    // An upsert that leaves registered_at alone on update.
+    let updates: Vec<String> = ["spec_file", "spec_hash", "spec", "updated_at"]
+        .iter()
+        .chain(cols.iter())
+        .map(|c| format!("{c} = excluded.{c}"))
+        .collect();
+    let sql = format!(
+        "INSERT INTO {table} ({key}, spec_file, spec_hash, spec, updated_at, {cols})
+         SELECT id, file, hash, s, current_timestamp, {exprs}
+         FROM (SELECT d->>'id' AS id, d->>'file' AS file, d->>'hash' AS hash, d->'fields' AS s FROM {ROWS})
+         ON CONFLICT ({key}) DO UPDATE SET {updates}",
+        table = t.table,
+        key = t.key,
+        cols = cols.join(", "),
+        exprs = exprs.join(", "),
+        updates = updates.join(", "),
+    );
+    tx.execute(&sql, params![json_rows(upserts)])?;
+    match kind {
+        Kind::Table => {
+            tx.execute(
+                &format!(
+                    "INSERT INTO table_grants
+                     SELECT id, unnest(CAST(s->'access' AS VARCHAR[]))
+                     FROM (SELECT d->>'id' AS id, d->'fields' AS s FROM {ROWS})"
+                ),
+                params![json_rows(upserts)],
+            )?;
         }
-        Some(obj) => {
-            let cols: Vec<&str> = t.columns.iter().map(|c| c.0).collect();
-            let exprs: Vec<&str> = t.columns.iter().map(|c| c.1).collect();
-            // An upsert that leaves registered_at alone on update.
-            let updates: Vec<String> = ["spec_file", "spec_hash", "spec", "updated_at"]
-                .iter()
-                .chain(cols.iter())
-                .map(|c| format!("{c} = excluded.{c}"))
-                .collect();
-            let sql = format!(
-                "INSERT INTO {table} ({key}, spec_file, spec_hash, spec, updated_at, {cols})
-                 SELECT $1, $2, $3, s, current_timestamp, {exprs} FROM (SELECT $4::JSON AS s)
-                 ON CONFLICT ({key}) DO UPDATE SET {updates}",
-                table = t.table,
-                key = t.key,
-                cols = cols.join(", "),
-                exprs = exprs.join(", "),
-                updates = updates.join(", "),
-            );
-            let doc = serde_json::to_string(&obj.fields).expect("JSON serializes");
-            tx.execute(&sql, params![obj.id, obj.file, obj.hash(), doc])?;
-            if change.kind == Kind::Table {
-                tx.execute(
-                    "INSERT INTO table_grants SELECT ?, unnest(CAST(?::JSON AS VARCHAR[]))",
-                    params![
-                        obj.id,
-                        serde_json::to_string(obj.get("access")).expect("JSON serializes")
-                    ],
-                )?;
-            }
-            if change.kind == Kind::Metric {
-                // A new definition has not been checked yet.
-                tx.execute(
+        Kind::Metric => {
+            // A new definition has not been checked yet.
+            tx.execute(
+                &format!(
                     "UPDATE metric_definitions SET last_check_at = NULL, last_check_status = NULL,
-                     last_check_error = NULL WHERE id = ?",
-                    params![obj.id],
-                )?;
-            }
+                     last_check_error = NULL WHERE id IN (SELECT d->>'id' FROM {ROWS})"
+                ),
+                params![json_rows(upserts)],
+            )?;
         }
+        Kind::Source | Kind::Transform => {}
     }
     Ok(())
 }
 
-/// Clears what belonged to a table's previous definition: its grants always; its sync state when it is
-/// deleted or replaced (the data is rebuilt from scratch); its view claim when the view goes away.
-fn forget_table(
-    tx: &Transaction,
-    before: &Object,
-    action: Action,
-    after_name: Option<&str>,
-) -> StateResult<()> {
-    tx.execute(
-        "DELETE FROM table_grants WHERE table_id = ?",
-        params![before.id],
-    )?;
-    if matches!(action, Action::Delete | Action::Replace) {
-        tx.execute(
-            "DELETE FROM sync_state WHERE table_id = ?",
-            params![before.id],
-        )?;
+/// Clears what belonged to changed tables' previous definitions: their grants always; their sync
+/// state when deleted or replaced (the data is rebuilt from scratch); their view claim when the view
+/// goes away or is renamed; the extract tasks of deleted ones.
+fn forget_tables(tx: &Transaction, changes: &[Change]) -> StateResult<()> {
+    let (mut grants, mut sync, mut views, mut tasks) = (vec![], vec![], vec![], vec![]);
+    for c in changes.iter().filter(|c| c.kind == Kind::Table) {
+        let Some(before) = &c.before else { continue };
+        let id = Value::String(before.id.clone());
+        grants.push(id.clone());
+        if matches!(c.action, Action::Delete | Action::Replace) {
+            sync.push(id.clone());
+        }
+        let after_name = c.object.as_ref().and_then(|o| o.str("name"));
+        if c.action != Action::Update || before.str("name") != after_name {
+            views.push(
+                serde_json::json!({"name": before.str("name"), "source": before.str("source")}),
+            );
+        }
+        if c.action == Action::Delete {
+            tasks.push(id);
+        }
     }
-    if action != Action::Update || before.str("name") != after_name {
-        tx.execute(
-            "DELETE FROM view_ownership WHERE view_name = ? AND source = ?",
-            params![before.str("name"), before.str("source")],
-        )?;
+    let by_id = [
+        ("DELETE FROM table_grants WHERE table_id", &grants),
+        ("DELETE FROM sync_state WHERE table_id", &sync),
+        (
+            "DELETE FROM pending_tasks WHERE kind IN ('extract', 'attach') AND target",
+            &tasks,
+        ),
+    ];
+    for (delete, ids) in by_id {
+        if !ids.is_empty() {
+            let sql = format!("{delete} IN (SELECT unnest(CAST($1::JSON AS VARCHAR[])))");
+            tx.execute(&sql, params![json_rows(ids)])?;
+        }
     }
-    if action == Action::Delete {
+    if !views.is_empty() {
         tx.execute(
-            "DELETE FROM pending_tasks WHERE target = ? AND kind IN ('extract', 'attach')",
-            params![before.id],
+            &format!(
+                "DELETE FROM view_ownership WHERE (view_name, source) IN
+                 (SELECT (d->>'name', d->>'source') FROM {ROWS})"
+            ),
+            params![json_rows(&views)],
         )?;
     }
     Ok(())

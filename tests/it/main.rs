@@ -5,4 +5,5 @@ mod common;
 
 mod cli;
 mod demo;
+mod plan_apply;
 mod validate;

@@ -102,6 +102,55 @@ impl Instance {
         std::fs::write(path, text).unwrap();
     }
 
+    /// `pipeline --dir <this instance>`, ready for more arguments.
+    pub fn cmd(&self) -> Command {
+        let mut cmd = pipeline();
+        cmd.arg("--dir").arg(self.path()).env_remove("CI");
+        cmd
+    }
+
+    /// `pipeline plan --format json` (plus `args`); the plan, or a panic with the output.
+    pub fn plan(&self, args: &[&str]) -> Value {
+        let out = self
+            .cmd()
+            .args(["plan", "--format", "json"])
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "plan failed: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).expect("plan JSON")
+    }
+
+    /// `pipeline apply --auto-approve`, expected to succeed.
+    pub fn apply(&self) {
+        self.cmd()
+            .args(["apply", "--auto-approve"])
+            .assert()
+            .success();
+    }
+
+    pub fn state_path(&self) -> PathBuf {
+        self.path().join("data/state/system.duckdb")
+    }
+
+    /// A read-only connection to this instance's state (drop it before running commands).
+    pub fn state(&self) -> duckdb::Connection {
+        let config = duckdb::Config::default()
+            .access_mode(duckdb::AccessMode::ReadOnly)
+            .unwrap();
+        duckdb::Connection::open_with_flags(self.state_path(), config).expect("state opens")
+    }
+
+    /// One integer from a query on the state.
+    pub fn state_int(&self, sql: &str) -> i64 {
+        self.state().query_row(sql, [], |r| r.get(0)).unwrap()
+    }
+
     /// Runs `pipeline validate --format json`; returns the exit code and the report.
     pub fn validate(&self) -> (i32, Value) {
         let out = pipeline()
