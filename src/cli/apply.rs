@@ -190,7 +190,7 @@ fn check_saved(plan: &Plan, desired: &plan::Desired) -> Result<()> {
             short(&digest)
         );
     }
-    let (serial, _) = state::registry::read_recorded(&desired.data.state_db())?;
+    let (serial, _) = state::registry::read_recorded(&desired.data.state_db(), &desired.objects)?;
     if serial != plan.state_serial {
         bail!(
             "stale plan: it was made at state serial {} but the state is at serial {serial} (another apply \

@@ -36,7 +36,7 @@ pub struct Args {
 }
 
 pub fn run(dir: &Path, args: Args) -> Result<ExitCode> {
-    let desired = match plan::desired(dir) {
+    let (desired, recorded) = match plan::desired_and_recorded(dir) {
         Ok(d) => d,
         Err(PlanError::Invalid { specs, diags }) => {
             return Err(output::invalid_specs(&specs, &diags, args.format))
@@ -44,7 +44,7 @@ pub fn run(dir: &Path, args: Args) -> Result<ExitCode> {
         Err(e) => return Err(e.into()),
     };
     output::warnings(&desired.specs, &desired.diags);
-    let plan = plan::against_state(&desired, &args.targets)?;
+    let plan = plan::against(&desired, &recorded, &args.targets)?;
     let mut out = anstream::stdout().lock();
     match args.format {
         Format::Json => writeln!(out, "{}", serde_json::to_string_pretty(&plan)?)?,
@@ -61,9 +61,13 @@ pub fn run(dir: &Path, args: Args) -> Result<ExitCode> {
             )?;
         }
     }
-    Ok(if args.detailed_exitcode && plan.has_changes() {
+    let code = if args.detailed_exitcode && plan.has_changes() {
         ExitCode::from(2)
     } else {
         ExitCode::SUCCESS
-    })
+    };
+    // The process ends right after this: freeing thousands of spec nodes and objects one by one
+    // would cost ~10 ms of a no-op plan for nothing (nothing here holds a file or a lock).
+    std::mem::forget((desired, recorded, plan));
+    Ok(code)
 }

@@ -43,9 +43,9 @@ struct Report {
 }
 
 pub fn run(dir: &Path, args: Args) -> Result<ExitCode> {
-    let (desired, drift) = match plan::desired(dir) {
-        Ok(d) => {
-            let plan = plan::against_state(&d, &[])?;
+    let (desired, drift) = match plan::desired_and_recorded(dir) {
+        Ok((d, recorded)) => {
+            let plan = plan::against(&d, &recorded, &[])?;
             let drift = if plan.has_changes() {
                 Drift::Changes {
                     summary: plan.summary,

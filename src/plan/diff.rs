@@ -85,6 +85,7 @@ pub fn diff(desired: &Objects, recorded: &Objects) -> Vec<Change> {
                 object: Some(want.clone()),
                 before: None,
             }),
+            Some(have) if have.same_as(want) => {}
             Some(have) => {
                 let fields = field_changes(have, want);
                 if fields.is_empty() {
@@ -127,8 +128,12 @@ pub fn diff(desired: &Objects, recorded: &Objects) -> Vec<Change> {
 fn field_changes(have: &Object, want: &Object) -> Vec<FieldChange> {
     let replace = want.kind.replace_fields();
     // Desired field order first, then fields only the recorded side has.
-    let mut names: Vec<&String> = want.fields.keys().collect();
-    names.extend(have.fields.keys().filter(|k| !want.fields.contains_key(*k)));
+    let mut names: Vec<&String> = want.fields().keys().collect();
+    names.extend(
+        have.fields()
+            .keys()
+            .filter(|k| !want.fields().contains_key(*k)),
+    );
     let mut out: Vec<FieldChange> = names
         .into_iter()
         .filter(|k| have.get(k) != want.get(k))
@@ -156,12 +161,12 @@ mod tests {
     use serde_json::json;
 
     fn table(id: &str, fields: Value) -> Object {
-        Object {
-            kind: Kind::Table,
-            id: id.into(),
-            file: "registry/shop.yaml".into(),
-            fields: fields.as_object().unwrap().clone(),
-        }
+        Object::new(
+            Kind::Table,
+            id.into(),
+            "registry/shop.yaml".into(),
+            fields.as_object().unwrap().clone(),
+        )
     }
 
     fn objects(list: Vec<Object>) -> Objects {

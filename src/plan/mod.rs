@@ -134,13 +134,21 @@ impl Desired {
 /// Loads and validates the specs at `root`.
 pub fn desired(root: &Path) -> Result<Desired, PlanError> {
     let (specs, analysis, diags) = spec::check(root);
+    finish_desired(specs, &analysis, diags)
+}
+
+fn finish_desired(
+    specs: Specs,
+    analysis: &spec::validate::Analysis,
+    diags: Diagnostics,
+) -> Result<Desired, PlanError> {
     if diags.has_errors() {
         return Err(PlanError::Invalid {
             specs: Box::new(specs),
             diags,
         });
     }
-    let objects = object::desired(&specs, &analysis);
+    let objects = object::desired(&specs, analysis);
     Ok(Desired {
         data: DataDir::of(&specs),
         specs,
@@ -149,11 +157,37 @@ pub fn desired(root: &Path) -> Result<Desired, PlanError> {
     })
 }
 
+/// The recorded side: the state's serial and registered objects.
+pub type Recorded = (i64, Objects);
+
+/// [`desired`] and the recorded state, read through the DuckDB instance validation already started
+/// (a no-op plan costs little more than `validate`). For reading only: apply re-reads the state under
+/// its lock.
+pub fn desired_and_recorded(root: &Path) -> Result<(Desired, Recorded), PlanError> {
+    let (specs, analysis, diags, conn) = spec::check_keeping_db(root);
+    let desired = finish_desired(specs, &analysis, diags)?;
+    let db = desired.data.state_db();
+    let recorded = match conn {
+        Some(conn) => state::registry::read_recorded_with(&conn, &db, &desired.objects)?,
+        None => state::registry::read_recorded(&db, &desired.objects)?,
+    };
+    Ok((desired, recorded))
+}
+
 /// Plans `desired` against the recorded state. `targets` narrows the plan to the named objects (a
 /// source name includes its tables and transforms).
 pub fn against_state(desired: &Desired, targets: &[String]) -> Result<Plan, PlanError> {
-    let (serial, recorded) = state::registry::read_recorded(&desired.data.state_db())?;
-    build(&desired.objects, &recorded, serial, targets)
+    let recorded = state::registry::read_recorded(&desired.data.state_db(), &desired.objects)?;
+    against(desired, &recorded, targets)
+}
+
+/// Plans `desired` against `recorded`.
+pub fn against(
+    desired: &Desired,
+    (serial, recorded): &Recorded,
+    targets: &[String],
+) -> Result<Plan, PlanError> {
+    build(&desired.objects, recorded, *serial, targets)
 }
 
 /// The plan from `recorded` (at `serial`) to `desired`.

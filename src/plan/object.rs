@@ -86,17 +86,52 @@ impl std::fmt::Display for Kind {
 }
 
 /// One registered object.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Object {
     pub kind: Kind,
     pub id: String,
     /// The spec file it comes from, relative to the instance root.
     pub file: String,
     /// Canonical fields in display order; absent means unset (null, empty list, empty map).
-    pub fields: Map<String, Value>,
+    fields: Map<String, Value>,
+    /// [`Object::hash`], computed once: plans compare and digest thousands of objects.
+    #[serde(skip)]
+    hash: std::sync::OnceLock<String>,
+}
+
+impl PartialEq for Object {
+    fn eq(&self, other: &Self) -> bool {
+        (self.kind, &self.id, &self.file, &self.fields)
+            == (other.kind, &other.id, &other.file, &other.fields)
+    }
 }
 
 impl Object {
+    pub fn new(kind: Kind, id: String, file: String, fields: Map<String, Value>) -> Object {
+        Object {
+            kind,
+            id,
+            file,
+            fields,
+            hash: std::sync::OnceLock::new(),
+        }
+    }
+
+    pub fn fields(&self) -> &Map<String, Value> {
+        &self.fields
+    }
+
+    /// Mutable fields; forgets the cached hash.
+    pub fn fields_mut(&mut self) -> &mut Map<String, Value> {
+        self.hash = std::sync::OnceLock::new();
+        &mut self.fields
+    }
+
+    /// True when `other` has the same content (fields and file), compared by hash.
+    pub fn same_as(&self, other: &Object) -> bool {
+        self.file == other.file && self.hash() == other.hash()
+    }
+
     pub fn get(&self, field: &str) -> &Value {
         self.fields.get(field).unwrap_or(&Value::Null)
     }
@@ -106,9 +141,11 @@ impl Object {
     }
 
     /// SHA-256 of the canonical fields: the `spec_hash` column.
-    pub fn hash(&self) -> String {
-        let text = serde_json::to_string(&self.fields).expect("JSON values serialize");
-        hex_digest(text.as_bytes())
+    pub fn hash(&self) -> &str {
+        self.hash.get_or_init(|| {
+            let text = serde_json::to_string(&self.fields).expect("JSON values serialize");
+            hex_digest(text.as_bytes())
+        })
     }
 }
 
@@ -294,12 +331,7 @@ impl Fields {
         id: String,
         file: crate::spec::source::FileId,
     ) -> Object {
-        Object {
-            kind,
-            id,
-            file: specs.files.get(file).display.clone(),
-            fields: self.0,
-        }
+        Object::new(kind, id, specs.files.get(file).display.clone(), self.0)
     }
 }
 
@@ -314,11 +346,7 @@ pub fn digest(objects: &Objects) -> String {
         h.update([0]);
         h.update(o.file.as_bytes());
         h.update([0]);
-        h.update(
-            serde_json::to_string(&o.fields)
-                .expect("JSON serializes")
-                .as_bytes(),
-        );
+        h.update(o.hash().as_bytes());
         h.update([0]);
     }
     format!("sha256:{:x}", h.finalize())

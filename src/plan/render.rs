@@ -93,8 +93,8 @@ fn change(out: &mut String, c: &Change) {
     match c.action {
         Action::Create => {
             if let Some(obj) = &c.object {
-                let width = obj.fields.keys().map(String::len).max().unwrap_or(0);
-                for (k, v) in &obj.fields {
+                let width = obj.fields().keys().map(String::len).max().unwrap_or(0);
+                for (k, v) in obj.fields() {
                     value_lines(out, &format!("{k:<width$} = "), v, "      ");
                 }
             }

@@ -277,12 +277,12 @@ mod tests {
     use serde_json::json;
 
     fn obj(kind: Kind, id: &str, fields: serde_json::Value) -> Object {
-        Object {
+        Object::new(
             kind,
-            id: id.into(),
-            file: "f".into(),
-            fields: fields.as_object().unwrap().clone(),
-        }
+            id.into(),
+            "f".into(),
+            fields.as_object().unwrap().clone(),
+        )
     }
 
     fn objects(list: Vec<Object>) -> Objects {
@@ -342,7 +342,7 @@ mod tests {
         edited
             .get_mut(&(Kind::Metric, "sales/revenue".into()))
             .unwrap()
-            .fields
+            .fields_mut()
             .insert("sql".into(), json!("select 2"));
         let t = tasks(&diff(&edited, &desired), &edited);
         assert_eq!(ids(&t), vec!["check:sales/revenue"]);
@@ -356,7 +356,7 @@ mod tests {
         desired
             .get_mut(&(Kind::Table, "shop.orders".into()))
             .unwrap()
-            .fields
+            .fields_mut()
             .insert("description".into(), json!("Orders"));
         let t = tasks(&diff(&desired, &recorded), &desired);
         assert_eq!(ids(&t)[..2], ["rebuild:shop", "publish:analytics"]);

@@ -25,13 +25,28 @@ use std::path::Path;
 
 /// Loads and validates the instance at `root`: the whole of `pipeline validate`.
 pub fn check(root: &Path) -> (Specs, validate::Analysis, Diagnostics) {
+    let (specs, analysis, diags, _) = check_keeping_db(root);
+    (specs, analysis, diags)
+}
+
+/// [`check`], also handing back the DuckDB instance the SQL checks used (if it started), for callers
+/// that need DuckDB next.
+pub fn check_keeping_db(
+    root: &Path,
+) -> (
+    Specs,
+    validate::Analysis,
+    Diagnostics,
+    Option<duckdb::Connection>,
+) {
     // Starting DuckDB takes tens of milliseconds: do it while the files load.
     let parser = std::thread::spawn(sql::SqlParser::new);
     let (specs, mut diags) = load::load(root);
     let parser = parser
         .join()
         .unwrap_or_else(|_| Err(sql::ParserUnavailable::Panicked));
-    let analysis = validate::validate(&specs, parser, &mut diags);
+    let analysis = validate::validate(&specs, &parser, &mut diags);
     diags.sort();
-    (specs, analysis, diags)
+    let conn = parser.ok().map(sql::SqlParser::into_connection);
+    (specs, analysis, diags, conn)
 }

@@ -7,7 +7,8 @@
 
 use duckdb::Connection;
 use serde_json::Value as Json;
-use std::collections::BTreeSet;
+use std::cell::RefCell;
+use std::collections::{BTreeSet, HashMap};
 
 /// A table a query reads, as written.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -19,7 +20,7 @@ pub struct TableRef {
     pub offset: Option<usize>,
 }
 
-#[derive(Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SqlError {
     pub message: String,
     /// Byte offset of the error in the SQL, when known.
@@ -34,65 +35,120 @@ pub enum ParserUnavailable {
     Panicked,
 }
 
+type Parsed = Result<Vec<TableRef>, SqlError>;
+
 /// A DuckDB in-memory connection used only for parsing.
 pub struct SqlParser {
     conn: Connection,
+    /// Results parsed ahead by [`SqlParser::prefetch`], by SQL text.
+    ahead: RefCell<HashMap<String, Parsed>>,
 }
+
+/// Below this many statements, parsing on one thread beats starting others.
+const PARALLEL_FROM: usize = 16;
 
 impl SqlParser {
     pub fn new() -> Result<Self, ParserUnavailable> {
         Ok(SqlParser {
             conn: Connection::open_in_memory()?,
+            ahead: RefCell::new(HashMap::new()),
         })
+    }
+
+    /// Parses `sqls` on all cores (one DuckDB connection per thread) so that the following
+    /// [`parse_select`](Self::parse_select) calls, which callers make one by one in their own order,
+    /// find the results ready. Parsing is most of the time `validate` spends on SQL-heavy instances.
+    pub fn prefetch(&self, sqls: impl IntoIterator<Item = String>) {
+        let mut todo: Vec<String> = sqls.into_iter().collect();
+        todo.sort_unstable();
+        todo.dedup();
+        let threads = std::thread::available_parallelism().map_or(1, |n| n.get().min(8));
+        if todo.len() < PARALLEL_FROM || threads < 2 {
+            return;
+        }
+        let chunk = todo.len().div_ceil(threads);
+        let conns: Vec<Connection> = (0..threads)
+            .map_while(|_| self.conn.try_clone().ok())
+            .collect();
+        let parsed: Vec<(String, Parsed)> = std::thread::scope(|scope| {
+            let workers: Vec<_> = conns
+                .into_iter()
+                .zip(todo.chunks(chunk))
+                .map(|(conn, part)| {
+                    scope.spawn(move || {
+                        part.iter()
+                            .map(|sql| (sql.clone(), parse_with(&conn, sql)))
+                            .collect::<Vec<_>>()
+                    })
+                })
+                .collect();
+            workers
+                .into_iter()
+                .filter_map(|w| w.join().ok())
+                .flatten()
+                .collect()
+        });
+        self.ahead.borrow_mut().extend(parsed);
+    }
+
+    /// The DuckDB connection, for callers that need one after validation (starting another DuckDB
+    /// instance costs tens of milliseconds).
+    pub fn into_connection(self) -> Connection {
+        self.conn
     }
 
     /// Parses `sql`, which must be exactly one SELECT (or WITH … SELECT) statement, and returns the
     /// tables it reads (sorted, without duplicates or CTE names).
     pub fn parse_select(&self, sql: &str) -> Result<Vec<TableRef>, SqlError> {
-        let json: String = self
-            .conn
-            .prepare_cached("SELECT json_serialize_sql(?::VARCHAR)")
-            .and_then(|mut stmt| stmt.query_row([sql], |row| row.get(0)))
-            .map_err(|e| SqlError {
-                message: format!("DuckDB could not parse the statement: {e}"),
-                offset: None,
-            })?;
-        let tree: Json = serde_json::from_str(&json).map_err(|e| SqlError {
-            message: format!("unexpected parser output: {e}"),
+        if let Some(done) = self.ahead.borrow().get(sql) {
+            return done.clone();
+        }
+        parse_with(&self.conn, sql)
+    }
+}
+
+/// Parses one statement on `conn` (see [`SqlParser::parse_select`]).
+fn parse_with(conn: &Connection, sql: &str) -> Parsed {
+    let json: String = conn
+        .prepare_cached("SELECT json_serialize_sql(?::VARCHAR)")
+        .and_then(|mut stmt| stmt.query_row([sql], |row| row.get(0)))
+        .map_err(|e| SqlError {
+            message: format!("DuckDB could not parse the statement: {e}"),
             offset: None,
         })?;
-        if tree["error"].as_bool() == Some(true) {
-            let message = tree["error_message"].as_str().unwrap_or("invalid SQL");
-            let message = if tree["error_type"] == "not implemented" {
-                "only a SELECT (or WITH … SELECT) statement is allowed here".to_string()
-            } else {
-                message.to_string()
-            };
-            let offset = tree["position"]
-                .as_str()
-                .and_then(|p| p.parse().ok())
-                .or_else(|| tree["position"].as_u64().map(|p| p as usize));
-            return Err(SqlError { message, offset });
-        }
-        let statements = tree["statements"].as_array().map_or(0, Vec::len);
-        if statements != 1 {
-            return Err(SqlError {
-                message: format!("expected exactly one SELECT statement, found {statements}"),
-                offset: None,
-            });
-        }
-        let mut refs = Vec::new();
-        let mut ctes = BTreeSet::new();
-        collect(&tree["statements"], &mut refs, &mut ctes);
-        refs.retain(|r: &TableRef| {
-            !(r.catalog.is_empty() && r.schema.is_empty() && ctes.contains(&r.name.to_lowercase()))
-        });
-        refs.sort_by(|a, b| {
-            (&a.catalog, &a.schema, &a.name).cmp(&(&b.catalog, &b.schema, &b.name))
-        });
-        refs.dedup_by(|a, b| a.catalog == b.catalog && a.schema == b.schema && a.name == b.name);
-        Ok(refs)
+    let tree: Json = serde_json::from_str(&json).map_err(|e| SqlError {
+        message: format!("unexpected parser output: {e}"),
+        offset: None,
+    })?;
+    if tree["error"].as_bool() == Some(true) {
+        let message = tree["error_message"].as_str().unwrap_or("invalid SQL");
+        let message = if tree["error_type"] == "not implemented" {
+            "only a SELECT (or WITH … SELECT) statement is allowed here".to_string()
+        } else {
+            message.to_string()
+        };
+        let offset = tree["position"]
+            .as_str()
+            .and_then(|p| p.parse().ok())
+            .or_else(|| tree["position"].as_u64().map(|p| p as usize));
+        return Err(SqlError { message, offset });
     }
+    let statements = tree["statements"].as_array().map_or(0, Vec::len);
+    if statements != 1 {
+        return Err(SqlError {
+            message: format!("expected exactly one SELECT statement, found {statements}"),
+            offset: None,
+        });
+    }
+    let mut refs = Vec::new();
+    let mut ctes = BTreeSet::new();
+    collect(&tree["statements"], &mut refs, &mut ctes);
+    refs.retain(|r: &TableRef| {
+        !(r.catalog.is_empty() && r.schema.is_empty() && ctes.contains(&r.name.to_lowercase()))
+    });
+    refs.sort_by(|a, b| (&a.catalog, &a.schema, &a.name).cmp(&(&b.catalog, &b.schema, &b.name)));
+    refs.dedup_by(|a, b| a.catalog == b.catalog && a.schema == b.schema && a.name == b.name);
+    Ok(refs)
 }
 
 fn collect(v: &Json, refs: &mut Vec<TableRef>, ctes: &mut BTreeSet<String>) {

@@ -6,7 +6,7 @@
 
 use super::decode::Located;
 use super::load::Specs;
-use super::model::{QueryMode, SourceType, SyncMode};
+use super::model::{MetricSpec, QueryMode, SourceType, SyncMode};
 use super::names;
 use super::source::{Pos, SourceMap, Span};
 use super::sql::{ParserUnavailable, SqlParser, TableRef};
@@ -30,7 +30,7 @@ pub const METRIC_TEMPLATE_VARS: &[&str] =
 /// `parser`: DuckDB for SQL checks, opened by the caller (possibly while the specs were loading).
 pub fn validate(
     specs: &Specs,
-    parser: Result<SqlParser, ParserUnavailable>,
+    parser: &Result<SqlParser, ParserUnavailable>,
     diags: &mut Diagnostics,
 ) -> Analysis {
     let mut v = Validator {
@@ -44,8 +44,9 @@ pub fn validate(
     v.transform_names();
     match parser {
         Ok(parser) => {
-            v.transform_sql(&parser);
-            v.metrics(&parser);
+            parser.prefetch(v.sql_texts());
+            v.transform_sql(parser);
+            v.metrics(parser);
         }
         Err(e) => v
             .diags
@@ -53,6 +54,15 @@ pub fn validate(
     }
     v.cycles();
     v.analysis
+}
+
+/// The grains a metric's template is rendered for: its declared ones, else `month`.
+fn metric_grains(m: &MetricSpec) -> Vec<&'static str> {
+    if m.grain.is_empty() {
+        vec!["month"]
+    } else {
+        m.grain.iter().map(|g| g.value.as_str()).collect()
+    }
 }
 
 struct Validator<'a> {
@@ -414,6 +424,28 @@ impl Validator<'_> {
         inputs
     }
 
+    /// Every SQL text the checks below will parse (metric templates rendered for each grain), so the
+    /// parser can work through them on all cores first.
+    fn sql_texts(&self) -> Vec<String> {
+        let mut out: Vec<String> = self
+            .specs
+            .transforms()
+            .map(|t| t.sql.value.clone())
+            .collect();
+        for m in &self.specs.metrics {
+            let time_column = m.time_column.as_ref().map(|c| c.as_str());
+            let sqls = std::iter::once(&m.sql).chain(m.variants.iter().map(|(_, sql)| sql));
+            for sql in sqls {
+                for grain in metric_grains(m) {
+                    if let Ok(r) = render_metric(&sql.value, grain, time_column) {
+                        out.push(r);
+                    }
+                }
+            }
+        }
+        out
+    }
+
     fn transform_sql(&mut self, parser: &SqlParser) {
         let specs = self.specs;
         for t in specs.transforms() {
@@ -502,11 +534,7 @@ impl Validator<'_> {
                     );
                 }
             }
-            let grains: Vec<&str> = if m.grain.is_empty() {
-                vec!["month"]
-            } else {
-                m.grain.iter().map(|g| g.value.as_str()).collect()
-            };
+            let grains = metric_grains(m);
             let owner = format!("metric `{}`", m.id);
             let mut inputs = BTreeSet::new();
             let sqls = std::iter::once((&m.sql, owner.clone())).chain(

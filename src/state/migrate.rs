@@ -36,19 +36,28 @@ pub fn latest_version(migrations: &[Migration]) -> i64 {
 
 /// The version recorded in `conn`, 0 for an empty database.
 pub fn current_version(conn: &Connection) -> Result<i64, StateError> {
-    let exists: i64 = conn.query_row(
-        "SELECT count(*) FROM duckdb_tables() WHERE table_name = 'schema_version' AND schema_name = 'main'",
-        [],
-        |r| r.get(0),
-    )?;
-    if exists == 0 {
-        return Ok(0);
-    }
-    Ok(conn.query_row(
+    // The direct query is the common case; scanning the catalog (slower) only tells an empty
+    // database from a real error.
+    match conn.query_row(
         "SELECT coalesce(max(version), 0) FROM schema_version",
         [],
         |r| r.get(0),
-    )?)
+    ) {
+        Ok(v) => Ok(v),
+        Err(e) => {
+            let exists: i64 = conn.query_row(
+                "SELECT count(*) FROM duckdb_tables() WHERE table_name = 'schema_version'
+                 AND schema_name = 'main' AND database_name = current_database()",
+                [],
+                |r| r.get(0),
+            )?;
+            if exists == 0 {
+                Ok(0)
+            } else {
+                Err(e.into())
+            }
+        }
+    }
 }
 
 /// Brings the database at `path` (opened as `conn`) up to the last of `migrations`.

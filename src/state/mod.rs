@@ -91,24 +91,36 @@ fn check_version(version: i64) -> Result<(), StateError> {
 }
 
 fn open_with_retry(path: &Path, read_only: bool) -> Result<Connection, StateError> {
-    let started = Instant::now();
-    let mut pause = Duration::from_millis(10);
-    loop {
+    let conn = retry_busy(path, || {
         let mode = if read_only {
             AccessMode::ReadOnly
         } else {
             AccessMode::ReadWrite
         };
-        let config = Config::default().access_mode(mode)?;
-        match Connection::open_with_flags(path, config) {
-            Ok(c) => {
-                // Timestamps are stored in UTC whatever the machine's zone (needs ICU, which the
-                // prebuilt library has; without it DuckDB already works in UTC).
-                if let Err(e) = c.execute_batch("SET TimeZone = 'UTC'") {
-                    tracing::debug!(error = %e, "could not set the state's time zone to UTC");
-                }
-                return Ok(c);
-            }
+        Connection::open_with_flags(path, Config::default().access_mode(mode)?)
+    })?;
+    utc(&conn);
+    Ok(conn)
+}
+
+/// Timestamps are stored in UTC whatever the machine's zone (needs ICU, which the prebuilt library
+/// has; without it DuckDB already works in UTC).
+fn utc(conn: &Connection) {
+    if let Err(e) = conn.execute_batch("SET TimeZone = 'UTC'") {
+        tracing::debug!(error = %e, "could not set the state's time zone to UTC");
+    }
+}
+
+/// Runs `attempt` until it stops failing on another process's file lock, for up to [`LOCK_RETRY`].
+fn retry_busy<T>(
+    path: &Path,
+    mut attempt: impl FnMut() -> Result<T, duckdb::Error>,
+) -> Result<T, StateError> {
+    let started = Instant::now();
+    let mut pause = Duration::from_millis(10);
+    loop {
+        match attempt() {
+            Ok(v) => return Ok(v),
             Err(e) if is_lock_conflict(&e) && started.elapsed() < LOCK_RETRY => {
                 tracing::debug!(path = %path.display(), "state busy, retrying");
                 std::thread::sleep(pause);
@@ -118,6 +130,29 @@ fn open_with_retry(path: &Path, read_only: bool) -> Result<Connection, StateErro
             Err(e) => return Err(e.into()),
         }
     }
+}
+
+/// Name under which [`attach_for_reading`] attaches the state.
+pub const ATTACHED: &str = "pipeline_state";
+
+/// Attaches the state at `path` read-only to an existing connection (an open DuckDB instance, e.g.
+/// the SQL parser's, which saves starting a second one) and makes it the default catalog. Returns
+/// `false`, attaching nothing, when the state needs a migration first (use [`open_for_reading`]).
+pub fn attach_for_reading(conn: &Connection, path: &Path) -> Result<bool, StateError> {
+    let quoted = path.display().to_string().replace('\'', "''");
+    retry_busy(path, || {
+        conn.execute_batch(&format!(
+            "ATTACH '{quoted}' AS {ATTACHED} (READ_ONLY); USE {ATTACHED};"
+        ))
+    })?;
+    let version = migrate::current_version(conn)?;
+    if version < migrate::latest_version(migrate::MIGRATIONS) {
+        conn.execute_batch(&format!("USE memory; DETACH {ATTACHED};"))?;
+        return Ok(false);
+    }
+    check_version(version)?;
+    utc(conn);
+    Ok(true)
 }
 
 /// The apply serial (bumped by every apply).

@@ -82,27 +82,68 @@ fn table_of(kind: Kind) -> &'static KindTable {
 
 /// The serial and registered objects of the state at `path`; `(0, empty)` when it does not exist yet
 /// (planning never creates it).
-pub fn read_recorded(path: &Path) -> StateResult<(i64, Objects)> {
+///
+/// `known` are objects the caller already has (the desired ones): a recorded object whose hash and
+/// file match a known one is that object, so its document is neither read nor parsed. A no-op plan
+/// of a thousand tables reads a thousand short rows, not a thousand JSON documents.
+pub fn read_recorded(path: &Path, known: &Objects) -> StateResult<(i64, Objects)> {
     if !path.exists() {
         return Ok((0, Objects::new()));
     }
     let conn = super::open_for_reading(path)?;
     let serial = super::serial(&conn)?;
-    Ok((serial, recorded(&conn)?))
+    Ok((serial, recorded(&conn, known)?))
 }
 
-/// Every registered object, from an open connection.
-pub fn recorded(conn: &Connection) -> StateResult<Objects> {
+/// [`read_recorded`] through an already open DuckDB instance (see [`super::attach_for_reading`]).
+pub fn read_recorded_with(
+    conn: &Connection,
+    path: &Path,
+    known: &Objects,
+) -> StateResult<(i64, Objects)> {
+    if !path.exists() || !super::attach_for_reading(conn, path)? {
+        return read_recorded(path, known);
+    }
+    let serial = super::serial(conn)?;
+    Ok((serial, recorded(conn, known)?))
+}
+
+/// Every registered object, from an open connection (see [`read_recorded`] for `known`).
+pub fn recorded(conn: &Connection, known: &Objects) -> StateResult<Objects> {
     let mut out = Objects::new();
     for kind in Kind::ALL {
         let t = table_of(kind);
+        let sql = format!("SELECT {}, spec_file, spec_hash FROM {}", t.key, t.table);
+        let mut stmt = conn.prepare(&sql)?;
+        let rows = stmt.query_map([], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, String>(2)?,
+            ))
+        })?;
+        let mut unknown = Vec::new();
+        for row in rows {
+            let (id, file, hash) = row?;
+            let key = (kind, id);
+            match known.get(&key) {
+                Some(o) if o.file == file && o.hash() == hash.as_str() => {
+                    out.insert(key, o.clone());
+                }
+                _ => unknown.push(Value::String(key.1)),
+            }
+        }
+        if unknown.is_empty() {
+            continue;
+        }
         let sql = format!(
-            "SELECT {key}, spec_file, CAST(spec AS VARCHAR) FROM {table}",
+            "SELECT {key}, spec_file, CAST(spec AS VARCHAR) FROM {table}
+             WHERE {key} IN (SELECT unnest(CAST($1::JSON AS VARCHAR[])))",
             key = t.key,
             table = t.table
         );
         let mut stmt = conn.prepare(&sql)?;
-        let rows = stmt.query_map([], |r| {
+        let rows = stmt.query_map(params![json_rows(&unknown)], |r| {
             Ok((
                 r.get::<_, String>(0)?,
                 r.get::<_, String>(1)?,
@@ -116,15 +157,7 @@ pub fn recorded(conn: &Connection) -> StateResult<Objects> {
             let fields = spec
                 .and_then(|s| serde_json::from_str::<Map<String, Value>>(&s).ok())
                 .unwrap_or_default();
-            out.insert(
-                (kind, id.clone()),
-                Object {
-                    kind,
-                    id,
-                    file,
-                    fields,
-                },
-            );
+            out.insert((kind, id.clone()), Object::new(kind, id, file, fields));
         }
     }
     Ok(out)
@@ -170,7 +203,7 @@ pub fn apply(conn: &mut Connection, plan: &Plan, who: &str) -> StateResult<Appli
         let upserts: Vec<Value> = of_kind()
             .filter_map(|c| c.object.as_ref())
             .map(|o| {
-                serde_json::json!({"id": o.id, "file": o.file, "hash": o.hash(), "fields": o.fields})
+                serde_json::json!({"id": o.id, "file": o.file, "hash": o.hash(), "fields": o.fields()})
             })
             .collect();
         write_kind(&tx, kind, &deleted, &upserts)?;
