@@ -195,6 +195,27 @@ fn collect(v: &Json, refs: &mut Vec<TableRef>, ctes: &mut BTreeSet<String>) {
 mod tests {
     use super::*;
 
+    #[test]
+    fn prefetched_results_equal_direct_parsing() {
+        let parser = SqlParser::new().unwrap();
+        let mut sqls: Vec<String> = (0..40)
+            .map(|i| format!("with c as (select 1) select * from t{i} join c on true"))
+            .collect();
+        sqls.push("select * from".into());
+        sqls.push("delete from t".into());
+        let direct = SqlParser::new().unwrap();
+        parser.prefetch(sqls.clone());
+        assert!(
+            parser.ahead.borrow().len() == sqls.len(),
+            "prefetch parsed everything"
+        );
+        for sql in &sqls {
+            assert_eq!(parser.parse_select(sql), direct.parse_select(sql), "{sql}");
+            // Asking twice gives the same answer.
+            assert_eq!(parser.parse_select(sql), direct.parse_select(sql), "{sql}");
+        }
+    }
+
     fn names(refs: &[TableRef]) -> Vec<String> {
         refs.iter()
             .map(|r| {
