@@ -72,6 +72,8 @@ pub struct Diagnostic {
     /// What to do about it.
     pub hint: Option<String>,
     pub related: Vec<Related>,
+    /// The line holds a secret: renderers show where, never the line's text (CI logs are logs).
+    pub secret_line: bool,
 }
 
 impl Diagnostic {
@@ -83,6 +85,7 @@ impl Diagnostic {
             span: span.into(),
             hint: None,
             related: Vec::new(),
+            secret_line: false,
         }
     }
 

@@ -52,6 +52,14 @@ pub fn human(diags: &Diagnostics, sources: &SourceMap) -> String {
     out
 }
 
+/// The line up to its key's `:` or `=`, the value replaced: enough to recognise the line.
+fn redact(line: &str) -> String {
+    match line.find([':', '=']) {
+        Some(i) => format!("{} <redacted>", &line[..=i]),
+        None => "<redacted>".to_string(),
+    }
+}
+
 fn human_one(out: &mut String, d: &Diagnostic, sources: &SourceMap) {
     let sev = severity_style(d.severity);
     let _ = writeln!(
@@ -76,7 +84,11 @@ fn human_one(out: &mut String, d: &Diagnostic, sources: &SourceMap) {
         location(sources, span)
     );
     if let Some(text) = file.line(span.start.line) {
-        let text = text.replace('\t', " ");
+        let text = if d.secret_line {
+            redact(text)
+        } else {
+            text.replace('\t', " ")
+        };
         let start = span.start.col.saturating_sub(1) as usize;
         let width = if span.end.line == span.start.line && span.end.col > span.start.col {
             (span.end.col - span.start.col) as usize

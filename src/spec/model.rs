@@ -580,15 +580,18 @@ fn decode_connection(dec: &mut Decoder, node: &Node, schema: &'static Object) {
             let env_key = format!("{}_env", k.name);
             if schema.field(&k.name).is_none() && schema.field(&env_key).is_some() {
                 secret_keys.push(k.span);
-                dec.diags
-                    .error(
-                        Code::Env,
-                        k.span,
-                        format!("secrets are never written in specs: `{}` is not accepted", k.name),
-                    )
-                    .hint = Some(format!(
+                let d = dec.diags.error(
+                    Code::Env,
+                    k.span,
+                    format!(
+                        "secrets are never written in specs: `{}` is not accepted",
+                        k.name
+                    ),
+                );
+                d.hint = Some(format!(
                     "write `{env_key}: VAR_NAME` and export the secret in the environment variable VAR_NAME"
                 ));
+                d.secret_line = true;
             }
         }
     }
@@ -603,7 +606,25 @@ fn decode_connection(dec: &mut Decoder, node: &Node, schema: &'static Object) {
     for field in schema.fields {
         match field.ty {
             fields::Ty::Str => {
-                dec.str(&obj, field.key);
+                if let Some(v) = dec.str(&obj, field.key) {
+                    if url_has_password(&v.value) {
+                        // The value is left out of the message: it holds the secret.
+                        let d = dec.diags.error(
+                            Code::Env,
+                            v.span,
+                            format!(
+                                "`{}` has a password in the URL; secrets are never written in specs",
+                                field.key
+                            ),
+                        );
+                        d.hint = Some(
+                            "remove `user:password@` from the URL and give the secret through the \
+                             connection's `*_env` key"
+                                .into(),
+                        );
+                        d.secret_line = true;
+                    }
+                }
             }
             fields::Ty::Int { .. } => {
                 dec.int(&obj, field.key);
@@ -630,6 +651,26 @@ fn decode_connection(dec: &mut Decoder, node: &Node, schema: &'static Object) {
             _ => {}
         }
     }
+}
+
+/// `scheme://user:password@host…`: credentials inline in a URL.
+fn url_has_password(text: &str) -> bool {
+    let Some((_, rest)) = text.split_once("://") else {
+        return false;
+    };
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
+    authority
+        .rsplit_once('@')
+        .is_some_and(|(userinfo, _)| userinfo.contains(':'))
+}
+
+#[cfg(test)]
+#[test]
+fn passwords_in_urls_are_found() {
+    assert!(url_has_password("https://me:hunter2@acme.atlassian.net"));
+    assert!(!url_has_password("https://acme.atlassian.net/path?a=b@c:d"));
+    assert!(!url_has_password("https://me@acme.atlassian.net"));
+    assert!(!url_has_password("not a url: x@y"));
 }
 
 fn decode_transform(

@@ -462,11 +462,39 @@ both_formats!(inline_secret_is_refused, |fmt: Fmt| {
         .as_str()
         .unwrap()
         .contains("token_env: VAR_NAME"));
-    // The secret's value never appears in the output.
+    // The secret's value never appears in the output, JSON or human.
     assert!(!report.to_string().contains("123-abc"));
+    let out = inst.cmd().arg("validate").output().unwrap();
+    assert!(!String::from_utf8_lossy(&out.stdout).contains("123-abc"));
     // And `token_env` is reported missing, not `token` as an unknown key.
     assert!(errs.iter().any(|d| d["code"] == "missing-key"));
     assert!(!errs.iter().any(|d| d["code"] == "unknown-key"));
+});
+
+both_formats!(password_in_a_url_is_refused, |fmt: Fmt| {
+    let inst = Instance::new(fmt);
+    inst.write_spec(
+        "pipelines/kbc",
+        pick(
+            fmt,
+            "type: keboola\nconnection:\n  url: https://me:pa55word@connection.keboola.com\n  token_env: KBC_TOKEN\n",
+            "type = \"keboola\"\n[connection]\nurl = \"https://me:pa55word@connection.keboola.com\"\ntoken_env = \"KBC_TOKEN\"\n",
+        ),
+    );
+    let d = inst.expect_error("env", "pipelines/kbc", 3, None);
+    assert!(d["message"]
+        .as_str()
+        .unwrap()
+        .contains("password in the URL"));
+    let (_, report) = inst.validate();
+    assert!(!report.to_string().contains("pa55word"));
+    let out = inst.cmd().arg("validate").output().unwrap();
+    let human = String::from_utf8_lossy(&out.stdout);
+    assert!(human.contains("url") && human.contains("<redacted>"), "{human}");
+    assert!(
+        !human.contains("pa55word"),
+        "the human output shows no secret: {human}"
+    );
 });
 
 both_formats!(incremental_sync_needs_cursor_and_key, |fmt: Fmt| {
