@@ -520,25 +520,42 @@ fn concurrent_applies_never_both_write() {
     assert!(err.contains("since "), "{err}");
 
     // A third waits, then gets the lock after the first finished: by then there is nothing to do.
-    let third = Command::new(binary())
+    let mut third = Command::new(binary())
         .arg("--dir")
         .arg(inst.path())
         .args(["apply", "--auto-approve", "--lock-timeout", "60s"])
         .env_remove("CI")
+        .env("NO_COLOR", "1")
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    std::thread::sleep(Duration::from_millis(300));
+    // Answer the first only once the third is really waiting for the lock.
+    let mut third_err = third.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let reader = std::thread::spawn(move || {
+        let mut seen = Vec::new();
+        let mut buf = [0u8; 256];
+        let mut told = false;
+        while let Ok(n) = std::io::Read::read(&mut third_err, &mut buf) {
+            if n == 0 {
+                break;
+            }
+            seen.extend_from_slice(&buf[..n]);
+            if !told && String::from_utf8_lossy(&seen).contains("Waiting up to 60s") {
+                let _ = tx.send(());
+                told = true;
+            }
+        }
+        String::from_utf8_lossy(&seen).into_owned()
+    });
+    rx.recv_timeout(Duration::from_secs(60))
+        .expect("the third apply waits for the lock");
     first.stdin.take().unwrap().write_all(b"yes\n").unwrap();
     assert!(first.wait().unwrap().success());
     let out = third.wait_with_output().unwrap();
-    assert!(out.status.success(), "{}", stderr(&out));
-    assert!(
-        stderr(&out).contains("Waiting up to 60s"),
-        "{}",
-        stderr(&out)
-    );
+    let err = reader.join().unwrap();
+    assert!(out.status.success(), "{err}");
     assert!(stdout(&out).contains("No changes."), "{}", stdout(&out));
     assert_eq!(inst.state_int("SELECT count(*) FROM apply_log"), 1);
     assert_eq!(inst.state_int("SELECT max(serial) FROM apply_log"), 1);

@@ -490,7 +490,10 @@ both_formats!(password_in_a_url_is_refused, |fmt: Fmt| {
     assert!(!report.to_string().contains("pa55word"));
     let out = inst.cmd().arg("validate").output().unwrap();
     let human = String::from_utf8_lossy(&out.stdout);
-    assert!(human.contains("url") && human.contains("<redacted>"), "{human}");
+    assert!(
+        human.contains("url") && human.contains("<redacted>"),
+        "{human}"
+    );
     assert!(
         !human.contains("pa55word"),
         "the human output shows no secret: {human}"
