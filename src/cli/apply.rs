@@ -5,7 +5,7 @@ use super::output::{self, Format};
 use crate::diag::{Code, Severity};
 use crate::plan::diff::Action;
 use crate::plan::object::Kind;
-use crate::plan::{self, render, DataDir, Plan, PlanError};
+use crate::plan::{self, render, DataDir, Plan};
 use crate::state::{self, lock::StateLock};
 use anyhow::{bail, Context, Result};
 use std::io::Write;
@@ -51,13 +51,7 @@ fn in_ci() -> bool {
 }
 
 pub fn run(dir: &Path, args: Args, quiet: bool) -> Result<ExitCode> {
-    let desired = match plan::desired(dir) {
-        Ok(d) => d,
-        Err(PlanError::Invalid { specs, diags }) => {
-            return Err(output::invalid_specs(&specs, &diags, args.format))
-        }
-        Err(e) => return Err(e.into()),
-    };
+    let desired = output::specs_or_report(plan::desired(dir), args.format)?;
     output::warnings(&desired.specs, &desired.diags);
     // Unset variables are only warned about by validate (CI may not have the secrets), but the
     // tasks apply queues need them.
@@ -190,7 +184,7 @@ fn check_saved(plan: &Plan, desired: &plan::Desired) -> Result<()> {
             short(&digest)
         );
     }
-    let (serial, _) = state::registry::read_recorded(&desired.data.state_db(), &desired.objects)?;
+    let serial = state::registry::read_serial(&desired.data.state_db())?;
     if serial != plan.state_serial {
         bail!(
             "stale plan: it was made at state serial {} but the state is at serial {serial} (another apply \

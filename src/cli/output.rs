@@ -2,6 +2,7 @@
 //! durations and times.
 
 use crate::diag::{render, Diagnostics};
+use crate::plan::PlanError;
 use crate::spec::Specs;
 use anyhow::{bail, Result};
 use std::io::Write;
@@ -15,9 +16,19 @@ pub enum Format {
     Json,
 }
 
+/// `result`'s value; when the specs were invalid, their diagnostics are printed first (see
+/// [`invalid_specs`]).
+pub fn specs_or_report<T>(result: Result<T, PlanError>, format: Format) -> Result<T> {
+    match result {
+        Ok(v) => Ok(v),
+        Err(PlanError::Invalid { specs, diags }) => Err(invalid_specs(&specs, &diags, format)),
+        Err(e) => Err(e.into()),
+    }
+}
+
 /// Prints why the specs are invalid (all diagnostics), as JSON on stdout or human text on stderr.
 /// Returns the error that ends the command.
-pub fn invalid_specs(specs: &Specs, diags: &Diagnostics, format: Format) -> anyhow::Error {
+fn invalid_specs(specs: &Specs, diags: &Diagnostics, format: Format) -> anyhow::Error {
     match format {
         Format::Json => {
             let report = render::json(diags, &specs.files);

@@ -1,7 +1,7 @@
 //! `pipeline plan`: what apply would change in the registry, and the tasks it would queue.
 
 use super::output::{self, Format};
-use crate::plan::{self, render, PlanError};
+use crate::plan::{self, render};
 use anyhow::Result;
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -36,13 +36,8 @@ pub struct Args {
 }
 
 pub fn run(dir: &Path, args: Args) -> Result<ExitCode> {
-    let (desired, recorded) = match plan::desired_and_recorded(dir) {
-        Ok(d) => d,
-        Err(PlanError::Invalid { specs, diags }) => {
-            return Err(output::invalid_specs(&specs, &diags, args.format))
-        }
-        Err(e) => return Err(e.into()),
-    };
+    let (desired, recorded) =
+        output::specs_or_report(plan::desired_and_recorded(dir), args.format)?;
     output::warnings(&desired.specs, &desired.diags);
     let plan = plan::against(&desired, &recorded, &args.targets)?;
     let mut out = anstream::stdout().lock();

@@ -157,6 +157,7 @@ fn field_changes(have: &Object, want: &Object) -> Vec<FieldChange> {
 
 #[cfg(test)]
 mod tests {
+    use super::super::object::index;
     use super::*;
     use serde_json::json;
 
@@ -169,21 +170,15 @@ mod tests {
         )
     }
 
-    fn objects(list: Vec<Object>) -> Objects {
-        list.into_iter()
-            .map(|o| ((o.kind, o.id.clone()), o))
-            .collect()
-    }
-
     #[test]
     fn classifies_create_update_replace_delete() {
-        let recorded = objects(vec![
+        let recorded = index(vec![
             table("a", json!({"name": "a", "description": "old"})),
             table("b", json!({"name": "b", "query_mode": "local"})),
             table("c", json!({"name": "c"})),
             table("same", json!({"name": "same"})),
         ]);
-        let desired = objects(vec![
+        let desired = index(vec![
             table("a", json!({"name": "a", "description": "new"})),
             table("b", json!({"name": "b", "query_mode": "remote"})),
             table("d", json!({"name": "d"})),
@@ -216,8 +211,8 @@ mod tests {
 
     #[test]
     fn a_field_removed_from_the_spec_shows_as_set_to_null() {
-        let recorded = objects(vec![table("a", json!({"name": "a", "cursor": "ts"}))]);
-        let desired = objects(vec![table("a", json!({"name": "a"}))]);
+        let recorded = index(vec![table("a", json!({"name": "a", "cursor": "ts"}))]);
+        let desired = index(vec![table("a", json!({"name": "a"}))]);
         let changes = diff(&desired, &recorded);
         assert_eq!(changes[0].action, Action::Replace);
         assert_eq!(changes[0].fields[0].field, "cursor");
@@ -226,10 +221,10 @@ mod tests {
 
     #[test]
     fn moving_an_object_to_another_file_is_an_update() {
-        let recorded = objects(vec![table("a", json!({"name": "a"}))]);
+        let recorded = index(vec![table("a", json!({"name": "a"}))]);
         let mut moved = table("a", json!({"name": "a"}));
         moved.file = "registry/other.yaml".into();
-        let changes = diff(&objects(vec![moved]), &recorded);
+        let changes = diff(&index(vec![moved]), &recorded);
         assert_eq!(changes[0].action, Action::Update);
         assert_eq!(changes[0].fields[0].field, FILE_FIELD);
         assert!(!changes[0].needs_rebuild());

@@ -144,24 +144,25 @@ impl Object {
     pub fn hash(&self) -> &str {
         self.hash.get_or_init(|| {
             let text = serde_json::to_string(&self.fields).expect("JSON values serialize");
-            hex_digest(text.as_bytes())
+            format!("{:x}", Sha256::digest(text.as_bytes()))
         })
     }
-}
-
-pub fn hex_digest(bytes: &[u8]) -> String {
-    format!("{:x}", Sha256::digest(bytes))
 }
 
 /// All objects of one side, ordered by kind then id (the order plans are printed in).
 pub type Objects = BTreeMap<(Kind, String), Object>;
 
+/// `list` keyed as [`Objects`].
+pub fn index(list: impl IntoIterator<Item = Object>) -> Objects {
+    list.into_iter()
+        .map(|o| ((o.kind, o.id.clone()), o))
+        .collect()
+}
+
 /// The desired state: every object the specs declare. Call only on specs that validated.
 pub fn desired(specs: &Specs, analysis: &Analysis) -> Objects {
-    let mut out = Objects::new();
-    let mut add = |o: Object| {
-        out.insert((o.kind, o.id.clone()), o);
-    };
+    let mut out = Vec::new();
+    let mut add = |o: Object| out.push(o);
     for s in &specs.sources {
         add(source(specs, s));
         for t in &s.transforms {
@@ -204,7 +205,7 @@ pub fn desired(specs: &Specs, analysis: &Analysis) -> Objects {
         f.docs("variants", &m.variants);
         add(f.object(specs, Kind::Metric, m.id.clone(), m.file));
     }
-    out
+    index(out)
 }
 
 fn source(specs: &Specs, s: &SourceSpec) -> Object {

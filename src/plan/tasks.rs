@@ -272,7 +272,7 @@ fn order(tasks: BTreeMap<String, Task>) -> Vec<Task> {
 #[cfg(test)]
 mod tests {
     use super::super::diff::diff;
-    use super::super::object::Object;
+    use super::super::object::{index, Object};
     use super::*;
     use serde_json::json;
 
@@ -285,18 +285,12 @@ mod tests {
         )
     }
 
-    fn objects(list: Vec<Object>) -> Objects {
-        list.into_iter()
-            .map(|o| ((o.kind, o.id.clone()), o))
-            .collect()
-    }
-
     fn ids(tasks: &[Task]) -> Vec<&str> {
         tasks.iter().map(|t| t.id.as_str()).collect()
     }
 
     fn instance() -> Objects {
-        objects(vec![
+        index(vec![
             obj(Kind::Source, "shop", json!({"type": "csv"})),
             obj(
                 Kind::Table,

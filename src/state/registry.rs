@@ -95,6 +95,14 @@ pub fn read_recorded(path: &Path, known: &Objects) -> StateResult<(i64, Objects)
     Ok((serial, recorded(&conn, known)?))
 }
 
+/// Only the serial of the state at `path` (0 when it does not exist yet).
+pub fn read_serial(path: &Path) -> StateResult<i64> {
+    if !path.exists() {
+        return Ok(0);
+    }
+    super::serial(&super::open_for_reading(path)?)
+}
+
 /// [`read_recorded`] through an already open DuckDB instance (see [`super::attach_for_reading`]).
 pub fn read_recorded_with(
     conn: &Connection,
