@@ -4,8 +4,16 @@
 //! The crate reads like the data flows (see docs/architecture.md): [`spec`] loads and validates the
 //! spec files, [`diag`] reports problems, [`cli`] is the thin command-line edge.
 
+pub mod checks;
 pub mod cli;
+pub mod connectors;
+pub mod contract;
 pub mod diag;
+pub mod exec;
+pub mod extract;
+pub mod orchestrator;
 pub mod plan;
+pub mod quote;
+pub mod registered;
 pub mod spec;
 pub mod state;

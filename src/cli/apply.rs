@@ -1,5 +1,6 @@
 //! `pipeline apply`: take the state lock, plan (or check a saved plan), confirm, write the registry
-//! changes and queue their tasks, all in one state transaction.
+//! changes and queue their tasks, all in one state transaction; then run the tasks (extract, rebuild,
+//! publish, transforms, checks) unless `--queue-only`.
 
 use super::output::{self, Format};
 use crate::diag::{Code, Severity};
@@ -22,6 +23,7 @@ Examples:
                                        stale if the specs or the state changed since
   pipeline apply --lock-timeout 2m     wait up to 2 minutes for another apply to finish
   pipeline apply --purge               also delete the Parquet files of deleted tables
+  pipeline apply --queue-only          register only; `pipeline run` runs the queued tasks later
 
 Only one apply runs at a time per instance: the state lock (data/state/state.lock) names its holder,
 and a lock left by a process that died is taken over automatically.";
@@ -40,6 +42,12 @@ pub struct Args {
     /// Delete the Parquet files of tables the plan deletes (kept by default).
     #[arg(long)]
     purge: bool,
+    /// Register the changes and queue their tasks, but do not run them (`pipeline run` will).
+    #[arg(long)]
+    queue_only: bool,
+    /// Tasks to run at once (default: `defaults.concurrency` of the instance).
+    #[arg(long, short = 'j', value_name = "N", value_parser = clap::value_parser!(u16).range(1..))]
+    jobs: Option<u16>,
     /// Output of the plan and the result.
     #[arg(long, value_enum, default_value_t)]
     format: Format,
@@ -104,6 +112,20 @@ pub fn run(dir: &Path, args: Args, quiet: bool) -> Result<ExitCode> {
     };
     let mut out = anstream::stdout().lock();
     if !plan.has_changes() {
+        drop(lock);
+        let pending =
+            crate::state::sync::read_before(&state::open_for_reading(&desired.data.state_db())?)?
+                .pending;
+        if !pending.is_empty() && !args.queue_only {
+            drop(out);
+            if !quiet && args.format == Format::Human {
+                eprintln!(
+                    "No changes. {} task(s) left pending by an earlier apply; running them.",
+                    pending.len()
+                );
+            }
+            return run_tasks(dir, &desired, Vec::new(), &args, quiet);
+        }
         match args.format {
             Format::Json => writeln!(
                 out,
@@ -136,6 +158,14 @@ pub fn run(dir: &Path, args: Args, quiet: bool) -> Result<ExitCode> {
     } else {
         0
     };
+    let retired: Vec<String> = plan
+        .changes
+        .iter()
+        .filter(|c| c.kind == Kind::Source && c.action == Action::Delete)
+        .map(|c| c.id.clone())
+        .collect();
+    crate::exec::retire_sources(&desired.data.extracts(), &retired)
+        .context("removing the extracts of deleted sources")?;
     match args.format {
         Format::Json => writeln!(
             out,
@@ -157,10 +187,10 @@ pub fn run(dir: &Path, args: Args, quiet: bool) -> Result<ExitCode> {
                 "\n{ok}Apply complete!{ok:#} {} added, {} changed, {} destroyed. State serial {}.",
                 s.add, s.change, s.destroy, applied.serial
             )?;
-            if applied.queued_tasks > 0 {
+            if applied.queued_tasks > 0 && args.queue_only {
                 writeln!(
                     out,
-                    "{} task(s) queued as pending; `pipeline status` lists them.",
+                    "{} task(s) queued as pending; `pipeline run` runs them, `pipeline status` lists them.",
                     applied.queued_tasks
                 )?;
             }
@@ -169,7 +199,38 @@ pub fn run(dir: &Path, args: Args, quiet: bool) -> Result<ExitCode> {
             }
         }
     }
-    Ok(ExitCode::SUCCESS)
+    if applied.queued_tasks == 0 || args.queue_only {
+        return Ok(ExitCode::SUCCESS);
+    }
+    drop(out);
+    run_tasks(dir, &desired, plan.tasks.clone(), &args, quiet)
+}
+
+/// Runs the applied plan's tasks together with any left pending by an earlier apply.
+fn run_tasks(
+    dir: &Path,
+    desired: &plan::Desired,
+    tasks: Vec<crate::plan::tasks::Task>,
+    args: &Args,
+    quiet: bool,
+) -> Result<ExitCode> {
+    let inst = crate::exec::Instance::from_specs(&desired.specs)?;
+    let reg = crate::registered::Registered::from_objects(&desired.objects)?;
+    let pending =
+        crate::state::sync::read_before(&state::open_for_reading(&inst.data.state_db())?)?.pending;
+    let tasks = crate::exec::graph::merge(tasks, &pending);
+    let opts = crate::exec::Options {
+        trigger: "apply".into(),
+        who: state::lock::os_user(),
+        jobs: args.jobs.map(usize::from),
+        full_refresh: false,
+        lock_timeout: args.lock_timeout.max(Duration::from_secs(60)),
+    };
+    if args.format == Format::Human && !quiet {
+        println!();
+    }
+    let outcome = super::run::execute(&inst, reg, tasks, &opts, args.format, quiet)?;
+    super::run::report(&outcome, args.format, quiet, dir)
 }
 
 /// A saved plan applies only to the specs it was made from; the serial is checked again inside the

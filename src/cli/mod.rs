@@ -4,10 +4,13 @@
 //! 1 error (including invalid specs), 2 changes present (`plan --detailed-exitcode`).
 
 mod apply;
+mod graph;
 mod history;
 mod init;
 mod output;
 mod plan;
+mod query;
+mod run;
 mod schema;
 mod status;
 mod validate;
@@ -24,7 +27,10 @@ Examples:
   pipeline init my-instance          scaffold a new instance
   pipeline validate                  check the specs in the current directory (use in CI)
   pipeline plan                      what apply would change, Terraform-style
-  pipeline apply                     register the changes (asks first; --auto-approve in scripts)
+  pipeline apply                     register the changes and sync them (asks first; --auto-approve in scripts)
+  pipeline run                       sync every registered table now; publish analytics.duckdb
+  pipeline query \"show tables\"     query analytics.duckdb (read-only)
+  pipeline graph --format mermaid    the task DAG
   pipeline status                    registered tables, last and next sync, pending tasks
   pipeline --dir my-instance validate --format github
   pipeline schema --out-dir .schemas write JSON Schemas for your editor
@@ -70,6 +76,16 @@ enum Command {
     /// Apply the specs (or a saved plan) to the registry under the state lock, after confirmation.
     #[command(after_help = apply::AFTER_HELP)]
     Apply(apply::Args),
+    /// Sync registered tables now: extract, rebuild, publish analytics, build transforms, check
+    /// metrics. Exit 1 if any task failed.
+    #[command(after_help = run::AFTER_HELP)]
+    Run(run::Args),
+    /// Run SQL on analytics.duckdb (read-only) and print the result as a table, CSV or JSON.
+    #[command(after_help = query::AFTER_HELP)]
+    Query(query::Args),
+    /// Print the task DAG of a sync or a saved plan (DOT, Mermaid or JSON).
+    #[command(after_help = graph::AFTER_HELP)]
+    Graph(graph::Args),
     /// What is registered: tables with their last sync and next run, pending tasks, spec drift.
     #[command(after_help = status::AFTER_HELP)]
     Status(status::Args),
@@ -107,6 +123,9 @@ pub fn main() -> ExitCode {
         Command::Validate(args) => validate::run(&cli.dir, args, cli.quiet),
         Command::Plan(args) => plan::run(&cli.dir, args),
         Command::Apply(args) => apply::run(&cli.dir, args, cli.quiet),
+        Command::Run(args) => run::run(&cli.dir, args, cli.quiet),
+        Command::Query(args) => query::run(&cli.dir, args),
+        Command::Graph(args) => graph::run(&cli.dir, args),
         Command::Status(args) => status::run(&cli.dir, args),
         Command::History(args) => history::run(&cli.dir, args),
         Command::Schema(args) => schema::run(args),

@@ -81,12 +81,16 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
 
 /// Columns aligned with two spaces; the header in bold.
 pub struct TextTable {
-    headers: Vec<&'static str>,
+    headers: Vec<String>,
     rows: Vec<Vec<String>>,
 }
 
 impl TextTable {
     pub fn new(headers: Vec<&'static str>) -> Self {
+        Self::with_headers(headers.into_iter().map(String::from).collect())
+    }
+
+    pub fn with_headers(headers: Vec<String>) -> Self {
         TextTable {
             headers,
             rows: Vec::new(),
@@ -120,7 +124,7 @@ impl TextTable {
         let bold = anstyle::Style::new().bold();
         let mut out = format!(
             "{bold}{}{bold:#}",
-            line(&mut self.headers.iter().copied()).trim_end()
+            line(&mut self.headers.iter().map(String::as_str)).trim_end()
         );
         out.push('\n');
         for r in &self.rows {

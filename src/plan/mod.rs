@@ -114,6 +114,10 @@ impl DataDir {
     pub fn extracts(&self) -> PathBuf {
         self.0.join("extracts")
     }
+
+    pub fn analytics(&self) -> PathBuf {
+        self.0.join("analytics/analytics.duckdb")
+    }
 }
 
 /// The validated specs and the desired state they declare.

@@ -225,7 +225,7 @@ fn string_list(v: &serde_json::Value) -> impl Iterator<Item = &str> {
 }
 
 /// Dependencies first; among ready tasks, by phase (kind) then target, so plans print stably.
-fn order(tasks: BTreeMap<String, Task>) -> Vec<Task> {
+pub(crate) fn order(tasks: BTreeMap<String, Task>) -> Vec<Task> {
     let mut graph = petgraph::graph::DiGraph::<&Task, ()>::new();
     let index: BTreeMap<&str, _> = tasks
         .values()

@@ -49,18 +49,19 @@ impl std::fmt::Display for Holder {
 #[derive(Debug, thiserror::Error)]
 pub enum LockError {
     #[error(
-        "the state lock is held by {holder}; waited {waited:?}. Wait for it to finish, or pass a longer \
+        "the {lock} is held by {holder}; waited {waited:?}. Wait for it to finish, or pass a longer \
          --lock-timeout"
     )]
     Held {
+        lock: String,
         holder: Box<Holder>,
         waited: Duration,
     },
     #[error(
-        "the state lock is held by another process (it did not say who); waited {waited:?}. Try again, or \
+        "the {lock} is held by another process (it did not say who); waited {waited:?}. Try again, or \
          pass a longer --lock-timeout"
     )]
-    HeldUnknown { waited: Duration },
+    HeldUnknown { lock: String, waited: Duration },
     #[error("state lock {0}: {1}")]
     Io(PathBuf, std::io::Error),
 }
@@ -110,10 +111,12 @@ impl StateLock {
                     if waited >= timeout {
                         return Err(match holder {
                             Some(h) => LockError::Held {
+                                lock: lock_name(path),
                                 holder: Box::new(h),
                                 waited: round(waited),
                             },
                             None => LockError::HeldUnknown {
+                                lock: lock_name(path),
                                 waited: round(waited),
                             },
                         });
@@ -127,7 +130,7 @@ impl StateLock {
         // We hold it. Whatever the file says is a previous holder that ended without cleaning up.
         let took_over_from = read_holder(&mut file);
         if let Some(h) = &took_over_from {
-            tracing::warn!(holder = %h, "took over a stale state lock: its holder is gone");
+            tracing::warn!(holder = %h, lock = %lock_name(path), "took over a stale lock: its holder is gone");
         }
         let me = Holder::current(command);
         let text = serde_json::to_string(&me).expect("holder serializes");
@@ -150,6 +153,18 @@ impl Drop for StateLock {
             tracing::debug!(path = %self.path.display(), error = %e, "clearing the state lock file");
         }
         let _ = self.file.unlock();
+    }
+}
+
+/// "state lock" for `state.lock`, "lock of source shop" for `source-shop.lock`.
+fn lock_name(path: &Path) -> String {
+    let stem = path
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    match stem.split_once('-') {
+        Some((kind, name)) => format!("lock of {kind} {name}"),
+        None => format!("{stem} lock"),
     }
 }
 

@@ -28,6 +28,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "plan_apply",
         sql: include_str!("migrations/0002_plan_apply.sql"),
     },
+    Migration {
+        version: 3,
+        name: "engine",
+        sql: include_str!("migrations/0003_engine.sql"),
+    },
 ];
 
 pub fn latest_version(migrations: &[Migration]) -> i64 {

@@ -9,6 +9,7 @@ pub mod lock;
 pub mod migrate;
 pub mod registry;
 pub mod report;
+pub mod sync;
 
 use duckdb::{AccessMode, Config, Connection};
 use std::path::{Path, PathBuf};

@@ -1,0 +1,76 @@
+//! `pipeline graph`: the task DAG of a sync (or of a saved plan) as DOT, Mermaid or JSON.
+
+use super::output::{self, Format};
+use crate::exec::graph::{self, Selection};
+use crate::plan;
+use crate::registered::Registered;
+use anyhow::Result;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+pub const AFTER_HELP: &str = "\
+Examples:
+  pipeline graph                         a full sync of the specs, as Graphviz DOT
+  pipeline graph | dot -Tsvg > dag.svg   render it
+  pipeline graph --format mermaid        paste into a GitHub comment or markdown file
+  pipeline graph --source shop           only what syncing source shop runs
+  pipeline graph --plan plan.json        the tasks of a saved plan
+
+Built from the spec files (not the state), so it works in CI before anything is applied. Edges point
+from a task to the tasks that wait for it: extract → rebuild(source) → publish(analytics) →
+transforms (in the order their SQL reads each other) → metric checks.";
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum GraphFormat {
+    #[default]
+    Dot,
+    Mermaid,
+    Json,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    #[arg(long, value_enum, default_value_t)]
+    format: GraphFormat,
+    /// Only the tasks of syncing this source (repeatable).
+    #[arg(long, short = 's', value_name = "SOURCE")]
+    source: Vec<String>,
+    /// Only the tasks of syncing this table, by id or name (repeatable).
+    #[arg(long, short = 't', value_name = "TABLE")]
+    table: Vec<String>,
+    /// Show the tasks of a plan saved with `pipeline plan --out FILE` instead.
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["source", "table"])]
+    plan: Option<PathBuf>,
+}
+
+pub fn run(dir: &Path, args: Args) -> Result<ExitCode> {
+    let tasks = match &args.plan {
+        Some(file) => plan::load(file)?.tasks,
+        None => {
+            let desired = output::specs_or_report(plan::desired(dir), Format::Human)?;
+            let reg = Registered::from_objects(&desired.objects)?;
+            let sel = Selection {
+                sources: args.source,
+                tables: args.table,
+            };
+            graph::sync_tasks(&reg, &sel)?
+        }
+    };
+    let text = match args.format {
+        GraphFormat::Dot => graph::dot(&tasks),
+        GraphFormat::Mermaid => graph::mermaid(&tasks),
+        GraphFormat::Json => {
+            let (g, _) = graph::graph(&tasks);
+            let edges: Vec<_> = g
+                .edge_indices()
+                .filter_map(|e| g.edge_endpoints(e))
+                .map(|(a, b)| serde_json::json!({"from": g[a].id, "to": g[b].id}))
+                .collect();
+            serde_json::to_string_pretty(&serde_json::json!({"tasks": tasks, "edges": edges}))?
+                + "\n"
+        }
+    };
+    anstream::stdout().lock().write_all(text.as_bytes())?;
+    Ok(ExitCode::SUCCESS)
+}

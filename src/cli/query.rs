@@ -1,0 +1,200 @@
+//! `pipeline query "SQL"`: run SQL on analytics.duckdb, read-only, with the attachments remote views
+//! need, and print the result as a table, CSV or JSON.
+
+use crate::exec::Instance;
+use crate::orchestrator;
+use anyhow::{bail, Context, Result};
+use duckdb::types::Value;
+use std::io::Write;
+use std::path::Path;
+use std::process::ExitCode;
+
+pub const AFTER_HELP: &str = "\
+Examples:
+  pipeline query \"show tables\"
+  pipeline query \"select day, revenue from daily_revenue order by day desc limit 7\"
+  pipeline query --format csv \"from orders\" > orders.csv
+  pipeline query --format json \"select * from _pipeline.tables\"
+
+The database is opened read-only: a query never changes analytics.duckdb. `_pipeline.tables` lists
+what was published (source, rows, extraction time). In table format at most --max-rows rows are
+shown; csv and json print every row.";
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum QueryFormat {
+    #[default]
+    Table,
+    Csv,
+    Json,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// The SQL to run (DuckDB dialect). `-` reads it from stdin.
+    sql: String,
+    #[arg(long, value_enum, default_value_t)]
+    format: QueryFormat,
+    /// Rows shown in table format.
+    #[arg(long, value_name = "N", default_value_t = 100)]
+    max_rows: usize,
+}
+
+pub fn run(dir: &Path, args: Args) -> Result<ExitCode> {
+    let (specs, _) = crate::spec::load::load(dir);
+    if specs.instance.is_none() {
+        bail!(
+            "no instance at {}: config/instance.yaml is missing or invalid",
+            dir.display()
+        );
+    }
+    let inst = Instance::from_specs(&specs)?;
+    let layout = inst.layout();
+    if !layout.analytics.is_file() {
+        bail!("there is no analytics.duckdb yet: run `pipeline run` (or `pipeline apply`) first");
+    }
+    let sql = if args.sql == "-" {
+        let mut s = String::new();
+        std::io::Read::read_to_string(&mut std::io::stdin(), &mut s)?;
+        s
+    } else {
+        args.sql.clone()
+    };
+    let (conn, problems) = orchestrator::open_live(&layout, &inst.policy)?;
+    for p in problems {
+        eprintln!("warning: {p} (views that read through it will fail)");
+    }
+    let mut stmt = conn.prepare(&sql).context("query failed")?;
+    let mut rows = stmt.query([]).context("query failed")?;
+    let columns: Vec<String> = rows.as_ref().map(|s| s.column_names()).unwrap_or_default();
+    let mut out = std::io::BufWriter::new(anstream::stdout().lock());
+    let mut table = super::output::TextTable::with_headers(columns.clone());
+    let mut shown = 0usize;
+    let mut total = 0usize;
+    if args.format == QueryFormat::Csv {
+        writeln!(
+            out,
+            "{}",
+            columns
+                .iter()
+                .map(|c| csv_cell(c))
+                .collect::<Vec<_>>()
+                .join(",")
+        )?;
+    }
+    while let Some(row) = rows.next().context("query failed")? {
+        total += 1;
+        let values: Vec<Value> = (0..columns.len())
+            .map(|i| row.get::<_, Value>(i))
+            .collect::<Result<_, _>>()?;
+        match args.format {
+            QueryFormat::Table => {
+                if shown < args.max_rows {
+                    table.row(
+                        values
+                            .iter()
+                            .map(|v| super::output::truncate(&text(v), 60))
+                            .collect(),
+                    );
+                    shown += 1;
+                }
+            }
+            QueryFormat::Csv => {
+                let cells: Vec<String> = values
+                    .iter()
+                    .map(|v| match v {
+                        Value::Null => String::new(),
+                        v => csv_cell(&text(v)),
+                    })
+                    .collect();
+                writeln!(out, "{}", cells.join(","))?;
+            }
+            QueryFormat::Json => {
+                let obj: serde_json::Map<String, serde_json::Value> = columns
+                    .iter()
+                    .cloned()
+                    .zip(values.iter().map(json))
+                    .collect();
+                writeln!(out, "{}", serde_json::Value::Object(obj))?;
+            }
+        }
+    }
+    if args.format == QueryFormat::Table {
+        write!(out, "{}", table.render())?;
+        let more = if total > shown {
+            format!(" ({shown} shown; --max-rows to see more)")
+        } else {
+            String::new()
+        };
+        writeln!(out, "{} row(s){more}", total)?;
+    }
+    out.flush()?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn csv_cell(s: &str) -> String {
+    if s.contains([',', '"', '\n', '\r']) {
+        format!("\"{}\"", s.replace('"', "\"\""))
+    } else {
+        s.to_string()
+    }
+}
+
+/// A value as people read it.
+fn text(v: &Value) -> String {
+    match json(v) {
+        serde_json::Value::Null => "NULL".into(),
+        serde_json::Value::String(s) => s,
+        other => other.to_string(),
+    }
+}
+
+fn json(v: &Value) -> serde_json::Value {
+    use serde_json::json;
+    match v {
+        Value::Null => serde_json::Value::Null,
+        Value::Boolean(b) => json!(b),
+        Value::TinyInt(i) => json!(i),
+        Value::SmallInt(i) => json!(i),
+        Value::Int(i) => json!(i),
+        Value::BigInt(i) => json!(i),
+        Value::HugeInt(i) => json!(i.to_string()),
+        Value::UTinyInt(i) => json!(i),
+        Value::USmallInt(i) => json!(i),
+        Value::UInt(i) => json!(i),
+        Value::UBigInt(i) => json!(i),
+        Value::Float(f) => json!(f),
+        Value::Double(f) => json!(f),
+        Value::Decimal(d) => json!(d.to_string().parse::<f64>().ok()),
+        Value::Text(s) => json!(s),
+        Value::Blob(b) => json!(format!("<{} bytes>", b.len())),
+        Value::Date32(d) => json!(date(*d as i64)),
+        Value::Timestamp(unit, t) => json!(timestamp(*unit, *t)),
+        Value::List(items) | Value::Array(items) => {
+            serde_json::Value::Array(items.iter().map(json).collect())
+        }
+        Value::Struct(fields) => {
+            serde_json::Value::Object(fields.iter().map(|(k, v)| (k.clone(), json(v))).collect())
+        }
+        Value::Enum(s) => json!(s),
+        other => json!(format!("{other:?}")),
+    }
+}
+
+fn date(days: i64) -> String {
+    chrono::DateTime::from_timestamp(days * 86_400, 0)
+        .map(|d| d.format("%Y-%m-%d").to_string())
+        .unwrap_or_else(|| days.to_string())
+}
+
+fn timestamp(unit: duckdb::types::TimeUnit, t: i64) -> String {
+    use duckdb::types::TimeUnit::*;
+    let micros = match unit {
+        Second => t * 1_000_000,
+        Millisecond => t * 1_000,
+        Microsecond => t,
+        Nanosecond => t / 1_000,
+    };
+    chrono::DateTime::from_timestamp_micros(micros)
+        .map(|d| d.format("%Y-%m-%d %H:%M:%S%.f").to_string())
+        .unwrap_or_else(|| t.to_string())
+}

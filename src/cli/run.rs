@@ -1,0 +1,227 @@
+//! `pipeline run`: sync registered tables now — extract, rebuild their extracts, publish analytics,
+//! build the transforms, check the metrics — and report every failure at the end.
+
+use super::output::{self, Format};
+use crate::exec::{self, graph, progress, scheduler::Status, Instance, Options, Outcome};
+use crate::plan::object::Objects;
+use crate::plan::tasks::Task;
+use crate::registered::Registered;
+use crate::spec;
+use anyhow::{bail, Context, Result};
+use std::io::Write;
+use std::path::Path;
+use std::process::ExitCode;
+use std::time::Duration;
+
+pub const AFTER_HELP: &str = "\
+Examples:
+  pipeline run                         sync every registered table, publish, build transforms
+  pipeline run --source shop           only the tables of source shop (then publish as usual)
+  pipeline run --table orders -j 8     one table, up to 8 tasks at once
+  pipeline run --full-refresh          re-extract everything, ignoring fingerprints and cursors
+  pipeline run --format json           one JSON event per line (task_started, task_finished, run_finished)
+
+A run syncs what `pipeline apply` registered, not unapplied edits. Tables whose input has not changed
+since their last extract are not read again, and analytics.duckdb is not rewritten when nothing it is
+built from changed. A failed task skips the tasks that need it; everything else still runs, and the
+previous data of a failed table stays queryable. Exit status: 0 all tasks succeeded, 1 otherwise.
+Ctrl-C stops starting tasks and publishes nothing half-done; a second Ctrl-C aborts at once.";
+
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// Sync only the tables of this source (repeatable).
+    #[arg(long, short = 's', value_name = "SOURCE")]
+    source: Vec<String>,
+    /// Sync only this table, by id or name (repeatable).
+    #[arg(long, short = 't', value_name = "TABLE")]
+    table: Vec<String>,
+    /// Tasks to run at once (default: `defaults.concurrency` of the instance).
+    #[arg(long, short = 'j', value_name = "N", value_parser = clap::value_parser!(u16).range(1..))]
+    jobs: Option<u16>,
+    /// Re-extract every selected table from scratch: ignore fingerprints and incremental cursors.
+    #[arg(long)]
+    full_refresh: bool,
+    /// How long to wait for another run that holds a source or analytics (e.g. 30s, 10m).
+    #[arg(long, value_name = "DURATION", default_value = "10m", value_parser = output::parse_duration)]
+    lock_timeout: Duration,
+    #[arg(long, value_enum, default_value_t)]
+    format: Format,
+}
+
+/// The instance and what is registered in its state.
+pub(super) fn registered(dir: &Path) -> Result<(Instance, Registered)> {
+    let (specs, diags) = spec::load::load(dir);
+    if specs.instance.is_none() {
+        output::warnings(&specs, &diags);
+        bail!(
+            "no instance at {}: config/instance.yaml is missing or invalid (`pipeline validate` says why)",
+            dir.display()
+        );
+    }
+    let inst = Instance::from_specs(&specs)?;
+    let state = inst.data.state_db();
+    if !state.exists() {
+        bail!("nothing is registered yet: run `pipeline apply` first");
+    }
+    let (_, objects) = crate::state::registry::read_recorded(&state, &Objects::new())?;
+    let reg = Registered::from_objects(&objects)?;
+    Ok((inst, reg))
+}
+
+pub fn run(dir: &Path, args: Args, quiet: bool) -> Result<ExitCode> {
+    let (inst, reg) = registered(dir)?;
+    if reg.tables.is_empty() && reg.transforms.is_empty() {
+        bail!("nothing is registered yet: run `pipeline apply` first");
+    }
+    let selection = graph::Selection {
+        sources: args.source.clone(),
+        tables: args.table.clone(),
+    };
+    let mut tasks = graph::sync_tasks(&reg, &selection)?;
+    let pending =
+        crate::state::sync::read_before(&crate::state::open_for_reading(&inst.data.state_db())?)?
+            .pending;
+    if selection.is_all() {
+        tasks = graph::merge(tasks, &pending);
+    } else if !pending.is_empty() && !quiet {
+        eprintln!(
+            "note: {} task(s) left pending by an earlier apply are not part of this partial run; \
+             `pipeline run` with no selection runs them",
+            pending.len()
+        );
+    }
+    let opts = Options {
+        trigger: "run".into(),
+        who: crate::state::lock::os_user(),
+        jobs: args.jobs.map(usize::from),
+        full_refresh: args.full_refresh,
+        lock_timeout: args.lock_timeout,
+    };
+    let outcome = execute(&inst, reg, tasks, &opts, args.format, quiet)?;
+    Ok(report(&outcome, args.format, quiet, dir)?)
+}
+
+/// Runs `tasks` with the progress display of `format`.
+pub(super) fn execute(
+    inst: &Instance,
+    reg: Registered,
+    tasks: Vec<Task>,
+    opts: &Options,
+    format: Format,
+    quiet: bool,
+) -> Result<Outcome> {
+    if format == Format::Human && !quiet {
+        eprintln!(
+            "Running {} task(s), {} at a time:",
+            tasks.len(),
+            opts.jobs.unwrap_or(inst.concurrency)
+        );
+    }
+    let outcome = match format {
+        Format::Json => exec::execute(inst, reg, tasks, opts, &mut progress::Json),
+        Format::Human => exec::execute(inst, reg, tasks, opts, &mut progress::Human::new(quiet)),
+    }
+    .context("the run could not start")?;
+    Ok(outcome)
+}
+
+/// Prints the end of a run; the exit code says whether everything succeeded.
+pub(super) fn report(o: &Outcome, format: Format, quiet: bool, dir: &Path) -> Result<ExitCode> {
+    let code = if o.ok() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    };
+    let failures: Vec<_> = o.failures().collect();
+    if format == Format::Json {
+        progress::emit(serde_json::json!({
+            "event": "run_finished",
+            "run_id": o.run_id,
+            "status": if o.cancelled { "cancelled" } else if failures.is_empty() { "ok" } else { "failed" },
+            "published": o.published,
+            "analytics": o.analytics,
+            "tasks": o.tasks.len(),
+            "failed": failures.iter().map(|f| serde_json::json!({"task": f.task.id, "error": f.error})).collect::<Vec<_>>(),
+            "skipped": o.count(Status::Skipped),
+            "warnings": o.warnings,
+        }));
+        return Ok(code);
+    }
+    let mut err = anstream::stderr().lock();
+    if !o.warnings.is_empty() {
+        let style = anstyle::AnsiColor::Yellow.on_default().bold();
+        writeln!(
+            err,
+            "\n{style}warning{style:#}: {} problem(s) did not fail the run:",
+            o.warnings.len()
+        )?;
+        for w in &o.warnings {
+            writeln!(err, "  - {w}")?;
+        }
+    }
+    if !failures.is_empty() {
+        let style = anstyle::AnsiColor::Red.on_default().bold();
+        writeln!(err, "\n{style}{} task(s) failed{style:#}:", failures.len())?;
+        for f in &failures {
+            writeln!(
+                err,
+                "  {}: {}",
+                f.task.id,
+                f.error.as_deref().unwrap_or("?")
+            )?;
+        }
+        let skipped = o.count(Status::Skipped);
+        if skipped > 0 {
+            writeln!(err, "  ({skipped} task(s) that needed them were skipped)")?;
+        }
+    }
+    drop(err);
+    if quiet && o.ok() {
+        return Ok(code);
+    }
+    let mut out = anstream::stdout().lock();
+    let verdict = if o.cancelled {
+        "Run stopped"
+    } else if failures.is_empty() {
+        "Run complete"
+    } else {
+        "Run finished with failures"
+    };
+    let publish = if o.published {
+        "analytics.duckdb published"
+    } else if o.tasks.iter().any(|f| {
+        f.task.kind == crate::plan::tasks::TaskKind::Publish && f.status == Status::Unchanged
+    }) {
+        "analytics.duckdb already up to date"
+    } else {
+        "analytics.duckdb not changed"
+    };
+    writeln!(
+        out,
+        "\n{verdict} ({}): {} ok, {} unchanged, {} failed, {} skipped; {publish}.",
+        o.run_id,
+        o.count(Status::Ok),
+        o.count(Status::Unchanged),
+        failures.len(),
+        o.count(Status::Skipped) + o.count(Status::Cancelled),
+    )?;
+    if o.analytics.is_file() {
+        let shown = pathdiff(&o.analytics, dir);
+        writeln!(out, "\nThe data is in {shown}. Query it with:")?;
+        writeln!(out, "  pipeline query \"show tables\"")?;
+        writeln!(
+            out,
+            "  duckdb -readonly {shown}      (local tables need no setup)"
+        )?;
+    }
+    Ok(code)
+}
+
+/// `path` relative to the instance directory when it is inside it.
+fn pathdiff(path: &Path, dir: &Path) -> String {
+    let dir = std::fs::canonicalize(dir).unwrap_or_else(|_| dir.to_path_buf());
+    match path.strip_prefix(&dir) {
+        Ok(rel) => rel.display().to_string(),
+        Err(_) => path.display().to_string(),
+    }
+}

@@ -1,0 +1,145 @@
+//! Connectors: one per source type, behind one trait. A connector knows how to reach its source; it
+//! does not write Parquet, merge increments or touch the extract contract — [`crate::extract`] does
+//! that the same way for every source.
+//!
+//! A connector makes a table's rows readable on a DuckDB connection ([`Connector::scan`]: attach a
+//! database, point at files, download an export…) and returns a relation to `SELECT` from; tells
+//! whether the input changed since the last extract ([`Connector::fingerprint`]); and, for
+//! `query_mode: remote`, says what analytics must ATTACH to query the table at the source
+//! ([`Connector::remote`]). Later connectors (Keboola, BigQuery, Jira, Postgres) implement the same
+//! trait.
+
+mod duckdb_file;
+mod files;
+
+use crate::contract::RemoteAttach;
+use crate::registered::{SourceDef, TableDef};
+use duckdb::Connection;
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectorError {
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    Config(String),
+    #[error("{what}: {message}")]
+    Source { what: String, message: String },
+    #[error("source type `{0}` has no connector yet")]
+    Unsupported(String),
+    #[error("{0}: {1}")]
+    Io(PathBuf, std::io::Error),
+}
+
+/// Rows of a table, readable on the connection that [`Connector::scan`] was given.
+#[derive(Clone, Debug)]
+pub struct Scan {
+    /// A relation to select from: `read_csv([...])`, `"src"."main"."orders"`, `(SELECT …)`.
+    pub relation: String,
+    /// Catalog to make the default while selecting (materialized queries name tables unqualified).
+    pub use_catalog: Option<String>,
+}
+
+/// How analytics reaches a remote table.
+#[derive(Clone, Debug)]
+pub struct RemoteTable {
+    pub attach: RemoteAttach,
+    pub schema: String,
+    pub table: String,
+}
+
+/// State shared by the tasks of one run on one DuckDB instance. DuckDB attaches a file once per
+/// instance, so databases are attached once and stay attached for the run.
+#[derive(Debug, Default)]
+pub struct Session {
+    attached: Mutex<HashSet<String>>,
+}
+
+impl Session {
+    /// Runs `attach` (an ATTACH … AS `alias`) unless `alias` is already attached in this session.
+    pub fn attach_once(
+        &self,
+        conn: &Connection,
+        alias: &str,
+        attach: &str,
+    ) -> Result<(), duckdb::Error> {
+        let mut done = self.attached.lock().unwrap_or_else(|p| p.into_inner());
+        if done.contains(alias) {
+            return Ok(());
+        }
+        conn.execute_batch(attach)?;
+        done.insert(alias.to_string());
+        Ok(())
+    }
+}
+
+pub trait Connector: Send + Sync {
+    /// A fingerprint of the table's input: equal to the one recorded at the last successful extract
+    /// means the data cannot have changed, and the extract is skipped. `None`: unknown, always extract.
+    fn fingerprint(
+        &self,
+        conn: &Connection,
+        table: &TableDef,
+    ) -> Result<Option<String>, ConnectorError>;
+
+    /// Makes the table's rows readable on `conn` and returns the relation over them.
+    fn scan(
+        &self,
+        conn: &Connection,
+        session: &Session,
+        table: &TableDef,
+    ) -> Result<Scan, ConnectorError>;
+
+    /// For `query_mode: remote`: what analytics attaches, and the table inside it.
+    fn remote(&self, table: &TableDef) -> Result<RemoteTable, ConnectorError> {
+        let _ = table;
+        Err(ConnectorError::Config(
+            "this source type cannot serve remote tables; use query_mode: local".into(),
+        ))
+    }
+}
+
+/// The connector for `source`, with relative paths resolved against the instance `root`.
+pub fn connector(source: &SourceDef, root: &Path) -> Result<Box<dyn Connector>, ConnectorError> {
+    let path = || {
+        source
+            .connection_str("path")
+            .map(|p| root.join(p))
+            .ok_or_else(|| ConnectorError::Config(format!("source `{}` has no path", source.name)))
+    };
+    match source.source_type.as_str() {
+        "csv" => Ok(Box::new(files::Files::csv(path()?, &source.connection))),
+        "parquet" => Ok(Box::new(files::Files::parquet(path()?, &source.connection))),
+        "duckdb" => Ok(Box::new(duckdb_file::DuckdbFile::new(
+            &source.name,
+            path()?,
+        ))),
+        other => Err(ConnectorError::Unsupported(other.to_string())),
+    }
+}
+
+/// sha256 over the parts, hex.
+pub(crate) fn fingerprint_of(parts: &[String]) -> String {
+    use sha2::{Digest, Sha256};
+    let mut h = Sha256::new();
+    for p in parts {
+        h.update(p.as_bytes());
+        h.update([0]);
+    }
+    format!("{:x}", h.finalize())
+}
+
+/// `len:mtime_ns` of a file, for fingerprints.
+pub(crate) fn file_stamp(path: &Path) -> Result<String, ConnectorError> {
+    let m = path
+        .metadata()
+        .map_err(|e| ConnectorError::Io(path.to_path_buf(), e))?;
+    let mtime = m
+        .modified()
+        .ok()
+        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+        .map_or(0, |d| d.as_nanos());
+    Ok(format!("{}:{}:{mtime}", path.display(), m.len()))
+}

@@ -1,0 +1,306 @@
+//! Running tasks (DESIGN.md §8): [`graph`] decides which tasks a run has and in which order,
+//! [`scheduler`] runs them in parallel on tokio, [`work`] is what each task does, [`progress`] shows
+//! it. [`execute`] ties them together: it takes the data locks, runs the DAG, publishes (or drops)
+//! the staged analytics file, and records the run in the state.
+
+pub mod graph;
+pub mod progress;
+pub mod scheduler;
+pub mod work;
+
+use crate::contract::RemotePolicy;
+use crate::orchestrator::Layout;
+use crate::plan::tasks::{Task, TaskKind};
+use crate::plan::DataDir;
+use crate::registered::Registered;
+use crate::spec::Specs;
+use crate::state::{self, lock::StateLock, sync};
+use scheduler::{Finished, Observer, Status};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+use std::time::Duration;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ExecError {
+    #[error(transparent)]
+    State(#[from] state::StateError),
+    #[error(transparent)]
+    Lock(#[from] state::lock::LockError),
+    #[error("{0}")]
+    Setup(String),
+}
+
+/// What a run needs to know about the instance.
+#[derive(Clone, Debug)]
+pub struct Instance {
+    pub root: PathBuf,
+    /// Absolute.
+    pub data: DataDir,
+    pub policy: RemotePolicy,
+    pub concurrency: usize,
+}
+
+impl Instance {
+    pub fn from_specs(specs: &Specs) -> Result<Instance, ExecError> {
+        let data = DataDir::of(specs);
+        std::fs::create_dir_all(&data.0)
+            .map_err(|e| ExecError::Setup(format!("{}: {e}", data.0.display())))?;
+        let abs = std::fs::canonicalize(&data.0)
+            .map_err(|e| ExecError::Setup(format!("{}: {e}", data.0.display())))?;
+        let root = std::fs::canonicalize(&specs.root).unwrap_or_else(|_| specs.root.clone());
+        let (policy, concurrency) = match &specs.instance {
+            Some(i) => (
+                RemotePolicy {
+                    extensions: i
+                        .remote_extensions
+                        .iter()
+                        .map(|e| e.value.clone())
+                        .collect(),
+                    token_envs: i
+                        .remote_token_envs
+                        .iter()
+                        .map(|e| e.value.clone())
+                        .collect(),
+                },
+                i.defaults.concurrency.max(1) as usize,
+            ),
+            None => (RemotePolicy::default(), 4),
+        };
+        Ok(Instance {
+            root,
+            data: DataDir(abs),
+            policy,
+            concurrency,
+        })
+    }
+
+    pub fn layout(&self) -> Layout {
+        Layout {
+            extracts: self.data.extracts(),
+            analytics: self.data.analytics(),
+        }
+    }
+
+    fn locks(&self) -> PathBuf {
+        self.data.0.join("state/locks")
+    }
+}
+
+pub struct Options {
+    /// `run`, `apply`, `schedule`, `api`.
+    pub trigger: String,
+    pub who: String,
+    /// `-j`; default: the instance's `defaults.concurrency`.
+    pub jobs: Option<usize>,
+    pub full_refresh: bool,
+    pub lock_timeout: Duration,
+}
+
+/// A finished run.
+pub struct Outcome {
+    pub run_id: String,
+    pub tasks: Vec<Finished>,
+    pub published: bool,
+    pub cancelled: bool,
+    /// Problems that did not fail a task (skipped extracts, tables without data yet).
+    pub warnings: Vec<String>,
+    pub analytics: PathBuf,
+}
+
+impl Outcome {
+    pub fn failures(&self) -> impl Iterator<Item = &Finished> {
+        self.tasks.iter().filter(|f| f.status == Status::Failed)
+    }
+
+    pub fn ok(&self) -> bool {
+        !self.cancelled && self.failures().next().is_none()
+    }
+
+    pub fn count(&self, status: Status) -> usize {
+        self.tasks.iter().filter(|f| f.status == status).count()
+    }
+}
+
+fn timestamp(t: chrono::DateTime<chrono::Utc>) -> String {
+    t.format("%Y-%m-%d %H:%M:%S%.6f").to_string()
+}
+
+pub fn new_run_id() -> String {
+    format!(
+        "{}-{:04x}",
+        chrono::Utc::now().format("%Y%m%dT%H%M%S"),
+        std::process::id() & 0xffff
+    )
+}
+
+/// Runs `tasks` against what is `registered`, publishes, and records the run.
+pub fn execute(
+    inst: &Instance,
+    registered: Registered,
+    tasks: Vec<Task>,
+    opts: &Options,
+    observer: &mut dyn Observer,
+) -> Result<Outcome, ExecError> {
+    let run_id = new_run_id();
+    let started = chrono::Utc::now();
+    let state_path = inst.data.state_db();
+    let before = state::sync::read_before(&state::open_for_reading(&state_path)?)?;
+    let pending: std::collections::BTreeSet<String> =
+        before.pending.iter().map(|t| t.id.clone()).collect();
+
+    // One run per source at a time: its extracts and its extract.duckdb are written by one process.
+    let mut sources: Vec<String> = tasks
+        .iter()
+        .filter_map(|t| match t.kind {
+            TaskKind::Rebuild => Some(t.target.clone()),
+            TaskKind::Extract | TaskKind::Attach => {
+                registered.tables.get(&t.target).map(|x| x.source.clone())
+            }
+            _ => None,
+        })
+        .collect();
+    sources.sort();
+    sources.dedup();
+    let mut held = Vec::new();
+    for s in &sources {
+        if !crate::spec::names::is_source_name(s) {
+            continue;
+        }
+        held.push(StateLock::acquire(
+            &inst.locks().join(format!("source-{s}.lock")),
+            &format!("pipeline {}", opts.trigger),
+            opts.lock_timeout,
+            |h| {
+                let who = h.map_or("another process".to_string(), |h| h.to_string());
+                eprintln!("Waiting for source {s}, which {who} is syncing…");
+            },
+        )?);
+    }
+
+    let cancel = Arc::new(AtomicBool::new(false));
+    let ctx = Arc::new(
+        work::Context::new(
+            work::ContextParts {
+                root: inst.root.clone(),
+                layout: inst.layout(),
+                locks_dir: inst.locks(),
+                registered,
+                policy: inst.policy.clone(),
+                previous: before.previous,
+                owners: before.owners,
+                full_refresh: opts.full_refresh,
+                lock_timeout: opts.lock_timeout,
+                temp_dir: inst.data.0.join("tmp"),
+            },
+            cancel.clone(),
+        )
+        .map_err(ExecError::Setup)?,
+    );
+    let jobs = opts.jobs.unwrap_or(inst.concurrency).max(1);
+    let body_ctx = ctx.clone();
+    let body: scheduler::Body = Arc::new(move |t: &Task| body_ctx.run(t));
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| ExecError::Setup(e.to_string()))?;
+    let mut finished =
+        runtime.block_on(scheduler::run(tasks, jobs, body, observer, cancel.clone()));
+    let cancelled = cancel.load(std::sync::atomic::Ordering::SeqCst);
+
+    let failed_transforms: Vec<String> = finished
+        .iter()
+        .filter(|f| f.task.kind == TaskKind::Transform && !f.status.succeeded())
+        .map(|f| f.task.target.clone())
+        .collect();
+    let published = match ctx.finish(cancelled, &failed_transforms) {
+        Ok(p) => p,
+        Err(e) => {
+            // The swap failed: the live file is the previous one. Say so on the publish task.
+            if let Some(f) = finished
+                .iter_mut()
+                .find(|f| f.task.kind == TaskKind::Publish)
+            {
+                f.status = Status::Failed;
+                f.error = Some(format!("could not publish the new analytics file: {e}"));
+                observer.finished(f);
+            }
+            false
+        }
+    };
+    drop(held);
+    let warnings: Vec<String> = finished
+        .iter()
+        .flat_map(|f| f.done.warnings.iter().cloned())
+        .collect();
+    let (claimed, released) = ctx.claims();
+
+    let record = sync::RunRecord {
+        run_id: run_id.clone(),
+        trigger: opts.trigger.clone(),
+        who: opts.who.clone(),
+        started_at: timestamp(started),
+        finished_at: timestamp(chrono::Utc::now()),
+        status: if cancelled {
+            "cancelled"
+        } else if finished.iter().any(|f| f.status == Status::Failed) {
+            "failed"
+        } else {
+            "ok"
+        }
+        .into(),
+        published,
+        tasks: finished
+            .iter()
+            .map(|f| sync::TaskRecord {
+                task: f.task.id.clone(),
+                kind: f.task.kind,
+                target: f.task.target.clone(),
+                started_at: timestamp(f.started_at),
+                finished_at: timestamp(
+                    f.started_at + chrono::Duration::from_std(f.duration).unwrap_or_default(),
+                ),
+                duration_ms: f.duration.as_millis() as i64,
+                status: f.status.as_str().into(),
+                rows: f.done.rows,
+                bytes: f.done.bytes,
+                error: f.error.clone(),
+                detail: f.done.detail.clone(),
+                extracted: f.done.extracted.clone(),
+            })
+            .collect(),
+        claimed,
+        released,
+        completed_pending: finished
+            .iter()
+            .filter(|f| f.status.succeeded() && pending.contains(&f.task.id))
+            .map(|f| f.task.id.clone())
+            .collect(),
+    };
+    let mut conn = state::open(&state_path)?;
+    sync::record(&mut conn, &record)?;
+    drop(conn);
+
+    Ok(Outcome {
+        run_id,
+        tasks: finished,
+        published,
+        cancelled,
+        warnings,
+        analytics: inst.data.analytics(),
+    })
+}
+
+/// Removes the extract.duckdb of sources that are no longer registered, so their views leave
+/// analytics at the next publish. Their Parquet stays (apply --purge removes it).
+pub fn retire_sources(extracts: &Path, sources: &[String]) -> std::io::Result<()> {
+    for s in sources {
+        if let Some(dir) = crate::contract::ExtractDir::new(extracts, s) {
+            crate::contract::remove_db_files(&dir.db()).map_err(|e| match e {
+                crate::contract::ContractError::Io(_, io) => io,
+                other => std::io::Error::other(other.to_string()),
+            })?;
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,180 @@
+//! Showing a run as it goes: a spinner per running task on a terminal, one line per finished task
+//! otherwise, or JSON events (one object per line) for programs.
+
+use super::scheduler::{Finished, Observer, Status};
+use super::work::thousands;
+use crate::plan::tasks::Task;
+use std::collections::HashMap;
+use std::io::Write;
+use std::time::Duration;
+
+/// Human output: bars when stderr is a terminal, plain lines otherwise. Lines go to stderr so that
+/// stdout stays for results.
+pub struct Human {
+    bars: Option<(
+        indicatif::MultiProgress,
+        HashMap<String, indicatif::ProgressBar>,
+    )>,
+    quiet: bool,
+}
+
+impl Human {
+    pub fn new(quiet: bool) -> Human {
+        use std::io::IsTerminal;
+        let tty = std::io::stderr().is_terminal() && !quiet;
+        Human {
+            bars: tty.then(|| (indicatif::MultiProgress::new(), HashMap::new())),
+            quiet,
+        }
+    }
+
+    fn print(&self, line: &str) {
+        match &self.bars {
+            Some((mp, _)) => {
+                let _ = mp.println(line);
+            }
+            None => {
+                let _ = writeln!(anstream::stderr(), "{line}");
+            }
+        }
+    }
+}
+
+fn size(bytes: i64) -> String {
+    let b = bytes as f64;
+    if b >= 1e9 {
+        format!("{:.1} GB", b / 1e9)
+    } else if b >= 1e6 {
+        format!("{:.1} MB", b / 1e6)
+    } else if b >= 1e3 {
+        format!("{:.0} kB", b / 1e3)
+    } else {
+        format!("{bytes} B")
+    }
+}
+
+pub fn seconds(d: Duration) -> String {
+    if d.as_secs_f64() >= 60.0 {
+        format!("{}m{:02}s", d.as_secs() / 60, d.as_secs() % 60)
+    } else {
+        format!("{:.2}s", d.as_secs_f64())
+    }
+}
+
+/// One line for a finished task.
+pub fn line(f: &Finished) -> String {
+    use anstyle::AnsiColor::*;
+    let (mark, style) = match f.status {
+        Status::Ok => ("✓", Green.on_default()),
+        Status::Unchanged => ("=", Cyan.on_default()),
+        Status::Failed => ("✗", Red.on_default().bold()),
+        Status::Skipped => ("-", Yellow.on_default()),
+        Status::Cancelled => ("-", Yellow.on_default()),
+    };
+    let mut parts = Vec::new();
+    if let Some(r) = f.done.rows {
+        if matches!(
+            f.task.kind,
+            crate::plan::tasks::TaskKind::Extract | crate::plan::tasks::TaskKind::Transform
+        ) {
+            parts.push(format!("{} rows", thousands(r)));
+        }
+    }
+    if let Some(b) = f.done.bytes {
+        parts.push(size(b));
+    }
+    if let Some(d) = &f.done.detail {
+        parts.push(d.clone());
+    }
+    match f.status {
+        Status::Failed => parts.push(format!("failed: {}", f.error.as_deref().unwrap_or("?"))),
+        Status::Skipped => parts.push(f.error.clone().unwrap_or_else(|| "skipped".into())),
+        Status::Cancelled => parts.push("cancelled".into()),
+        _ => {}
+    }
+    let time = if f.duration.is_zero() {
+        String::new()
+    } else {
+        format!("  ({})", seconds(f.duration))
+    };
+    format!(
+        "  {style}{mark}{style:#} {:<34} {}{time}",
+        f.task.id,
+        parts.join(", ")
+    )
+}
+
+impl Observer for Human {
+    fn started(&mut self, task: &Task) {
+        if let Some((mp, bars)) = &mut self.bars {
+            let pb = mp.add(indicatif::ProgressBar::new_spinner());
+            pb.set_style(
+                indicatif::ProgressStyle::with_template("  {spinner} {msg} {elapsed}")
+                    .unwrap_or_else(|_| indicatif::ProgressStyle::default_spinner()),
+            );
+            pb.set_message(task.id.clone());
+            pb.enable_steady_tick(Duration::from_millis(120));
+            bars.insert(task.id.clone(), pb);
+        }
+    }
+
+    fn finished(&mut self, f: &Finished) {
+        if let Some((mp, bars)) = &mut self.bars {
+            if let Some(pb) = bars.remove(&f.task.id) {
+                pb.finish_and_clear();
+                mp.remove(&pb);
+            }
+        }
+        if !self.quiet || f.status == Status::Failed {
+            self.print(&line(f));
+        }
+    }
+
+    fn cancelling(&mut self, running: usize) {
+        self.print(&format!(
+            "\nStopping: no new tasks start; waiting for {running} running task(s) to finish. \
+             Nothing half-done is published. Press Ctrl-C again to abort now."
+        ));
+    }
+}
+
+/// JSON events on stdout, one per line.
+pub struct Json;
+
+pub fn emit(event: serde_json::Value) {
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "{event}");
+    let _ = out.flush();
+}
+
+impl Observer for Json {
+    fn started(&mut self, task: &Task) {
+        emit(serde_json::json!({
+            "event": "task_started",
+            "task": task.id,
+            "kind": task.kind,
+            "target": task.target,
+            "at": chrono::Utc::now().to_rfc3339(),
+        }));
+    }
+
+    fn finished(&mut self, f: &Finished) {
+        emit(serde_json::json!({
+            "event": "task_finished",
+            "task": f.task.id,
+            "kind": f.task.kind,
+            "target": f.task.target,
+            "status": f.status,
+            "rows": f.done.rows,
+            "bytes": f.done.bytes,
+            "duration_ms": f.duration.as_millis() as u64,
+            "detail": f.done.detail,
+            "warnings": f.done.warnings,
+            "error": f.error,
+        }));
+    }
+
+    fn cancelling(&mut self, running: usize) {
+        emit(serde_json::json!({"event": "cancelling", "running": running}));
+    }
+}

@@ -1,0 +1,507 @@
+//! The bodies of the tasks: what extract, attach, rebuild, publish, transform and check do, with the
+//! state they share during one run (the run's DuckDB instance, the staged analytics file, extract
+//! results for the rebuilds).
+
+use super::scheduler::Done;
+use crate::connectors::{self, Session};
+use crate::contract::{self, Entry, ExtractDir, MetaRow, RemoteAttach, RemotePolicy, ViewTarget};
+use crate::extract::{self, Extracted, Previous};
+use crate::orchestrator::{self, Layout, Rules, Staged};
+use crate::plan::tasks::{Task, TaskKind};
+use crate::quote;
+use crate::registered::{Registered, TableDef};
+use crate::spec::model::{Materialized, QueryMode};
+use crate::state::lock::StateLock;
+use duckdb::Connection;
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
+use std::sync::atomic::AtomicBool;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// How a publish went, for the transforms and checks after it.
+#[derive(Default)]
+enum Publish {
+    #[default]
+    NotRun,
+    /// Nothing changed since the live file was built; it stays.
+    UpToDate,
+    Staged(Box<Staged>),
+    /// Staged, then finished or abandoned.
+    Done,
+}
+
+pub struct Context {
+    pub root: PathBuf,
+    pub layout: Layout,
+    pub locks_dir: PathBuf,
+    pub registered: Registered,
+    pub policy: RemotePolicy,
+    pub previous: HashMap<String, Previous>,
+    pub owners: BTreeMap<String, String>,
+    pub full_refresh: bool,
+    pub lock_timeout: Duration,
+    pub cancel: Arc<AtomicBool>,
+    /// The run's DuckDB instance; tasks work on clones of this connection.
+    engine: Mutex<Connection>,
+    session: Session,
+    extracted: Mutex<HashMap<String, Extracted>>,
+    publish: Mutex<Publish>,
+    analytics_lock: Mutex<Option<StateLock>>,
+    /// View ownership claimed and released by the published rebuild.
+    claims: Mutex<Option<Claims>>,
+}
+
+type Claims = (BTreeMap<String, String>, Vec<String>);
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+pub struct ContextParts {
+    pub root: PathBuf,
+    pub layout: Layout,
+    pub locks_dir: PathBuf,
+    pub registered: Registered,
+    pub policy: RemotePolicy,
+    pub previous: HashMap<String, Previous>,
+    pub owners: BTreeMap<String, String>,
+    pub full_refresh: bool,
+    pub lock_timeout: Duration,
+    pub temp_dir: PathBuf,
+}
+
+impl Context {
+    pub fn new(p: ContextParts, cancel: Arc<AtomicBool>) -> Result<Context, String> {
+        let engine = Connection::open_in_memory().map_err(|e| e.to_string())?;
+        // Spills of big sorts and joins go under the data dir, not the working directory.
+        std::fs::create_dir_all(&p.temp_dir)
+            .map_err(|e| format!("{}: {e}", p.temp_dir.display()))?;
+        engine
+            .execute_batch(&format!(
+                "SET temp_directory = {}; SET TimeZone = 'UTC';",
+                quote::path(&p.temp_dir)
+            ))
+            .map_err(|e| e.to_string())?;
+        Ok(Context {
+            root: p.root,
+            layout: p.layout,
+            locks_dir: p.locks_dir,
+            registered: p.registered,
+            policy: p.policy,
+            previous: p.previous,
+            owners: p.owners,
+            full_refresh: p.full_refresh,
+            lock_timeout: p.lock_timeout,
+            cancel,
+            engine: Mutex::new(engine),
+            session: Session::default(),
+            extracted: Mutex::new(HashMap::new()),
+            publish: Mutex::new(Publish::NotRun),
+            analytics_lock: Mutex::new(None),
+            claims: Mutex::new(None),
+        })
+    }
+
+    pub fn run(&self, task: &Task) -> Result<Done, String> {
+        match task.kind {
+            TaskKind::Extract => self.extract(&task.target),
+            TaskKind::Attach => self.attach(&task.target),
+            TaskKind::Rebuild => self.rebuild(&task.target),
+            TaskKind::Publish => self.stage(),
+            TaskKind::Transform => self.transform(&task.target),
+            TaskKind::Check => self.check(&task.target),
+        }
+    }
+
+    fn table(&self, id: &str) -> Result<&TableDef, String> {
+        self.registered
+            .tables
+            .get(id)
+            .ok_or_else(|| format!("table `{id}` is no longer registered"))
+    }
+
+    fn extract_dir(&self, source: &str) -> Result<ExtractDir, String> {
+        ExtractDir::new(&self.layout.extracts, source)
+            .ok_or_else(|| format!("`{source}` is not a safe source name"))
+    }
+
+    fn extract(&self, id: &str) -> Result<Done, String> {
+        let table = self.table(id)?;
+        let source = self
+            .registered
+            .sources
+            .get(&table.source)
+            .ok_or_else(|| format!("source `{}` is not registered", table.source))?;
+        let connector = connectors::connector(source, &self.root).map_err(|e| e.to_string())?;
+        let dir = self.extract_dir(&table.source)?;
+        let conn = lock(&self.engine).try_clone().map_err(|e| e.to_string())?;
+        let req = extract::Request {
+            source,
+            table,
+            connector: connector.as_ref(),
+            dir: &dir,
+            previous: self.previous.get(id),
+            full_refresh: self.full_refresh,
+        };
+        let x = extract::extract(&conn, &self.session, &req).map_err(|e| e.to_string())?;
+        let detail = if x.unchanged {
+            "input unchanged".to_string()
+        } else if x.rows_read != x.rows {
+            format!("{} new or changed rows merged", thousands(x.rows_read))
+        } else {
+            String::new()
+        };
+        let done = Done {
+            unchanged: x.unchanged,
+            rows: Some(x.rows),
+            bytes: Some(x.bytes),
+            detail: (!detail.is_empty()).then_some(detail),
+            warnings: Vec::new(),
+            extracted: Some(x.clone()),
+        };
+        lock(&self.extracted).insert(id.to_string(), x);
+        Ok(done)
+    }
+
+    fn attach(&self, id: &str) -> Result<Done, String> {
+        let table = self.table(id)?;
+        let source = &self.registered.sources[&table.source];
+        let connector = connectors::connector(source, &self.root).map_err(|e| e.to_string())?;
+        let remote = connector.remote(table).map_err(|e| e.to_string())?;
+        // Check now that it can be attached, so a broken remote fails here with its own message.
+        let probe = Connection::open_in_memory().map_err(|e| e.to_string())?;
+        contract::remote::attach(&probe, &remote.attach, &self.policy)
+            .map_err(|e| e.to_string())?;
+        Ok(Done {
+            detail: Some(format!("remote: {}.{}", remote.schema, remote.table)),
+            ..Done::default()
+        })
+    }
+
+    /// Rewrites one source's extract.duckdb from its registered tables: this run's extracts, else what
+    /// the previous extract said.
+    fn rebuild(&self, source_name: &str) -> Result<Done, String> {
+        let source = self
+            .registered
+            .sources
+            .get(source_name)
+            .ok_or_else(|| format!("source `{source_name}` is not registered"))?;
+        let dir = self.extract_dir(source_name)?;
+        let before = contract::read_file(&dir).ok().flatten().unwrap_or_default();
+        let before: HashMap<&str, &MetaRow> = before
+            .meta
+            .iter()
+            .map(|m| (m.table_name.as_str(), m))
+            .collect();
+        let extracted = lock(&self.extracted).clone();
+        let mut entries = Vec::new();
+        let mut remotes: Vec<RemoteAttach> = Vec::new();
+        let mut missing = Vec::new();
+        let now = chrono::Utc::now().format("%Y-%m-%d %H:%M:%S").to_string();
+        for t in self.registered.tables_of(source_name) {
+            let mode = t.query_mode();
+            if mode == QueryMode::Remote {
+                let connector =
+                    connectors::connector(source, &self.root).map_err(|e| e.to_string())?;
+                let remote = connector
+                    .remote(t)
+                    .map_err(|e| format!("{}: {e}", t.name))?;
+                if !remotes.iter().any(|r| r.alias == remote.attach.alias) {
+                    remotes.push(remote.attach.clone());
+                }
+                entries.push(Entry {
+                    meta: MetaRow {
+                        table_name: t.name.clone(),
+                        description: t.description.clone(),
+                        rows: None,
+                        size_bytes: None,
+                        extracted_at: None,
+                        query_mode: mode.as_str().into(),
+                    },
+                    view: ViewTarget::Remote {
+                        alias: remote.attach.alias,
+                        schema: remote.schema,
+                        table: remote.table,
+                    },
+                });
+                continue;
+            }
+            let Some(data) = dir.local_data(&t.name) else {
+                missing.push(t.name.clone());
+                continue;
+            };
+            let old = before.get(t.name.as_str());
+            let (rows, extracted_at) = match extracted.get(&t.id) {
+                Some(x) if !x.unchanged => (Some(x.rows), Some(now.clone())),
+                Some(x) => (
+                    Some(x.rows),
+                    old.and_then(|o| o.extracted_at.clone())
+                        .or(Some(now.clone())),
+                ),
+                None => (
+                    old.and_then(|o| o.rows)
+                        .or_else(|| self.previous.get(&t.id).and_then(|p| p.rows)),
+                    old.and_then(|o| o.extracted_at.clone()),
+                ),
+            };
+            entries.push(Entry {
+                meta: MetaRow {
+                    table_name: t.name.clone(),
+                    description: t.description.clone(),
+                    rows,
+                    size_bytes: Some(data.size() as i64),
+                    extracted_at,
+                    query_mode: mode.as_str().into(),
+                },
+                view: ViewTarget::Local(data),
+            });
+        }
+        let written =
+            contract::write(&dir, &entries, &remotes, &self.policy).map_err(|e| e.to_string())?;
+        let mut warnings = Vec::new();
+        if !missing.is_empty() {
+            warnings.push(format!(
+                "{source_name}: no data yet for {} (not extracted successfully so far)",
+                missing.join(", ")
+            ));
+        }
+        Ok(Done {
+            unchanged: !written,
+            rows: Some(entries.len() as i64),
+            detail: Some(format!(
+                "{} table(s){}",
+                entries.len(),
+                if written { "" } else { ", extract unchanged" }
+            )),
+            warnings,
+            ..Done::default()
+        })
+    }
+
+    fn rules(&self) -> Rules {
+        Rules {
+            policy: self.policy.clone(),
+            owners: self.owners.clone(),
+            reserved: self.registered.transforms.keys().cloned().collect(),
+        }
+    }
+
+    /// The transforms' definitions, for the analytics fingerprint.
+    fn transform_keys(&self) -> Vec<String> {
+        self.registered
+            .transforms
+            .values()
+            .map(|t| {
+                format!(
+                    "{}|{}|{}|{:?}",
+                    t.name,
+                    t.materialized().as_str(),
+                    t.sql,
+                    t.checks
+                )
+            })
+            .collect()
+    }
+
+    fn stage(&self) -> Result<Done, String> {
+        let rules = self.rules();
+        let fingerprint = orchestrator::fingerprint(&self.layout, &rules, &self.transform_keys());
+        if !self.full_refresh
+            && orchestrator::live_fingerprint(&self.layout).as_deref() == Some(fingerprint.as_str())
+        {
+            *lock(&self.publish) = Publish::UpToDate;
+            return Ok(Done {
+                unchanged: true,
+                detail: Some("analytics is up to date".into()),
+                ..Done::default()
+            });
+        }
+        let held = StateLock::acquire(
+            &self.locks_dir.join("analytics.lock"),
+            "pipeline run (publish)",
+            self.lock_timeout,
+            |h| {
+                let who = h.map_or("another process".to_string(), |h| h.to_string());
+                tracing::warn!("waiting for the analytics lock held by {who}");
+            },
+        )
+        .map_err(|e| e.to_string())?;
+        *lock(&self.analytics_lock) = Some(held);
+        let staged = orchestrator::stage(&self.layout, &rules).map_err(|e| e.to_string())?;
+        let r = &staged.report;
+        let done = Done {
+            rows: Some(r.published.len() as i64),
+            detail: Some(format!(
+                "{} table(s) from {} source(s){}",
+                r.published.len(),
+                r.sources().len(),
+                if r.skipped.is_empty() {
+                    String::new()
+                } else {
+                    format!(", {} skipped", r.skipped.len())
+                }
+            )),
+            warnings: r.skipped.iter().map(|s| s.to_string()).collect(),
+            ..Done::default()
+        };
+        *lock(&self.publish) = Publish::Staged(Box::new(staged));
+        Ok(done)
+    }
+
+    /// A connection to the staged analytics file, `Ok(None)` when the live one is up to date.
+    fn staged_connection(&self) -> Result<Option<Connection>, String> {
+        match &*lock(&self.publish) {
+            Publish::Staged(s) => s.connection().map(Some).map_err(|e| e.to_string()),
+            Publish::UpToDate => Ok(None),
+            _ => Err("analytics was not staged in this run".into()),
+        }
+    }
+
+    fn transform(&self, name: &str) -> Result<Done, String> {
+        let t = self
+            .registered
+            .transforms
+            .get(name)
+            .ok_or_else(|| format!("transform `{name}` is not registered"))?;
+        let Some(conn) = self.staged_connection()? else {
+            return Ok(Done {
+                unchanged: true,
+                detail: Some("analytics is up to date".into()),
+                ..Done::default()
+            });
+        };
+        let id = quote::ident(name).ok_or_else(|| format!("`{name}` is not a safe name"))?;
+        let sql = t.sql.trim().trim_end_matches(';');
+        let kind = match t.materialized() {
+            Materialized::Table => "TABLE",
+            Materialized::View => "VIEW",
+        };
+        conn.execute_batch(&format!("CREATE OR REPLACE {kind} {id} AS {sql}"))
+            .map_err(|e| e.to_string())?;
+        if let Err(e) = crate::checks::run(&conn, &id, &t.checks) {
+            // The failed result must not be published; the previous one is kept instead.
+            let _ = conn.execute_batch(&format!("DROP {kind} IF EXISTS {id}"));
+            return Err(e);
+        }
+        let rows: i64 = conn
+            .query_row(&format!("SELECT count(*) FROM {id}"), [], |r| r.get(0))
+            .map_err(|e| e.to_string())?;
+        Ok(Done {
+            rows: Some(rows),
+            ..Done::default()
+        })
+    }
+
+    /// Binds a metric's SQL (each grain) against the analytics schema without running it.
+    fn check(&self, id: &str) -> Result<Done, String> {
+        let m = self
+            .registered
+            .metrics
+            .get(id)
+            .ok_or_else(|| format!("metric `{id}` is not registered"))?;
+        let conn = match self.staged_connection() {
+            Ok(Some(c)) => c,
+            _ => self.live_connection()?,
+        };
+        let grains: Vec<&str> = if m.grain.is_empty() {
+            vec!["month"]
+        } else {
+            m.grain.iter().map(|g| g.as_str()).collect()
+        };
+        for grain in grains {
+            let sql = crate::spec::validate::render_metric(&m.sql, grain, m.time_column.as_deref())
+                .map_err(|e| format!("template: {e}"))?;
+            conn.prepare(sql.trim().trim_end_matches(';'))
+                .map_err(|e| {
+                    format!(
+                        "grain {grain}: {}",
+                        e.to_string().lines().next().unwrap_or("")
+                    )
+                })?;
+        }
+        Ok(Done::default())
+    }
+
+    fn live_connection(&self) -> Result<Connection, String> {
+        if !self.layout.analytics.is_file() {
+            return Err("there is no analytics.duckdb yet; run `pipeline run` first".into());
+        }
+        orchestrator::open_live(&self.layout, &self.policy)
+            .map(|(conn, _)| conn)
+            .map_err(|e| e.to_string())
+    }
+
+    /// After the DAG: swap the staged file in (keeping the previous result of transforms that
+    /// failed), or drop it when the run was stopped. Returns whether a new file was published.
+    pub fn finish(&self, cancelled: bool, failed_transforms: &[String]) -> Result<bool, String> {
+        let state = std::mem::replace(&mut *lock(&self.publish), Publish::Done);
+        let result = match state {
+            Publish::Staged(staged) if cancelled => {
+                staged.abandon();
+                Ok(false)
+            }
+            Publish::Staged(staged) => {
+                let kept = staged.keep_previous(failed_transforms);
+                let statuses: Vec<(String, String)> = self
+                    .registered
+                    .transforms
+                    .keys()
+                    .map(|n| {
+                        let s = if kept.contains(n) {
+                            "previous"
+                        } else if failed_transforms.contains(n) {
+                            "missing"
+                        } else {
+                            "ok"
+                        };
+                        (n.clone(), s.to_string())
+                    })
+                    .collect();
+                let fingerprint =
+                    orchestrator::fingerprint(&self.layout, &self.rules(), &self.transform_keys());
+                // A transform that failed makes the build incomplete: record no fingerprint, so the
+                // next run rebuilds instead of calling this file up to date.
+                let fp = if failed_transforms.is_empty() {
+                    fingerprint
+                } else {
+                    "incomplete".into()
+                };
+                staged
+                    .finish(&fp, &statuses)
+                    .map(|report| {
+                        *lock(&self.claims) =
+                            Some((report.claimed.clone(), report.released.clone()));
+                        true
+                    })
+                    .map_err(|e| e.to_string())
+            }
+            _ => Ok(false),
+        };
+        lock(&self.analytics_lock).take();
+        result
+    }
+}
+
+impl Context {
+    /// Ownership changes of the published rebuild, to record in state.
+    pub fn claims(&self) -> Claims {
+        lock(&self.claims).clone().unwrap_or_default()
+    }
+}
+
+pub fn thousands(n: i64) -> String {
+    let s = n.abs().to_string();
+    let mut out = String::new();
+    for (i, c) in s.chars().enumerate() {
+        if i > 0 && (s.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    if n < 0 {
+        format!("-{out}")
+    } else {
+        out
+    }
+}

@@ -1,0 +1,568 @@
+//! Extracting one table to Parquet, the same way for every connector: filters, full or incremental
+//! or partitioned sync, checks, and the swap into place.
+//!
+//! New data is written beside the old (`<t>.parquet.tmp`, `<t>.tmp/`), checked, made durable, and
+//! only then renamed over it: a failed, interrupted or killed extract leaves the previous Parquet
+//! whole and queryable. Incremental sync re-reads rows from the last cursor (minus `window_days`) and
+//! merges them by primary key, so re-runs never duplicate rows.
+
+use crate::checks;
+use crate::connectors::{Connector, ConnectorError, Scan, Session};
+use crate::contract::{sync_dir, ExtractDir, LocalData};
+use crate::quote;
+use crate::registered::{SourceDef, TableDef};
+use crate::spec::model::{Granularity, SyncMode};
+use duckdb::Connection;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ExtractError {
+    #[error(transparent)]
+    Connector(#[from] ConnectorError),
+    #[error("{0}")]
+    Query(String),
+    #[error("{0}; the previous data is kept")]
+    Check(String),
+    #[error("{0}: {1}")]
+    Io(PathBuf, std::io::Error),
+    #[error("{0}")]
+    Config(String),
+}
+
+/// What the last successful extract of a table recorded (sync_state).
+#[derive(Clone, Debug, Default)]
+pub struct Previous {
+    pub fingerprint: Option<String>,
+    pub last_cursor: Option<String>,
+    pub rows: Option<i64>,
+    pub size_bytes: Option<i64>,
+    pub hash: Option<String>,
+}
+
+/// The result of a successful extract task.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Extracted {
+    /// Rows in the table now.
+    pub rows: i64,
+    /// Parquet bytes now.
+    pub bytes: i64,
+    /// MD5 of the Parquet content (hex).
+    pub hash: Option<String>,
+    pub cursor: Option<String>,
+    pub fingerprint: Option<String>,
+    /// Rows read from the source this time (all of them for a full sync).
+    pub rows_read: i64,
+    /// The input had not changed: nothing was read or written.
+    pub unchanged: bool,
+}
+
+pub struct Request<'a> {
+    pub source: &'a SourceDef,
+    pub table: &'a TableDef,
+    pub connector: &'a dyn Connector,
+    pub dir: &'a ExtractDir,
+    pub previous: Option<&'a Previous>,
+    /// Re-extract even when the input looks unchanged (and ignore the incremental cursor).
+    pub full_refresh: bool,
+}
+
+static TEMP_SEQ: AtomicU64 = AtomicU64::new(0);
+
+/// Extracts `req.table` using `conn` (a connection of the run's DuckDB instance).
+pub fn extract(
+    conn: &Connection,
+    session: &Session,
+    req: &Request,
+) -> Result<Extracted, ExtractError> {
+    let t = req.table;
+    let name = quote::ident(&t.name)
+        .ok_or_else(|| ExtractError::Config(format!("`{}` is not a safe table name", t.name)))?;
+    let _ = name;
+    let partitioned = t.sync_mode() == SyncMode::Partitioned;
+    let fingerprint = req
+        .connector
+        .fingerprint(conn, t)?
+        .map(|f| crate::connectors::fingerprint_of(&[f, t.hash.clone(), req.source.hash.clone()]));
+    let existing = req.dir.local_data(&t.name);
+    let right_shape = match (&existing, partitioned) {
+        (Some(LocalData::File(_)), false) | (Some(LocalData::Partitions(_)), true) => true,
+        _ => false,
+    };
+    if let (Some(prev), Some(fp), true, false) =
+        (req.previous, &fingerprint, right_shape, req.full_refresh)
+    {
+        if prev.fingerprint.as_ref() == Some(fp) {
+            return Ok(Extracted {
+                rows: prev.rows.unwrap_or(0),
+                bytes: existing.as_ref().map_or(0, |d| d.size() as i64),
+                hash: prev.hash.clone(),
+                cursor: prev.last_cursor.clone(),
+                fingerprint,
+                rows_read: 0,
+                unchanged: true,
+            });
+        }
+    }
+
+    let scan = req.connector.scan(conn, session, t)?;
+    let q = Query { conn, scan: &scan };
+    std::fs::create_dir_all(req.dir.data()).map_err(|e| ExtractError::Io(req.dir.data(), e))?;
+    let cursor_bound = match (&t.cursor, req.previous.and_then(|p| p.last_cursor.as_ref())) {
+        (Some(c), Some(last))
+            if right_shape && !req.full_refresh && t.sync_mode() != SyncMode::Full =>
+        {
+            Some(q.cursor_bound(c, last, t.window_days)?)
+        }
+        _ => None,
+    };
+    let filters = where_clause(t, cursor_bound.as_deref())?;
+    let result = if partitioned {
+        write_partitioned(&q, req, &filters, existing.as_ref(), cursor_bound.is_some())
+    } else {
+        write_file(&q, req, &filters, existing.as_ref(), cursor_bound.is_some())
+    };
+    if scan.use_catalog.is_some() {
+        let _ = conn.execute_batch("USE memory");
+    }
+    let (rows_read, data) = result?;
+    let rows: i64 = conn
+        .query_row(&format!("SELECT count(*) FROM {}", data.scan()), [], |r| {
+            r.get(0)
+        })
+        .map_err(|e| ExtractError::Query(e.to_string()))?;
+    let cursor = match &t.cursor {
+        Some(c) => {
+            let col = quote::ident(c).ok_or_else(|| bad_column(c))?;
+            conn.query_row(
+                &format!("SELECT CAST(max({col}) AS VARCHAR) FROM {}", data.scan()),
+                [],
+                |r| r.get::<_, Option<String>>(0),
+            )
+            .map_err(|e| ExtractError::Query(e.to_string()))?
+        }
+        None => None,
+    };
+    Ok(Extracted {
+        rows,
+        bytes: data.size() as i64,
+        hash: Some(md5_of(&data)?),
+        cursor,
+        fingerprint,
+        rows_read,
+        unchanged: false,
+    })
+}
+
+fn bad_column(c: &str) -> ExtractError {
+    ExtractError::Config(format!(
+        "`{c}` is not a plain column name (letters, digits and _)"
+    ))
+}
+
+struct Query<'a> {
+    conn: &'a Connection,
+    scan: &'a Scan,
+}
+
+impl Query<'_> {
+    fn exec(&self, sql: &str) -> Result<(), ExtractError> {
+        self.with_catalog(|| self.conn.execute_batch(sql))
+    }
+
+    fn count(&self, sql: &str) -> Result<i64, ExtractError> {
+        self.with_catalog(|| self.conn.query_row(sql, [], |r| r.get::<_, i64>(0)))
+    }
+
+    fn with_catalog<T>(&self, f: impl FnOnce() -> duckdb::Result<T>) -> Result<T, ExtractError> {
+        if let Some(cat) = &self.scan.use_catalog {
+            let cat = quote::ident(cat)
+                .ok_or_else(|| ExtractError::Config(format!("bad catalog {cat}")))?;
+            self.conn
+                .execute_batch(&format!("USE {cat}"))
+                .map_err(|e| ExtractError::Query(e.to_string()))?;
+        }
+        f().map_err(|e| ExtractError::Query(clean(&e.to_string())))
+    }
+
+    /// `cursor >= <last value> [- window]`, typed like the cursor column.
+    fn cursor_bound(
+        &self,
+        cursor: &str,
+        last: &str,
+        window_days: Option<u32>,
+    ) -> Result<String, ExtractError> {
+        let col = quote::ident(cursor).ok_or_else(|| bad_column(cursor))?;
+        let ty: String = self
+            .with_catalog(|| {
+                self.conn.query_row(
+                    &format!("SELECT typeof({col}) FROM {} LIMIT 1", self.scan.relation),
+                    [],
+                    |r| r.get(0),
+                )
+            })
+            .or_else(|_| Ok::<_, ExtractError>("VARCHAR".into()))?;
+        // The type comes from DuckDB itself; keep only what a type name can hold.
+        if !ty
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || " _(),".contains(c))
+        {
+            return Err(ExtractError::Config(format!("unexpected cursor type {ty}")));
+        }
+        let temporal = ty.starts_with("DATE") || ty.starts_with("TIMESTAMP");
+        let mut bound = format!("CAST({} AS {ty})", quote::literal(last));
+        if let (true, Some(days)) = (temporal, window_days) {
+            bound = format!("({bound} - INTERVAL {days} DAY)");
+        }
+        Ok(format!("{col} >= {bound}"))
+    }
+}
+
+/// DuckDB prefixes some messages with the whole statement; keep the first lines.
+fn clean(message: &str) -> String {
+    message.lines().take(6).collect::<Vec<_>>().join("\n")
+}
+
+/// `WHERE …` from the table's filters and the incremental bound.
+fn where_clause(t: &TableDef, cursor_bound: Option<&str>) -> Result<String, ExtractError> {
+    let mut parts = Vec::new();
+    for f in &t.filters {
+        let col = quote::ident(&f.column).ok_or_else(|| bad_column(&f.column))?;
+        let values = f
+            .values
+            .iter()
+            .map(|v| {
+                quote::json_scalar(v).ok_or_else(|| {
+                    ExtractError::Config(format!(
+                        "filter on `{}`: values must be scalars",
+                        f.column
+                    ))
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let first = || {
+            values.first().cloned().ok_or_else(|| {
+                ExtractError::Config(format!("filter on `{}` has no value", f.column))
+            })
+        };
+        let op = match f.operator.as_str() {
+            "eq" => "=",
+            "ne" => "<>",
+            "gt" => ">",
+            "ge" => ">=",
+            "lt" => "<",
+            "le" => "<=",
+            "in" => {
+                parts.push(format!("{col} IN ({})", values.join(", ")));
+                continue;
+            }
+            "not_in" => {
+                parts.push(format!("{col} NOT IN ({})", values.join(", ")));
+                continue;
+            }
+            other => {
+                return Err(ExtractError::Config(format!(
+                    "unknown filter operator `{other}`"
+                )))
+            }
+        };
+        parts.push(format!("{col} {op} {}", first()?));
+    }
+    if let Some(b) = cursor_bound {
+        parts.push(b.to_string());
+    }
+    Ok(if parts.is_empty() {
+        String::new()
+    } else {
+        format!(" WHERE {}", parts.join(" AND "))
+    })
+}
+
+/// `QUALIFY` keeping one row per primary key: the one with the highest cursor.
+fn latest_per_key(t: &TableDef) -> Result<String, ExtractError> {
+    if t.primary_key.is_empty() || t.sync_mode() == SyncMode::Full {
+        return Ok(String::new());
+    }
+    let keys = t
+        .primary_key
+        .iter()
+        .map(|k| quote::ident(k).ok_or_else(|| bad_column(k)))
+        .collect::<Result<Vec<_>, _>>()?
+        .join(", ");
+    let order = match &t.cursor {
+        Some(c) => format!(
+            " ORDER BY {} DESC",
+            quote::ident(c).ok_or_else(|| bad_column(c))?
+        ),
+        None => String::new(),
+    };
+    Ok(format!(
+        " QUALIFY row_number() OVER (PARTITION BY {keys}{order}) = 1"
+    ))
+}
+
+fn tmp_sibling(path: &Path, suffix: &str) -> PathBuf {
+    let mut s = path.as_os_str().to_owned();
+    s.push(suffix);
+    PathBuf::from(s)
+}
+
+fn remove_path(p: &Path) -> Result<(), ExtractError> {
+    let r = if p.is_dir() {
+        std::fs::remove_dir_all(p)
+    } else {
+        std::fs::remove_file(p)
+    };
+    match r {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(ExtractError::Io(p.to_path_buf(), e)),
+    }
+}
+
+/// Removes `tmp` when dropped unless disarmed: a failed extract leaves no half-written file.
+struct Staged(Option<PathBuf>);
+
+impl Drop for Staged {
+    fn drop(&mut self) {
+        if let Some(p) = self.0.take() {
+            let _ = remove_path(&p);
+        }
+    }
+}
+
+fn write_file(
+    q: &Query,
+    req: &Request,
+    filters: &str,
+    existing: Option<&LocalData>,
+    incremental: bool,
+) -> Result<(i64, LocalData), ExtractError> {
+    let t = req.table;
+    let target = req.dir.parquet(&t.name);
+    let tmp = tmp_sibling(&target, ".tmp");
+    remove_path(&tmp)?;
+    let mut staged = Staged(Some(tmp.clone()));
+    let dedupe = latest_per_key(t)?;
+    let rel = &q.scan.relation;
+    let rows_read;
+    match (incremental, existing) {
+        (true, Some(old)) => {
+            let n = TEMP_SEQ.fetch_add(1, Ordering::Relaxed);
+            let new = format!("__incoming_{n}");
+            q.exec(&format!(
+                "CREATE TEMP TABLE {new} AS SELECT * FROM {rel}{filters}{dedupe}"
+            ))?;
+            let keys: Vec<String> = t
+                .primary_key
+                .iter()
+                .map(|k| quote::ident(k).ok_or_else(|| bad_column(k)))
+                .collect::<Result<_, _>>()?;
+            let matches = keys
+                .iter()
+                .map(|k| format!("n.{k} = o.{k}"))
+                .collect::<Vec<_>>()
+                .join(" AND ");
+            let kept = if keys.is_empty() {
+                format!("SELECT o.* FROM {} AS o", old.scan())
+            } else {
+                format!(
+                    "SELECT o.* FROM {} AS o WHERE NOT EXISTS (SELECT 1 FROM {new} AS n WHERE {matches})",
+                    old.scan()
+                )
+            };
+            let result = q
+                .count(&format!("SELECT count(*) FROM {new}"))
+                .and_then(|n| {
+                    q.exec(&format!(
+                        "COPY (SELECT * FROM {new} UNION ALL BY NAME {kept}) TO {} (FORMAT parquet)",
+                        quote::path(&tmp)
+                    ))
+                    .map(|_| n)
+                });
+            let _ = q
+                .conn
+                .execute_batch(&format!("DROP TABLE IF EXISTS temp.{new}"));
+            rows_read = result?;
+        }
+        _ => {
+            rows_read = q.count(&format!(
+                "COPY (SELECT * FROM {rel}{filters}{dedupe}) TO {} (FORMAT parquet)",
+                quote::path(&tmp)
+            ))?;
+        }
+    }
+    let data = LocalData::File(tmp.clone());
+    checks::run(q.conn, &data.scan(), &t.checks).map_err(ExtractError::Check)?;
+    std::fs::File::open(&tmp)
+        .and_then(|f| f.sync_all())
+        .map_err(|e| ExtractError::Io(tmp.clone(), e))?;
+    std::fs::rename(&tmp, &target).map_err(|e| ExtractError::Io(target.clone(), e))?;
+    staged.0 = None;
+    sync_dir(&target);
+    // A table that changed from partitioned to a single file leaves no stale directory behind.
+    remove_path(&req.dir.partitions(&t.name))?;
+    Ok((rows_read, LocalData::File(target)))
+}
+
+fn partition_format(g: Granularity) -> &'static str {
+    match g {
+        Granularity::Day => "%Y-%m-%d",
+        Granularity::Month => "%Y-%m",
+        Granularity::Year => "%Y",
+    }
+}
+
+fn write_partitioned(
+    q: &Query,
+    req: &Request,
+    filters: &str,
+    existing: Option<&LocalData>,
+    incremental: bool,
+) -> Result<(i64, LocalData), ExtractError> {
+    let t = req.table;
+    let by = t
+        .partition_by
+        .as_deref()
+        .ok_or_else(|| ExtractError::Config("partitioned sync needs `partition_by`".into()))?;
+    let col = quote::ident(by).ok_or_else(|| bad_column(by))?;
+    let target = req.dir.partitions(&t.name);
+    let stage = tmp_sibling(&target, ".tmp");
+    let parts = tmp_sibling(&target, ".parts");
+    remove_path(&stage)?;
+    remove_path(&parts)?;
+    let mut staged = Staged(Some(stage.clone()));
+    let _parts_guard = Staged(Some(parts.clone()));
+    let fmt = partition_format(t.granularity());
+    let dedupe = latest_per_key(t)?;
+    let rows_read = q.count(&format!(
+        "COPY (SELECT *, coalesce(strftime(CAST({col} AS TIMESTAMP), '{fmt}'), 'null') AS __partition \
+         FROM (SELECT * FROM {}{filters}{dedupe})) TO {} (FORMAT parquet, PARTITION_BY (__partition))",
+        q.scan.relation,
+        quote::path(&parts)
+    ))?;
+    std::fs::create_dir_all(&stage).map_err(|e| ExtractError::Io(stage.clone(), e))?;
+    let io = |p: &Path| {
+        let p = p.to_path_buf();
+        move |e| ExtractError::Io(p, e)
+    };
+    let mut written = std::collections::BTreeSet::new();
+    if parts.is_dir() {
+        for entry in std::fs::read_dir(&parts).map_err(io(&parts))? {
+            let entry = entry.map_err(io(&parts))?;
+            let dir_name = entry.file_name().to_string_lossy().into_owned();
+            let value: String = dir_name
+                .strip_prefix("__partition=")
+                .unwrap_or(&dir_name)
+                .chars()
+                .filter(|c| c.is_ascii_alphanumeric() || *c == '-' || *c == '_')
+                .collect();
+            let mut files: Vec<_> = std::fs::read_dir(entry.path())
+                .map_err(io(&entry.path()))?
+                .flatten()
+                .map(|e| e.path())
+                .collect();
+            files.sort();
+            for (i, f) in files.iter().enumerate() {
+                let name = if i == 0 {
+                    format!("{value}.parquet")
+                } else {
+                    format!("{value}_{i}.parquet")
+                };
+                std::fs::rename(f, stage.join(name)).map_err(io(f))?;
+            }
+            written.insert(value);
+        }
+    }
+    // An incremental run replaces only the partitions it read; the others are kept (hard links).
+    if let (true, Some(LocalData::Partitions(old))) = (incremental, existing) {
+        for entry in std::fs::read_dir(old).map_err(io(old))?.flatten() {
+            let file = entry.file_name().to_string_lossy().into_owned();
+            let value = file.trim_end_matches(".parquet");
+            let value = value.split_once('_').map_or(value, |(v, _)| v);
+            if !written.contains(value) {
+                let dest = stage.join(&file);
+                std::fs::hard_link(entry.path(), &dest)
+                    .or_else(|_| std::fs::copy(entry.path(), &dest).map(|_| ()))
+                    .map_err(io(&dest))?;
+            }
+        }
+    }
+    let data = LocalData::Partitions(stage.clone());
+    if data.size() > 0 {
+        checks::run(q.conn, &data.scan(), &t.checks).map_err(ExtractError::Check)?;
+    }
+    swap_dirs(&stage, &target)?;
+    staged.0 = Some(stage); // now holds the old data, if any
+    remove_path(&req.dir.parquet(&t.name))?;
+    Ok((rows_read, LocalData::Partitions(target)))
+}
+
+/// Puts `new` at `target` in one step: an exchange when the target exists (readers see the old or the
+/// new directory, never neither), else a rename. The old directory ends up at `new`.
+fn swap_dirs(new: &Path, target: &Path) -> Result<(), ExtractError> {
+    if target.exists() {
+        let a = std::ffi::CString::new(new.as_os_str().as_encoded_bytes())
+            .map_err(|_| ExtractError::Config("path holds a NUL byte".into()))?;
+        let b = std::ffi::CString::new(target.as_os_str().as_encoded_bytes())
+            .map_err(|_| ExtractError::Config("path holds a NUL byte".into()))?;
+        // SAFETY: two valid NUL-terminated paths; renameat2 only reads them.
+        let rc = unsafe {
+            libc::renameat2(
+                libc::AT_FDCWD,
+                a.as_ptr(),
+                libc::AT_FDCWD,
+                b.as_ptr(),
+                libc::RENAME_EXCHANGE,
+            )
+        };
+        if rc == 0 {
+            sync_dir(target);
+            return Ok(());
+        }
+        // No exchange on this file system: move the old one aside first.
+        let aside = tmp_sibling(target, ".old");
+        remove_path(&aside)?;
+        std::fs::rename(target, &aside).map_err(|e| ExtractError::Io(target.into(), e))?;
+        std::fs::rename(new, target).map_err(|e| ExtractError::Io(target.into(), e))?;
+        std::fs::rename(&aside, new).map_err(|e| ExtractError::Io(new.into(), e))?;
+    } else {
+        std::fs::rename(new, target).map_err(|e| ExtractError::Io(target.into(), e))?;
+    }
+    sync_dir(target);
+    Ok(())
+}
+
+/// MD5 of the Parquet bytes (sync_state.hash): the content, in file-name order for directories.
+fn md5_of(data: &LocalData) -> Result<String, ExtractError> {
+    use md5::{Digest, Md5};
+    let mut h = Md5::new();
+    let files = match data {
+        LocalData::File(f) => vec![f.clone()],
+        LocalData::Partitions(d) => {
+            let mut v: Vec<_> = std::fs::read_dir(d)
+                .map_err(|e| ExtractError::Io(d.clone(), e))?
+                .flatten()
+                .map(|e| e.path())
+                .filter(|p| p.extension().is_some_and(|x| x == "parquet"))
+                .collect();
+            v.sort();
+            v
+        }
+    };
+    let mut buf = vec![0u8; 1 << 20];
+    for f in files {
+        let mut file = std::fs::File::open(&f).map_err(|e| ExtractError::Io(f.clone(), e))?;
+        loop {
+            let n = file
+                .read(&mut buf)
+                .map_err(|e| ExtractError::Io(f.clone(), e))?;
+            if n == 0 {
+                break;
+            }
+            h.update(&buf[..n]);
+        }
+    }
+    Ok(h.finalize().iter().map(|b| format!("{b:02x}")).collect())
+}

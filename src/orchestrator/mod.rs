@@ -1,0 +1,693 @@
+//! The rebuild of `analytics.duckdb` from every extract (DESIGN.md §5).
+//!
+//! [`stage`] builds a new file beside the live one: it attaches each `extracts/*/extract.duckdb`
+//! read-only (ours, or any tool's that writes the contract), re-attaches the remote databases its
+//! `_remote_attach` rows name when the instance allows them, and creates one view per `_meta` row —
+//! straight over the Parquet for local tables, so a plain `duckdb analytics.duckdb` session can query
+//! them. Every name is checked before it reaches SQL; a broken extract, an unsafe name, a view
+//! another source owns, or a remote that may not be attached is reported and skipped while the rest
+//! publishes. Transforms then build in the staged file ([`Staged::connection`]), and
+//! [`Staged::finish`] checkpoints it and renames it over the live file: readers holding the old file
+//! keep it, new readers get the new one, nobody sees half a rebuild. [`rebuild_source`] refreshes one
+//! source's views the same way without touching the others'.
+
+pub mod attach;
+
+use crate::contract::{self, remote, ContractError, ExtractDir, MetaRow, RemotePolicy};
+use crate::quote;
+use duckdb::Connection;
+use serde::Serialize;
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+
+/// Schema in analytics.duckdb holding what was published (analysts' `SHOW TABLES` stays clean).
+pub const META_SCHEMA: &str = "_pipeline";
+
+#[derive(Debug, thiserror::Error)]
+pub enum OrchestratorError {
+    #[error("analytics database {path}: {message}")]
+    Db { path: PathBuf, message: String },
+    #[error(transparent)]
+    Contract(#[from] ContractError),
+    #[error("{0}: {1}")]
+    Io(PathBuf, std::io::Error),
+}
+
+/// Where the live analytics file is, and what rebuild reads.
+#[derive(Clone, Debug)]
+pub struct Layout {
+    /// Absolute `data/extracts`.
+    pub extracts: PathBuf,
+    /// Absolute `data/analytics/analytics.duckdb`.
+    pub analytics: PathBuf,
+}
+
+impl Layout {
+    pub fn staging(&self) -> PathBuf {
+        self.analytics.with_extension("duckdb.tmp")
+    }
+}
+
+/// Inputs of a rebuild besides the files.
+#[derive(Clone, Debug, Default)]
+pub struct Rules {
+    pub policy: RemotePolicy,
+    /// View name → owning source, as recorded in state.
+    pub owners: BTreeMap<String, String>,
+    /// Names taken by transforms: no source may publish them.
+    pub reserved: BTreeSet<String>,
+}
+
+/// A published table.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Published {
+    pub name: String,
+    pub source: String,
+    pub query_mode: String,
+    pub description: Option<String>,
+    pub rows: Option<i64>,
+    pub size_bytes: Option<i64>,
+    pub extracted_at: Option<String>,
+    /// The view reads through the attached extract (remote tables, or data kept inside the extract
+    /// file): queries need the attachments `pipeline query` makes.
+    pub needs_attach: bool,
+}
+
+/// Something that was not published, and why.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Skipped {
+    pub source: String,
+    pub table: Option<String>,
+    pub reason: String,
+}
+
+impl std::fmt::Display for Skipped {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.table {
+            Some(t) => write!(f, "{}.{t}: {}", self.source, self.reason),
+            None => write!(f, "extract {}: {}", self.source, self.reason),
+        }
+    }
+}
+
+/// What a rebuild published and skipped, and the ownership changes to record.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct Report {
+    pub published: Vec<Published>,
+    pub skipped: Vec<Skipped>,
+    /// New first-come claims (view → source).
+    pub claimed: BTreeMap<String, String>,
+    /// Claims whose owner no longer publishes the view (its extract is readable without it, or gone).
+    pub released: Vec<String>,
+    /// Attachments queries need: extract catalogs and remote databases.
+    pub attachments: Vec<attach::Attachment>,
+}
+
+impl Report {
+    pub fn sources(&self) -> BTreeSet<&str> {
+        self.published.iter().map(|p| p.source.as_str()).collect()
+    }
+}
+
+fn db_err(path: &Path) -> impl Fn(duckdb::Error) -> OrchestratorError + '_ {
+    move |e| OrchestratorError::Db {
+        path: path.to_path_buf(),
+        message: e.to_string(),
+    }
+}
+
+/// A new analytics file being built; nothing is visible until [`Staged::finish`].
+pub struct Staged {
+    conn: Connection,
+    layout: Layout,
+    pub report: Report,
+}
+
+/// Source directories under `extracts`, sorted; unsafe names are reported in `skipped`.
+fn extract_dirs(extracts: &Path, skipped: &mut Vec<Skipped>) -> Vec<ExtractDir> {
+    let mut names: Vec<String> = std::fs::read_dir(extracts)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter(|e| e.path().is_dir())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    let mut out = Vec::new();
+    for name in names {
+        match ExtractDir::new(extracts, &name) {
+            Some(d) => out.push(d),
+            None => skipped.push(Skipped {
+                source: name.escape_debug().to_string(),
+                table: None,
+                reason: "the directory name is not a safe identifier ([A-Za-z_][A-Za-z0-9_]*, at most 64); ignored".into(),
+            }),
+        }
+    }
+    out
+}
+
+/// Builds a new analytics file from every extract (views only; transforms come after).
+pub fn stage(layout: &Layout, rules: &Rules) -> Result<Staged, OrchestratorError> {
+    let tmp = layout.staging();
+    if let Some(dir) = tmp.parent() {
+        std::fs::create_dir_all(dir).map_err(|e| OrchestratorError::Io(dir.into(), e))?;
+    }
+    contract::remove_db_files(&tmp)?;
+    let conn = Connection::open(&tmp).map_err(db_err(&tmp))?;
+    conn.execute_batch(&format!(
+        "SET TimeZone = 'UTC'; CREATE SCHEMA {META_SCHEMA};"
+    ))
+    .map_err(db_err(&tmp))?;
+    let mut report = Report::default();
+    let dirs = extract_dirs(&layout.extracts, &mut report.skipped);
+    let catalogs: BTreeSet<String> = dirs.iter().map(|d| d.source.clone()).collect();
+    let mut taken: BTreeMap<String, String> = rules.owners.clone();
+    for dir in &dirs {
+        add_source(&conn, dir, rules, &catalogs, &mut taken, &mut report);
+    }
+    // Claims of sources whose directory is gone are released; an unreadable extract keeps its own.
+    for (view, owner) in &rules.owners {
+        if !catalogs.contains(owner) {
+            report.released.push(view.clone());
+        }
+    }
+    Ok(Staged {
+        conn,
+        layout: layout.clone(),
+        report,
+    })
+}
+
+/// Attaches one extract and creates its views; problems go to `report.skipped`.
+fn add_source(
+    conn: &Connection,
+    dir: &ExtractDir,
+    rules: &Rules,
+    catalogs: &BTreeSet<String>,
+    taken: &mut BTreeMap<String, String>,
+    report: &mut Report,
+) {
+    let source = dir.source.clone();
+    let skip = |report: &mut Report, table: Option<&str>, reason: String| {
+        tracing::warn!(source = %source, table = table.unwrap_or(""), "{reason}");
+        report.skipped.push(Skipped {
+            source: source.clone(),
+            table: table.map(String::from),
+            reason,
+        });
+    };
+    let path = dir.db();
+    if !path.is_file() {
+        skip(report, None, "no extract.duckdb in this directory".into());
+        return;
+    }
+    let cat = quote::ident(&source).expect("ExtractDir names are identifiers");
+    if let Err(e) = conn.execute_batch(&format!(
+        "ATTACH {} AS {cat} (READ_ONLY)",
+        quote::path(&path)
+    )) {
+        skip(
+            report,
+            None,
+            format!(
+                "not a readable DuckDB database ({}); skipped",
+                first_line(&e.to_string())
+            ),
+        );
+        return;
+    }
+    let contents = match contract::read(conn, &source, &path) {
+        Ok(c) => c,
+        Err(e) => {
+            skip(report, None, format!("{e}; skipped"));
+            let _ = conn.execute_batch(&format!("DETACH {cat}"));
+            return;
+        }
+    };
+    // The extract is readable: what it no longer lists, it no longer owns.
+    let listed: BTreeSet<&str> = contents
+        .meta
+        .iter()
+        .map(|m| m.table_name.as_str())
+        .collect();
+    for (view, owner) in &rules.owners {
+        if owner == &source && !listed.contains(view.as_str()) {
+            report.released.push(view.clone());
+        }
+    }
+
+    let mut refused: Vec<String> = Vec::new();
+    let mut remote_ok = Vec::new();
+    for row in &contents.remote {
+        let clash = catalogs.contains(&row.alias)
+            || report.attachments.iter().any(|a| a.alias == row.alias);
+        let result = if clash {
+            Err(format!(
+                "alias `{}` is already in use by another source or extract",
+                row.alias
+            ))
+        } else {
+            remote::attach(conn, row, &rules.policy).map_err(|r| r.to_string())
+        };
+        match result {
+            Ok(()) => remote_ok.push(row.clone()),
+            Err(reason) => {
+                let msg = format!("remote attachment `{}` skipped: {reason}", row.alias);
+                skip(report, None, msg.clone());
+                refused.push(msg);
+            }
+        }
+    }
+
+    let mut uses_catalog = false;
+    for meta in &contents.meta {
+        let name = &meta.table_name;
+        let Some(view) = quote::ident(name) else {
+            skip(
+                report,
+                Some(&name.escape_debug().to_string()),
+                "the table name is not a safe identifier; refused".into(),
+            );
+            continue;
+        };
+        if rules.reserved.contains(name) {
+            skip(
+                report,
+                Some(name),
+                format!("`{name}` is the name of a transform; refused"),
+            );
+            continue;
+        }
+        if let Some(owner) = taken.get(name) {
+            if owner != &source {
+                skip(
+                    report,
+                    Some(name),
+                    format!(
+                        "view `{name}` belongs to source `{owner}` (first come); refused. Rename the \
+                         table in one of the sources"
+                    ),
+                );
+                continue;
+            }
+        }
+        let local = match meta.query_mode.as_str() {
+            "local" | "materialized" => dir.local_data(name),
+            "remote" => None,
+            other => {
+                skip(
+                    report,
+                    Some(name),
+                    format!("unknown query_mode `{other}`; skipped"),
+                );
+                continue;
+            }
+        };
+        let (select, needs_attach) = match &local {
+            Some(data) => (format!("SELECT * FROM {}", data.scan()), false),
+            None => {
+                if !has_relation(conn, &source, name) {
+                    let why = if meta.is_remote() {
+                        format!("_meta lists remote table `{name}` but the extract has no view of that name")
+                    } else {
+                        format!(
+                            "_meta lists `{name}` but there is no data/{name}.parquet, no data/{name}/ \
+                             and no view or table of that name in the extract"
+                        )
+                    };
+                    skip(report, Some(name), format!("{why}; skipped"));
+                    continue;
+                }
+                (format!("SELECT * FROM {cat}.main.{view}"), true)
+            }
+        };
+        if let Err(e) = conn.execute_batch(&format!("CREATE VIEW {view} AS {select}")) {
+            let mut reason = format!("its view does not bind: {}", first_line(&e.to_string()));
+            if !refused.is_empty() {
+                reason.push_str(&format!(" ({})", refused.join("; ")));
+            }
+            skip(report, Some(name), format!("{reason}; skipped"));
+            continue;
+        }
+        uses_catalog |= needs_attach;
+        if !rules.owners.contains_key(name) {
+            report.claimed.insert(name.clone(), source.clone());
+        }
+        taken.insert(name.clone(), source.clone());
+        report
+            .published
+            .push(published(meta, &source, needs_attach));
+    }
+    if uses_catalog {
+        report
+            .attachments
+            .push(attach::Attachment::extract(&source, &path));
+        for r in remote_ok {
+            report
+                .attachments
+                .push(attach::Attachment::remote(&source, &r));
+        }
+    } else {
+        let _ = conn.execute_batch(&format!("DETACH {cat}"));
+        for r in remote_ok {
+            let _ = conn.execute_batch(&format!(
+                "DETACH {}",
+                quote::ident(&r.alias).expect("checked")
+            ));
+        }
+    }
+}
+
+fn published(meta: &MetaRow, source: &str, needs_attach: bool) -> Published {
+    Published {
+        name: meta.table_name.clone(),
+        source: source.to_string(),
+        query_mode: meta.query_mode.clone(),
+        description: meta.description.clone(),
+        rows: meta.rows,
+        size_bytes: meta.size_bytes,
+        extracted_at: meta.extracted_at.clone(),
+        needs_attach,
+    }
+}
+
+fn has_relation(conn: &Connection, catalog: &str, name: &str) -> bool {
+    conn.query_row(
+        "SELECT count(*) FROM (SELECT table_name AS n FROM duckdb_tables() WHERE database_name = ? \
+         AND schema_name = 'main' UNION ALL SELECT view_name FROM duckdb_views() \
+         WHERE database_name = ? AND schema_name = 'main') WHERE n = ?",
+        duckdb::params![catalog, catalog, name],
+        |r| r.get::<_, i64>(0),
+    )
+    .is_ok_and(|n| n > 0)
+}
+
+fn first_line(s: &str) -> String {
+    s.lines().next().unwrap_or(s).to_string()
+}
+
+impl Staged {
+    /// A connection to the staged file, for transforms and checks.
+    pub fn connection(&self) -> Result<Connection, OrchestratorError> {
+        self.conn
+            .try_clone()
+            .map_err(db_err(&self.layout.staging()))
+    }
+
+    /// Copies tables (failed transforms' previous results) from the live file, where they exist.
+    /// Returns the names copied.
+    pub fn keep_previous(&self, names: &[String]) -> Vec<String> {
+        let live = &self.layout.analytics;
+        if names.is_empty() || !live.is_file() {
+            return Vec::new();
+        }
+        if self
+            .conn
+            .execute_batch(&format!(
+                "ATTACH {} AS previous (READ_ONLY)",
+                quote::path(live)
+            ))
+            .is_err()
+        {
+            return Vec::new();
+        }
+        let mut kept = Vec::new();
+        for n in names {
+            let Some(id) = quote::ident(n) else { continue };
+            let exists = self
+                .conn
+                .query_row(
+                    "SELECT count(*) FROM duckdb_tables() WHERE database_name = 'previous' AND schema_name = 'main' AND table_name = ?",
+                    [n],
+                    |r| r.get::<_, i64>(0),
+                )
+                .is_ok_and(|c| c > 0);
+            if exists
+                && self
+                    .conn
+                    .execute_batch(&format!(
+                        "CREATE OR REPLACE TABLE {id} AS FROM previous.main.{id}"
+                    ))
+                    .is_ok()
+            {
+                kept.push(n.clone());
+            }
+        }
+        let _ = self.conn.execute_batch("DETACH previous");
+        kept
+    }
+
+    /// Records what was published inside the file, checkpoints it and swaps it over the live one.
+    pub fn finish(
+        self,
+        fingerprint: &str,
+        transforms: &[(String, String)],
+    ) -> Result<Report, OrchestratorError> {
+        let tmp = self.layout.staging();
+        let err = db_err(&tmp);
+        write_meta(&self.conn, &self.report, fingerprint, transforms).map_err(&err)?;
+        self.conn.execute_batch("CHECKPOINT").map_err(&err)?;
+        let Staged {
+            conn,
+            layout,
+            report,
+        } = self;
+        conn.close().map_err(|(_, e)| db_err(&tmp)(e))?;
+        contract::replace_db_file(&tmp, &layout.analytics)?;
+        Ok(report)
+    }
+
+    /// Drops the staged file: nothing is published.
+    pub fn abandon(self) {
+        let tmp = self.layout.staging();
+        drop(self.conn);
+        let _ = contract::remove_db_files(&tmp);
+    }
+}
+
+fn write_meta(
+    conn: &Connection,
+    report: &Report,
+    fingerprint: &str,
+    transforms: &[(String, String)],
+) -> duckdb::Result<()> {
+    let s = META_SCHEMA;
+    conn.execute_batch(&format!(
+        "BEGIN;
+         CREATE TABLE {s}.tables (name VARCHAR PRIMARY KEY, source VARCHAR, query_mode VARCHAR,
+             description VARCHAR, rows BIGINT, size_bytes BIGINT, extracted_at TIMESTAMP, needs_attach BOOLEAN);
+         CREATE TABLE {s}.transforms (name VARCHAR PRIMARY KEY, status VARCHAR);
+         CREATE TABLE {s}.info (key VARCHAR PRIMARY KEY, value VARCHAR);"
+    ))?;
+    attach::create_table(conn)?;
+    {
+        let mut ins = conn.prepare(&format!(
+            "INSERT INTO {s}.tables VALUES (?, ?, ?, ?, ?, ?, CAST(? AS TIMESTAMP), ?)"
+        ))?;
+        for p in &report.published {
+            ins.execute(duckdb::params![
+                p.name,
+                p.source,
+                p.query_mode,
+                p.description,
+                p.rows,
+                p.size_bytes,
+                p.extracted_at,
+                p.needs_attach
+            ])?;
+        }
+        let mut ins = conn.prepare(&format!("INSERT INTO {s}.transforms VALUES (?, ?)"))?;
+        for (name, status) in transforms {
+            ins.execute([name, status])?;
+        }
+        for a in &report.attachments {
+            attach::insert(conn, a)?;
+        }
+        let mut ins = conn.prepare(&format!("INSERT INTO {s}.info VALUES (?, ?)"))?;
+        let now = chrono::Utc::now().format("%Y-%m-%d %H:%M:%S").to_string();
+        for (k, v) in [
+            ("built_at", now.as_str()),
+            ("fingerprint", fingerprint),
+            ("pipeline_version", env!("CARGO_PKG_VERSION")),
+        ] {
+            ins.execute([k, v])?;
+        }
+    }
+    conn.execute_batch("COMMIT")
+}
+
+/// A session on the live analytics file, read-only, with the attachments its views need. Returns
+/// the connection and the attachments that could not be made (their views fail; the rest work).
+pub fn open_live(
+    layout: &Layout,
+    policy: &RemotePolicy,
+) -> Result<(Connection, Vec<String>), OrchestratorError> {
+    let path = &layout.analytics;
+    let err = db_err(path);
+    let conn = Connection::open_in_memory().map_err(&err)?;
+    conn.execute_batch(&format!(
+        "SET TimeZone = 'UTC'; ATTACH {} AS analytics (READ_ONLY); USE analytics;",
+        quote::path(path)
+    ))
+    .map_err(&err)?;
+    let list = attach::read(&conn, Some("analytics")).map_err(&err)?;
+    let problems = attach::attach_all(&conn, &list, policy);
+    Ok((conn, problems))
+}
+
+/// The fingerprint recorded in the live analytics file, if any (to skip a rebuild that would change
+/// nothing).
+pub fn live_fingerprint(layout: &Layout) -> Option<String> {
+    if !layout.analytics.is_file() {
+        return None;
+    }
+    let conn = Connection::open_in_memory().ok()?;
+    conn.execute_batch(&format!(
+        "ATTACH {} AS live (READ_ONLY)",
+        quote::path(&layout.analytics)
+    ))
+    .ok()?;
+    conn.query_row(
+        &format!("SELECT value FROM live.{META_SCHEMA}.info WHERE key = 'fingerprint'"),
+        [],
+        |r| r.get(0),
+    )
+    .ok()
+}
+
+/// What a rebuild would read, summarised: each extract file's size and modification time, the
+/// transforms and the rules. Equal fingerprints mean a rebuild would produce the same file.
+pub fn fingerprint(layout: &Layout, rules: &Rules, transforms: &[String]) -> String {
+    let mut parts = Vec::new();
+    let mut ignored = Vec::new();
+    for dir in extract_dirs(&layout.extracts, &mut ignored) {
+        let stamp = crate::connectors::file_stamp(&dir.db()).unwrap_or_else(|_| "missing".into());
+        parts.push(format!("{}={stamp}", dir.source));
+    }
+    // Ownership is not part of it: a claim only changes when an extract (part of it) changes.
+    parts.push(format!(
+        "{:?}/{:?}",
+        rules.policy.extensions, rules.policy.token_envs
+    ));
+    parts.extend(transforms.iter().cloned());
+    crate::connectors::fingerprint_of(&parts)
+}
+
+/// Refreshes one source's views in the live analytics file without touching the others': a copy of
+/// the live file gets that source's views dropped and re-created, then replaces the live file.
+pub fn rebuild_source(
+    layout: &Layout,
+    rules: &Rules,
+    source: &str,
+) -> Result<Report, OrchestratorError> {
+    let Some(dir) = ExtractDir::new(&layout.extracts, source) else {
+        return Ok(Report {
+            skipped: vec![Skipped {
+                source: source.escape_debug().to_string(),
+                table: None,
+                reason: "not a safe source name; refused".into(),
+            }],
+            ..Report::default()
+        });
+    };
+    let tmp = layout.staging();
+    contract::remove_db_files(&tmp)?;
+    if layout.analytics.is_file() {
+        std::fs::copy(&layout.analytics, &tmp)
+            .map_err(|e| OrchestratorError::Io(tmp.clone(), e))?;
+    }
+    let err = db_err(&tmp);
+    let conn = Connection::open(&tmp).map_err(&err)?;
+    conn.execute_batch(&format!(
+        "SET TimeZone = 'UTC'; CREATE SCHEMA IF NOT EXISTS {META_SCHEMA};"
+    ))
+    .map_err(&err)?;
+    let s = META_SCHEMA;
+    let had_meta = conn
+        .query_row(
+            &format!("SELECT count(*) FROM duckdb_tables() WHERE schema_name = '{s}' AND table_name = 'tables'"),
+            [],
+            |r| r.get::<_, i64>(0),
+        )
+        .map_err(&err)?
+        > 0;
+    // The other sources' rows stay as they are; this source's are replaced.
+    let mut report = Report::default();
+    let mut kept = Report::default();
+    if had_meta {
+        let mut stmt = conn
+            .prepare(&format!(
+                "SELECT name, source, query_mode, description, rows, size_bytes, CAST(extracted_at AS VARCHAR), needs_attach FROM {s}.tables"
+            ))
+            .map_err(&err)?;
+        let rows = stmt
+            .query_map([], |r| {
+                Ok(Published {
+                    name: r.get(0)?,
+                    source: r.get(1)?,
+                    query_mode: r.get(2)?,
+                    description: r.get(3)?,
+                    rows: r.get(4)?,
+                    size_bytes: r.get(5)?,
+                    extracted_at: r.get(6)?,
+                    needs_attach: r.get(7)?,
+                })
+            })
+            .and_then(|r| r.collect::<Result<Vec<_>, _>>())
+            .map_err(&err)?;
+        for p in rows {
+            if p.source == source {
+                if let Some(v) = quote::ident(&p.name) {
+                    conn.execute_batch(&format!("DROP VIEW IF EXISTS {v}"))
+                        .map_err(&err)?;
+                }
+            } else {
+                kept.published.push(p);
+            }
+        }
+        kept.attachments = attach::read(&conn, None)
+            .map_err(&err)?
+            .into_iter()
+            .filter(|a| a.source != source)
+            .collect();
+        let info: Vec<(String, String)> = conn
+            .prepare(&format!("SELECT name, status FROM {s}.transforms"))
+            .and_then(|mut st| {
+                st.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+                    .and_then(|r| r.collect::<Result<Vec<_>, _>>())
+            })
+            .map_err(&err)?;
+        conn.execute_batch(&format!(
+            "DROP TABLE {s}.tables; DROP TABLE {s}.transforms; DROP TABLE {s}.info; DROP TABLE IF EXISTS {s}.attachments;"
+        ))
+        .map_err(&err)?;
+        // Catalogs the kept views read must be attached for the new views to bind beside them.
+        let catalogs: BTreeSet<String> = std::iter::once(source.to_string())
+            .chain(
+                extract_dirs(&layout.extracts, &mut Vec::new())
+                    .into_iter()
+                    .map(|d| d.source),
+            )
+            .collect();
+        let mut taken = rules.owners.clone();
+        for p in &kept.published {
+            taken.insert(p.name.clone(), p.source.clone());
+        }
+        add_source(&conn, &dir, rules, &catalogs, &mut taken, &mut report);
+        let mut all = kept;
+        all.published.extend(report.published.iter().cloned());
+        all.attachments.extend(report.attachments.iter().cloned());
+        all.skipped = report.skipped.clone();
+        write_meta(&conn, &all, "partial", &info).map_err(&err)?;
+    } else {
+        let mut taken = rules.owners.clone();
+        let catalogs = BTreeSet::from([source.to_string()]);
+        add_source(&conn, &dir, rules, &catalogs, &mut taken, &mut report);
+        write_meta(&conn, &report, "partial", &[]).map_err(&err)?;
+    }
+    conn.execute_batch("CHECKPOINT").map_err(&err)?;
+    conn.close().map_err(|(_, e)| db_err(&tmp)(e))?;
+    contract::replace_db_file(&tmp, &layout.analytics)?;
+    Ok(report)
+}
