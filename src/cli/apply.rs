@@ -112,7 +112,6 @@ pub fn run(dir: &Path, args: Args, quiet: bool) -> Result<ExitCode> {
     };
     let mut out = anstream::stdout().lock();
     if !plan.has_changes() {
-        drop(lock);
         let pending =
             crate::state::sync::read_before(&state::open_for_reading(&desired.data.state_db())?)?
                 .pending;
@@ -124,7 +123,10 @@ pub fn run(dir: &Path, args: Args, quiet: bool) -> Result<ExitCode> {
                     pending.len()
                 );
             }
-            return run_tasks(dir, &desired, Vec::new(), &args, quiet);
+            // Still under the state lock: one apply at a time, tasks included (as Terraform does).
+            let code = run_tasks(dir, &desired, Vec::new(), &args, quiet);
+            drop(lock);
+            return code;
         }
         match args.format {
             Format::Json => writeln!(
@@ -151,7 +153,6 @@ pub fn run(dir: &Path, args: Args, quiet: bool) -> Result<ExitCode> {
     let mut conn = state::open(&desired.data.state_db())?;
     let applied = state::registry::apply(&mut conn, &plan, &who)?;
     drop(conn);
-    drop(lock);
 
     let purged = if args.purge {
         purge(&desired.data, &plan)?
@@ -203,7 +204,10 @@ pub fn run(dir: &Path, args: Args, quiet: bool) -> Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
     drop(out);
-    run_tasks(dir, &desired, plan.tasks.clone(), &args, quiet)
+    // The state lock is held until the tasks are done: another apply waits for this one as a whole.
+    let code = run_tasks(dir, &desired, plan.tasks.clone(), &args, quiet);
+    drop(lock);
+    code
 }
 
 /// Runs the applied plan's tasks together with any left pending by an earlier apply.

@@ -76,7 +76,12 @@ impl Instance {
             dir: tempfile::tempdir().expect("temp dir"),
             fmt,
         };
-        std::fs::create_dir_all(inst.path().join("files")).unwrap();
+        // Real data behind the two tables: apply extracts them.
+        inst.write(
+            "files/orders.csv",
+            "order_id,customer_id,amount,updated_at\n1,10,5.5,2026-01-01 10:00:00\n2,11,7.25,2026-01-02 11:00:00\n3,10,1.0,2026-01-03 12:00:00\n",
+        );
+        inst.write("files/customers.csv", "customer_id,name\n10,Ann\n11,Bo\n");
         let base = match fmt {
             Fmt::Yaml => BASE_YAML,
             Fmt::Toml => BASE_TOML,
