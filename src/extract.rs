@@ -86,10 +86,10 @@ pub fn extract(
         .fingerprint(conn, t)?
         .map(|f| crate::connectors::fingerprint_of(&[f, t.hash.clone(), req.source.hash.clone()]));
     let existing = req.dir.local_data(&t.name);
-    let right_shape = match (&existing, partitioned) {
-        (Some(LocalData::File(_)), false) | (Some(LocalData::Partitions(_)), true) => true,
-        _ => false,
-    };
+    let right_shape = matches!(
+        (&existing, partitioned),
+        (Some(LocalData::File(_)), false) | (Some(LocalData::Partitions(_)), true)
+    );
     if let (Some(prev), Some(fp), true, false) =
         (req.previous, &fingerprint, right_shape, req.full_refresh)
     {
@@ -346,8 +346,7 @@ fn write_file(
     let mut staged = Staged(Some(tmp.clone()));
     let dedupe = latest_per_key(t)?;
     let rel = &q.scan.relation;
-    let rows_read;
-    match (incremental, existing) {
+    let rows_read = match (incremental, existing) {
         (true, Some(old)) => {
             let n = TEMP_SEQ.fetch_add(1, Ordering::Relaxed);
             let new = format!("__incoming_{n}");
@@ -384,15 +383,13 @@ fn write_file(
             let _ = q
                 .conn
                 .execute_batch(&format!("DROP TABLE IF EXISTS temp.{new}"));
-            rows_read = result?;
+            result?
         }
-        _ => {
-            rows_read = q.count(&format!(
-                "COPY (SELECT * FROM {rel}{filters}{dedupe}) TO {} (FORMAT parquet)",
-                quote::path(&tmp)
-            ))?;
-        }
-    }
+        _ => q.count(&format!(
+            "COPY (SELECT * FROM {rel}{filters}{dedupe}) TO {} (FORMAT parquet)",
+            quote::path(&tmp)
+        ))?,
+    };
     let data = LocalData::File(tmp.clone());
     checks::run(q.conn, &data.scan(), &t.checks).map_err(ExtractError::Check)?;
     std::fs::File::open(&tmp)

@@ -98,7 +98,7 @@ pub fn run(dir: &Path, args: Args, quiet: bool) -> Result<ExitCode> {
         lock_timeout: args.lock_timeout,
     };
     let outcome = execute(&inst, reg, tasks, &opts, args.format, quiet)?;
-    Ok(report(&outcome, args.format, quiet, dir)?)
+    report(&outcome, args.format, quiet, dir)
 }
 
 /// Runs `tasks` with the progress display of `format`.

@@ -64,7 +64,8 @@ impl RemotePolicy {
         }
         let ext = row.extension.as_str();
         let native = ext.is_empty() || ext.eq_ignore_ascii_case(NATIVE);
-        if !native && !(names::is_identifier(ext) && self.extensions.iter().any(|e| e == ext)) {
+        let allowed = names::is_identifier(ext) && self.extensions.iter().any(|e| e == ext);
+        if !native && !allowed {
             return Err(Refusal::Extension(ext.to_string()));
         }
         if row.url.trim().is_empty() {

@@ -182,19 +182,18 @@ pub fn record(conn: &mut Connection, run: &RunRecord) -> StateResult<()> {
                 continue;
             }
             match (&t.extracted, t.status.as_str()) {
+                // An unchanged table keeps its last_sync: nothing new arrived.
+                (Some(x), _) if x.unchanged => {}
                 (Some(x), _) => {
-                    // An unchanged table keeps its last_sync: nothing new arrived.
-                    if !x.unchanged {
-                        ok_state.execute(params![
-                            t.target,
-                            t.finished_at,
-                            x.cursor,
-                            x.rows,
-                            x.bytes,
-                            x.hash,
-                            x.fingerprint
-                        ])?;
-                    }
+                    ok_state.execute(params![
+                        t.target,
+                        t.finished_at,
+                        x.cursor,
+                        x.rows,
+                        x.bytes,
+                        x.hash,
+                        x.fingerprint
+                    ])?;
                 }
                 (None, "ok") => {
                     ok_state.execute(params![

@@ -199,3 +199,31 @@ pub fn errors(report: &Value) -> Vec<&Value> {
         .map(|a| a.iter().filter(|d| d["severity"] == "error").collect())
         .unwrap_or_default()
 }
+
+impl Instance {
+    /// An instance made only of `files` (path relative to the root, text): no base specs.
+    pub fn from_files(files: &[(&str, &str)]) -> Self {
+        let inst = Instance {
+            dir: tempfile::tempdir().expect("temp dir"),
+            fmt: Fmt::Yaml,
+        };
+        for (rel, text) in files {
+            inst.write(rel, text);
+        }
+        inst
+    }
+
+    pub fn analytics_path(&self) -> PathBuf {
+        self.path().join("data/analytics/analytics.duckdb")
+    }
+
+    /// analytics.duckdb opened read-only with no setup, like `duckdb -readonly` (drop it before
+    /// running commands that publish).
+    pub fn analytics(&self) -> duckdb::Connection {
+        let config = duckdb::Config::default()
+            .access_mode(duckdb::AccessMode::ReadOnly)
+            .unwrap();
+        duckdb::Connection::open_with_flags(self.analytics_path(), config)
+            .expect("analytics opens")
+    }
+}
