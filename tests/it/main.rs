@@ -5,5 +5,6 @@ mod common;
 
 mod cli;
 mod demo;
+mod engine;
 mod plan_apply;
 mod validate;
