@@ -302,6 +302,54 @@ fn latest_per_key(t: &TableDef) -> Result<String, ExtractError> {
     ))
 }
 
+/// Loads the rows read from the source into a temp table, runs `write` with its name, drops it.
+/// Returns how many rows were read.
+fn with_incoming(
+    q: &Query,
+    select: &str,
+    write: impl FnOnce(&str) -> Result<(), ExtractError>,
+) -> Result<i64, ExtractError> {
+    let new = format!("__incoming_{}", TEMP_SEQ.fetch_add(1, Ordering::Relaxed));
+    q.exec(&format!("CREATE TEMP TABLE {new} AS {select}"))?;
+    let result = q
+        .count(&format!("SELECT count(*) FROM {new}"))
+        .and_then(|n| write(&new).map(|_| n));
+    let _ = q
+        .conn
+        .execute_batch(&format!("DROP TABLE IF EXISTS temp.{new}"));
+    result
+}
+
+/// The previous rows (`old`, a scan) that the incoming rows in table `new` do not replace: those
+/// whose primary key is not among them (all of them without a key), and matching `and_where`.
+fn kept_rows(t: &TableDef, old: &str, new: &str, and_where: &str) -> Result<String, ExtractError> {
+    let keys: Vec<String> = t
+        .primary_key
+        .iter()
+        .map(|k| quote::ident(k).ok_or_else(|| bad_column(k)))
+        .collect::<Result<_, _>>()?;
+    let mut conditions = Vec::new();
+    if !keys.is_empty() {
+        let matches = keys
+            .iter()
+            .map(|k| format!("n.{k} = o.{k}"))
+            .collect::<Vec<_>>()
+            .join(" AND ");
+        conditions.push(format!(
+            "NOT EXISTS (SELECT 1 FROM {new} AS n WHERE {matches})"
+        ));
+    }
+    if !and_where.is_empty() {
+        conditions.push(and_where.to_string());
+    }
+    let filter = if conditions.is_empty() {
+        String::new()
+    } else {
+        format!(" WHERE {}", conditions.join(" AND "))
+    };
+    Ok(format!("SELECT o.* FROM {old} AS o{filter}"))
+}
+
 fn tmp_sibling(path: &Path, suffix: &str) -> PathBuf {
     let mut s = path.as_os_str().to_owned();
     s.push(suffix);
@@ -348,42 +396,13 @@ fn write_file(
     let rel = &q.scan.relation;
     let rows_read = match (incremental, existing) {
         (true, Some(old)) => {
-            let n = TEMP_SEQ.fetch_add(1, Ordering::Relaxed);
-            let new = format!("__incoming_{n}");
-            q.exec(&format!(
-                "CREATE TEMP TABLE {new} AS SELECT * FROM {rel}{filters}{dedupe}"
-            ))?;
-            let keys: Vec<String> = t
-                .primary_key
-                .iter()
-                .map(|k| quote::ident(k).ok_or_else(|| bad_column(k)))
-                .collect::<Result<_, _>>()?;
-            let matches = keys
-                .iter()
-                .map(|k| format!("n.{k} = o.{k}"))
-                .collect::<Vec<_>>()
-                .join(" AND ");
-            let kept = if keys.is_empty() {
-                format!("SELECT o.* FROM {} AS o", old.scan())
-            } else {
-                format!(
-                    "SELECT o.* FROM {} AS o WHERE NOT EXISTS (SELECT 1 FROM {new} AS n WHERE {matches})",
-                    old.scan()
-                )
-            };
-            let result = q
-                .count(&format!("SELECT count(*) FROM {new}"))
-                .and_then(|n| {
-                    q.exec(&format!(
-                        "COPY (SELECT * FROM {new} UNION ALL BY NAME {kept}) TO {} (FORMAT parquet)",
-                        quote::path(&tmp)
-                    ))
-                    .map(|_| n)
-                });
-            let _ = q
-                .conn
-                .execute_batch(&format!("DROP TABLE IF EXISTS temp.{new}"));
-            result?
+            with_incoming(q, &format!("SELECT * FROM {rel}{filters}{dedupe}"), |new| {
+                let kept = kept_rows(t, &old.scan(), new, "")?;
+                q.exec(&format!(
+                    "COPY (SELECT * FROM {new} UNION ALL BY NAME {kept}) TO {} (FORMAT parquet)",
+                    quote::path(&tmp)
+                ))
+            })?
         }
         _ => q.count(&format!(
             "COPY (SELECT * FROM {rel}{filters}{dedupe}) TO {} (FORMAT parquet)",
@@ -433,12 +452,33 @@ fn write_partitioned(
     let _parts_guard = Staged(Some(parts.clone()));
     let fmt = partition_format(t.granularity());
     let dedupe = latest_per_key(t)?;
-    let rows_read = q.count(&format!(
-        "COPY (SELECT *, coalesce(strftime(CAST({col} AS TIMESTAMP), '{fmt}'), 'null') AS __partition \
-         FROM (SELECT * FROM {}{filters}{dedupe})) TO {} (FORMAT parquet, PARTITION_BY (__partition))",
-        q.scan.relation,
-        quote::path(&parts)
-    ))?;
+    let period = |alias: &str| {
+        format!("coalesce(strftime(CAST({alias}{col} AS TIMESTAMP), '{fmt}'), 'null')")
+    };
+    let copy = |rows: &str| {
+        format!(
+            "COPY (SELECT *, {} AS __partition FROM ({rows})) TO {} (FORMAT parquet, PARTITION_BY (__partition))",
+            period(""),
+            quote::path(&parts)
+        )
+    };
+    let select = format!("SELECT * FROM {}{filters}{dedupe}", q.scan.relation);
+    let rows_read = match (incremental, existing) {
+        // The periods the new rows fall in are rewritten whole: their new rows, plus the previous
+        // rows of those periods that no new row replaces (by primary key).
+        (true, Some(old @ LocalData::Partitions(_))) => with_incoming(q, &select, |new| {
+            let touched = format!(
+                "{} IN (SELECT DISTINCT {} FROM {new})",
+                period("o."),
+                period("")
+            );
+            let kept = kept_rows(t, &old.scan(), new, &touched)?;
+            q.exec(&copy(&format!(
+                "SELECT * FROM {new} UNION ALL BY NAME {kept}"
+            )))
+        })?,
+        _ => q.count(&copy(&select))?,
+    };
     std::fs::create_dir_all(&stage).map_err(|e| ExtractError::Io(stage.clone(), e))?;
     let io = |p: &Path| {
         let p = p.to_path_buf();
@@ -562,4 +602,164 @@ fn md5_of(data: &LocalData) -> Result<String, ExtractError> {
         }
     }
     Ok(h.finalize().iter().map(|b| format!("{b:02x}")).collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::plan::object::{index, Kind, Object};
+    use crate::registered::Registered;
+    use serde_json::json;
+
+    fn registered(dir: &Path, sync: serde_json::Value) -> Registered {
+        let obj = |kind, id: &str, fields: serde_json::Value| {
+            Object::new(
+                kind,
+                id.into(),
+                "f".into(),
+                fields.as_object().unwrap().clone(),
+            )
+        };
+        let mut table = json!({"source": "s", "name": "events", "sync_mode": sync["mode"]});
+        for k in ["cursor", "primary_key", "partition_by", "granularity"] {
+            if let Some(v) = sync.get(k) {
+                table[k] = v.clone();
+            }
+        }
+        Registered::from_objects(&index(vec![
+            obj(
+                Kind::Source,
+                "s",
+                json!({"type": "csv", "connection": {"path": dir.to_string_lossy()}}),
+            ),
+            obj(Kind::Table, "s.events", table),
+        ]))
+        .unwrap()
+    }
+
+    fn run(root: &Path, reg: &Registered, previous: Option<&Previous>) -> Extracted {
+        let source = &reg.sources["s"];
+        let table = &reg.tables["s.events"];
+        let connector = crate::connectors::connector(source, root).unwrap();
+        let dir = ExtractDir::new(&root.join("extracts"), "s").unwrap();
+        let conn = Connection::open_in_memory().unwrap();
+        let req = Request {
+            source,
+            table,
+            connector: connector.as_ref(),
+            dir: &dir,
+            previous,
+            full_refresh: false,
+        };
+        extract(&conn, &Session::default(), &req).unwrap()
+    }
+
+    fn previous(x: &Extracted) -> Previous {
+        Previous {
+            fingerprint: x.fingerprint.clone(),
+            last_cursor: x.cursor.clone(),
+            rows: Some(x.rows),
+            size_bytes: Some(x.bytes),
+            hash: x.hash.clone(),
+        }
+    }
+
+    #[test]
+    fn partitioned_tables_rewrite_only_the_periods_they_read() {
+        let tmp = tempfile::tempdir().unwrap();
+        let input = tmp.path().join("in");
+        std::fs::create_dir_all(&input).unwrap();
+        let csv = input.join("events.csv");
+        let rows = "id,created,updated\n\
+                    1,2026-01-05,2026-01-05\n\
+                    2,2026-02-01,2026-02-01\n\
+                    3,2026-02-03,2026-02-10\n";
+        std::fs::write(&csv, rows).unwrap();
+        let reg = registered(
+            &input,
+            json!({"mode": "partitioned", "cursor": "updated", "primary_key": ["id"], "partition_by": "created", "granularity": "month"}),
+        );
+        let first = run(tmp.path(), &reg, None);
+        assert_eq!(first.rows, 3);
+        let parts = tmp.path().join("extracts/s/data/events");
+        let mut files: Vec<String> = std::fs::read_dir(&parts)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        files.sort();
+        assert_eq!(files, ["2026-01.parquet", "2026-02.parquet"]);
+        let january = std::fs::metadata(parts.join("2026-01.parquet"))
+            .unwrap()
+            .modified()
+            .unwrap();
+
+        // A new February row: rows updated since the last cursor are read (3 and 4), February is
+        // rewritten with them and keeps row 2, which was not read again; January is not touched.
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        std::fs::write(&csv, format!("{rows}4,2026-02-04,2026-02-11\n")).unwrap();
+        let second = run(tmp.path(), &reg, Some(&previous(&first)));
+        assert_eq!(second.rows_read, 2, "rows at or after the last cursor");
+        assert_eq!(second.rows, 4);
+        assert_eq!(
+            std::fs::metadata(parts.join("2026-01.parquet"))
+                .unwrap()
+                .modified()
+                .unwrap(),
+            january
+        );
+        let c = Connection::open_in_memory().unwrap();
+        let ids: String = c
+            .query_row(
+                &format!(
+                    "SELECT string_agg(id::VARCHAR, ',' ORDER BY id) FROM read_parquet({})",
+                    quote::path(&parts.join("2026-02.parquet"))
+                ),
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(ids, "2,3,4");
+        assert!(!tmp.path().join("extracts/s/data/events.tmp").exists());
+    }
+
+    #[test]
+    fn unchanged_input_is_not_read_again_and_incremental_merges_by_key() {
+        let tmp = tempfile::tempdir().unwrap();
+        let input = tmp.path().join("in");
+        std::fs::create_dir_all(&input).unwrap();
+        let csv = input.join("events.csv");
+        std::fs::write(&csv, "id,v,at\n1,a,2026-01-01\n2,b,2026-01-02\n").unwrap();
+        let reg = registered(
+            &input,
+            json!({"mode": "incremental", "cursor": "at", "primary_key": ["id"]}),
+        );
+        let first = run(tmp.path(), &reg, None);
+        assert_eq!(
+            (first.rows, first.cursor.as_deref()),
+            (2, Some("2026-01-02"))
+        );
+        let again = run(tmp.path(), &reg, Some(&previous(&first)));
+        assert!(again.unchanged);
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        std::fs::write(
+            &csv,
+            "id,v,at\n1,a,2026-01-01\n2,B,2026-01-03\n3,c,2026-01-03\n",
+        )
+        .unwrap();
+        let second = run(tmp.path(), &reg, Some(&previous(&first)));
+        assert_eq!(second.rows, 3);
+        assert_eq!(second.cursor.as_deref(), Some("2026-01-03"));
+        let c = Connection::open_in_memory().unwrap();
+        let v: String = c
+            .query_row(
+                &format!(
+                    "SELECT v FROM read_parquet({}) WHERE id = 2",
+                    quote::path(&tmp.path().join("extracts/s/data/events.parquet"))
+                ),
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(v, "B");
+    }
 }

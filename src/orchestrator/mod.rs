@@ -691,3 +691,123 @@ pub fn rebuild_source(
     contract::replace_db_file(&tmp, &layout.analytics)?;
     Ok(report)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::contract::{Entry, LocalData, ViewTarget};
+
+    /// An extract with one local table `name` holding `rows` rows.
+    fn extract(extracts: &Path, source: &str, name: &str, rows: i64) {
+        let dir = ExtractDir::new(extracts, source).unwrap();
+        std::fs::create_dir_all(dir.data()).unwrap();
+        let c = Connection::open_in_memory().unwrap();
+        c.execute_batch(&format!(
+            "COPY (SELECT range AS id FROM range({rows})) TO {} (FORMAT parquet)",
+            quote::path(&dir.parquet(name))
+        ))
+        .unwrap();
+        let meta = MetaRow {
+            table_name: name.into(),
+            description: None,
+            rows: Some(rows),
+            size_bytes: Some(1),
+            extracted_at: None,
+            query_mode: "local".into(),
+        };
+        let view = ViewTarget::Local(LocalData::File(dir.parquet(name)));
+        contract::write(&dir, &[Entry { meta, view }], &[], &RemotePolicy::default()).unwrap();
+    }
+
+    fn count(analytics: &Path, table: &str) -> i64 {
+        let c = Connection::open_with_flags(
+            analytics,
+            duckdb::Config::default()
+                .access_mode(duckdb::AccessMode::ReadOnly)
+                .unwrap(),
+        )
+        .unwrap();
+        c.query_row(&format!("SELECT count(*) FROM {table}"), [], |r| r.get(0))
+            .unwrap()
+    }
+
+    fn layout(dir: &Path) -> Layout {
+        Layout {
+            extracts: dir.join("extracts"),
+            analytics: dir.join("analytics/analytics.duckdb"),
+        }
+    }
+
+    #[test]
+    fn stage_publishes_good_extracts_and_reports_the_rest() {
+        let tmp = tempfile::tempdir().unwrap();
+        let l = layout(tmp.path());
+        extract(&l.extracts, "a", "one", 3);
+        extract(&l.extracts, "b", "two", 5);
+        std::fs::create_dir_all(l.extracts.join("broken")).unwrap();
+        std::fs::write(l.extracts.join("broken/extract.duckdb"), b"not a database").unwrap();
+        // `b` also claims `one`, which `a` owns: refused.
+        extract(&l.extracts, "c", "one", 9);
+        let rules = Rules {
+            owners: BTreeMap::from([("one".to_string(), "a".to_string())]),
+            ..Rules::default()
+        };
+        let staged = stage(&l, &rules).unwrap();
+        let report = staged.finish("fp", &[]).unwrap();
+        assert_eq!(report.published.len(), 2);
+        assert_eq!(count(&l.analytics, "one"), 3);
+        assert_eq!(count(&l.analytics, "two"), 5);
+        let reasons: Vec<String> = report.skipped.iter().map(|s| s.to_string()).collect();
+        assert!(
+            reasons
+                .iter()
+                .any(|r| r.starts_with("extract broken: not a readable DuckDB database")),
+            "{reasons:?}"
+        );
+        assert!(
+            reasons
+                .iter()
+                .any(|r| r.contains("c.one: view `one` belongs to source `a`")),
+            "{reasons:?}"
+        );
+        assert_eq!(
+            report.claimed,
+            BTreeMap::from([("two".to_string(), "b".to_string())])
+        );
+        assert!(!contract::wal_of(&l.analytics).exists());
+        assert_eq!(live_fingerprint(&l).as_deref(), Some("fp"));
+    }
+
+    #[test]
+    fn rebuild_source_refreshes_one_source_and_keeps_the_others() {
+        let tmp = tempfile::tempdir().unwrap();
+        let l = layout(tmp.path());
+        extract(&l.extracts, "a", "one", 3);
+        extract(&l.extracts, "b", "two", 5);
+        stage(&l, &Rules::default())
+            .unwrap()
+            .finish("fp", &[])
+            .unwrap();
+        // Both change on disk, only `a` is rebuilt: `two`'s view keeps reading its (new) Parquet,
+        // but `_pipeline.tables` still describes b as it was published.
+        extract(&l.extracts, "a", "one", 7);
+        let report = rebuild_source(&l, &Rules::default(), "a").unwrap();
+        assert_eq!(report.published.len(), 1);
+        assert_eq!(count(&l.analytics, "one"), 7);
+        assert_eq!(count(&l.analytics, "two"), 5);
+        let c = Connection::open_in_memory().unwrap();
+        c.execute_batch(&format!(
+            "ATTACH {} AS x (READ_ONLY)",
+            quote::path(&l.analytics)
+        ))
+        .unwrap();
+        let rows: Vec<(String, i64)> = c
+            .prepare("SELECT name, rows FROM x._pipeline.tables ORDER BY name")
+            .unwrap()
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert_eq!(rows, [("one".to_string(), 7), ("two".to_string(), 5)]);
+    }
+}
