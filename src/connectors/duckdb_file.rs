@@ -86,9 +86,12 @@ impl Connector for DuckdbFile {
         );
         session
             .attach_once(conn, &alias, &attach)
-            .map_err(|e| ConnectorError::Source {
-                what: file.display().to_string(),
-                message: e.to_string(),
+            .map_err(|e| match e {
+                ConnectorError::Source { message, .. } => ConnectorError::Source {
+                    what: file.display().to_string(),
+                    message,
+                },
+                other => other,
             })?;
         let catalog = quote::ident(&alias).expect("checked");
         if let Some(query) = table.query.as_deref().filter(|q| !q.trim().is_empty()) {

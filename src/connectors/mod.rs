@@ -64,12 +64,27 @@ impl Session {
         conn: &Connection,
         alias: &str,
         attach: &str,
-    ) -> Result<(), duckdb::Error> {
+    ) -> Result<(), ConnectorError> {
         let mut done = self.attached.lock().unwrap_or_else(|p| p.into_inner());
         if done.contains(alias) {
             return Ok(());
         }
-        conn.execute_batch(attach)?;
+        // A database file another process writes is locked for a moment; wait a little, not forever.
+        crate::state::retry_locked(std::time::Duration::from_secs(10), || conn.execute_batch(attach))
+            .map_err(|e| {
+                if crate::state::is_lock_conflict(&e) {
+                    ConnectorError::Source {
+                        what: alias.to_string(),
+                        message: "the database file is locked by another process that writes it                                   (retried for 10 s); try again when it is done"
+                            .into(),
+                    }
+                } else {
+                    ConnectorError::Source {
+                        what: alias.to_string(),
+                        message: e.to_string(),
+                    }
+                }
+            })?;
         done.insert(alias.to_string());
         Ok(())
     }

@@ -526,10 +526,12 @@ pub fn open_live(
     let path = &layout.analytics;
     let err = db_err(path);
     let conn = Connection::open_in_memory().map_err(&err)?;
-    conn.execute_batch(&format!(
-        "SET TimeZone = 'UTC'; ATTACH {} AS analytics (READ_ONLY); USE analytics;",
-        quote::path(path)
-    ))
+    crate::state::retry_locked(crate::state::LOCK_RETRY, || {
+        conn.execute_batch(&format!(
+            "SET TimeZone = 'UTC'; ATTACH {} AS analytics (READ_ONLY); USE analytics;",
+            quote::path(path)
+        ))
+    })
     .map_err(&err)?;
     let list = attach::read(&conn, Some("analytics")).map_err(&err)?;
     let problems = attach::attach_all(&conn, &list, policy);

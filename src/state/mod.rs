@@ -52,7 +52,8 @@ pub type StateResult<T> = Result<T, StateError>;
 /// How long [`open`] retries when another process holds the file.
 pub const LOCK_RETRY: Duration = Duration::from_secs(10);
 
-fn is_lock_conflict(e: &duckdb::Error) -> bool {
+/// Whether DuckDB refused a file because another process holds it.
+pub fn is_lock_conflict(e: &duckdb::Error) -> bool {
     let text = e.to_string();
     text.contains("Could not set lock") || text.contains("Conflicting lock")
 }
@@ -109,6 +110,25 @@ fn open_with_retry(path: &Path, read_only: bool) -> Result<Connection, StateErro
 fn utc(conn: &Connection) {
     if let Err(e) = conn.execute_batch("SET TimeZone = 'UTC'") {
         tracing::debug!(error = %e, "could not set the state's time zone to UTC");
+    }
+}
+
+/// Runs `attempt` until it stops failing on another process's file lock, for up to `wait`. The
+/// last error is returned as is (callers say which file was busy).
+pub fn retry_locked<T>(
+    wait: Duration,
+    mut attempt: impl FnMut() -> Result<T, duckdb::Error>,
+) -> Result<T, duckdb::Error> {
+    let started = Instant::now();
+    let mut pause = Duration::from_millis(10);
+    loop {
+        match attempt() {
+            Err(e) if is_lock_conflict(&e) && started.elapsed() < wait => {
+                std::thread::sleep(pause);
+                pause = (pause * 2).min(Duration::from_millis(250));
+            }
+            other => return other,
+        }
     }
 }
 
