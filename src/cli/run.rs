@@ -48,8 +48,31 @@ pub struct Args {
     format: Format,
 }
 
-/// The instance and what is registered in its state.
-pub(super) fn registered(dir: &Path) -> Result<(Instance, Registered)> {
+/// The instance and what is registered in its state. Says so when the specs differ from what was
+/// applied: a run syncs what was applied.
+pub(super) fn registered(dir: &Path, quiet: bool) -> Result<(Instance, Registered)> {
+    let drift = match crate::plan::desired_and_recorded(dir) {
+        Ok((desired, recorded)) => {
+            let plan = crate::plan::against(&desired, &recorded, &[])?;
+            if recorded.0 == 0 {
+                None
+            } else {
+                plan.has_changes().then(|| {
+                    let s = plan.summary;
+                    format!(
+                        "the specs have changes that are not applied ({} to add, {} to change, {} to \
+                         destroy); this run syncs what was applied. `pipeline plan` shows them",
+                        s.add, s.change, s.destroy
+                    )
+                })
+            }
+        }
+        Err(crate::plan::PlanError::Invalid { .. }) => Some(
+            "the specs are invalid (`pipeline validate` says why); this run syncs what was applied"
+                .into(),
+        ),
+        Err(_) => None,
+    };
     let (specs, diags) = spec::load::load(dir);
     if specs.instance.is_none() {
         output::warnings(&specs, &diags);
@@ -63,13 +86,16 @@ pub(super) fn registered(dir: &Path) -> Result<(Instance, Registered)> {
     if !state.exists() {
         bail!("nothing is registered yet: run `pipeline apply` first");
     }
+    if let (Some(note), false) = (drift, quiet) {
+        eprintln!("note: {note}");
+    }
     let (_, objects) = crate::state::registry::read_recorded(&state, &Objects::new())?;
     let reg = Registered::from_objects(&objects)?;
     Ok((inst, reg))
 }
 
 pub fn run(dir: &Path, args: Args, quiet: bool) -> Result<ExitCode> {
-    let (inst, reg) = registered(dir)?;
+    let (inst, reg) = registered(dir, quiet)?;
     if reg.tables.is_empty() && reg.transforms.is_empty() {
         bail!("nothing is registered yet: run `pipeline apply` first");
     }
