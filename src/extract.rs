@@ -302,6 +302,42 @@ fn latest_per_key(t: &TableDef) -> Result<String, ExtractError> {
     ))
 }
 
+/// The registry documents columns; data without them is not the table it describes (a changed export,
+/// a CSV the sniffer read as one text column…). Compared without regard to case, as DuckDB does.
+fn documented_columns_exist(
+    conn: &Connection,
+    data: &LocalData,
+    t: &TableDef,
+) -> Result<(), ExtractError> {
+    if t.columns.is_empty() {
+        return Ok(());
+    }
+    let mut stmt = conn
+        .prepare(&format!(
+            "SELECT column_name FROM (DESCRIBE SELECT * FROM {})",
+            data.scan()
+        ))
+        .map_err(|e| ExtractError::Query(e.to_string()))?;
+    let present: Vec<String> = stmt
+        .query_map([], |r| r.get::<_, String>(0))
+        .and_then(|rows| rows.collect())
+        .map_err(|e| ExtractError::Query(e.to_string()))?;
+    let missing: Vec<&str> = t
+        .columns
+        .keys()
+        .filter(|c| !present.iter().any(|p| p.eq_ignore_ascii_case(c)))
+        .map(|c| c.as_str())
+        .collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    Err(ExtractError::Check(format!(
+        "the new data lacks column(s) the registry documents: {} (it has: {})",
+        missing.join(", "),
+        present.join(", ")
+    )))
+}
+
 /// Loads the rows read from the source into a temp table, runs `write` with its name, drops it.
 /// Returns how many rows were read.
 fn with_incoming(
@@ -410,6 +446,7 @@ fn write_file(
         ))?,
     };
     let data = LocalData::File(tmp.clone());
+    documented_columns_exist(q.conn, &data, t)?;
     checks::run(q.conn, &data.scan(), &t.checks).map_err(ExtractError::Check)?;
     std::fs::File::open(&tmp)
         .and_then(|f| f.sync_all())
@@ -528,6 +565,7 @@ fn write_partitioned(
     }
     let data = LocalData::Partitions(stage.clone());
     if data.size() > 0 {
+        documented_columns_exist(q.conn, &data, t)?;
         checks::run(q.conn, &data.scan(), &t.checks).map_err(ExtractError::Check)?;
     }
     swap_dirs(&stage, &target)?;

@@ -121,6 +121,9 @@ pub struct TableDef {
     pub filters: Vec<Filter>,
     #[serde(default)]
     pub description: Option<String>,
+    /// Documented columns (name → description): each must exist in the extracted data.
+    #[serde(default)]
+    pub columns: BTreeMap<String, String>,
 }
 
 impl TableDef {

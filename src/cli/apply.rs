@@ -63,10 +63,13 @@ pub fn run(dir: &Path, args: Args, quiet: bool) -> Result<ExitCode> {
     output::warnings(&desired.specs, &desired.diags);
     // Unset variables are only warned about by validate (CI may not have the secrets), but the
     // tasks apply queues need them.
+    // (The instance's remote_attach.token_envs is an allowlist, not a need: not counted.)
+    let instance_file = desired.specs.instance.as_ref().map(|i| i.file);
     let unset: Vec<_> = desired
         .diags
         .iter()
         .filter(|d| d.code == Code::Env && d.severity == Severity::Warning)
+        .filter(|d| d.span.map(|s| s.file) != instance_file)
         .collect();
     if !unset.is_empty() {
         bail!(

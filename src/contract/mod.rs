@@ -256,12 +256,13 @@ pub fn read_file(dir: &ExtractDir) -> Result<Option<Contents>, ContractError> {
 
 /// Writes `extract.duckdb` for `entries` aside and renames it into place (DESIGN.md §4). Remote
 /// entries need their alias attachable now: DuckDB binds a view when it is created. Returns `false`
-/// without writing when the existing file already says exactly this.
+/// without writing when `existing` (what the file says now, from [`read_file`]) is exactly this.
 pub fn write(
     dir: &ExtractDir,
     entries: &[Entry],
     remotes: &[RemoteAttach],
     policy: &RemotePolicy,
+    existing: Option<&Contents>,
 ) -> Result<bool, ContractError> {
     for e in entries {
         if !names::is_identifier(&e.meta.table_name) {
@@ -275,8 +276,8 @@ pub fn write(
         meta: entries.iter().map(|e| e.meta.clone()).collect(),
         remote: remotes.to_vec(),
     };
-    if let Ok(Some(existing)) = read_file(dir) {
-        if same_contents(&existing, &wanted) && views_point_here(dir, entries) {
+    if let Some(existing) = existing {
+        if same_contents(existing, &wanted) && views_point_here(dir, entries) {
             return Ok(false);
         }
     }
@@ -506,9 +507,13 @@ mod tests {
             view: ViewTarget::Local(dir.local_data("orders").unwrap()),
         }];
         let policy = RemotePolicy::default();
-        assert!(write(&dir, &entries, &[], &policy).unwrap());
+        assert!(write(&dir, &entries, &[], &policy, None).unwrap());
         assert!(!wal_of(&dir.db()).exists());
-        assert!(!write(&dir, &entries, &[], &policy).unwrap(), "unchanged");
+        let now = read_file(&dir).unwrap();
+        assert!(
+            !write(&dir, &entries, &[], &policy, now.as_ref()).unwrap(),
+            "unchanged"
+        );
 
         let back = read_file(&dir).unwrap().unwrap();
         assert_eq!(back.meta.len(), 1);
@@ -550,7 +555,7 @@ mod tests {
             meta: meta("x\"; drop", 1),
             view: ViewTarget::Local(LocalData::File(dir.parquet("x"))),
         }];
-        let e = write(&dir, &entries, &[], &RemotePolicy::default()).unwrap_err();
+        let e = write(&dir, &entries, &[], &RemotePolicy::default(), None).unwrap_err();
         assert!(e.to_string().contains("not a safe table name"), "{e}");
         assert!(!dir.db().exists());
     }

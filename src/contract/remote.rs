@@ -31,8 +31,7 @@ pub struct RemotePolicy {
 /// The attach type of DuckDB's own database files.
 pub const NATIVE: &str = "duckdb";
 
-/// Catalog names a remote alias may not take: DuckDB's own, and ours.
-const RESERVED: &[&str] = &["memory", "system", "temp", "main", "analytics", "previous"];
+pub use crate::spec::names::is_reserved_catalog;
 
 /// Why a row was not attached. The message never contains a token.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -59,7 +58,7 @@ impl RemotePolicy {
         if !names::is_identifier(&row.alias) {
             return Err(Refusal::Alias(row.alias.clone()));
         }
-        if RESERVED.contains(&row.alias.to_ascii_lowercase().as_str()) {
+        if is_reserved_catalog(&row.alias) {
             return Err(Refusal::Reserved(row.alias.clone()));
         }
         let ext = row.extension.as_str();

@@ -188,7 +188,8 @@ impl Context {
             .get(source_name)
             .ok_or_else(|| format!("source `{source_name}` is not registered"))?;
         let dir = self.extract_dir(source_name)?;
-        let before = contract::read_file(&dir).ok().flatten().unwrap_or_default();
+        let existing = contract::read_file(&dir).ok().flatten();
+        let before = existing.clone().unwrap_or_default();
         let before: HashMap<&str, &MetaRow> = before
             .meta
             .iter()
@@ -257,8 +258,8 @@ impl Context {
                 view: ViewTarget::Local(data),
             });
         }
-        let written =
-            contract::write(&dir, &entries, &remotes, &self.policy).map_err(|e| e.to_string())?;
+        let written = contract::write(&dir, &entries, &remotes, &self.policy, existing.as_ref())
+            .map_err(|e| e.to_string())?;
         let mut warnings = Vec::new();
         if !missing.is_empty() {
             warnings.push(format!(

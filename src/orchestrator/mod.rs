@@ -135,6 +135,16 @@ fn extract_dirs(extracts: &Path, skipped: &mut Vec<Skipped>) -> Vec<ExtractDir> 
     names.sort();
     let mut out = Vec::new();
     for name in names {
+        if remote::is_reserved_catalog(&name) {
+            skipped.push(Skipped {
+                source: name.clone(),
+                table: None,
+                reason: format!(
+                    "`{name}` is a catalog name DuckDB or pipeline uses itself; rename the directory"
+                ),
+            });
+            continue;
+        }
         match ExtractDir::new(extracts, &name) {
             Some(d) => out.push(d),
             None => skipped.push(Skipped {
@@ -162,7 +172,7 @@ pub fn stage(layout: &Layout, rules: &Rules) -> Result<Staged, OrchestratorError
     let mut report = Report::default();
     let dirs = extract_dirs(&layout.extracts, &mut report.skipped);
     let catalogs: BTreeSet<String> = dirs.iter().map(|d| d.source.clone()).collect();
-    let mut taken: BTreeMap<String, String> = rules.owners.clone();
+    let mut taken = folded(&rules.owners);
     for dir in &dirs {
         add_source(&conn, dir, rules, &catalogs, &mut taken, &mut report);
     }
@@ -226,13 +236,9 @@ fn add_source(
         }
     };
     // The extract is readable: what it no longer lists, it no longer owns.
-    let listed: BTreeSet<&str> = contents
-        .meta
-        .iter()
-        .map(|m| m.table_name.as_str())
-        .collect();
+    let listed: BTreeSet<String> = contents.meta.iter().map(|m| fold(&m.table_name)).collect();
     for (view, owner) in &rules.owners {
-        if owner == &source && !listed.contains(view.as_str()) {
+        if owner == &source && !listed.contains(&fold(view)) {
             report.released.push(view.clone());
         }
     }
@@ -271,7 +277,7 @@ fn add_source(
             );
             continue;
         };
-        if rules.reserved.contains(name) {
+        if rules.reserved.iter().any(|r| r.eq_ignore_ascii_case(name)) {
             skip(
                 report,
                 Some(name),
@@ -279,7 +285,7 @@ fn add_source(
             );
             continue;
         }
-        if let Some(owner) = taken.get(name) {
+        if let Some(owner) = taken.get(&fold(name)) {
             if owner != &source {
                 skip(
                     report,
@@ -331,10 +337,10 @@ fn add_source(
             continue;
         }
         uses_catalog |= needs_attach;
-        if !rules.owners.contains_key(name) {
+        if !rules.owners.keys().any(|k| k.eq_ignore_ascii_case(name)) {
             report.claimed.insert(name.clone(), source.clone());
         }
-        taken.insert(name.clone(), source.clone());
+        taken.insert(fold(name), source.clone());
         report
             .published
             .push(published(meta, &source, needs_attach));
@@ -357,6 +363,15 @@ fn add_source(
             ));
         }
     }
+}
+
+/// DuckDB compares identifiers without regard to case, so view names are owned the same way.
+fn fold(name: &str) -> String {
+    name.to_ascii_lowercase()
+}
+
+fn folded(owners: &BTreeMap<String, String>) -> BTreeMap<String, String> {
+    owners.iter().map(|(k, v)| (fold(k), v.clone())).collect()
 }
 
 fn published(meta: &MetaRow, source: &str, needs_attach: bool) -> Published {
@@ -583,7 +598,9 @@ pub fn rebuild_source(
     rules: &Rules,
     source: &str,
 ) -> Result<Report, OrchestratorError> {
-    let Some(dir) = ExtractDir::new(&layout.extracts, source) else {
+    let dir =
+        ExtractDir::new(&layout.extracts, source).filter(|_| !remote::is_reserved_catalog(source));
+    let Some(dir) = dir else {
         return Ok(Report {
             skipped: vec![Skipped {
                 source: source.escape_debug().to_string(),
@@ -672,9 +689,9 @@ pub fn rebuild_source(
                     .map(|d| d.source),
             )
             .collect();
-        let mut taken = rules.owners.clone();
+        let mut taken = folded(&rules.owners);
         for p in &kept.published {
-            taken.insert(p.name.clone(), p.source.clone());
+            taken.insert(fold(&p.name), p.source.clone());
         }
         add_source(&conn, &dir, rules, &catalogs, &mut taken, &mut report);
         let mut all = kept;
@@ -683,7 +700,7 @@ pub fn rebuild_source(
         all.skipped = report.skipped.clone();
         write_meta(&conn, &all, "partial", &info).map_err(&err)?;
     } else {
-        let mut taken = rules.owners.clone();
+        let mut taken = folded(&rules.owners);
         let catalogs = BTreeSet::from([source.to_string()]);
         add_source(&conn, &dir, rules, &catalogs, &mut taken, &mut report);
         write_meta(&conn, &report, "partial", &[]).map_err(&err)?;
@@ -718,7 +735,14 @@ mod tests {
             query_mode: "local".into(),
         };
         let view = ViewTarget::Local(LocalData::File(dir.parquet(name)));
-        contract::write(&dir, &[Entry { meta, view }], &[], &RemotePolicy::default()).unwrap();
+        contract::write(
+            &dir,
+            &[Entry { meta, view }],
+            &[],
+            &RemotePolicy::default(),
+            None,
+        )
+        .unwrap();
     }
 
     fn count(analytics: &Path, table: &str) -> i64 {

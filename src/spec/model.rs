@@ -419,7 +419,8 @@ impl Decoder<'_> {
 
 const NAME_RULE: &str = "use letters, digits and _, starting with a letter or _ (at most 64)";
 const SOURCE_RULE: &str =
-    "use lowercase letters, digits and _, starting with a letter or _ (at most 64)";
+    "use lowercase letters, digits and _, starting with a letter or _ (at most 64), other than the \
+     catalog names main, memory, system, temp, analytics, previous, information_schema, pg_catalog";
 
 pub fn decode_instance(dec: &mut Decoder, node: &Node, file: FileId) -> Option<InstanceSpec> {
     let obj = dec.object(node, &fields::INSTANCE)?;

@@ -3,7 +3,29 @@
 
 /// Source names: also the extract directory and the catalog alias in analytics.duckdb.
 pub fn is_source_name(s: &str) -> bool {
-    is_identifier(s) && s.bytes().all(|b| !b.is_ascii_uppercase()) && s.len() <= 64
+    is_identifier(s)
+        && s.bytes().all(|b| !b.is_ascii_uppercase())
+        && s.len() <= 64
+        && !is_reserved_catalog(s)
+}
+
+/// Catalog names no source, extract directory or remote alias may take: DuckDB's own, and the ones
+/// pipeline attaches its own files under. Compared without regard to case, as DuckDB compares names.
+pub const RESERVED_CATALOGS: &[&str] = &[
+    "memory",
+    "system",
+    "temp",
+    "main",
+    "analytics",
+    "previous",
+    "information_schema",
+    "pg_catalog",
+];
+
+pub fn is_reserved_catalog(name: &str) -> bool {
+    RESERVED_CATALOGS
+        .iter()
+        .any(|r| r.eq_ignore_ascii_case(name))
 }
 
 /// View, table and transform names in analytics.duckdb (the extract contract's rule).

@@ -128,8 +128,20 @@ impl Validator<'_> {
             }
         }
         if let Some(inst) = &specs.instance {
+            // An allowlist, not a requirement: an extract naming an unset one is skipped at rebuild.
             for env in &inst.remote_token_envs {
-                self.env_set(&env.value, env.span);
+                if names::is_env_var(&env.value) && std::env::var_os(&env.value).is_none() {
+                    self.diags.push(
+                        Diagnostic::warning(
+                            Code::Env,
+                            env.span,
+                            format!("environment variable `{}` is not set", env.value),
+                        )
+                        .with_hint(
+                            "remote tables of extracts that use it are skipped at rebuild until it is set",
+                        ),
+                    );
+                }
             }
         }
     }

@@ -7,4 +7,5 @@ mod cli;
 mod demo;
 mod engine;
 mod plan_apply;
+mod signals;
 mod validate;

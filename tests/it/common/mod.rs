@@ -223,7 +223,6 @@ impl Instance {
         let config = duckdb::Config::default()
             .access_mode(duckdb::AccessMode::ReadOnly)
             .unwrap();
-        duckdb::Connection::open_with_flags(self.analytics_path(), config)
-            .expect("analytics opens")
+        duckdb::Connection::open_with_flags(self.analytics_path(), config).expect("analytics opens")
     }
 }

@@ -1,0 +1,130 @@
+//! Stopping a run: SIGTERM (or Ctrl-C) starts nothing new, lets running tasks finish, and publishes
+//! nothing; the next run converges.
+
+use crate::common::{Fmt, Instance};
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+
+/// Five tables of 100,000 rows: enough that a sync with -j 1 takes a moment.
+fn busy_instance() -> Instance {
+    let inst = Instance::new(Fmt::Yaml);
+    let conn = duckdb::Connection::open_in_memory().unwrap();
+    let dir = inst.path().join("big");
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut registry = String::from("tables:\n");
+    for i in 0..5 {
+        conn.execute_batch(&format!(
+            "COPY (SELECT range AS id, range * 3 AS v, 'row ' || range AS label FROM range(100000)) \
+             TO '{}' (HEADER)",
+            dir.join(format!("t{i}.csv")).display()
+        ))
+        .unwrap();
+        registry.push_str(&format!("  - source: big\n    source_table: t{i}\n"));
+    }
+    inst.write_spec("pipelines/big", "type: csv\nconnection:\n  path: big\n");
+    inst.write_spec("registry/big", &registry);
+    inst
+}
+
+fn built_at(inst: &Instance) -> String {
+    let c = duckdb::Connection::open_with_flags(
+        inst.path().join("data/analytics/analytics.duckdb"),
+        duckdb::Config::default()
+            .access_mode(duckdb::AccessMode::ReadOnly)
+            .unwrap(),
+    )
+    .unwrap();
+    c.query_row(
+        "SELECT value FROM _pipeline.info WHERE key = 'built_at'",
+        [],
+        |r| r.get(0),
+    )
+    .unwrap()
+}
+
+#[test]
+fn sigterm_stops_starting_tasks_and_publishes_nothing() {
+    let inst = busy_instance();
+    inst.apply();
+    let before = built_at(&inst);
+    std::thread::sleep(std::time::Duration::from_millis(1100)); // built_at has second precision
+
+    let mut child = Command::new(assert_cmd::cargo::cargo_bin("pipeline"))
+        .arg("--dir")
+        .arg(inst.path())
+        .args(["run", "--full-refresh", "-j", "1", "--format", "json"])
+        .env_remove("CI")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut events = Vec::new();
+    // Signal as soon as the first task has finished: the others are still to come.
+    for line in lines.by_ref() {
+        let line = line.unwrap();
+        let event: serde_json::Value = serde_json::from_str(&line).unwrap();
+        let first_done = event["event"] == "task_finished";
+        events.push(event);
+        if first_done {
+            let status = Command::new("kill")
+                .args(["-TERM", &child.id().to_string()])
+                .status()
+                .unwrap();
+            assert!(status.success());
+            break;
+        }
+    }
+    for line in lines {
+        events.push(serde_json::from_str(&line.unwrap()).unwrap());
+    }
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(1), "a stopped run is not a success");
+    assert!(
+        events.iter().any(|e| e["event"] == "cancelling"),
+        "{events:?}"
+    );
+    let last = events.last().unwrap();
+    assert_eq!(last["event"], "run_finished");
+    assert_eq!(last["status"], "cancelled");
+    assert_eq!(last["published"], false);
+    let cancelled = events
+        .iter()
+        .filter(|e| e["event"] == "task_finished" && e["status"] == "cancelled")
+        .count();
+    assert!(
+        cancelled >= 3,
+        "tasks not yet started were cancelled: {events:?}"
+    );
+
+    // The live file is the previous one, whole; no staged file is left behind.
+    assert_eq!(built_at(&inst), before);
+    assert!(!inst
+        .path()
+        .join("data/analytics/analytics.duckdb.tmp")
+        .exists());
+    assert_eq!(
+        inst.state_int("SELECT count(*) FROM runs WHERE status = 'cancelled'"),
+        1
+    );
+    // The next run converges: everything synced, every table whole.
+    inst.cmd().args(["run", "-q"]).assert().success();
+    let out = inst
+        .cmd()
+        .args([
+            "query",
+            "--format",
+            "csv",
+            "select count(*) from t0 union all select count(*) from t4",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "count_star()\n100000\n100000\n"
+    );
+    assert_eq!(
+        inst.state_int("SELECT count(*) FROM sync_state WHERE status = 'ok' AND rows = 100000"),
+        5
+    );
+}
