@@ -126,7 +126,7 @@ pub fn extract(
     if scan.use_catalog.is_some() {
         let _ = conn.execute_batch("USE memory");
     }
-    let (rows_read, data) = result?;
+    let (rows_read, data, hash) = result?;
     let rows: i64 = conn
         .query_row(&format!("SELECT count(*) FROM {}", data.scan()), [], |r| {
             r.get(0)
@@ -147,7 +147,10 @@ pub fn extract(
     Ok(Extracted {
         rows,
         bytes: data.size() as i64,
-        hash: Some(md5_of(&data)?),
+        hash: Some(match hash {
+            Some(h) => h,
+            None => md5_of(&data)?,
+        }),
         cursor,
         fingerprint,
         rows_read,
@@ -338,6 +341,9 @@ fn documented_columns_exist(
     )))
 }
 
+/// Rows read, where the data now is, and its MD5 when already computed.
+type Written = (i64, LocalData, Option<String>);
+
 /// Loads the rows read from the source into a temp table, runs `write` with its name, drops it.
 /// Returns how many rows were read.
 fn with_incoming(
@@ -422,7 +428,7 @@ fn write_file(
     filters: &str,
     existing: Option<&LocalData>,
     incremental: bool,
-) -> Result<(i64, LocalData), ExtractError> {
+) -> Result<Written, ExtractError> {
     let t = req.table;
     let target = req.dir.parquet(&t.name);
     let tmp = tmp_sibling(&target, ".tmp");
@@ -448,15 +454,22 @@ fn write_file(
     let data = LocalData::File(tmp.clone());
     documented_columns_exist(q.conn, &data, t)?;
     checks::run(q.conn, &data.scan(), &t.checks).map_err(ExtractError::Check)?;
-    std::fs::File::open(&tmp)
-        .and_then(|f| f.sync_all())
-        .map_err(|e| ExtractError::Io(tmp.clone(), e))?;
+    // The file must be on disk before it replaces the old one; hashing it meanwhile (from the page
+    // cache, on the other core) keeps the two from adding up.
+    let (synced, hash) = std::thread::scope(|s| {
+        let hashing = s.spawn(|| md5_of(&data));
+        let synced = std::fs::File::open(&tmp).and_then(|f| f.sync_all());
+        (synced, hashing.join())
+    });
+    synced.map_err(|e| ExtractError::Io(tmp.clone(), e))?;
+    let hash =
+        hash.map_err(|_| ExtractError::Config("hashing the Parquet file panicked".into()))??;
     std::fs::rename(&tmp, &target).map_err(|e| ExtractError::Io(target.clone(), e))?;
     staged.0 = None;
     sync_dir(&target);
     // A table that changed from partitioned to a single file leaves no stale directory behind.
     remove_path(&req.dir.partitions(&t.name))?;
-    Ok((rows_read, LocalData::File(target)))
+    Ok((rows_read, LocalData::File(target), Some(hash)))
 }
 
 fn partition_format(g: Granularity) -> &'static str {
@@ -473,7 +486,7 @@ fn write_partitioned(
     filters: &str,
     existing: Option<&LocalData>,
     incremental: bool,
-) -> Result<(i64, LocalData), ExtractError> {
+) -> Result<Written, ExtractError> {
     let t = req.table;
     let by = t
         .partition_by
@@ -571,7 +584,7 @@ fn write_partitioned(
     swap_dirs(&stage, &target)?;
     staged.0 = Some(stage); // now holds the old data, if any
     remove_path(&req.dir.parquet(&t.name))?;
-    Ok((rows_read, LocalData::Partitions(target)))
+    Ok((rows_read, LocalData::Partitions(target), None))
 }
 
 /// Puts `new` at `target` in one step: an exchange when the target exists (readers see the old or the

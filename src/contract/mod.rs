@@ -172,6 +172,8 @@ pub struct Entry {
 pub struct Contents {
     pub meta: Vec<MetaRow>,
     pub remote: Vec<RemoteAttach>,
+    /// View name → its SQL, as DuckDB stored it (only filled by [`read`]).
+    pub views: std::collections::BTreeMap<String, String>,
 }
 
 /// Reads `_meta` and `_remote_attach` of the extract attached as `catalog`. Rows are returned as
@@ -235,23 +237,52 @@ pub fn read(conn: &Connection, catalog: &str, path: &Path) -> Result<Contents, C
             .and_then(|rows| rows.collect::<Result<Vec<_>, _>>())
             .map_err(&err)?;
     }
-    Ok(Contents { meta, remote })
+    let mut stmt = conn
+        .prepare(
+            "SELECT view_name, sql FROM duckdb_views() WHERE database_name = ? AND schema_name = 'main'",
+        )
+        .map_err(&err)?;
+    let views = stmt
+        .query_map([catalog], |r| {
+            Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?))
+        })
+        .and_then(|rows| rows.collect::<Result<_, _>>())
+        .map_err(&err)?;
+    Ok(Contents {
+        meta,
+        remote,
+        views,
+    })
 }
 
 /// Reads the extract at `dir` on its own (for a writer that keeps rows of tables it did not touch).
 /// `Ok(None)` when there is no extract yet.
 pub fn read_file(dir: &ExtractDir) -> Result<Option<Contents>, ContractError> {
+    let conn = Connection::open_in_memory().map_err(db_err(&dir.db()))?;
+    read_with(&conn, dir)
+}
+
+static READ_SEQ: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// [`read_file`] through an existing connection (saves starting a DuckDB instance): the extract is
+/// attached under a name of its own for the read, then detached.
+pub fn read_with(conn: &Connection, dir: &ExtractDir) -> Result<Option<Contents>, ContractError> {
     let path = dir.db();
     if !path.exists() {
         return Ok(None);
     }
-    let conn = Connection::open_in_memory().map_err(db_err(&path))?;
+    let alias = format!(
+        "extract_read_{}",
+        READ_SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+    );
     conn.execute_batch(&format!(
-        "ATTACH {} AS extract (READ_ONLY)",
+        "ATTACH {} AS {alias} (READ_ONLY)",
         quote::path(&path)
     ))
     .map_err(db_err(&path))?;
-    read(&conn, "extract", &path).map(Some)
+    let result = read(conn, &alias, &path);
+    let _ = conn.execute_batch(&format!("DETACH {alias}"));
+    result.map(Some)
 }
 
 /// Writes `extract.duckdb` for `entries` aside and renames it into place (DESIGN.md §4). Remote
@@ -275,9 +306,10 @@ pub fn write(
     let wanted = Contents {
         meta: entries.iter().map(|e| e.meta.clone()).collect(),
         remote: remotes.to_vec(),
+        views: Default::default(),
     };
     if let Some(existing) = existing {
-        if same_contents(existing, &wanted) && views_point_here(dir, entries) {
+        if same_contents(existing, &wanted) && views_point_here(dir, entries, existing) {
             return Ok(false);
         }
     }
@@ -396,27 +428,18 @@ fn same_contents(a: &Contents, b: &Contents) -> bool {
 }
 
 /// Views name Parquet files by absolute path: an instance that moved needs its views rewritten.
-fn views_point_here(dir: &ExtractDir, entries: &[Entry]) -> bool {
-    entries.iter().all(|e| match &e.view {
-        ViewTarget::Local(data) => match data {
-            LocalData::File(f) => f.starts_with(dir.dir()) && f.exists(),
-            LocalData::Partitions(d) => d.starts_with(dir.dir()) && d.exists(),
-        },
-        ViewTarget::Remote { .. } => true,
-    }) && dir.dir().is_absolute()
-        && std::fs::read(dir.db())
-            .map(|bytes| {
-                let needle = dir.data().to_string_lossy().into_owned();
-                entries
-                    .iter()
-                    .all(|e| !matches!(e.view, ViewTarget::Local(_)))
-                    || contains(&bytes, needle.as_bytes())
-            })
-            .unwrap_or(false)
-}
-
-fn contains(haystack: &[u8], needle: &[u8]) -> bool {
-    !needle.is_empty() && haystack.windows(needle.len()).any(|w| w == needle)
+fn views_point_here(dir: &ExtractDir, entries: &[Entry], existing: &Contents) -> bool {
+    entries.iter().all(|e| {
+        let Some(sql) = existing.views.get(&e.meta.table_name) else {
+            return false;
+        };
+        match &e.view {
+            ViewTarget::Local(LocalData::File(p) | LocalData::Partitions(p)) => {
+                p.starts_with(dir.dir()) && sql.contains(p.to_string_lossy().as_ref())
+            }
+            ViewTarget::Remote { .. } => true,
+        }
+    })
 }
 
 /// Removes a database file and its WAL, if present.

@@ -213,8 +213,14 @@ pub fn execute(
         .filter(|f| f.task.kind == TaskKind::Transform && !f.status.succeeded())
         .map(|f| f.task.target.clone())
         .collect();
+    let finishing = std::time::Instant::now();
     let published = match ctx.finish(cancelled, &failed_transforms) {
-        Ok(p) => p,
+        Ok(p) => {
+            if p {
+                observer.published(finishing.elapsed());
+            }
+            p
+        }
         Err(e) => {
             // The swap failed: the live file is the previous one. Say so on the publish task.
             if let Some(f) = finished

@@ -130,6 +130,18 @@ impl Observer for Human {
         }
     }
 
+    fn published(&mut self, duration: Duration) {
+        if !self.quiet {
+            use anstyle::AnsiColor::Green;
+            let style = Green.on_default();
+            self.print(&format!(
+                "  {style}✓{style:#} {:<34} checkpointed and swapped in  ({})",
+                "analytics.duckdb",
+                seconds(duration)
+            ));
+        }
+    }
+
     fn cancelling(&mut self, running: usize) {
         self.print(&format!(
             "\nStopping: no new tasks start; waiting for {running} running task(s) to finish. \
@@ -176,5 +188,9 @@ impl Observer for Json {
 
     fn cancelling(&mut self, running: usize) {
         emit(serde_json::json!({"event": "cancelling", "running": running}));
+    }
+
+    fn published(&mut self, duration: Duration) {
+        emit(serde_json::json!({"event": "published", "duration_ms": duration.as_millis() as u64}));
     }
 }

@@ -71,6 +71,8 @@ pub trait Observer: Send {
     fn started(&mut self, task: &Task);
     fn finished(&mut self, f: &Finished);
     fn cancelling(&mut self, running: usize);
+    /// The staged analytics file was checkpointed and swapped in (after every task).
+    fn published(&mut self, duration: Duration);
 }
 
 pub type Body = Arc<dyn Fn(&Task) -> Result<Done, String> + Send + Sync>;
@@ -297,6 +299,7 @@ mod tests {
         fn started(&mut self, _: &Task) {}
         fn finished(&mut self, _: &Finished) {}
         fn cancelling(&mut self, _: usize) {}
+        fn published(&mut self, _: Duration) {}
     }
 
     fn run_sync(tasks: Vec<Task>, jobs: usize, body: Body) -> Vec<Finished> {

@@ -188,7 +188,8 @@ impl Context {
             .get(source_name)
             .ok_or_else(|| format!("source `{source_name}` is not registered"))?;
         let dir = self.extract_dir(source_name)?;
-        let existing = contract::read_file(&dir).ok().flatten();
+        let conn = lock(&self.engine).try_clone().map_err(|e| e.to_string())?;
+        let existing = contract::read_with(&conn, &dir).ok().flatten();
         let before = existing.clone().unwrap_or_default();
         let before: HashMap<&str, &MetaRow> = before
             .meta

@@ -267,6 +267,7 @@ fn add_source(
     }
 
     let mut uses_catalog = false;
+    let mut planned: Vec<(&MetaRow, String, bool)> = Vec::new();
     for meta in &contents.meta {
         let name = &meta.table_name;
         let Some(view) = quote::ident(name) else {
@@ -328,19 +329,45 @@ fn add_source(
                 (format!("SELECT * FROM {cat}.main.{view}"), true)
             }
         };
-        if let Err(e) = conn.execute_batch(&format!("CREATE VIEW {view} AS {select}")) {
-            let mut reason = format!("its view does not bind: {}", first_line(&e.to_string()));
-            if !refused.is_empty() {
-                reason.push_str(&format!(" ({})", refused.join("; ")));
+        taken.insert(fold(name), source.clone());
+        planned.push((
+            meta,
+            format!("CREATE VIEW {view} AS {select}"),
+            needs_attach,
+        ));
+    }
+    // One transaction for the source's views (a commit per view costs an fsync each). If one does not
+    // bind, the transaction is void: create them one by one to find it, and skip only that one.
+    let batch: String = planned
+        .iter()
+        .map(|(_, sql, _)| format!("{sql};\n"))
+        .collect();
+    let together = !planned.is_empty()
+        && conn
+            .execute_batch(&format!("BEGIN;\n{batch}COMMIT;"))
+            .is_ok();
+    if !together && !planned.is_empty() {
+        let _ = conn.execute_batch("ROLLBACK");
+    }
+    for (meta, sql, needs_attach) in planned {
+        let name = &meta.table_name;
+        if !together {
+            if let Err(e) = conn.execute_batch(&sql) {
+                let mut reason = format!("its view does not bind: {}", first_line(&e.to_string()));
+                if !refused.is_empty() {
+                    reason.push_str(&format!(" ({})", refused.join("; ")));
+                }
+                skip(report, Some(name), format!("{reason}; skipped"));
+                if !rules.owners.keys().any(|k| k.eq_ignore_ascii_case(name)) {
+                    taken.remove(&fold(name));
+                }
+                continue;
             }
-            skip(report, Some(name), format!("{reason}; skipped"));
-            continue;
         }
         uses_catalog |= needs_attach;
         if !rules.owners.keys().any(|k| k.eq_ignore_ascii_case(name)) {
             report.claimed.insert(name.clone(), source.clone());
         }
-        taken.insert(fold(name), source.clone());
         report
             .published
             .push(published(meta, &source, needs_attach));

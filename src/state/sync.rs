@@ -126,11 +126,62 @@ pub struct RunRecord {
     pub completed_pending: Vec<String>,
 }
 
-/// Records a finished run in one transaction.
+/// `FROM` over a JSON array parameter: one row `d` per element.
+const ROWS: &str = "(SELECT unnest(CAST($1::JSON AS JSON[])) AS d)";
+
+fn json(rows: Vec<serde_json::Value>) -> String {
+    serde_json::Value::Array(rows).to_string()
+}
+
+/// Records a finished run in one transaction, with one set-based statement per table: a run of a
+/// thousand tasks costs a handful of statements, not thousands.
 pub fn record(conn: &mut Connection, run: &RunRecord) -> StateResult<()> {
-    let tx = conn.transaction()?;
+    use serde_json::json as j;
     let failed = run.tasks.iter().filter(|t| t.status == "failed").count() as i64;
     let skipped = run.tasks.iter().filter(|t| t.status == "skipped").count() as i64;
+    let history: Vec<_> = run
+        .tasks
+        .iter()
+        .map(|t| {
+            j!({"run": run.run_id, "target": t.target, "task": t.task, "started": t.started_at,
+                "finished": t.finished_at, "rows": t.rows, "bytes": t.bytes, "status": t.status,
+                "error": t.error, "ms": t.duration_ms, "detail": t.detail})
+        })
+        .collect();
+    let data_tasks = || {
+        run.tasks
+            .iter()
+            .filter(|t| matches!(t.kind, TaskKind::Extract | TaskKind::Attach))
+    };
+    // An unchanged table keeps its last_sync: nothing new arrived. A failure keeps the last good
+    // data's numbers and cursor; only status and error change.
+    let synced: Vec<_> = data_tasks()
+        .filter(|t| t.status == "ok")
+        .map(|t| {
+            let x = t.extracted.as_ref();
+            j!({"id": t.target, "at": t.finished_at, "cursor": x.and_then(|x| x.cursor.clone()),
+                "rows": x.map(|x| x.rows), "bytes": x.map(|x| x.bytes),
+                "hash": x.and_then(|x| x.hash.clone()), "fp": x.and_then(|x| x.fingerprint.clone())})
+        })
+        .collect();
+    let failures: Vec<_> = data_tasks()
+        .filter(|t| t.status == "failed")
+        .map(|t| j!({"id": t.target, "error": t.error}))
+        .collect();
+    let claims: Vec<_> = run
+        .claimed
+        .iter()
+        .map(|(v, s)| j!({"view": v, "source": s}))
+        .collect();
+    let checks: Vec<_> = run
+        .tasks
+        .iter()
+        .filter(|t| t.kind == TaskKind::Check && (t.status == "ok" || t.status == "failed"))
+        .map(|t| j!({"id": t.target, "at": t.finished_at, "status": t.status, "error": t.error}))
+        .collect();
+    let strings = |v: &[String]| json(v.iter().map(|s| j!(s)).collect());
+
+    let tx = conn.transaction()?;
     tx.execute(
         "INSERT OR REPLACE INTO runs VALUES (?, ?, ?, CAST(? AS TIMESTAMP), CAST(? AS TIMESTAMP), ?, ?, ?, ?, ?)",
         params![
@@ -146,94 +197,52 @@ pub fn record(conn: &mut Connection, run: &RunRecord) -> StateResult<()> {
             run.published
         ],
     )?;
-    {
-        let mut hist = tx.prepare(
+    let statements: [(&str, String); 7] = [
+        (
             "INSERT INTO sync_history (run_id, table_id, task, started_at, finished_at, rows, size_bytes,
                  status, error, duration_ms, detail)
-             VALUES (?, ?, ?, CAST(? AS TIMESTAMP), CAST(? AS TIMESTAMP), ?, ?, ?, ?, ?, ?)",
-        )?;
-        let mut ok_state = tx.prepare(
+             SELECT d->>'run', d->>'target', d->>'task', CAST(d->>'started' AS TIMESTAMP),
+                 CAST(d->>'finished' AS TIMESTAMP), CAST(d->>'rows' AS BIGINT), CAST(d->>'bytes' AS BIGINT),
+                 d->>'status', d->>'error', CAST(d->>'ms' AS BIGINT), d->>'detail' FROM ROWS",
+            json(history),
+        ),
+        (
             "INSERT INTO sync_state (table_id, last_sync, last_cursor, rows, size_bytes, hash, status, error, fingerprint)
-             VALUES (?, CAST(? AS TIMESTAMP), ?, ?, ?, ?, 'ok', NULL, ?)
+             SELECT d->>'id', CAST(d->>'at' AS TIMESTAMP), d->>'cursor', CAST(d->>'rows' AS BIGINT),
+                 CAST(d->>'bytes' AS BIGINT), d->>'hash', 'ok', NULL, d->>'fp' FROM ROWS
              ON CONFLICT (table_id) DO UPDATE SET last_sync = excluded.last_sync,
                  last_cursor = excluded.last_cursor, rows = excluded.rows, size_bytes = excluded.size_bytes,
                  hash = excluded.hash, status = 'ok', error = NULL, fingerprint = excluded.fingerprint",
-        )?;
-        // A failure keeps the last good data's numbers and cursor; only status and error change.
-        let mut failed_state = tx.prepare(
-            "INSERT INTO sync_state (table_id, status, error) VALUES (?, 'error', ?)
+            json(synced),
+        ),
+        (
+            "INSERT INTO sync_state (table_id, status, error) SELECT d->>'id', 'error', d->>'error' FROM ROWS
              ON CONFLICT (table_id) DO UPDATE SET status = 'error', error = excluded.error",
-        )?;
-        for t in &run.tasks {
-            hist.execute(params![
-                run.run_id,
-                t.target,
-                t.task,
-                t.started_at,
-                t.finished_at,
-                t.rows,
-                t.bytes,
-                t.status,
-                t.error,
-                t.duration_ms,
-                t.detail
-            ])?;
-            if !matches!(t.kind, TaskKind::Extract | TaskKind::Attach) {
-                continue;
-            }
-            match (&t.extracted, t.status.as_str()) {
-                // An unchanged table keeps its last_sync: nothing new arrived.
-                (Some(x), _) if x.unchanged => {}
-                (Some(x), _) => {
-                    ok_state.execute(params![
-                        t.target,
-                        t.finished_at,
-                        x.cursor,
-                        x.rows,
-                        x.bytes,
-                        x.hash,
-                        x.fingerprint
-                    ])?;
-                }
-                (None, "ok") => {
-                    ok_state.execute(params![
-                        t.target,
-                        t.finished_at,
-                        None::<String>,
-                        None::<i64>,
-                        None::<i64>,
-                        None::<String>,
-                        None::<String>
-                    ])?;
-                }
-                (None, "failed") => {
-                    failed_state.execute(params![t.target, t.error])?;
-                }
-                _ => {}
-            }
-        }
-        let mut claim = tx.prepare(
-            "INSERT INTO view_ownership (view_name, source) VALUES (?, ?) ON CONFLICT (view_name) DO NOTHING",
-        )?;
-        for (view, source) in &run.claimed {
-            claim.execute([view, source])?;
-        }
-        let mut release = tx.prepare("DELETE FROM view_ownership WHERE view_name = ?")?;
-        for view in &run.released {
-            release.execute([view])?;
-        }
-        let mut check = tx.prepare(
-            "UPDATE metric_definitions SET last_check_at = CAST(? AS TIMESTAMP), last_check_status = ?,
-                 last_check_error = ? WHERE id = ?",
-        )?;
-        for t in run.tasks.iter().filter(|t| t.kind == TaskKind::Check) {
-            if t.status == "ok" || t.status == "failed" {
-                check.execute(params![t.finished_at, t.status, t.error, t.target])?;
-            }
-        }
-        let mut done = tx.prepare("DELETE FROM pending_tasks WHERE task = ?")?;
-        for task in &run.completed_pending {
-            done.execute([task])?;
+            json(failures),
+        ),
+        (
+            "INSERT INTO view_ownership (view_name, source) SELECT d->>'view', d->>'source' FROM ROWS
+             ON CONFLICT (view_name) DO NOTHING",
+            json(claims),
+        ),
+        (
+            "DELETE FROM view_ownership WHERE view_name IN (SELECT d->>'$' FROM ROWS)",
+            strings(&run.released),
+        ),
+        (
+            "UPDATE metric_definitions SET last_check_at = CAST(c.d->>'at' AS TIMESTAMP),
+                 last_check_status = c.d->>'status', last_check_error = c.d->>'error'
+             FROM ROWS AS c WHERE id = (c.d->>'id')",
+            json(checks),
+        ),
+        (
+            "DELETE FROM pending_tasks WHERE task IN (SELECT d->>'$' FROM ROWS)",
+            strings(&run.completed_pending),
+        ),
+    ];
+    for (sql, rows) in statements {
+        if rows != "[]" {
+            tx.execute(&sql.replace("ROWS", ROWS), params![rows])?;
         }
     }
     tx.commit()?;

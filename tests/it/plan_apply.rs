@@ -91,6 +91,17 @@ fn fresh_instance_plans_everything_applies_then_has_no_changes() {
             .path()
             .join("data/analytics/analytics.duckdb")
             .is_file());
+        // The metric was checked against the published schema, and the run recorded.
+        assert_eq!(
+            inst.state_int(
+                "SELECT count(*) FROM metric_definitions WHERE last_check_status = 'ok' AND last_check_at IS NOT NULL"
+            ),
+            1
+        );
+        assert_eq!(
+            inst.state_int("SELECT count(*) FROM runs WHERE trigger = 'apply' AND status = 'ok'"),
+            1
+        );
     }
 }
 
