@@ -176,9 +176,15 @@ pub struct Contents {
     pub views: std::collections::BTreeMap<String, String>,
 }
 
-/// Reads `_meta` and `_remote_attach` of the extract attached as `catalog`. Rows are returned as
-/// written; callers check names before building anything from them.
-pub fn read(conn: &Connection, catalog: &str, path: &Path) -> Result<Contents, ContractError> {
+/// Reads `_meta` and `_remote_attach` of the extract attached as `catalog` (and its views' SQL when
+/// `with_views`: listing views renders every attached view's SQL, which costs at rebuild scale). Rows
+/// are returned as written; callers check names before building anything from them.
+pub fn read(
+    conn: &Connection,
+    catalog: &str,
+    path: &Path,
+    with_views: bool,
+) -> Result<Contents, ContractError> {
     let cat = quote::ident(catalog)
         .ok_or_else(|| ContractError::Invalid(format!("`{catalog}` is not a safe name")))?;
     let err = db_err(path);
@@ -237,17 +243,20 @@ pub fn read(conn: &Connection, catalog: &str, path: &Path) -> Result<Contents, C
             .and_then(|rows| rows.collect::<Result<Vec<_>, _>>())
             .map_err(&err)?;
     }
-    let mut stmt = conn
-        .prepare(
-            "SELECT view_name, sql FROM duckdb_views() WHERE database_name = ? AND schema_name = 'main'",
-        )
-        .map_err(&err)?;
-    let views = stmt
-        .query_map([catalog], |r| {
-            Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?))
-        })
-        .and_then(|rows| rows.collect::<Result<_, _>>())
-        .map_err(&err)?;
+    let mut views = std::collections::BTreeMap::new();
+    if with_views {
+        let mut stmt = conn
+            .prepare(
+                "SELECT view_name, sql FROM duckdb_views() WHERE database_name = ? AND schema_name = 'main'",
+            )
+            .map_err(&err)?;
+        views = stmt
+            .query_map([catalog], |r| {
+                Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?))
+            })
+            .and_then(|rows| rows.collect::<Result<_, _>>())
+            .map_err(&err)?;
+    }
     Ok(Contents {
         meta,
         remote,
@@ -280,7 +289,7 @@ pub fn read_with(conn: &Connection, dir: &ExtractDir) -> Result<Option<Contents>
         quote::path(&path)
     ))
     .map_err(db_err(&path))?;
-    let result = read(conn, &alias, &path);
+    let result = read(conn, &alias, &path, true);
     let _ = conn.execute_batch(&format!("DETACH {alias}"));
     result.map(Some)
 }

@@ -173,9 +173,11 @@ pub fn stage(layout: &Layout, rules: &Rules) -> Result<Staged, OrchestratorError
     let dirs = extract_dirs(&layout.extracts, &mut report.skipped);
     let catalogs: BTreeSet<String> = dirs.iter().map(|d| d.source.clone()).collect();
     let mut taken = folded(&rules.owners);
+    let clock = std::time::Instant::now();
     for dir in &dirs {
         add_source(&conn, dir, rules, &catalogs, &mut taken, &mut report);
     }
+    tracing::debug!(elapsed = ?clock.elapsed(), sources = dirs.len(), "analytics: views created");
     // Claims of sources whose directory is gone are released; an unreadable extract keeps its own.
     for (view, owner) in &rules.owners {
         if !catalogs.contains(owner) {
@@ -227,7 +229,7 @@ fn add_source(
         );
         return;
     }
-    let contents = match contract::read(conn, &source, &path) {
+    let contents = match contract::read(conn, &source, &path, false) {
         Ok(c) => c,
         Err(e) => {
             skip(report, None, format!("{e}; skipped"));
@@ -488,14 +490,18 @@ impl Staged {
     ) -> Result<Report, OrchestratorError> {
         let tmp = self.layout.staging();
         let err = db_err(&tmp);
+        let clock = std::time::Instant::now();
         write_meta(&self.conn, &self.report, fingerprint, transforms).map_err(&err)?;
+        tracing::debug!(elapsed = ?clock.elapsed(), "analytics: metadata written");
         self.conn.execute_batch("CHECKPOINT").map_err(&err)?;
+        tracing::debug!(elapsed = ?clock.elapsed(), "analytics: checkpointed");
         let Staged {
             conn,
             layout,
             report,
         } = self;
         conn.close().map_err(|(_, e)| db_err(&tmp)(e))?;
+        tracing::debug!(elapsed = ?clock.elapsed(), "analytics: closed");
         contract::replace_db_file(&tmp, &layout.analytics)?;
         Ok(report)
     }
@@ -515,6 +521,28 @@ fn write_meta(
     transforms: &[(String, String)],
 ) -> duckdb::Result<()> {
     let s = META_SCHEMA;
+    // Rows go in as one JSON array per table: one statement, however many tables were published.
+    let rows = |v: Vec<serde_json::Value>| serde_json::Value::Array(v).to_string();
+    let from = "(SELECT unnest(CAST($1::JSON AS JSON[])) AS d)";
+    let tables = rows(
+        report
+            .published
+            .iter()
+            .map(|p| serde_json::to_value(p).expect("serializes"))
+            .collect(),
+    );
+    let now = chrono::Utc::now().format("%Y-%m-%d %H:%M:%S").to_string();
+    let info = rows(vec![
+        serde_json::json!({"key": "built_at", "value": now}),
+        serde_json::json!({"key": "fingerprint", "value": fingerprint}),
+        serde_json::json!({"key": "pipeline_version", "value": env!("CARGO_PKG_VERSION")}),
+    ]);
+    let transforms = rows(
+        transforms
+            .iter()
+            .map(|(n, st)| serde_json::json!({"name": n, "status": st}))
+            .collect(),
+    );
     conn.execute_batch(&format!(
         "BEGIN;
          CREATE TABLE {s}.tables (name VARCHAR PRIMARY KEY, source VARCHAR, query_mode VARCHAR,
@@ -523,38 +551,24 @@ fn write_meta(
          CREATE TABLE {s}.info (key VARCHAR PRIMARY KEY, value VARCHAR);"
     ))?;
     attach::create_table(conn)?;
-    {
-        let mut ins = conn.prepare(&format!(
-            "INSERT INTO {s}.tables VALUES (?, ?, ?, ?, ?, ?, CAST(? AS TIMESTAMP), ?)"
-        ))?;
-        for p in &report.published {
-            ins.execute(duckdb::params![
-                p.name,
-                p.source,
-                p.query_mode,
-                p.description,
-                p.rows,
-                p.size_bytes,
-                p.extracted_at,
-                p.needs_attach
-            ])?;
-        }
-        let mut ins = conn.prepare(&format!("INSERT INTO {s}.transforms VALUES (?, ?)"))?;
-        for (name, status) in transforms {
-            ins.execute([name, status])?;
-        }
-        for a in &report.attachments {
-            attach::insert(conn, a)?;
-        }
-        let mut ins = conn.prepare(&format!("INSERT INTO {s}.info VALUES (?, ?)"))?;
-        let now = chrono::Utc::now().format("%Y-%m-%d %H:%M:%S").to_string();
-        for (k, v) in [
-            ("built_at", now.as_str()),
-            ("fingerprint", fingerprint),
-            ("pipeline_version", env!("CARGO_PKG_VERSION")),
-        ] {
-            ins.execute([k, v])?;
-        }
+    conn.execute(
+        &format!(
+            "INSERT INTO {s}.tables SELECT d->>'name', d->>'source', d->>'query_mode', d->>'description',
+                 CAST(d->>'rows' AS BIGINT), CAST(d->>'size_bytes' AS BIGINT),
+                 CAST(d->>'extracted_at' AS TIMESTAMP), CAST(d->>'needs_attach' AS BOOLEAN) FROM {from}"
+        ),
+        [tables],
+    )?;
+    conn.execute(
+        &format!("INSERT INTO {s}.transforms SELECT d->>'name', d->>'status' FROM {from}"),
+        [transforms],
+    )?;
+    conn.execute(
+        &format!("INSERT INTO {s}.info SELECT d->>'key', d->>'value' FROM {from}"),
+        [info],
+    )?;
+    for a in &report.attachments {
+        attach::insert(conn, a)?;
     }
     conn.execute_batch("COMMIT")
 }
