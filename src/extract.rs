@@ -77,9 +77,13 @@ pub fn extract(
     req: &Request,
 ) -> Result<Extracted, ExtractError> {
     let t = req.table;
-    let name = quote::ident(&t.name)
-        .ok_or_else(|| ExtractError::Config(format!("`{}` is not a safe table name", t.name)))?;
-    let _ = name;
+    // The name becomes a file name under data/: only safe identifiers (they were validated at apply).
+    if quote::ident(&t.name).is_none() {
+        return Err(ExtractError::Config(format!(
+            "`{}` is not a safe table name",
+            t.name
+        )));
+    }
     let partitioned = t.sync_mode() == SyncMode::Partitioned;
     let fingerprint = req
         .connector
@@ -451,6 +455,7 @@ fn write_file(
             quote::path(&tmp)
         ))?,
     };
+    tracing::debug!(table = %t.id, rows = rows_read, "extract: written");
     let data = LocalData::File(tmp.clone());
     documented_columns_exist(q.conn, &data, t)?;
     checks::run(q.conn, &data.scan(), &t.checks).map_err(ExtractError::Check)?;
@@ -462,6 +467,7 @@ fn write_file(
         (synced, hashing.join())
     });
     synced.map_err(|e| ExtractError::Io(tmp.clone(), e))?;
+    tracing::debug!(table = %t.id, "extract: synced and hashed");
     let hash =
         hash.map_err(|_| ExtractError::Config("hashing the Parquet file panicked".into()))??;
     std::fs::rename(&tmp, &target).map_err(|e| ExtractError::Io(target.clone(), e))?;

@@ -25,8 +25,15 @@ impl DuckdbFile {
     }
 
     /// The catalog name this source's file is attached under, in a run and in analytics.
-    fn alias(&self) -> String {
-        format!("{}__db", self.source)
+    fn alias(&self) -> Result<String, ConnectorError> {
+        let alias = format!("{}__db", self.source);
+        match quote::ident(&alias) {
+            Some(_) => Ok(alias),
+            None => Err(ConnectorError::Config(format!(
+                "source name `{}` is too long to attach its database as `{alias}` (at most 60 characters for a duckdb source)",
+                self.source
+            ))),
+        }
     }
 
     fn schema_and_table(&self, table: &TableDef) -> Result<(String, String), ConnectorError> {
@@ -78,12 +85,9 @@ impl Connector for DuckdbFile {
         table: &TableDef,
     ) -> Result<Scan, ConnectorError> {
         let file = self.absolute()?;
-        let alias = self.alias();
-        let attach = format!(
-            "ATTACH {} AS {} (READ_ONLY)",
-            quote::path(&file),
-            quote::ident(&alias).expect("source names are identifiers")
-        );
+        let alias = self.alias()?;
+        let catalog = quote::ident(&alias).expect("alias() checked it");
+        let attach = format!("ATTACH {} AS {catalog} (READ_ONLY)", quote::path(&file));
         session
             .attach_once(conn, &alias, &attach)
             .map_err(|e| match e {
@@ -93,7 +97,6 @@ impl Connector for DuckdbFile {
                 },
                 other => other,
             })?;
-        let catalog = quote::ident(&alias).expect("checked");
         if let Some(query) = table.query.as_deref().filter(|q| !q.trim().is_empty()) {
             let query = query.trim().trim_end_matches(';');
             return Ok(Scan {
@@ -116,7 +119,7 @@ impl Connector for DuckdbFile {
         let (schema, name) = self.schema_and_table(table)?;
         Ok(RemoteTable {
             attach: RemoteAttach {
-                alias: self.alias(),
+                alias: self.alias()?,
                 extension: NATIVE.into(),
                 url: self.absolute()?.to_string_lossy().into_owned(),
                 token_env: None,
