@@ -440,6 +440,9 @@ fn write_file(
     let mut staged = Staged(Some(tmp.clone()));
     let dedupe = latest_per_key(t)?;
     let rel = &q.scan.relation;
+    // While DuckDB writes the file, a follower hashes what is written and starts its writeback, so
+    // that the MD5 and the fsync cost little once the COPY returns.
+    let follower = Follower::start(&tmp);
     let rows_read = match (incremental, existing) {
         (true, Some(old)) => {
             with_incoming(q, &format!("SELECT * FROM {rel}{filters}{dedupe}"), |new| {
@@ -448,28 +451,28 @@ fn write_file(
                     "COPY (SELECT * FROM {new} UNION ALL BY NAME {kept}) TO {} (FORMAT parquet)",
                     quote::path(&tmp)
                 ))
-            })?
+            })
         }
         _ => q.count(&format!(
             "COPY (SELECT * FROM {rel}{filters}{dedupe}) TO {} (FORMAT parquet)",
             quote::path(&tmp)
-        ))?,
+        )),
     };
+    let followed = follower.finish();
+    let rows_read = rows_read?;
     tracing::debug!(table = %t.id, rows = rows_read, "extract: written");
     let data = LocalData::File(tmp.clone());
     documented_columns_exist(q.conn, &data, t)?;
     checks::run(q.conn, &data.scan(), &t.checks).map_err(ExtractError::Check)?;
-    // The file must be on disk before it replaces the old one; hashing it meanwhile (from the page
-    // cache, on the other core) keeps the two from adding up.
-    let (synced, hash) = std::thread::scope(|s| {
-        let hashing = s.spawn(|| md5_of(&data));
-        let synced = std::fs::File::open(&tmp).and_then(|f| f.sync_all());
-        (synced, hashing.join())
-    });
-    synced.map_err(|e| ExtractError::Io(tmp.clone(), e))?;
+    // The file must be on disk before it replaces the old one.
+    std::fs::File::open(&tmp)
+        .and_then(|f| f.sync_all())
+        .map_err(|e| ExtractError::Io(tmp.clone(), e))?;
+    let hash = match followed {
+        Some(h) => h,
+        None => md5_of(&data)?,
+    };
     tracing::debug!(table = %t.id, "extract: synced and hashed");
-    let hash =
-        hash.map_err(|_| ExtractError::Config("hashing the Parquet file panicked".into()))??;
     std::fs::rename(&tmp, &target).map_err(|e| ExtractError::Io(target.clone(), e))?;
     staged.0 = None;
     sync_dir(&target);
@@ -626,6 +629,78 @@ fn swap_dirs(new: &Path, target: &Path) -> Result<(), ExtractError> {
     }
     sync_dir(target);
     Ok(())
+}
+
+/// Follows a file while another writer appends to it: hashes the bytes as they arrive and starts
+/// their writeback (`sync_file_range`), so neither has to wait until the writer is done. DuckDB writes
+/// Parquet strictly front to back (header, row groups, footer); if the file ever ends up shorter than
+/// what was hashed, the hash is dropped and computed again from the file.
+struct Follower {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: std::thread::JoinHandle<Option<(md5::Md5, u64)>>,
+    path: PathBuf,
+}
+
+impl Follower {
+    fn start(path: &Path) -> Follower {
+        use std::sync::atomic::AtomicBool;
+        let stop = std::sync::Arc::new(AtomicBool::new(false));
+        let (flag, file_path) = (stop.clone(), path.to_path_buf());
+        let thread = std::thread::spawn(move || follow(&file_path, &flag));
+        Follower {
+            stop,
+            thread,
+            path: path.to_path_buf(),
+        }
+    }
+
+    /// Stops following (the writer is done) and returns the file's MD5, when it could follow it.
+    fn finish(self) -> Option<String> {
+        use md5::Digest;
+        self.stop.store(true, Ordering::SeqCst);
+        let (hasher, hashed) = self.thread.join().ok().flatten()?;
+        let len = self.path.metadata().ok()?.len();
+        (len == hashed).then(|| {
+            hasher
+                .finalize()
+                .iter()
+                .map(|b| format!("{b:02x}"))
+                .collect()
+        })
+    }
+}
+
+fn follow(path: &Path, stop: &std::sync::atomic::AtomicBool) -> Option<(md5::Md5, u64)> {
+    use md5::Digest;
+    use std::os::fd::AsRawFd;
+    let mut hasher = md5::Md5::new();
+    let mut hashed = 0u64;
+    let mut file: Option<std::fs::File> = None;
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let stopping = stop.load(Ordering::SeqCst);
+        if file.is_none() {
+            file = std::fs::File::open(path).ok();
+        }
+        if let Some(f) = file.as_mut() {
+            loop {
+                let n = f.read(&mut buf).ok()?;
+                if n == 0 {
+                    break;
+                }
+                hasher.update(&buf[..n]);
+                hashed += n as u64;
+            }
+            // SAFETY: a valid open descriptor; the call only starts writeback of that range.
+            unsafe {
+                libc::sync_file_range(f.as_raw_fd(), 0, hashed as i64, libc::SYNC_FILE_RANGE_WRITE);
+            }
+        }
+        if stopping {
+            return file.map(|_| (hasher, hashed));
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
 }
 
 /// MD5 of the Parquet bytes (sync_state.hash): the content, in file-name order for directories.
