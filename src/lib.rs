@@ -11,6 +11,7 @@ pub mod contract;
 pub mod diag;
 pub mod exec;
 pub mod extract;
+pub mod metrics;
 pub mod orchestrator;
 pub mod plan;
 pub mod quote;

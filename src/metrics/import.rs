@@ -1,0 +1,2 @@
+//! `pipeline metrics import DIR`: converting the older metric layout into spec files.
+//! (Being written.)
