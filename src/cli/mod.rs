@@ -7,6 +7,7 @@ mod apply;
 mod graph;
 mod history;
 mod init;
+mod metrics;
 mod output;
 mod plan;
 mod query;
@@ -83,6 +84,9 @@ enum Command {
     /// Run SQL on analytics.duckdb (read-only) and print the result as a table, CSV or JSON.
     #[command(after_help = query::AFTER_HELP)]
     Query(query::Args),
+    /// Business metrics: list, show, run, check against the data, import the older layout.
+    #[command(after_help = metrics::AFTER_HELP)]
+    Metrics(metrics::Args),
     /// Print the task DAG of a sync or a saved plan (DOT, Mermaid or JSON).
     #[command(after_help = graph::AFTER_HELP)]
     Graph(graph::Args),
@@ -126,6 +130,7 @@ pub fn main() -> ExitCode {
         Command::Run(args) => run::run(&cli.dir, args, cli.quiet),
         Command::Query(args) => query::run(&cli.dir, args),
         Command::Graph(args) => graph::run(&cli.dir, args),
+        Command::Metrics(args) => metrics::run(&cli.dir, args),
         Command::Status(args) => status::run(&cli.dir, args),
         Command::History(args) => history::run(&cli.dir, args),
         Command::Schema(args) => schema::run(args),

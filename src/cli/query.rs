@@ -63,14 +63,25 @@ pub fn run(dir: &Path, args: Args) -> Result<ExitCode> {
     for p in problems {
         eprintln!("warning: {p} (views that read through it will fail)");
     }
-    let mut stmt = conn.prepare(&sql).context("query failed")?;
+    print_result(&conn, &sql, args.format, args.max_rows)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Runs `sql` on `conn` and prints its rows on stdout in `format`.
+pub(super) fn print_result(
+    conn: &duckdb::Connection,
+    sql: &str,
+    format: QueryFormat,
+    max_rows: usize,
+) -> Result<()> {
+    let mut stmt = conn.prepare(sql).context("query failed")?;
     let mut rows = stmt.query([]).context("query failed")?;
     let columns: Vec<String> = rows.as_ref().map(|s| s.column_names()).unwrap_or_default();
     let mut out = std::io::BufWriter::new(anstream::stdout().lock());
     let mut table = super::output::TextTable::with_headers(columns.clone());
     let mut shown = 0usize;
     let mut total = 0usize;
-    if args.format == QueryFormat::Csv {
+    if format == QueryFormat::Csv {
         writeln!(
             out,
             "{}",
@@ -86,13 +97,13 @@ pub fn run(dir: &Path, args: Args) -> Result<ExitCode> {
         let values: Vec<Value> = (0..columns.len())
             .map(|i| row.get::<_, Value>(i))
             .collect::<Result<_, _>>()?;
-        match args.format {
+        match format {
             QueryFormat::Table => {
-                if shown < args.max_rows {
+                if shown < max_rows {
                     table.row(
                         values
                             .iter()
-                            .map(|v| super::output::truncate(&text(v), 60))
+                            .map(|v| super::output::truncate(&readable(v), 60))
                             .collect(),
                     );
                     shown += 1;
@@ -118,17 +129,17 @@ pub fn run(dir: &Path, args: Args) -> Result<ExitCode> {
             }
         }
     }
-    if args.format == QueryFormat::Table {
+    if format == QueryFormat::Table {
         write!(out, "{}", table.render())?;
         let more = if total > shown {
             format!(" ({shown} shown; --max-rows to see more)")
         } else {
             String::new()
         };
-        writeln!(out, "{} row(s){more}", total)?;
+        writeln!(out, "{total} row(s){more}")?;
     }
     out.flush()?;
-    Ok(ExitCode::SUCCESS)
+    Ok(())
 }
 
 fn csv_cell(s: &str) -> String {
@@ -136,6 +147,24 @@ fn csv_cell(s: &str) -> String {
         format!("\"{}\"", s.replace('"', "\"\""))
     } else {
         s.to_string()
+    }
+}
+
+/// A value for a table on screen: floating-point noise rounded away (CSV and JSON keep every digit).
+fn readable(v: &Value) -> String {
+    let round = |f: f64| {
+        let s = format!("{f:.6}");
+        let s = s.trim_end_matches('0').trim_end_matches('.');
+        if s == "-0" {
+            "0".to_string()
+        } else {
+            s.to_string()
+        }
+    };
+    match v {
+        Value::Double(f) if f.is_finite() => round(*f),
+        Value::Float(f) if f.is_finite() => round(*f as f64),
+        other => text(other),
     }
 }
 

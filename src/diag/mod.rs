@@ -47,6 +47,9 @@ pub enum Code {
     Sql,
     /// A metric template that does not render.
     Template,
+    /// SQL that parses but does not bind against the published schema (an unknown column or table,
+    /// a type error): found by `metrics check`, which needs data.
+    Bind,
     /// Transforms that depend on each other in a loop.
     Cycle,
     /// A path in a spec that does not exist.

@@ -14,6 +14,7 @@ pub mod node;
 pub mod schedule;
 pub mod source;
 pub mod sql;
+pub mod template;
 pub mod toml;
 pub mod validate;
 pub mod yaml;

@@ -24,8 +24,7 @@ pub struct Analysis {
 }
 
 /// Variables every metric template can use (documented in docs/specs.md).
-pub const METRIC_TEMPLATE_VARS: &[&str] =
-    &["grain", "dimension", "date_from", "date_to", "time_column"];
+pub const METRIC_TEMPLATE_VARS: &[&str] = super::template::NAMES;
 
 /// `parser`: DuckDB for SQL checks, opened by the caller (possibly while the specs were loading).
 pub fn validate(
@@ -691,22 +690,19 @@ fn cycle_path(
     vec![start, start]
 }
 
-/// Renders a metric's SQL template as `validate` does: strict about undefined variables.
+/// Renders a metric's SQL template as `validate` does (see [`super::template`]): strict about
+/// undefined variables, no dimension and no date range.
 pub fn render_metric(
     template: &str,
     grain: &str,
     time_column: Option<&str>,
 ) -> Result<String, minijinja::Error> {
-    let mut env = minijinja::Environment::new();
-    env.set_undefined_behavior(minijinja::UndefinedBehavior::Strict);
-    env.render_str(
+    super::template::render(
         template,
-        minijinja::context! {
-            grain => grain,
-            dimension => minijinja::Value::from(()),
-            date_from => minijinja::Value::from(()),
-            date_to => minijinja::Value::from(()),
-            time_column => time_column,
+        &super::template::Params {
+            grain: grain.to_string(),
+            time_column: time_column.map(String::from),
+            ..Default::default()
         },
     )
 }

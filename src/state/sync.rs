@@ -248,3 +248,55 @@ pub fn record(conn: &mut Connection, run: &RunRecord) -> StateResult<()> {
     tx.commit()?;
     Ok(())
 }
+
+/// Records `metrics check` results: (metric id, error if it failed). Metrics not registered yet are
+/// not in the table, and are left out.
+pub fn record_checks(conn: &Connection, results: &[(String, Option<String>)]) -> StateResult<()> {
+    let rows: Vec<serde_json::Value> = results
+        .iter()
+        .map(|(id, error)| {
+            serde_json::json!({"id": id, "status": if error.is_some() { "failed" } else { "ok" },
+                               "error": error})
+        })
+        .collect();
+    conn.execute(
+        &format!(
+            "UPDATE metric_definitions SET last_check_at = current_timestamp,
+                 last_check_status = c.d->>'status', last_check_error = c.d->>'error'
+             FROM {ROWS} AS c WHERE id = (c.d->>'id')"
+        ),
+        params![json(rows)],
+    )?;
+    Ok(())
+}
+
+/// A metric's last check.
+#[derive(Clone, Debug)]
+pub struct LastCheck {
+    /// ok | failed
+    pub status: String,
+    /// UTC, RFC 3339.
+    pub at: String,
+    pub error: Option<String>,
+}
+
+/// The last check of each registered metric, by id.
+pub fn last_checks(conn: &Connection) -> StateResult<HashMap<String, LastCheck>> {
+    let mut stmt = conn.prepare(
+        "SELECT id, last_check_status, strftime(last_check_at, '%Y-%m-%dT%H:%M:%SZ'), last_check_error
+         FROM metric_definitions WHERE last_check_status IS NOT NULL",
+    )?;
+    let rows = stmt
+        .query_map([], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                LastCheck {
+                    status: r.get(1)?,
+                    at: r.get(2)?,
+                    error: r.get(3)?,
+                },
+            ))
+        })?
+        .collect::<Result<HashMap<_, _>, _>>()?;
+    Ok(rows)
+}

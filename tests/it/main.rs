@@ -6,6 +6,7 @@ mod common;
 mod cli;
 mod demo;
 mod engine;
+mod metrics;
 mod plan_apply;
 mod signals;
 mod validate;
