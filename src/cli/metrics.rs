@@ -83,7 +83,8 @@ enum Command {
     /// under metrics/. Re-importing the same directory changes nothing.
     Import {
         /// The directory holding the older definitions.
-        dir: PathBuf,
+        #[arg(value_name = "DIR")]
+        legacy_dir: PathBuf,
         /// Show what would be written, write nothing.
         #[arg(long)]
         dry_run: bool,
@@ -112,7 +113,10 @@ pub fn run(dir: &Path, args: Args) -> Result<ExitCode> {
             compute(dir, &id, &req, format, sql)
         }
         Command::Check { ids, format } => check(dir, &ids, format),
-        Command::Import { dir: from, dry_run } => import(dir, &from, dry_run),
+        Command::Import {
+            legacy_dir,
+            dry_run,
+        } => import(dir, &legacy_dir, dry_run),
     }
 }
 
@@ -405,6 +409,49 @@ fn check(dir: &Path, ids: &[String], format: Format) -> Result<ExitCode> {
 }
 
 fn import(dir: &Path, from: &Path, dry_run: bool) -> Result<ExitCode> {
-    let _ = (dir, from, dry_run);
-    bail!("metrics import is not available yet")
+    use crate::metrics::import::{import, ImportOptions};
+    let opts = ImportOptions {
+        out_dir: dir.join("metrics"),
+        dry_run,
+    };
+    let report = import(from, &opts)?;
+    let mut out = anstream::stdout().lock();
+    let shown = |p: &Path| p.strip_prefix(dir).unwrap_or(p).display().to_string();
+    let verb = if dry_run { "would write" } else { "wrote" };
+    for p in &report.written {
+        writeln!(out, "  {verb}     {}", shown(p))?;
+    }
+    for p in &report.unchanged {
+        writeln!(out, "  unchanged   {}", shown(p))?;
+    }
+    drop(out);
+    let mut err = anstream::stderr().lock();
+    let warn = anstyle::AnsiColor::Yellow.on_default().bold();
+    for p in &report.warnings {
+        writeln!(err, "{warn}warning{warn:#}: {p}")?;
+    }
+    let bad = anstyle::AnsiColor::Red.on_default().bold();
+    for p in &report.skipped {
+        writeln!(err, "{bad}not converted{bad:#}: {p}")?;
+    }
+    drop(err);
+    println!(
+        "\n{} {}, {} unchanged, {} not converted, {} warning(s).{}",
+        report.written.len(),
+        if dry_run { "to write" } else { "written" },
+        report.unchanged.len(),
+        report.skipped.len(),
+        report.warnings.len(),
+        if report.written.is_empty() || dry_run {
+            ""
+        } else {
+            " Run `pipeline validate`: the import does not check tables or SQL."
+        }
+    );
+    // Definitions left behind are a failure a script should notice; warnings are not.
+    Ok(if report.skipped.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
 }

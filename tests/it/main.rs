@@ -7,6 +7,7 @@ mod cli;
 mod demo;
 mod engine;
 mod metrics;
+mod metrics_import;
 mod plan_apply;
 mod signals;
 mod validate;
