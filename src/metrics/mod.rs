@@ -150,10 +150,19 @@ pub fn check(conn: &Connection, files: &SourceMap, m: &MetricSpec) -> Vec<Diagno
             .map(|(k, v)| (format!("variant `{}`", k.value), v)),
     );
     for (what, sql) in sqls {
-        for grain in grains(m) {
+        // Every grain, and each declared dimension when the template uses `dimension`.
+        let mut dimensions = vec![None];
+        if sql.value.contains("dimension") {
+            dimensions.extend(m.dimensions.iter().map(|d| Some(d.value.clone())));
+        }
+        let cases = grains(m)
+            .into_iter()
+            .flat_map(|g| dimensions.iter().map(move |d| (g.clone(), d.clone())));
+        for (grain, dimension) in cases {
             let params = Params {
                 grain: grain.clone(),
                 time_column: m.time_column.as_ref().map(|t| t.value.clone()),
+                dimension,
                 ..Params::default()
             };
             let Ok(rendered) = template::render(&sql.value, &params) else {

@@ -448,8 +448,11 @@ impl Validator<'_> {
             let sqls = std::iter::once(&m.sql).chain(m.variants.iter().map(|(_, sql)| sql));
             for sql in sqls {
                 for grain in metric_grains(m) {
-                    if let Ok(r) = render_metric(&sql.value, grain, time_column) {
-                        out.push(r);
+                    for dimension in metric_dimensions(m, &sql.value) {
+                        if let Ok(r) = render_metric_for(&sql.value, grain, time_column, dimension)
+                        {
+                            out.push(r);
+                        }
                     }
                 }
             }
@@ -553,12 +556,21 @@ impl Validator<'_> {
                     .iter()
                     .map(|(name, sql)| (sql, format!("{owner} variant `{}`", name.value))),
             );
+            // Every grain, and every declared dimension when the template uses `dimension`.
+            let cases = |sql: &str| -> Vec<(&'static str, Option<&str>)> {
+                grains
+                    .iter()
+                    .flat_map(|g| metric_dimensions(m, sql).into_iter().map(move |d| (*g, d)))
+                    .collect()
+            };
             for (sql, what) in sqls {
-                for grain in &grains {
-                    let rendered = match render_metric(
+                for (grain, dimension) in cases(&sql.value) {
+                    let grain = &grain;
+                    let rendered = match render_metric_for(
                         &sql.value,
                         grain,
                         m.time_column.as_ref().map(|c| c.as_str()),
+                        dimension,
                     ) {
                         Ok(r) => r,
                         Err(e) => {
@@ -590,7 +602,12 @@ impl Validator<'_> {
                             self.sql_error(
                                 sql,
                                 &what,
-                                format!("{} (grain {grain})", e.message),
+                                match dimension {
+                                    Some(d) => {
+                                        format!("{} (grain {grain}, dimension {d})", e.message)
+                                    }
+                                    None => format!("{} (grain {grain})", e.message),
+                                },
                                 offset,
                             );
                             break;
@@ -697,14 +714,34 @@ pub fn render_metric(
     grain: &str,
     time_column: Option<&str>,
 ) -> Result<String, minijinja::Error> {
+    render_metric_for(template, grain, time_column, None)
+}
+
+/// [`render_metric`] for one dimension.
+pub fn render_metric_for(
+    template: &str,
+    grain: &str,
+    time_column: Option<&str>,
+    dimension: Option<&str>,
+) -> Result<String, minijinja::Error> {
     super::template::render(
         template,
         &super::template::Params {
             grain: grain.to_string(),
             time_column: time_column.map(String::from),
+            dimension: dimension.map(String::from),
             ..Default::default()
         },
     )
+}
+
+/// The dimensions a template is rendered for: none, plus each declared one when it uses `dimension`.
+fn metric_dimensions<'m>(m: &'m MetricSpec, template: &str) -> Vec<Option<&'m str>> {
+    let mut out = vec![None];
+    if template.contains("dimension") {
+        out.extend(m.dimensions.iter().map(|d| Some(d.value.as_str())));
+    }
+    out
 }
 
 /// Maps a byte offset inside a string value back to its file position. Exact for plain and quoted

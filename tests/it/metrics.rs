@@ -237,3 +237,71 @@ fn show_prints_the_definition_and_the_sql_for_each_grain() {
         assert!(text.contains(expected), "`{expected}` missing:\n{text}");
     }
 }
+
+#[test]
+fn a_template_can_handle_dimensions_itself() {
+    let demo = synced_demo();
+    let dir = demo.path();
+    std::fs::write(
+        dir.join("metrics/revenue/orders_placed.yaml"),
+        "description: Orders placed, any status\n\
+         owner: finance@acme-outdoor.example\n\
+         grain: [year]\n\
+         time_column: ordered_at\n\
+         dimensions: [country, sales_channel]\n\
+         sql: |\n  \
+           select {{ period() }} as period,{% if dimension %} {{ dimension }},{% endif %} count(*) as value\n  \
+           from order_facts\n  \
+           where {{ date_filter() }}\n  \
+           group by all order by all\n",
+    )
+    .unwrap();
+    run(dir, &["validate", "-q"]);
+    run(dir, &["metrics", "check", "revenue/orders_placed"]);
+    let total = stdout(&run(
+        dir,
+        &[
+            "metrics",
+            "run",
+            "revenue/orders_placed",
+            "--from",
+            "2025-01-01",
+            "--to",
+            "2025-12-31",
+            "--format",
+            "csv",
+        ],
+    ));
+    let by_channel = stdout(&run(
+        dir,
+        &[
+            "metrics",
+            "run",
+            "revenue/orders_placed",
+            "--dim",
+            "sales_channel",
+            "--from",
+            "2025-01-01",
+            "--to",
+            "2025-12-31",
+            "--format",
+            "csv",
+        ],
+    ));
+    assert!(
+        by_channel.starts_with("period,sales_channel,value\n"),
+        "{by_channel}"
+    );
+    let sum = |csv: &str| -> i64 {
+        csv.lines()
+            .skip(1)
+            .map(|l| l.rsplit(',').next().unwrap().parse::<i64>().unwrap())
+            .sum()
+    };
+    assert_eq!(
+        sum(&total),
+        sum(&by_channel),
+        "the breakdown adds up to the total"
+    );
+    assert_eq!(total.lines().count(), 2, "one year: {total}");
+}
