@@ -28,6 +28,15 @@ pub enum MetricError {
         dimension: String,
         listed: String,
     },
+    #[error(
+        "metric `{id}` has no dimension `{dimension}`; it declares: {declared} (add it to \
+         `dimensions:` in its spec)"
+    )]
+    UndeclaredDimension {
+        id: String,
+        dimension: String,
+        declared: String,
+    },
     #[error("metric `{id}`: template error: {error}")]
     Template { id: String, error: String },
     #[error("`{0}` is not a date (use YYYY-MM-DD)")]
@@ -83,6 +92,19 @@ pub fn select(m: &MetricSpec, req: &Request) -> Result<String, MetricError> {
     let (from, to) = (date(&req.date_from)?, date(&req.date_to)?);
     let mut template = m.sql.value.as_str();
     if let Some(d) = &req.dimension {
+        // The dimension becomes SQL: only the declared ones, which are column names.
+        let declared_dims: Vec<&str> = m.dimensions.iter().map(|x| x.value.as_str()).collect();
+        if !declared_dims.contains(&d.as_str()) || !crate::spec::names::is_identifier(d) {
+            return Err(MetricError::UndeclaredDimension {
+                id: m.id.clone(),
+                dimension: d.clone(),
+                declared: if declared_dims.is_empty() {
+                    "none".into()
+                } else {
+                    declared_dims.join(", ")
+                },
+            });
+        }
         if !template.contains("dimension") {
             let variant = format!("by_{d}");
             template = m

@@ -133,6 +133,23 @@ fn metric_results_equal_hand_written_sql_over_the_same_data() {
     let out = pipeline()
         .arg("--dir")
         .arg(dir)
+        .args([
+            "metrics",
+            "run",
+            "revenue/total_revenue",
+            "--dim",
+            "x; drop table orders",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("has no dimension `x; drop table orders`"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = pipeline()
+        .arg("--dir")
+        .arg(dir)
         .args(["metrics", "run", "revenue/total_revnue"])
         .output()
         .unwrap();
