@@ -360,7 +360,14 @@ fn add_source(
                     reason.push_str(&format!(" ({})", refused.join("; ")));
                 }
                 skip(report, Some(name), format!("{reason}; skipped"));
-                if !rules.owners.keys().any(|k| k.eq_ignore_ascii_case(name)) {
+                // Free the name again, unless it is recorded as ours or another row of this
+                // extract published it already (e.g. `orders` and `ORDERS`).
+                let ours = rules.owners.keys().any(|k| k.eq_ignore_ascii_case(name))
+                    || report
+                        .published
+                        .iter()
+                        .any(|p| p.source == source && p.name.eq_ignore_ascii_case(name));
+                if !ours {
                     taken.remove(&fold(name));
                 }
                 continue;
