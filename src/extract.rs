@@ -110,22 +110,27 @@ pub fn extract(
         }
     }
 
-    let scan = req.connector.scan(conn, session, t)?;
+    // Increments continue from the last successful extract, when its data is there to merge into.
+    let continues = right_shape && !req.full_refresh && t.sync_mode() != SyncMode::Full;
+    let last = req
+        .previous
+        .and_then(|p| p.last_cursor.as_deref())
+        .filter(|_| continues);
+    let scan = req.connector.scan(conn, session, t, last)?;
+    // Downloads the scan made are removed however the extract ends.
+    let _downloads = Staged(scan.cleanup.clone());
     let q = Query { conn, scan: &scan };
     std::fs::create_dir_all(req.dir.data()).map_err(|e| ExtractError::Io(req.dir.data(), e))?;
-    let cursor_bound = match (&t.cursor, req.previous.and_then(|p| p.last_cursor.as_ref())) {
-        (Some(c), Some(last))
-            if right_shape && !req.full_refresh && t.sync_mode() != SyncMode::Full =>
-        {
-            Some(q.cursor_bound(c, last, t.window_days)?)
-        }
+    let cursor_bound = match (&t.cursor, last) {
+        (Some(c), Some(last)) if !scan.increment => Some(q.cursor_bound(c, last, t.window_days)?),
         _ => None,
     };
+    let merge = cursor_bound.is_some() || (scan.increment && continues);
     let filters = where_clause(t, cursor_bound.as_deref())?;
     let result = if partitioned {
-        write_partitioned(&q, req, &filters, existing.as_ref(), cursor_bound.is_some())
+        write_partitioned(&q, req, &filters, existing.as_ref(), merge)
     } else {
-        write_file(&q, req, &filters, existing.as_ref(), cursor_bound.is_some())
+        write_file(&q, req, &filters, existing.as_ref(), merge)
     };
     if scan.use_catalog.is_some() {
         let _ = conn.execute_batch("USE memory");
@@ -136,8 +141,9 @@ pub fn extract(
             r.get(0)
         })
         .map_err(|e| ExtractError::Query(e.to_string()))?;
-    let cursor = match &t.cursor {
-        Some(c) => {
+    let cursor = match (&scan.watermark, &t.cursor) {
+        (Some(w), _) => Some(w.clone()),
+        (None, Some(c)) => {
             let col = quote::ident(c).ok_or_else(|| bad_column(c))?;
             conn.query_row(
                 &format!("SELECT CAST(max({col}) AS VARCHAR) FROM {}", data.scan()),
@@ -146,7 +152,7 @@ pub fn extract(
             )
             .map_err(|e| ExtractError::Query(e.to_string()))?
         }
-        None => None,
+        (None, None) => None,
     };
     Ok(Extracted {
         rows,

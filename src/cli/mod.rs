@@ -13,6 +13,7 @@ mod plan;
 mod query;
 mod run;
 mod schema;
+mod sources;
 mod status;
 mod validate;
 
@@ -87,6 +88,9 @@ enum Command {
     /// Business metrics: list, show, run, check against the data, import the older layout.
     #[command(after_help = metrics::AFTER_HELP)]
     Metrics(metrics::Args),
+    /// Sources: discover the tables a source holds and write registry entries for them.
+    #[command(after_help = sources::AFTER_HELP)]
+    Sources(sources::Args),
     /// Print the task DAG of a sync or a saved plan (DOT, Mermaid or JSON).
     #[command(after_help = graph::AFTER_HELP)]
     Graph(graph::Args),
@@ -131,6 +135,7 @@ pub fn main() -> ExitCode {
         Command::Query(args) => query::run(&cli.dir, args),
         Command::Graph(args) => graph::run(&cli.dir, args),
         Command::Metrics(args) => metrics::run(&cli.dir, args),
+        Command::Sources(args) => sources::run(&cli.dir, args),
         Command::Status(args) => status::run(&cli.dir, args),
         Command::History(args) => history::run(&cli.dir, args),
         Command::Schema(args) => schema::run(args),

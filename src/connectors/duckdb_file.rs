@@ -83,6 +83,7 @@ impl Connector for DuckdbFile {
         conn: &Connection,
         session: &Session,
         table: &TableDef,
+        _since: Option<&str>,
     ) -> Result<Scan, ConnectorError> {
         let file = self.absolute()?;
         let alias = self.alias()?;
@@ -100,19 +101,16 @@ impl Connector for DuckdbFile {
         if let Some(query) = table.query.as_deref().filter(|q| !q.trim().is_empty()) {
             let query = query.trim().trim_end_matches(';');
             return Ok(Scan {
-                relation: format!("({query})"),
                 use_catalog: Some(alias),
+                ..Scan::of(format!("({query})"))
             });
         }
         let (schema, name) = self.schema_and_table(table)?;
-        Ok(Scan {
-            relation: format!(
-                "{catalog}.{}.{}",
-                quote::ident(&schema).expect("checked"),
-                quote::ident(&name).expect("checked")
-            ),
-            use_catalog: None,
-        })
+        Ok(Scan::of(format!(
+            "{catalog}.{}.{}",
+            quote::ident(&schema).expect("checked"),
+            quote::ident(&name).expect("checked")
+        )))
     }
 
     fn remote(&self, table: &TableDef) -> Result<RemoteTable, ConnectorError> {

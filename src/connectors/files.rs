@@ -218,6 +218,7 @@ impl Connector for Files {
         conn: &Connection,
         _session: &Session,
         table: &TableDef,
+        _since: Option<&str>,
     ) -> Result<Scan, ConnectorError> {
         let files = self.files(conn, table)?;
         let list = files
@@ -234,9 +235,9 @@ impl Connector for Files {
         } else {
             ""
         };
-        Ok(Scan {
-            relation: format!("{reader}([{list}]{}{union})", self.options),
-            use_catalog: None,
-        })
+        Ok(Scan::of(format!(
+            "{reader}([{list}]{}{union})",
+            self.options
+        )))
     }
 }

@@ -11,6 +11,7 @@
 
 mod duckdb_file;
 mod files;
+pub mod keboola;
 
 use crate::contract::RemoteAttach;
 use crate::registered::{SourceDef, TableDef};
@@ -40,6 +41,26 @@ pub struct Scan {
     pub relation: String,
     /// Catalog to make the default while selecting (materialized queries name tables unqualified).
     pub use_catalog: Option<String>,
+    /// The rows are only what changed since the `since` the scan was given (the source filtered
+    /// them, e.g. Keboola's `changedSince`): they are merged into the previous data by key.
+    pub increment: bool,
+    /// What to pass as `since` next time (kept as the table's cursor in sync_state).
+    pub watermark: Option<String>,
+    /// Files the scan downloaded, removed once the extract is done.
+    pub cleanup: Option<PathBuf>,
+}
+
+impl Scan {
+    /// A scan of `relation` with nothing else to it.
+    pub fn of(relation: String) -> Scan {
+        Scan {
+            relation,
+            use_catalog: None,
+            increment: false,
+            watermark: None,
+            cleanup: None,
+        }
+    }
 }
 
 /// How analytics reaches a remote table.
@@ -55,9 +76,19 @@ pub struct RemoteTable {
 #[derive(Debug, Default)]
 pub struct Session {
     attached: Mutex<HashSet<String>>,
+    /// Where downloads go (under the data dir); the system temp dir when unset.
+    pub scratch: Option<PathBuf>,
 }
 
 impl Session {
+    /// A session whose downloads go under `scratch`.
+    pub fn with_scratch(scratch: PathBuf) -> Session {
+        Session {
+            scratch: Some(scratch),
+            ..Session::default()
+        }
+    }
+
     /// Runs `attach` (an ATTACH … AS `alias`) unless `alias` is already attached in this session.
     pub fn attach_once(
         &self,
@@ -99,12 +130,14 @@ pub trait Connector: Send + Sync {
         table: &TableDef,
     ) -> Result<Option<String>, ConnectorError>;
 
-    /// Makes the table's rows readable on `conn` and returns the relation over them.
+    /// Makes the table's rows readable on `conn` and returns the relation over them. `since` is the
+    /// watermark of the last successful extract, for connectors that read increments themselves.
     fn scan(
         &self,
         conn: &Connection,
         session: &Session,
         table: &TableDef,
+        since: Option<&str>,
     ) -> Result<Scan, ConnectorError>;
 
     /// For `query_mode: remote`: what analytics attaches, and the table inside it.
@@ -131,6 +164,7 @@ pub fn connector(source: &SourceDef, root: &Path) -> Result<Box<dyn Connector>, 
             &source.name,
             path()?,
         ))),
+        "keboola" => Ok(Box::new(keboola::Keboola::new(source)?)),
         other => Err(ConnectorError::Unsupported(other.to_string())),
     }
 }

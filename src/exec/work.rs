@@ -95,7 +95,7 @@ impl Context {
             lock_timeout: p.lock_timeout,
             cancel,
             engine: Mutex::new(engine),
-            session: Session::default(),
+            session: Session::with_scratch(p.temp_dir.clone()),
             extracted: Mutex::new(HashMap::new()),
             publish: Mutex::new(Publish::NotRun),
             analytics_lock: Mutex::new(None),

@@ -1074,7 +1074,7 @@ fn flow_list(out: &mut String, key: &str, items: &[String]) {
 /// something to YAML, a `|` block for multi-line text (content at `indent` spaces), else
 /// double-quoted. `flow` is for items inside `[...]`, where `,` and brackets are syntax too.
 /// The returned text has no trailing newline.
-fn scalar(text: &str, indent: usize, flow: bool) -> String {
+pub(crate) fn scalar(text: &str, indent: usize, flow: bool) -> String {
     if !flow && text.contains('\n') && block_ok(text) {
         return block(text, indent);
     }

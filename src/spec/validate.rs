@@ -289,9 +289,14 @@ impl Validator<'_> {
             .map(|m| m.span)
             .or(sync.span)
             .unwrap_or(t.span.point());
+        // Keboola increments by its own change time (`changedSince`), not by a column.
+        let keboola = self
+            .specs
+            .source(t.source.as_str())
+            .is_some_and(|s| s.source_type.value == super::model::SourceType::Keboola);
         match sync.mode() {
             SyncMode::Incremental => {
-                if sync.cursor.is_none() {
+                if sync.cursor.is_none() && !keboola {
                     self.diags.push(
                         Diagnostic::error(
                             Code::MissingKey,
