@@ -6,6 +6,7 @@ mod common;
 mod cli;
 mod demo;
 mod engine;
+mod keboola;
 mod metrics;
 mod metrics_import;
 mod plan_apply;

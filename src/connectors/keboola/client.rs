@@ -89,10 +89,33 @@ pub struct TableInfo {
     pub last_change_date: Option<String>,
     #[serde(default)]
     pub metadata: Vec<Metadata>,
-    #[serde(default, rename = "columnMetadata")]
+    #[serde(
+        default,
+        rename = "columnMetadata",
+        deserialize_with = "map_or_empty_list"
+    )]
     pub column_metadata: std::collections::BTreeMap<String, Vec<Metadata>>,
     #[serde(default)]
     pub bucket: Option<BucketRef>,
+}
+
+/// The API (PHP underneath) sends an empty object as `[]`: accept both.
+fn map_or_empty_list<'de, D>(
+    d: D,
+) -> Result<std::collections::BTreeMap<String, Vec<Metadata>>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+{
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Either {
+        Map(std::collections::BTreeMap<String, Vec<Metadata>>),
+        List(serde::de::IgnoredAny),
+    }
+    Ok(match Either::deserialize(d)? {
+        Either::Map(m) => m,
+        Either::List(_) => Default::default(),
+    })
 }
 
 #[derive(Clone, Debug, Deserialize)]

@@ -1,0 +1,217 @@
+//! The keboola connector end to end, against a fake Keboola Storage API on 127.0.0.1 (its wire
+//! format follows the documented one; see tests/support/fake_keboola.rs).
+
+#[path = "../support/fake_keboola.rs"]
+#[allow(dead_code)]
+mod fake_keboola;
+
+use crate::common::Instance;
+use fake_keboola::{FakeKeboola, Route};
+use std::process::Output;
+
+fn orders_fake() -> FakeKeboola {
+    let fake = FakeKeboola::start();
+    fake.add_bucket("in.c-shop", "Shop exports");
+    fake.add_table(
+        "in.c-shop.orders",
+        &["order_id", "amount", "status"],
+        &["order_id"],
+        "One row per order",
+    );
+    fake.set_rows(
+        "in.c-shop.orders",
+        vec![
+            row(&["1", "10.5", "paid"]),
+            row(&["2", "7", "paid"]),
+            row(&["3", "1.25", "has \"quotes\", and a comma"]),
+        ],
+        1_700_000_000,
+    );
+    fake
+}
+
+fn row(v: &[&str]) -> Vec<String> {
+    v.iter().map(|s| s.to_string()).collect()
+}
+
+fn instance(fake: &FakeKeboola, sync: &str) -> Instance {
+    Instance::from_files(&[
+        ("config/instance.yaml", "name: kbc\ntimezone: UTC\n"),
+        (
+            "pipelines/kbc.yaml",
+            &format!(
+                "type: keboola\nconnection:\n  url: {}\n  token_env: PIPELINE_TEST_KBC_TOKEN\n",
+                fake.url()
+            ),
+        ),
+        (
+            "registry/kbc.yaml",
+            &format!(
+                "tables:\n  - source: kbc\n    bucket: in.c-shop\n    source_table: orders\n    sync: {sync}\n"
+            ),
+        ),
+    ])
+}
+
+fn pipeline(inst: &Instance, fake: &FakeKeboola, args: &[&str]) -> Output {
+    inst.cmd()
+        .args(args)
+        .env("PIPELINE_TEST_KBC_TOKEN", fake.token())
+        .env("PIPELINE_KEBOOLA_FAST_RETRY", "1")
+        .output()
+        .unwrap()
+}
+
+fn ok(out: Output) -> String {
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn query(inst: &Instance, fake: &FakeKeboola, sql: &str) -> String {
+    ok(pipeline(inst, fake, &["query", "--format", "csv", sql]))
+}
+
+#[test]
+fn a_keboola_table_is_exported_to_parquet_and_queryable_with_its_column_names() {
+    let fake = orders_fake();
+    let inst = instance(&fake, "{ mode: full, primary_key: [order_id] }");
+    let out = pipeline(&inst, &fake, &["apply", "--auto-approve"]);
+    let all = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "{all}");
+    assert_eq!(
+        query(&inst, &fake, "select order_id, amount, status from orders order by 1"),
+        "order_id,amount,status\n1,10.5,paid\n2,7,paid\n3,1.25,\"has \"\"quotes\"\", and a comma\"\n"
+    );
+    assert!(inst
+        .path()
+        .join("data/extracts/kbc/data/orders.parquet")
+        .is_file());
+    // The token never reaches output, URLs or the state.
+    assert!(!all.contains(fake.token()));
+    assert!(!fake.tokens_seen_in_urls());
+    let state = std::fs::read(inst.state_path()).unwrap();
+    assert!(!state
+        .windows(fake.token().len())
+        .any(|w| w == fake.token().as_bytes()));
+    // Unchanged in Keboola: not exported again.
+    let exports = fake.requests(Route::Export);
+    ok(pipeline(&inst, &fake, &["run", "-q"]));
+    assert_eq!(fake.requests(Route::Export), exports);
+}
+
+#[test]
+fn server_errors_and_rate_limits_are_retried() {
+    let fake = orders_fake();
+    let inst = instance(&fake, "{ mode: full }");
+    fake.fail_next(Route::Export, 2, 503);
+    fake.rate_limit_next(Route::Job, 1, 1);
+    fake.truncate_next_slice();
+    ok(pipeline(&inst, &fake, &["apply", "--auto-approve", "-q"]));
+    assert_eq!(fake.requests(Route::Export), 3, "two 503s, then success");
+    assert_eq!(
+        query(&inst, &fake, "select count(*) from orders"),
+        "count_star()\n3\n"
+    );
+}
+
+#[test]
+fn a_failed_job_is_reported_with_keboolas_message_and_the_previous_data_stays() {
+    let fake = orders_fake();
+    let inst = instance(&fake, "{ mode: full }");
+    ok(pipeline(&inst, &fake, &["apply", "--auto-approve", "-q"]));
+    fake.set_rows(
+        "in.c-shop.orders",
+        vec![row(&["9", "1", "x"])],
+        1_700_000_100,
+    );
+    fake.fail_next_job("Table export failed: warehouse is unavailable");
+    let out = pipeline(&inst, &fake, &["run"]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("warehouse is unavailable"), "{err}");
+    assert_eq!(
+        query(&inst, &fake, "select count(*) from orders"),
+        "count_star()\n3\n"
+    );
+    // Persistent server errors end in a clear error too, after the retries.
+    fake.fail_next(Route::Detail, 100, 500);
+    let out = pipeline(&inst, &fake, &["run"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("HTTP 500"));
+    assert_eq!(
+        query(&inst, &fake, "select count(*) from orders"),
+        "count_star()\n3\n"
+    );
+}
+
+#[test]
+fn incremental_sync_fetches_only_changes_and_merges_them_by_key() {
+    let fake = orders_fake();
+    let inst = instance(&fake, "{ mode: incremental, primary_key: [order_id] }");
+    ok(pipeline(&inst, &fake, &["apply", "--auto-approve", "-q"]));
+    assert_eq!(
+        fake.last_changed_since(),
+        None,
+        "the first sync reads everything"
+    );
+    // One changed row, one new row, a moment later.
+    let later = chrono::Utc::now().timestamp() + 5;
+    fake.upsert_rows(
+        "in.c-shop.orders",
+        vec![row(&["2", "8", "refunded"]), row(&["4", "3", "paid"])],
+        later,
+    );
+    ok(pipeline(&inst, &fake, &["run", "-q"]));
+    assert!(
+        fake.last_changed_since().is_some(),
+        "the second sync asks for changes only"
+    );
+    assert_eq!(
+        query(
+            &inst,
+            &fake,
+            "select order_id, status from orders order by 1"
+        ),
+        "order_id,status\n1,paid\n2,refunded\n3,\"has \"\"quotes\"\", and a comma\"\n4,paid\n"
+    );
+}
+
+#[test]
+fn discover_writes_registry_entries_that_validate() {
+    let fake = orders_fake();
+    fake.add_table(
+        "in.c-crm.orders",
+        &["id", "note"],
+        &[],
+        "Orders as the CRM sees them",
+    );
+    let inst = instance(&fake, "{ mode: full }");
+    std::fs::remove_file(inst.path().join("registry/kbc.yaml")).unwrap();
+    let out = ok(pipeline(
+        &inst,
+        &fake,
+        &["sources", "discover", "kbc", "--write", "registry/kbc.yaml"],
+    ));
+    assert!(out.contains("in.c-shop.orders"), "{out}");
+    let written = std::fs::read_to_string(inst.path().join("registry/kbc.yaml")).unwrap();
+    assert!(written.contains("primary_key: [order_id]"), "{written}");
+    assert!(
+        written.contains("description: One row per order"),
+        "{written}"
+    );
+    // Two tables named `orders`: the second gets its bucket's name.
+    assert!(
+        written.contains("name: crm_orders") || written.contains("name: shop_orders"),
+        "{written}"
+    );
+    ok(pipeline(&inst, &fake, &["validate", "-q"]));
+}

@@ -1,0 +1,1302 @@
+//! A fake Keboola Storage API v2, for end-to-end tests and benchmarks of the Keboola connector.
+//!
+//! It serves, over plain HTTP on 127.0.0.1, the subset a table extractor walks through (the flow of
+//! the official Python client: `tables.export_raw` → `jobs.block_until_completed` → `files.download`):
+//! list buckets and tables, read a table's detail, start an asynchronous table export, poll the job,
+//! read the exported file's detail, fetch its slice manifest and download the gzip'd CSV slices
+//! (no header, every value double-quoted, quotes doubled, columns in the table's order).
+//!
+//! Where it differs from the real service, on purpose:
+//! - The real file detail (`GET /v2/storage/files/{id}?federationToken=1`) points at S3/GCS/ABS and
+//!   carries temporary cloud credentials; the fake returns plain HTTP URLs on itself (`/fake/files/…`)
+//!   for the manifest and the slices instead. Like pre-signed cloud URLs they need no Storage token,
+//!   and [`FakeKeboola::token_sent_to_file_storage`] tells when a client sends it there anyway.
+//! - An export's rows are snapshotted when the job is created, not when it runs; slices are always
+//!   gzip'd whatever `gzip` says; `changedSince` takes a unix timestamp or an ISO-8601 date(-time),
+//!   not every `strtotime` phrase. Other export options (`whereColumn`, `format`, …) are ignored.
+//!
+//! Tests include it with `#[path = "../support/fake_keboola.rs"] #[allow(dead_code)] mod fake_keboola;`
+//! (the `allow` because each includer uses a different subset) and drive it through blocking `&self`
+//! methods; `examples/fake_keboola.rs` runs it as a standalone benchmark server. The server has its
+//! own tokio runtime, so plain `#[test]`s and `#[tokio::test]`s can use it.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fmt::Write as _;
+use std::io::{self, Write as _};
+use std::net::TcpListener as StdTcpListener;
+use std::ops::Range;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use axum::body::{Body, Bytes};
+use axum::extract::{Path, RawQuery, Request, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use chrono::{DateTime, Datelike, NaiveDate, NaiveDateTime, Timelike};
+use flate2::write::GzEncoder;
+use flate2::Compression;
+use futures_util::StreamExt as _;
+use serde_json::{json, Map, Value};
+
+/// Change time (unix seconds) of generated row 0; generated row `r` changed at `GENERATED_EPOCH + r`,
+/// so `changedSince` selects a suffix of a generated table.
+pub const GENERATED_EPOCH: i64 = 1_700_000_000;
+const TOKEN_HEADER: &str = "x-storageapi-token";
+/// Uncompressed CSV bytes per streamed chunk: large enough for gzip to compress well, small enough
+/// that a 1 GB slice never sits in memory.
+const CHUNK_BYTES: usize = 256 * 1024;
+
+/// A group of endpoints, for fault injection and request counters.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Route {
+    /// `GET /v2/storage/buckets`
+    Buckets,
+    /// `GET /v2/storage/tables` and `GET /v2/storage/buckets/{id}/tables`
+    Tables,
+    /// `GET /v2/storage/tables/{id}`
+    Detail,
+    /// `POST /v2/storage/tables/{id}/export-async`
+    Export,
+    /// `GET /v2/storage/jobs/{id}`
+    Job,
+    /// `GET /v2/storage/files/{id}`
+    File,
+    /// `GET /fake/files/{id}/manifest`
+    Manifest,
+    /// `GET /fake/files/{id}/slices/{n}.csv.gz`
+    Slice,
+    /// Every request.
+    Any,
+}
+
+/// A running fake; dropping it stops the server.
+pub struct FakeKeboola {
+    shared: Arc<Shared>,
+    runtime: Option<tokio::runtime::Runtime>,
+}
+
+struct Shared {
+    token: String,
+    base: String,
+    state: Mutex<FakeState>,
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, FakeState> {
+        // A test that panicked while holding the lock must not turn every later request into a panic.
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+struct FakeState {
+    buckets: BTreeMap<String, Bucket>,
+    tables: BTreeMap<String, Table>,
+    slices: usize,
+    job_polls: usize,
+    next_id: u64,
+    jobs: HashMap<u64, Job>,
+    files: HashMap<u64, ExportFile>,
+    faults: Vec<Fault>,
+    counts: HashMap<Route, usize>,
+    last_changed_since: Option<String>,
+    token_in_url: bool,
+    token_sent_to_files: bool,
+    next_job_error: Option<String>,
+    truncate_next_slice: bool,
+}
+
+struct Bucket {
+    id: String,
+    name: String,
+    stage: String,
+    description: String,
+}
+
+struct Table {
+    id: String,
+    name: String,
+    bucket_id: String,
+    columns: Vec<String>,
+    primary_key: Vec<String>,
+    description: String,
+    column_descriptions: BTreeMap<String, String>,
+    rows: TableRows,
+    created: i64,
+    last_change: i64,
+}
+
+enum TableRows {
+    Stored(Vec<StoredRow>),
+    /// Rows computed on demand by [`generated_value`], so a benchmark table costs no memory.
+    Generated(u64),
+}
+
+struct StoredRow {
+    values: Vec<String>,
+    changed_at: i64,
+}
+
+struct Job {
+    id: u64,
+    table_id: String,
+    created: i64,
+    polls: usize,
+    params: Value,
+    /// The exported file's id, or the error message the job ends with.
+    outcome: Result<u64, String>,
+}
+
+struct ExportFile {
+    id: u64,
+    name: String,
+    created: i64,
+    rows: ExportRows,
+    slices: usize,
+}
+
+/// The rows an export selected, already filtered and projected onto the requested columns.
+#[derive(Clone)]
+enum ExportRows {
+    Stored(Arc<Vec<Vec<String>>>),
+    Generated {
+        first: u64,
+        count: u64,
+        columns: Arc<Vec<usize>>,
+    },
+}
+
+struct Fault {
+    route: Route,
+    kind: FaultKind,
+    remaining: usize,
+}
+
+enum FaultKind {
+    Fail(StatusCode),
+    RateLimit(u64),
+    Delay(Duration),
+}
+
+impl FakeKeboola {
+    /// Starts the fake on an ephemeral port of 127.0.0.1.
+    pub fn start() -> FakeKeboola {
+        Self::start_on_port(0).expect("start the fake Keboola Storage API on 127.0.0.1")
+    }
+
+    /// Starts the fake on a given port of 127.0.0.1 (0 picks a free one).
+    pub fn start_on_port(port: u16) -> io::Result<FakeKeboola> {
+        let listener = StdTcpListener::bind(("127.0.0.1", port))?;
+        listener.set_nonblocking(true)?;
+        let base = format!("http://{}", listener.local_addr()?);
+        let nanos = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos());
+        let token = format!("1234-56789-fake{:x}{:x}", nanos, std::process::id());
+        let shared = Arc::new(Shared {
+            token,
+            base,
+            state: Mutex::new(FakeState {
+                buckets: BTreeMap::new(),
+                tables: BTreeMap::new(),
+                slices: 3,
+                job_polls: 2,
+                next_id: 100,
+                jobs: HashMap::new(),
+                files: HashMap::new(),
+                faults: Vec::new(),
+                counts: HashMap::new(),
+                last_changed_since: None,
+                token_in_url: false,
+                token_sent_to_files: false,
+                next_job_error: None,
+                truncate_next_slice: false,
+            }),
+        });
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name("fake-keboola")
+            .enable_all()
+            .build()?;
+        let listener = {
+            let _context = runtime.enter();
+            tokio::net::TcpListener::from_std(listener)?
+        };
+        let app = router(Arc::clone(&shared));
+        runtime.spawn(async move { axum::serve(listener, app).await });
+        Ok(FakeKeboola {
+            shared,
+            runtime: Some(runtime),
+        })
+    }
+
+    /// Base URL, `http://127.0.0.1:PORT`, without a trailing slash.
+    pub fn url(&self) -> String {
+        self.shared.base.clone()
+    }
+
+    /// The only Storage API token the fake accepts.
+    pub fn token(&self) -> &str {
+        &self.shared.token
+    }
+
+    /// Adds a bucket such as `in.c-shop` (stage `in`, name `shop`).
+    pub fn add_bucket(&self, id: &str, description: &str) {
+        let (stage, rest) = id
+            .split_once('.')
+            .expect("a bucket id looks like `in.c-shop`");
+        let bucket = Bucket {
+            id: id.to_owned(),
+            name: rest.strip_prefix("c-").unwrap_or(rest).to_owned(),
+            stage: stage.to_owned(),
+            description: description.to_owned(),
+        };
+        self.shared.lock().buckets.insert(id.to_owned(), bucket);
+    }
+
+    /// Adds an empty table such as `in.c-shop.orders`, creating its bucket if needed.
+    pub fn add_table(&self, id: &str, columns: &[&str], primary_key: &[&str], description: &str) {
+        for key in primary_key {
+            assert!(
+                columns.contains(key),
+                "primary key column {key} is not a column of {id}"
+            );
+        }
+        self.insert_table(
+            id,
+            columns.iter().map(|c| c.to_string()).collect(),
+            primary_key,
+            description,
+            TableRows::Stored(Vec::new()),
+        );
+    }
+
+    /// Adds a table of `rows` deterministic rows computed while they are streamed: columns `id`,
+    /// then `name_N`, `amount_N`, `updated_at_N`, `value_N` in turn; row `r` changed at
+    /// `GENERATED_EPOCH + r`.
+    pub fn add_generated_table(&self, id: &str, columns: usize, rows: u64) {
+        let names = (0..columns.max(1)).map(generated_column_name).collect();
+        self.insert_table(
+            id,
+            names,
+            &["id"],
+            "Generated rows",
+            TableRows::Generated(rows),
+        );
+        // Dates consistent with the rows' change times, so `lastChangeDate` is the last row's.
+        self.with_table(id, |table| {
+            table.created = GENERATED_EPOCH;
+            table.last_change = GENERATED_EPOCH + rows.saturating_sub(1) as i64;
+        });
+    }
+
+    /// Sets the `KBC.description` metadata of one column.
+    pub fn set_column_description(&self, table: &str, column: &str, description: &str) {
+        self.with_table(table, |table| {
+            assert!(
+                table.columns.iter().any(|c| c == column),
+                "{column} is not a column of {}",
+                table.id
+            );
+            table
+                .column_descriptions
+                .insert(column.to_owned(), description.to_owned());
+        });
+    }
+
+    /// Replaces a table's rows; each row has one value per column, in the table's column order.
+    pub fn set_rows(&self, table: &str, rows: Vec<Vec<String>>, changed_at: i64) {
+        self.with_table(table, |table| {
+            let stored = rows
+                .into_iter()
+                .map(|values| table.stored_row(values, changed_at))
+                .collect();
+            table.rows = TableRows::Stored(stored);
+            table.last_change = changed_at;
+        });
+    }
+
+    /// Inserts rows, replacing those with the same primary key (appending all when there is none).
+    pub fn upsert_rows(&self, table: &str, rows: Vec<Vec<String>>, changed_at: i64) {
+        self.with_table(table, |table| {
+            let key_positions: Vec<usize> = table
+                .primary_key
+                .iter()
+                .filter_map(|k| table.columns.iter().position(|c| c == k))
+                .collect();
+            let new_rows: Vec<StoredRow> = rows
+                .into_iter()
+                .map(|values| table.stored_row(values, changed_at))
+                .collect();
+            let TableRows::Stored(existing) = &mut table.rows else {
+                panic!("{} is a generated table", table.id)
+            };
+            let key = |row: &StoredRow| {
+                key_positions
+                    .iter()
+                    .map(|&i| row.values[i].clone())
+                    .collect::<Vec<_>>()
+            };
+            let mut index: HashMap<Vec<String>, usize> = existing
+                .iter()
+                .enumerate()
+                .map(|(i, r)| (key(r), i))
+                .collect();
+            for row in new_rows {
+                let position = if key_positions.is_empty() {
+                    None
+                } else {
+                    index.get(&key(&row)).copied()
+                };
+                match position {
+                    Some(i) => existing[i] = row,
+                    None => {
+                        index.insert(key(&row), existing.len());
+                        existing.push(row);
+                    }
+                }
+            }
+            table.last_change = table.last_change.max(changed_at);
+        });
+    }
+
+    /// How many slices later exports are split into (default 3).
+    pub fn set_slices(&self, n: usize) {
+        assert!(n >= 1, "an export has at least one slice");
+        self.shared.lock().slices = n;
+    }
+
+    /// On which poll later export jobs finish (default 2: `processing`, then `success`).
+    pub fn set_job_polls(&self, n: usize) {
+        assert!(n >= 1, "a job finishes on its first poll at the earliest");
+        self.shared.lock().job_polls = n;
+    }
+
+    /// The next `times` requests to `route` answer `status` with a JSON error.
+    pub fn fail_next(&self, route: Route, times: usize, status: u16) {
+        let status = StatusCode::from_u16(status).expect("a valid HTTP status");
+        self.add_fault(route, times, FaultKind::Fail(status));
+    }
+
+    /// The next `times` requests to `route` answer 429 with `Retry-After: retry_after_secs`.
+    pub fn rate_limit_next(&self, route: Route, times: usize, retry_after_secs: u64) {
+        self.add_fault(route, times, FaultKind::RateLimit(retry_after_secs));
+    }
+
+    /// The next `times` requests to `route` are answered only after `delay`.
+    pub fn delay_next(&self, route: Route, times: usize, delay: Duration) {
+        self.add_fault(route, times, FaultKind::Delay(delay));
+    }
+
+    /// The next export job ends in status `error` with this message.
+    pub fn fail_next_job(&self, message: &str) {
+        self.shared.lock().next_job_error = Some(message.to_owned());
+    }
+
+    /// The next slice download sends part of a gzip stream, then drops the connection.
+    pub fn truncate_next_slice(&self) {
+        self.shared.lock().truncate_next_slice = true;
+    }
+
+    /// Requests received for `route`, including refused and fault-injected ones.
+    pub fn requests(&self, route: Route) -> usize {
+        self.shared.lock().counts.get(&route).copied().unwrap_or(0)
+    }
+
+    /// The raw `changedSince` of the last export request (`None` if it had none).
+    pub fn last_changed_since(&self) -> Option<String> {
+        self.shared.lock().last_changed_since.clone()
+    }
+
+    /// Whether any request URL contained the token (it belongs in a header, never in a URL).
+    pub fn tokens_seen_in_urls(&self) -> bool {
+        self.shared.lock().token_in_url
+    }
+
+    /// Whether a manifest or slice request carried the token: real file storage is a cloud bucket
+    /// reached through pre-signed URLs, which must never see the Storage token.
+    pub fn token_sent_to_file_storage(&self) -> bool {
+        self.shared.lock().token_sent_to_files
+    }
+
+    fn add_fault(&self, route: Route, times: usize, kind: FaultKind) {
+        if times > 0 {
+            self.shared.lock().faults.push(Fault {
+                route,
+                kind,
+                remaining: times,
+            });
+        }
+    }
+
+    fn insert_table(
+        &self,
+        id: &str,
+        columns: Vec<String>,
+        primary_key: &[&str],
+        description: &str,
+        rows: TableRows,
+    ) {
+        let (bucket_id, name) = id
+            .rsplit_once('.')
+            .expect("a table id looks like `in.c-shop.orders`");
+        if !self.shared.lock().buckets.contains_key(bucket_id) {
+            self.add_bucket(bucket_id, "");
+        }
+        let now = unix_now();
+        let table = Table {
+            id: id.to_owned(),
+            name: name.to_owned(),
+            bucket_id: bucket_id.to_owned(),
+            columns,
+            primary_key: primary_key.iter().map(|k| k.to_string()).collect(),
+            description: description.to_owned(),
+            column_descriptions: BTreeMap::new(),
+            rows,
+            created: now,
+            last_change: now,
+        };
+        self.shared.lock().tables.insert(id.to_owned(), table);
+    }
+
+    fn with_table<R>(&self, id: &str, change: impl FnOnce(&mut Table) -> R) -> R {
+        let mut state = self.shared.lock();
+        let table = state
+            .tables
+            .get_mut(id)
+            .unwrap_or_else(|| panic!("unknown table {id}"));
+        change(table)
+    }
+}
+
+impl Drop for FakeKeboola {
+    fn drop(&mut self) {
+        // Not a graceful shutdown: a client stuck mid-download must not hang the test; and unlike
+        // dropping the runtime, this is allowed inside a `#[tokio::test]`.
+        if let Some(runtime) = self.runtime.take() {
+            runtime.shutdown_background();
+        }
+    }
+}
+
+impl Table {
+    fn stored_row(&self, values: Vec<String>, changed_at: i64) -> StoredRow {
+        assert_eq!(
+            values.len(),
+            self.columns.len(),
+            "a row of {} needs one value per column {:?}",
+            self.id,
+            self.columns
+        );
+        StoredRow { values, changed_at }
+    }
+
+    fn row_count(&self) -> u64 {
+        match &self.rows {
+            TableRows::Stored(rows) => rows.len() as u64,
+            TableRows::Generated(count) => *count,
+        }
+    }
+
+    /// Selects the rows an export returns, projected onto `columns` (indexes into the table's columns).
+    fn export_rows(
+        &self,
+        since: Option<i64>,
+        columns: Vec<usize>,
+        limit: Option<u64>,
+    ) -> ExportRows {
+        let limit = limit.unwrap_or(u64::MAX);
+        match &self.rows {
+            TableRows::Stored(rows) => ExportRows::Stored(Arc::new(
+                rows.iter()
+                    .filter(|row| since.is_none_or(|since| row.changed_at > since))
+                    .take(usize::try_from(limit).unwrap_or(usize::MAX))
+                    .map(|row| columns.iter().map(|&i| row.values[i].clone()).collect())
+                    .collect(),
+            )),
+            TableRows::Generated(count) => {
+                let first = since.map_or(0, |since| {
+                    since
+                        .saturating_sub(GENERATED_EPOCH)
+                        .saturating_add(1)
+                        .clamp(0, *count as i64) as u64
+                });
+                ExportRows::Generated {
+                    first,
+                    count: (count - first).min(limit),
+                    columns: Arc::new(columns),
+                }
+            }
+        }
+    }
+
+    /// Uncompressed CSV size, extrapolated from the first rows so listing a big table stays cheap.
+    fn data_size_bytes(&self) -> u64 {
+        let sample = self.export_rows(None, (0..self.columns.len()).collect(), Some(64));
+        (sample.estimated_size() * self.row_count())
+            .checked_div(sample.len())
+            .unwrap_or(0)
+    }
+
+    fn json(&self, bucket: Option<&Bucket>, include: &Include, base: &str) -> Value {
+        let mut table = json!({
+            "uri": format!("{base}/v2/storage/tables/{}", self.id),
+            "id": self.id,
+            "name": self.name,
+            "displayName": self.name,
+            "transactional": false,
+            "primaryKey": self.primary_key,
+            "isAlias": false,
+            "rowsCount": self.row_count(),
+            "dataSizeBytes": self.data_size_bytes(),
+            "created": format_time(self.created),
+            "lastImportDate": format_time(self.last_change),
+            "lastChangeDate": format_time(self.last_change),
+            "bucket": {
+                "id": self.bucket_id,
+                "name": bucket.map_or("", |b| b.name.as_str()),
+                "stage": bucket.map_or("", |b| b.stage.as_str()),
+                "description": bucket.map_or("", |b| b.description.as_str()),
+            },
+        });
+        if include.columns {
+            table["columns"] = json!(self.columns);
+        }
+        if include.metadata {
+            let description = (!self.description.is_empty())
+                .then(|| metadata_entry(&self.description, self.last_change));
+            table["metadata"] = json!(description.into_iter().collect::<Vec<_>>());
+        }
+        if include.column_metadata {
+            let described: Map<String, Value> = self
+                .column_descriptions
+                .iter()
+                .map(|(column, text)| {
+                    (
+                        column.clone(),
+                        json!([metadata_entry(text, self.last_change)]),
+                    )
+                })
+                .collect();
+            // The real service is PHP: an empty associative array is serialised as `[]`, not `{}`.
+            table["columnMetadata"] = if described.is_empty() {
+                json!([])
+            } else {
+                Value::Object(described)
+            };
+        }
+        table
+    }
+}
+
+fn metadata_entry(description: &str, at: i64) -> Value {
+    json!({"id": "1", "key": "KBC.description", "value": description, "provider": "user", "timestamp": format_time(at)})
+}
+
+impl ExportRows {
+    fn len(&self) -> u64 {
+        match self {
+            ExportRows::Stored(rows) => rows.len() as u64,
+            ExportRows::Generated { count, .. } => *count,
+        }
+    }
+
+    /// Appends row `index` as one CSV line: every value quoted, quotes doubled.
+    fn write_row(&self, index: u64, out: &mut Vec<u8>, scratch: &mut String) {
+        match self {
+            ExportRows::Stored(rows) => {
+                for (i, value) in rows[index as usize].iter().enumerate() {
+                    push_field(out, value, i == 0);
+                }
+            }
+            ExportRows::Generated { first, columns, .. } => {
+                for (i, &column) in columns.iter().enumerate() {
+                    generated_value(first + index, column, scratch);
+                    push_field(out, scratch, i == 0);
+                }
+            }
+        }
+        out.push(b'\n');
+    }
+
+    /// Uncompressed CSV size; for generated rows extrapolated from the first ones, since computing
+    /// a benchmark table's exact size would mean generating it.
+    fn estimated_size(&self) -> u64 {
+        let (mut csv, mut scratch) = (Vec::new(), String::new());
+        let sample = self.len().min(64);
+        (0..sample).for_each(|i| self.write_row(i, &mut csv, &mut scratch));
+        (csv.len() as u64 * self.len())
+            .checked_div(sample)
+            .unwrap_or(0)
+    }
+}
+
+fn push_field(out: &mut Vec<u8>, value: &str, first: bool) {
+    if !first {
+        out.push(b',');
+    }
+    out.push(b'"');
+    // Most values hold no quote: copy them whole (the benchmark streams a gigabyte of them).
+    if value.contains('"') {
+        out.extend_from_slice(value.replace('"', "\"\"").as_bytes());
+    } else {
+        out.extend_from_slice(value.as_bytes());
+    }
+    out.push(b'"');
+}
+
+fn generated_column_name(column: usize) -> String {
+    match column {
+        0 => "id".to_owned(),
+        c => format!("{}_{c}", ["value", "name", "amount", "updated_at"][c % 4]),
+    }
+}
+
+/// The value of a generated table's cell: a pure function of its position, so every run and every
+/// retried download sees the same data. Some names hold quotes and commas to exercise CSV quoting.
+fn generated_value(row: u64, column: usize, out: &mut String) {
+    out.clear();
+    let _ = match (column, column % 4) {
+        (0, _) => write!(out, "{}", row + 1),
+        (_, 1) if row.is_multiple_of(97) => write!(out, "name \"{row}\", quoted"),
+        (_, 1) => write!(out, "name-{row}"),
+        (c, 2) => write!(
+            out,
+            "{}.{:02}",
+            (row * 7919 + c as u64) % 100_000,
+            row % 100
+        ),
+        (_, 3) => write_time(out, GENERATED_EPOCH + row as i64),
+        (c, _) => write!(
+            out,
+            "{}",
+            row.wrapping_mul(2_654_435_761).wrapping_add(c as u64) % 1_000_003
+        ),
+    };
+}
+
+/// Produces one slice as gzip chunks, computing rows only as the client reads them.
+struct SliceChunks {
+    rows: ExportRows,
+    next: u64,
+    end: u64,
+    encoder: Option<GzEncoder<Vec<u8>>>,
+    /// Stop after half the rows, leaving the gzip stream unfinished.
+    truncate: bool,
+    csv: Vec<u8>,
+    scratch: String,
+}
+
+impl Iterator for SliceChunks {
+    type Item = io::Result<Bytes>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        let mut encoder = self.encoder.take()?;
+        // A truncated slice stops halfway (within one chunk); others run to the end.
+        let stop = if self.truncate {
+            self.next + (self.end - self.next) / 2
+        } else {
+            self.end
+        };
+        loop {
+            self.csv.clear();
+            while self.next < stop && self.csv.len() < CHUNK_BYTES {
+                self.rows
+                    .write_row(self.next, &mut self.csv, &mut self.scratch);
+                self.next += 1;
+            }
+            if let Err(error) = encoder.write_all(&self.csv) {
+                return Some(Err(error));
+            }
+            if self.truncate {
+                // A sync flush hands over the compressed bytes so far without ending the gzip
+                // stream; the caller then breaks the body off.
+                return Some(
+                    encoder
+                        .flush()
+                        .map(|()| Bytes::from(std::mem::take(encoder.get_mut()))),
+                );
+            }
+            if self.next >= self.end {
+                return Some(encoder.finish().map(Bytes::from));
+            }
+            // gzip may buffer a whole chunk; an empty frame would only waste a poll.
+            if !encoder.get_ref().is_empty() {
+                let out = std::mem::take(encoder.get_mut());
+                self.encoder = Some(encoder);
+                return Some(Ok(Bytes::from(out)));
+            }
+        }
+    }
+}
+
+impl FakeState {
+    fn next_id(&mut self) -> u64 {
+        self.next_id += 1;
+        self.next_id
+    }
+
+    /// Consumes the faults matching `route`: every pending delay, and the first failure.
+    fn take_faults(&mut self, route: Route) -> (Vec<Duration>, Option<Response>) {
+        let (mut delays, mut failure) = (Vec::new(), None);
+        for fault in self
+            .faults
+            .iter_mut()
+            .filter(|f| f.route == route || f.route == Route::Any)
+        {
+            match fault.kind {
+                FaultKind::Delay(delay) => delays.push(delay),
+                _ if failure.is_some() => continue,
+                FaultKind::Fail(status) => {
+                    let message = format!("Injected failure: HTTP {status}");
+                    failure =
+                        Some(ApiError::new(status, "fake.injectedFailure", message).into_response())
+                }
+                FaultKind::RateLimit(secs) => {
+                    let mut response = ApiError::new(
+                        StatusCode::TOO_MANY_REQUESTS,
+                        "storage.tooManyRequests",
+                        "Too many requests",
+                    )
+                    .into_response();
+                    response
+                        .headers_mut()
+                        .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+                    failure = Some(response);
+                }
+            }
+            fault.remaining -= 1;
+        }
+        self.faults.retain(|f| f.remaining > 0);
+        (delays, failure)
+    }
+}
+
+fn router(shared: Arc<Shared>) -> Router {
+    Router::new()
+        .route("/v2/storage/buckets", get(list_buckets))
+        .route(
+            "/v2/storage/buckets/{bucket_id}/tables",
+            get(list_bucket_tables),
+        )
+        .route("/v2/storage/tables", get(list_tables))
+        .route("/v2/storage/tables/{table_id}", get(table_detail))
+        .route(
+            "/v2/storage/tables/{table_id}/export-async",
+            post(export_table),
+        )
+        .route("/v2/storage/jobs/{job_id}", get(job_detail))
+        .route("/v2/storage/files/{file_id}", get(file_detail))
+        .route("/fake/files/{file_id}/manifest", get(manifest))
+        .route("/fake/files/{file_id}/slices/{slice}", get(slice))
+        .fallback(|| async {
+            ApiError::not_found("fake.routeNotFound", "No such endpoint in the fake")
+        })
+        .layer(middleware::from_fn_with_state(Arc::clone(&shared), gate))
+        .with_state(shared)
+}
+
+fn classify(path: &str) -> Option<Route> {
+    let parts: Vec<&str> = path.trim_matches('/').split('/').collect();
+    match parts.as_slice() {
+        ["v2", "storage", "buckets"] => Some(Route::Buckets),
+        ["v2", "storage", "tables"] | ["v2", "storage", "buckets", _, "tables"] => {
+            Some(Route::Tables)
+        }
+        ["v2", "storage", "tables", _] => Some(Route::Detail),
+        ["v2", "storage", "tables", _, "export-async"] => Some(Route::Export),
+        ["v2", "storage", "jobs", _] => Some(Route::Job),
+        ["v2", "storage", "files", _] => Some(Route::File),
+        ["fake", "files", _, "manifest"] => Some(Route::Manifest),
+        ["fake", "files", _, "slices", _] => Some(Route::Slice),
+        _ => None,
+    }
+}
+
+/// Counts every request, checks the token on API routes, then applies injected faults.
+async fn gate(State(shared): State<Arc<Shared>>, request: Request, next: Next) -> Response {
+    let route = classify(request.uri().path());
+    let is_api = request.uri().path().starts_with("/v2/");
+    let has_token = request
+        .headers()
+        .get(TOKEN_HEADER)
+        .is_some_and(|v| v.as_bytes() == shared.token.as_bytes());
+    let (delays, failure) = {
+        let mut state = shared.lock();
+        if request.uri().to_string().contains(&shared.token) {
+            state.token_in_url = true;
+        }
+        for counted in [Some(Route::Any), route].into_iter().flatten() {
+            *state.counts.entry(counted).or_default() += 1;
+        }
+        if is_api && !has_token {
+            let error = ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                "storage.tokenInvalid",
+                "Invalid access token",
+            );
+            return error.into_response();
+        }
+        state.token_sent_to_files |= !is_api && has_token;
+        state.take_faults(route.unwrap_or(Route::Any))
+    };
+    for delay in delays {
+        tokio::time::sleep(delay).await;
+    }
+    match failure {
+        Some(response) => response,
+        None => next.run(request).await,
+    }
+}
+
+/// An error in the real API's JSON shape: `{"error": …, "code": …, "status": "error"}`.
+struct ApiError {
+    status: StatusCode,
+    code: &'static str,
+    message: String,
+}
+
+type ApiResult = Result<Response, ApiError>;
+
+impl ApiError {
+    fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> ApiError {
+        ApiError {
+            status,
+            code,
+            message: message.into(),
+        }
+    }
+
+    fn bad_request(message: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::BAD_REQUEST, "storage.validation", message)
+    }
+
+    fn not_found(code: &'static str, message: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::NOT_FOUND, code, message)
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = json!({"error": self.message, "code": self.code, "status": "error"});
+        (self.status, Json(body)).into_response()
+    }
+}
+
+/// Which optional parts of a table a list request asked for with `include=`.
+#[derive(Default)]
+struct Include {
+    columns: bool,
+    metadata: bool,
+    column_metadata: bool,
+}
+
+impl Include {
+    const ALL: Include = Include {
+        columns: true,
+        metadata: true,
+        column_metadata: true,
+    };
+
+    fn from_query(query: Option<&str>) -> Result<Include, ApiError> {
+        let mut include = Include::default();
+        for (_, value) in parse_query(query)?
+            .iter()
+            .filter(|(key, _)| key == "include")
+        {
+            for part in value.split(',') {
+                match part.trim() {
+                    "columns" => include.columns = true,
+                    "metadata" => include.metadata = true,
+                    "columnMetadata" => include.column_metadata = true,
+                    _ => {}
+                }
+            }
+        }
+        Ok(include)
+    }
+}
+
+fn parse_query(query: Option<&str>) -> Result<Vec<(String, String)>, ApiError> {
+    serde_urlencoded::from_str(query.unwrap_or(""))
+        .map_err(|e| ApiError::bad_request(format!("Malformed query string: {e}")))
+}
+
+async fn list_buckets(State(shared): State<Arc<Shared>>) -> Response {
+    let state = shared.lock();
+    let buckets: Vec<Value> = state
+        .buckets
+        .values()
+        .map(
+            |b| json!({"id": b.id, "name": b.name, "stage": b.stage, "description": b.description}),
+        )
+        .collect();
+    Json(buckets).into_response()
+}
+
+async fn list_tables(State(shared): State<Arc<Shared>>, RawQuery(query): RawQuery) -> ApiResult {
+    tables_json(&shared, None, query.as_deref())
+}
+
+async fn list_bucket_tables(
+    State(shared): State<Arc<Shared>>,
+    Path(bucket_id): Path<String>,
+    RawQuery(query): RawQuery,
+) -> ApiResult {
+    tables_json(&shared, Some(&bucket_id), query.as_deref())
+}
+
+fn tables_json(shared: &Shared, bucket_id: Option<&str>, query: Option<&str>) -> ApiResult {
+    let include = Include::from_query(query)?;
+    let state = shared.lock();
+    if let Some(id) = bucket_id.filter(|id| !state.buckets.contains_key(*id)) {
+        return Err(ApiError::not_found(
+            "storage.buckets.notFound",
+            format!("Bucket {id} not found"),
+        ));
+    }
+    let tables: Vec<Value> = state
+        .tables
+        .values()
+        .filter(|t| bucket_id.is_none_or(|id| t.bucket_id == id))
+        .map(|t| t.json(state.buckets.get(&t.bucket_id), &include, &shared.base))
+        .collect();
+    Ok(Json(tables).into_response())
+}
+
+fn find_table<'a>(state: &'a FakeState, id: &str) -> Result<&'a Table, ApiError> {
+    let message = || format!("The table \"{id}\" was not found");
+    state
+        .tables
+        .get(id)
+        .ok_or_else(|| ApiError::not_found("storage.tables.notFound", message()))
+}
+
+async fn table_detail(
+    State(shared): State<Arc<Shared>>,
+    Path(table_id): Path<String>,
+) -> ApiResult {
+    let state = shared.lock();
+    let table = find_table(&state, &table_id)?;
+    let bucket = state.buckets.get(&table.bucket_id);
+    Ok(Json(table.json(bucket, &Include::ALL, &shared.base)).into_response())
+}
+
+#[derive(Default)]
+struct ExportParams {
+    changed_since: Option<String>,
+    gzip: bool,
+    columns: Option<Vec<String>>,
+    limit: Option<u64>,
+}
+
+impl ExportParams {
+    /// Reads the options from the query string and a form-encoded or JSON body: clients send either.
+    fn parse(
+        query: Option<&str>,
+        headers: &HeaderMap,
+        body: &[u8],
+    ) -> Result<ExportParams, ApiError> {
+        let mut pairs = parse_query(query)?;
+        let content_type = headers
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok());
+        if body.is_empty() {
+            // The Python client's plain `requests.post(url)` sends no body at all.
+        } else if content_type.is_some_and(|t| t.starts_with("application/json")) {
+            let Ok(Value::Object(object)) = serde_json::from_slice::<Value>(body) else {
+                return Err(ApiError::bad_request("The JSON body must be an object"));
+            };
+            for (key, value) in object {
+                let values = match value {
+                    Value::Array(items) => items,
+                    other => vec![other],
+                };
+                let text = |v: Value| v.as_str().map_or_else(|| v.to_string(), str::to_owned);
+                pairs.extend(values.into_iter().map(|v| (key.clone(), text(v))));
+            }
+        } else {
+            let form: Vec<(String, String)> = serde_urlencoded::from_bytes(body)
+                .map_err(|e| ApiError::bad_request(format!("Malformed form body: {e}")))?;
+            pairs.extend(form);
+        }
+        let mut params = ExportParams::default();
+        for (key, value) in pairs {
+            match key.as_str() {
+                "changedSince" => params.changed_since = Some(value),
+                "gzip" => params.gzip = matches!(value.as_str(), "1" | "true"),
+                "columns" | "columns[]" => {
+                    let names = value.split(',').map(str::trim).filter(|c| !c.is_empty());
+                    params
+                        .columns
+                        .get_or_insert_with(Vec::new)
+                        .extend(names.map(str::to_owned));
+                }
+                "limit" => {
+                    let limit = value
+                        .parse()
+                        .map_err(|_| ApiError::bad_request(format!("Invalid limit {value:?}")))?;
+                    params.limit = Some(limit);
+                }
+                _ => {}
+            }
+        }
+        Ok(params)
+    }
+
+    /// The `changedSince` bound in unix seconds: a timestamp or an ISO-8601 date-time (with an
+    /// offset, or UTC without) or date.
+    fn since(&self) -> Result<Option<i64>, ApiError> {
+        let Some(raw) = self
+            .changed_since
+            .as_deref()
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+        else {
+            return Ok(None);
+        };
+        let with_offset = DateTime::parse_from_rfc3339(raw)
+            .or_else(|_| DateTime::parse_from_str(raw, "%Y-%m-%dT%H:%M:%S%z"))
+            .map(|t| t.timestamp());
+        let naive = ["%Y-%m-%dT%H:%M:%S", "%Y-%m-%d %H:%M:%S"]
+            .iter()
+            .find_map(|format| NaiveDateTime::parse_from_str(raw, format).ok())
+            .or_else(|| {
+                NaiveDate::parse_from_str(raw, "%Y-%m-%d")
+                    .ok()
+                    .and_then(|d| d.and_hms_opt(0, 0, 0))
+            })
+            .map(|t| t.and_utc().timestamp());
+        raw.parse::<i64>()
+            .ok()
+            .or(with_offset.ok())
+            .or(naive)
+            .map(Some)
+            .ok_or_else(|| {
+                ApiError::bad_request(format!(
+                    "Invalid changedSince {raw:?}: expected a unix timestamp or an ISO-8601 date"
+                ))
+            })
+    }
+}
+
+async fn export_table(
+    State(shared): State<Arc<Shared>>,
+    Path(table_id): Path<String>,
+    RawQuery(query): RawQuery,
+    headers: HeaderMap,
+    body: Bytes,
+) -> ApiResult {
+    let params = ExportParams::parse(query.as_deref(), &headers, &body)?;
+    let mut state = shared.lock();
+    state.last_changed_since = params.changed_since.clone();
+    let since = params.since()?;
+    let table = find_table(&state, &table_id)?;
+    let mut projection = Vec::new();
+    for name in params.columns.as_ref().unwrap_or(&table.columns) {
+        let Some(i) = table.columns.iter().position(|c| c == name) else {
+            return Err(ApiError::bad_request(format!(
+                "Column {name} not found in table {table_id}"
+            )));
+        };
+        projection.push(i);
+    }
+    let rows = table.export_rows(since, projection, params.limit);
+    let name = format!("{}.csv.gz", table.id);
+    let (file_id, job_id, created, slices) =
+        (state.next_id(), state.next_id(), unix_now(), state.slices);
+    state.files.insert(
+        file_id,
+        ExportFile {
+            id: file_id,
+            name,
+            created,
+            rows,
+            slices,
+        },
+    );
+    let outcome = state.next_job_error.take().map_or(Ok(file_id), Err);
+    let params = json!({
+        "changedSince": params.changed_since, "columns": params.columns, "limit": params.limit, "gzip": params.gzip,
+    });
+    let job = Job {
+        id: job_id,
+        table_id,
+        created,
+        polls: 0,
+        params,
+        outcome,
+    };
+    let response = job.json(state.job_polls, &shared.base);
+    state.jobs.insert(job_id, job);
+    Ok((StatusCode::ACCEPTED, Json(response)).into_response())
+}
+
+impl Job {
+    fn json(&self, polls_to_finish: usize, base: &str) -> Value {
+        let finished = self.polls >= polls_to_finish;
+        let status = match (&self.outcome, finished, self.polls) {
+            (Ok(_), true, _) => "success",
+            (Err(_), true, _) => "error",
+            (_, false, 0) => "waiting",
+            (_, false, _) => "processing",
+        };
+        let mut job = json!({
+            "id": self.id,
+            "status": status,
+            "url": format!("{base}/v2/storage/jobs/{}", self.id),
+            "tableId": self.table_id,
+            "operationName": "tableExport",
+            "operationParams": self.params,
+            "createdTime": format_time(self.created),
+            "startTime": (self.polls > 0).then(|| format_time(self.created)),
+            "endTime": finished.then(|| format_time(self.created)),
+            "runId": null,
+            "results": null,
+        });
+        match (&self.outcome, finished) {
+            (Ok(file_id), true) => {
+                job["results"] = json!({"file": {"id": file_id}, "cached": false})
+            }
+            (Err(message), true) => {
+                let exception_id = format!("fake-{}", self.id);
+                job["error"] = json!({"code": "storage.tableExportFailed", "message": message, "exceptionId": exception_id});
+            }
+            (_, false) => {}
+        }
+        job
+    }
+}
+
+async fn job_detail(State(shared): State<Arc<Shared>>, Path(job_id): Path<String>) -> ApiResult {
+    let mut state = shared.lock();
+    let polls_to_finish = state.job_polls;
+    let Some(job) = job_id.parse().ok().and_then(|id| state.jobs.get_mut(&id)) else {
+        return Err(ApiError::not_found(
+            "storage.jobs.notFound",
+            format!("Job {job_id} not found"),
+        ));
+    };
+    job.polls += 1;
+    Ok(Json(job.json(polls_to_finish, &shared.base)).into_response())
+}
+
+fn find_file<'a>(state: &'a FakeState, id: &str) -> Result<&'a ExportFile, ApiError> {
+    let file = id.parse().ok().and_then(|id: u64| state.files.get(&id));
+    file.ok_or_else(|| {
+        ApiError::not_found("storage.files.notFound", format!("File {id} not found"))
+    })
+}
+
+async fn file_detail(State(shared): State<Arc<Shared>>, Path(file_id): Path<String>) -> ApiResult {
+    let state = shared.lock();
+    let file = find_file(&state, &file_id)?;
+    Ok(Json(json!({
+        "id": file.id,
+        "name": file.name,
+        "created": format_time(file.created),
+        "isPublic": false,
+        "isSliced": true,
+        "isEncrypted": true,
+        "sizeBytes": file.rows.estimated_size(),
+        "provider": "fake-http",
+        "tags": ["table-export"],
+        "url": format!("{}/fake/files/{}/manifest", shared.base, file.id),
+    }))
+    .into_response())
+}
+
+async fn manifest(State(shared): State<Arc<Shared>>, Path(file_id): Path<String>) -> ApiResult {
+    let state = shared.lock();
+    let file = find_file(&state, &file_id)?;
+    let entries: Vec<Value> = (0..file.slices)
+        .map(|n| json!({"url": format!("{}/fake/files/{}/slices/{n}.csv.gz", shared.base, file.id), "mandatory": true}))
+        .collect();
+    Ok(Json(json!({"entries": entries})).into_response())
+}
+
+async fn slice(
+    State(shared): State<Arc<Shared>>,
+    Path((file_id, slice)): Path<(String, String)>,
+) -> ApiResult {
+    let (rows, range) = {
+        let state = shared.lock();
+        let file = find_file(&state, &file_id)?;
+        let slices = file.slices as u64;
+        let Some(index) = slice
+            .strip_suffix(".csv.gz")
+            .and_then(|n| n.parse::<u64>().ok())
+            .filter(|&n| n < slices)
+        else {
+            return Err(ApiError::not_found(
+                "fake.sliceNotFound",
+                format!("No slice {slice} in file {file_id}"),
+            ));
+        };
+        let total = file.rows.len();
+        let range: Range<u64> = total * index / slices..total * (index + 1) / slices;
+        (file.rows.clone(), range)
+    };
+    let truncate = std::mem::take(&mut shared.lock().truncate_next_slice);
+    let chunks = SliceChunks {
+        rows,
+        next: range.start,
+        end: range.end,
+        encoder: Some(GzEncoder::new(Vec::new(), Compression::fast())),
+        truncate,
+        csv: Vec::with_capacity(CHUNK_BYTES + 4096),
+        scratch: String::new(),
+    };
+    // A stream body has no Content-Length: hyper sends it chunked, as the size is unknown up front.
+    let chunks = futures_util::stream::iter(chunks);
+    let body = if truncate {
+        // An error ends the body without its last chunk, so hyper drops the connection. The pause
+        // first lets the status line and the partial data reach the client: an error right away
+        // would abort before anything is flushed, which is a different fault (a failed request).
+        let cut = futures_util::stream::once(async {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            Err(io::Error::new(
+                io::ErrorKind::ConnectionAborted,
+                "fake: truncated slice",
+            ))
+        });
+        Body::from_stream(chunks.chain(cut))
+    } else {
+        Body::from_stream(chunks)
+    };
+    Ok(([(header::CONTENT_TYPE, "application/octet-stream")], body).into_response())
+}
+
+fn unix_now() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
+}
+
+/// Keboola's timestamp format, e.g. `2026-11-20T10:00:00+0000`.
+fn format_time(unix_seconds: i64) -> String {
+    let mut out = String::new();
+    let _ = write_time(&mut out, unix_seconds);
+    out
+}
+
+/// Writes a UTC time in Keboola's format; by hand, as chrono's `format` parses its pattern on
+/// every call, which dominated generating benchmark rows.
+fn write_time(out: &mut String, unix_seconds: i64) -> std::fmt::Result {
+    let Some(t) = DateTime::from_timestamp(unix_seconds, 0) else {
+        return Ok(());
+    };
+    let (date, time) = (t.date_naive(), t.time());
+    write!(
+        out,
+        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}+0000",
+        date.year(),
+        date.month(),
+        date.day(),
+        time.hour(),
+        time.minute(),
+        time.second()
+    )
+}
