@@ -7,6 +7,7 @@
 pub mod checks;
 pub mod cli;
 pub mod connectors;
+pub mod daemon;
 pub mod contract;
 pub mod diag;
 pub mod exec;
@@ -18,3 +19,4 @@ pub mod quote;
 pub mod registered;
 pub mod spec;
 pub mod state;
+pub mod value_json;

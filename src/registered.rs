@@ -124,6 +124,14 @@ pub struct TableDef {
     /// Documented columns (name → description): each must exist in the extracted data.
     #[serde(default)]
     pub columns: BTreeMap<String, String>,
+    /// The schedule that applies (the table's, its source's or the instance default), as written.
+    #[serde(default)]
+    pub schedule: Option<String>,
+    /// Groups that may read the table; empty: every authenticated user.
+    #[serde(default)]
+    pub access: Vec<String>,
+    #[serde(default)]
+    pub tags: Vec<String>,
 }
 
 impl TableDef {

@@ -116,7 +116,7 @@ pub fn run(dir: &Path, args: Args, quiet: bool) -> Result<ExitCode> {
     let mut out = anstream::stdout().lock();
     if !plan.has_changes() {
         let pending =
-            crate::state::sync::read_before(&state::open_for_reading(&desired.data.state_db())?)?
+            crate::state::sync::read_before(&*state::open_for_reading(&desired.data.state_db())?)?
                 .pending;
         if !pending.is_empty() && !args.queue_only {
             drop(out);
@@ -224,15 +224,14 @@ fn run_tasks(
     let inst = crate::exec::Instance::from_specs(&desired.specs)?;
     let reg = crate::registered::Registered::from_objects(&desired.objects)?;
     let pending =
-        crate::state::sync::read_before(&state::open_for_reading(&inst.data.state_db())?)?.pending;
+        crate::state::sync::read_before(&*state::open_for_reading(&inst.data.state_db())?)?.pending;
     let tasks = crate::exec::graph::merge(tasks, &pending);
-    let opts = crate::exec::Options {
-        trigger: "apply".into(),
-        who: state::lock::os_user(),
-        jobs: args.jobs.map(usize::from),
-        full_refresh: false,
-        lock_timeout: args.lock_timeout.max(Duration::from_secs(60)),
-    };
+    let opts = crate::exec::Options::cli(
+        "apply",
+        args.jobs.map(usize::from),
+        false,
+        args.lock_timeout.max(Duration::from_secs(60)),
+    );
     if args.format == Format::Human && !quiet {
         println!();
     }

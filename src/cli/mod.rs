@@ -3,9 +3,11 @@
 //! Commands stay thin: parse arguments, call the library, render. Exit codes (DESIGN.md §9): 0 ok,
 //! 1 error (including invalid specs), 2 changes present (`plan --detailed-exitcode`).
 
+mod admin;
 mod apply;
 mod graph;
 mod history;
+mod daemon;
 mod init;
 mod metrics;
 mod output;
@@ -61,6 +63,10 @@ pub struct Cli {
     #[arg(long, short, global = true)]
     quiet: bool,
 
+    /// Log line format on stderr: text, or json (one object per line, for log shippers).
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
+
     #[command(subcommand)]
     command: Command,
 }
@@ -100,6 +106,12 @@ enum Command {
     /// Past applies and syncs, newest first.
     #[command(after_help = history::AFTER_HELP)]
     History(history::Args),
+    /// Run schedules, apply spec changes as they are saved, and serve the HTTP API.
+    #[command(after_help = daemon::AFTER_HELP)]
+    Daemon(daemon::Args),
+    /// Administration: API tokens for users and groups.
+    #[command(after_help = admin::AFTER_HELP)]
+    Admin(admin::Args),
     /// Print JSON Schemas of the spec files, for YAML language servers and editors.
     #[command(after_help = schema::AFTER_HELP)]
     Schema(schema::Args),
@@ -108,25 +120,38 @@ enum Command {
     Init(init::Args),
 }
 
-fn init_tracing(verbose: u8, quiet: bool) {
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+/// Logs on stderr. A service (the daemon) logs what it does at info; commands only warnings.
+fn init_tracing(verbose: u8, quiet: bool, service: bool, format: LogFormat) {
     use tracing_subscriber::EnvFilter;
     let default = match (quiet, verbose) {
         (true, _) => "error",
+        (false, 0) if service => "pipeline=info,warn",
         (false, 0) => "warn",
         (false, 1) => "pipeline=debug,warn",
         _ => "trace",
     };
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
-    let _ = tracing_subscriber::fmt()
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
-        .with_target(false)
-        .try_init();
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_target(false);
+    let _ = match format {
+        LogFormat::Json => builder.json().flatten_event(true).try_init(),
+        LogFormat::Text => builder.try_init(),
+    };
 }
 
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_tracing(cli.verbose, cli.quiet);
+    let service = matches!(cli.command, Command::Daemon(_));
+    init_tracing(cli.verbose, cli.quiet, service, cli.log_format);
     let result = match cli.command {
         Command::Validate(args) => validate::run(&cli.dir, args, cli.quiet),
         Command::Plan(args) => plan::run(&cli.dir, args),
@@ -138,6 +163,8 @@ pub fn main() -> ExitCode {
         Command::Sources(args) => sources::run(&cli.dir, args),
         Command::Status(args) => status::run(&cli.dir, args),
         Command::History(args) => history::run(&cli.dir, args),
+        Command::Daemon(args) => daemon::run(&cli.dir, args),
+        Command::Admin(args) => admin::run(&cli.dir, args),
         Command::Schema(args) => schema::run(args),
         Command::Init(args) => init::run(args),
     };

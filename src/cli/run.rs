@@ -105,7 +105,7 @@ pub fn run(dir: &Path, args: Args, quiet: bool) -> Result<ExitCode> {
     };
     let mut tasks = graph::sync_tasks(&reg, &selection)?;
     let pending =
-        crate::state::sync::read_before(&crate::state::open_for_reading(&inst.data.state_db())?)?
+        crate::state::sync::read_before(&*crate::state::open_for_reading(&inst.data.state_db())?)?
             .pending;
     if selection.is_all() {
         tasks = graph::merge(tasks, &pending);
@@ -116,13 +116,12 @@ pub fn run(dir: &Path, args: Args, quiet: bool) -> Result<ExitCode> {
             pending.len()
         );
     }
-    let opts = Options {
-        trigger: "run".into(),
-        who: crate::state::lock::os_user(),
-        jobs: args.jobs.map(usize::from),
-        full_refresh: args.full_refresh,
-        lock_timeout: args.lock_timeout,
-    };
+    let opts = Options::cli(
+        "run",
+        args.jobs.map(usize::from),
+        args.full_refresh,
+        args.lock_timeout,
+    );
     let outcome = execute(&inst, reg, tasks, &opts, args.format, quiet)?;
     report(&outcome, args.format, quiet, dir)
 }

@@ -95,6 +95,26 @@ pub struct Options {
     pub jobs: Option<usize>,
     pub full_refresh: bool,
     pub lock_timeout: Duration,
+    /// Set from outside to stop the run (nothing new starts; running tasks finish). When `None`,
+    /// the run owns SIGINT/SIGTERM itself; when `Some`, the caller does (the daemon).
+    pub cancel: Option<Arc<AtomicBool>>,
+    /// Id for the run; a new one when `None`.
+    pub run_id: Option<String>,
+}
+
+impl Options {
+    /// Options for a run started from the command line.
+    pub fn cli(trigger: &str, jobs: Option<usize>, full_refresh: bool, lock_timeout: Duration) -> Options {
+        Options {
+            trigger: trigger.into(),
+            who: crate::state::lock::os_user(),
+            jobs,
+            full_refresh,
+            lock_timeout,
+            cancel: None,
+            run_id: None,
+        }
+    }
 }
 
 /// A finished run.
@@ -126,12 +146,21 @@ fn timestamp(t: chrono::DateTime<chrono::Utc>) -> String {
     t.format("%Y-%m-%d %H:%M:%S%.6f").to_string()
 }
 
+/// A run id: the start time, the process and a per-process counter, so runs started by one daemon
+/// in the same second differ.
 pub fn new_run_id() -> String {
-    format!(
+    static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let base = format!(
         "{}-{:04x}",
         chrono::Utc::now().format("%Y%m%dT%H%M%S"),
         std::process::id() & 0xffff
-    )
+    );
+    if n == 0 {
+        base
+    } else {
+        format!("{base}-{n}")
+    }
 }
 
 /// Runs `tasks` against what is `registered`, publishes, and records the run.
@@ -142,10 +171,10 @@ pub fn execute(
     opts: &Options,
     observer: &mut dyn Observer,
 ) -> Result<Outcome, ExecError> {
-    let run_id = new_run_id();
+    let run_id = opts.run_id.clone().unwrap_or_else(new_run_id);
     let started = chrono::Utc::now();
     let state_path = inst.data.state_db();
-    let before = state::sync::read_before(&state::open_for_reading(&state_path)?)?;
+    let before = state::sync::read_before(&*state::open_for_reading(&state_path)?)?;
     let pending: std::collections::BTreeSet<String> =
         before.pending.iter().map(|t| t.id.clone()).collect();
 
@@ -178,7 +207,10 @@ pub fn execute(
         )?);
     }
 
-    let cancel = Arc::new(AtomicBool::new(false));
+    let cancel = opts
+        .cancel
+        .clone()
+        .unwrap_or_else(|| Arc::new(AtomicBool::new(false)));
     let ctx = Arc::new(
         work::Context::new(
             work::ContextParts {
@@ -205,7 +237,14 @@ pub fn execute(
         .build()
         .map_err(|e| ExecError::Setup(e.to_string()))?;
     let mut finished =
-        runtime.block_on(scheduler::run(tasks, jobs, body, observer, cancel.clone()));
+        runtime.block_on(scheduler::run(
+        tasks,
+        jobs,
+        body,
+        observer,
+        cancel.clone(),
+        opts.cancel.is_none(),
+    ));
     let cancelled = cancel.load(std::sync::atomic::Ordering::SeqCst);
 
     let failed_transforms: Vec<String> = finished

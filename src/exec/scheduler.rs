@@ -90,6 +90,7 @@ pub async fn run(
     body: Body,
     observer: &mut dyn Observer,
     cancel: Arc<AtomicBool>,
+    signals: bool,
 ) -> Vec<Finished> {
     let n = tasks.len();
     let index: BTreeMap<String, usize> = tasks
@@ -119,7 +120,7 @@ pub async fn run(
     let mut running = tokio::task::JoinSet::new();
     let mut told_cancel = false;
 
-    let mut signals = Signals::new();
+    let mut signals = Signals::new(signals);
     loop {
         // Decide what to do with every ready task: skip it, cancel it, or start it.
         while let Some(&i) = ready.front() {
@@ -213,7 +214,7 @@ pub async fn run(
                 observer.cancelling(running.len());
                 // A second signal means "now": leave; staged files are cleaned up by the next run.
                 tokio::spawn(async {
-                    let mut again = Signals::new();
+                    let mut again = Signals::new(true);
                     again.next().await;
                     eprintln!("\nAborted.");
                     std::process::exit(130);
@@ -251,20 +252,30 @@ fn release(
     }
 }
 
-/// SIGINT and SIGTERM as one stream.
+/// SIGINT and SIGTERM as one stream; or never, when someone else (the daemon) owns the signals and
+/// cancels through the flag.
 struct Signals {
+    listen: bool,
     term: Option<tokio::signal::unix::Signal>,
 }
 
 impl Signals {
-    fn new() -> Signals {
+    fn new(listen: bool) -> Signals {
         use tokio::signal::unix::{signal, SignalKind};
         Signals {
-            term: signal(SignalKind::terminate()).ok(),
+            listen,
+            term: if listen {
+                signal(SignalKind::terminate()).ok()
+            } else {
+                None
+            },
         }
     }
 
     async fn next(&mut self) {
+        if !self.listen {
+            return std::future::pending().await;
+        }
         match &mut self.term {
             Some(term) => {
                 tokio::select! {
@@ -313,6 +324,7 @@ mod tests {
             body,
             &mut Quiet,
             Arc::new(AtomicBool::new(false)),
+            false,
         ))
     }
 

@@ -112,13 +112,41 @@ pub static DEFAULTS: Object = Object {
     ],
 };
 
+pub const PUBLIC_ROUTES: &[&str] = &["health", "metrics"];
+pub const MISSED_RUNS: &[&str] = &["run_once", "skip"];
+
 pub static SERVER: Object = Object {
     name: "server",
     doc: "The daemon's HTTP server.",
+    fields: &[
+        f("listen", Ty::Str, "Address and port to listen on. Default: 127.0.0.1:8585."),
+        f(
+            "public",
+            Ty::EnumList(PUBLIC_ROUTES),
+            "Routes served without a bearer token: health (GET /health), metrics (GET /metrics). \
+             Default: [health]. Every /api route always needs a token.",
+        ),
+        f(
+            "query_max_rows",
+            Ty::Int { min: 1, max: 10_000_000 },
+            "Most rows POST /api/query returns; the answer says when it was cut. Default: 10000.",
+        ),
+        f(
+            "query_timeout_seconds",
+            Ty::Int { min: 1, max: 86_400 },
+            "POST /api/query is interrupted after this long. Default: 30.",
+        ),
+    ],
+};
+
+pub static SCHEDULER: Object = Object {
+    name: "scheduler",
+    doc: "How `pipeline daemon` runs the schedules.",
     fields: &[f(
-        "listen",
-        Ty::Str,
-        "Address and port to listen on. Default: 127.0.0.1:8585.",
+        "missed_runs",
+        Ty::Enum(MISSED_RUNS),
+        "Tables whose scheduled time passed while the daemon was down: run_once (at start, once \
+         however many were missed) or skip (wait for the next time). Default: run_once.",
     )],
 };
 
@@ -149,6 +177,7 @@ pub static INSTANCE: Object = Object {
         f("data_dir", Ty::Str, "Where extracts, analytics and state live, relative to the instance root. Default: data."),
         f("defaults", Ty::Object(&DEFAULTS), "Defaults for sources and tables."),
         f("server", Ty::Object(&SERVER), "HTTP server settings for `pipeline daemon`."),
+        f("scheduler", Ty::Object(&SCHEDULER), "Scheduling settings for `pipeline daemon`."),
         f("remote_attach", Ty::Object(&REMOTE_ATTACH), "Allowlists for remote attachments."),
     ],
 };

@@ -113,9 +113,36 @@ pub struct InstanceSpec {
     pub data_dir: Located<String>,
     pub defaults: Defaults,
     pub listen: Located<String>,
+    pub server: ServerSettings,
+    pub missed_runs: MissedRuns,
     pub remote_extensions: Vec<Located<String>>,
     pub remote_token_envs: Vec<Located<String>>,
 }
+
+/// `server:` beyond `listen`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ServerSettings {
+    pub public_health: bool,
+    pub public_metrics: bool,
+    pub query_max_rows: u64,
+    pub query_timeout_seconds: u64,
+}
+
+impl Default for ServerSettings {
+    fn default() -> Self {
+        ServerSettings {
+            public_health: true,
+            public_metrics: false,
+            query_max_rows: 10_000,
+            query_timeout_seconds: 30,
+        }
+    }
+}
+
+spec_enum!(
+    /// What the daemon does at start about schedule times that passed while it was down.
+    MissedRuns { RunOnce = "run_once", Skip = "skip" }
+);
 
 #[derive(Debug)]
 pub struct Defaults {
@@ -477,10 +504,22 @@ pub fn decode_instance(dec: &mut Decoder, node: &Node, file: FileId) -> Option<I
         },
     };
     let mut listen = Located::new("127.0.0.1:8585".to_string(), obj.span.point());
+    let mut settings = ServerSettings::default();
     if let Some(server) = obj
         .get("server")
         .and_then(|n| dec.object(n, &fields::SERVER))
     {
+        if server.get("public").is_some() {
+            let public = dec.word_list(&server, "public", fields::PUBLIC_ROUTES);
+            settings.public_health = public.iter().any(|p| p.value == "health");
+            settings.public_metrics = public.iter().any(|p| p.value == "metrics");
+        }
+        if let Some(n) = dec.int(&server, "query_max_rows") {
+            settings.query_max_rows = n.value as u64;
+        }
+        if let Some(n) = dec.int(&server, "query_timeout_seconds") {
+            settings.query_timeout_seconds = n.value as u64;
+        }
         if let Some(l) = dec.str(&server, "listen") {
             if l.value.parse::<std::net::SocketAddr>().is_err() {
                 dec.diags
@@ -494,6 +533,11 @@ pub fn decode_instance(dec: &mut Decoder, node: &Node, file: FileId) -> Option<I
             listen = l;
         }
     }
+    let missed_runs = obj
+        .get("scheduler")
+        .and_then(|n| dec.object(n, &fields::SCHEDULER))
+        .and_then(|sch| dec.enum_value(&sch, "missed_runs", MissedRuns::NAMES, MissedRuns::from_name))
+        .map_or(MissedRuns::RunOnce, |m| m.value);
     let (mut remote_extensions, mut remote_token_envs) = (Vec::new(), Vec::new());
     if let Some(ra) = obj
         .get("remote_attach")
@@ -519,6 +563,8 @@ pub fn decode_instance(dec: &mut Decoder, node: &Node, file: FileId) -> Option<I
         data_dir,
         defaults,
         listen,
+        server: settings,
+        missed_runs,
         remote_extensions,
         remote_token_envs,
     })

@@ -5,6 +5,7 @@
 //! [`open`] it for one operation and drop the connection. A lock held by another process is retried
 //! briefly (see [`open`]) and then reported as [`StateError::Busy`], never as DuckDB's raw message.
 
+pub mod auth;
 pub mod lock;
 pub mod migrate;
 pub mod registry;
@@ -34,6 +35,9 @@ pub enum StateError {
     Busy(PathBuf),
     #[error("stale plan: {0}")]
     Stale(String),
+    /// A request the state cannot carry out as asked (an ambiguous id, say); the message says why.
+    #[error("{0}")]
+    Refused(String),
     #[error("{0}: {1}")]
     Io(PathBuf, std::io::Error),
     // Not a `#[source]`: DuckDB's message is already in ours, and its own source repeats it.
@@ -58,19 +62,57 @@ pub fn is_lock_conflict(e: &duckdb::Error) -> bool {
     text.contains("Could not set lock") || text.contains("Conflicting lock")
 }
 
-/// Opens (creating and migrating as needed) the state database at `path`, read-write.
-pub fn open(path: &Path) -> Result<Connection, StateError> {
+/// DuckDB's file lock is per process: it keeps a second process out, but not a second read-write
+/// open from the same process, which would corrupt the file. The daemon writes from several threads
+/// (runs, the watcher, the API), so read-write opens in one process take turns here.
+static WRITER: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+/// A state connection; a read-write one holds this process's writer turn until dropped.
+pub struct StateConn {
+    // Declared first so it is dropped (closed) before the turn is released.
+    conn: Connection,
+    _turn: Option<std::sync::MutexGuard<'static, ()>>,
+}
+
+impl std::fmt::Debug for StateConn {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StateConn")
+            .field("writer", &self._turn.is_some())
+            .finish()
+    }
+}
+
+impl std::ops::Deref for StateConn {
+    type Target = Connection;
+    fn deref(&self) -> &Connection {
+        &self.conn
+    }
+}
+
+impl std::ops::DerefMut for StateConn {
+    fn deref_mut(&mut self) -> &mut Connection {
+        &mut self.conn
+    }
+}
+
+/// Opens (creating and migrating as needed) the state database at `path`, read-write. Drop the
+/// connection as soon as the operation is done: other processes and threads wait for it.
+pub fn open(path: &Path) -> Result<StateConn, StateError> {
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir).map_err(|e| StateError::Io(dir.to_path_buf(), e))?;
     }
+    let turn = WRITER.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
     let mut conn = open_with_retry(path, false)?;
     migrate::migrate(&mut conn, Some(path), migrate::MIGRATIONS)?;
-    Ok(conn)
+    Ok(StateConn {
+        conn,
+        _turn: Some(turn),
+    })
 }
 
 /// Opens an existing state for reading. A state from an older binary is migrated first (which needs a
 /// read-write open); one from a newer binary is refused.
-pub fn open_for_reading(path: &Path) -> Result<Connection, StateError> {
+pub fn open_for_reading(path: &Path) -> Result<StateConn, StateError> {
     let conn = open_with_retry(path, true)?;
     let version = migrate::current_version(&conn)?;
     if version < migrate::latest_version(migrate::MIGRATIONS) {
@@ -78,7 +120,7 @@ pub fn open_for_reading(path: &Path) -> Result<Connection, StateError> {
         return open(path);
     }
     check_version(version)?;
-    Ok(conn)
+    Ok(StateConn { conn, _turn: None })
 }
 
 fn check_version(version: i64) -> Result<(), StateError> {

@@ -100,7 +100,7 @@ pub fn read_serial(path: &Path) -> StateResult<i64> {
     if !path.exists() {
         return Ok(0);
     }
-    super::serial(&super::open_for_reading(path)?)
+    super::serial(&*super::open_for_reading(path)?)
 }
 
 /// [`read_recorded`] through an already open DuckDB instance (see [`super::attach_for_reading`]).

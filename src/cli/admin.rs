@@ -1,0 +1,159 @@
+//! `pipeline admin`: API tokens (and the users and groups they belong to).
+
+use super::output::{Format, TextTable};
+use crate::state::{self, auth};
+use anyhow::{bail, Result};
+use std::io::Write;
+use std::path::Path;
+use std::process::ExitCode;
+
+pub const AFTER_HELP: &str = "\
+Examples:
+  pipeline admin token create --user ann --group analysts
+                                       print a new token for ann (shown once: store it now)
+  pipeline admin token create --user ops --group admin
+                                       admins read every table whatever its `access`
+  pipeline admin token list            every token: id, user, groups, last use, revoked
+  pipeline admin token revoke 3f9a2c1d the token with this id (or prefix) stops working at once
+
+Tokens are stored as SHA-256 hashes in data/state/system.duckdb; groups belong to the user, and a
+table's `access: [groups]` decides who may see and query it through the API.";
+
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(clap::Subcommand, Debug)]
+enum Command {
+    /// API bearer tokens: create, list, revoke.
+    #[command(subcommand)]
+    Token(TokenCommand),
+}
+
+#[derive(clap::Subcommand, Debug)]
+enum TokenCommand {
+    /// Create a token for a user (created if new), optionally adding the user to groups.
+    Create {
+        /// The user the token acts as (e.g. an e-mail or a service name).
+        #[arg(long)]
+        user: String,
+        /// Add the user to this group (repeatable).
+        #[arg(long = "group", value_name = "GROUP")]
+        groups: Vec<String>,
+        #[arg(long, value_enum, default_value_t)]
+        format: Format,
+    },
+    /// List tokens (never the tokens themselves).
+    List {
+        #[arg(long, value_enum, default_value_t)]
+        format: Format,
+    },
+    /// Revoke a token by id (or by the prefix shown in `list`).
+    Revoke {
+        #[arg(value_name = "ID")]
+        id: String,
+    },
+}
+
+fn state_path(dir: &Path) -> Result<std::path::PathBuf> {
+    let (specs, _) = crate::spec::load::load(dir);
+    if specs.instance.is_none() {
+        bail!(
+            "no instance at {}: config/instance.yaml is missing or invalid",
+            dir.display()
+        );
+    }
+    Ok(crate::plan::DataDir::of(&specs).state_db())
+}
+
+fn valid_name(kind: &str, name: &str) -> Result<()> {
+    let ok = !name.is_empty()
+        && name.len() <= 128
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "._@+-".contains(c));
+    if !ok {
+        bail!("invalid {kind} `{name}`: use letters, digits and . _ @ + - (at most 128)");
+    }
+    Ok(())
+}
+
+pub fn run(dir: &Path, args: Args) -> Result<ExitCode> {
+    let Command::Token(cmd) = args.command;
+    let path = state_path(dir)?;
+    let who = state::lock::os_user();
+    let mut out = anstream::stdout().lock();
+    match cmd {
+        TokenCommand::Create {
+            user,
+            groups,
+            format,
+        } => {
+            valid_name("user", &user)?;
+            for g in &groups {
+                valid_name("group", g)?;
+            }
+            let mut conn = state::open(&path)?;
+            let (info, secret) = auth::create_token(&mut conn, &user, &groups, &who)?;
+            match format {
+                Format::Json => writeln!(
+                    out,
+                    "{}",
+                    serde_json::json!({"token": secret, "id": info.id, "user": info.user, "groups": info.groups})
+                )?,
+                Format::Human => {
+                    writeln!(out, "{secret}")?;
+                    drop(out);
+                    eprintln!(
+                        "Token {} for {} (groups: {}). It is shown only now: store it in your secret manager.\n\
+                         Use it as `Authorization: Bearer <token>`; revoke with `pipeline admin token revoke {}`.",
+                        info.id,
+                        info.user,
+                        if info.groups.is_empty() { "none".into() } else { info.groups.join(", ") },
+                        info.id
+                    );
+                }
+            }
+        }
+        TokenCommand::List { format } => {
+            if !path.exists() {
+                bail!("there is no state yet: run `pipeline apply` first");
+            }
+            let conn = state::open_for_reading(&path)?;
+            let tokens = auth::list_tokens(&conn)?;
+            match format {
+                Format::Json => writeln!(out, "{}", serde_json::to_string_pretty(&tokens)?)?,
+                Format::Human => {
+                    let mut t = TextTable::with_headers(
+                        ["id", "user", "groups", "prefix", "created", "last used", "revoked"]
+                            .map(String::from)
+                            .to_vec(),
+                    );
+                    for k in &tokens {
+                        t.row(vec![
+                            k.id.clone(),
+                            k.user.clone(),
+                            k.groups.join(","),
+                            format!("{}…", k.prefix),
+                            k.created_at.clone(),
+                            k.last_used_at.clone().unwrap_or_else(|| "-".into()),
+                            k.revoked_at.clone().unwrap_or_else(|| "-".into()),
+                        ]);
+                    }
+                    write!(out, "{}", t.render())?;
+                    writeln!(out, "{} token(s)", tokens.len())?;
+                }
+            }
+        }
+        TokenCommand::Revoke { id } => {
+            let mut conn = state::open(&path)?;
+            match auth::revoke(&mut conn, &id, &who)? {
+                Some(t) => writeln!(out, "Revoked token {} of {}.", t.id, t.user)?,
+                None => bail!("no token `{id}`; `pipeline admin token list` shows the ids"),
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,475 @@
+//! The daemon's HTTP API (axum, JSON). Every `/api` route needs a bearer token; `/health` and
+//! `/metrics` need one unless `server.public` lists them. Errors are `{"error": code, "message": why}`
+//! with the status that fits: 400 bad request, 401 no or bad token, 403 not allowed, 404 unknown,
+//! 409 already running, 408 query timeout, 503 shutting down.
+
+mod catalog;
+mod query;
+
+use super::runs::{self, Refused};
+use super::{rfc3339, Shared};
+use crate::state::auth::{self, Caller, Verdict};
+use axum::extract::{FromRequestParts, Path, State};
+use axum::http::{header, request::Parts, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde_json::{json, Value};
+use std::sync::Arc;
+
+pub type AppState = Arc<Shared>;
+
+/// An API error: status, a stable code and a message that says what to do.
+#[derive(Debug)]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub code: &'static str,
+    pub message: String,
+}
+
+impl ApiError {
+    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        ApiError {
+            status,
+            code,
+            message: message.into(),
+        }
+    }
+
+    pub fn bad_request(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, "bad_request", message)
+    }
+
+    pub fn forbidden(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::FORBIDDEN, "forbidden", message)
+    }
+
+    pub fn not_found(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::NOT_FOUND, "not_found", message)
+    }
+
+    pub fn internal(message: impl std::fmt::Display) -> Self {
+        Self::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            message.to_string(),
+        )
+    }
+
+    fn unauthorized(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::UNAUTHORIZED, "unauthorized", message)
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = Json(json!({"error": self.code, "message": self.message}));
+        if self.status == StatusCode::UNAUTHORIZED {
+            (
+                self.status,
+                [(header::WWW_AUTHENTICATE, "Bearer realm=\"pipeline\"")],
+                body,
+            )
+                .into_response()
+        } else {
+            (self.status, body).into_response()
+        }
+    }
+}
+
+pub type ApiResult<T> = Result<T, ApiError>;
+
+/// Runs blocking work (DuckDB) off the async workers.
+pub async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> ApiResult<T> + Send + 'static,
+) -> ApiResult<T> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .unwrap_or_else(|e| Err(ApiError::internal(format!("request handler failed: {e}"))))
+}
+
+/// Checks the `Authorization: Bearer …` header against the tokens in the state.
+pub async fn authenticate(shared: &Arc<Shared>, headers: &HeaderMap) -> ApiResult<Caller> {
+    const HOW: &str = "send `Authorization: Bearer <token>`; an admin creates one with \
+                       `pipeline admin token create --user NAME`";
+    let Some(value) = headers.get(header::AUTHORIZATION) else {
+        return Err(ApiError::unauthorized(format!("missing bearer token: {HOW}")));
+    };
+    let Some(token) = value
+        .to_str()
+        .ok()
+        .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
+        .map(|t| t.trim().to_string())
+    else {
+        return Err(ApiError::unauthorized(format!(
+            "the Authorization header is not a bearer token: {HOW}"
+        )));
+    };
+    let state = shared.state_db();
+    let verdict = blocking(move || {
+        let conn = crate::state::open_for_reading(&state).map_err(ApiError::internal)?;
+        auth::verify(&conn, &token).map_err(ApiError::internal)
+    })
+    .await?;
+    match verdict {
+        Verdict::Valid(caller) => Ok(caller),
+        Verdict::Unknown => Err(ApiError::unauthorized(format!(
+            "unknown token (it was never issued here, or was mistyped): {HOW}"
+        ))),
+        Verdict::Revoked => Err(ApiError::unauthorized(
+            "this token was revoked (or has expired); ask an admin for a new one",
+        )),
+        Verdict::UserDisabled => Err(ApiError::unauthorized(
+            "this token's user is disabled; ask an admin",
+        )),
+    }
+}
+
+/// The caller of an `/api` route.
+pub struct Auth(pub Caller);
+
+impl FromRequestParts<AppState> for Auth {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, shared: &AppState) -> ApiResult<Self> {
+        authenticate(shared, &parts.headers).await.map(Auth)
+    }
+}
+
+pub fn router(shared: Arc<Shared>) -> Router {
+    Router::new()
+        .route("/health", get(health))
+        .route("/metrics", get(prometheus))
+        .route("/api/status", get(status))
+        .route("/api/sync/trigger", post(trigger))
+        .route("/api/runs/{id}", get(run))
+        .route("/api/tables", get(catalog::tables))
+        .route("/api/tables/{name}", get(catalog::table))
+        .route("/api/metrics", get(catalog::metrics))
+        .route("/api/metrics/{category}/{name}", get(catalog::metric))
+        .route("/api/query", post(query::query))
+        .fallback(|| async {
+            ApiError::not_found(
+                "no such route; see docs/daemon.md for the API (GET /api/status, /api/tables, …)",
+            )
+        })
+        .with_state(shared)
+}
+
+async fn health(State(shared): State<AppState>, headers: HeaderMap) -> ApiResult<Response> {
+    if !shared.settings().server.public_health {
+        authenticate(&shared, &headers).await?;
+    }
+    let status = if shared.shutting_down() {
+        StatusCode::SERVICE_UNAVAILABLE
+    } else {
+        StatusCode::OK
+    };
+    let body = json!({
+        "status": if shared.shutting_down() { "shutting_down" } else { "ok" },
+        "version": env!("CARGO_PKG_VERSION"),
+        "uptime_seconds": (chrono::Utc::now() - shared.started_at).num_seconds(),
+    });
+    Ok((status, Json(body)).into_response())
+}
+
+async fn prometheus(State(shared): State<AppState>, headers: HeaderMap) -> ApiResult<Response> {
+    if !shared.settings().server.public_metrics {
+        authenticate(&shared, &headers).await?;
+    }
+    let uptime = (chrono::Utc::now() - shared.started_at).num_milliseconds() as f64 / 1000.0;
+    let text = shared.stats.render(shared.runs.running_count(), uptime);
+    Ok((
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
+        text,
+    )
+        .into_response())
+}
+
+async fn status(State(shared): State<AppState>, Auth(caller): Auth) -> ApiResult<Json<Value>> {
+    let settings = shared.settings();
+    let snapshot = shared.snapshot();
+    let next = shared
+        .next_runs
+        .lock()
+        .map(|n| n.clone())
+        .unwrap_or_default();
+    let busy = shared.runs.busy();
+    let state = shared.state_db();
+    let report = blocking(move || {
+        let conn = crate::state::open_for_reading(&state).map_err(ApiError::internal)?;
+        crate::state::report::status(&conn).map_err(ApiError::internal)
+    })
+    .await?;
+    let tables: Vec<Value> = report
+        .tables
+        .iter()
+        .filter(|t| {
+            snapshot
+                .registered
+                .tables
+                .get(&t.id)
+                .is_some_and(|d| caller.may_read(&d.access))
+        })
+        .map(|t| {
+            json!({
+                "id": t.id,
+                "name": t.name,
+                "source": t.source,
+                "schedule": t.schedule,
+                "next_run": next.get(&t.id).map(|n| rfc3339(*n)),
+                "running_in": busy.get(&t.id),
+                "last_sync": t.last_sync,
+                "last_status": t.last_status,
+                "rows": t.rows,
+                "last_error": t.last_error,
+            })
+        })
+        .collect();
+    let watcher = shared
+        .watcher
+        .lock()
+        .map(|w| w.clone())
+        .unwrap_or_default();
+    Ok(Json(json!({
+        "instance": settings.name,
+        "version": env!("CARGO_PKG_VERSION"),
+        "timezone": settings.tz.name(),
+        "started_at": rfc3339(shared.started_at),
+        "shutting_down": shared.shutting_down(),
+        "user": caller.user,
+        "groups": caller.groups,
+        "serial": report.serial,
+        "last_apply": report.last_apply,
+        "watcher": watcher,
+        "pending_tasks": report.pending_tasks.len(),
+        "runs": shared.runs.running(),
+        "tables": tables,
+    })))
+}
+
+/// `POST /api/sync/trigger`: no body (the tables that are due), a JSON list of table names or ids,
+/// or `{"tables": [...], "source": "..."}`. An explicit list ignores schedules.
+async fn trigger(
+    State(shared): State<AppState>,
+    Auth(caller): Auth,
+    body: axum::body::Bytes,
+) -> ApiResult<Response> {
+    if shared.shutting_down() {
+        return Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "shutting_down",
+            "the daemon is shutting down; try again once it is back",
+        ));
+    }
+    let snapshot = shared.snapshot();
+    let reg = &snapshot.registered;
+    let text = std::str::from_utf8(&body)
+        .map_err(|_| ApiError::bad_request("the body is not UTF-8 JSON"))?
+        .trim();
+    let (names, source): (Option<Vec<String>>, Option<String>) = if text.is_empty() {
+        (None, None)
+    } else {
+        let value: Value = serde_json::from_str(text).map_err(|e| {
+            ApiError::bad_request(format!(
+                "the body is not valid JSON ({e}); send nothing, [\"table\", …] or {{\"tables\": [...]}}"
+            ))
+        })?;
+        parse_selection(&value)?
+    };
+    let mut ids: Vec<String> = Vec::new();
+    if let Some(source) = &source {
+        if !reg.sources.contains_key(source) {
+            return Err(ApiError::not_found(format!("unknown source `{source}`")));
+        }
+        ids.extend(reg.tables_of(source).map(|t| t.id.clone()));
+    }
+    for n in names.iter().flatten() {
+        let t = reg.table(n).ok_or_else(|| {
+            ApiError::not_found(format!(
+                "unknown table `{n}`; GET /api/tables lists the tables you can see"
+            ))
+        })?;
+        ids.push(t.id.clone());
+    }
+    let explicit = names.is_some() || source.is_some();
+    if !explicit {
+        ids = due_tables(&shared).await?;
+    }
+    for id in &ids {
+        if let Some(t) = reg.tables.get(id) {
+            if !caller.may_read(&t.access) {
+                if explicit {
+                    return Err(ApiError::forbidden(format!(
+                        "table `{}` is readable only by group(s) {}; you ({}) are in {}",
+                        t.name,
+                        t.access.join(", "),
+                        caller.user,
+                        groups_text(&caller)
+                    )));
+                }
+            }
+        }
+    }
+    ids.retain(|id| {
+        reg.tables
+            .get(id)
+            .is_some_and(|t| caller.may_read(&t.access))
+    });
+    ids.sort();
+    ids.dedup();
+    if ids.is_empty() {
+        return Ok((
+            StatusCode::OK,
+            Json(json!({"run_id": null, "tables": [], "message": "no table is due"})),
+        )
+            .into_response());
+    }
+    let req = runs::sync_request(&shared, &ids, false, "api", &caller.user)
+        .map_err(ApiError::bad_request)?;
+    match shared.runs.start(&shared, req) {
+        Ok(run_id) => Ok((
+            StatusCode::ACCEPTED,
+            [(header::LOCATION, format!("/api/runs/{run_id}"))],
+            Json(json!({"run_id": run_id, "tables": ids, "status": format!("/api/runs/{run_id}")})),
+        )
+            .into_response()),
+        Err(Refused::Busy(busy)) => Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "already_running",
+            format!(
+                "already syncing: {}; wait for that run (GET /api/runs/{{id}}) and trigger again",
+                busy.iter()
+                    .map(|(t, r)| format!("{t} (run {r})"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        )),
+        Err(Refused::ShuttingDown) => Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "shutting_down",
+            "the daemon is shutting down",
+        )),
+        Err(Refused::Nothing) => Ok((
+            StatusCode::OK,
+            Json(json!({"run_id": null, "tables": ids, "message": "nothing to do"})),
+        )
+            .into_response()),
+    }
+}
+
+fn groups_text(c: &Caller) -> String {
+    if c.groups.is_empty() {
+        "no group".into()
+    } else {
+        c.groups.join(", ")
+    }
+}
+
+fn parse_selection(v: &Value) -> ApiResult<(Option<Vec<String>>, Option<String>)> {
+    let strings = |v: &Value| -> ApiResult<Vec<String>> {
+        v.as_array()
+            .ok_or_else(|| ApiError::bad_request("`tables` must be a list of table names"))?
+            .iter()
+            .map(|x| {
+                x.as_str()
+                    .map(str::to_string)
+                    .ok_or_else(|| ApiError::bad_request("table names must be strings"))
+            })
+            .collect()
+    };
+    match v {
+        Value::Array(_) => Ok((Some(strings(v)?), None)),
+        Value::Object(o) => {
+            if let Some(k) = o.keys().find(|k| *k != "tables" && *k != "source") {
+                return Err(ApiError::bad_request(format!(
+                    "unknown key `{k}`; expected `tables` and/or `source`"
+                )));
+            }
+            let tables = o.get("tables").map(strings).transpose()?;
+            let source = match o.get("source") {
+                None | Some(Value::Null) => None,
+                Some(Value::String(s)) => Some(s.clone()),
+                Some(_) => return Err(ApiError::bad_request("`source` must be a source name")),
+            };
+            Ok((tables, source))
+        }
+        _ => Err(ApiError::bad_request(
+            "send nothing, a list of table names, or {\"tables\": [...], \"source\": \"...\"}",
+        )),
+    }
+}
+
+/// Tables whose schedule fell due since their last sync (never-synced ones included).
+async fn due_tables(shared: &Arc<Shared>) -> ApiResult<Vec<String>> {
+    let state = shared.state_db();
+    let report = blocking(move || {
+        let conn = crate::state::open_for_reading(&state).map_err(ApiError::internal)?;
+        crate::state::report::status(&conn).map_err(ApiError::internal)
+    })
+    .await?;
+    let tz = shared.settings().tz;
+    let now = shared.clock.now();
+    Ok(report
+        .tables
+        .into_iter()
+        .filter(|t| {
+            let Some(text) = &t.schedule else {
+                return false;
+            };
+            match t
+                .last_sync
+                .as_deref()
+                .and_then(|s| chrono::DateTime::parse_from_rfc3339(s).ok())
+            {
+                None => true,
+                Some(last) => super::scheduler::next_after(text, last.to_utc(), tz)
+                    .is_some_and(|n| n <= now),
+            }
+        })
+        .map(|t| t.id)
+        .collect())
+}
+
+async fn run(
+    State(shared): State<AppState>,
+    Auth(_caller): Auth,
+    Path(id): Path<String>,
+) -> ApiResult<Json<Value>> {
+    if let Some(view) = shared.runs.get(&id) {
+        return Ok(Json(serde_json::to_value(view).map_err(ApiError::internal)?));
+    }
+    // Runs before this daemon started, or from the command line: from the state.
+    let state = shared.state_db();
+    let found = blocking(move || {
+        let conn = crate::state::open_for_reading(&state).map_err(ApiError::internal)?;
+        let run: Option<String> = conn
+            .query_row(
+                "SELECT to_json(r)::VARCHAR FROM runs r WHERE run_id = ?",
+                [&id],
+                |r| r.get(0),
+            )
+            .ok();
+        let Some(run) = run else {
+            return Err(ApiError::not_found(format!("no run `{id}`")));
+        };
+        let mut stmt = conn
+            .prepare(
+                "SELECT to_json(h)::VARCHAR FROM sync_history h WHERE run_id = ? ORDER BY started_at",
+            )
+            .map_err(ApiError::internal)?;
+        let tasks: Vec<Value> = stmt
+            .query_map([&id], |r| r.get::<_, String>(0))
+            .map_err(ApiError::internal)?
+            .filter_map(|r| r.ok())
+            .filter_map(|s| serde_json::from_str(&s).ok())
+            .collect();
+        let mut run: Value = serde_json::from_str(&run).map_err(ApiError::internal)?;
+        if let Some(o) = run.as_object_mut() {
+            o.insert("tasks".into(), Value::Array(tasks));
+        }
+        Ok(run)
+    })
+    .await?;
+    Ok(Json(found))
+}

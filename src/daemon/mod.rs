@@ -1,0 +1,306 @@
+//! `pipeline daemon` (DESIGN.md §10): one process running the [`scheduler`], the spec [`watcher`]
+//! and the HTTP [`api`] on tokio, around one [`Shared`] view of the instance.
+//!
+//! The daemon never holds a DuckDB file open between operations: the state is opened per read or
+//! write (writers in this process take turns, see [`crate::state::open`]), analytics.duckdb is only
+//! ever opened read-only, and runs write their files aside and rename them. So `pipeline plan`,
+//! `apply`, `run` and `query` from a shell keep working while it runs.
+
+pub mod api;
+pub mod clock;
+pub mod runs;
+pub mod scheduler;
+pub mod stats;
+pub mod watcher;
+
+use crate::exec;
+use crate::plan::object::Objects;
+use crate::plan::DataDir;
+use crate::registered::Registered;
+use crate::spec::model::{MissedRuns, ServerSettings};
+use crate::spec::Specs;
+use chrono::{DateTime, Utc};
+use chrono_tz::Tz;
+use clock::Clock;
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+use tokio::sync::{watch, Notify};
+
+#[derive(Debug, thiserror::Error)]
+pub enum DaemonError {
+    #[error("{0}")]
+    Setup(String),
+    #[error(transparent)]
+    Exec(#[from] exec::ExecError),
+    #[error(transparent)]
+    State(#[from] crate::state::StateError),
+    #[error("cannot listen on {addr}: {error}")]
+    Listen { addr: SocketAddr, error: std::io::Error },
+}
+
+/// How the daemon was started (command-line options over the instance's settings).
+#[derive(Clone, Debug)]
+pub struct Config {
+    pub root: PathBuf,
+    /// Overrides `server.listen`.
+    pub listen: Option<SocketAddr>,
+    /// How long running syncs may take to finish after SIGTERM before they are cancelled.
+    pub shutdown_timeout: Duration,
+    /// Overrides `scheduler.missed_runs`.
+    pub missed_runs: Option<MissedRuns>,
+    /// Quiet time after a spec change before it is applied (editors write in several steps).
+    pub debounce: Duration,
+}
+
+/// Settings that come from the specs and follow valid changes to them.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    pub name: String,
+    pub tz: Tz,
+    pub server: ServerSettings,
+    pub missed_runs: MissedRuns,
+    pub exec: exec::Instance,
+}
+
+impl Settings {
+    fn from_specs(specs: &Specs, cfg: &Config) -> Result<Settings, DaemonError> {
+        let inst = specs.instance.as_ref().ok_or_else(|| {
+            DaemonError::Setup("config/instance.yaml is missing or invalid".into())
+        })?;
+        Ok(Settings {
+            name: inst.name.value.clone(),
+            tz: inst.timezone.value,
+            server: inst.server.clone(),
+            missed_runs: cfg.missed_runs.unwrap_or(inst.missed_runs),
+            exec: exec::Instance::from_specs(specs)?,
+        })
+    }
+}
+
+/// What is registered, as the daemon last read it from the state.
+#[derive(Default)]
+pub struct Snapshot {
+    pub serial: i64,
+    pub objects: Objects,
+    pub registered: Registered,
+}
+
+/// What the watcher last did, for `GET /api/status`.
+#[derive(Clone, Debug, Default, serde::Serialize)]
+pub struct WatcherStatus {
+    pub last_change_at: Option<String>,
+    /// `applied`, `unchanged`, `invalid` or `failed`.
+    pub last_result: Option<String>,
+    pub last_applied_serial: Option<i64>,
+    /// The diagnostics of specs that were not applied (file:line:col: message).
+    pub errors: Vec<String>,
+}
+
+pub struct Shared {
+    pub root: PathBuf,
+    pub data: DataDir,
+    pub clock: Clock,
+    pub started_at: DateTime<Utc>,
+    pub config: Config,
+    settings: RwLock<Arc<Settings>>,
+    snapshot: RwLock<Arc<Snapshot>>,
+    pub runs: runs::RunManager,
+    pub stats: stats::Stats,
+    /// Tells the scheduler that registrations or settings changed.
+    pub reload: Notify,
+    /// Next scheduled time per table id, kept by the scheduler for status.
+    pub next_runs: Mutex<BTreeMap<String, DateTime<Utc>>>,
+    pub watcher: Mutex<WatcherStatus>,
+    /// Flips to true once on SIGTERM/SIGINT.
+    pub shutdown: watch::Sender<bool>,
+}
+
+impl Shared {
+    pub fn settings(&self) -> Arc<Settings> {
+        self.settings
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    pub fn snapshot(&self) -> Arc<Snapshot> {
+        self.snapshot
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    fn set_settings(&self, s: Settings) {
+        *self.settings.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(s);
+    }
+
+    fn set_snapshot(&self, s: Snapshot) {
+        *self.snapshot.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(s);
+    }
+
+    pub fn shutting_down(&self) -> bool {
+        *self.shutdown.borrow()
+    }
+
+    /// Reads the registry from the state again.
+    pub fn reload_snapshot(&self) -> Result<(), DaemonError> {
+        let snapshot = read_snapshot(&self.data.state_db())?;
+        self.set_snapshot(snapshot);
+        self.reload.notify_one();
+        Ok(())
+    }
+
+    pub fn state_db(&self) -> PathBuf {
+        self.data.state_db()
+    }
+}
+
+fn read_snapshot(state: &Path) -> Result<Snapshot, DaemonError> {
+    let (serial, objects) = crate::state::registry::read_recorded(state, &Objects::new())?;
+    let registered =
+        Registered::from_objects(&objects).map_err(|e| DaemonError::Setup(e.to_string()))?;
+    Ok(Snapshot {
+        serial,
+        objects,
+        registered,
+    })
+}
+
+/// Runs the daemon until SIGTERM/SIGINT; returns once it has shut down cleanly.
+pub fn run(cfg: Config) -> Result<(), DaemonError> {
+    let (specs, diags) = crate::spec::load::load(&cfg.root);
+    if specs.instance.is_none() {
+        for line in watcher::diagnostic_lines(&specs, &diags) {
+            tracing::error!("{line}");
+        }
+        return Err(DaemonError::Setup(format!(
+            "no usable instance at {}: config/instance.yaml is missing or invalid (`pipeline validate` says why)",
+            cfg.root.display()
+        )));
+    }
+    let settings = Settings::from_specs(&specs, &cfg)?;
+    let listen = match cfg.listen {
+        Some(a) => a,
+        None => specs
+            .instance
+            .as_ref()
+            .and_then(|i| i.listen.value.parse().ok())
+            .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 8585))),
+    };
+    let data = settings.exec.data.clone();
+    // Create (or migrate) the state before anything reads it.
+    drop(crate::state::open(&data.state_db())?);
+    let snapshot = read_snapshot(&data.state_db())?;
+    let clock = Clock::from_env();
+    if clock.scale() != 1.0 {
+        tracing::warn!(
+            scale = clock.scale(),
+            "PIPELINE_CLOCK_SCALE is set: schedules run faster than real time (for tests only)"
+        );
+    }
+    let (shutdown, _) = watch::channel(false);
+    let shared = Arc::new(Shared {
+        root: settings.exec.root.clone(),
+        data,
+        clock,
+        started_at: Utc::now(),
+        config: cfg.clone(),
+        settings: RwLock::new(Arc::new(settings)),
+        snapshot: RwLock::new(Arc::new(snapshot)),
+        runs: runs::RunManager::new(),
+        stats: stats::Stats::default(),
+        reload: Notify::new(),
+        next_runs: Mutex::new(BTreeMap::new()),
+        watcher: Mutex::new(WatcherStatus::default()),
+        shutdown,
+    });
+    shared.stats.load_last_success(&shared.state_db());
+
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .thread_name("pipeline-daemon")
+        .build()
+        .map_err(|e| DaemonError::Setup(e.to_string()))?;
+    runtime.block_on(serve(shared, listen))
+}
+
+async fn serve(shared: Arc<Shared>, listen: SocketAddr) -> Result<(), DaemonError> {
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .map_err(|error| DaemonError::Listen {
+            addr: listen,
+            error,
+        })?;
+    let local = listener.local_addr().unwrap_or(listen);
+    let settings = shared.settings();
+    tracing::info!(
+        instance = %settings.name,
+        listen = %local,
+        root = %shared.root.display(),
+        version = env!("CARGO_PKG_VERSION"),
+        "daemon started"
+    );
+    // Tests and scripts read this line to learn the port when listening on :0.
+    println!("listening on http://{local}");
+
+    let watcher = tokio::spawn(watcher::run(shared.clone()));
+    let scheduler = tokio::spawn(scheduler::run(shared.clone()));
+    let mut stop = shared.shutdown.subscribe();
+    let server = axum::serve(listener, api::router(shared.clone())).with_graceful_shutdown(
+        async move {
+            let _ = stop.wait_for(|s| *s).await;
+        },
+    );
+    let server = tokio::spawn(async move { server.await });
+
+    wait_for_signal().await;
+    tracing::info!(
+        running = shared.runs.running_count(),
+        timeout = ?shared.config.shutdown_timeout,
+        "shutting down: no new runs; waiting for running syncs to finish"
+    );
+    let _ = shared.shutdown.send(true);
+    let drained = tokio::select! {
+        d = shared.runs.wait_all(shared.config.shutdown_timeout) => d,
+        _ = wait_for_signal() => {
+            tracing::warn!("second signal: cancelling running syncs now");
+            false
+        }
+    };
+    if !drained {
+        tracing::warn!("cancelling running syncs: running tasks finish, nothing new starts, nothing half-done is published");
+        shared.runs.cancel_all();
+        // Each task is atomic; give them a last moment, then leave (staged files are cleaned up by
+        // the next run).
+        shared.runs.wait_all(Duration::from_secs(30)).await;
+    }
+    let _ = server.await;
+    watcher.abort();
+    scheduler.abort();
+    tracing::info!("daemon stopped");
+    Ok(())
+}
+
+async fn wait_for_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    match signal(SignalKind::terminate()) {
+        Ok(mut term) => {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+        }
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}
+
+/// RFC 3339 in UTC, as the API reports times.
+pub fn rfc3339(t: DateTime<Utc>) -> String {
+    t.format("%Y-%m-%dT%H:%M:%S%.3fZ").to_string()
+}

@@ -1,0 +1,231 @@
+//! The scheduler: each table's schedule (its own, its source's or the instance default, resolved at
+//! apply) in the instance time zone. It sleeps until the next due time — no polling — and wakes
+//! early only when the registry or the settings change or a run ends.
+//!
+//! A table due while a run of it is still going is *coalesced*: it runs once more when that run ends,
+//! however many times it fell due meanwhile. At start, tables whose scheduled time passed while the
+//! daemon was down (or that never synced) run once, unless `scheduler.missed_runs: skip`.
+
+use super::runs::{self, Refused};
+use super::Shared;
+use crate::spec::model::MissedRuns;
+use crate::spec::schedule::Schedule;
+use chrono::{DateTime, Timelike, Utc};
+use chrono_tz::Tz;
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Longest sleep when nothing is scheduled (the loop also wakes on every change).
+const IDLE: Duration = Duration::from_secs(3600);
+
+/// A table's schedule as the scheduler tracks it.
+#[derive(Clone, Debug)]
+struct Slot {
+    text: String,
+    next: DateTime<Utc>,
+}
+
+pub fn next_after(schedule: &str, after: DateTime<Utc>, tz: Tz) -> Option<DateTime<Utc>> {
+    // Whole seconds: schedules fire on the second, not at "now" plus its milliseconds.
+    let after = after.with_nanosecond(0).unwrap_or(after);
+    Schedule::parse_cached(schedule)
+        .ok()?
+        .next_after(after.with_timezone(&tz))
+        .map(|t| t.with_timezone(&Utc))
+}
+
+/// Last sync start per table id, from the state.
+fn last_syncs(shared: &Shared) -> BTreeMap<String, DateTime<Utc>> {
+    let read = || -> Result<_, crate::state::StateError> {
+        let conn = crate::state::open_for_reading(&shared.state_db())?;
+        Ok(crate::state::report::status(&conn)?.tables)
+    };
+    match read() {
+        Ok(tables) => tables
+            .into_iter()
+            .filter_map(|t| {
+                let at = DateTime::parse_from_rfc3339(t.last_sync.as_deref()?).ok()?;
+                Some((t.id, at.with_timezone(&Utc)))
+            })
+            .collect(),
+        Err(e) => {
+            tracing::warn!(error = %e, "could not read the last syncs; scheduling from now");
+            BTreeMap::new()
+        }
+    }
+}
+
+/// Recomputes the slots after a (re)load: unchanged schedules keep their next time; new or changed
+/// ones get the next time after now. At start (`previous` empty, `at_start`), missed times are due
+/// now under `run_once`.
+fn plan_slots(
+    shared: &Shared,
+    previous: &BTreeMap<String, Slot>,
+    at_start: bool,
+) -> (BTreeMap<String, Slot>, Vec<String>) {
+    let settings = shared.settings();
+    let snapshot = shared.snapshot();
+    let now = shared.clock.now();
+    let last = if at_start {
+        last_syncs(shared)
+    } else {
+        BTreeMap::new()
+    };
+    let mut slots = BTreeMap::new();
+    let mut missed = Vec::new();
+    for (id, table) in &snapshot.registered.tables {
+        let Some(text) = table.schedule.clone() else {
+            continue;
+        };
+        if let Some(prev) = previous.get(id).filter(|p| p.text == text) {
+            slots.insert(id.clone(), prev.clone());
+            continue;
+        }
+        if at_start && settings.missed_runs == MissedRuns::RunOnce {
+            let was_due = match last.get(id) {
+                Some(at) => next_after(&text, *at, settings.tz).is_some_and(|n| n <= now),
+                None => true,
+            };
+            if was_due {
+                missed.push(id.clone());
+            }
+        }
+        match next_after(&text, now, settings.tz) {
+            Some(next) => {
+                slots.insert(id.clone(), Slot { text, next });
+            }
+            None => tracing::warn!(table = %id, schedule = %text, "schedule never fires"),
+        }
+    }
+    (slots, missed)
+}
+
+pub async fn run(shared: Arc<Shared>) {
+    let mut shutdown = shared.shutdown.subscribe();
+    let mut run_changes = shared.runs.changes();
+    let (mut slots, missed) = plan_slots(&shared, &BTreeMap::new(), true);
+    // Due tables not started yet because a run of theirs is going, and those already logged so.
+    let mut deferred: BTreeSet<String> = missed.into_iter().collect();
+    let mut told: BTreeSet<String> = BTreeSet::new();
+    let pending = match runs::pending(&shared) {
+        Ok(p) => p,
+        Err(e) => {
+            tracing::warn!(error = %e, "could not read pending tasks");
+            Vec::new()
+        }
+    };
+    if !deferred.is_empty() || !pending.is_empty() {
+        tracing::info!(
+            missed = deferred.len(),
+            pending = pending.len(),
+            "at start: running tables whose schedule passed while the daemon was down, and tasks left pending"
+        );
+        start_due(&shared, &mut deferred, &mut told, true);
+    }
+    loop {
+        publish(&shared, &slots);
+        let wake = slots.values().map(|s| s.next).min();
+        let sleep = wake.map_or(IDLE, |w| shared.clock.until(w).min(IDLE));
+        tokio::select! {
+            _ = tokio::time::sleep(sleep) => {}
+            _ = shared.reload.notified() => {
+                slots = plan_slots(&shared, &slots, false).0;
+                continue;
+            }
+            changed = run_changes.changed() => {
+                if changed.is_err() {
+                    return;
+                }
+                if !deferred.is_empty() {
+                    start_due(&shared, &mut deferred, &mut told, false);
+                }
+                continue;
+            }
+            _ = shutdown.wait_for(|s| *s) => return,
+        }
+        let now = shared.clock.now();
+        let tz = shared.settings().tz;
+        for (id, slot) in slots.iter_mut() {
+            if slot.next <= now {
+                deferred.insert(id.clone());
+                // The next time strictly after now: slots missed while this one waited collapse.
+                if let Some(n) = next_after(&slot.text, now, tz) {
+                    slot.next = n;
+                }
+            }
+        }
+        start_due(&shared, &mut deferred, &mut told, false);
+    }
+}
+
+fn publish(shared: &Shared, slots: &BTreeMap<String, Slot>) {
+    let mut next = shared
+        .next_runs
+        .lock()
+        .unwrap_or_else(|e| e.into_inner());
+    *next = slots.iter().map(|(k, v)| (k.clone(), v.next)).collect();
+}
+
+/// Starts one run for the due tables that are free; keeps the busy ones for when their run ends.
+fn start_due(
+    shared: &Arc<Shared>,
+    deferred: &mut BTreeSet<String>,
+    told: &mut BTreeSet<String>,
+    with_pending: bool,
+) {
+    if shared.shutting_down() {
+        return;
+    }
+    let known = shared.snapshot();
+    deferred.retain(|t| known.registered.tables.contains_key(t));
+    let busy = shared.runs.busy();
+    let (waiting, free): (Vec<String>, Vec<String>) =
+        deferred.iter().cloned().partition(|t| busy.contains_key(t));
+    for t in &waiting {
+        if told.insert(t.clone()) {
+            tracing::info!(
+                table = %t, running_in = %busy[t],
+                "table is due but still syncing: coalesced, it runs once more when that run ends"
+            );
+        }
+    }
+    if free.is_empty() && !with_pending {
+        return;
+    }
+    let req = match runs::sync_request(shared, &free, with_pending, "schedule", "scheduler") {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::error!(error = %e, "could not plan the scheduled run");
+            return;
+        }
+    };
+    match shared.runs.start(shared, req) {
+        Ok(_) | Err(Refused::Nothing) => {
+            for t in &free {
+                deferred.remove(t);
+                told.remove(t);
+            }
+        }
+        // Raced with another run taking a table: try again when runs change.
+        Err(Refused::Busy(_)) | Err(Refused::ShuttingDown) => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::TimeZone;
+
+    #[test]
+    fn next_times_follow_the_instance_zone() {
+        let tz: Tz = "Europe/Prague".parse().unwrap();
+        // 2026-03-29 is the spring DST change in Prague: 02:00 local does not exist.
+        let before = Utc.with_ymd_and_hms(2026, 3, 28, 23, 30, 0).unwrap();
+        let next = next_after("daily 05:00", before, tz).unwrap();
+        assert_eq!(next, Utc.with_ymd_and_hms(2026, 3, 29, 3, 0, 0).unwrap(), "05:00 CEST");
+        let every = next_after("every 1m", before, tz).unwrap();
+        assert_eq!(every - before, chrono::Duration::minutes(1));
+        assert!(next_after("not a schedule", before, tz).is_none());
+    }
+}

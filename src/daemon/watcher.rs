@@ -1,0 +1,341 @@
+//! The spec watcher: a change under config/, pipelines/, registry/ or metrics/ is validated, planned
+//! and applied (who = "watcher"), then its tasks run.
+//!
+//! Events are debounced: an editor saving a file (temp file, rename, chmod…) or `git checkout`
+//! touching twenty files gives one apply, after the files have been quiet for a moment. Invalid specs
+//! are logged with their file:line:col diagnostics and not applied; what was applied before keeps
+//! serving. Only real differences are applied, so a stray event costs one plan and nothing else.
+
+use super::runs::{self, Refused};
+use super::{rfc3339, Settings, Shared};
+use crate::diag::{render, Diagnostics, Severity};
+use crate::plan::diff::Action;
+use crate::plan::object::Kind;
+use crate::plan::{self, PlanError};
+use crate::spec::Specs;
+use crate::state::{self, lock::StateLock};
+use notify::{EventKind, RecursiveMode, Watcher};
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::mpsc;
+
+/// The spec directories, relative to the instance root.
+pub const WATCHED: [&str; 4] = ["config", "pipelines", "registry", "metrics"];
+
+/// Every error (and warning) as `file:line:col: severity: message (hint)`.
+pub fn diagnostic_lines(specs: &Specs, diags: &Diagnostics) -> Vec<String> {
+    diags
+        .iter()
+        .map(|d| {
+            let at = d
+                .span
+                .map(|s| render::location(&specs.files, s))
+                .unwrap_or_else(|| "(specs)".into());
+            let severity = match d.severity {
+                Severity::Error => "error",
+                Severity::Warning => "warning",
+            };
+            let hint = d
+                .hint
+                .as_deref()
+                .map(|h| format!(" (hint: {h})"))
+                .unwrap_or_default();
+            format!("{at}: {severity}: {}{hint}", d.message)
+        })
+        .collect()
+}
+
+/// Whether a changed path can change the specs: a spec file, or a directory that may hold some.
+fn relevant(root: &Path, path: &Path) -> bool {
+    let Ok(rel) = path.strip_prefix(root) else {
+        return false;
+    };
+    let mut parts = rel.components();
+    let Some(top) = parts.next() else {
+        return false;
+    };
+    if !WATCHED.iter().any(|w| top.as_os_str() == *w) {
+        return false;
+    }
+    let name = rel
+        .file_name()
+        .and_then(|n| n.to_str())
+        .unwrap_or_default();
+    if name.starts_with('.') || name.ends_with('~') {
+        return false; // editor swap and backup files
+    }
+    match rel.extension().and_then(|e| e.to_str()) {
+        Some(ext) => matches!(ext, "yaml" | "yml" | "toml"),
+        // A directory (created, removed or renamed) or the top-level folder itself.
+        None => true,
+    }
+}
+
+/// The outcome of one validate → plan → apply.
+#[derive(Debug)]
+pub enum Applied {
+    Invalid(Vec<String>),
+    Unchanged,
+    Applied {
+        serial: i64,
+        summary: String,
+        tasks: Vec<crate::plan::tasks::Task>,
+    },
+    Failed(String),
+}
+
+/// Validates, plans and applies the specs under the state lock. Blocking.
+pub fn apply_once(shared: &Shared) -> Applied {
+    let desired = match plan::desired(&shared.root) {
+        Ok(d) => d,
+        Err(PlanError::Invalid { specs, diags }) => {
+            let lines = diagnostic_lines(&specs, &diags)
+                .into_iter()
+                .filter(|l| l.contains(": error: "))
+                .collect();
+            return Applied::Invalid(lines);
+        }
+        Err(e) => return Applied::Failed(e.to_string()),
+    };
+    match Settings::from_specs(&desired.specs, &shared.config) {
+        Ok(s) => {
+            if s.exec.data.0 != shared.data.0 {
+                tracing::warn!("data_dir changed: the daemon keeps using the old one until it restarts");
+            }
+            shared.set_settings(Settings {
+                exec: crate::exec::Instance {
+                    data: shared.data.clone(),
+                    ..s.exec
+                },
+                ..s
+            });
+        }
+        Err(e) => return Applied::Failed(e.to_string()),
+    }
+    let lock = match StateLock::acquire(
+        &shared.data.state_lock(),
+        "pipeline daemon (watcher)",
+        Duration::from_secs(60),
+        |holder| {
+            let who = holder.map_or("another process".to_string(), |h| h.to_string());
+            tracing::info!(%who, "waiting for the state lock to apply a spec change");
+        },
+    ) {
+        Ok(l) => l,
+        Err(e) => return Applied::Failed(e.to_string()),
+    };
+    let result = (|| -> Result<Applied, String> {
+        let plan = plan::against_state(&desired, &[]).map_err(|e| e.to_string())?;
+        if !plan.has_changes() {
+            return Ok(Applied::Unchanged);
+        }
+        let mut conn = state::open(&shared.state_db()).map_err(|e| e.to_string())?;
+        let applied = state::registry::apply(&mut conn, &plan, "watcher").map_err(|e| e.to_string())?;
+        drop(conn);
+        let retired: Vec<String> = plan
+            .changes
+            .iter()
+            .filter(|c| c.kind == Kind::Source && c.action == Action::Delete)
+            .map(|c| c.id.clone())
+            .collect();
+        crate::exec::retire_sources(&shared.data.extracts(), &retired)
+            .map_err(|e| format!("removing the extracts of deleted sources: {e}"))?;
+        let s = plan.summary;
+        Ok(Applied::Applied {
+            serial: applied.serial,
+            summary: format!("{} added, {} changed, {} destroyed", s.add, s.change, s.destroy),
+            tasks: plan.tasks.clone(),
+        })
+    })();
+    drop(lock);
+    result.unwrap_or_else(Applied::Failed)
+}
+
+/// Handles one (debounced) change: apply, report, then run what the apply queued.
+async fn handle_change(shared: &Arc<Shared>) {
+    let s = shared.clone();
+    let outcome = tokio::task::spawn_blocking(move || apply_once(&s))
+        .await
+        .unwrap_or_else(|e| Applied::Failed(format!("the apply panicked: {e}")));
+    let mut status = super::WatcherStatus {
+        last_change_at: Some(rfc3339(chrono::Utc::now())),
+        ..shared
+            .watcher
+            .lock()
+            .map(|w| w.clone())
+            .unwrap_or_default()
+    };
+    let tasks = match outcome {
+        Applied::Invalid(lines) => {
+            tracing::error!(
+                errors = lines.len(),
+                "spec change NOT applied: the specs are invalid; the last applied state keeps serving"
+            );
+            for line in &lines {
+                tracing::error!("{line}");
+            }
+            shared.stats.apply_result("invalid");
+            status.last_result = Some("invalid".into());
+            status.errors = lines;
+            None
+        }
+        Applied::Unchanged => {
+            if matches!(status.last_result.as_deref(), Some("invalid" | "failed")) {
+                tracing::info!("the specs are valid again and match what is applied: nothing to apply");
+            } else {
+                tracing::debug!("specs changed on disk but not in substance: nothing to apply");
+            }
+            status.last_result = Some("unchanged".into());
+            status.errors.clear();
+            shared.reload.notify_one();
+            None
+        }
+        Applied::Failed(e) => {
+            tracing::error!(error = %e, "spec change NOT applied");
+            shared.stats.apply_result("failed");
+            status.last_result = Some("failed".into());
+            status.errors = vec![e];
+            None
+        }
+        Applied::Applied {
+            serial,
+            summary,
+            tasks,
+        } => {
+            tracing::info!(serial, %summary, tasks = tasks.len(), "spec change applied");
+            shared.stats.apply_result("applied");
+            status.last_result = Some("applied".into());
+            status.last_applied_serial = Some(serial);
+            status.errors.clear();
+            if let Err(e) = shared.reload_snapshot() {
+                tracing::error!(error = %e, "could not read the registry after applying");
+            }
+            Some(tasks)
+        }
+    };
+    if let Ok(mut w) = shared.watcher.lock() {
+        *w = status;
+    }
+    if let Some(tasks) = tasks {
+        let shared = shared.clone();
+        tokio::spawn(async move { run_applied(&shared, tasks).await });
+    }
+}
+
+/// Runs what an apply queued (with anything left pending), waiting for busy tables to be free.
+async fn run_applied(shared: &Arc<Shared>, tasks: Vec<crate::plan::tasks::Task>) {
+    let mut changes = shared.runs.changes();
+    loop {
+        let pending = match runs::pending(shared) {
+            Ok(p) => p,
+            Err(e) => {
+                tracing::error!(error = %e, "could not read the queued tasks; `pipeline run` runs them");
+                return;
+            }
+        };
+        let req = runs::Request {
+            trigger: "watcher".into(),
+            who: "watcher".into(),
+            tasks: crate::exec::graph::merge(tasks.clone(), &pending),
+        };
+        match shared.runs.start(shared, req) {
+            Ok(_) | Err(Refused::Nothing) => return,
+            Err(Refused::ShuttingDown) => {
+                tracing::info!("shutting down: the applied change's tasks stay queued for the next run");
+                return;
+            }
+            Err(Refused::Busy(busy)) => {
+                tracing::info!(tables = ?busy.iter().map(|b| &b.0).collect::<Vec<_>>(),
+                    "applied change waits for running syncs of its tables");
+                if changes.changed().await.is_err() {
+                    return;
+                }
+            }
+        }
+    }
+}
+
+/// Watches the spec directories until shutdown.
+pub async fn run(shared: Arc<Shared>) {
+    let (tx, mut rx) = mpsc::unbounded_channel::<()>();
+    let root = shared.root.clone();
+    let filter_root = root.clone();
+    let watcher = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
+        let Ok(event) = res else { return };
+        if matches!(event.kind, EventKind::Access(_)) {
+            return;
+        }
+        if event.paths.iter().any(|p| relevant(&filter_root, p)) {
+            let _ = tx.send(());
+        }
+    });
+    let mut watcher = match watcher {
+        Ok(w) => w,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot watch the spec files; changes are applied only by `pipeline apply`");
+            return;
+        }
+    };
+    let mut watched: BTreeSet<PathBuf> = BTreeSet::new();
+    // The root itself (not recursively): to see spec directories appear.
+    if let Err(e) = watcher.watch(&root, RecursiveMode::NonRecursive) {
+        tracing::warn!(error = %e, "cannot watch the instance root");
+    }
+    add_watches(&mut watcher, &root, &mut watched);
+    let debounce = shared.config.debounce;
+    let mut shutdown = shared.shutdown.subscribe();
+
+    // Converge first: apply whatever changed while the daemon was down.
+    handle_change(&shared).await;
+    loop {
+        tokio::select! {
+            got = rx.recv() => if got.is_none() { return },
+            _ = shutdown.wait_for(|s| *s) => return,
+        }
+        // Debounce: wait until the files have been quiet for `debounce`.
+        while let Ok(Some(())) = tokio::time::timeout(debounce, rx.recv()).await {}
+        add_watches(&mut watcher, &root, &mut watched);
+        if shared.shutting_down() {
+            return;
+        }
+        handle_change(&shared).await;
+    }
+}
+
+fn add_watches(watcher: &mut impl Watcher, root: &Path, watched: &mut BTreeSet<PathBuf>) {
+    watched.retain(|d| d.is_dir());
+    for dir in WATCHED {
+        let path = root.join(dir);
+        if path.is_dir() && !watched.contains(&path) {
+            match watcher.watch(&path, RecursiveMode::Recursive) {
+                Ok(()) => {
+                    watched.insert(path);
+                }
+                Err(e) => tracing::warn!(dir = %path.display(), error = %e, "cannot watch"),
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_spec_files_and_directories_are_relevant() {
+        let root = Path::new("/i");
+        assert!(relevant(root, Path::new("/i/registry/shop.yaml")));
+        assert!(relevant(root, Path::new("/i/metrics/revenue/total.yml")));
+        assert!(relevant(root, Path::new("/i/pipelines/x.toml")));
+        assert!(relevant(root, Path::new("/i/metrics/revenue")));
+        assert!(relevant(root, Path::new("/i/registry")));
+        assert!(!relevant(root, Path::new("/i/registry/.shop.yaml.swp")));
+        assert!(!relevant(root, Path::new("/i/registry/shop.yaml~")));
+        assert!(!relevant(root, Path::new("/i/registry/4913.tmp")));
+        assert!(!relevant(root, Path::new("/i/data/state/system.duckdb")));
+        assert!(!relevant(root, Path::new("/i/README.md")));
+        assert!(!relevant(root, Path::new("/elsewhere/registry/a.yaml")));
+    }
+}
