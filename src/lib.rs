@@ -7,8 +7,8 @@
 pub mod checks;
 pub mod cli;
 pub mod connectors;
-pub mod daemon;
 pub mod contract;
+pub mod daemon;
 pub mod diag;
 pub mod exec;
 pub mod extract;

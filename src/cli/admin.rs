@@ -127,9 +127,17 @@ pub fn run(dir: &Path, args: Args) -> Result<ExitCode> {
                 Format::Json => writeln!(out, "{}", serde_json::to_string_pretty(&tokens)?)?,
                 Format::Human => {
                     let mut t = TextTable::with_headers(
-                        ["id", "user", "groups", "prefix", "created", "last used", "revoked"]
-                            .map(String::from)
-                            .to_vec(),
+                        [
+                            "id",
+                            "user",
+                            "groups",
+                            "prefix",
+                            "created",
+                            "last used",
+                            "revoked",
+                        ]
+                        .map(String::from)
+                        .to_vec(),
                     );
                     for k in &tokens {
                         t.row(vec![

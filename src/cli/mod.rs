@@ -5,9 +5,9 @@
 
 mod admin;
 mod apply;
+mod daemon;
 mod graph;
 mod history;
-mod daemon;
 mod init;
 mod metrics;
 mod output;

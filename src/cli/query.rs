@@ -3,8 +3,8 @@
 
 use crate::exec::Instance;
 use crate::orchestrator;
-use anyhow::{bail, Context, Result};
 use crate::value_json::json;
+use anyhow::{bail, Context, Result};
 use duckdb::types::Value;
 use std::io::Write;
 use std::path::Path;

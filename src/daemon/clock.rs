@@ -61,7 +61,10 @@ mod tests {
         let c = Clock::scaled(60.0);
         let at = c.now() + chrono::Duration::minutes(1);
         let wait = c.until(at);
-        assert!(wait <= Duration::from_secs(1) && wait > Duration::from_millis(900), "{wait:?}");
+        assert!(
+            wait <= Duration::from_secs(1) && wait > Duration::from_millis(900),
+            "{wait:?}"
+        );
         std::thread::sleep(Duration::from_millis(50));
         let ahead = c.now() - c.origin_wall;
         assert!(ahead >= chrono::Duration::seconds(3), "{ahead:?}");
@@ -71,6 +74,9 @@ mod tests {
     fn the_real_clock_is_wall_time() {
         let c = Clock::scaled(1.0);
         assert!((c.now() - Utc::now()).num_milliseconds().abs() < 50);
-        assert_eq!(c.until(Utc::now() - chrono::Duration::seconds(5)), Duration::ZERO);
+        assert_eq!(
+            c.until(Utc::now() - chrono::Duration::seconds(5)),
+            Duration::ZERO
+        );
     }
 }

@@ -38,7 +38,10 @@ pub enum DaemonError {
     #[error(transparent)]
     State(#[from] crate::state::StateError),
     #[error("cannot listen on {addr}: {error}")]
-    Listen { addr: SocketAddr, error: std::io::Error },
+    Listen {
+        addr: SocketAddr,
+        error: std::io::Error,
+    },
 }
 
 /// How the daemon was started (command-line options over the instance's settings).
@@ -250,11 +253,10 @@ async fn serve(shared: Arc<Shared>, listen: SocketAddr) -> Result<(), DaemonErro
     let watcher = tokio::spawn(watcher::run(shared.clone()));
     let scheduler = tokio::spawn(scheduler::run(shared.clone()));
     let mut stop = shared.shutdown.subscribe();
-    let server = axum::serve(listener, api::router(shared.clone())).with_graceful_shutdown(
-        async move {
+    let server =
+        axum::serve(listener, api::router(shared.clone())).with_graceful_shutdown(async move {
             let _ = stop.wait_for(|s| *s).await;
-        },
-    );
+        });
     let server = tokio::spawn(async move { server.await });
 
     wait_for_signal().await;

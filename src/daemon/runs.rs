@@ -200,12 +200,14 @@ impl RunManager {
             .name(format!("run-{id}"))
             .spawn(move || {
                 let result = execute(&for_thread, &run_id, req);
-                for_thread
-                    .runs
-                    .finish(Some(&for_thread), &run_id, result);
+                for_thread.runs.finish(Some(&for_thread), &run_id, result);
             });
         if let Err(e) = spawned {
-            self.finish(Some(shared), &id, Err(format!("could not start a thread: {e}")));
+            self.finish(
+                Some(shared),
+                &id,
+                Err(format!("could not start a thread: {e}")),
+            );
         }
         Ok(id)
     }

@@ -160,10 +160,7 @@ pub async fn run(shared: Arc<Shared>) {
 }
 
 fn publish(shared: &Shared, slots: &BTreeMap<String, Slot>) {
-    let mut next = shared
-        .next_runs
-        .lock()
-        .unwrap_or_else(|e| e.into_inner());
+    let mut next = shared.next_runs.lock().unwrap_or_else(|e| e.into_inner());
     *next = slots.iter().map(|(k, v)| (k.clone(), v.next)).collect();
 }
 
@@ -223,7 +220,11 @@ mod tests {
         // 2026-03-29 is the spring DST change in Prague: 02:00 local does not exist.
         let before = Utc.with_ymd_and_hms(2026, 3, 28, 23, 30, 0).unwrap();
         let next = next_after("daily 05:00", before, tz).unwrap();
-        assert_eq!(next, Utc.with_ymd_and_hms(2026, 3, 29, 3, 0, 0).unwrap(), "05:00 CEST");
+        assert_eq!(
+            next,
+            Utc.with_ymd_and_hms(2026, 3, 29, 3, 0, 0).unwrap(),
+            "05:00 CEST"
+        );
         let every = next_after("every 1m", before, tz).unwrap();
         assert_eq!(every - before, chrono::Duration::minutes(1));
         assert!(next_after("not a schedule", before, tz).is_none());

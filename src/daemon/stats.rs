@@ -130,17 +130,37 @@ impl Stats {
     pub fn render(&self, running: usize, uptime_seconds: f64) -> String {
         let inner = self.lock();
         let mut out = String::with_capacity(4096);
-        metric_header(&mut out, "pipeline_build_info", "gauge", "Version of the running daemon.");
+        metric_header(
+            &mut out,
+            "pipeline_build_info",
+            "gauge",
+            "Version of the running daemon.",
+        );
         let _ = writeln!(
             out,
             "pipeline_build_info{{version=\"{}\"}} 1",
             env!("CARGO_PKG_VERSION")
         );
-        metric_header(&mut out, "pipeline_uptime_seconds", "gauge", "Seconds since the daemon started.");
+        metric_header(
+            &mut out,
+            "pipeline_uptime_seconds",
+            "gauge",
+            "Seconds since the daemon started.",
+        );
         let _ = writeln!(out, "pipeline_uptime_seconds {uptime_seconds:.3}");
-        metric_header(&mut out, "pipeline_runs_running", "gauge", "Runs in progress.");
+        metric_header(
+            &mut out,
+            "pipeline_runs_running",
+            "gauge",
+            "Runs in progress.",
+        );
         let _ = writeln!(out, "pipeline_runs_running {running}");
-        metric_header(&mut out, "pipeline_runs_total", "counter", "Finished runs by trigger and status.");
+        metric_header(
+            &mut out,
+            "pipeline_runs_total",
+            "counter",
+            "Finished runs by trigger and status.",
+        );
         for ((trigger, status), n) in &inner.runs {
             let _ = writeln!(
                 out,
@@ -149,7 +169,12 @@ impl Stats {
                 label(status)
             );
         }
-        metric_header(&mut out, "pipeline_tasks_total", "counter", "Finished tasks by kind and status (failed tasks are failures).");
+        metric_header(
+            &mut out,
+            "pipeline_tasks_total",
+            "counter",
+            "Finished tasks by kind and status (failed tasks are failures).",
+        );
         for ((kind, status), n) in &inner.tasks {
             let _ = writeln!(
                 out,
@@ -158,7 +183,12 @@ impl Stats {
                 label(status)
             );
         }
-        metric_header(&mut out, "pipeline_task_duration_seconds", "histogram", "Task durations by kind.");
+        metric_header(
+            &mut out,
+            "pipeline_task_duration_seconds",
+            "histogram",
+            "Task durations by kind.",
+        );
         for (kind, h) in &inner.durations {
             let k = label(kind);
             for (i, b) in BUCKETS.iter().enumerate() {
@@ -176,15 +206,34 @@ impl Stats {
                 h.count, h.sum, h.count
             );
         }
-        metric_header(&mut out, "pipeline_rows_extracted_total", "counter", "Rows extracted per table since the daemon started.");
+        metric_header(
+            &mut out,
+            "pipeline_rows_extracted_total",
+            "counter",
+            "Rows extracted per table since the daemon started.",
+        );
         for (table, n) in &inner.rows {
-            let _ = writeln!(out, "pipeline_rows_extracted_total{{table=\"{}\"}} {n}", label(table));
+            let _ = writeln!(
+                out,
+                "pipeline_rows_extracted_total{{table=\"{}\"}} {n}",
+                label(table)
+            );
         }
-        metric_header(&mut out, "pipeline_table_rows", "gauge", "Rows of each table at its last successful sync.");
+        metric_header(
+            &mut out,
+            "pipeline_table_rows",
+            "gauge",
+            "Rows of each table at its last successful sync.",
+        );
         for (table, n) in &inner.last_rows {
             let _ = writeln!(out, "pipeline_table_rows{{table=\"{}\"}} {n}", label(table));
         }
-        metric_header(&mut out, "pipeline_table_last_success_timestamp_seconds", "gauge", "Unix time of each table's last successful sync.");
+        metric_header(
+            &mut out,
+            "pipeline_table_last_success_timestamp_seconds",
+            "gauge",
+            "Unix time of each table's last successful sync.",
+        );
         for (table, at) in &inner.last_success {
             let _ = writeln!(
                 out,
@@ -192,12 +241,26 @@ impl Stats {
                 label(table)
             );
         }
-        metric_header(&mut out, "pipeline_spec_applies_total", "counter", "Spec changes seen by the watcher, by result.");
+        metric_header(
+            &mut out,
+            "pipeline_spec_applies_total",
+            "counter",
+            "Spec changes seen by the watcher, by result.",
+        );
         for (result, n) in &inner.applies {
-            let _ = writeln!(out, "pipeline_spec_applies_total{{result=\"{}\"}} {n}", label(result));
+            let _ = writeln!(
+                out,
+                "pipeline_spec_applies_total{{result=\"{}\"}} {n}",
+                label(result)
+            );
         }
         if let Some(rss) = resident_bytes() {
-            metric_header(&mut out, "process_resident_memory_bytes", "gauge", "Resident memory of the daemon.");
+            metric_header(
+                &mut out,
+                "process_resident_memory_bytes",
+                "gauge",
+                "Resident memory of the daemon.",
+            );
             let _ = writeln!(out, "process_resident_memory_bytes {rss}");
         }
         out
@@ -251,7 +314,11 @@ mod tests {
             "pipeline_task_duration_seconds",
             "pipeline_table_last_success_timestamp_seconds",
         ] {
-            assert_eq!(text.matches(&format!("# TYPE {family} ")).count(), 1, "{family}");
+            assert_eq!(
+                text.matches(&format!("# TYPE {family} ")).count(),
+                1,
+                "{family}"
+            );
         }
         assert!(text.contains("pipeline_runs_running 1"));
         assert!(text.contains("pipeline_spec_applies_total{result=\"applied\"} 1"));

@@ -59,10 +59,7 @@ fn relevant(root: &Path, path: &Path) -> bool {
     if !WATCHED.iter().any(|w| top.as_os_str() == *w) {
         return false;
     }
-    let name = rel
-        .file_name()
-        .and_then(|n| n.to_str())
-        .unwrap_or_default();
+    let name = rel.file_name().and_then(|n| n.to_str()).unwrap_or_default();
     if name.starts_with('.') || name.ends_with('~') {
         return false; // editor swap and backup files
     }
@@ -102,7 +99,9 @@ pub fn apply_once(shared: &Shared) -> Applied {
     match Settings::from_specs(&desired.specs, &shared.config) {
         Ok(s) => {
             if s.exec.data.0 != shared.data.0 {
-                tracing::warn!("data_dir changed: the daemon keeps using the old one until it restarts");
+                tracing::warn!(
+                    "data_dir changed: the daemon keeps using the old one until it restarts"
+                );
             }
             shared.set_settings(Settings {
                 exec: crate::exec::Instance {
@@ -132,7 +131,8 @@ pub fn apply_once(shared: &Shared) -> Applied {
             return Ok(Applied::Unchanged);
         }
         let mut conn = state::open(&shared.state_db()).map_err(|e| e.to_string())?;
-        let applied = state::registry::apply(&mut conn, &plan, "watcher").map_err(|e| e.to_string())?;
+        let applied =
+            state::registry::apply(&mut conn, &plan, "watcher").map_err(|e| e.to_string())?;
         drop(conn);
         let retired: Vec<String> = plan
             .changes
@@ -145,7 +145,10 @@ pub fn apply_once(shared: &Shared) -> Applied {
         let s = plan.summary;
         Ok(Applied::Applied {
             serial: applied.serial,
-            summary: format!("{} added, {} changed, {} destroyed", s.add, s.change, s.destroy),
+            summary: format!(
+                "{} added, {} changed, {} destroyed",
+                s.add, s.change, s.destroy
+            ),
             tasks: plan.tasks.clone(),
         })
     })();
@@ -161,11 +164,7 @@ async fn handle_change(shared: &Arc<Shared>) {
         .unwrap_or_else(|e| Applied::Failed(format!("the apply panicked: {e}")));
     let mut status = super::WatcherStatus {
         last_change_at: Some(rfc3339(chrono::Utc::now())),
-        ..shared
-            .watcher
-            .lock()
-            .map(|w| w.clone())
-            .unwrap_or_default()
+        ..shared.watcher.lock().map(|w| w.clone()).unwrap_or_default()
     };
     let tasks = match outcome {
         Applied::Invalid(lines) => {
@@ -183,7 +182,9 @@ async fn handle_change(shared: &Arc<Shared>) {
         }
         Applied::Unchanged => {
             if matches!(status.last_result.as_deref(), Some("invalid" | "failed")) {
-                tracing::info!("the specs are valid again and match what is applied: nothing to apply");
+                tracing::info!(
+                    "the specs are valid again and match what is applied: nothing to apply"
+                );
             } else {
                 tracing::debug!("specs changed on disk but not in substance: nothing to apply");
             }
@@ -243,7 +244,9 @@ async fn run_applied(shared: &Arc<Shared>, tasks: Vec<crate::plan::tasks::Task>)
         match shared.runs.start(shared, req) {
             Ok(_) | Err(Refused::Nothing) => return,
             Err(Refused::ShuttingDown) => {
-                tracing::info!("shutting down: the applied change's tasks stay queued for the next run");
+                tracing::info!(
+                    "shutting down: the applied change's tasks stay queued for the next run"
+                );
                 return;
             }
             Err(Refused::Busy(busy)) => {

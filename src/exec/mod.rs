@@ -104,7 +104,12 @@ pub struct Options {
 
 impl Options {
     /// Options for a run started from the command line.
-    pub fn cli(trigger: &str, jobs: Option<usize>, full_refresh: bool, lock_timeout: Duration) -> Options {
+    pub fn cli(
+        trigger: &str,
+        jobs: Option<usize>,
+        full_refresh: bool,
+        lock_timeout: Duration,
+    ) -> Options {
         Options {
             trigger: trigger.into(),
             who: crate::state::lock::os_user(),
@@ -236,8 +241,7 @@ pub fn execute(
         .enable_all()
         .build()
         .map_err(|e| ExecError::Setup(e.to_string()))?;
-    let mut finished =
-        runtime.block_on(scheduler::run(
+    let mut finished = runtime.block_on(scheduler::run(
         tasks,
         jobs,
         body,

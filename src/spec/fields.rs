@@ -119,7 +119,11 @@ pub static SERVER: Object = Object {
     name: "server",
     doc: "The daemon's HTTP server.",
     fields: &[
-        f("listen", Ty::Str, "Address and port to listen on. Default: 127.0.0.1:8585."),
+        f(
+            "listen",
+            Ty::Str,
+            "Address and port to listen on. Default: 127.0.0.1:8585.",
+        ),
         f(
             "public",
             Ty::EnumList(PUBLIC_ROUTES),
@@ -128,12 +132,18 @@ pub static SERVER: Object = Object {
         ),
         f(
             "query_max_rows",
-            Ty::Int { min: 1, max: 10_000_000 },
+            Ty::Int {
+                min: 1,
+                max: 10_000_000,
+            },
             "Most rows POST /api/query returns; the answer says when it was cut. Default: 10000.",
         ),
         f(
             "query_timeout_seconds",
-            Ty::Int { min: 1, max: 86_400 },
+            Ty::Int {
+                min: 1,
+                max: 86_400,
+            },
             "POST /api/query is interrupted after this long. Default: 30.",
         ),
     ],

@@ -536,7 +536,14 @@ pub fn decode_instance(dec: &mut Decoder, node: &Node, file: FileId) -> Option<I
     let missed_runs = obj
         .get("scheduler")
         .and_then(|n| dec.object(n, &fields::SCHEDULER))
-        .and_then(|sch| dec.enum_value(&sch, "missed_runs", MissedRuns::NAMES, MissedRuns::from_name))
+        .and_then(|sch| {
+            dec.enum_value(
+                &sch,
+                "missed_runs",
+                MissedRuns::NAMES,
+                MissedRuns::from_name,
+            )
+        })
         .map_or(MissedRuns::RunOnce, |m| m.value);
     let (mut remote_extensions, mut remote_token_envs) = (Vec::new(), Vec::new());
     if let Some(ra) = obj

@@ -100,7 +100,13 @@ pub fn create_token(
         "INSERT INTO tokens (id, user_name, prefix, hash) VALUES (?, ?, ?, ?)",
         params![id, user, prefix, hash(&secret)],
     )?;
-    audit(&tx, who, "token.create", &id, serde_json::json!({"user": user, "groups": groups}))?;
+    audit(
+        &tx,
+        who,
+        "token.create",
+        &id,
+        serde_json::json!({"user": user, "groups": groups}),
+    )?;
     tx.commit()?;
     let info = list_tokens(conn)?
         .into_iter()
@@ -184,7 +190,13 @@ pub fn revoke(conn: &mut Connection, id: &str, who: &str) -> StateResult<Option<
             "UPDATE tokens SET revoked_at = current_timestamp WHERE id = ?",
             params![token.id],
         )?;
-        audit(&tx, who, "token.revoke", &token.id, serde_json::json!({"user": token.user}))?;
+        audit(
+            &tx,
+            who,
+            "token.revoke",
+            &token.id,
+            serde_json::json!({"user": token.user}),
+        )?;
         tx.commit()?;
     }
     Ok(list_tokens(conn)?.into_iter().find(|t| t.id == token.id))
@@ -256,9 +268,11 @@ mod tests {
         assert_eq!(verify(&conn, &secret).unwrap(), Verdict::Revoked);
         assert!(revoke(&mut conn, "nothing", "admin").unwrap().is_none());
         let audited: i64 = conn
-            .query_row("SELECT count(*) FROM audit_log WHERE action LIKE 'token.%'", [], |r| {
-                r.get(0)
-            })
+            .query_row(
+                "SELECT count(*) FROM audit_log WHERE action LIKE 'token.%'",
+                [],
+                |r| r.get(0),
+            )
             .unwrap();
         assert_eq!(audited, 2);
     }

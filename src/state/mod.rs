@@ -101,7 +101,9 @@ pub fn open(path: &Path) -> Result<StateConn, StateError> {
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir).map_err(|e| StateError::Io(dir.to_path_buf(), e))?;
     }
-    let turn = WRITER.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    let turn = WRITER
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
     let mut conn = open_with_retry(path, false)?;
     migrate::migrate(&mut conn, Some(path), migrate::MIGRATIONS)?;
     Ok(StateConn {

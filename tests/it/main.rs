@@ -4,6 +4,7 @@
 mod common;
 
 mod cli;
+mod daemon;
 mod demo;
 mod engine;
 mod keboola;

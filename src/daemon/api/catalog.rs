@@ -123,24 +123,14 @@ pub async fn table(
         )));
     };
     if !caller.may_read(&t.access) {
-        return Err(ApiError::forbidden(format!(
-            "table `{}` is readable only by group(s) {}; you ({}) are in {}",
-            t.name,
-            t.access.join(", "),
-            caller.user,
-            super::groups_text(&caller)
-        )));
+        return Err(super::forbidden_table(t, &caller));
     }
     let mut v = table_json(reg, &t.id);
     let (id, view, source) = (t.id.clone(), t.name.clone(), t.source.clone());
     let docs = t.columns.clone();
     let state = shared.state_db();
     let analytics = shared.data.analytics();
-    let extract = shared
-        .data
-        .extracts()
-        .join(&source)
-        .join("extract.duckdb");
+    let extract = shared.data.extracts().join(&source).join("extract.duckdb");
     let (sync, history, columns, meta) = blocking(move || {
         let syncs = last_syncs(&state)?;
         let history = {

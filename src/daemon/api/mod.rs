@@ -93,12 +93,17 @@ pub async fn authenticate(shared: &Arc<Shared>, headers: &HeaderMap) -> ApiResul
     const HOW: &str = "send `Authorization: Bearer <token>`; an admin creates one with \
                        `pipeline admin token create --user NAME`";
     let Some(value) = headers.get(header::AUTHORIZATION) else {
-        return Err(ApiError::unauthorized(format!("missing bearer token: {HOW}")));
+        return Err(ApiError::unauthorized(format!(
+            "missing bearer token: {HOW}"
+        )));
     };
     let Some(token) = value
         .to_str()
         .ok()
-        .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
+        .and_then(|v| {
+            v.strip_prefix("Bearer ")
+                .or_else(|| v.strip_prefix("bearer "))
+        })
         .map(|t| t.trim().to_string())
     else {
         return Err(ApiError::unauthorized(format!(
@@ -180,7 +185,10 @@ async fn prometheus(State(shared): State<AppState>, headers: HeaderMap) -> ApiRe
     let uptime = (chrono::Utc::now() - shared.started_at).num_milliseconds() as f64 / 1000.0;
     let text = shared.stats.render(shared.runs.running_count(), uptime);
     Ok((
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
         text,
     )
         .into_response())
@@ -226,11 +234,7 @@ async fn status(State(shared): State<AppState>, Auth(caller): Auth) -> ApiResult
             })
         })
         .collect();
-    let watcher = shared
-        .watcher
-        .lock()
-        .map(|w| w.clone())
-        .unwrap_or_default();
+    let watcher = shared.watcher.lock().map(|w| w.clone()).unwrap_or_default();
     Ok(Json(json!({
         "instance": settings.name,
         "version": env!("CARGO_PKG_VERSION"),
@@ -296,19 +300,13 @@ async fn trigger(
     if !explicit {
         ids = due_tables(&shared).await?;
     }
-    for id in &ids {
-        if let Some(t) = reg.tables.get(id) {
-            if !caller.may_read(&t.access) {
-                if explicit {
-                    return Err(ApiError::forbidden(format!(
-                        "table `{}` is readable only by group(s) {}; you ({}) are in {}",
-                        t.name,
-                        t.access.join(", "),
-                        caller.user,
-                        groups_text(&caller)
-                    )));
-                }
-            }
+    if explicit {
+        if let Some(t) = ids
+            .iter()
+            .filter_map(|id| reg.tables.get(id))
+            .find(|t| !caller.may_read(&t.access))
+        {
+            return Err(forbidden_table(t, &caller));
         }
     }
     ids.retain(|id| {
@@ -358,12 +356,19 @@ async fn trigger(
     }
 }
 
-fn groups_text(c: &Caller) -> String {
-    if c.groups.is_empty() {
-        "no group".into()
+/// 403 for a table outside the caller's groups, saying which groups may read it.
+pub fn forbidden_table(t: &crate::registered::TableDef, caller: &Caller) -> ApiError {
+    let groups = if caller.groups.is_empty() {
+        "no group".to_string()
     } else {
-        c.groups.join(", ")
-    }
+        caller.groups.join(", ")
+    };
+    ApiError::forbidden(format!(
+        "table `{}` is readable only by group(s) {}; you ({}) are in {groups}",
+        t.name,
+        t.access.join(", "),
+        caller.user
+    ))
 }
 
 fn parse_selection(v: &Value) -> ApiResult<(Option<Vec<String>>, Option<String>)> {
@@ -423,8 +428,9 @@ async fn due_tables(shared: &Arc<Shared>) -> ApiResult<Vec<String>> {
                 .and_then(|s| chrono::DateTime::parse_from_rfc3339(s).ok())
             {
                 None => true,
-                Some(last) => super::scheduler::next_after(text, last.to_utc(), tz)
-                    .is_some_and(|n| n <= now),
+                Some(last) => {
+                    super::scheduler::next_after(text, last.to_utc(), tz).is_some_and(|n| n <= now)
+                }
             }
         })
         .map(|t| t.id)
@@ -437,7 +443,9 @@ async fn run(
     Path(id): Path<String>,
 ) -> ApiResult<Json<Value>> {
     if let Some(view) = shared.runs.get(&id) {
-        return Ok(Json(serde_json::to_value(view).map_err(ApiError::internal)?));
+        return Ok(Json(
+            serde_json::to_value(view).map_err(ApiError::internal)?,
+        ));
     }
     // Runs before this daemon started, or from the command line: from the state.
     let state = shared.state_db();

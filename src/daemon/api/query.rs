@@ -28,7 +28,13 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 /// Table functions that read nothing but their arguments.
-const PURE_TABLE_FUNCTIONS: &[&str] = &["range", "generate_series", "unnest", "json_each", "json_tree"];
+const PURE_TABLE_FUNCTIONS: &[&str] = &[
+    "range",
+    "generate_series",
+    "unnest",
+    "json_each",
+    "json_tree",
+];
 
 #[derive(serde::Deserialize)]
 pub struct QueryRequest {
@@ -50,7 +56,11 @@ struct Reads {
 fn parse(sql: &str) -> ApiResult<Reads> {
     let conn = Connection::open_in_memory().map_err(ApiError::internal)?;
     let text: String = conn
-        .query_row("SELECT json_serialize_sql(?::VARCHAR)::VARCHAR", [sql], |r| r.get(0))
+        .query_row(
+            "SELECT json_serialize_sql(?::VARCHAR)::VARCHAR",
+            [sql],
+            |r| r.get(0),
+        )
         .map_err(ApiError::internal)?;
     let tree: Value = serde_json::from_str(&text).map_err(ApiError::internal)?;
     if tree["error"].as_bool() == Some(true) {
@@ -132,15 +142,13 @@ fn authorize(reads: &Reads, reg: &Registered, caller: &Caller) -> ApiResult<()> 
         if in_analytics && (reads.ctes.contains(&lower) || ok.contains(&lower)) {
             continue;
         }
-        if let Some(t) = reg.tables.values().find(|t| t.name.eq_ignore_ascii_case(name)) {
+        if let Some(t) = reg
+            .tables
+            .values()
+            .find(|t| t.name.eq_ignore_ascii_case(name))
+        {
             if in_analytics && !admin {
-                return Err(ApiError::forbidden(format!(
-                    "table `{}` is readable only by group(s) {}; you ({}) are in {}",
-                    t.name,
-                    t.access.join(", "),
-                    caller.user,
-                    super::groups_text(caller)
-                )));
+                return Err(super::forbidden_table(t, caller));
             }
         }
         if admin {
@@ -160,7 +168,11 @@ fn authorize(reads: &Reads, reg: &Registered, caller: &Caller) -> ApiResult<()> 
 }
 
 /// The Parquet files and directories of the local tables the caller may read.
-fn allowed_data(reg: &Registered, caller: &Caller, extracts: &Path) -> (Vec<PathBuf>, Vec<PathBuf>) {
+fn allowed_data(
+    reg: &Registered,
+    caller: &Caller,
+    extracts: &Path,
+) -> (Vec<PathBuf>, Vec<PathBuf>) {
     let (mut files, mut dirs) = (Vec::new(), Vec::new());
     for t in reg.tables.values().filter(|t| caller.may_read(&t.access)) {
         if t.query_mode() == QueryMode::Remote {
@@ -242,7 +254,10 @@ fn fetch(conn: &Connection, sql: &str, max_rows: usize) -> Result<Answer, duckdb
             break;
         }
         let values: Vec<Value> = (0..names.len())
-            .map(|i| row.get::<_, duckdb::types::Value>(i).map(|v| crate::value_json::json(&v)))
+            .map(|i| {
+                row.get::<_, duckdb::types::Value>(i)
+                    .map(|v| crate::value_json::json(&v))
+            })
             .collect::<Result<_, _>>()?;
         out.push(Value::Array(values));
     }
@@ -263,7 +278,11 @@ fn query_error(e: duckdb::Error) -> ApiError {
     if text.contains("Permission Error") || text.contains("disabled by configuration") {
         ApiError::forbidden(format!("refused by the query sandbox: {text}"))
     } else if text.contains("INTERRUPT") || text.contains("Interrupted") {
-        ApiError::new(StatusCode::REQUEST_TIMEOUT, "timeout", "the query was interrupted")
+        ApiError::new(
+            StatusCode::REQUEST_TIMEOUT,
+            "timeout",
+            "the query was interrupted",
+        )
     } else {
         ApiError::bad_request(format!("query failed: {text}"))
     }

@@ -1,0 +1,561 @@
+//! `pipeline daemon` end to end: a real daemon process on 127.0.0.1 with a free port, driven over
+//! HTTP and through its spec files, stopped with SIGTERM.
+
+use crate::common::{Fmt, Instance};
+use serde_json::{json, Value};
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+struct Daemon {
+    child: Option<Child>,
+    base: String,
+    log: PathBuf,
+}
+
+impl Daemon {
+    fn start(inst: &Instance, args: &[&str], env: &[(&str, &str)]) -> Daemon {
+        let log = inst.path().join("daemon.log");
+        let mut cmd = Command::new(assert_cmd::cargo::cargo_bin("pipeline"));
+        cmd.arg("--dir")
+            .arg(inst.path())
+            .args(["daemon", "--listen", "127.0.0.1:0", "--log-format", "json"])
+            .args(args)
+            .env_remove("CI")
+            .env_remove("RUST_LOG")
+            .stdout(Stdio::piped())
+            .stderr(std::fs::File::create(&log).unwrap());
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn().unwrap();
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let base = line
+            .trim()
+            .strip_prefix("listening on ")
+            .unwrap_or_else(|| {
+                panic!(
+                    "no address line: {line:?}; log:\n{}",
+                    std::fs::read_to_string(&log).unwrap_or_default()
+                )
+            })
+            .to_string();
+        Daemon {
+            child: Some(child),
+            base,
+            log,
+        }
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// SIGTERM, then the exit status (within `within`).
+    fn stop(&mut self, within: Duration) -> std::process::ExitStatus {
+        let mut child = self.child.take().expect("running");
+        unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+        let started = Instant::now();
+        loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                return status;
+            }
+            if started.elapsed() > within {
+                let _ = child.kill();
+                panic!(
+                    "the daemon did not stop within {within:?}; log:\n{}",
+                    self.log()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// (status, JSON body) of a request; `token` goes in the Authorization header.
+fn call(method: &str, url: &str, token: Option<&str>, body: Option<&str>) -> (u16, Value) {
+    let mut req = ureq::request(method, url).timeout(Duration::from_secs(30));
+    if let Some(t) = token {
+        req = req.set("Authorization", &format!("Bearer {t}"));
+    }
+    let result = match body {
+        Some(b) => req.set("Content-Type", "application/json").send_string(b),
+        None => req.call(),
+    };
+    let resp = match result {
+        Ok(r) => r,
+        Err(ureq::Error::Status(_, r)) => r,
+        Err(e) => panic!("{method} {url}: {e}"),
+    };
+    let status = resp.status();
+    let text = resp.into_string().unwrap();
+    (
+        status,
+        serde_json::from_str(&text).unwrap_or(Value::String(text)),
+    )
+}
+
+fn token(inst: &Instance, user: &str, groups: &[&str]) -> String {
+    let mut cmd = inst.cmd();
+    cmd.args([
+        "admin", "token", "create", "--user", user, "--format", "json",
+    ]);
+    for g in groups {
+        cmd.args(["--group", g]);
+    }
+    let out = cmd.output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    v["token"].as_str().unwrap().to_string()
+}
+
+/// Polls `f` until it returns Some, for up to `within`.
+fn wait_for<T>(within: Duration, what: &str, mut f: impl FnMut() -> Option<T>) -> T {
+    let started = Instant::now();
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        if started.elapsed() > within {
+            panic!("timed out waiting for {what}");
+        }
+        std::thread::sleep(Duration::from_millis(25));
+    }
+}
+
+fn status(d: &Daemon, t: &str) -> Value {
+    let (code, body) = call("GET", &d.url("/api/status"), Some(t), None);
+    assert_eq!(code, 200, "{body}");
+    body
+}
+
+#[test]
+fn the_watcher_applies_saved_edits_once_and_never_applies_invalid_specs() {
+    let inst = Instance::new(Fmt::Yaml);
+    let t = token(&inst, "ann", &[]);
+    let d = Daemon::start(&inst, &[], &[]);
+    // At start the daemon applies what the specs say (nothing was applied before).
+    let s = wait_for(Duration::from_secs(20), "the first apply", || {
+        let s = status(&d, &t);
+        (s["serial"] == 1).then_some(s)
+    });
+    assert_eq!(s["last_apply"]["who"], "watcher");
+
+    // An editor-style save: write a temp file, then rename it over the spec.
+    let registry = inst.path().join("registry/shop.yaml");
+    let edited = std::fs::read_to_string(&registry).unwrap().replace(
+        "source_table: orders\n",
+        "source_table: orders\n    description: Every order\n",
+    );
+    let tmp = inst.path().join("registry/.shop.yaml.tmp");
+    std::fs::write(&tmp, &edited).unwrap();
+    std::fs::rename(&tmp, &registry).unwrap();
+    wait_for(Duration::from_secs(10), "the edit to be applied", || {
+        (status(&d, &t)["serial"] == 2).then_some(())
+    });
+    let (_, table) = call("GET", &d.url("/api/tables/orders"), Some(&t), None);
+    assert_eq!(table["description"], "Every order");
+    std::thread::sleep(Duration::from_millis(400));
+    assert_eq!(status(&d, &t)["serial"], 2, "one save, one apply");
+
+    // An invalid edit is reported with file:line:col and not applied.
+    std::fs::write(
+        &registry,
+        edited.replace(
+            "source: shop\n    source_table: orders",
+            "source: nowhere\n    source_table: orders",
+        ),
+    )
+    .unwrap();
+    let errors = wait_for(
+        Duration::from_secs(10),
+        "the invalid edit to be reported",
+        || {
+            let s = status(&d, &t);
+            (s["watcher"]["last_result"] == "invalid").then(|| s["watcher"]["errors"].clone())
+        },
+    );
+    let first = errors[0].as_str().unwrap();
+    assert!(
+        first.starts_with("registry/shop.yaml:2:13: error:"),
+        "{errors}"
+    );
+    assert!(first.contains("nowhere"), "{first}");
+    assert_eq!(status(&d, &t)["serial"], 2);
+    let (code, _) = call("GET", &d.url("/api/tables/orders"), Some(&t), None);
+    assert_eq!(code, 200, "the last good state keeps serving");
+    assert!(d.log().contains("registry/shop.yaml:2:13"), "{}", d.log());
+
+    // Fixing it applies.
+    std::fs::write(
+        &registry,
+        edited.replace("Every order", "Every order, fixed"),
+    )
+    .unwrap();
+    wait_for(Duration::from_secs(10), "the fix to be applied", || {
+        (status(&d, &t)["serial"] == 3).then_some(())
+    });
+    let who: Vec<String> = {
+        drop(d);
+        let conn = inst.state();
+        let mut stmt = conn
+            .prepare("SELECT who FROM apply_log ORDER BY serial")
+            .unwrap();
+        stmt.query_map([], |r| r.get(0))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap()
+    };
+    assert_eq!(who, ["watcher", "watcher", "watcher"]);
+}
+
+#[test]
+fn a_fast_schedule_fires_never_overlaps_and_records_history() {
+    let inst = Instance::new(Fmt::Yaml);
+    inst.write_spec(
+        "registry/shop",
+        "tables:\n  - source: shop\n    source_table: orders\n    schedule: every 1m\n",
+    );
+    inst.apply();
+    let t = token(&inst, "ann", &[]);
+    // 600×: "every 1m" fires every 100 ms of real time, faster than a run takes, so due times
+    // land while the table is syncing.
+    let mut d = Daemon::start(&inst, &[], &[("PIPELINE_CLOCK_SCALE", "600")]);
+    wait_for(Duration::from_secs(10), "the next run time", || {
+        status(&d, &t)["tables"][0]["next_run"]
+            .as_str()
+            .map(str::to_string)
+    });
+    std::thread::sleep(Duration::from_millis(3000));
+    assert!(d.stop(Duration::from_secs(30)).success());
+    assert!(d.log().contains("coalesced"), "{}", d.log());
+    let conn = inst.state();
+    let runs: i64 = conn
+        .query_row(
+            "SELECT count(*) FROM runs WHERE trigger = 'schedule' AND status = 'ok'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert!(runs >= 2, "{runs} scheduled runs in 3 s");
+    let mut stmt = conn
+        .prepare(
+            "SELECT epoch_ms(started_at), epoch_ms(finished_at) FROM sync_history
+             WHERE table_id = 'shop.orders' ORDER BY started_at",
+        )
+        .unwrap();
+    let spans: Vec<(i64, i64)> = stmt
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    assert!(spans.len() >= 3, "{spans:?}");
+    for w in spans.windows(2) {
+        assert!(w[1].0 >= w[0].1, "syncs of one table overlap: {spans:?}");
+    }
+}
+
+#[test]
+fn the_query_sandbox_and_access_groups_hold() {
+    let inst = Instance::new(Fmt::Yaml);
+    inst.write_spec(
+        "registry/shop",
+        "tables:\n  - source: shop\n    source_table: orders\n    access: [finance]\n  - source: shop\n    source_table: customers\n",
+    );
+    inst.write_spec(
+        "config/instance",
+        "name: Test\ntimezone: UTC\nserver:\n  public: [health, metrics]\n  query_max_rows: 2\n",
+    );
+    // The transform and the metric read orders: drop them so only access is under test.
+    inst.write_spec("pipelines/shop", "type: csv\nconnection:\n  path: files\n");
+    std::fs::remove_dir_all(inst.path().join("metrics")).unwrap();
+    inst.apply();
+    let analyst = token(&inst, "ann", &["analysts"]);
+    let finance = token(&inst, "fin", &["finance"]);
+    let d = Daemon::start(&inst, &[], &[]);
+    let query = |tok: &str, sql: &str| {
+        call(
+            "POST",
+            &d.url("/api/query"),
+            Some(tok),
+            Some(&json!({ "sql": sql }).to_string()),
+        )
+    };
+
+    let (code, body) = query(&analyst, "SELECT name FROM customers ORDER BY name");
+    assert_eq!(code, 200, "{body}");
+    assert_eq!(body["rows"], json!([["Ann"], ["Bo"]]));
+    let (code, body) = query(&finance, "SELECT count(*) AS n FROM orders");
+    assert_eq!((code, body["rows"].clone()), (200, json!([[3]])), "{body}");
+    let (_, body) = query(&finance, "SELECT * FROM range(10)");
+    assert_eq!(
+        (body["row_count"].clone(), body["truncated"].clone()),
+        (json!(2), json!(true))
+    );
+
+    for (sql, want) in [
+        ("SELECT * FROM read_csv('/etc/passwd')", 403),
+        ("SELECT * FROM '/etc/passwd'", 403),
+        ("ATTACH '/tmp/x.duckdb' AS x", 400),
+        ("COPY customers TO '/tmp/pipeline-leak.csv'", 400),
+        ("INSTALL httpfs", 400),
+        ("SET enable_external_access = true", 400),
+        ("SELECT 1; SELECT 2", 400),
+        ("SELECT * FROM orders", 403),
+        (
+            "SELECT * FROM customers c JOIN (SELECT 1 FROM orders) o ON true",
+            403,
+        ),
+        ("SELECT * FROM query('SELECT * FROM orders')", 403),
+    ] {
+        let (code, body) = query(&analyst, sql);
+        assert_eq!(code, want, "{sql}: {body}");
+        assert!(body["message"].is_string(), "{sql}: {body}");
+        assert!(!body.to_string().contains("root:"), "{sql} leaked: {body}");
+    }
+    // Even past the relation check (admins), the engine refuses files.
+    let admin = token(&inst, "root", &["admin"]);
+    let (code, body) = query(&admin, "SELECT * FROM '/etc/passwd'");
+    assert!(code == 400 || code == 403, "{body}");
+    assert!(!body.to_string().contains("root:"), "{body}");
+    assert!(!std::path::Path::new("/tmp/pipeline-leak.csv").exists());
+
+    // Listings follow access; a direct read of a hidden table says why.
+    let (_, tables) = call("GET", &d.url("/api/tables"), Some(&analyst), None);
+    let names: Vec<&str> = tables["tables"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["customers"]);
+    let (code, body) = call("GET", &d.url("/api/tables/orders"), Some(&analyst), None);
+    assert_eq!(code, 403);
+    assert!(
+        body["message"].as_str().unwrap().contains("finance"),
+        "{body}"
+    );
+    let (code, body) = call("GET", &d.url("/api/tables/customers"), Some(&analyst), None);
+    assert_eq!(code, 200);
+    assert_eq!(body["columns"][1]["name"], "name", "{body}");
+
+    // Tokens: missing, unknown and revoked ones get 401 with a reason.
+    let (code, body) = call("GET", &d.url("/api/tables"), None, None);
+    assert_eq!(code, 401);
+    assert!(
+        body["message"].as_str().unwrap().contains("Bearer"),
+        "{body}"
+    );
+    let (code, _) = call("GET", &d.url("/api/tables"), Some("pl_0000"), None);
+    assert_eq!(code, 401);
+    let list = inst
+        .cmd()
+        .args(["admin", "token", "list", "--format", "json"])
+        .output()
+        .unwrap();
+    let list: Value = serde_json::from_slice(&list.stdout).unwrap();
+    let id = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["user"] == "ann")
+        .unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    inst.cmd()
+        .args(["admin", "token", "revoke", &id])
+        .assert()
+        .success();
+    let (code, body) = call("GET", &d.url("/api/tables"), Some(&analyst), None);
+    assert_eq!(code, 401);
+    assert!(
+        body["message"].as_str().unwrap().contains("revoked"),
+        "{body}"
+    );
+
+    // Public routes, as configured.
+    let (code, _) = call("GET", &d.url("/health"), None, None);
+    assert_eq!(code, 200);
+    let (code, text) = call("GET", &d.url("/metrics"), None, None);
+    assert_eq!(code, 200);
+    let text = text.as_str().unwrap();
+    assert!(
+        text.contains("# TYPE pipeline_runs_total counter"),
+        "{text}"
+    );
+    assert!(
+        text.contains("pipeline_table_last_success_timestamp_seconds{table=\"shop.orders\"}"),
+        "{text}"
+    );
+}
+
+/// Five tables of 200,000 rows: a full sync with one task at a time takes a moment.
+fn busy_instance() -> Instance {
+    let inst = Instance::new(Fmt::Yaml);
+    let conn = duckdb::Connection::open_in_memory().unwrap();
+    let dir = inst.path().join("big");
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut registry = String::from("tables:\n");
+    for i in 0..5 {
+        conn.execute_batch(&format!(
+            "COPY (SELECT range AS id, range * 3 AS v, 'row ' || range AS label FROM range(200000)) \
+             TO '{}' (HEADER)",
+            dir.join(format!("t{i}.csv")).display()
+        ))
+        .unwrap();
+        registry.push_str(&format!("  - source: big\n    source_table: t{i}\n"));
+    }
+    inst.write_spec(
+        "config/instance",
+        "name: Test\ntimezone: UTC\ndefaults:\n  concurrency: 1\n",
+    );
+    inst.write_spec("pipelines/big", "type: csv\nconnection:\n  path: big\n");
+    inst.write_spec("registry/big", &registry);
+    inst
+}
+
+#[test]
+fn trigger_conflicts_cli_access_and_sigterm_during_a_run() {
+    let inst = busy_instance();
+    inst.cmd()
+        .args(["apply", "--auto-approve", "--queue-only"])
+        .assert()
+        .success();
+    let t = token(&inst, "ops", &[]);
+    let mut d = Daemon::start(&inst, &[], &[]);
+
+    // The queued tasks run at start; the same tables cannot be triggered meanwhile.
+    let running = wait_for(Duration::from_secs(20), "the start-up run", || {
+        let s = status(&d, &t);
+        s["runs"].as_array().and_then(|r| r.first().cloned())
+    });
+    let (code, body) = call(
+        "POST",
+        &d.url("/api/sync/trigger"),
+        Some(&t),
+        Some("[\"t0\"]"),
+    );
+    assert_eq!(code, 409, "{body}");
+    assert!(
+        body["message"].as_str().unwrap().contains("big.t0"),
+        "{body}"
+    );
+    let (code, body) = call(
+        "GET",
+        &d.url(&format!("/api/runs/{}", running["id"].as_str().unwrap())),
+        Some(&t),
+        None,
+    );
+    assert_eq!((code, body["status"].clone()), (200, json!("running")));
+    wait_for(
+        Duration::from_secs(60),
+        "the start-up run to finish",
+        || {
+            status(&d, &t)["runs"]
+                .as_array()
+                .is_some_and(|r| r.is_empty())
+                .then_some(())
+        },
+    );
+
+    // The command line keeps working while the daemon runs.
+    let out = inst
+        .cmd()
+        .args(["query", "SELECT count(*) AS n FROM t1", "--format", "csv"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "n\n200000\n");
+    inst.cmd().args(["plan"]).assert().success();
+    inst.cmd().args(["status"]).assert().success();
+    // Explicit lists ignore schedules: an object body and a plain list both start runs.
+    let (code, body) = call(
+        "POST",
+        &d.url("/api/sync/trigger"),
+        Some(&t),
+        Some("{\"tables\": [\"t2\"]}"),
+    );
+    assert_eq!(code, 202, "{body}");
+    let id = body["run_id"].as_str().unwrap().to_string();
+    let done = wait_for(Duration::from_secs(60), "the triggered run", || {
+        let (_, r) = call("GET", &d.url(&format!("/api/runs/{id}")), Some(&t), None);
+        (r["status"] != "running").then_some(r)
+    });
+    assert_eq!(done["status"], "ok", "{done}");
+    // A shell apply while the daemon runs (the watcher may apply the same change: either wins).
+    inst.write_spec(
+        "registry/big",
+        &std::fs::read_to_string(inst.path().join("registry/big.yaml"))
+            .unwrap()
+            .replace(
+                "source_table: t4\n",
+                "source_table: t4\n    description: Fourth\n",
+            ),
+    );
+    let out = inst
+        .cmd()
+        .args(["apply", "--auto-approve"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // SIGTERM in the middle of a full sync: the daemon exits 0 and analytics stays whole.
+    let (code, body) = call(
+        "POST",
+        &d.url("/api/sync/trigger"),
+        Some(&t),
+        Some("{\"source\": \"big\"}"),
+    );
+    assert_eq!(code, 202, "{body}");
+    wait_for(Duration::from_secs(20), "a task to start", || {
+        let (_, r) = call(
+            "GET",
+            &d.url(&format!("/api/runs/{}", body["run_id"].as_str().unwrap())),
+            Some(&t),
+            None,
+        );
+        (r["status"] == "running").then_some(())
+    });
+    let exit = d.stop(Duration::from_secs(120));
+    assert!(exit.success(), "{exit:?}; log:\n{}", d.log());
+    let log = d.log();
+    assert!(log.contains("shutting down"), "{log}");
+    assert!(log.contains("\"daemon stopped\""), "{log}");
+    let a = inst.analytics();
+    for i in 0..5 {
+        let n: i64 = a
+            .query_row(&format!("SELECT count(*) FROM t{i}"), [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(n, 200_000);
+    }
+}
