@@ -3,7 +3,6 @@
 //! publish, transforms, checks) unless `--queue-only`.
 
 use super::output::{self, Format};
-use crate::diag::{Code, Severity};
 use crate::plan::diff::Action;
 use crate::plan::object::Kind;
 use crate::plan::{self, render, DataDir, Plan};
@@ -61,16 +60,7 @@ fn in_ci() -> bool {
 pub fn run(dir: &Path, args: Args, quiet: bool) -> Result<ExitCode> {
     let desired = output::specs_or_report(plan::desired(dir), args.format)?;
     output::warnings(&desired.specs, &desired.diags);
-    // Unset variables are only warned about by validate (CI may not have the secrets), but the
-    // tasks apply queues need them.
-    // (The instance's remote_attach.token_envs is an allowlist, not a need: not counted.)
-    let instance_file = desired.specs.instance.as_ref().map(|i| i.file);
-    let unset: Vec<_> = desired
-        .diags
-        .iter()
-        .filter(|d| d.code == Code::Env && d.severity == Severity::Warning)
-        .filter(|d| d.span.map(|s| s.file) != instance_file)
-        .collect();
+    let unset = desired.unset_env_vars();
     if !unset.is_empty() {
         bail!(
             "apply needs every environment variable the specs name; {} unset (see the warnings above)",

@@ -119,6 +119,9 @@ pub struct Shared {
     pub watcher: Mutex<WatcherStatus>,
     /// Flips to true once on SIGTERM/SIGINT.
     pub shutdown: watch::Sender<bool>,
+    /// When this process last recorded each token's use (`last_used_at` is written at most once a
+    /// minute per token, not on every request).
+    pub token_use: Mutex<std::collections::HashMap<String, std::time::Instant>>,
 }
 
 impl Shared {
@@ -219,6 +222,7 @@ pub fn run(cfg: Config) -> Result<(), DaemonError> {
         next_runs: Mutex::new(BTreeMap::new()),
         watcher: Mutex::new(WatcherStatus::default()),
         shutdown,
+        token_use: Mutex::new(Default::default()),
     });
     shared.stats.load_last_success(&shared.state_db());
 

@@ -105,6 +105,7 @@ pub async fn run(shared: Arc<Shared>) {
     let mut shutdown = shared.shutdown.subscribe();
     let mut run_changes = shared.runs.changes();
     let (mut slots, missed) = plan_slots(&shared, &BTreeMap::new(), true);
+    let mut zone = shared.settings().tz;
     // Due tables not started yet because a run of theirs is going, and those already logged so.
     let mut deferred: BTreeSet<String> = missed.into_iter().collect();
     let mut told: BTreeSet<String> = BTreeSet::new();
@@ -130,7 +131,11 @@ pub async fn run(shared: Arc<Shared>) {
         tokio::select! {
             _ = tokio::time::sleep(sleep) => {}
             _ = shared.reload.notified() => {
-                slots = plan_slots(&shared, &slots, false).0;
+                // A new time zone moves every next time; otherwise unchanged schedules keep theirs.
+                let tz = shared.settings().tz;
+                let keep = if tz == zone { slots } else { BTreeMap::new() };
+                zone = tz;
+                slots = plan_slots(&shared, &keep, false).0;
                 continue;
             }
             changed = run_changes.changed() => {

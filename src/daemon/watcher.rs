@@ -79,12 +79,15 @@ pub enum Applied {
         serial: i64,
         summary: String,
         tasks: Vec<crate::plan::tasks::Task>,
+        /// Milliseconds spent validating, planning and writing the state.
+        timings: [u64; 3],
     },
     Failed(String),
 }
 
 /// Validates, plans and applies the specs under the state lock. Blocking.
 pub fn apply_once(shared: &Shared) -> Applied {
+    let started = std::time::Instant::now();
     let desired = match plan::desired(&shared.root) {
         Ok(d) => d,
         Err(PlanError::Invalid { specs, diags }) => {
@@ -96,6 +99,18 @@ pub fn apply_once(shared: &Shared) -> Applied {
         }
         Err(e) => return Applied::Failed(e.to_string()),
     };
+    let unset = desired.unset_env_vars();
+    if !unset.is_empty() {
+        let mut lines = diagnostic_lines(&desired.specs, &desired.diags);
+        lines.retain(|l| unset.iter().any(|d| l.contains(&d.message)));
+        lines.insert(
+            0,
+            "not applied: the daemon's environment lacks variables the specs name (set them in the \
+             service's environment and save again)"
+                .into(),
+        );
+        return Applied::Invalid(lines);
+    }
     match Settings::from_specs(&desired.specs, &shared.config) {
         Ok(s) => {
             if s.exec.data.0 != shared.data.0 {
@@ -125,12 +140,20 @@ pub fn apply_once(shared: &Shared) -> Applied {
         Ok(l) => l,
         Err(e) => return Applied::Failed(e.to_string()),
     };
+    let validated = started.elapsed();
     let result = (|| -> Result<Applied, String> {
-        let plan = plan::against_state(&desired, &[]).map_err(|e| e.to_string())?;
+        // One read-write connection for reading the recorded state and writing the change: one
+        // open instead of two, and nothing can slip in between (the state lock is held anyway).
+        let mut conn = state::open(&shared.state_db()).map_err(|e| e.to_string())?;
+        let recorded = (
+            state::serial(&conn).map_err(|e| e.to_string())?,
+            state::registry::recorded(&conn, &desired.objects).map_err(|e| e.to_string())?,
+        );
+        let plan = plan::against(&desired, &recorded, &[]).map_err(|e| e.to_string())?;
+        let planned = started.elapsed();
         if !plan.has_changes() {
             return Ok(Applied::Unchanged);
         }
-        let mut conn = state::open(&shared.state_db()).map_err(|e| e.to_string())?;
         let applied =
             state::registry::apply(&mut conn, &plan, "watcher").map_err(|e| e.to_string())?;
         drop(conn);
@@ -143,6 +166,7 @@ pub fn apply_once(shared: &Shared) -> Applied {
         crate::exec::retire_sources(&shared.data.extracts(), &retired)
             .map_err(|e| format!("removing the extracts of deleted sources: {e}"))?;
         let s = plan.summary;
+        let ms = |d: Duration| d.as_millis() as u64;
         Ok(Applied::Applied {
             serial: applied.serial,
             summary: format!(
@@ -150,6 +174,11 @@ pub fn apply_once(shared: &Shared) -> Applied {
                 s.add, s.change, s.destroy
             ),
             tasks: plan.tasks.clone(),
+            timings: [
+                ms(validated),
+                ms(planned - validated),
+                ms(started.elapsed() - planned),
+            ],
         })
     })();
     drop(lock);
@@ -181,6 +210,9 @@ async fn handle_change(shared: &Arc<Shared>) {
             None
         }
         Applied::Unchanged => {
+            // Unchanged because a shell applied the same change first: serve it.
+            let s = shared.clone();
+            let _ = tokio::task::spawn_blocking(move || follow_state(&s)).await;
             if matches!(status.last_result.as_deref(), Some("invalid" | "failed")) {
                 tracing::info!(
                     "the specs are valid again and match what is applied: nothing to apply"
@@ -204,8 +236,12 @@ async fn handle_change(shared: &Arc<Shared>) {
             serial,
             summary,
             tasks,
+            timings: [validate_ms, plan_ms, write_ms],
         } => {
-            tracing::info!(serial, %summary, tasks = tasks.len(), "spec change applied");
+            tracing::info!(
+                serial, %summary, tasks = tasks.len(), validate_ms, plan_ms, write_ms,
+                "spec change applied"
+            );
             shared.stats.apply_result("applied");
             status.last_result = Some("applied".into());
             status.last_applied_serial = Some(serial);
@@ -260,18 +296,59 @@ async fn run_applied(shared: &Arc<Shared>, tasks: Vec<crate::plan::tasks::Task>)
     }
 }
 
-/// Watches the spec directories until shutdown.
+/// What changed on disk.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum Change {
+    Specs,
+    /// system.duckdb was written: perhaps by an apply from a shell.
+    State,
+}
+
+/// Reloads the registry when the state's serial moved without this daemon (a `pipeline apply` from
+/// a shell), so schedules, the catalogue and runs follow it.
+fn follow_state(shared: &Shared) {
+    let serial = match crate::state::registry::read_serial(&shared.state_db()) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::debug!(error = %e, "could not read the state serial");
+            return;
+        }
+    };
+    if serial != shared.snapshot().serial {
+        match shared.reload_snapshot() {
+            Ok(()) => tracing::info!(
+                serial,
+                "the registry was changed by another process: reloaded"
+            ),
+            Err(e) => tracing::error!(error = %e, "could not reload the registry"),
+        }
+    }
+}
+
+/// Watches the spec directories (and the state file) until shutdown.
 pub async fn run(shared: Arc<Shared>) {
-    let (tx, mut rx) = mpsc::unbounded_channel::<()>();
+    let (tx, mut rx) = mpsc::unbounded_channel::<Change>();
     let root = shared.root.clone();
     let filter_root = root.clone();
+    let state_db = shared.state_db();
     let watcher = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
         let Ok(event) = res else { return };
         if matches!(event.kind, EventKind::Access(_)) {
             return;
         }
         if event.paths.iter().any(|p| relevant(&filter_root, p)) {
-            let _ = tx.send(());
+            let _ = tx.send(Change::Specs);
+        } else if event.paths.iter().any(|p| {
+            // The database or its WAL.
+            p.parent() == state_db.parent()
+                && p.file_name().and_then(|n| n.to_str()).is_some_and(|n| {
+                    state_db
+                        .file_name()
+                        .and_then(|s| s.to_str())
+                        .is_some_and(|s| n.starts_with(s))
+                })
+        }) {
+            let _ = tx.send(Change::State);
         }
     });
     let mut watcher = match watcher {
@@ -287,23 +364,37 @@ pub async fn run(shared: Arc<Shared>) {
         tracing::warn!(error = %e, "cannot watch the instance root");
     }
     add_watches(&mut watcher, &root, &mut watched);
+    if let Err(e) = watcher.watch(&shared.data.0.join("state"), RecursiveMode::NonRecursive) {
+        tracing::warn!(error = %e, "cannot watch the state; applies from a shell show after a restart");
+    }
     let debounce = shared.config.debounce;
     let mut shutdown = shared.shutdown.subscribe();
 
     // Converge first: apply whatever changed while the daemon was down.
     handle_change(&shared).await;
     loop {
+        let mut changes = std::collections::BTreeSet::new();
         tokio::select! {
-            got = rx.recv() => if got.is_none() { return },
+            got = rx.recv() => match got {
+                Some(c) => changes.insert(c),
+                None => return,
+            },
             _ = shutdown.wait_for(|s| *s) => return,
-        }
+        };
         // Debounce: wait until the files have been quiet for `debounce`.
-        while let Ok(Some(())) = tokio::time::timeout(debounce, rx.recv()).await {}
-        add_watches(&mut watcher, &root, &mut watched);
+        while let Ok(Some(c)) = tokio::time::timeout(debounce, rx.recv()).await {
+            changes.insert(c);
+        }
         if shared.shutting_down() {
             return;
         }
-        handle_change(&shared).await;
+        if changes.contains(&Change::Specs) {
+            add_watches(&mut watcher, &root, &mut watched);
+            handle_change(&shared).await;
+        } else {
+            let s = shared.clone();
+            let _ = tokio::task::spawn_blocking(move || follow_state(&s)).await;
+        }
     }
 }
 

@@ -79,7 +79,7 @@ impl Context {
             .map_err(|e| format!("{}: {e}", p.temp_dir.display()))?;
         engine
             .execute_batch(&format!(
-                "SET temp_directory = {}; SET TimeZone = 'UTC'; SET preserve_insertion_order = false;",
+                "SET temp_directory = {}; SET TimeZone = 'UTC';",
                 quote::path(&p.temp_dir)
             ))
             .map_err(|e| e.to_string())?;

@@ -133,6 +133,19 @@ impl Desired {
     pub fn digest(&self) -> String {
         object::digest(&self.objects)
     }
+
+    /// Warnings about environment variables the specs name but the environment lacks. Validate
+    /// only warns (CI may not have the secrets), but the tasks an apply queues need them. The
+    /// instance's `remote_attach.token_envs` is an allowlist, not a need: not counted.
+    pub fn unset_env_vars(&self) -> Vec<&crate::diag::Diagnostic> {
+        let instance_file = self.specs.instance.as_ref().map(|i| i.file);
+        self.diags
+            .iter()
+            .filter(|d| d.code == crate::diag::Code::Env)
+            .filter(|d| d.severity == crate::diag::Severity::Warning)
+            .filter(|d| d.span.map(|s| s.file) != instance_file)
+            .collect()
+    }
 }
 
 /// Loads and validates the specs at `root`.

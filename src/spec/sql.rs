@@ -37,6 +37,14 @@ pub enum ParserUnavailable {
 
 type Parsed = Result<Vec<TableRef>, SqlError>;
 
+/// Everything a SELECT reads from: tables (as [`SqlParser::parse_select`] returns them) and the table
+/// functions it calls (lower-cased, e.g. `read_csv`, `range`).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Reads {
+    pub tables: Vec<TableRef>,
+    pub functions: Vec<String>,
+}
+
 /// A DuckDB in-memory connection used only for parsing.
 pub struct SqlParser {
     conn: Connection,
@@ -105,10 +113,19 @@ impl SqlParser {
         }
         parse_with(&self.conn, sql)
     }
+
+    /// Like [`parse_select`](Self::parse_select), with the table functions the query calls too.
+    pub fn parse_reads(&self, sql: &str) -> Result<Reads, SqlError> {
+        reads_with(&self.conn, sql)
+    }
 }
 
 /// Parses one statement on `conn` (see [`SqlParser::parse_select`]).
 fn parse_with(conn: &Connection, sql: &str) -> Parsed {
+    reads_with(conn, sql).map(|r| r.tables)
+}
+
+fn reads_with(conn: &Connection, sql: &str) -> Result<Reads, SqlError> {
     let json: String = conn
         .prepare_cached("SELECT json_serialize_sql(?::VARCHAR)")
         .and_then(|mut stmt| stmt.query_row([sql], |row| row.get(0)))
@@ -142,18 +159,38 @@ fn parse_with(conn: &Connection, sql: &str) -> Parsed {
     }
     let mut refs = Vec::new();
     let mut ctes = BTreeSet::new();
-    collect(&tree["statements"], &mut refs, &mut ctes);
+    let mut functions = Vec::new();
+    collect(&tree["statements"], &mut refs, &mut ctes, &mut functions);
     refs.retain(|r: &TableRef| {
         !(r.catalog.is_empty() && r.schema.is_empty() && ctes.contains(&r.name.to_lowercase()))
     });
     refs.sort_by(|a, b| (&a.catalog, &a.schema, &a.name).cmp(&(&b.catalog, &b.schema, &b.name)));
     refs.dedup_by(|a, b| a.catalog == b.catalog && a.schema == b.schema && a.name == b.name);
-    Ok(refs)
+    functions.sort();
+    functions.dedup();
+    Ok(Reads {
+        tables: refs,
+        functions,
+    })
 }
 
-fn collect(v: &Json, refs: &mut Vec<TableRef>, ctes: &mut BTreeSet<String>) {
+fn collect(
+    v: &Json,
+    refs: &mut Vec<TableRef>,
+    ctes: &mut BTreeSet<String>,
+    functions: &mut Vec<String>,
+) {
     match v {
         Json::Object(map) => {
+            if map.get("type").and_then(Json::as_str) == Some("TABLE_FUNCTION") {
+                if let Some(name) = map
+                    .get("function")
+                    .and_then(|f| f.get("function_name"))
+                    .and_then(Json::as_str)
+                {
+                    functions.push(name.to_lowercase());
+                }
+            }
             if map.get("type").and_then(Json::as_str) == Some("BASE_TABLE") {
                 let s = |k: &str| map.get(k).and_then(Json::as_str).unwrap_or("").to_string();
                 refs.push(TableRef {
@@ -179,12 +216,12 @@ fn collect(v: &Json, refs: &mut Vec<TableRef>, ctes: &mut BTreeSet<String>) {
                 }
             }
             for child in map.values() {
-                collect(child, refs, ctes);
+                collect(child, refs, ctes, functions);
             }
         }
         Json::Array(items) => {
             for child in items {
-                collect(child, refs, ctes);
+                collect(child, refs, ctes, functions);
             }
         }
         _ => {}

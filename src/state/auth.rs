@@ -202,6 +202,15 @@ pub fn revoke(conn: &mut Connection, id: &str, who: &str) -> StateResult<Option<
     Ok(list_tokens(conn)?.into_iter().find(|t| t.id == token.id))
 }
 
+/// Records that a token was just used.
+pub fn touch(conn: &Connection, token_id: &str) -> StateResult<()> {
+    conn.execute(
+        "UPDATE tokens SET last_used_at = current_timestamp WHERE id = ?",
+        params![token_id],
+    )?;
+    Ok(())
+}
+
 /// Checks a bearer token. Read-only: usable on a connection opened for reading.
 pub fn verify(conn: &Connection, secret: &str) -> StateResult<Verdict> {
     if !secret.starts_with(TOKEN_PREFIX) {

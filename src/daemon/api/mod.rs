@@ -117,7 +117,10 @@ pub async fn authenticate(shared: &Arc<Shared>, headers: &HeaderMap) -> ApiResul
     })
     .await?;
     match verdict {
-        Verdict::Valid(caller) => Ok(caller),
+        Verdict::Valid(caller) => {
+            note_use(shared, &caller.token_id);
+            Ok(caller)
+        }
         Verdict::Unknown => Err(ApiError::unauthorized(format!(
             "unknown token (it was never issued here, or was mistyped): {HOW}"
         ))),
@@ -128,6 +131,34 @@ pub async fn authenticate(shared: &Arc<Shared>, headers: &HeaderMap) -> ApiResul
             "this token's user is disabled; ask an admin",
         )),
     }
+}
+
+/// Records that a token was used (for `pipeline admin token list`), at most once a minute per token,
+/// in the background: a busy state never slows a request.
+fn note_use(shared: &Arc<Shared>, token_id: &str) {
+    let now = std::time::Instant::now();
+    {
+        let Ok(mut seen) = shared.token_use.lock() else {
+            return;
+        };
+        if seen
+            .get(token_id)
+            .is_some_and(|t| now.duration_since(*t) < std::time::Duration::from_secs(60))
+        {
+            return;
+        }
+        seen.insert(token_id.to_string(), now);
+    }
+    let (state, id) = (shared.state_db(), token_id.to_string());
+    tokio::task::spawn_blocking(move || {
+        let write = || -> Result<(), crate::state::StateError> {
+            let conn = crate::state::open(&state)?;
+            auth::touch(&conn, &id)
+        };
+        if let Err(e) = write() {
+            tracing::debug!(error = %e, "could not record a token's last use");
+        }
+    });
 }
 
 /// The caller of an `/api` route.
@@ -243,7 +274,8 @@ async fn status(State(shared): State<AppState>, Auth(caller): Auth) -> ApiResult
         "shutting_down": shared.shutting_down(),
         "user": caller.user,
         "groups": caller.groups,
-        "serial": report.serial,
+        // What this daemon serves (it follows applies from shells within moments).
+        "serial": snapshot.serial,
         "last_apply": report.last_apply,
         "watcher": watcher,
         "pending_tasks": report.pending_tasks.len(),

@@ -17,6 +17,7 @@ use super::{ApiError, ApiResult, AppState, Auth};
 use crate::quote;
 use crate::registered::Registered;
 use crate::spec::model::QueryMode;
+use crate::spec::sql::{Reads, SqlParser, TableRef};
 use crate::state::auth::{Caller, ADMIN_GROUP};
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -43,84 +44,19 @@ pub struct QueryRequest {
     max_rows: Option<u64>,
 }
 
-/// What a SELECT reads, from its serialized parse tree.
-#[derive(Debug, Default, PartialEq)]
-struct Reads {
-    /// (catalog, schema, name) as written.
-    tables: Vec<(String, String, String)>,
-    functions: Vec<String>,
-    ctes: BTreeSet<String>,
-}
-
 /// Parses `sql` with DuckDB and checks it is exactly one SELECT; returns what it reads.
 fn parse(sql: &str) -> ApiResult<Reads> {
-    let conn = Connection::open_in_memory().map_err(ApiError::internal)?;
-    let text: String = conn
-        .query_row(
-            "SELECT json_serialize_sql(?::VARCHAR)::VARCHAR",
-            [sql],
-            |r| r.get(0),
-        )
-        .map_err(ApiError::internal)?;
-    let tree: Value = serde_json::from_str(&text).map_err(ApiError::internal)?;
-    if tree["error"].as_bool() == Some(true) {
-        let msg = tree["error_message"].as_str().unwrap_or("unknown error");
-        let msg = if msg.contains("Only SELECT statements") {
+    let parser = SqlParser::new().map_err(ApiError::internal)?;
+    parser.parse_reads(sql).map_err(|e| {
+        ApiError::bad_request(if e.message.starts_with("only a SELECT") {
             "only a SELECT query is allowed here (no COPY, ATTACH, INSTALL, SET, PRAGMA, DDL or DML)"
                 .to_string()
+        } else if e.message.starts_with("expected exactly one") {
+            format!("send exactly one SELECT statement ({})", e.message)
         } else {
-            format!("the query does not parse: {msg}")
-        };
-        return Err(ApiError::bad_request(msg));
-    }
-    let statements = tree["statements"].as_array().map_or(0, Vec::len);
-    if statements != 1 {
-        return Err(ApiError::bad_request(format!(
-            "send exactly one SELECT statement (got {statements})"
-        )));
-    }
-    let mut reads = Reads::default();
-    walk(&tree["statements"], &mut reads);
-    Ok(reads)
-}
-
-fn walk(v: &Value, reads: &mut Reads) {
-    match v {
-        Value::Object(o) => {
-            match o.get("type").and_then(Value::as_str) {
-                Some("BASE_TABLE") => {
-                    let s = |k: &str| o.get(k).and_then(Value::as_str).unwrap_or("").to_string();
-                    reads
-                        .tables
-                        .push((s("catalog_name"), s("schema_name"), s("table_name")));
-                }
-                Some("TABLE_FUNCTION") => {
-                    if let Some(name) = o
-                        .get("function")
-                        .and_then(|f| f.get("function_name"))
-                        .and_then(Value::as_str)
-                    {
-                        reads.functions.push(name.to_lowercase());
-                    }
-                }
-                _ => {}
-            }
-            if let Some(map) = o
-                .get("cte_map")
-                .and_then(|m| m.get("map"))
-                .and_then(Value::as_array)
-            {
-                for entry in map {
-                    if let Some(k) = entry.get("key").and_then(Value::as_str) {
-                        reads.ctes.insert(k.to_lowercase());
-                    }
-                }
-            }
-            o.values().for_each(|x| walk(x, reads));
-        }
-        Value::Array(a) => a.iter().for_each(|x| walk(x, reads)),
-        _ => {}
-    }
+            format!("the query does not parse: {}", e.message)
+        })
+    })
 }
 
 /// Refuses relations and functions the caller may not use.
@@ -135,11 +71,17 @@ fn authorize(reads: &Reads, reg: &Registered, caller: &Caller) -> ApiResult<()> 
         }
     }
     let ok = readable(reg, caller);
-    for (catalog, schema, name) in &reads.tables {
+    for TableRef {
+        catalog,
+        schema,
+        name,
+        ..
+    } in &reads.tables
+    {
         let lower = name.to_lowercase();
         let in_analytics = matches!(catalog.to_lowercase().as_str(), "" | "analytics")
             && matches!(schema.to_lowercase().as_str(), "" | "main");
-        if in_analytics && (reads.ctes.contains(&lower) || ok.contains(&lower)) {
+        if in_analytics && ok.contains(&lower) {
             continue;
         }
         if let Some(t) = reg
@@ -371,9 +313,13 @@ mod tests {
              WHERE id IN (SELECT id FROM range(3) t(id)) UNION ALL SELECT * FROM x.y",
         )
         .unwrap();
-        let names: Vec<&str> = r.tables.iter().map(|t| t.2.as_str()).collect();
-        assert!(names.contains(&"orders") && names.contains(&"customers") && names.contains(&"y"));
-        assert!(r.ctes.contains("recent"));
+        let mut names: Vec<&str> = r.tables.iter().map(|t| t.name.as_str()).collect();
+        names.sort();
+        assert_eq!(
+            names,
+            ["customers", "orders", "y"],
+            "the CTE `recent` is not a table"
+        );
         assert_eq!(r.functions, vec!["range"]);
     }
 
@@ -393,5 +339,7 @@ mod tests {
         }
         let e = parse("SELECT 1; SELECT 2").unwrap_err();
         assert!(e.message.contains("exactly one"), "{}", e.message);
+        let e = parse("SELEC 1").unwrap_err();
+        assert!(e.message.contains("does not parse"), "{}", e.message);
     }
 }
