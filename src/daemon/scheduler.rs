@@ -35,18 +35,18 @@ pub fn next_after(schedule: &str, after: DateTime<Utc>, tz: Tz) -> Option<DateTi
         .map(|t| t.with_timezone(&Utc))
 }
 
-/// Last sync start per table id, from the state.
-fn last_syncs(shared: &Shared) -> BTreeMap<String, DateTime<Utc>> {
+/// When each table was last synced or attempted, from the state.
+pub fn last_attempts(shared: &Shared) -> BTreeMap<String, DateTime<Utc>> {
     let read = || -> Result<_, crate::state::StateError> {
         let conn = crate::state::open_for_reading(&shared.state_db())?;
-        Ok(crate::state::report::status(&conn)?.tables)
+        crate::state::report::last_attempts(&conn)
     };
     match read() {
-        Ok(tables) => tables
+        Ok(rows) => rows
             .into_iter()
-            .filter_map(|t| {
-                let at = DateTime::parse_from_rfc3339(t.last_sync.as_deref()?).ok()?;
-                Some((t.id, at.with_timezone(&Utc)))
+            .filter_map(|(id, at)| {
+                let at = DateTime::parse_from_rfc3339(&at).ok()?;
+                Some((id, at.with_timezone(&Utc)))
             })
             .collect(),
         Err(e) => {
@@ -68,7 +68,7 @@ fn plan_slots(
     let snapshot = shared.snapshot();
     let now = shared.clock.now();
     let last = if at_start {
-        last_syncs(shared)
+        last_attempts(shared)
     } else {
         BTreeMap::new()
     };

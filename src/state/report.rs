@@ -126,6 +126,21 @@ pub fn status(conn: &Connection) -> StateResult<Status> {
     })
 }
 
+/// When each table was last synced or attempted (unchanged and failed syncs included), RFC 3339 in
+/// UTC: what schedules count from. (`sync_state.last_sync` moves only when new data arrived.)
+pub fn last_attempts(conn: &Connection) -> StateResult<Vec<(String, String)>> {
+    let mut stmt = conn.prepare(&format!(
+        "SELECT table_id, {} FROM sync_history
+         WHERE split_part(task, ':', 1) IN ('extract', 'attach')
+         GROUP BY table_id",
+        ts("max(started_at)")
+    ))?;
+    let rows = stmt
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(rows)
+}
+
 #[derive(Debug, Serialize)]
 pub struct ApplyEntry {
     pub serial: i64,

@@ -277,6 +277,45 @@ fn a_fast_schedule_fires_never_overlaps_and_records_history() {
 }
 
 #[test]
+fn a_time_missed_while_down_runs_once_at_start_unless_skipped() {
+    let inst = Instance::new(Fmt::Yaml);
+    inst.write_spec(
+        "registry/shop",
+        "tables:\n  - source: shop\n    source_table: orders\n    schedule: every 1h\n",
+    );
+    inst.apply();
+    let t = token(&inst, "ann", &[]);
+    // As if the daemon had been down for three hours.
+    let age = || {
+        duckdb::Connection::open(inst.state_path())
+            .unwrap()
+            .execute_batch("UPDATE sync_history SET started_at = started_at - INTERVAL 3 HOUR")
+            .unwrap();
+    };
+    let scheduled =
+        || -> i64 { inst.state_int("SELECT count(*) FROM runs WHERE trigger = 'schedule'") };
+
+    age();
+    let mut d = Daemon::start(&inst, &["--missed-runs", "skip"], &[]);
+    wait_for(Duration::from_secs(10), "the scheduler", || {
+        status(&d, &t)["tables"][0]["next_run"]
+            .as_str()
+            .map(str::to_string)
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(d.stop(Duration::from_secs(30)).success());
+    assert_eq!(scheduled(), 0, "skip: nothing runs at start");
+
+    let mut d = Daemon::start(&inst, &[], &[]);
+    wait_for(Duration::from_secs(20), "the missed run", || {
+        d.log().contains("\"run finished\"").then_some(())
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(d.stop(Duration::from_secs(30)).success());
+    assert_eq!(scheduled(), 1, "three missed hours run once");
+}
+
+#[test]
 fn the_query_sandbox_and_access_groups_hold() {
     let inst = Instance::new(Fmt::Yaml);
     inst.write_spec(

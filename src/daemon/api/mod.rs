@@ -437,35 +437,27 @@ fn parse_selection(v: &Value) -> ApiResult<(Option<Vec<String>>, Option<String>)
     }
 }
 
-/// Tables whose schedule fell due since their last sync (never-synced ones included).
+/// Tables whose schedule fell due since their last sync or attempt (never-synced ones included).
 async fn due_tables(shared: &Arc<Shared>) -> ApiResult<Vec<String>> {
-    let state = shared.state_db();
-    let report = blocking(move || {
-        let conn = crate::state::open_for_reading(&state).map_err(ApiError::internal)?;
-        crate::state::report::status(&conn).map_err(ApiError::internal)
-    })
-    .await?;
+    let s = shared.clone();
+    let last = blocking(move || Ok(super::scheduler::last_attempts(&s))).await?;
     let tz = shared.settings().tz;
     let now = shared.clock.now();
-    Ok(report
+    Ok(shared
+        .snapshot()
+        .registered
         .tables
-        .into_iter()
+        .values()
         .filter(|t| {
             let Some(text) = &t.schedule else {
                 return false;
             };
-            match t
-                .last_sync
-                .as_deref()
-                .and_then(|s| chrono::DateTime::parse_from_rfc3339(s).ok())
-            {
+            match last.get(&t.id) {
                 None => true,
-                Some(last) => {
-                    super::scheduler::next_after(text, last.to_utc(), tz).is_some_and(|n| n <= now)
-                }
+                Some(at) => super::scheduler::next_after(text, *at, tz).is_some_and(|n| n <= now),
             }
         })
-        .map(|t| t.id)
+        .map(|t| t.id.clone())
         .collect())
 }
 
