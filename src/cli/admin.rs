@@ -42,11 +42,13 @@ enum TokenCommand {
         /// Add the user to this group (repeatable).
         #[arg(long = "group", value_name = "GROUP")]
         groups: Vec<String>,
+        /// human: the token alone on stdout (notes on stderr); json: `{"token", "id", "user", "groups"}`.
         #[arg(long, value_enum, default_value_t)]
         format: Format,
     },
     /// List tokens (never the tokens themselves).
     List {
+        /// human: a table; json: a list of tokens (never the secrets).
         #[arg(long, value_enum, default_value_t)]
         format: Format,
     },

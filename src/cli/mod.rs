@@ -36,11 +36,13 @@ Examples:
   pipeline query \"show tables\"     query analytics.duckdb (read-only)
   pipeline graph --format mermaid    the task DAG
   pipeline status                    registered tables, last and next sync, pending tasks
+  pipeline daemon                    run schedules, apply saved spec changes, serve the HTTP API
   pipeline --dir my-instance validate --format github
   pipeline schema --out-dir .schemas write JSON Schemas for your editor
 
 Docs: docs/specs.md (every spec key), docs/validate.md (checks and output formats),
-docs/plan-apply.md (plans, the state lock, saved plans, status and history).";
+docs/plan-apply.md (plans, the state lock, saved plans, status and history), docs/engine.md (runs),
+docs/daemon.md (the daemon and its API).";
 
 #[derive(Parser, Debug)]
 #[command(name = "pipeline", version, about = ABOUT, after_help = AFTER_HELP)]
