@@ -185,8 +185,12 @@ pub fn apply_once(shared: &Shared) -> Applied {
     result.unwrap_or_else(Applied::Failed)
 }
 
-/// Handles one (debounced) change: apply, report, then run what the apply queued.
-async fn handle_change(shared: &Arc<Shared>) {
+/// How long after a failed apply (the state lock held by a long shell apply, say) it is tried again.
+const RETRY_AFTER: Duration = Duration::from_secs(10);
+
+/// Handles one (debounced) change: apply, report, then run what the apply queued. Returns whether
+/// the apply failed (not: was invalid) and should be tried again.
+async fn handle_change(shared: &Arc<Shared>) -> bool {
     let s = shared.clone();
     let outcome = tokio::task::spawn_blocking(move || apply_once(&s))
         .await
@@ -195,6 +199,7 @@ async fn handle_change(shared: &Arc<Shared>) {
         last_change_at: Some(rfc3339(chrono::Utc::now())),
         ..shared.watcher.lock().map(|w| w.clone()).unwrap_or_default()
     };
+    let failed = matches!(outcome, Applied::Failed(_));
     let tasks = match outcome {
         Applied::Invalid(lines) => {
             tracing::error!(
@@ -226,7 +231,7 @@ async fn handle_change(shared: &Arc<Shared>) {
             None
         }
         Applied::Failed(e) => {
-            tracing::error!(error = %e, "spec change NOT applied");
+            tracing::error!(error = %e, retry_in = ?RETRY_AFTER, "spec change NOT applied");
             shared.stats.apply_result("failed");
             status.last_result = Some("failed".into());
             status.errors = vec![e];
@@ -259,6 +264,7 @@ async fn handle_change(shared: &Arc<Shared>) {
         let shared = shared.clone();
         tokio::spawn(async move { run_applied(&shared, tasks).await });
     }
+    failed
 }
 
 /// Runs what an apply queued (with anything left pending), waiting for busy tables to be free.
@@ -328,6 +334,14 @@ fn follow_state(shared: &Shared) {
 /// Watches the spec directories (and the state file) until shutdown.
 pub async fn run(shared: Arc<Shared>) {
     let (tx, mut rx) = mpsc::unbounded_channel::<Change>();
+    let retry = tx.clone();
+    let retry_later = move || {
+        let tx = retry.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(RETRY_AFTER).await;
+            let _ = tx.send(Change::Specs);
+        });
+    };
     let root = shared.root.clone();
     let filter_root = root.clone();
     let state_db = shared.state_db();
@@ -371,7 +385,9 @@ pub async fn run(shared: Arc<Shared>) {
     let mut shutdown = shared.shutdown.subscribe();
 
     // Converge first: apply whatever changed while the daemon was down.
-    handle_change(&shared).await;
+    if handle_change(&shared).await {
+        retry_later();
+    }
     loop {
         let mut changes = std::collections::BTreeSet::new();
         tokio::select! {
@@ -390,7 +406,9 @@ pub async fn run(shared: Arc<Shared>) {
         }
         if changes.contains(&Change::Specs) {
             add_watches(&mut watcher, &root, &mut watched);
-            handle_change(&shared).await;
+            if handle_change(&shared).await {
+                retry_later();
+            }
         } else {
             let s = shared.clone();
             let _ = tokio::task::spawn_blocking(move || follow_state(&s)).await;
