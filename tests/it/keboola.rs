@@ -6,7 +6,10 @@
 mod fake_keboola;
 
 use crate::common::Instance;
-use fake_keboola::{FakeKeboola, Route};
+use fake_keboola::{
+    FakeKeboola, Route, Storage, FAKE_AWS_ACCESS_KEY_ID, FAKE_AWS_SECRET_ACCESS_KEY,
+    FAKE_AWS_SESSION_TOKEN, FAKE_GCS_ACCESS_TOKEN,
+};
 use std::process::Output;
 
 fn orders_fake() -> FakeKeboola {
@@ -54,12 +57,49 @@ fn instance(fake: &FakeKeboola, sync: &str) -> Instance {
 }
 
 fn pipeline(inst: &Instance, fake: &FakeKeboola, args: &[&str]) -> Output {
+    pipeline_env(inst, fake, args, &[])
+}
+
+fn pipeline_env(
+    inst: &Instance,
+    fake: &FakeKeboola,
+    args: &[&str],
+    env: &[(&str, &str)],
+) -> Output {
     inst.cmd()
         .args(args)
         .env("PIPELINE_TEST_KBC_TOKEN", fake.token())
         .env("PIPELINE_KEBOOLA_FAST_RETRY", "1")
+        .envs(env.iter().copied())
         .output()
         .unwrap()
+}
+
+/// Stdout and stderr together.
+fn all_output(out: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+/// Asserts that none of `secrets` is in the command output, the state file or a file storage
+/// request's Storage-token header, and that the Storage token reached no file storage request.
+fn assert_secrets_kept(inst: &Instance, fake: &FakeKeboola, output: &str, secrets: &[&str]) {
+    let state = std::fs::read(inst.state_path()).unwrap();
+    for secret in secrets.iter().chain([&fake.token()]) {
+        assert!(
+            !output.contains(secret),
+            "{secret} in the output:\n{output}"
+        );
+        assert!(
+            !state.windows(secret.len()).any(|w| w == secret.as_bytes()),
+            "{secret} in the state"
+        );
+    }
+    assert!(!fake.token_sent_to_file_storage());
+    assert!(!fake.tokens_seen_in_urls());
 }
 
 fn ok(out: Output) -> String {
@@ -214,4 +254,147 @@ fn discover_writes_registry_entries_that_validate() {
         "{written}"
     );
     ok(pipeline(&inst, &fake, &["validate", "-q"]));
+}
+
+/// The rows of `orders_fake`, as `query` prints them.
+const ORDERS_CSV: &str =
+    "order_id,amount,status\n1,10.5,paid\n2,7,paid\n3,1.25,\"has \"\"quotes\"\", and a comma\"\n";
+
+#[test]
+fn an_aws_stack_export_is_read_from_s3_with_signed_requests() {
+    let fake = orders_fake();
+    fake.set_file_storage(Storage::S3 {
+        region: "eu-central-1".into(),
+    });
+    let inst = instance(&fake, "{ mode: full, primary_key: [order_id] }");
+    let endpoint = fake.url();
+    let s3 = [("PIPELINE_KEBOOLA_S3_ENDPOINT", endpoint.as_str())];
+    // Storage faults are retried as the API's are: a 503, then a body cut off halfway.
+    fake.fail_next(Route::Slice, 1, 503);
+    fake.truncate_next_slice();
+    let out = pipeline_env(&inst, &fake, &["apply", "--auto-approve"], &s3);
+    let all = all_output(&out);
+    assert!(out.status.success(), "{all}");
+    assert_eq!(
+        query(
+            &inst,
+            &fake,
+            "select order_id, amount, status from orders order by 1"
+        ),
+        ORDERS_CSV
+    );
+    // Three slices, each signed by the file detail's credentials for the bucket's region, with the
+    // session token; the key (with a space and a `=`) URI-encoded in the path.
+    let objects: Vec<_> = fake
+        .file_storage_requests()
+        .into_iter()
+        .filter(|r| r.uri.starts_with("/kbc-fake-sapi-files/"))
+        .collect();
+    assert_eq!(objects.len(), 5, "3 slices, a 503 and a truncated body");
+    for request in &objects {
+        assert!(request.uri.contains("%20part%3D"), "{}", request.uri);
+        let header = |name: &str| {
+            request
+                .headers
+                .iter()
+                .find(|(n, _)| n == name)
+                .map(|(_, v)| v.as_str())
+        };
+        let authorization = header("authorization").unwrap_or_default();
+        assert!(
+            authorization.starts_with(&format!(
+                "AWS4-HMAC-SHA256 Credential={FAKE_AWS_ACCESS_KEY_ID}/"
+            )) && authorization.contains("/eu-central-1/s3/aws4_request,"),
+            "{authorization}"
+        );
+        assert_eq!(header("x-amz-security-token"), Some(FAKE_AWS_SESSION_TOKEN));
+        assert_eq!(header("x-amz-content-sha256"), Some("UNSIGNED-PAYLOAD"));
+    }
+    assert_secrets_kept(
+        &inst,
+        &fake,
+        &all,
+        &[FAKE_AWS_SECRET_ACCESS_KEY, FAKE_AWS_SESSION_TOKEN],
+    );
+}
+
+#[test]
+fn a_gcp_stack_export_is_read_from_gcs_with_the_access_token() {
+    let fake = orders_fake();
+    fake.set_file_storage(Storage::Gcs);
+    let inst = instance(&fake, "{ mode: full, primary_key: [order_id] }");
+    let endpoint = fake.url();
+    let gcs = [("PIPELINE_KEBOOLA_GCS_ENDPOINT", endpoint.as_str())];
+    let out = pipeline_env(&inst, &fake, &["apply", "--auto-approve"], &gcs);
+    let all = all_output(&out);
+    assert!(out.status.success(), "{all}");
+    assert_eq!(
+        query(
+            &inst,
+            &fake,
+            "select order_id, amount, status from orders order by 1"
+        ),
+        ORDERS_CSV
+    );
+    let objects: Vec<_> = fake
+        .file_storage_requests()
+        .into_iter()
+        .filter(|r| r.uri.starts_with("/storage/v1/b/kbc-fake-gcs-files/o/"))
+        .collect();
+    assert_eq!(objects.len(), 3);
+    for request in &objects {
+        // The object name is one path segment: its slashes encoded.
+        assert!(request.uri.contains("/o/exp-15%2F"), "{}", request.uri);
+        assert!(request.uri.ends_with("?alt=media"), "{}", request.uri);
+        let bearer = format!("Bearer {FAKE_GCS_ACCESS_TOKEN}");
+        assert!(request
+            .headers
+            .iter()
+            .any(|(n, v)| n == "authorization" && *v == bearer));
+    }
+    assert_secrets_kept(&inst, &fake, &all, &[FAKE_GCS_ACCESS_TOKEN]);
+}
+
+#[test]
+fn a_refused_s3_signature_is_reported_by_bucket_and_key_and_the_previous_data_stays() {
+    let fake = orders_fake();
+    fake.set_file_storage(Storage::S3 {
+        region: "us-east-1".into(),
+    });
+    let inst = instance(&fake, "{ mode: full }");
+    let endpoint = fake.url();
+    let s3 = [("PIPELINE_KEBOOLA_S3_ENDPOINT", endpoint.as_str())];
+    ok(pipeline_env(
+        &inst,
+        &fake,
+        &["apply", "--auto-approve", "-q"],
+        &s3,
+    ));
+    fake.set_rows(
+        "in.c-shop.orders",
+        vec![row(&["9", "1", "x"])],
+        1_700_000_100,
+    );
+    fake.expect_aws_secret("not-the-secret-handed-out");
+    let slices = fake.requests(Route::Slice);
+    let out = pipeline_env(&inst, &fake, &["run"], &s3);
+    assert_eq!(out.status.code(), Some(1));
+    let all = all_output(&out);
+    assert!(all.contains("SignatureDoesNotMatch"), "{all}");
+    assert!(
+        all.contains("s3://kbc-fake-sapi-files/exp-15/"),
+        "the error names the object: {all}"
+    );
+    // A 403 is not retried; and S3's error body, which echoes the signed request, is not shown.
+    assert_eq!(fake.requests(Route::Slice), slices + 1);
+    assert_secrets_kept(
+        &inst,
+        &fake,
+        &all,
+        &[FAKE_AWS_SECRET_ACCESS_KEY, FAKE_AWS_SESSION_TOKEN],
+    );
+    assert_eq!(
+        query(&inst, &fake, "select count(*) from orders"),
+        "count_star()\n3\n"
+    );
 }

@@ -6,11 +6,27 @@
 //! read the exported file's detail, fetch its slice manifest and download the gzip'd CSV slices
 //! (no header, every value double-quoted, quotes doubled, columns in the table's order).
 //!
+//! File storage, as [`FakeKeboola::set_file_storage`] chooses ([`Storage`]):
+//! - `Http` (the default): the file detail (`GET /v2/storage/files/{id}?federationToken=1`) carries no
+//!   cloud credentials and the manifest lists plain HTTP URLs on the fake (`/fake/files/…`). Like
+//!   pre-signed cloud URLs they need no Storage token.
+//! - `S3`, an AWS stack: the detail has `provider: aws`, `region`, `s3Path` and temporary
+//!   `credentials` (fixed fake values, [`FAKE_AWS_ACCESS_KEY_ID`] …), the manifest lists
+//!   `s3://{bucket}/{key}` URLs, and the fake answers path-style S3 GETs (`/{bucket}/{key}`) only
+//!   when signed with AWS Signature Version 4 by those credentials: it recomputes the signature from
+//!   the request it received and answers S3's XML errors (`SignatureDoesNotMatch`, `InvalidToken`,
+//!   `RequestTimeTooSkewed` …) otherwise. Point the client at it with `PIPELINE_KEBOOLA_S3_ENDPOINT`.
+//! - `Gcs`, a GCP stack: `provider: gcp`, `gcsPath` and `gcsCredentials` (an OAuth access token),
+//!   `gs://{bucket}/{object}` URLs, and Google's JSON API download
+//!   (`/storage/v1/b/{bucket}/o/{object}?alt=media`) with `Authorization: Bearer {token}`. Point the
+//!   client at it with `PIPELINE_KEBOOLA_GCS_ENDPOINT`.
+//!
+//! In every mode the manifest itself stays behind a plain (pre-signed-like) HTTP URL, as Keboola's is,
+//! every request outside `/v2/` is recorded ([`FakeKeboola::file_storage_requests`]), and
+//! [`FakeKeboola::token_sent_to_file_storage`] tells when one carried the Storage token anyway.
+//!
 //! Where it differs from the real service, on purpose:
-//! - The real file detail (`GET /v2/storage/files/{id}?federationToken=1`) points at S3/GCS/ABS and
-//!   carries temporary cloud credentials; the fake returns plain HTTP URLs on itself (`/fake/files/…`)
-//!   for the manifest and the slices instead. Like pre-signed cloud URLs they need no Storage token,
-//!   and [`FakeKeboola::token_sent_to_file_storage`] tells when a client sends it there anyway.
+//! - One server plays Keboola and its file storage; S3 is reached path-style, not virtual-hosted.
 //! - An export's rows are snapshotted when the job is created, not when it runs; slices are always
 //!   gzip'd whatever `gzip` says; `changedSince` takes a unix timestamp or an ISO-8601 date(-time),
 //!   not every `strtotime` phrase. Other export options (`whereColumn`, `format`, …) are ignored.
@@ -30,21 +46,30 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use axum::body::{Body, Bytes};
 use axum::extract::{Path, RawQuery, Request, State};
-use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode, Uri};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use chrono::{DateTime, Datelike, NaiveDate, NaiveDateTime, Timelike};
+use chrono::{DateTime, Datelike, NaiveDate, NaiveDateTime, SecondsFormat, Timelike};
 use flate2::write::GzEncoder;
 use flate2::Compression;
 use futures_util::StreamExt as _;
+use pipeline::connectors::keboola::sigv4;
 use serde_json::{json, Map, Value};
 
 /// Change time (unix seconds) of generated row 0; generated row `r` changed at `GENERATED_EPOCH + r`,
 /// so `changedSince` selects a suffix of a generated table.
 pub const GENERATED_EPOCH: i64 = 1_700_000_000;
 const TOKEN_HEADER: &str = "x-storageapi-token";
+/// The fake AWS stack's file storage bucket and the temporary credentials its file details hand out.
+pub const FAKE_S3_BUCKET: &str = "kbc-fake-sapi-files";
+pub const FAKE_AWS_ACCESS_KEY_ID: &str = "ASIAFAKEKEBOOLA7EXAM";
+pub const FAKE_AWS_SECRET_ACCESS_KEY: &str = "fakeSecret/K7MDENG+bPxRfiCYEXAMPLEKEY";
+pub const FAKE_AWS_SESSION_TOKEN: &str = "FwoGZXIvYXdzEFAKESESSIONTOKENfake+token//value=";
+/// The fake GCP stack's bucket and OAuth access token.
+pub const FAKE_GCS_BUCKET: &str = "kbc-fake-gcs-files";
+pub const FAKE_GCS_ACCESS_TOKEN: &str = "ya29.fake-gcs-access-token";
 /// Uncompressed CSV bytes per streamed chunk: large enough for gzip to compress well, small enough
 /// that a 1 GB slice never sits in memory.
 const CHUNK_BYTES: usize = 256 * 1024;
@@ -66,10 +91,32 @@ pub enum Route {
     File,
     /// `GET /fake/files/{id}/manifest`
     Manifest,
-    /// `GET /fake/files/{id}/slices/{n}.csv.gz`
+    /// A slice download: `GET /fake/files/{id}/slices/{n}.csv.gz`, or the S3 or GCS object GET of
+    /// a slice when file storage is [`Storage::S3`] or [`Storage::Gcs`].
     Slice,
     /// Every request.
     Any,
+}
+
+/// Where exports are stored, as the file detail and the manifest describe it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Storage {
+    /// Plain HTTP URLs on the fake, no cloud credentials (the default).
+    Http,
+    /// An AWS stack in `region`: `s3://` slices, SigV4-signed GETs.
+    S3 { region: String },
+    /// A GCP stack: `gs://` slices, GETs with a bearer token.
+    Gcs,
+}
+
+/// A request the fake received outside the Storage API (`/v2/…`): to the manifest or file storage.
+#[derive(Clone, Debug)]
+pub struct RecordedRequest {
+    pub method: String,
+    /// Path and query as received (still percent-encoded).
+    pub uri: String,
+    /// Names lower-cased, in arrival order.
+    pub headers: Vec<(String, String)>,
 }
 
 /// A running fake; dropping it stops the server.
@@ -104,6 +151,10 @@ struct FakeState {
     last_changed_since: Option<String>,
     token_in_url: bool,
     token_sent_to_files: bool,
+    file_requests: Vec<RecordedRequest>,
+    storage: Storage,
+    /// The secret S3 signatures are checked with (normally the one handed out).
+    expected_aws_secret: String,
     next_job_error: Option<String>,
     truncate_next_slice: bool,
 }
@@ -155,6 +206,28 @@ struct ExportFile {
     created: i64,
     rows: ExportRows,
     slices: usize,
+    /// Where it is stored: the file storage mode when the export was made.
+    storage: Storage,
+}
+
+impl ExportFile {
+    /// The object key of slice `n` in a cloud bucket. A space and a `=` in it make clients encode
+    /// the key (SigV4's canonical URI, GCS's object path segment).
+    fn slice_key(&self, n: usize) -> String {
+        format!("exp-15/{}/slices/{} part={n}", self.id, self.name)
+    }
+
+    fn manifest_key(&self) -> String {
+        format!("exp-15/{}/slices/{}manifest", self.id, self.name)
+    }
+}
+
+/// The file id and slice number of a key made by [`ExportFile::slice_key`].
+fn parse_slice_key(key: &str) -> Option<(String, u64)> {
+    let mut parts = key.splitn(4, '/');
+    let (_, id, _, rest) = (parts.next()?, parts.next()?, parts.next()?, parts.next()?);
+    let (_, n) = rest.rsplit_once(" part=")?;
+    Some((id.to_owned(), n.parse().ok()?))
 }
 
 /// The rows an export selected, already filtered and projected onto the requested columns.
@@ -211,6 +284,9 @@ impl FakeKeboola {
                 last_changed_since: None,
                 token_in_url: false,
                 token_sent_to_files: false,
+                file_requests: Vec::new(),
+                storage: Storage::Http,
+                expected_aws_secret: FAKE_AWS_SECRET_ACCESS_KEY.to_owned(),
                 next_job_error: None,
                 truncate_next_slice: false,
             }),
@@ -419,6 +495,22 @@ impl FakeKeboola {
     /// reached through pre-signed URLs, which must never see the Storage token.
     pub fn token_sent_to_file_storage(&self) -> bool {
         self.shared.lock().token_sent_to_files
+    }
+
+    /// Where later exports are stored (default [`Storage::Http`]).
+    pub fn set_file_storage(&self, storage: Storage) {
+        self.shared.lock().storage = storage;
+    }
+
+    /// Checks S3 signatures with `secret` instead of the [`FAKE_AWS_SECRET_ACCESS_KEY`] that file
+    /// details hand out, so every signed GET fails with `SignatureDoesNotMatch`.
+    pub fn expect_aws_secret(&self, secret: &str) {
+        self.shared.lock().expected_aws_secret = secret.to_owned();
+    }
+
+    /// Every request received outside the Storage API (manifests, slices, S3 and GCS objects).
+    pub fn file_storage_requests(&self) -> Vec<RecordedRequest> {
+        self.shared.lock().file_requests.clone()
     }
 
     fn add_fault(&self, route: Route, times: usize, kind: FaultKind) {
@@ -791,6 +883,8 @@ fn router(shared: Arc<Shared>) -> Router {
         .route("/v2/storage/files/{file_id}", get(file_detail))
         .route("/fake/files/{file_id}/manifest", get(manifest))
         .route("/fake/files/{file_id}/slices/{slice}", get(slice))
+        .route(&format!("/{FAKE_S3_BUCKET}/{{*key}}"), get(s3_object))
+        .route("/storage/v1/b/{bucket}/o/{object}", get(gcs_object))
         .fallback(|| async {
             ApiError::not_found("fake.routeNotFound", "No such endpoint in the fake")
         })
@@ -811,11 +905,13 @@ fn classify(path: &str) -> Option<Route> {
         ["v2", "storage", "files", _] => Some(Route::File),
         ["fake", "files", _, "manifest"] => Some(Route::Manifest),
         ["fake", "files", _, "slices", _] => Some(Route::Slice),
+        [FAKE_S3_BUCKET, ..] | ["storage", "v1", "b", _, "o", _] => Some(Route::Slice),
         _ => None,
     }
 }
 
-/// Counts every request, checks the token on API routes, then applies injected faults.
+/// Counts every request, checks the token on API routes, records the others (file storage, which
+/// must never see the token, in a header or anywhere else), then applies injected faults.
 async fn gate(State(shared): State<Arc<Shared>>, request: Request, next: Next) -> Response {
     let route = classify(request.uri().path());
     let is_api = request.uri().path().starts_with("/v2/");
@@ -839,7 +935,29 @@ async fn gate(State(shared): State<Arc<Shared>>, request: Request, next: Next) -
             );
             return error.into_response();
         }
-        state.token_sent_to_files |= !is_api && has_token;
+        if !is_api {
+            let token = shared.token.as_bytes();
+            let carries_token = |v: &[u8]| v.windows(token.len()).any(|w| w == token);
+            state.token_sent_to_files |= has_token
+                || carries_token(request.uri().to_string().as_bytes())
+                || request
+                    .headers()
+                    .values()
+                    .any(|v| carries_token(v.as_bytes()));
+            let recorded = RecordedRequest {
+                method: request.method().to_string(),
+                uri: request.uri().to_string(),
+                headers: request
+                    .headers()
+                    .iter()
+                    .map(|(name, value)| {
+                        let value = String::from_utf8_lossy(value.as_bytes()).into_owned();
+                        (name.as_str().to_owned(), value)
+                    })
+                    .collect(),
+            };
+            state.file_requests.push(recorded);
+        }
         state.take_faults(route.unwrap_or(Route::Any))
     };
     for delay in delays {
@@ -1107,6 +1225,7 @@ async fn export_table(
     let name = format!("{}.csv.gz", table.id);
     let (file_id, job_id, created, slices) =
         (state.next_id(), state.next_id(), unix_now(), state.slices);
+    let storage = state.storage.clone();
     state.files.insert(
         file_id,
         ExportFile {
@@ -1115,6 +1234,7 @@ async fn export_table(
             created,
             rows,
             slices,
+            storage,
         },
     );
     let outcome = state.next_job_error.take().map_or(Ok(file_id), Err);
@@ -1193,7 +1313,7 @@ fn find_file<'a>(state: &'a FakeState, id: &str) -> Result<&'a ExportFile, ApiEr
 async fn file_detail(State(shared): State<Arc<Shared>>, Path(file_id): Path<String>) -> ApiResult {
     let state = shared.lock();
     let file = find_file(&state, &file_id)?;
-    Ok(Json(json!({
+    let mut detail = json!({
         "id": file.id,
         "name": file.name,
         "created": format_time(file.created),
@@ -1204,15 +1324,52 @@ async fn file_detail(State(shared): State<Arc<Shared>>, Path(file_id): Path<Stri
         "provider": "fake-http",
         "tags": ["table-export"],
         "url": format!("{}/fake/files/{}/manifest", shared.base, file.id),
-    }))
-    .into_response())
+    });
+    match &file.storage {
+        Storage::Http => {}
+        Storage::S3 { region } => {
+            // Federation-token credentials last 12 hours (the Storage API documentation).
+            let expiration = DateTime::from_timestamp(unix_now() + 12 * 3600, 0)
+                .map(|t| t.to_rfc3339_opts(SecondsFormat::Secs, false));
+            detail["provider"] = json!("aws");
+            detail["region"] = json!(region);
+            detail["s3Path"] = json!({"bucket": FAKE_S3_BUCKET, "key": file.manifest_key()});
+            detail["credentials"] = json!({
+                "AccessKeyId": FAKE_AWS_ACCESS_KEY_ID,
+                "SecretAccessKey": FAKE_AWS_SECRET_ACCESS_KEY,
+                "SessionToken": FAKE_AWS_SESSION_TOKEN,
+                "Expiration": expiration,
+            });
+        }
+        Storage::Gcs => {
+            detail["provider"] = json!("gcp");
+            detail["region"] = json!("us-east1");
+            detail["gcsPath"] = json!({"bucket": FAKE_GCS_BUCKET, "key": file.manifest_key()});
+            detail["gcsCredentials"] = json!({
+                "access_token": FAKE_GCS_ACCESS_TOKEN,
+                "token_type": "Bearer",
+                "expires_in": 3599,
+                "projectId": "fake-keboola-project",
+            });
+        }
+    }
+    Ok(Json(detail).into_response())
 }
 
 async fn manifest(State(shared): State<Arc<Shared>>, Path(file_id): Path<String>) -> ApiResult {
     let state = shared.lock();
     let file = find_file(&state, &file_id)?;
     let entries: Vec<Value> = (0..file.slices)
-        .map(|n| json!({"url": format!("{}/fake/files/{}/slices/{n}.csv.gz", shared.base, file.id), "mandatory": true}))
+        .map(|n| {
+            let url = match &file.storage {
+                Storage::Http => {
+                    format!("{}/fake/files/{}/slices/{n}.csv.gz", shared.base, file.id)
+                }
+                Storage::S3 { .. } => format!("s3://{FAKE_S3_BUCKET}/{}", file.slice_key(n)),
+                Storage::Gcs => format!("gs://{FAKE_GCS_BUCKET}/{}", file.slice_key(n)),
+            };
+            json!({"url": url, "mandatory": true})
+        })
         .collect();
     Ok(Json(json!({"entries": entries})).into_response())
 }
@@ -1221,24 +1378,45 @@ async fn slice(
     State(shared): State<Arc<Shared>>,
     Path((file_id, slice)): Path<(String, String)>,
 ) -> ApiResult {
-    let (rows, range) = {
+    let index = slice
+        .strip_suffix(".csv.gz")
+        .and_then(|n| n.parse::<u64>().ok());
+    let rows = {
         let state = shared.lock();
-        let file = find_file(&state, &file_id)?;
-        let slices = file.slices as u64;
-        let Some(index) = slice
-            .strip_suffix(".csv.gz")
-            .and_then(|n| n.parse::<u64>().ok())
-            .filter(|&n| n < slices)
-        else {
-            return Err(ApiError::not_found(
-                "fake.sliceNotFound",
-                format!("No slice {slice} in file {file_id}"),
-            ));
-        };
-        let total = file.rows.len();
-        let range: Range<u64> = total * index / slices..total * (index + 1) / slices;
-        (file.rows.clone(), range)
+        find_file(&state, &file_id)?;
+        index.and_then(|index| slice_rows(&state, &file_id, index, |_| true))
     };
+    let Some((rows, range)) = rows else {
+        return Err(ApiError::not_found(
+            "fake.sliceNotFound",
+            format!("No slice {slice} in file {file_id}"),
+        ));
+    };
+    Ok(slice_response(&shared, rows, range))
+}
+
+/// The rows of slice `index` of file `file_id`, when the file exists, is stored where
+/// `stored_in` accepts, and has that slice.
+fn slice_rows(
+    state: &FakeState,
+    file_id: &str,
+    index: u64,
+    stored_in: impl Fn(&Storage) -> bool,
+) -> Option<(ExportRows, Range<u64>)> {
+    let file = find_file(state, file_id)
+        .ok()
+        .filter(|f| stored_in(&f.storage))?;
+    let slices = file.slices as u64;
+    if index >= slices {
+        return None;
+    }
+    let total = file.rows.len();
+    let range: Range<u64> = total * index / slices..total * (index + 1) / slices;
+    Some((file.rows.clone(), range))
+}
+
+/// Streams the gzip'd CSV of `rows[range]`, cut off halfway if a truncation was asked for.
+fn slice_response(shared: &Shared, rows: ExportRows, range: Range<u64>) -> Response {
     let truncate = std::mem::take(&mut shared.lock().truncate_next_slice);
     let chunks = SliceChunks {
         rows,
@@ -1266,7 +1444,310 @@ async fn slice(
     } else {
         Body::from_stream(chunks)
     };
-    Ok(([(header::CONTENT_TYPE, "application/octet-stream")], body).into_response())
+    ([(header::CONTENT_TYPE, "application/octet-stream")], body).into_response()
+}
+
+/// `GET /{bucket}/{key}`, path-style S3: a slice, for a request signed with the fake credentials.
+async fn s3_object(
+    State(shared): State<Arc<Shared>>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    Path(key): Path<String>,
+) -> Response {
+    if let Some(refused) = check_s3_signature(&shared, &method, &uri, &headers) {
+        return refused;
+    }
+    let rows = parse_slice_key(&key).and_then(|(file_id, index)| {
+        let stored_in_s3 = |s: &Storage| matches!(s, Storage::S3 { .. });
+        slice_rows(&shared.lock(), &file_id, index, stored_in_s3)
+    });
+    match rows {
+        Some((rows, range)) => slice_response(&shared, rows, range),
+        None => s3_error(
+            StatusCode::NOT_FOUND,
+            "NoSuchKey",
+            "The specified key does not exist.",
+            "",
+        ),
+    }
+}
+
+/// Checks a request as S3 does with SigV4 header authentication: the credential scope, the session
+/// token, the date, that every `x-amz-*` header is signed, then the signature itself, recomputed
+/// from the request as received (method, raw path, query, signed headers' values). Returns S3's
+/// refusal when a check fails.
+fn check_s3_signature(
+    shared: &Shared,
+    method: &Method,
+    uri: &Uri,
+    headers: &HeaderMap,
+) -> Option<Response> {
+    let (region, secret) = {
+        let state = shared.lock();
+        let Storage::S3 { region } = &state.storage else {
+            return Some(s3_error(
+                StatusCode::NOT_FOUND,
+                "NoSuchBucket",
+                "The specified bucket does not exist",
+                "",
+            ));
+        };
+        (region.clone(), state.expected_aws_secret.clone())
+    };
+    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+    let malformed = |message: &str| {
+        s3_error(
+            StatusCode::BAD_REQUEST,
+            "AuthorizationHeaderMalformed",
+            message,
+            "",
+        )
+    };
+    let Some(authorization) = header("authorization") else {
+        return Some(s3_error(
+            StatusCode::FORBIDDEN,
+            "AccessDenied",
+            "Access Denied",
+            "",
+        ));
+    };
+    let Some(fields) = authorization.strip_prefix("AWS4-HMAC-SHA256 ") else {
+        return Some(malformed("Unsupported Authorization Type"));
+    };
+    let field = |name: &str| {
+        fields
+            .split(',')
+            .filter_map(|part| part.trim().split_once('='))
+            .find(|(key, _)| *key == name)
+            .map(|(_, value)| value)
+    };
+    let (Some(credential), Some(signed), Some(signature)) = (
+        field("Credential"),
+        field("SignedHeaders"),
+        field("Signature"),
+    ) else {
+        return Some(malformed(
+            "The authorization header is malformed; it needs Credential, SignedHeaders and Signature",
+        ));
+    };
+    let scope: Vec<&str> = credential.split('/').collect();
+    let [key_id, date, scope_region, "s3", "aws4_request"] = scope.as_slice() else {
+        return Some(malformed(
+            "The authorization header is malformed; the Credential is mal-formed",
+        ));
+    };
+    if *key_id != FAKE_AWS_ACCESS_KEY_ID {
+        return Some(s3_error(
+            StatusCode::FORBIDDEN,
+            "InvalidAccessKeyId",
+            "The AWS Access Key Id you provided does not exist in our records.",
+            "",
+        ));
+    }
+    if *scope_region != region {
+        return Some(malformed(&format!(
+            "The authorization header is malformed; the region '{scope_region}' is wrong; \
+             expecting '{region}'"
+        )));
+    }
+    if header("x-amz-security-token") != Some(FAKE_AWS_SESSION_TOKEN) {
+        return Some(s3_error(
+            StatusCode::FORBIDDEN,
+            "InvalidToken",
+            "The provided token is malformed or otherwise invalid.",
+            "",
+        ));
+    }
+    let Some(payload_hash) = header("x-amz-content-sha256") else {
+        return Some(s3_error(
+            StatusCode::BAD_REQUEST,
+            "InvalidRequest",
+            "Missing required header for this request: x-amz-content-sha256",
+            "",
+        ));
+    };
+    let Some(amz_date) = header("x-amz-date") else {
+        return Some(s3_error(
+            StatusCode::FORBIDDEN,
+            "AccessDenied",
+            "AWS authentication requires a valid Date or x-amz-date header",
+            "",
+        ));
+    };
+    if !amz_date.starts_with(date) {
+        return Some(malformed(
+            "The authorization header is malformed; Invalid credential date. Date is not the \
+             same as X-Amz-Date.",
+        ));
+    }
+    let signed_at =
+        NaiveDateTime::parse_from_str(amz_date, "%Y%m%dT%H%M%SZ").map(|t| t.and_utc().timestamp());
+    if signed_at.map_or(true, |t| (unix_now() - t).abs() > 15 * 60) {
+        return Some(s3_error(
+            StatusCode::FORBIDDEN,
+            "RequestTimeTooSkewed",
+            "The difference between the request time and the current time is too large.",
+            "",
+        ));
+    }
+    let signed_names: Vec<&str> = signed.split(';').collect();
+    let unsigned = headers
+        .keys()
+        .map(|name| name.as_str())
+        .any(|name| name.starts_with("x-amz-") && !signed_names.contains(&name));
+    if !signed_names.contains(&"host") || unsigned {
+        return Some(s3_error(
+            StatusCode::FORBIDDEN,
+            "AccessDenied",
+            "There were headers present in the request which were not signed",
+            "",
+        ));
+    }
+    // Path-style: the host is this server; a client signing another host has built a wrong URL.
+    let authority = shared
+        .base
+        .split_once("://")
+        .map_or(shared.base.as_str(), |(_, a)| a);
+    if header("host") != Some(authority) {
+        return Some(s3_error(
+            StatusCode::BAD_REQUEST,
+            "InvalidRequest",
+            "fake: the Host header does not name this endpoint",
+            "",
+        ));
+    }
+    let values: Vec<(&str, String)> = signed_names
+        .iter()
+        .map(|name| {
+            let all: Vec<&str> = headers
+                .get_all(*name)
+                .iter()
+                .filter_map(|v| v.to_str().ok())
+                .collect();
+            (*name, all.join(","))
+        })
+        .collect();
+    let pairs: Vec<(&str, &str)> = values.iter().map(|(n, v)| (*n, v.as_str())).collect();
+    let mut query: Vec<(&str, &str)> = uri
+        .query()
+        .unwrap_or("")
+        .split('&')
+        .filter(|p| !p.is_empty())
+        .map(|p| p.split_once('=').unwrap_or((p, "")))
+        .collect();
+    query.sort();
+    let query = query
+        .iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect::<Vec<_>>()
+        .join("&");
+    let request = sigv4::Request {
+        method: method.as_str(),
+        path: uri.path(),
+        query: &query,
+        headers: &pairs,
+        payload_hash,
+    };
+    let signer = sigv4::Signer {
+        access_key_id: FAKE_AWS_ACCESS_KEY_ID,
+        secret_access_key: &secret,
+        region: &region,
+        service: "s3",
+    };
+    let (canonical, _) = sigv4::canonical_request(&request);
+    let scope = format!("{date}/{region}/s3/aws4_request");
+    let string_to_sign = sigv4::string_to_sign(amz_date, &scope, &canonical);
+    if sigv4::signature(&signer, amz_date, &string_to_sign) != signature {
+        // Like S3, the error shows what was signed: the canonical request, session token and all.
+        // A client must never pass such a body on.
+        let extra = format!(
+            "<AWSAccessKeyId>{FAKE_AWS_ACCESS_KEY_ID}</AWSAccessKeyId><StringToSign>{}</StringToSign>\
+             <SignatureProvided>{}</SignatureProvided><CanonicalRequest>{}</CanonicalRequest>",
+            xml_escape(&string_to_sign),
+            xml_escape(signature),
+            xml_escape(&canonical)
+        );
+        return Some(s3_error(
+            StatusCode::FORBIDDEN,
+            "SignatureDoesNotMatch",
+            "The request signature we calculated does not match the signature you provided. \
+             Check your key and signing method.",
+            &extra,
+        ));
+    }
+    None
+}
+
+/// An S3 error document.
+fn s3_error(status: StatusCode, code: &str, message: &str, extra: &str) -> Response {
+    let body = format!(
+        "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Error><Code>{code}</Code><Message>{}</Message>\
+         {extra}<RequestId>FAKE0000</RequestId></Error>",
+        xml_escape(message)
+    );
+    (status, [(header::CONTENT_TYPE, "application/xml")], body).into_response()
+}
+
+fn xml_escape(text: &str) -> String {
+    text.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+}
+
+/// `GET /storage/v1/b/{bucket}/o/{object}?alt=media`, Google's JSON API download: a slice, for a
+/// request with the fake bearer token.
+async fn gcs_object(
+    State(shared): State<Arc<Shared>>,
+    Path((bucket, object)): Path<(String, String)>,
+    RawQuery(query): RawQuery,
+    headers: HeaderMap,
+) -> Response {
+    let is_gcs = shared.lock().storage == Storage::Gcs;
+    if !is_gcs || bucket != FAKE_GCS_BUCKET {
+        return gcs_error(
+            StatusCode::NOT_FOUND,
+            "notFound",
+            "The specified bucket does not exist.",
+        );
+    }
+    let bearer = format!("Bearer {FAKE_GCS_ACCESS_TOKEN}");
+    let authorized = headers
+        .get(header::AUTHORIZATION)
+        .is_some_and(|v| v.as_bytes() == bearer.as_bytes());
+    if !authorized {
+        return gcs_error(StatusCode::UNAUTHORIZED, "authError", "Invalid Credentials");
+    }
+    let media = parse_query(query.as_deref())
+        .is_ok_and(|pairs| pairs.iter().any(|(k, v)| k == "alt" && v == "media"));
+    if !media {
+        return gcs_error(
+            StatusCode::BAD_REQUEST,
+            "invalid",
+            "fake: only object downloads (alt=media) are served",
+        );
+    }
+    let rows = parse_slice_key(&object).and_then(|(file_id, index)| {
+        slice_rows(&shared.lock(), &file_id, index, |s| *s == Storage::Gcs)
+    });
+    match rows {
+        Some((rows, range)) => slice_response(&shared, rows, range),
+        None => gcs_error(
+            StatusCode::NOT_FOUND,
+            "notFound",
+            &format!("No such object: {bucket}/{object}"),
+        ),
+    }
+}
+
+/// An error in the JSON API's shape.
+fn gcs_error(status: StatusCode, reason: &str, message: &str) -> Response {
+    let body = json!({"error": {
+        "code": status.as_u16(),
+        "message": message,
+        "errors": [{"message": message, "domain": "global", "reason": reason}],
+    }});
+    (status, Json(body)).into_response()
 }
 
 fn unix_now() -> i64 {

@@ -6,10 +6,19 @@
 //! log line contains it. 5xx, 429 and network errors are retried with jittered exponential backoff;
 //! a `Retry-After` header is honoured. Slices are streamed to files, never held in memory, and a
 //! download that ends early (a cut connection, a short body) is retried, then reported.
+//!
+//! Slices live in the stack's file storage, never reached with the Storage token: HTTP(S) URLs are
+//! fetched as they are (pre-signed), `s3://bucket/key` with a GET signed by [`sigv4`] with the
+//! temporary AWS credentials of the file detail, `gs://bucket/object` through Google's JSON API with
+//! the detail's OAuth access token. Those credentials are kept in [`Secret`]s: no `Debug`, error or
+//! log line shows them; errors name the bucket and key only.
+//!
+//! [`sigv4`]: super::sigv4
 
 // ureq's error carries the response; it is large, and only ever handled right where it occurs.
 #![allow(clippy::result_large_err)]
 
+use super::sigv4;
 use serde::Deserialize;
 use serde_json::Value;
 use std::io::{Read, Write};
@@ -63,6 +72,7 @@ pub struct Client {
     token: String,
     agent: ureq::Agent,
     patience: Patience,
+    storage: StorageEndpoints,
 }
 
 impl std::fmt::Debug for Client {
@@ -164,14 +174,186 @@ pub struct Bucket {
     pub description: Option<String>,
 }
 
-/// An exported file.
+/// An exported file, as `GET /v2/storage/files/{id}?federationToken=1` describes it: `url` is the
+/// file (or, when sliced, its manifest) behind a pre-signed URL; the cloud fields are those of the
+/// stack's file storage, with temporary credentials for reading it directly.
 #[derive(Clone, Debug, Deserialize)]
 pub struct FileInfo {
     pub id: Value,
     #[serde(default, rename = "isSliced")]
     pub is_sliced: bool,
     pub url: String,
+    /// `aws`, `gcp` or `azure`.
+    #[serde(default)]
+    pub provider: Option<String>,
+    /// The S3 bucket's region (AWS stacks).
+    #[serde(default)]
+    pub region: Option<String>,
+    #[serde(default, rename = "s3Path")]
+    pub s3_path: Option<ObjectPath>,
+    /// Temporary AWS credentials (AWS stacks; valid 12 hours).
+    #[serde(default)]
+    pub credentials: Option<AwsCredentials>,
+    #[serde(default, rename = "gcsPath")]
+    pub gcs_path: Option<ObjectPath>,
+    /// An OAuth access token for Google Cloud Storage (GCP stacks; valid about an hour).
+    #[serde(default, rename = "gcsCredentials")]
+    pub gcs_credentials: Option<GcsCredentials>,
+    /// When the detail was read: a GCS token's `expires_in` counts from then.
+    #[serde(skip, default = "chrono::Utc::now")]
+    pub fetched_at: chrono::DateTime<chrono::Utc>,
 }
+
+/// A bucket and an object key in it.
+#[derive(Clone, Debug, Deserialize)]
+pub struct ObjectPath {
+    pub bucket: String,
+    pub key: String,
+}
+
+/// A credential from a file detail: read like a string, shown as `<redacted>` by `Debug`, and
+/// reachable only through [`Secret::expose`], so it cannot slip into a log line or an error.
+#[derive(Clone, Deserialize)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("<redacted>")
+    }
+}
+
+/// The `credentials` of an AWS stack's file detail (STS federation token).
+#[derive(Clone, Debug, Deserialize)]
+pub struct AwsCredentials {
+    #[serde(rename = "AccessKeyId")]
+    pub access_key_id: Secret,
+    #[serde(rename = "SecretAccessKey")]
+    pub secret_access_key: Secret,
+    #[serde(rename = "SessionToken")]
+    pub session_token: Secret,
+    /// RFC 3339, e.g. `2017-02-14T22:10:17+00:00`.
+    #[serde(default, rename = "Expiration")]
+    pub expiration: Option<String>,
+}
+
+/// The `gcsCredentials` of a GCP stack's file detail.
+#[derive(Clone, Debug, Deserialize)]
+pub struct GcsCredentials {
+    pub access_token: Secret,
+    #[serde(default)]
+    pub token_type: Option<String>,
+    /// Seconds from when the detail was read.
+    #[serde(default)]
+    pub expires_in: Option<i64>,
+    #[serde(default, rename = "projectId")]
+    pub project_id: Option<String>,
+}
+
+impl FileInfo {
+    /// When the credentials for direct reads stop working, if the detail says.
+    fn credentials_expire_at(&self) -> Option<chrono::DateTime<chrono::Utc>> {
+        let aws = self
+            .credentials
+            .as_ref()
+            .and_then(|c| c.expiration.as_deref())
+            .and_then(|e| chrono::DateTime::parse_from_rfc3339(e).ok())
+            .map(|e| e.with_timezone(&chrono::Utc));
+        let gcs = self
+            .gcs_credentials
+            .as_ref()
+            .and_then(|c| c.expires_in)
+            .map(|s| self.fetched_at + chrono::Duration::seconds(s));
+        aws.or(gcs)
+    }
+
+    /// Whether the credentials run out within five minutes of `now`: a slice started later might
+    /// be refused (GCS tokens last an hour; a large export can take longer to download).
+    fn credentials_expire_soon(&self, now: chrono::DateTime<chrono::Utc>) -> bool {
+        self.credentials_expire_at()
+            .is_some_and(|at| at - now < chrono::Duration::minutes(5))
+    }
+
+    fn id_string(&self) -> String {
+        self.id.to_string().trim_matches('"').to_string()
+    }
+}
+
+/// Where file storage is reached. Both default to the real services; tests point them at the fake
+/// Keboola server (`PIPELINE_KEBOOLA_S3_ENDPOINT`, `PIPELINE_KEBOOLA_GCS_ENDPOINT`).
+#[derive(Clone, Debug, Default)]
+pub struct StorageEndpoints {
+    /// `scheme://host[:port]` answering path-style S3 requests (`/{bucket}/{key}`), instead of
+    /// AWS's virtual-hosted `https://{bucket}.s3.{region}.amazonaws.com`.
+    pub s3: Option<String>,
+    /// Replaces `https://storage.googleapis.com`.
+    pub gcs: Option<String>,
+}
+
+/// Where one slice is, from its manifest URL.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Location<'a> {
+    /// A pre-signed or otherwise self-contained HTTP(S) URL.
+    Http(&'a str),
+    S3 {
+        bucket: &'a str,
+        key: &'a str,
+    },
+    Gcs {
+        bucket: &'a str,
+        object: &'a str,
+    },
+}
+
+impl Location<'_> {
+    /// For errors: cloud locations by bucket and key; an HTTP URL not at all, as its query may
+    /// carry a signature.
+    fn describe(&self) -> String {
+        match self {
+            Location::Http(_) => String::new(),
+            Location::S3 { bucket, key } => format!(" (s3://{bucket}/{key})"),
+            Location::Gcs { bucket, object } => format!(" (gs://{bucket}/{object})"),
+        }
+    }
+}
+
+/// Reads a manifest entry's URL; the error says why it cannot be downloaded.
+fn locate(url: &str) -> Result<Location<'_>, String> {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return Err("its URL has no scheme".into());
+    };
+    let bucket_and_key = |what: &str| {
+        rest.split_once('/')
+            .filter(|(bucket, key)| !bucket.is_empty() && !key.is_empty())
+            .ok_or_else(|| format!("its {what} URL has no bucket or no key"))
+    };
+    match scheme.to_ascii_lowercase().as_str() {
+        "s3" => bucket_and_key("s3://").map(|(bucket, key)| Location::S3 { bucket, key }),
+        "gs" => bucket_and_key("gs://").map(|(bucket, object)| Location::Gcs { bucket, object }),
+        "abs" | "azure" => Err(AZURE.into()),
+        // An Azure blob without a SAS query cannot be read by a plain GET.
+        "http" | "https"
+            if rest
+                .split('/')
+                .next()
+                .is_some_and(|host| host.ends_with(".blob.core.windows.net"))
+                && !rest.contains('?') =>
+        {
+            Err(AZURE.into())
+        }
+        "http" | "https" => Ok(Location::Http(url)),
+        other => Err(format!("its URL has an unknown scheme `{other}`")),
+    }
+}
+
+const AZURE: &str = "it is in Azure Blob Storage, which is not supported yet: slices are \
+    downloaded from AWS (s3://) and GCP (gs://) stacks' file storage, and from HTTP(S) URLs";
 
 /// What an export produced, and when it started (the next increment's `changedSince`).
 #[derive(Clone, Debug)]
@@ -191,7 +373,14 @@ impl Client {
             token,
             agent,
             patience,
+            storage: StorageEndpoints::default(),
         }
+    }
+
+    /// Reaches file storage at `storage` instead of the real cloud services.
+    pub fn with_storage_endpoints(mut self, storage: StorageEndpoints) -> Client {
+        self.storage = storage;
+        self
     }
 
     fn url(&self, path: &str) -> String {
@@ -401,30 +590,46 @@ impl Client {
         } else {
             vec![file.url.clone()]
         };
-        let mut out = Vec::new();
-        for (i, url) in urls.iter().enumerate() {
-            if !(url.starts_with("http://") || url.starts_with("https://")) {
-                return Err(KeboolaError::Protocol {
+        // Every location is checked before the first download: an unsupported stack fails at once.
+        let locations = urls
+            .iter()
+            .enumerate()
+            .map(|(i, url)| {
+                locate(url).map_err(|why| KeboolaError::Protocol {
                     what: "export download".into(),
-                    message: format!(
-                        "slice {i} is at a {} location; only HTTP(S) downloads are supported so far",
-                        url.split(':').next().unwrap_or("non-HTTP")
-                    ),
-                });
+                    message: format!("slice {i} cannot be downloaded: {why}"),
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let mut file = std::borrow::Cow::Borrowed(file);
+        let mut out = Vec::new();
+        for (i, location) in locations.iter().enumerate() {
+            let direct = !matches!(location, Location::Http(_));
+            if direct && file.credentials_expire_soon(chrono::Utc::now()) {
+                // Asking for the file detail again hands out fresh credentials.
+                tracing::info!("Keboola file storage credentials expire soon: renewing them");
+                file = std::borrow::Cow::Owned(self.file(&file.id_string())?);
             }
             let path = dir.join(format!("slice_{i:05}.csv.gz"));
-            self.fetch_to(url, &path, i)?;
+            self.fetch_to(&file, location, &path, i)?;
             out.push(path);
         }
         Ok(out)
     }
 
-    /// Streams `url` into `path`; a body shorter than announced, or cut off, is retried.
-    fn fetch_to(&self, url: &str, path: &Path, i: usize) -> Result<(), KeboolaError> {
-        let what = format!("download of slice {i}");
+    /// Streams a slice into `path`; a body shorter than announced, or cut off, is retried.
+    fn fetch_to(
+        &self,
+        file: &FileInfo,
+        location: &Location,
+        path: &Path,
+        i: usize,
+    ) -> Result<(), KeboolaError> {
+        let what = format!("download of slice {i}{}", location.describe());
+        let get = self.slice_request(file, location, &what)?;
         let mut pause = self.patience.first_pause;
         for attempt in 1..=self.patience.attempts {
-            let resp = self.send(&what, || self.agent.get(url).call())?;
+            let resp = self.send(&what, || get.call(&self.agent))?;
             let expected = resp
                 .header("Content-Length")
                 .and_then(|v| v.parse::<u64>().ok());
@@ -448,6 +653,152 @@ impl Client {
             ),
         })
     }
+
+    /// How to GET a slice at `location`, with the file detail's credentials when it is in a cloud
+    /// bucket. Never the Storage token: file storage is another service.
+    fn slice_request<'a>(
+        &self,
+        file: &'a FileInfo,
+        location: &Location<'a>,
+        what: &str,
+    ) -> Result<SliceRequest<'a>, KeboolaError> {
+        let missing = |field: &str| KeboolaError::Protocol {
+            what: what.to_string(),
+            message: format!(
+                "the file detail has no `{field}`, needed to read {} file storage directly",
+                match location {
+                    Location::Gcs { .. } => "GCP",
+                    _ => "AWS",
+                }
+            ),
+        };
+        Ok(match *location {
+            Location::Http(url) => SliceRequest::Http(url),
+            Location::S3 { bucket, key } => {
+                let credentials = file
+                    .credentials
+                    .as_ref()
+                    .ok_or_else(|| missing("credentials"))?;
+                let region = file.region.as_deref().ok_or_else(|| missing("region"))?;
+                let encoded_key = sigv4::uri_encode(key, true);
+                let (url, host, path) = match &self.storage.s3 {
+                    Some(endpoint) => {
+                        let endpoint = endpoint.trim_end_matches('/');
+                        let host = endpoint
+                            .split_once("://")
+                            .map_or(endpoint, |(_, authority)| authority);
+                        let path = format!("/{}/{encoded_key}", sigv4::uri_encode(bucket, false));
+                        (format!("{endpoint}{path}"), host.to_string(), path)
+                    }
+                    // AWS's wildcard certificate does not cover a bucket name with dots as a host
+                    // name: such buckets are addressed path-style.
+                    None if bucket.contains('.') => {
+                        let host = format!("s3.{region}.amazonaws.com");
+                        let path = format!("/{}/{encoded_key}", sigv4::uri_encode(bucket, false));
+                        (format!("https://{host}{path}"), host, path)
+                    }
+                    None => {
+                        let host = format!("{bucket}.s3.{region}.amazonaws.com");
+                        let path = format!("/{encoded_key}");
+                        (format!("https://{host}{path}"), host, path)
+                    }
+                };
+                SliceRequest::S3 {
+                    url,
+                    host,
+                    path,
+                    region,
+                    credentials,
+                }
+            }
+            Location::Gcs { bucket, object } => {
+                let credentials = file
+                    .gcs_credentials
+                    .as_ref()
+                    .ok_or_else(|| missing("gcsCredentials"))?;
+                let endpoint = self
+                    .storage
+                    .gcs
+                    .as_deref()
+                    .unwrap_or("https://storage.googleapis.com")
+                    .trim_end_matches('/');
+                // The object name is one path segment: its slashes are encoded too.
+                let url = format!(
+                    "{endpoint}/storage/v1/b/{}/o/{}?alt=media",
+                    sigv4::uri_encode(bucket, false),
+                    sigv4::uri_encode(object, false)
+                );
+                SliceRequest::Gcs {
+                    url,
+                    bearer: format!("Bearer {}", credentials.access_token.expose()),
+                }
+            }
+        })
+    }
+}
+
+/// A prepared slice GET, sent afresh on every attempt.
+enum SliceRequest<'a> {
+    Http(&'a str),
+    S3 {
+        url: String,
+        host: String,
+        path: String,
+        region: &'a str,
+        credentials: &'a AwsCredentials,
+    },
+    Gcs {
+        url: String,
+        bearer: String,
+    },
+}
+
+impl SliceRequest<'_> {
+    fn call(&self, agent: &ureq::Agent) -> Result<ureq::Response, ureq::Error> {
+        match self {
+            SliceRequest::Http(url) => agent.get(url).call(),
+            SliceRequest::S3 {
+                url,
+                host,
+                path,
+                region,
+                credentials,
+            } => {
+                // Signed now, not once: the date is part of the signature and S3 refuses one made
+                // more than 15 minutes before the request arrives (retries can wait that long).
+                let amz_date = sigv4::amz_date(chrono::Utc::now());
+                let token = credentials.session_token.expose();
+                let headers = [
+                    ("host", host.as_str()),
+                    ("x-amz-content-sha256", sigv4::UNSIGNED_PAYLOAD),
+                    ("x-amz-date", amz_date.as_str()),
+                    ("x-amz-security-token", token),
+                ];
+                let signer = sigv4::Signer {
+                    access_key_id: credentials.access_key_id.expose(),
+                    secret_access_key: credentials.secret_access_key.expose(),
+                    region,
+                    service: "s3",
+                };
+                let request = sigv4::Request {
+                    method: "GET",
+                    path,
+                    query: "",
+                    headers: &headers,
+                    payload_hash: sigv4::UNSIGNED_PAYLOAD,
+                };
+                let authorization = sigv4::authorization(&signer, &request, &amz_date);
+                // The host header is set rather than left to ureq, so that the one signed is the
+                // one sent.
+                headers
+                    .iter()
+                    .fold(agent.get(url), |r, (name, value)| r.set(name, value))
+                    .set("Authorization", &authorization)
+                    .call()
+            }
+            SliceRequest::Gcs { url, bearer } => agent.get(url).set("Authorization", bearer).call(),
+        }
+    }
 }
 
 fn copy_body(resp: ureq::Response, path: &Path) -> std::io::Result<u64> {
@@ -467,14 +818,15 @@ fn copy_body(resp: ureq::Response, path: &Path) -> std::io::Result<u64> {
     Ok(total)
 }
 
-/// The error message of an API error response (`{"error": "...", "code": "..."}`), else its status
-/// text. Never includes request headers.
+/// The error message of an error response: the Storage API's and Google's JSON
+/// (`{"error": "..."}`, `{"error": {"message": "..."}}`), S3's XML `Code` and `Message`, else the
+/// status text. Never the rest of the body: S3 echoes the canonical request of a refused
+/// signature, session token included.
 fn error_message(resp: ureq::Response) -> String {
     let status_text = resp.status_text().to_string();
     let body = resp.into_string().unwrap_or_default();
-    serde_json::from_str::<Value>(&body)
-        .ok()
-        .and_then(|v| {
+    let json = || {
+        serde_json::from_str::<Value>(&body).ok().and_then(|v| {
             v.get("error")
                 .and_then(|e| e.as_str().map(String::from))
                 .or_else(|| {
@@ -483,7 +835,23 @@ fn error_message(resp: ureq::Response) -> String {
                         .map(String::from)
                 })
         })
-        .unwrap_or(status_text)
+    };
+    let xml = || {
+        let code = xml_element(&body, "Code")?;
+        Some(match xml_element(&body, "Message") {
+            Some(message) => format!("{code}: {message}"),
+            None => code.to_string(),
+        })
+    };
+    json().or_else(xml).unwrap_or(status_text)
+}
+
+/// The text of the first `<name>…</name>` in an XML document.
+fn xml_element<'a>(xml: &'a str, name: &str) -> Option<&'a str> {
+    let open = format!("<{name}>");
+    let start = xml.find(&open)? + open.len();
+    let len = xml[start..].find(&format!("</{name}>"))?;
+    Some(xml[start..start + len].trim())
 }
 
 /// A pause of 50–100 % of `d`, so that many clients retrying do not retry in step.
@@ -506,4 +874,106 @@ fn enc(s: &str) -> String {
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keboola_slice_urls_are_located_by_scheme() {
+        assert_eq!(
+            locate("s3://kbc-sapi-files/exp-15/1/a.csv.gz0000_part_00"),
+            Ok(Location::S3 {
+                bucket: "kbc-sapi-files",
+                key: "exp-15/1/a.csv.gz0000_part_00"
+            })
+        );
+        assert_eq!(
+            locate("gs://kbc-files/exp-15/slice-0"),
+            Ok(Location::Gcs {
+                bucket: "kbc-files",
+                object: "exp-15/slice-0"
+            })
+        );
+        assert_eq!(
+            locate("https://example.com/x?sig=1"),
+            Ok(Location::Http("https://example.com/x?sig=1"))
+        );
+        for azure in [
+            "abs://account/container/slice",
+            "azure://kbc.blob.core.windows.net/container/slice",
+            "https://kbc.blob.core.windows.net/container/slice",
+        ] {
+            let why = locate(azure).expect_err(azure);
+            assert!(why.contains("Azure") && why.contains("s3://"), "{why}");
+        }
+        assert!(locate("s3://bucket-only").is_err());
+        assert!(locate("s3:///key").is_err());
+        assert!(locate("ftp://host/x").is_err_and(|why| why.contains("`ftp`")));
+    }
+
+    fn detail(json: Value) -> FileInfo {
+        serde_json::from_value(json).expect("a file detail")
+    }
+
+    #[test]
+    fn keboola_file_detail_credentials_never_show_in_debug() {
+        let file = detail(serde_json::json!({
+            "id": 1, "isSliced": true, "url": "https://x/manifest", "provider": "aws",
+            "region": "us-east-1", "s3Path": {"bucket": "b", "key": "k"},
+            "credentials": {"AccessKeyId": "ASIAFAKEKEYID", "SecretAccessKey": "fake-secret",
+                            "SessionToken": "fake-session", "Expiration": "2017-02-14T22:10:17+00:00"},
+            "gcsCredentials": {"access_token": "ya29.fake", "token_type": "Bearer",
+                               "expires_in": 3599, "projectId": "p"},
+        }));
+        let shown = format!("{file:?}");
+        for secret in ["ASIAFAKEKEYID", "fake-secret", "fake-session", "ya29.fake"] {
+            assert!(!shown.contains(secret), "{shown}");
+        }
+        assert_eq!(
+            file.credentials
+                .as_ref()
+                .map(|c| c.secret_access_key.expose()),
+            Some("fake-secret")
+        );
+    }
+
+    #[test]
+    fn keboola_credentials_are_renewed_five_minutes_before_they_expire() {
+        let aws = detail(serde_json::json!({
+            "id": 1, "url": "u",
+            "credentials": {"AccessKeyId": "a", "SecretAccessKey": "s", "SessionToken": "t",
+                            "Expiration": "2030-01-01T12:00:00+00:00"},
+        }));
+        let at = |s: &str| {
+            chrono::DateTime::parse_from_rfc3339(s)
+                .expect("a time")
+                .with_timezone(&chrono::Utc)
+        };
+        assert!(!aws.credentials_expire_soon(at("2030-01-01T11:54:00Z")));
+        assert!(aws.credentials_expire_soon(at("2030-01-01T11:56:00Z")));
+        let gcs = detail(serde_json::json!({
+            "id": 1, "url": "u", "gcsCredentials": {"access_token": "t", "expires_in": 3599},
+        }));
+        let fetched = gcs.fetched_at;
+        assert!(!gcs.credentials_expire_soon(fetched + chrono::Duration::minutes(50)));
+        assert!(gcs.credentials_expire_soon(fetched + chrono::Duration::minutes(56)));
+        // No credentials (pre-signed HTTP slices): nothing to renew.
+        let plain = detail(serde_json::json!({"id": 1, "url": "u"}));
+        assert!(!plain.credentials_expire_soon(chrono::Utc::now()));
+    }
+
+    #[test]
+    fn keboola_s3_error_bodies_give_code_and_message_only() {
+        let body = "<?xml version=\"1.0\"?><Error><Code>SignatureDoesNotMatch</Code>\
+                    <Message>The request signature we calculated does not match</Message>\
+                    <CanonicalRequest>x-amz-security-token:secret</CanonicalRequest></Error>";
+        assert_eq!(xml_element(body, "Code"), Some("SignatureDoesNotMatch"));
+        assert_eq!(
+            xml_element(body, "Message"),
+            Some("The request signature we calculated does not match")
+        );
+        assert_eq!(xml_element(body, "Missing"), None);
+    }
 }

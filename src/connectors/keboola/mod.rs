@@ -8,12 +8,13 @@
 //! table's `lastChangeDate` and row count: an unchanged table is not exported again.
 
 pub mod client;
+pub mod sigv4;
 
 use super::{fingerprint_of, Connector, ConnectorError, Scan, Session};
 use crate::quote;
 use crate::registered::{SourceDef, TableDef};
 use crate::spec::model::SyncMode;
-use client::{Client, KeboolaError, Patience, TableInfo};
+use client::{Client, KeboolaError, Patience, StorageEndpoints, TableInfo};
 use duckdb::Connection;
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -50,7 +51,7 @@ impl Keboola {
                 ))
             })?;
         Ok(Keboola {
-            client: Client::new(url, token, patience()),
+            client: Client::new(url, token, patience()).with_storage_endpoints(storage_endpoints()),
         })
     }
 
@@ -69,6 +70,16 @@ fn patience() -> Patience {
         }
     } else {
         Patience::default()
+    }
+}
+
+/// File storage endpoints: the real clouds, unless a test points them at its fake server with
+/// `PIPELINE_KEBOOLA_S3_ENDPOINT` / `PIPELINE_KEBOOLA_GCS_ENDPOINT` (test-only; docs/keboola.md).
+fn storage_endpoints() -> StorageEndpoints {
+    let var = |name| std::env::var(name).ok().filter(|v: &String| !v.is_empty());
+    StorageEndpoints {
+        s3: var("PIPELINE_KEBOOLA_S3_ENDPOINT"),
+        gcs: var("PIPELINE_KEBOOLA_GCS_ENDPOINT"),
     }
 }
 
