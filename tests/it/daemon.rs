@@ -399,6 +399,34 @@ fn the_query_sandbox_and_access_groups_hold() {
     assert_eq!(code, 200);
     assert_eq!(body["columns"][1]["name"], "name", "{body}");
 
+    // Parquet downloads for local copies: only readable tables, revalidated by ETag.
+    let (_, manifest) = call("GET", &d.url("/api/manifest"), Some(&analyst), None);
+    let files = &manifest["tables"][0]["files"];
+    assert_eq!(
+        manifest["tables"].as_array().unwrap().len(),
+        1,
+        "{manifest}"
+    );
+    assert_eq!(files[0]["url"], "/api/data/customers", "{manifest}");
+    let resp = ureq::get(&d.url("/api/data/customers"))
+        .set("Authorization", &format!("Bearer {analyst}"))
+        .call()
+        .unwrap();
+    let tag = resp.header("ETag").unwrap().to_string();
+    assert_eq!(tag, files[0]["etag"].as_str().unwrap());
+    let mut bytes = Vec::new();
+    std::io::Read::read_to_end(&mut resp.into_reader(), &mut bytes).unwrap();
+    assert_eq!(&bytes[..4], b"PAR1");
+    assert_eq!(bytes.len() as u64, files[0]["size_bytes"].as_u64().unwrap());
+    let again = ureq::get(&d.url("/api/data/customers"))
+        .set("Authorization", &format!("Bearer {analyst}"))
+        .set("If-None-Match", &tag)
+        .call()
+        .unwrap();
+    assert_eq!(again.status(), 304);
+    let (code, _) = call("GET", &d.url("/api/data/orders"), Some(&analyst), None);
+    assert_eq!(code, 403);
+
     // Tokens: missing, unknown and revoked ones get 401 with a reason.
     let (code, body) = call("GET", &d.url("/api/tables"), None, None);
     assert_eq!(code, 401);

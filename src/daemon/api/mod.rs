@@ -4,6 +4,7 @@
 //! 409 already running, 408 query timeout, 503 shutting down.
 
 mod catalog;
+mod data;
 mod query;
 
 use super::runs::{self, Refused};
@@ -184,6 +185,8 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .route("/api/metrics", get(catalog::metrics))
         .route("/api/metrics/{category}/{name}", get(catalog::metric))
         .route("/api/query", post(query::query))
+        .route("/api/manifest", get(data::manifest))
+        .route("/api/data/{table}", get(data::data))
         .fallback(|| async {
             ApiError::not_found(
                 "no such route; see docs/daemon.md for the API (GET /api/status, /api/tables, …)",
