@@ -199,20 +199,20 @@ impl RunManager {
         let spawned = std::thread::Builder::new()
             .name(format!("run-{id}"))
             .spawn(move || {
-                let result = execute(&for_thread, &run_id, req);
-                for_thread.runs.finish(Some(&for_thread), &run_id, result);
+                // A panic must not leave the tables marked busy for the rest of the daemon's life.
+                let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    execute(&for_thread, &run_id, req)
+                }))
+                .unwrap_or_else(|_| Err("the run panicked (a bug: please report it)".into()));
+                for_thread.runs.finish(&for_thread, &run_id, result);
             });
         if let Err(e) = spawned {
-            self.finish(
-                Some(shared),
-                &id,
-                Err(format!("could not start a thread: {e}")),
-            );
+            self.finish(shared, &id, Err(format!("could not start a thread: {e}")));
         }
         Ok(id)
     }
 
-    fn finish(&self, shared: Option<&Shared>, id: &str, result: Result<exec::Outcome, String>) {
+    fn finish(&self, shared: &Shared, id: &str, result: Result<exec::Outcome, String>) {
         let mut inner = self.lock();
         inner.busy.retain(|_, r| r != id);
         inner.running = inner.running.saturating_sub(1);
@@ -240,9 +240,7 @@ impl RunManager {
                 "ok" => tracing::info!(run = %id, published = ?view.published, "run finished"),
                 status => tracing::warn!(run = %id, status, error = ?view.error, "run finished"),
             }
-            if let Some(shared) = shared {
-                shared.stats.run_finished(view);
-            }
+            shared.stats.run_finished(view);
         }
         inner.finished.push_back(id.to_string());
         while inner.finished.len() > KEEP_FINISHED {

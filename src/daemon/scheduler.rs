@@ -15,6 +15,8 @@ use chrono_tz::Tz;
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Duration;
+// State reads are short but blocking: tell tokio, so the API's workers are not starved.
+use tokio::task::block_in_place as blocking;
 
 /// Longest sleep when nothing is scheduled (the loop also wakes on every change).
 const IDLE: Duration = Duration::from_secs(3600);
@@ -104,12 +106,12 @@ fn plan_slots(
 pub async fn run(shared: Arc<Shared>) {
     let mut shutdown = shared.shutdown.subscribe();
     let mut run_changes = shared.runs.changes();
-    let (mut slots, missed) = plan_slots(&shared, &BTreeMap::new(), true);
+    let (mut slots, missed) = blocking(|| plan_slots(&shared, &BTreeMap::new(), true));
     let mut zone = shared.settings().tz;
     // Due tables not started yet because a run of theirs is going, and those already logged so.
     let mut deferred: BTreeSet<String> = missed.into_iter().collect();
     let mut told: BTreeSet<String> = BTreeSet::new();
-    let pending = match runs::pending(&shared) {
+    let pending = match blocking(|| runs::pending(&shared)) {
         Ok(p) => p,
         Err(e) => {
             tracing::warn!(error = %e, "could not read pending tasks");
@@ -122,7 +124,7 @@ pub async fn run(shared: Arc<Shared>) {
             pending = pending.len(),
             "at start: running tables whose schedule passed while the daemon was down, and tasks left pending"
         );
-        start_due(&shared, &mut deferred, &mut told, true);
+        blocking(|| start_due(&shared, &mut deferred, &mut told, true));
     }
     loop {
         publish(&shared, &slots);
@@ -135,7 +137,7 @@ pub async fn run(shared: Arc<Shared>) {
                 let tz = shared.settings().tz;
                 let keep = if tz == zone { slots } else { BTreeMap::new() };
                 zone = tz;
-                slots = plan_slots(&shared, &keep, false).0;
+                slots = blocking(|| plan_slots(&shared, &keep, false).0);
                 continue;
             }
             changed = run_changes.changed() => {
@@ -143,7 +145,7 @@ pub async fn run(shared: Arc<Shared>) {
                     return;
                 }
                 if !deferred.is_empty() {
-                    start_due(&shared, &mut deferred, &mut told, false);
+                    blocking(|| start_due(&shared, &mut deferred, &mut told, false));
                 }
                 continue;
             }
@@ -160,7 +162,7 @@ pub async fn run(shared: Arc<Shared>) {
                 }
             }
         }
-        start_due(&shared, &mut deferred, &mut told, false);
+        blocking(|| start_due(&shared, &mut deferred, &mut told, false));
     }
 }
 

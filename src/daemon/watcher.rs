@@ -271,7 +271,7 @@ async fn handle_change(shared: &Arc<Shared>) -> bool {
 async fn run_applied(shared: &Arc<Shared>, tasks: Vec<crate::plan::tasks::Task>) {
     let mut changes = shared.runs.changes();
     loop {
-        let pending = match runs::pending(shared) {
+        let pending = match tokio::task::block_in_place(|| runs::pending(shared)) {
             Ok(p) => p,
             Err(e) => {
                 tracing::error!(error = %e, "could not read the queued tasks; `pipeline run` runs them");
