@@ -399,6 +399,21 @@ fn the_query_sandbox_and_access_groups_hold() {
     assert_eq!(code, 200);
     assert_eq!(body["columns"][1]["name"], "name", "{body}");
 
+    // Triggers: naming a table outside one's groups is refused; with no body, only due tables run
+    // (these were just synced, and the default schedule is every 6 hours).
+    let trigger =
+        |tok: &str, body: Option<&str>| call("POST", &d.url("/api/sync/trigger"), Some(tok), body);
+    let (code, body) = trigger(&analyst, Some("[\"orders\"]"));
+    assert_eq!(code, 403, "{body}");
+    let (code, body) = trigger(&analyst, None);
+    assert_eq!(
+        (code, body["message"].clone()),
+        (200, json!("no table is due")),
+        "{body}"
+    );
+    let (code, body) = trigger(&analyst, Some("{\"tables\": 3}"));
+    assert_eq!(code, 400, "{body}");
+
     // Parquet downloads for local copies: only readable tables, revalidated by ETag.
     let (_, manifest) = call("GET", &d.url("/api/manifest"), Some(&analyst), None);
     let files = &manifest["tables"][0]["files"];

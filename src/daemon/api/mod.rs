@@ -329,20 +329,16 @@ async fn trigger(
                 "unknown table `{n}`; GET /api/tables lists the tables you can see"
             ))
         })?;
+        // Naming a table one may not read is refused; a source or "what is due" means the tables
+        // of it one may read.
+        if !caller.may_read(&t.access) {
+            return Err(forbidden_table(t, &caller));
+        }
         ids.push(t.id.clone());
     }
     let explicit = names.is_some() || source.is_some();
     if !explicit {
         ids = due_tables(&shared).await?;
-    }
-    if explicit {
-        if let Some(t) = ids
-            .iter()
-            .filter_map(|id| reg.tables.get(id))
-            .find(|t| !caller.may_read(&t.access))
-        {
-            return Err(forbidden_table(t, &caller));
-        }
     }
     ids.retain(|id| {
         reg.tables
@@ -352,9 +348,14 @@ async fn trigger(
     ids.sort();
     ids.dedup();
     if ids.is_empty() {
+        let message = if explicit {
+            "no table you may read was selected"
+        } else {
+            "no table is due"
+        };
         return Ok((
             StatusCode::OK,
-            Json(json!({"run_id": null, "tables": [], "message": "no table is due"})),
+            Json(json!({"run_id": null, "tables": [], "message": message})),
         )
             .into_response());
     }
