@@ -105,8 +105,8 @@ pub fn apply_once(shared: &Shared) -> Applied {
         lines.retain(|l| unset.iter().any(|d| l.contains(&d.message)));
         lines.insert(
             0,
-            "not applied: the daemon's environment lacks variables the specs name (set them in the \
-             service's environment and save again)"
+            "not applied: the daemon's environment lacks variables the specs name (add them to the \
+             service's environment and restart the daemon)"
                 .into(),
         );
         return Applied::Invalid(lines);
