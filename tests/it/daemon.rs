@@ -576,6 +576,16 @@ fn trigger_conflicts_cli_access_and_sigterm_during_a_run() {
     assert_eq!(String::from_utf8_lossy(&out.stdout), "n\n200000\n");
     inst.cmd().args(["plan"]).assert().success();
     inst.cmd().args(["status"]).assert().success();
+    let out = inst
+        .cmd()
+        .args(["run", "--table", "t3", "--full-refresh"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     // Explicit lists ignore schedules: an object body and a plain list both start runs.
     let (code, body) = call(
         "POST",
