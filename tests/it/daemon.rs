@@ -398,6 +398,26 @@ fn the_query_sandbox_and_access_groups_hold() {
     let (code, body) = call("GET", &d.url("/api/tables/customers"), Some(&analyst), None);
     assert_eq!(code, 200);
     assert_eq!(body["columns"][1]["name"], "name", "{body}");
+    // The apply's run also synced orders: its details are for finance, not for analysts.
+    let run = body["history"][0]["run_id"].as_str().unwrap().to_string();
+    let (code, _) = call(
+        "GET",
+        &d.url(&format!("/api/runs/{run}")),
+        Some(&analyst),
+        None,
+    );
+    assert_eq!(code, 403);
+    let (code, body) = call(
+        "GET",
+        &d.url(&format!("/api/runs/{run}")),
+        Some(&finance),
+        None,
+    );
+    assert_eq!(
+        (code, body["trigger"].clone()),
+        (200, json!("apply")),
+        "{body}"
+    );
 
     // Triggers: naming a table outside one's groups is refused; with no body, only due tables run
     // (these were just synced, and the default schedule is every 6 hours).

@@ -465,12 +465,25 @@ async fn due_tables(shared: &Arc<Shared>) -> ApiResult<Vec<String>> {
         .collect())
 }
 
+/// `GET /api/runs/{id}`. A run is a run of tables: one that syncs a table the caller may not read
+/// is refused, like the table itself.
 async fn run(
     State(shared): State<AppState>,
-    Auth(_caller): Auth,
+    Auth(caller): Auth,
     Path(id): Path<String>,
 ) -> ApiResult<Json<Value>> {
+    let snapshot = shared.snapshot();
+    let hidden = |table_id: &str| {
+        snapshot
+            .registered
+            .tables
+            .get(table_id)
+            .filter(|t| !caller.may_read(&t.access))
+    };
     if let Some(view) = shared.runs.get(&id) {
+        if let Some(t) = view.tables.iter().find_map(|t| hidden(t)) {
+            return Err(forbidden_table(t, &caller));
+        }
         return Ok(Json(
             serde_json::to_value(view).map_err(ApiError::internal)?,
         ));
@@ -507,5 +520,13 @@ async fn run(
         Ok(run)
     })
     .await?;
+    let tasks = found["tasks"].as_array().cloned().unwrap_or_default();
+    if let Some(t) = tasks
+        .iter()
+        .filter_map(|task| task["table_id"].as_str())
+        .find_map(hidden)
+    {
+        return Err(forbidden_table(t, &caller));
+    }
     Ok(Json(found))
 }
