@@ -38,6 +38,8 @@ struct Report {
     timezone: String,
     state: String,
     specs: Drift,
+    /// The daemon serving this instance, if one runs.
+    daemon: Option<crate::daemon::Presence>,
     #[serde(flatten)]
     status: Option<report::Status>,
 }
@@ -97,6 +99,7 @@ pub fn run(dir: &Path, args: Args) -> Result<ExitCode> {
     }
     let report = Report {
         instance,
+        daemon: crate::daemon::Presence::running(&data),
         timezone: tz.name().to_string(),
         state: db.display().to_string(),
         specs: drift,
@@ -120,6 +123,15 @@ pub fn local(utc: &str, tz: Tz) -> String {
 fn human(r: &Report, tz: Tz) -> String {
     let bold = anstyle::Style::new().bold();
     let mut out = format!("{bold}{}{bold:#} (times in {})\n", r.instance, tz.name());
+    match &r.daemon {
+        Some(d) => out.push_str(&format!(
+            "Daemon: running (pid {}, {}, since {}).\n",
+            d.pid,
+            d.url,
+            local(&d.started_at, tz)
+        )),
+        None => out.push_str("Daemon: not running (`pipeline daemon` runs the schedules).\n"),
+    }
     let Some(s) = &r.status else {
         out.push_str(&format!(
             "No state yet at {}: nothing has been applied. Run `pipeline plan`, then `pipeline apply`.\n",

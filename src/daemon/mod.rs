@@ -253,6 +253,18 @@ async fn serve(shared: Arc<Shared>, listen: SocketAddr) -> Result<(), DaemonErro
     );
     // Tests and scripts read this line to learn the port when listening on :0.
     println!("listening on http://{local}");
+    let presence = Presence::path(&shared.data);
+    let written = serde_json::to_string_pretty(&Presence {
+        pid: std::process::id(),
+        url: format!("http://{local}"),
+        started_at: rfc3339(shared.started_at),
+        version: env!("CARGO_PKG_VERSION").into(),
+    })
+    .map_err(std::io::Error::other)
+    .and_then(|text| std::fs::write(&presence, text));
+    if let Err(e) = written {
+        tracing::warn!(error = %e, "could not write {}", presence.display());
+    }
 
     let watcher = tokio::spawn(watcher::run(shared.clone()));
     let scheduler = tokio::spawn(scheduler::run(shared.clone()));
@@ -287,6 +299,7 @@ async fn serve(shared: Arc<Shared>, listen: SocketAddr) -> Result<(), DaemonErro
     let _ = server.await;
     watcher.abort();
     scheduler.abort();
+    let _ = std::fs::remove_file(&presence);
     tracing::info!("daemon stopped");
     Ok(())
 }
@@ -303,6 +316,32 @@ async fn wait_for_signal() {
         Err(_) => {
             let _ = tokio::signal::ctrl_c().await;
         }
+    }
+}
+
+/// `data/state/daemon.json`: which daemon serves this instance, for `pipeline status`. Written at
+/// start, removed at a clean stop; a file left by a crash names a dead pid, which readers check.
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
+pub struct Presence {
+    pub pid: u32,
+    pub url: String,
+    pub started_at: String,
+    pub version: String,
+}
+
+impl Presence {
+    pub fn path(data: &DataDir) -> PathBuf {
+        data.0.join("state/daemon.json")
+    }
+
+    /// The daemon serving the instance at `data`, if one is running.
+    pub fn running(data: &DataDir) -> Option<Presence> {
+        let text = std::fs::read_to_string(Self::path(data)).ok()?;
+        let p: Presence = serde_json::from_str(&text).ok()?;
+        // SAFETY: kill with signal 0 only checks that the process exists.
+        let alive = unsafe { libc::kill(p.pid as libc::pid_t, 0) } == 0
+            || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM);
+        alive.then_some(p)
     }
 }
 

@@ -595,7 +595,19 @@ fn trigger_conflicts_cli_access_and_sigterm_during_a_run() {
     );
     assert_eq!(String::from_utf8_lossy(&out.stdout), "n\n200000\n");
     inst.cmd().args(["plan"]).assert().success();
-    inst.cmd().args(["status"]).assert().success();
+    let out = inst
+        .cmd()
+        .args(["status", "--format", "json"])
+        .output()
+        .unwrap();
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        report["daemon"]["url"].as_str(),
+        Some(d.base.as_str()),
+        "{report}"
+    );
+    let out = inst.cmd().args(["status"]).output().unwrap();
+    assert!(String::from_utf8_lossy(&out.stdout).contains("Daemon: running"));
     let out = inst
         .cmd()
         .args(["run", "--table", "t3", "--full-refresh"])
@@ -662,6 +674,16 @@ fn trigger_conflicts_cli_access_and_sigterm_during_a_run() {
     assert!(exit.success(), "{exit:?}; log:\n{}", d.log());
     let log = d.log();
     assert!(log.contains("shutting down"), "{log}");
+    let out = inst
+        .cmd()
+        .args(["status", "--format", "json"])
+        .output()
+        .unwrap();
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(
+        report["daemon"].is_null(),
+        "a stopped daemon is not reported: {report}"
+    );
     assert!(log.contains("\"daemon stopped\""), "{log}");
     let a = inst.analytics();
     for i in 0..5 {
