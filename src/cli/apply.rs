@@ -152,13 +152,7 @@ pub fn run(dir: &Path, args: Args, quiet: bool) -> Result<ExitCode> {
     } else {
         0
     };
-    let retired: Vec<String> = plan
-        .changes
-        .iter()
-        .filter(|c| c.kind == Kind::Source && c.action == Action::Delete)
-        .map(|c| c.id.clone())
-        .collect();
-    crate::exec::retire_sources(&desired.data.extracts(), &retired)
+    crate::exec::retire_sources(&desired.data.extracts(), &plan.deleted_sources())
         .context("removing the extracts of deleted sources")?;
     match args.format {
         Format::Json => writeln!(

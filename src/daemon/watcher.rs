@@ -9,8 +9,6 @@
 use super::runs::{self, Refused};
 use super::{rfc3339, Settings, Shared};
 use crate::diag::{render, Diagnostics, Severity};
-use crate::plan::diff::Action;
-use crate::plan::object::Kind;
 use crate::plan::{self, PlanError};
 use crate::spec::Specs;
 use crate::state::{self, lock::StateLock};
@@ -157,13 +155,7 @@ pub fn apply_once(shared: &Shared) -> Applied {
         let applied =
             state::registry::apply(&mut conn, &plan, "watcher").map_err(|e| e.to_string())?;
         drop(conn);
-        let retired: Vec<String> = plan
-            .changes
-            .iter()
-            .filter(|c| c.kind == Kind::Source && c.action == Action::Delete)
-            .map(|c| c.id.clone())
-            .collect();
-        crate::exec::retire_sources(&shared.data.extracts(), &retired)
+        crate::exec::retire_sources(&shared.data.extracts(), &plan.deleted_sources())
             .map_err(|e| format!("removing the extracts of deleted sources: {e}"))?;
         let s = plan.summary;
         let ms = |d: Duration| d.as_millis() as u64;

@@ -67,6 +67,16 @@ impl Summary {
 }
 
 impl Plan {
+    /// Sources this plan deletes: their extracts leave analytics once applied
+    /// ([`crate::exec::retire_sources`]).
+    pub fn deleted_sources(&self) -> Vec<String> {
+        self.changes
+            .iter()
+            .filter(|c| c.kind == Kind::Source && c.action == Action::Delete)
+            .map(|c| c.id.clone())
+            .collect()
+    }
+
     pub fn has_changes(&self) -> bool {
         !self.changes.is_empty()
     }

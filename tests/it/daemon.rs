@@ -112,6 +112,17 @@ fn call(method: &str, url: &str, token: Option<&str>, body: Option<&str>) -> (u1
     )
 }
 
+/// Runs `cmd`, asserting success (assert_cmd prints its output otherwise); its stdout.
+fn stdout_of(cmd: &mut assert_cmd::Command) -> String {
+    let out = cmd.assert().success();
+    String::from_utf8_lossy(&out.get_output().stdout).into_owned()
+}
+
+/// `pipeline <args>` on `inst`, which must succeed; its stdout.
+fn ok(inst: &Instance, args: &[&str]) -> String {
+    stdout_of(inst.cmd().args(args))
+}
+
 fn token(inst: &Instance, user: &str, groups: &[&str]) -> String {
     let mut cmd = inst.cmd();
     cmd.args([
@@ -120,13 +131,7 @@ fn token(inst: &Instance, user: &str, groups: &[&str]) -> String {
     for g in groups {
         cmd.args(["--group", g]);
     }
-    let out = cmd.output().unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let v: Value = serde_json::from_str(&stdout_of(&mut cmd)).unwrap();
     v["token"].as_str().unwrap().to_string()
 }
 
@@ -471,12 +476,8 @@ fn the_query_sandbox_and_access_groups_hold() {
     );
     let (code, _) = call("GET", &d.url("/api/tables"), Some("pl_0000"), None);
     assert_eq!(code, 401);
-    let list = inst
-        .cmd()
-        .args(["admin", "token", "list", "--format", "json"])
-        .output()
-        .unwrap();
-    let list: Value = serde_json::from_slice(&list.stdout).unwrap();
+    let list: Value =
+        serde_json::from_str(&ok(&inst, &["admin", "token", "list", "--format", "json"])).unwrap();
     let id = list
         .as_array()
         .unwrap()
@@ -486,10 +487,7 @@ fn the_query_sandbox_and_access_groups_hold() {
         .as_str()
         .unwrap()
         .to_string();
-    inst.cmd()
-        .args(["admin", "token", "revoke", &id])
-        .assert()
-        .success();
+    ok(&inst, &["admin", "token", "revoke", &id]);
     let (code, body) = call("GET", &d.url("/api/tables"), Some(&analyst), None);
     assert_eq!(code, 401);
     assert!(
@@ -513,38 +511,15 @@ fn the_query_sandbox_and_access_groups_hold() {
     );
 }
 
-/// Five tables of 200,000 rows: a full sync with one task at a time takes a moment.
-fn busy_instance() -> Instance {
-    let inst = Instance::new(Fmt::Yaml);
-    let conn = duckdb::Connection::open_in_memory().unwrap();
-    let dir = inst.path().join("big");
-    std::fs::create_dir_all(&dir).unwrap();
-    let mut registry = String::from("tables:\n");
-    for i in 0..5 {
-        conn.execute_batch(&format!(
-            "COPY (SELECT range AS id, range * 3 AS v, 'row ' || range AS label FROM range(200000)) \
-             TO '{}' (HEADER)",
-            dir.join(format!("t{i}.csv")).display()
-        ))
-        .unwrap();
-        registry.push_str(&format!("  - source: big\n    source_table: t{i}\n"));
-    }
+#[test]
+fn trigger_conflicts_cli_access_and_sigterm_during_a_run() {
+    // Five tables of 200,000 rows synced one task at a time: a full sync takes a moment.
+    let inst = Instance::busy(200_000);
     inst.write_spec(
         "config/instance",
         "name: Test\ntimezone: UTC\ndefaults:\n  concurrency: 1\n",
     );
-    inst.write_spec("pipelines/big", "type: csv\nconnection:\n  path: big\n");
-    inst.write_spec("registry/big", &registry);
-    inst
-}
-
-#[test]
-fn trigger_conflicts_cli_access_and_sigterm_during_a_run() {
-    let inst = busy_instance();
-    inst.cmd()
-        .args(["apply", "--auto-approve", "--queue-only"])
-        .assert()
-        .success();
+    ok(&inst, &["apply", "--auto-approve", "--queue-only"]);
     let t = token(&inst, "ops", &[]);
     let mut d = Daemon::start(&inst, &[], &[]);
 
@@ -583,41 +558,20 @@ fn trigger_conflicts_cli_access_and_sigterm_during_a_run() {
     );
 
     // The command line keeps working while the daemon runs.
-    let out = inst
-        .cmd()
-        .args(["query", "SELECT count(*) AS n FROM t1", "--format", "csv"])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    let out = ok(
+        &inst,
+        &["query", "SELECT count(*) AS n FROM t1", "--format", "csv"],
     );
-    assert_eq!(String::from_utf8_lossy(&out.stdout), "n\n200000\n");
-    inst.cmd().args(["plan"]).assert().success();
-    let out = inst
-        .cmd()
-        .args(["status", "--format", "json"])
-        .output()
-        .unwrap();
-    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(out, "n\n200000\n");
+    ok(&inst, &["plan"]);
+    let report: Value = serde_json::from_str(&ok(&inst, &["status", "--format", "json"])).unwrap();
     assert_eq!(
         report["daemon"]["url"].as_str(),
         Some(d.base.as_str()),
         "{report}"
     );
-    let out = inst.cmd().args(["status"]).output().unwrap();
-    assert!(String::from_utf8_lossy(&out.stdout).contains("Daemon: running"));
-    let out = inst
-        .cmd()
-        .args(["run", "--table", "t3", "--full-refresh"])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(ok(&inst, &["status"]).contains("Daemon: running"));
+    ok(&inst, &["run", "--table", "t3", "--full-refresh"]);
     // Explicit lists ignore schedules: an object body and a plain list both start runs.
     let (code, body) = call(
         "POST",
@@ -642,16 +596,7 @@ fn trigger_conflicts_cli_access_and_sigterm_during_a_run() {
                 "source_table: t4\n    description: Fourth\n",
             ),
     );
-    let out = inst
-        .cmd()
-        .args(["apply", "--auto-approve"])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    ok(&inst, &["apply", "--auto-approve"]);
 
     // SIGTERM in the middle of a full sync: the daemon exits 0 and analytics stays whole.
     let (code, body) = call(
@@ -674,12 +619,7 @@ fn trigger_conflicts_cli_access_and_sigterm_during_a_run() {
     assert!(exit.success(), "{exit:?}; log:\n{}", d.log());
     let log = d.log();
     assert!(log.contains("shutting down"), "{log}");
-    let out = inst
-        .cmd()
-        .args(["status", "--format", "json"])
-        .output()
-        .unwrap();
-    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let report: Value = serde_json::from_str(&ok(&inst, &["status", "--format", "json"])).unwrap();
     assert!(
         report["daemon"].is_null(),
         "a stopped daemon is not reported: {report}"

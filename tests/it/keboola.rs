@@ -260,6 +260,23 @@ fn discover_writes_registry_entries_that_validate() {
 const ORDERS_CSV: &str =
     "order_id,amount,status\n1,10.5,paid\n2,7,paid\n3,1.25,\"has \"\"quotes\"\", and a comma\"\n";
 
+/// `apply` with `env`, which must succeed and leave exactly `orders_fake`'s rows queryable; all
+/// the command printed.
+fn apply_orders(inst: &Instance, fake: &FakeKeboola, env: &[(&str, &str)]) -> String {
+    let out = pipeline_env(inst, fake, &["apply", "--auto-approve"], env);
+    let all = all_output(&out);
+    assert!(out.status.success(), "{all}");
+    assert_eq!(
+        query(
+            inst,
+            fake,
+            "select order_id, amount, status from orders order by 1"
+        ),
+        ORDERS_CSV
+    );
+    all
+}
+
 #[test]
 fn an_aws_stack_export_is_read_from_s3_with_signed_requests() {
     let fake = orders_fake();
@@ -272,17 +289,7 @@ fn an_aws_stack_export_is_read_from_s3_with_signed_requests() {
     // Storage faults are retried as the API's are: a 503, then a body cut off halfway.
     fake.fail_next(Route::Slice, 1, 503);
     fake.truncate_next_slice();
-    let out = pipeline_env(&inst, &fake, &["apply", "--auto-approve"], &s3);
-    let all = all_output(&out);
-    assert!(out.status.success(), "{all}");
-    assert_eq!(
-        query(
-            &inst,
-            &fake,
-            "select order_id, amount, status from orders order by 1"
-        ),
-        ORDERS_CSV
-    );
+    let all = apply_orders(&inst, &fake, &s3);
     // Three slices, each signed by the file detail's credentials for the bucket's region, with the
     // session token; the key (with a space and a `=`) URI-encoded in the path.
     let objects: Vec<_> = fake
@@ -293,13 +300,7 @@ fn an_aws_stack_export_is_read_from_s3_with_signed_requests() {
     assert_eq!(objects.len(), 5, "3 slices, a 503 and a truncated body");
     for request in &objects {
         assert!(request.uri.contains("%20part%3D"), "{}", request.uri);
-        let header = |name: &str| {
-            request
-                .headers
-                .iter()
-                .find(|(n, _)| n == name)
-                .map(|(_, v)| v.as_str())
-        };
+        let header = |name| request.header(name);
         let authorization = header("authorization").unwrap_or_default();
         assert!(
             authorization.starts_with(&format!(
@@ -325,17 +326,7 @@ fn a_gcp_stack_export_is_read_from_gcs_with_the_access_token() {
     let inst = instance(&fake, "{ mode: full, primary_key: [order_id] }");
     let endpoint = fake.url();
     let gcs = [("PIPELINE_KEBOOLA_GCS_ENDPOINT", endpoint.as_str())];
-    let out = pipeline_env(&inst, &fake, &["apply", "--auto-approve"], &gcs);
-    let all = all_output(&out);
-    assert!(out.status.success(), "{all}");
-    assert_eq!(
-        query(
-            &inst,
-            &fake,
-            "select order_id, amount, status from orders order by 1"
-        ),
-        ORDERS_CSV
-    );
+    let all = apply_orders(&inst, &fake, &gcs);
     let objects: Vec<_> = fake
         .file_storage_requests()
         .into_iter()
@@ -347,10 +338,7 @@ fn a_gcp_stack_export_is_read_from_gcs_with_the_access_token() {
         assert!(request.uri.contains("/o/exp-15%2F"), "{}", request.uri);
         assert!(request.uri.ends_with("?alt=media"), "{}", request.uri);
         let bearer = format!("Bearer {FAKE_GCS_ACCESS_TOKEN}");
-        assert!(request
-            .headers
-            .iter()
-            .any(|(n, v)| n == "authorization" && *v == bearer));
+        assert_eq!(request.header("authorization"), Some(bearer.as_str()));
     }
     assert_secrets_kept(&inst, &fake, &all, &[FAKE_GCS_ACCESS_TOKEN]);
 }

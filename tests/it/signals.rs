@@ -1,30 +1,9 @@
 //! Stopping a run: SIGTERM (or Ctrl-C) starts nothing new, lets running tasks finish, and publishes
 //! nothing; the next run converges.
 
-use crate::common::{Fmt, Instance};
+use crate::common::Instance;
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
-
-/// Five tables of 100,000 rows: enough that a sync with -j 1 takes a moment.
-fn busy_instance() -> Instance {
-    let inst = Instance::new(Fmt::Yaml);
-    let conn = duckdb::Connection::open_in_memory().unwrap();
-    let dir = inst.path().join("big");
-    std::fs::create_dir_all(&dir).unwrap();
-    let mut registry = String::from("tables:\n");
-    for i in 0..5 {
-        conn.execute_batch(&format!(
-            "COPY (SELECT range AS id, range * 3 AS v, 'row ' || range AS label FROM range(100000)) \
-             TO '{}' (HEADER)",
-            dir.join(format!("t{i}.csv")).display()
-        ))
-        .unwrap();
-        registry.push_str(&format!("  - source: big\n    source_table: t{i}\n"));
-    }
-    inst.write_spec("pipelines/big", "type: csv\nconnection:\n  path: big\n");
-    inst.write_spec("registry/big", &registry);
-    inst
-}
 
 fn built_at(inst: &Instance) -> String {
     let c = duckdb::Connection::open_with_flags(
@@ -44,7 +23,7 @@ fn built_at(inst: &Instance) -> String {
 
 #[test]
 fn sigterm_stops_starting_tasks_and_publishes_nothing() {
-    let inst = busy_instance();
+    let inst = Instance::busy(100_000);
     inst.apply();
     let before = built_at(&inst);
     std::thread::sleep(std::time::Duration::from_millis(1100)); // built_at has second precision

@@ -119,6 +119,16 @@ pub struct RecordedRequest {
     pub headers: Vec<(String, String)>,
 }
 
+impl RecordedRequest {
+    /// The first value of header `name` (lower-case).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
 /// A running fake; dropping it stops the server.
 pub struct FakeKeboola {
     shared: Arc<Shared>,

@@ -135,19 +135,12 @@ pub async fn table(
         let syncs = last_syncs(&state)?;
         let history = {
             let conn = crate::state::open_for_reading(&state).map_err(ApiError::internal)?;
-            let mut stmt = conn
-                .prepare(
-                    "SELECT to_json(h)::VARCHAR FROM sync_history h WHERE table_id = ?
-                     ORDER BY started_at DESC LIMIT 10",
-                )
-                .map_err(ApiError::internal)?;
-            let rows: Vec<Value> = stmt
-                .query_map([&id], |r| r.get::<_, String>(0))
-                .map_err(ApiError::internal)?
-                .filter_map(|r| r.ok())
-                .filter_map(|s| serde_json::from_str(&s).ok())
-                .collect();
-            rows
+            super::json_rows(
+                &conn,
+                "SELECT to_json(h)::VARCHAR FROM sync_history h WHERE table_id = ?
+                 ORDER BY started_at DESC LIMIT 10",
+                &id,
+            )?
         };
         Ok((
             syncs.get(&id).map(|s| {
@@ -221,11 +214,13 @@ fn meta_row(extract: &std::path::Path, view: &str) -> Option<Value> {
     serde_json::from_str(&text).ok()
 }
 
-fn metric_visible(reg: &Registered, caller: &Caller, id: &str) -> bool {
-    let ok = readable(reg, caller);
-    reg.metrics
-        .get(id)
-        .is_none_or(|m| m.tables.iter().all(|t| ok.contains(&t.to_lowercase())))
+/// Whether a metric's tables are all in `readable` (the caller's, from [`readable`]).
+fn metric_visible(reg: &Registered, readable: &BTreeSet<String>, id: &str) -> bool {
+    reg.metrics.get(id).is_none_or(|m| {
+        m.tables
+            .iter()
+            .all(|t| readable.contains(&t.to_lowercase()))
+    })
 }
 
 fn metric_json(o: &crate::plan::object::Object) -> Value {
@@ -239,11 +234,12 @@ fn metric_json(o: &crate::plan::object::Object) -> Value {
 
 pub async fn metrics(State(shared): State<AppState>, Auth(caller): Auth) -> ApiResult<Json<Value>> {
     let snapshot = shared.snapshot();
+    let ok = readable(&snapshot.registered, &caller);
     let list: Vec<Value> = snapshot
         .objects
         .values()
         .filter(|o| o.kind == Kind::Metric)
-        .filter(|o| metric_visible(&snapshot.registered, &caller, &o.id))
+        .filter(|o| metric_visible(&snapshot.registered, &ok, &o.id))
         .map(metric_json)
         .collect();
     Ok(Json(json!({"metrics": list})))
@@ -261,7 +257,11 @@ pub async fn metric(
             "no metric `{id}`; GET /api/metrics lists them"
         )));
     };
-    if !metric_visible(&snapshot.registered, &caller, &id) {
+    if !metric_visible(
+        &snapshot.registered,
+        &readable(&snapshot.registered, &caller),
+        &id,
+    ) {
         return Err(ApiError::forbidden(format!(
             "metric `{id}` reads tables you ({}) may not read",
             caller.user

@@ -89,6 +89,18 @@ pub async fn blocking<T: Send + 'static>(
         .unwrap_or_else(|e| Err(ApiError::internal(format!("request handler failed: {e}"))))
 }
 
+/// The rows of `sql` (one `to_json(…)::VARCHAR` column, one `?` parameter) as JSON values.
+pub fn json_rows(conn: &duckdb::Connection, sql: &str, param: &str) -> ApiResult<Vec<Value>> {
+    let mut stmt = conn.prepare(sql).map_err(ApiError::internal)?;
+    let rows = stmt
+        .query_map([param], |r| r.get::<_, String>(0))
+        .map_err(ApiError::internal)?
+        .filter_map(|r| r.ok())
+        .filter_map(|s| serde_json::from_str(&s).ok())
+        .collect();
+    Ok(rows)
+}
+
 /// Checks the `Authorization: Bearer …` header against the tokens in the state.
 pub async fn authenticate(shared: &Arc<Shared>, headers: &HeaderMap) -> ApiResult<Caller> {
     const HOW: &str = "send `Authorization: Bearer <token>`; an admin creates one with \
@@ -502,17 +514,11 @@ async fn run(
         let Some(run) = run else {
             return Err(ApiError::not_found(format!("no run `{id}`")));
         };
-        let mut stmt = conn
-            .prepare(
-                "SELECT to_json(h)::VARCHAR FROM sync_history h WHERE run_id = ? ORDER BY started_at",
-            )
-            .map_err(ApiError::internal)?;
-        let tasks: Vec<Value> = stmt
-            .query_map([&id], |r| r.get::<_, String>(0))
-            .map_err(ApiError::internal)?
-            .filter_map(|r| r.ok())
-            .filter_map(|s| serde_json::from_str(&s).ok())
-            .collect();
+        let tasks = json_rows(
+            &conn,
+            "SELECT to_json(h)::VARCHAR FROM sync_history h WHERE run_id = ? ORDER BY started_at",
+            &id,
+        )?;
         let mut run: Value = serde_json::from_str(&run).map_err(ApiError::internal)?;
         if let Some(o) = run.as_object_mut() {
             o.insert("tasks".into(), Value::Array(tasks));

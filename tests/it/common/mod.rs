@@ -213,6 +213,28 @@ impl Instance {
         inst
     }
 
+    /// The base instance plus a csv source `big` of five tables `t0`…`t4` of `rows` rows each:
+    /// enough work that a sync can be caught while it runs.
+    pub fn busy(rows: usize) -> Self {
+        let inst = Instance::new(Fmt::Yaml);
+        let conn = duckdb::Connection::open_in_memory().unwrap();
+        let dir = inst.path().join("big");
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut registry = String::from("tables:\n");
+        for i in 0..5 {
+            conn.execute_batch(&format!(
+                "COPY (SELECT range AS id, range * 3 AS v, 'row ' || range AS label FROM range({rows})) \
+                 TO '{}' (HEADER)",
+                dir.join(format!("t{i}.csv")).display()
+            ))
+            .unwrap();
+            registry.push_str(&format!("  - source: big\n    source_table: t{i}\n"));
+        }
+        inst.write_spec("pipelines/big", "type: csv\nconnection:\n  path: big\n");
+        inst.write_spec("registry/big", &registry);
+        inst
+    }
+
     pub fn analytics_path(&self) -> PathBuf {
         self.path().join("data/analytics/analytics.duckdb")
     }
