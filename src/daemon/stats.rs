@@ -206,54 +206,37 @@ impl Stats {
                 h.count, h.sum, h.count
             );
         }
-        metric_header(
+        family(
             &mut out,
-            "pipeline_rows_extracted_total",
-            "counter",
+            ("pipeline_rows_extracted_total", "counter"),
             "Rows extracted per table since the daemon started.",
+            "table",
+            inner.rows.iter().map(|(t, n)| (t, n.to_string())),
         );
-        for (table, n) in &inner.rows {
-            let _ = writeln!(
-                out,
-                "pipeline_rows_extracted_total{{table=\"{}\"}} {n}",
-                label(table)
-            );
-        }
-        metric_header(
+        family(
             &mut out,
-            "pipeline_table_rows",
-            "gauge",
+            ("pipeline_table_rows", "gauge"),
             "Rows of each table at its last successful sync.",
+            "table",
+            inner.last_rows.iter().map(|(t, n)| (t, n.to_string())),
         );
-        for (table, n) in &inner.last_rows {
-            let _ = writeln!(out, "pipeline_table_rows{{table=\"{}\"}} {n}", label(table));
-        }
-        metric_header(
+        family(
             &mut out,
-            "pipeline_table_last_success_timestamp_seconds",
-            "gauge",
+            ("pipeline_table_last_success_timestamp_seconds", "gauge"),
             "Unix time of each table's last successful sync.",
+            "table",
+            inner
+                .last_success
+                .iter()
+                .map(|(t, at)| (t, format!("{at:.3}"))),
         );
-        for (table, at) in &inner.last_success {
-            let _ = writeln!(
-                out,
-                "pipeline_table_last_success_timestamp_seconds{{table=\"{}\"}} {at:.3}",
-                label(table)
-            );
-        }
-        metric_header(
+        family(
             &mut out,
-            "pipeline_spec_applies_total",
-            "counter",
+            ("pipeline_spec_applies_total", "counter"),
             "Spec changes seen by the watcher, by result.",
+            "result",
+            inner.applies.iter().map(|(r, n)| (r, n.to_string())),
         );
-        for (result, n) in &inner.applies {
-            let _ = writeln!(
-                out,
-                "pipeline_spec_applies_total{{result=\"{}\"}} {n}",
-                label(result)
-            );
-        }
         if let Some(rss) = resident_bytes() {
             metric_header(
                 &mut out,
@@ -269,6 +252,20 @@ impl Stats {
 
 fn metric_header(out: &mut String, name: &str, kind: &str, help: &str) {
     let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+}
+
+/// A metric family with one label: its header, then one sample per (label value, sample value).
+fn family<'a>(
+    out: &mut String,
+    (name, kind): (&str, &str),
+    help: &str,
+    label_name: &str,
+    samples: impl Iterator<Item = (&'a String, String)>,
+) {
+    metric_header(out, name, kind, help);
+    for (value, sample) in samples {
+        let _ = writeln!(out, "{name}{{{label_name}=\"{}\"}} {sample}", label(value));
+    }
 }
 
 /// A label value escaped as the text format requires.
