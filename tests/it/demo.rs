@@ -1,6 +1,6 @@
 //! The demo instance (the repository root) validates, in YAML as committed and converted to TOML.
 
-use crate::common::{pipeline, repo_root};
+use crate::common::{copy_tree, pipeline, repo_root};
 use std::path::Path;
 
 fn validate(dir: &Path) -> serde_json::Value {
@@ -59,19 +59,6 @@ fn demo_instance_converted_to_toml_validates() {
     assert_eq!(report["files_checked"], 15);
     assert_eq!(report["objects"]["tables"], 6);
     assert_eq!(report["objects"]["metrics"], 10);
-}
-
-fn copy_tree(src: &Path, dst: &Path) {
-    std::fs::create_dir_all(dst).unwrap();
-    for entry in std::fs::read_dir(src).unwrap() {
-        let entry = entry.unwrap();
-        let to = dst.join(entry.file_name());
-        if entry.file_type().unwrap().is_dir() {
-            copy_tree(&entry.path(), &to);
-        } else {
-            std::fs::copy(entry.path(), to).unwrap();
-        }
-    }
 }
 
 fn plan_json(dir: &Path) -> serde_json::Value {

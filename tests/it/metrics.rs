@@ -1,21 +1,8 @@
 //! `pipeline metrics`: list, show, run and check on a copy of the demo instance, synced once.
 
-use crate::common::{pipeline, repo_root};
+use crate::common::{copy_tree, pipeline, repo_root};
 use std::path::Path;
 use std::process::Output;
-
-fn copy_tree(src: &Path, dst: &Path) {
-    std::fs::create_dir_all(dst).unwrap();
-    for entry in std::fs::read_dir(src).unwrap() {
-        let entry = entry.unwrap();
-        let to = dst.join(entry.file_name());
-        if entry.file_type().unwrap().is_dir() {
-            copy_tree(&entry.path(), &to);
-        } else {
-            std::fs::copy(entry.path(), to).unwrap();
-        }
-    }
-}
 
 /// The demo instance in a temp dir, applied (so analytics.duckdb exists).
 fn synced_demo() -> tempfile::TempDir {

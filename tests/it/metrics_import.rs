@@ -2,22 +2,8 @@
 //! the demo instance: the generated specs pass `pipeline validate` and run on the demo's data, and a
 //! second import changes nothing.
 
-use crate::common::{pipeline, repo_root};
+use crate::common::{copy_tree, pipeline, repo_root};
 use pipeline::metrics::import::{import, ImportOptions};
-use std::path::Path;
-
-fn copy_tree(src: &Path, dst: &Path) {
-    std::fs::create_dir_all(dst).unwrap();
-    for entry in std::fs::read_dir(src).unwrap() {
-        let entry = entry.unwrap();
-        let to = dst.join(entry.file_name());
-        if entry.file_type().unwrap().is_dir() {
-            copy_tree(&entry.path(), &to);
-        } else {
-            std::fs::copy(entry.path(), to).unwrap();
-        }
-    }
-}
 
 #[test]
 fn imported_legacy_metrics_validate_in_the_demo_instance() {

@@ -6,6 +6,8 @@ use serde_json::Value;
 use std::path::{Path, PathBuf};
 use tempfile::TempDir;
 
+pub mod daemon;
+
 pub fn pipeline() -> Command {
     let mut cmd = Command::cargo_bin("pipeline").expect("binary built");
     cmd.env_remove("PIPELINE_DIR").env("NO_COLOR", "1");
@@ -246,5 +248,19 @@ impl Instance {
             .access_mode(duckdb::AccessMode::ReadOnly)
             .unwrap();
         duckdb::Connection::open_with_flags(self.analytics_path(), config).expect("analytics opens")
+    }
+}
+
+/// Copies the directory tree at `src` to `dst` (created as needed).
+pub fn copy_tree(src: &Path, dst: &Path) {
+    std::fs::create_dir_all(dst).unwrap();
+    for entry in std::fs::read_dir(src).unwrap() {
+        let entry = entry.unwrap();
+        let to = dst.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_tree(&entry.path(), &to);
+        } else {
+            std::fs::copy(entry.path(), to).unwrap();
+        }
     }
 }
