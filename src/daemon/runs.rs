@@ -285,6 +285,7 @@ fn execute(shared: &Arc<Shared>, run_id: &str, req: Request) -> Result<exec::Out
         who: req.who.clone(),
         jobs: None,
         full_refresh: false,
+        accept_schema: Default::default(),
         lock_timeout: Duration::from_secs(600),
         cancel: Some(shared.runs.cancel.clone()),
         run_id: Some(run_id.to_string()),
