@@ -341,13 +341,17 @@ impl Context {
         {
             *lock(&self.publish) = Publish::UpToDate;
             // What the live file left out still is left out: say so at every run, not only once.
-            let warnings = orchestrator::live_skipped(&self.layout)
+            let warnings: Vec<String> = orchestrator::live_skipped(&self.layout)
                 .into_iter()
                 .map(|w| format!("{w} (not published since the last rebuild)"))
                 .collect();
+            let detail = match warnings.len() {
+                0 => "analytics is up to date".to_string(),
+                n => format!("analytics is up to date; {n} left out (see the warnings)"),
+            };
             return Ok(Done {
                 unchanged: true,
-                detail: Some("analytics is up to date".into()),
+                detail: Some(detail),
                 warnings,
                 ..Done::default()
             });
