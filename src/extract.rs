@@ -127,9 +127,8 @@ pub fn extract(
 
     // The previous output is reused when the input is unchanged (skipped) and when increments merge
     // into it: then it must still be what the last extract wrote.
-    let reused = right_shape
-        && !req.full_refresh
-        && (input_unchanged || t.sync_mode() != SyncMode::Full);
+    let reused =
+        right_shape && !req.full_refresh && (input_unchanged || t.sync_mode() != SyncMode::Full);
     let (mut stamp, mut repaired) = (None, None);
     if let (true, Some(data), Some(prev)) = (reused, &existing, req.previous) {
         match verify_output(data, prev)? {
@@ -303,9 +302,9 @@ fn verify_output(data: &LocalData, prev: &Previous) -> Result<Output, ExtractErr
     match md5_of(data) {
         Ok(now) if &now == recorded => Ok(Output::Intact(stamp)),
         Ok(_) => Ok(Output::Damaged(match prev.size_bytes {
-            Some(before) if before != size => format!(
-                "its Parquet output changed on disk ({before} bytes recorded, {size} now)"
-            ),
+            Some(before) if before != size => {
+                format!("its Parquet output changed on disk ({before} bytes recorded, {size} now)")
+            }
             _ => "its Parquet output changed on disk (the content hash differs)".into(),
         })),
         Err(e) => Ok(Output::Damaged(format!(
@@ -381,7 +380,8 @@ impl Gate<'_> {
         relation: &str,
         batch: Option<&[String]>,
     ) -> Result<(Vec<Column>, Vec<Change>), ExtractError> {
-        let new = schema::describe(conn, relation).map_err(|e| ExtractError::Query(e.to_string()))?;
+        let new =
+            schema::describe(conn, relation).map_err(|e| ExtractError::Query(e.to_string()))?;
         let Some(baseline) = self.baseline else {
             return Ok((new, Vec::new()));
         };
@@ -688,8 +688,10 @@ fn write_file(q: &Query, req: &Request, plan: &Plan) -> Result<Written, ExtractE
     let follower = Follower::start(&tmp);
     let mut batch = None;
     let rows_read = match (plan.merge, plan.existing) {
-        (true, Some(old)) => {
-            with_incoming(q, &format!("SELECT * FROM {rel}{read_where}{dedupe}"), |new| {
+        (true, Some(old)) => with_incoming(
+            q,
+            &format!("SELECT * FROM {rel}{read_where}{dedupe}"),
+            |new| {
                 batch = Some(column_names(q.conn, new)?);
                 let kept = kept_rows(t, &old.scan(), new, "")?;
                 q.exec(&format!(
@@ -697,8 +699,8 @@ fn write_file(q: &Query, req: &Request, plan: &Plan) -> Result<Written, ExtractE
                      TO {} (FORMAT parquet)",
                     quote::path(&tmp)
                 ))
-            })
-        }
+            },
+        ),
         _ => q.count(&format!(
             "COPY (SELECT * FROM {rel}{read_where}{dedupe}) TO {} (FORMAT parquet)",
             quote::path(&tmp)
@@ -1025,7 +1027,13 @@ mod tests {
             )
         };
         let mut table = json!({"source": "s", "name": "events", "sync_mode": sync["mode"]});
-        for k in ["cursor", "primary_key", "partition_by", "granularity", "filters"] {
+        for k in [
+            "cursor",
+            "primary_key",
+            "partition_by",
+            "granularity",
+            "filters",
+        ] {
             if let Some(v) = sync.get(k) {
                 table[k] = v.clone();
             }
@@ -1042,6 +1050,14 @@ mod tests {
     }
 
     fn run(root: &Path, reg: &Registered, previous: Option<&Previous>) -> Extracted {
+        try_run(root, reg, previous).unwrap()
+    }
+
+    fn try_run(
+        root: &Path,
+        reg: &Registered,
+        previous: Option<&Previous>,
+    ) -> Result<Extracted, ExtractError> {
         let source = &reg.sources["s"];
         let table = &reg.tables["s.events"];
         let connector = crate::connectors::connector(source, root).unwrap();
@@ -1056,7 +1072,7 @@ mod tests {
             full_refresh: false,
             accept_schema: false,
         };
-        extract(&conn, &Session::default(), &req).unwrap()
+        extract(&conn, &Session::default(), &req)
     }
 
     fn previous(x: &Extracted) -> Previous {
@@ -1230,7 +1246,10 @@ mod tests {
         std::thread::sleep(std::time::Duration::from_millis(20));
         std::fs::write(&parquet, &bytes).unwrap();
         let touched = run(tmp.path(), &reg, Some(&previous(&first)));
-        assert!(touched.unchanged && touched.repaired.is_none(), "{touched:?}");
+        assert!(
+            touched.unchanged && touched.repaired.is_none(),
+            "{touched:?}"
+        );
         assert_ne!(touched.output_stamp, first.output_stamp);
         // Truncated: the hash differs, so the table is read again and the file is whole again.
         std::fs::write(&parquet, &bytes[..bytes.len() / 2]).unwrap();
@@ -1241,10 +1260,52 @@ mod tests {
         let repaired = run(tmp.path(), &reg, Some(&prev));
         assert!(!repaired.unchanged, "{repaired:?}");
         assert!(
-            repaired.repaired.as_deref().unwrap_or("").contains("changed on disk"),
+            repaired
+                .repaired
+                .as_deref()
+                .unwrap_or("")
+                .contains("changed on disk"),
             "{repaired:?}"
         );
         assert_eq!(published(tmp.path()), "1=a,2=b");
         assert_eq!(repaired.hash, first.hash, "the same data, written again");
+    }
+
+    #[test]
+    fn a_partitioned_table_checks_the_contract_on_the_partitions_it_writes() {
+        let tmp = tempfile::tempdir().unwrap();
+        let input = tmp.path().join("in");
+        std::fs::create_dir_all(&input).unwrap();
+        let csv = input.join("events.csv");
+        std::fs::write(
+            &csv,
+            "id,created,amount\n1,2026-01-05,1.5\n2,2026-02-01,2.5\n",
+        )
+        .unwrap();
+        let reg = registered(
+            &input,
+            json!({"mode": "partitioned", "partition_by": "created", "granularity": "month"}),
+        );
+        let first = run(tmp.path(), &reg, None);
+        let parts = tmp.path().join("extracts/s/data/events");
+        let before = md5_of(&LocalData::Partitions(parts.clone())).unwrap();
+        // One value no longer parses: the sniffer reads `amount` as text.
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        std::fs::write(
+            &csv,
+            "id,created,amount\n1,2026-01-05,1.5\n2,2026-02-01,n/a\n",
+        )
+        .unwrap();
+        let err = try_run(tmp.path(), &reg, Some(&previous(&first))).unwrap_err();
+        assert!(
+            matches!(&err, ExtractError::Schema(m) if m.contains("`amount`: DOUBLE → VARCHAR")),
+            "{err}"
+        );
+        assert_eq!(
+            md5_of(&LocalData::Partitions(parts.clone())).unwrap(),
+            before,
+            "the published partitions are untouched"
+        );
+        assert!(!tmp.path().join("extracts/s/data/events.tmp").exists());
     }
 }

@@ -75,7 +75,14 @@ pub fn run(dir: &Path, args: Args) -> Result<ExitCode> {
         writeln!(out, "  none recorded")?;
     } else {
         let mut t = TextTable::new(vec![
-            "started", "run", "table", "task", "status", "rows", "duration", "error / detail",
+            "started",
+            "run",
+            "table",
+            "task",
+            "status",
+            "rows",
+            "duration",
+            "error / detail",
         ]);
         for s in &syncs {
             t.row(vec![

@@ -113,7 +113,8 @@ pub fn run(dir: &Path, args: Args, quiet: bool) -> Result<ExitCode> {
         }
         if !quiet && args.format == output::Format::Human {
             eprintln!(
-                "note: nothing is registered; publishing the extracts found under {}",
+                "note: nothing is registered (`pipeline apply` registers what the specs declare); \
+                 publishing the extracts found under {}",
                 pathdiff(&inst.data.extracts(), dir)
             );
         }
@@ -157,7 +158,10 @@ fn accepted_tables(
     let mut ids = std::collections::BTreeSet::new();
     for name in names {
         let Some(t) = reg.table(name) else {
-            let candidates = reg.tables.values().flat_map(|t| [t.id.as_str(), t.name.as_str()]);
+            let candidates = reg
+                .tables
+                .values()
+                .flat_map(|t| [t.id.as_str(), t.name.as_str()]);
             let hint = crate::diag::suggest(name, candidates)
                 .map(|s| format!("; did you mean `{s}`?"))
                 .unwrap_or_default();
@@ -255,7 +259,10 @@ pub(super) fn report(o: &Outcome, format: Format, quiet: bool, dir: &Path) -> Re
     }
     if let Some(e) = &o.record_error {
         let style = anstyle::AnsiColor::Red.on_default().bold();
-        writeln!(err, "\n{style}error{style:#}: the run could not be recorded: {e}")?;
+        writeln!(
+            err,
+            "\n{style}error{style:#}: the run could not be recorded: {e}"
+        )?;
     }
     drop(err);
     if quiet && o.ok() {

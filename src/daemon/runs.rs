@@ -230,6 +230,7 @@ impl RunManager {
                     .into();
                     view.published = Some(outcome.published);
                     view.tasks = outcome.tasks.iter().map(task_view).collect();
+                    view.error = outcome.record_error.clone();
                 }
                 Err(e) => {
                     view.status = "error".into();

@@ -169,9 +169,10 @@ impl Context {
             let changes = crate::contract::schema::summary(&x.schema_changes);
             notes.push(format!("schema changed ({by}): {changes}"));
             // Changes beyond the default contract are worth a word at the end of the run.
-            let beyond = x.schema_changes.iter().any(|c| {
-                !c.allowed_by(crate::spec::model::SchemaChanges::Additive)
-            });
+            let beyond = x
+                .schema_changes
+                .iter()
+                .any(|c| !c.allowed_by(crate::spec::model::SchemaChanges::Additive));
             if beyond {
                 warnings.push(format!(
                     "{id}: the published schema changed ({by}): {changes}"

@@ -114,13 +114,21 @@ fn status_json(inst: &Instance) -> Value {
         .args(["status", "--format", "json"])
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     serde_json::from_slice(&out.stdout).unwrap()
 }
 
 fn status_human(inst: &Instance) -> String {
     let out = inst.cmd().arg("status").output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
@@ -155,7 +163,9 @@ fn columns(inst: &Instance, table: &str) -> Vec<String> {
 /// apart on every file system we run on, but a fingerprint must see the change for sure).
 fn rewrite(inst: &Instance, rel: &str, text: &str) {
     let path = inst.path().join(rel);
-    let before = std::fs::metadata(&path).ok().and_then(|m| m.modified().ok());
+    let before = std::fs::metadata(&path)
+        .ok()
+        .and_then(|m| m.modified().ok());
     std::fs::write(&path, text).unwrap();
     if let Some(before) = before {
         let later = before + Duration::from_secs(1);
@@ -200,7 +210,9 @@ fn dropped_renamed_and_text_columns_are_refused_and_the_published_parquet_stays(
         assert_eq!(task["status"], "failed", "{what}: {}", r.dump());
         let error = task["error"].as_str().unwrap();
         assert!(
-            error.contains("schema change refused for table `shop.orders` (schema_changes: additive)"),
+            error.contains(
+                "schema change refused for table `shop.orders` (schema_changes: additive)"
+            ),
             "{what}: {error}"
         );
         for n in needles {
@@ -221,7 +233,10 @@ fn dropped_renamed_and_text_columns_are_refused_and_the_published_parquet_stays(
         let row = table_status(&inst, "shop.orders");
         assert_eq!(row["last_status"], "error", "{what}");
         assert!(
-            row["last_error"].as_str().unwrap().contains(needles_first(what)),
+            row["last_error"]
+                .as_str()
+                .unwrap()
+                .contains(needles_first(what)),
             "{what}: {row}"
         );
     }
@@ -344,13 +359,42 @@ fn accept_schema_publishes_a_refused_shape_once() {
         1
     );
     // Once: the contract holds again against the accepted shape.
-    rewrite(&inst, "files/orders.csv", "order_id,updated_at\n1,2026-01-01 10:00:00\n");
+    rewrite(
+        &inst,
+        "files/orders.csv",
+        "order_id,updated_at\n1,2026-01-01 10:00:00\n",
+    );
     let r = run(&inst, &[]);
     assert_eq!(r.code, 1, "{}", r.dump());
     assert!(r.task("extract:shop.orders")["error"]
         .as_str()
         .unwrap()
         .contains("dropped `customer_id` (BIGINT)"));
+}
+
+#[test]
+fn the_instance_default_evolve_publishes_any_shape_and_says_so() {
+    let inst = shop(ORDERS_TABLE);
+    inst.write(
+        "config/instance.yaml",
+        "name: Safe\ntimezone: UTC\ndefaults:\n  schema_changes: evolve\n",
+    );
+    inst.apply();
+    rewrite(
+        &inst,
+        "files/orders.csv",
+        "order_id,customer_id,updated_at\n1,10,2026-01-01 10:00:00\n",
+    );
+    let r = run(&inst, &[]);
+    assert_eq!(r.code, 0, "{}", r.dump());
+    assert!(
+        r.warnings().contains(
+            "shop.orders: the published schema changed (evolve): dropped `amount` (DOUBLE)"
+        ),
+        "{}",
+        r.dump()
+    );
+    assert!(!columns(&inst, "orders").contains(&"amount".to_string()));
 }
 
 #[test]
@@ -422,7 +466,11 @@ fn an_incremental_row_that_leaves_the_where_filter_leaves_the_table() {
         "{}",
         r.dump()
     );
-    assert_eq!(ids(&inst), [1, 3, 4, 6], "the row that left the filter is gone");
+    assert_eq!(
+        ids(&inst),
+        [1, 3, 4, 6],
+        "the row that left the filter is gone"
+    );
 }
 
 #[test]
@@ -437,7 +485,8 @@ fn a_deleted_or_truncated_parquet_is_extracted_again() {
     assert_eq!(r.code, 0, "{}", r.dump());
     assert_eq!(r.task("extract:shop.orders")["status"], "ok");
     assert!(
-        r.warnings().contains("shop.orders: its Parquet output is missing"),
+        r.warnings()
+            .contains("shop.orders: its Parquet output is missing"),
         "{}",
         r.dump()
     );
@@ -516,7 +565,8 @@ fn a_foreign_extract_is_published_with_nothing_registered_and_its_lost_file_repo
     assert_eq!(r.task("publish:analytics")["status"], "unchanged");
     assert!(
         r.warnings().contains("hand.t: its view does not bind")
-            && r.warnings().contains("not published since the last rebuild"),
+            && r.warnings()
+                .contains("not published since the last rebuild"),
         "{}",
         r.dump()
     );
