@@ -1,17 +1,23 @@
 //! Extracting one table to Parquet, the same way for every connector: filters, full or incremental
-//! or partitioned sync, checks, and the swap into place.
+//! or partitioned sync, checks, the schema contract, and the swap into place.
 //!
 //! New data is written beside the old (`<t>.parquet.tmp`, `<t>.tmp/`), checked, made durable, and
 //! only then renamed over it: a failed, interrupted or killed extract leaves the previous Parquet
-//! whole and queryable. Incremental sync re-reads rows from the last cursor (minus `window_days`) and
-//! merges them by primary key, so re-runs never duplicate rows.
+//! whole and queryable. Before the rename the staged file's schema is compared with the one last
+//! published ([`crate::contract::schema`]); a change the table's contract refuses fails the extract.
+//! Incremental sync re-reads rows from the last cursor (minus `window_days`), merges them by primary
+//! key and applies the table's `where` filters to the merged result, so re-runs never duplicate rows
+//! and a row that stops matching the filters leaves the table. An extract whose input is unchanged is
+//! skipped only while its published output is still what was recorded (size and modification time,
+//! else its MD5): a deleted or damaged Parquet file is extracted again.
 
 use crate::checks;
 use crate::connectors::{Connector, ConnectorError, Scan, Session};
+use crate::contract::schema::{self, Change, Column};
 use crate::contract::{sync_dir, ExtractDir, LocalData};
 use crate::quote;
 use crate::registered::{SourceDef, TableDef};
-use crate::spec::model::{Granularity, SyncMode};
+use crate::spec::model::{Granularity, SchemaChanges, SyncMode};
 use duckdb::Connection;
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -25,6 +31,9 @@ pub enum ExtractError {
     Query(String),
     #[error("{0}; the previous data is kept")]
     Check(String),
+    /// The new data breaks the table's schema contract (the message lists the differences).
+    #[error("{0}")]
+    Schema(String),
     #[error("{0}: {1}")]
     Io(PathBuf, std::io::Error),
     #[error("{0}")]
@@ -39,6 +48,10 @@ pub struct Previous {
     pub rows: Option<i64>,
     pub size_bytes: Option<i64>,
     pub hash: Option<String>,
+    /// The schema last published (`None` when recorded before the state had it).
+    pub schema: Option<Vec<Column>>,
+    /// [`output_stamp`] of the Parquet when its hash was last computed or checked.
+    pub output_stamp: Option<String>,
 }
 
 /// The result of a successful extract task.
@@ -56,6 +69,19 @@ pub struct Extracted {
     pub rows_read: i64,
     /// The input had not changed: nothing was read or written.
     pub unchanged: bool,
+    /// The published schema now (recorded in the state), when known.
+    pub schema: Option<Vec<Column>>,
+    /// How the schema differs from the one published before (accepted by the contract or by
+    /// `--accept-schema`); empty when it is the same or there was none.
+    pub schema_changes: Vec<Change>,
+    /// What accepted `schema_changes`: `additive`, `evolve` (the table's contract) or
+    /// `--accept-schema`.
+    pub schema_accepted_by: Option<String>,
+    /// [`output_stamp`] of the published Parquet.
+    pub output_stamp: Option<String>,
+    /// Why the previous output could not be used (deleted, truncated, changed on disk) and the
+    /// table was read again from scratch.
+    pub repaired: Option<String>,
 }
 
 pub struct Request<'a> {
@@ -66,6 +92,8 @@ pub struct Request<'a> {
     pub previous: Option<&'a Previous>,
     /// Re-extract even when the input looks unchanged (and ignore the incremental cursor).
     pub full_refresh: bool,
+    /// Publish whatever shape the new data has, once (`pipeline run --accept-schema`).
+    pub accept_schema: bool,
 }
 
 static TEMP_SEQ: AtomicU64 = AtomicU64::new(0);
@@ -94,29 +122,74 @@ pub fn extract(
         (&existing, partitioned),
         (Some(LocalData::File(_)), false) | (Some(LocalData::Partitions(_)), true)
     );
-    if let (Some(prev), Some(fp), true, false) =
-        (req.previous, &fingerprint, right_shape, req.full_refresh)
-    {
-        if prev.fingerprint.as_ref() == Some(fp) {
-            return Ok(Extracted {
-                rows: prev.rows.unwrap_or(0),
-                bytes: existing.as_ref().map_or(0, |d| d.size() as i64),
-                hash: prev.hash.clone(),
-                cursor: prev.last_cursor.clone(),
-                fingerprint,
-                rows_read: 0,
-                unchanged: true,
-            });
+    let input_unchanged = !req.full_refresh
+        && matches!((req.previous, &fingerprint), (Some(p), Some(fp)) if p.fingerprint.as_ref() == Some(fp));
+
+    // The previous output is reused when the input is unchanged (skipped) and when increments merge
+    // into it: then it must still be what the last extract wrote.
+    let reused =
+        right_shape && !req.full_refresh && (input_unchanged || t.sync_mode() != SyncMode::Full);
+    let (mut stamp, mut repaired) = (None, None);
+    if let (true, Some(data), Some(prev)) = (reused, &existing, req.previous) {
+        match verify_output(data, prev)? {
+            Output::Intact(s) => stamp = Some(s),
+            Output::Damaged(why) => repaired = Some(why),
         }
+    }
+    if existing.is_none() && req.previous.is_some_and(|p| p.hash.is_some()) {
+        repaired = Some("its Parquet output is missing".to_string());
+    }
+    let intact = right_shape && repaired.is_none();
+    // The schema the new data is held to: the recorded one, else (state from before it was
+    // recorded) the published file's own. A table with no previous extract has none yet.
+    let baseline: Option<Vec<Column>> = match req.previous {
+        Some(p) => match &p.schema {
+            Some(s) => Some(s.clone()),
+            None if intact => existing
+                .as_ref()
+                .and_then(|d| schema::describe(conn, &d.scan()).ok()),
+            None => None,
+        },
+        None => None,
+    };
+
+    if let (Some(prev), true, true) = (req.previous, input_unchanged, intact) {
+        return Ok(Extracted {
+            rows: prev.rows.unwrap_or(0),
+            bytes: existing.as_ref().map_or(0, |d| d.size() as i64),
+            hash: prev.hash.clone(),
+            cursor: prev.last_cursor.clone(),
+            fingerprint,
+            rows_read: 0,
+            unchanged: true,
+            schema: baseline,
+            schema_changes: Vec::new(),
+            schema_accepted_by: None,
+            output_stamp: stamp,
+            repaired: None,
+        });
     }
 
     // Increments continue from the last successful extract, when its data is there to merge into.
-    let continues = right_shape && !req.full_refresh && t.sync_mode() != SyncMode::Full;
+    let continues = intact && !req.full_refresh && t.sync_mode() != SyncMode::Full;
     let last = req
         .previous
         .and_then(|p| p.last_cursor.as_deref())
         .filter(|_| continues);
-    let scan = req.connector.scan(conn, session, t, last)?;
+    // An increment is read without the table's filters (they apply to the merged result, below), so
+    // the connector is not given them either: a row that stopped matching must arrive to replace its
+    // old version.
+    let unfiltered;
+    let scanned = if last.is_some() && !t.filters.is_empty() {
+        unfiltered = TableDef {
+            filters: Vec::new(),
+            ..t.clone()
+        };
+        &unfiltered
+    } else {
+        t
+    };
+    let scan = req.connector.scan(conn, session, scanned, last)?;
     // Downloads the scan made are removed however the extract ends.
     let _downloads = Staged(scan.cleanup.clone());
     let q = Query { conn, scan: &scan };
@@ -126,16 +199,35 @@ pub fn extract(
         _ => None,
     };
     let merge = cursor_bound.is_some() || (scan.increment && continues);
-    let filters = where_clause(t, cursor_bound.as_deref())?;
+    let filters = filter_conditions(t)?;
+    let bound: Vec<String> = cursor_bound.into_iter().collect();
+    let plan = Plan {
+        // A full read filters as it reads; an increment reads every changed row and the filters
+        // decide what the merged table keeps.
+        read_where: where_sql(if merge { &bound } else { &filters }),
+        keep_where: if merge {
+            where_sql(&filters)
+        } else {
+            String::new()
+        },
+        existing: if intact { existing.as_ref() } else { None },
+        merge,
+        gate: Gate {
+            table: t,
+            baseline: baseline.as_deref(),
+            accept: req.accept_schema,
+        },
+    };
     let result = if partitioned {
-        write_partitioned(&q, req, &filters, existing.as_ref(), merge)
+        write_partitioned(&q, req, &plan)
     } else {
-        write_file(&q, req, &filters, existing.as_ref(), merge)
+        write_file(&q, req, &plan)
     };
     if scan.use_catalog.is_some() {
         let _ = conn.execute_batch("USE memory");
     }
-    let (rows_read, data, hash) = result?;
+    let written = result?;
+    let data = &written.data;
     let rows: i64 = conn
         .query_row(&format!("SELECT count(*) FROM {}", data.scan()), [], |r| {
             r.get(0)
@@ -154,18 +246,173 @@ pub fn extract(
         }
         (None, None) => None,
     };
+    let hash = match &written.hash {
+        Some(h) => h.clone(),
+        None => md5_of(data)?,
+    };
+    let accepted_by = (!written.schema_changes.is_empty()).then(|| {
+        if req.accept_schema
+            && written
+                .schema_changes
+                .iter()
+                .any(|c| !c.allowed_by(t.schema_changes()))
+        {
+            "--accept-schema".to_string()
+        } else {
+            t.schema_changes().as_str().to_string()
+        }
+    });
     Ok(Extracted {
         rows,
         bytes: data.size() as i64,
-        hash: Some(match hash {
-            Some(h) => h,
-            None => md5_of(&data)?,
-        }),
+        hash: Some(hash),
         cursor,
         fingerprint,
-        rows_read,
+        rows_read: written.rows_read,
         unchanged: false,
+        schema: written.schema.clone().or(baseline),
+        schema_changes: written.schema_changes.clone(),
+        schema_accepted_by: accepted_by,
+        output_stamp: Some(output_stamp(data)?),
+        repaired,
     })
+}
+
+/// Whether a published output is still what the last extract wrote.
+enum Output {
+    /// Yes; its current [`output_stamp`].
+    Intact(String),
+    /// No, and why.
+    Damaged(String),
+}
+
+/// Compares the output with what was recorded: its size and modification time when they match (no
+/// read), else its MD5. Hashing is only needed after something touched the file.
+fn verify_output(data: &LocalData, prev: &Previous) -> Result<Output, ExtractError> {
+    let stamp = output_stamp(data)?;
+    if prev.output_stamp.as_deref() == Some(stamp.as_str()) {
+        return Ok(Output::Intact(stamp));
+    }
+    let Some(recorded) = &prev.hash else {
+        return Ok(Output::Damaged(
+            "no hash of its Parquet output was recorded to check it against".into(),
+        ));
+    };
+    let size = data.size() as i64;
+    match md5_of(data) {
+        Ok(now) if &now == recorded => Ok(Output::Intact(stamp)),
+        Ok(_) => Ok(Output::Damaged(match prev.size_bytes {
+            Some(before) if before != size => {
+                format!("its Parquet output changed on disk ({before} bytes recorded, {size} now)")
+            }
+            _ => "its Parquet output changed on disk (the content hash differs)".into(),
+        })),
+        Err(e) => Ok(Output::Damaged(format!(
+            "its Parquet output cannot be read ({e})"
+        ))),
+    }
+}
+
+/// Size and modification time of a table's Parquet: `<bytes>:<mtime ns>` of a file, a digest of
+/// every file's name, size and mtime for a partitioned table.
+pub fn output_stamp(data: &LocalData) -> Result<String, ExtractError> {
+    let stamp = |p: &Path| -> Result<String, ExtractError> {
+        let m = p.metadata().map_err(|e| ExtractError::Io(p.into(), e))?;
+        let mtime = m
+            .modified()
+            .ok()
+            .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+            .map_or(0, |d| d.as_nanos());
+        Ok(format!("{}:{mtime}", m.len()))
+    };
+    match data {
+        LocalData::File(f) => stamp(f),
+        LocalData::Partitions(d) => {
+            let mut parts = Vec::new();
+            for f in parquet_files(d)? {
+                let name = f.file_name().map(|n| n.to_string_lossy().into_owned());
+                parts.push(format!("{}={}", name.unwrap_or_default(), stamp(&f)?));
+            }
+            Ok(crate::connectors::fingerprint_of(&parts))
+        }
+    }
+}
+
+/// The `*.parquet` files of a partition directory, by name.
+fn parquet_files(dir: &Path) -> Result<Vec<PathBuf>, ExtractError> {
+    let mut v: Vec<_> = std::fs::read_dir(dir)
+        .map_err(|e| ExtractError::Io(dir.to_path_buf(), e))?
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|x| x == "parquet"))
+        .collect();
+    v.sort();
+    Ok(v)
+}
+
+/// How this extract writes: what it reads, what it keeps, what it merges into.
+struct Plan<'a> {
+    /// ` WHERE …` on the rows read from the source.
+    read_where: String,
+    /// ` WHERE …` on the merged result (the table's filters, when merging an increment).
+    keep_where: String,
+    /// The previous data, when intact.
+    existing: Option<&'a LocalData>,
+    /// Merge the rows read into `existing` by primary key.
+    merge: bool,
+    gate: Gate<'a>,
+}
+
+/// The schema contract, checked on staged data before it replaces the published data.
+struct Gate<'a> {
+    table: &'a TableDef,
+    /// The schema published before; `None`: nothing to hold the new data to.
+    baseline: Option<&'a [Column]>,
+    accept: bool,
+}
+
+impl Gate<'_> {
+    /// The staged data's schema and how it differs from the baseline, or the refusal. `batch`: the
+    /// columns of the rows read from the source, when they were merged into previous data.
+    fn check(
+        &self,
+        conn: &Connection,
+        relation: &str,
+        batch: Option<&[String]>,
+    ) -> Result<(Vec<Column>, Vec<Change>), ExtractError> {
+        let new =
+            schema::describe(conn, relation).map_err(|e| ExtractError::Query(e.to_string()))?;
+        let Some(baseline) = self.baseline else {
+            return Ok((new, Vec::new()));
+        };
+        let policy = self.table.schema_changes();
+        let effective = if self.accept {
+            SchemaChanges::Evolve
+        } else {
+            policy
+        };
+        let review = schema::review(baseline, &new, batch, effective);
+        if review.is_refused() {
+            return Err(ExtractError::Schema(schema::refusal_message(
+                &self.table.id,
+                policy,
+                &review,
+            )));
+        }
+        Ok((new, review.changes))
+    }
+}
+
+/// What a writer produced.
+struct Written {
+    rows_read: i64,
+    /// Where the data now is.
+    data: LocalData,
+    /// Its MD5, when already computed.
+    hash: Option<String>,
+    /// The schema checked by the gate (`None` when no file was written: no rows).
+    schema: Option<Vec<Column>>,
+    schema_changes: Vec<Change>,
 }
 
 fn bad_column(c: &str) -> ExtractError {
@@ -237,8 +484,8 @@ fn clean(message: &str) -> String {
     message.lines().take(6).collect::<Vec<_>>().join("\n")
 }
 
-/// `WHERE …` from the table's filters and the incremental bound.
-fn where_clause(t: &TableDef, cursor_bound: Option<&str>) -> Result<String, ExtractError> {
+/// The table's `where` filters as SQL conditions.
+fn filter_conditions(t: &TableDef) -> Result<Vec<String>, ExtractError> {
     let mut parts = Vec::new();
     for f in &t.filters {
         let col = quote::ident(&f.column).ok_or_else(|| bad_column(&f.column))?;
@@ -282,14 +529,16 @@ fn where_clause(t: &TableDef, cursor_bound: Option<&str>) -> Result<String, Extr
         };
         parts.push(format!("{col} {op} {}", first()?));
     }
-    if let Some(b) = cursor_bound {
-        parts.push(b.to_string());
-    }
-    Ok(if parts.is_empty() {
+    Ok(parts)
+}
+
+/// ` WHERE a AND b`, or nothing.
+fn where_sql(conditions: &[String]) -> String {
+    if conditions.is_empty() {
         String::new()
     } else {
-        format!(" WHERE {}", parts.join(" AND "))
-    })
+        format!(" WHERE {}", conditions.join(" AND "))
+    }
 }
 
 /// `QUALIFY` keeping one row per primary key: the one with the highest cursor.
@@ -315,44 +564,37 @@ fn latest_per_key(t: &TableDef) -> Result<String, ExtractError> {
     ))
 }
 
-/// The registry documents columns; data without them is not the table it describes (a changed export,
-/// a CSV the sniffer read as one text column…). Compared without regard to case, as DuckDB does.
-fn documented_columns_exist(
-    conn: &Connection,
-    data: &LocalData,
-    t: &TableDef,
-) -> Result<(), ExtractError> {
-    if t.columns.is_empty() {
-        return Ok(());
-    }
-    let mut stmt = conn
-        .prepare(&format!(
-            "SELECT column_name FROM (DESCRIBE SELECT * FROM {})",
-            data.scan()
-        ))
-        .map_err(|e| ExtractError::Query(e.to_string()))?;
-    let present: Vec<String> = stmt
-        .query_map([], |r| r.get::<_, String>(0))
-        .and_then(|rows| rows.collect())
-        .map_err(|e| ExtractError::Query(e.to_string()))?;
-    let missing: Vec<&str> = t
+/// The registry declares columns (`columns:`); data without them is not the table it describes (a
+/// changed export, a CSV the sniffer read as one text column…). Compared without regard to case, as
+/// DuckDB does. `present`: the new data's columns.
+fn declared_columns_exist(t: &TableDef, present: &[Column]) -> Result<(), ExtractError> {
+    let names: Vec<&str> = present.iter().map(|c| c.name.as_str()).collect();
+    let missing: Vec<String> = t
         .columns
         .keys()
-        .filter(|c| !present.iter().any(|p| p.eq_ignore_ascii_case(c)))
-        .map(|c| c.as_str())
+        .filter(|c| !names.iter().any(|p| p.eq_ignore_ascii_case(c)))
+        .map(|c| match crate::diag::suggest(c, names.iter().copied()) {
+            Some(s) => format!("`{c}` (did you mean `{s}`?)"),
+            None => format!("`{c}`"),
+        })
         .collect();
     if missing.is_empty() {
         return Ok(());
     }
+    let declared_in = if t.file.is_empty() {
+        String::new()
+    } else {
+        format!(" in {}", t.file)
+    };
     Err(ExtractError::Check(format!(
-        "the new data lacks column(s) the registry documents: {} (it has: {})",
+        "table `{}`: the new data lacks {} column(s) that `columns:`{declared_in} declares: {}. The data \
+         has: {}. Fix the names in `columns:` (or the source)",
+        t.id,
+        missing.len(),
         missing.join(", "),
-        present.join(", ")
+        names.join(", ")
     )))
 }
-
-/// Rows read, where the data now is, and its MD5 when already computed.
-type Written = (i64, LocalData, Option<String>);
 
 /// Loads the rows read from the source into a temp table, runs `write` with its name, drops it.
 /// Returns how many rows were read.
@@ -432,13 +674,7 @@ impl Drop for Staged {
     }
 }
 
-fn write_file(
-    q: &Query,
-    req: &Request,
-    filters: &str,
-    existing: Option<&LocalData>,
-    incremental: bool,
-) -> Result<Written, ExtractError> {
+fn write_file(q: &Query, req: &Request, plan: &Plan) -> Result<Written, ExtractError> {
     let t = req.table;
     let target = req.dir.parquet(&t.name);
     let tmp = tmp_sibling(&target, ".tmp");
@@ -446,21 +682,27 @@ fn write_file(
     let mut staged = Staged(Some(tmp.clone()));
     let dedupe = latest_per_key(t)?;
     let rel = &q.scan.relation;
+    let (read_where, keep_where) = (&plan.read_where, &plan.keep_where);
     // While DuckDB writes the file, a follower hashes what is written and starts its writeback, so
     // that the MD5 and the fsync cost little once the COPY returns.
     let follower = Follower::start(&tmp);
-    let rows_read = match (incremental, existing) {
-        (true, Some(old)) => {
-            with_incoming(q, &format!("SELECT * FROM {rel}{filters}{dedupe}"), |new| {
+    let mut batch = None;
+    let rows_read = match (plan.merge, plan.existing) {
+        (true, Some(old)) => with_incoming(
+            q,
+            &format!("SELECT * FROM {rel}{read_where}{dedupe}"),
+            |new| {
+                batch = Some(column_names(q.conn, new)?);
                 let kept = kept_rows(t, &old.scan(), new, "")?;
                 q.exec(&format!(
-                    "COPY (SELECT * FROM {new} UNION ALL BY NAME {kept}) TO {} (FORMAT parquet)",
+                    "COPY (SELECT * FROM (SELECT * FROM {new} UNION ALL BY NAME {kept}){keep_where}) \
+                     TO {} (FORMAT parquet)",
                     quote::path(&tmp)
                 ))
-            })
-        }
+            },
+        ),
         _ => q.count(&format!(
-            "COPY (SELECT * FROM {rel}{filters}{dedupe}) TO {} (FORMAT parquet)",
+            "COPY (SELECT * FROM {rel}{read_where}{dedupe}) TO {} (FORMAT parquet)",
             quote::path(&tmp)
         )),
     };
@@ -468,7 +710,8 @@ fn write_file(
     let rows_read = rows_read?;
     tracing::debug!(table = %t.id, rows = rows_read, "extract: written");
     let data = LocalData::File(tmp.clone());
-    documented_columns_exist(q.conn, &data, t)?;
+    let (schema, schema_changes) = plan.gate.check(q.conn, &data.scan(), batch.as_deref())?;
+    declared_columns_exist(t, &schema)?;
     checks::run(q.conn, &data.scan(), &t.checks).map_err(ExtractError::Check)?;
     // The file must be on disk before it replaces the old one.
     std::fs::File::open(&tmp)
@@ -484,7 +727,22 @@ fn write_file(
     sync_dir(&target);
     // A table that changed from partitioned to a single file leaves no stale directory behind.
     remove_path(&req.dir.partitions(&t.name))?;
-    Ok((rows_read, LocalData::File(target), Some(hash)))
+    Ok(Written {
+        rows_read,
+        data: LocalData::File(target),
+        hash: Some(hash),
+        schema: Some(schema),
+        schema_changes,
+    })
+}
+
+/// The column names of a relation (the rows read, before a merge).
+fn column_names(conn: &Connection, relation: &str) -> Result<Vec<String>, ExtractError> {
+    Ok(schema::describe(conn, relation)
+        .map_err(|e| ExtractError::Query(e.to_string()))?
+        .into_iter()
+        .map(|c| c.name)
+        .collect())
 }
 
 fn partition_format(g: Granularity) -> &'static str {
@@ -495,13 +753,7 @@ fn partition_format(g: Granularity) -> &'static str {
     }
 }
 
-fn write_partitioned(
-    q: &Query,
-    req: &Request,
-    filters: &str,
-    existing: Option<&LocalData>,
-    incremental: bool,
-) -> Result<Written, ExtractError> {
+fn write_partitioned(q: &Query, req: &Request, plan: &Plan) -> Result<Written, ExtractError> {
     let t = req.table;
     let by = t
         .partition_by
@@ -527,11 +779,18 @@ fn write_partitioned(
             quote::path(&parts)
         )
     };
-    let select = format!("SELECT * FROM {}{filters}{dedupe}", q.scan.relation);
-    let rows_read = match (incremental, existing) {
+    let select = format!(
+        "SELECT * FROM {}{}{dedupe}",
+        q.scan.relation, plan.read_where
+    );
+    let (merging, existing) = (plan.merge, plan.existing);
+    let mut batch = None;
+    let rows_read = match (merging, existing) {
         // The periods the new rows fall in are rewritten whole: their new rows, plus the previous
-        // rows of those periods that no new row replaces (by primary key).
+        // rows of those periods that no new row replaces (by primary key), minus what the filters
+        // no longer keep.
         (true, Some(old @ LocalData::Partitions(_))) => with_incoming(q, &select, |new| {
+            batch = Some(column_names(q.conn, new)?);
             let touched = format!(
                 "{} IN (SELECT DISTINCT {} FROM {new})",
                 period("o."),
@@ -539,7 +798,8 @@ fn write_partitioned(
             );
             let kept = kept_rows(t, &old.scan(), new, &touched)?;
             q.exec(&copy(&format!(
-                "SELECT * FROM {new} UNION ALL BY NAME {kept}"
+                "SELECT * FROM (SELECT * FROM {new} UNION ALL BY NAME {kept}){}",
+                plan.keep_where
             )))
         })?,
         _ => q.count(&copy(&select))?,
@@ -550,6 +810,7 @@ fn write_partitioned(
         move |e| ExtractError::Io(p, e)
     };
     let mut written = std::collections::BTreeSet::new();
+    let mut new_files = Vec::new();
     if parts.is_dir() {
         for entry in std::fs::read_dir(&parts).map_err(io(&parts))? {
             let entry = entry.map_err(io(&parts))?;
@@ -572,13 +833,14 @@ fn write_partitioned(
                 } else {
                     format!("{value}_{i}.parquet")
                 };
-                std::fs::rename(f, stage.join(name)).map_err(io(f))?;
+                std::fs::rename(f, stage.join(&name)).map_err(io(f))?;
+                new_files.push(stage.join(name));
             }
             written.insert(value);
         }
     }
     // An incremental run replaces only the partitions it read; the others are kept (hard links).
-    if let (true, Some(LocalData::Partitions(old))) = (incremental, existing) {
+    if let (true, Some(LocalData::Partitions(old))) = (merging, existing) {
         for entry in std::fs::read_dir(old).map_err(io(old))?.flatten() {
             let file = entry.file_name().to_string_lossy().into_owned();
             let value = file.trim_end_matches(".parquet");
@@ -591,15 +853,30 @@ fn write_partitioned(
             }
         }
     }
+    // The contract is checked on the files this run wrote (the periods it kept were checked when
+    // they were written).
+    let (mut schema, mut schema_changes) = (None, Vec::new());
+    if !new_files.is_empty() {
+        let list: Vec<String> = new_files.iter().map(|f| quote::path(f)).collect();
+        let relation = format!("read_parquet([{}])", list.join(", "));
+        let (s, c) = plan.gate.check(q.conn, &relation, batch.as_deref())?;
+        declared_columns_exist(t, &s)?;
+        (schema, schema_changes) = (Some(s), c);
+    }
     let data = LocalData::Partitions(stage.clone());
     if data.size() > 0 {
-        documented_columns_exist(q.conn, &data, t)?;
         checks::run(q.conn, &data.scan(), &t.checks).map_err(ExtractError::Check)?;
     }
     swap_dirs(&stage, &target)?;
     staged.0 = Some(stage); // now holds the old data, if any
     remove_path(&req.dir.parquet(&t.name))?;
-    Ok((rows_read, LocalData::Partitions(target), None))
+    Ok(Written {
+        rows_read,
+        data: LocalData::Partitions(target),
+        hash: None,
+        schema,
+        schema_changes,
+    })
 }
 
 /// Puts `new` at `target` in one step: an exchange when the target exists (readers see the old or the
@@ -715,16 +992,7 @@ fn md5_of(data: &LocalData) -> Result<String, ExtractError> {
     let mut h = Md5::new();
     let files = match data {
         LocalData::File(f) => vec![f.clone()],
-        LocalData::Partitions(d) => {
-            let mut v: Vec<_> = std::fs::read_dir(d)
-                .map_err(|e| ExtractError::Io(d.clone(), e))?
-                .flatten()
-                .map(|e| e.path())
-                .filter(|p| p.extension().is_some_and(|x| x == "parquet"))
-                .collect();
-            v.sort();
-            v
-        }
+        LocalData::Partitions(d) => parquet_files(d)?,
     };
     let mut buf = vec![0u8; 1 << 20];
     for f in files {
@@ -759,7 +1027,13 @@ mod tests {
             )
         };
         let mut table = json!({"source": "s", "name": "events", "sync_mode": sync["mode"]});
-        for k in ["cursor", "primary_key", "partition_by", "granularity"] {
+        for k in [
+            "cursor",
+            "primary_key",
+            "partition_by",
+            "granularity",
+            "filters",
+        ] {
             if let Some(v) = sync.get(k) {
                 table[k] = v.clone();
             }
@@ -776,6 +1050,14 @@ mod tests {
     }
 
     fn run(root: &Path, reg: &Registered, previous: Option<&Previous>) -> Extracted {
+        try_run(root, reg, previous).unwrap()
+    }
+
+    fn try_run(
+        root: &Path,
+        reg: &Registered,
+        previous: Option<&Previous>,
+    ) -> Result<Extracted, ExtractError> {
         let source = &reg.sources["s"];
         let table = &reg.tables["s.events"];
         let connector = crate::connectors::connector(source, root).unwrap();
@@ -788,8 +1070,9 @@ mod tests {
             dir: &dir,
             previous,
             full_refresh: false,
+            accept_schema: false,
         };
-        extract(&conn, &Session::default(), &req).unwrap()
+        extract(&conn, &Session::default(), &req)
     }
 
     fn previous(x: &Extracted) -> Previous {
@@ -799,6 +1082,8 @@ mod tests {
             rows: Some(x.rows),
             size_bytes: Some(x.bytes),
             hash: x.hash.clone(),
+            schema: x.schema.clone(),
+            output_stamp: x.output_stamp.clone(),
         }
     }
 
@@ -899,5 +1184,128 @@ mod tests {
             )
             .unwrap();
         assert_eq!(v, "B");
+    }
+
+    /// The values of `v` by id in the published file, as "id=v,…".
+    fn published(root: &Path) -> String {
+        let c = Connection::open_in_memory().unwrap();
+        c.query_row(
+            &format!(
+                "SELECT string_agg(id::VARCHAR || '=' || v, ',' ORDER BY id) FROM read_parquet({})",
+                quote::path(&root.join("extracts/s/data/events.parquet"))
+            ),
+            [],
+            |r| r.get(0),
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn incremental_filters_apply_to_the_merged_table_so_rows_that_stop_matching_leave_it() {
+        let tmp = tempfile::tempdir().unwrap();
+        let input = tmp.path().join("in");
+        std::fs::create_dir_all(&input).unwrap();
+        let csv = input.join("events.csv");
+        std::fs::write(
+            &csv,
+            "id,v,at\n0,open,2025-12-01\n1,open,2026-01-01\n2,open,2026-01-02\n3,test,2026-01-02\n",
+        )
+        .unwrap();
+        let reg = registered(
+            &input,
+            json!({"mode": "incremental", "cursor": "at", "primary_key": ["id"],
+                   "filters": [{"column": "v", "operator": "ne", "values": ["test"]}]}),
+        );
+        let first = run(tmp.path(), &reg, None);
+        assert_eq!(published(tmp.path()), "0=open,1=open,2=open");
+        // Row 1 is updated so that it no longer matches; row 3 now matches; row 4 is new.
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        std::fs::write(
+            &csv,
+            "id,v,at\n0,open,2025-12-01\n1,test,2026-01-03\n2,open,2026-01-02\n3,done,2026-01-03\n4,open,2026-01-03\n",
+        )
+        .unwrap();
+        let second = run(tmp.path(), &reg, Some(&previous(&first)));
+        // The increment (rows at or after the last cursor), read without the filter.
+        assert_eq!(second.rows_read, 4, "{second:?}");
+        assert_eq!(published(tmp.path()), "0=open,2=open,3=done,4=open");
+        assert_eq!(second.rows, 4);
+    }
+
+    #[test]
+    fn a_changed_output_is_verified_by_hash_and_a_damaged_one_extracted_again() {
+        let tmp = tempfile::tempdir().unwrap();
+        let input = tmp.path().join("in");
+        std::fs::create_dir_all(&input).unwrap();
+        std::fs::write(input.join("events.csv"), "id,v\n1,a\n2,b\n").unwrap();
+        let reg = registered(&input, json!({"mode": "full"}));
+        let first = run(tmp.path(), &reg, None);
+        let parquet = tmp.path().join("extracts/s/data/events.parquet");
+        // Touched but identical: hashed once, found intact, skipped, with a new stamp to record.
+        let bytes = std::fs::read(&parquet).unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        std::fs::write(&parquet, &bytes).unwrap();
+        let touched = run(tmp.path(), &reg, Some(&previous(&first)));
+        assert!(
+            touched.unchanged && touched.repaired.is_none(),
+            "{touched:?}"
+        );
+        assert_ne!(touched.output_stamp, first.output_stamp);
+        // Truncated: the hash differs, so the table is read again and the file is whole again.
+        std::fs::write(&parquet, &bytes[..bytes.len() / 2]).unwrap();
+        let prev = Previous {
+            output_stamp: touched.output_stamp.clone(),
+            ..previous(&first)
+        };
+        let repaired = run(tmp.path(), &reg, Some(&prev));
+        assert!(!repaired.unchanged, "{repaired:?}");
+        assert!(
+            repaired
+                .repaired
+                .as_deref()
+                .unwrap_or("")
+                .contains("changed on disk"),
+            "{repaired:?}"
+        );
+        assert_eq!(published(tmp.path()), "1=a,2=b");
+        assert_eq!(repaired.hash, first.hash, "the same data, written again");
+    }
+
+    #[test]
+    fn a_partitioned_table_checks_the_contract_on_the_partitions_it_writes() {
+        let tmp = tempfile::tempdir().unwrap();
+        let input = tmp.path().join("in");
+        std::fs::create_dir_all(&input).unwrap();
+        let csv = input.join("events.csv");
+        std::fs::write(
+            &csv,
+            "id,created,amount\n1,2026-01-05,1.5\n2,2026-02-01,2.5\n",
+        )
+        .unwrap();
+        let reg = registered(
+            &input,
+            json!({"mode": "partitioned", "partition_by": "created", "granularity": "month"}),
+        );
+        let first = run(tmp.path(), &reg, None);
+        let parts = tmp.path().join("extracts/s/data/events");
+        let before = md5_of(&LocalData::Partitions(parts.clone())).unwrap();
+        // One value no longer parses: the sniffer reads `amount` as text.
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        std::fs::write(
+            &csv,
+            "id,created,amount\n1,2026-01-05,1.5\n2,2026-02-01,n/a\n",
+        )
+        .unwrap();
+        let err = try_run(tmp.path(), &reg, Some(&previous(&first))).unwrap_err();
+        assert!(
+            matches!(&err, ExtractError::Schema(m) if m.contains("`amount`: DOUBLE → VARCHAR")),
+            "{err}"
+        );
+        assert_eq!(
+            md5_of(&LocalData::Partitions(parts.clone())).unwrap(),
+            before,
+            "the published partitions are untouched"
+        );
+        assert!(!tmp.path().join("extracts/s/data/events.tmp").exists());
     }
 }

@@ -3,7 +3,9 @@
 //! unapplied edits, so a half-edited spec cannot change what a scheduled run does.
 
 use crate::plan::object::{Kind, Object, Objects};
-use crate::spec::model::{Granularity, Materialized, QueryMode, SourceType, SyncMode};
+use crate::spec::model::{
+    Granularity, Materialized, QueryMode, SchemaChanges, SourceType, SyncMode,
+};
 use serde::Deserialize;
 use serde_json::Value;
 use std::collections::BTreeMap;
@@ -91,6 +93,9 @@ fn checks(v: Option<&Value>) -> Vec<Check> {
 pub struct TableDef {
     #[serde(skip)]
     pub id: String,
+    /// The spec file that declares it, relative to the instance root (for messages).
+    #[serde(skip)]
+    pub file: String,
     #[serde(skip)]
     pub hash: String,
     #[serde(skip)]
@@ -124,6 +129,9 @@ pub struct TableDef {
     /// Documented columns (name → description): each must exist in the extracted data.
     #[serde(default)]
     pub columns: BTreeMap<String, String>,
+    /// The schema contract; absent means `additive`.
+    #[serde(default)]
+    pub schema_changes: Option<String>,
     /// The schedule that applies (the table's, its source's or the instance default), as written.
     #[serde(default)]
     pub schedule: Option<String>,
@@ -147,6 +155,14 @@ impl TableDef {
             .as_deref()
             .and_then(SyncMode::from_name)
             .unwrap_or(SyncMode::Full)
+    }
+
+    /// Which changes of its published schema a new extract may make.
+    pub fn schema_changes(&self) -> SchemaChanges {
+        self.schema_changes
+            .as_deref()
+            .and_then(SchemaChanges::from_name)
+            .unwrap_or(SchemaChanges::Additive)
     }
 
     pub fn granularity(&self) -> Granularity {
@@ -240,6 +256,7 @@ impl Registered {
                 Kind::Table => {
                     let mut t: TableDef = decode(o)?;
                     t.id = o.id.clone();
+                    t.file = o.file.clone();
                     t.hash = o.hash().to_string();
                     t.checks = checks(o.fields().get("checks"));
                     r.tables.insert(o.id.clone(), t);

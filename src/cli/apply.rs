@@ -105,9 +105,13 @@ pub fn run(dir: &Path, args: Args, quiet: bool) -> Result<ExitCode> {
     };
     let mut out = anstream::stdout().lock();
     if !plan.has_changes() {
-        let pending =
-            crate::state::sync::read_before(&*state::open_for_reading(&desired.data.state_db())?)?
-                .pending;
+        // Nothing applied yet and nothing to apply (an instance of config only): nothing pending.
+        let state_db = desired.data.state_db();
+        let pending = if state_db.exists() {
+            crate::state::sync::read_before(&*state::open_for_reading(&state_db)?)?.pending
+        } else {
+            Vec::new()
+        };
         if !pending.is_empty() && !args.queue_only {
             drop(out);
             if !quiet && args.format == Format::Human {

@@ -75,7 +75,14 @@ pub fn run(dir: &Path, args: Args) -> Result<ExitCode> {
         writeln!(out, "  none recorded")?;
     } else {
         let mut t = TextTable::new(vec![
-            "started", "run", "table", "task", "status", "rows", "duration", "error",
+            "started",
+            "run",
+            "table",
+            "task",
+            "status",
+            "rows",
+            "duration",
+            "error / detail",
         ]);
         for s in &syncs {
             t.row(vec![
@@ -86,7 +93,14 @@ pub fn run(dir: &Path, args: Args) -> Result<ExitCode> {
                 s.status.clone(),
                 s.rows.map_or("-".into(), |n| n.to_string()),
                 duration(&s.started_at, s.finished_at.as_deref()),
-                output::truncate(s.error.as_deref().unwrap_or(""), 80),
+                output::truncate(
+                    &s.error
+                        .as_deref()
+                        .or(s.detail.as_deref())
+                        .unwrap_or("")
+                        .replace('\n', " "),
+                    80,
+                ),
             ]);
         }
         write!(out, "{}", t.render())?;

@@ -19,12 +19,17 @@ Examples:
   pipeline run --source shop           only the tables of source shop (then publish as usual)
   pipeline run --table orders -j 8     one table, up to 8 tasks at once
   pipeline run --full-refresh          re-extract everything, ignoring fingerprints and cursors
+  pipeline run --accept-schema orders  publish orders' new columns/types once, though its contract refuses them
   pipeline run --format json           one JSON event per line (task_started, task_finished, run_finished)
 
 A run syncs what `pipeline apply` registered, not unapplied edits. Tables whose input has not changed
 since their last extract are not read again, and analytics.duckdb is not rewritten when nothing it is
 built from changed. A failed task skips the tasks that need it; everything else still runs, and the
-previous data of a failed table stays queryable. Exit status: 0 all tasks succeeded, 1 otherwise.
+previous data of a failed table stays queryable. A table whose new data drops a column or changes a
+type its `schema_changes` contract does not allow fails with the column-level difference and keeps its
+published data; `--accept-schema TABLE` accepts that new shape once (recorded in the audit log).
+With nothing registered, a run publishes the extracts other tools wrote under data/extracts.
+Exit status: 0 all tasks succeeded, 1 otherwise.
 Ctrl-C stops starting tasks and publishes nothing half-done; a second Ctrl-C aborts at once.";
 
 #[derive(clap::Args, Debug)]
@@ -41,6 +46,10 @@ pub struct Args {
     /// Re-extract every selected table from scratch: ignore fingerprints and incremental cursors.
     #[arg(long)]
     full_refresh: bool,
+    /// Publish this table's new schema whatever it is, once: dropped columns and changed types
+    /// that its `schema_changes` contract refuses are accepted and recorded (repeatable; id or name).
+    #[arg(long, value_name = "TABLE")]
+    accept_schema: Vec<String>,
     /// How long to wait for another run that holds a source or analytics (e.g. 30s, 10m).
     #[arg(long, value_name = "DURATION", default_value = "10m", value_parser = output::parse_duration)]
     lock_timeout: Duration,
@@ -84,7 +93,7 @@ pub(super) fn registered(dir: &Path, quiet: bool) -> Result<(Instance, Registere
     let inst = Instance::from_specs(&specs)?;
     let state = inst.data.state_db();
     if !state.exists() {
-        bail!("nothing is registered yet: run `pipeline apply` first");
+        return Ok((inst, Registered::default()));
     }
     if let (Some(note), false) = (drift, quiet) {
         eprintln!("note: {note}");
@@ -97,7 +106,20 @@ pub(super) fn registered(dir: &Path, quiet: bool) -> Result<(Instance, Registere
 pub fn run(dir: &Path, args: Args, quiet: bool) -> Result<ExitCode> {
     let (inst, reg) = registered(dir, quiet)?;
     if reg.tables.is_empty() && reg.transforms.is_empty() {
-        bail!("nothing is registered yet: run `pipeline apply` first");
+        // Extracts other tools wrote are published all the same (docs/engine.md); with none
+        // either, there is nothing to do.
+        if !crate::orchestrator::has_extracts(&inst.layout()) {
+            bail!("nothing is registered yet: run `pipeline apply` first");
+        }
+        if !quiet && args.format == output::Format::Human {
+            eprintln!(
+                "note: nothing is registered (`pipeline apply` registers what the specs declare); \
+                 publishing the extracts found under {}",
+                pathdiff(&inst.data.extracts(), dir)
+            );
+        }
+        // The run is recorded like any other (view ownership included).
+        drop(crate::state::open(&inst.data.state_db())?);
     }
     let selection = graph::Selection {
         sources: args.source.clone(),
@@ -116,14 +138,48 @@ pub fn run(dir: &Path, args: Args, quiet: bool) -> Result<ExitCode> {
             pending.len()
         );
     }
-    let opts = Options::cli(
+    let mut opts = Options::cli(
         "run",
         args.jobs.map(usize::from),
         args.full_refresh,
         args.lock_timeout,
     );
+    opts.accept_schema = accepted_tables(&reg, &tasks, &args.accept_schema)?;
     let outcome = execute(&inst, reg, tasks, &opts, args.format, quiet)?;
     report(&outcome, args.format, quiet, dir)
+}
+
+/// The table ids `--accept-schema` names; each must be registered and extracted by this run.
+fn accepted_tables(
+    reg: &Registered,
+    tasks: &[Task],
+    names: &[String],
+) -> Result<std::collections::BTreeSet<String>> {
+    let mut ids = std::collections::BTreeSet::new();
+    for name in names {
+        let Some(t) = reg.table(name) else {
+            let candidates = reg
+                .tables
+                .values()
+                .flat_map(|t| [t.id.as_str(), t.name.as_str()]);
+            let hint = crate::diag::suggest(name, candidates)
+                .map(|s| format!("; did you mean `{s}`?"))
+                .unwrap_or_default();
+            bail!("--accept-schema: no registered table `{name}` (by id or name){hint}");
+        };
+        let extracted = tasks
+            .iter()
+            .any(|x| x.kind == crate::plan::tasks::TaskKind::Extract && x.target == t.id);
+        if !extracted {
+            bail!(
+                "--accept-schema {name}: this run does not extract table `{}`; select it too (or run \
+                 without --source/--table)",
+                t.id
+            );
+        }
+        ids.insert(t.id.clone());
+    }
+    Ok(ids)
 }
 
 /// Runs `tasks` with the progress display of `format`.
@@ -162,7 +218,8 @@ pub(super) fn report(o: &Outcome, format: Format, quiet: bool, dir: &Path) -> Re
         progress::emit(serde_json::json!({
             "event": "run_finished",
             "run_id": o.run_id,
-            "status": if o.cancelled { "cancelled" } else if failures.is_empty() { "ok" } else { "failed" },
+            "status": if o.cancelled { "cancelled" } else if failures.is_empty() && o.record_error.is_none() { "ok" } else { "failed" },
+            "record_error": o.record_error,
             "published": o.published,
             "analytics": o.analytics,
             "tasks": o.tasks.len(),
@@ -200,6 +257,13 @@ pub(super) fn report(o: &Outcome, format: Format, quiet: bool, dir: &Path) -> Re
             writeln!(err, "  ({skipped} task(s) that needed them were skipped)")?;
         }
     }
+    if let Some(e) = &o.record_error {
+        let style = anstyle::AnsiColor::Red.on_default().bold();
+        writeln!(
+            err,
+            "\n{style}error{style:#}: the run could not be recorded: {e}"
+        )?;
+    }
     drop(err);
     if quiet && o.ok() {
         return Ok(code);
@@ -207,6 +271,8 @@ pub(super) fn report(o: &Outcome, format: Format, quiet: bool, dir: &Path) -> Re
     let mut out = anstream::stdout().lock();
     let verdict = if o.cancelled {
         "Run stopped"
+    } else if o.record_error.is_some() {
+        "Run failed (not recorded)"
     } else if failures.is_empty() {
         "Run complete"
     } else {

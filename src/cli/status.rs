@@ -40,6 +40,9 @@ struct Report {
     specs: Drift,
     /// The daemon serving this instance, if one runs.
     daemon: Option<crate::daemon::Presence>,
+    /// What the live analytics.duckdb left out at its last rebuild, and why (a foreign extract whose
+    /// Parquet is gone, a view that does not bind…).
+    analytics_problems: Vec<String>,
     #[serde(flatten)]
     status: Option<report::Status>,
 }
@@ -97,7 +100,12 @@ pub fn run(dir: &Path, args: Args) -> Result<ExitCode> {
                     .to_string()
             });
     }
+    let layout = crate::orchestrator::Layout {
+        extracts: data.extracts(),
+        analytics: data.analytics(),
+    };
     let report = Report {
+        analytics_problems: crate::orchestrator::live_skipped(&layout),
         instance,
         daemon: crate::daemon::Presence::running(&data),
         timezone: tz.name().to_string(),
@@ -192,11 +200,17 @@ fn human(r: &Report, tz: Tz) -> String {
         }
         out.push_str(&t.render());
         for row in s.tables.iter().filter(|r| r.last_error.is_some()) {
-            out.push_str(&format!(
-                "  {}: {}\n",
-                row.name,
-                output::truncate(row.last_error.as_deref().unwrap_or_default(), 200)
-            ));
+            out.push_str(&format!("  {}: {}\n", row.name, error_lines(row)));
+        }
+        out.push('\n');
+    }
+    if !r.analytics_problems.is_empty() {
+        out.push_str(&format!(
+            "analytics.duckdb left out {} thing(s) at its last rebuild:\n",
+            r.analytics_problems.len()
+        ));
+        for p in &r.analytics_problems {
+            out.push_str(&format!("  - {}\n", output::truncate(p, 300)));
         }
         out.push('\n');
     }
@@ -219,4 +233,16 @@ fn human(r: &Report, tz: Tz) -> String {
         out.push_str(&t.render());
     }
     out
+}
+
+/// A table's last error for people: a refused schema change keeps its column-by-column lines (that
+/// is the point of it), anything else is cut to a line.
+fn error_lines(row: &report::TableStatus) -> String {
+    let error = row.last_error.as_deref().unwrap_or_default();
+    if error.starts_with("schema change refused") {
+        let lines: Vec<&str> = error.lines().take(40).collect();
+        lines.join("\n    ")
+    } else {
+        output::truncate(error, 200)
+    }
 }

@@ -6,9 +6,11 @@
 //! table: over `data/<t>.parquet`, over `data/<t>/*.parquet` (partitioned), or over a remote alias.
 //! [`write`] builds the file aside and renames it into place, so a failed or killed writer leaves the
 //! previous extract whole; [`read`] reads one that is attached to a connection, checking every name.
-//! [`remote`] decides which `_remote_attach` rows may be attached, and attaches them.
+//! [`remote`] decides which `_remote_attach` rows may be attached, and attaches them; [`schema`] is the
+//! schema contract of a published table (which column changes a new extract may make).
 
 pub mod remote;
+pub mod schema;
 
 use crate::quote;
 use crate::spec::names;

@@ -230,6 +230,7 @@ impl RunManager {
                     .into();
                     view.published = Some(outcome.published);
                     view.tasks = outcome.tasks.iter().map(task_view).collect();
+                    view.error = outcome.record_error.clone();
                 }
                 Err(e) => {
                     view.status = "error".into();
@@ -285,6 +286,7 @@ fn execute(shared: &Arc<Shared>, run_id: &str, req: Request) -> Result<exec::Out
         who: req.who.clone(),
         jobs: None,
         full_refresh: false,
+        accept_schema: Default::default(),
         lock_timeout: Duration::from_secs(600),
         cancel: Some(shared.runs.cancel.clone()),
         run_id: Some(run_id.to_string()),

@@ -94,6 +94,8 @@ pub struct Options {
     /// `-j`; default: the instance's `defaults.concurrency`.
     pub jobs: Option<usize>,
     pub full_refresh: bool,
+    /// Tables (ids) whose new schema this run publishes whatever it is, once (`--accept-schema`).
+    pub accept_schema: std::collections::BTreeSet<String>,
     pub lock_timeout: Duration,
     /// Set from outside to stop the run (nothing new starts; running tasks finish). When `None`,
     /// the run owns SIGINT/SIGTERM itself; when `Some`, the caller does (the daemon).
@@ -115,6 +117,7 @@ impl Options {
             who: crate::state::lock::os_user(),
             jobs,
             full_refresh,
+            accept_schema: Default::default(),
             lock_timeout,
             cancel: None,
             run_id: None,
@@ -131,6 +134,8 @@ pub struct Outcome {
     /// Problems that did not fail a task (skipped extracts, tables without data yet).
     pub warnings: Vec<String>,
     pub analytics: PathBuf,
+    /// The run could not be recorded in the state (it was removed during the run): the run failed.
+    pub record_error: Option<String>,
 }
 
 impl Outcome {
@@ -139,7 +144,7 @@ impl Outcome {
     }
 
     pub fn ok(&self) -> bool {
-        !self.cancelled && self.failures().next().is_none()
+        !self.cancelled && self.failures().next().is_none() && self.record_error.is_none()
     }
 
     pub fn count(&self, status: Status) -> usize {
@@ -227,6 +232,7 @@ pub fn execute(
                 previous: before.previous,
                 owners: before.owners,
                 full_refresh: opts.full_refresh,
+                accept_schema: opts.accept_schema.clone(),
                 lock_timeout: opts.lock_timeout,
                 temp_dir: inst.data.0.join("tmp"),
             },
@@ -257,7 +263,24 @@ pub fn execute(
         .map(|f| f.task.target.clone())
         .collect();
     let finishing = std::time::Instant::now();
-    let published = match ctx.finish(cancelled, &failed_transforms) {
+    // A run records into the state it started from. If that is gone (data/state removed while the
+    // run worked), nothing may be published that the state would not know about: drop the staged
+    // file and fail the publish.
+    let state_gone = !state_path.is_file();
+    if state_gone {
+        if let Some(f) = finished
+            .iter_mut()
+            .find(|f| f.task.kind == TaskKind::Publish && f.status.succeeded())
+        {
+            f.status = Status::Failed;
+            f.error = Some(format!(
+                "not published: the state database {} disappeared during the run",
+                state_path.display()
+            ));
+            observer.finished(f);
+        }
+    }
+    let published = match ctx.finish(cancelled || state_gone, &failed_transforms) {
         Ok(p) => {
             if p {
                 observer.published(finishing.elapsed());
@@ -326,9 +349,10 @@ pub fn execute(
             .map(|f| f.task.id.clone())
             .collect(),
     };
-    let mut conn = state::open(&state_path)?;
-    sync::record(&mut conn, &record)?;
-    drop(conn);
+    // Never `state::open`: it would create a new, empty state where the old one was removed.
+    let recorded =
+        state::open_existing(&state_path).and_then(|mut conn| sync::record(&mut conn, &record));
+    let record_error = recorded.err().map(|e| e.to_string());
 
     Ok(Outcome {
         run_id,
@@ -337,6 +361,7 @@ pub fn execute(
         cancelled,
         warnings,
         analytics: inst.data.analytics(),
+        record_error,
     })
 }
 

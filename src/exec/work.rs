@@ -13,7 +13,7 @@ use crate::registered::{Registered, TableDef};
 use crate::spec::model::{Materialized, QueryMode};
 use crate::state::lock::StateLock;
 use duckdb::Connection;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::PathBuf;
 use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex};
@@ -40,6 +40,8 @@ pub struct Context {
     pub previous: HashMap<String, Previous>,
     pub owners: BTreeMap<String, String>,
     pub full_refresh: bool,
+    /// Tables (ids) whose new schema is published whatever it is (`--accept-schema`).
+    pub accept_schema: BTreeSet<String>,
     pub lock_timeout: Duration,
     pub cancel: Arc<AtomicBool>,
     /// The run's DuckDB instance; tasks work on clones of this connection.
@@ -67,6 +69,7 @@ pub struct ContextParts {
     pub previous: HashMap<String, Previous>,
     pub owners: BTreeMap<String, String>,
     pub full_refresh: bool,
+    pub accept_schema: BTreeSet<String>,
     pub lock_timeout: Duration,
     pub temp_dir: PathBuf,
 }
@@ -92,6 +95,7 @@ impl Context {
             previous: p.previous,
             owners: p.owners,
             full_refresh: p.full_refresh,
+            accept_schema: p.accept_schema,
             lock_timeout: p.lock_timeout,
             cancel,
             engine: Mutex::new(engine),
@@ -143,21 +147,45 @@ impl Context {
             dir: &dir,
             previous: self.previous.get(id),
             full_refresh: self.full_refresh,
+            accept_schema: self.accept_schema.contains(id),
         };
         let x = extract::extract(&conn, &self.session, &req).map_err(|e| e.to_string())?;
-        let detail = if x.unchanged {
-            "input unchanged".to_string()
+        let mut notes = Vec::new();
+        if x.unchanged {
+            notes.push("input unchanged".to_string());
         } else if x.rows_read != x.rows {
-            format!("{} new or changed rows merged", thousands(x.rows_read))
-        } else {
-            String::new()
-        };
+            notes.push(format!(
+                "{} new or changed rows merged",
+                thousands(x.rows_read)
+            ));
+        }
+        let mut warnings = Vec::new();
+        if let Some(why) = &x.repaired {
+            notes.push(format!("re-extracted: {why}"));
+            warnings.push(format!("{id}: {why}; extracted again from the source"));
+        }
+        if !x.schema_changes.is_empty() {
+            let by = x.schema_accepted_by.as_deref().unwrap_or("?");
+            let changes = crate::contract::schema::summary(&x.schema_changes);
+            notes.push(format!("schema changed ({by}): {changes}"));
+            // Changes beyond the default contract are worth a word at the end of the run.
+            let beyond = x
+                .schema_changes
+                .iter()
+                .any(|c| !c.allowed_by(crate::spec::model::SchemaChanges::Additive));
+            if beyond {
+                warnings.push(format!(
+                    "{id}: the published schema changed ({by}): {changes}"
+                ));
+            }
+        }
+        let detail = notes.join("; ");
         let done = Done {
             unchanged: x.unchanged,
             rows: Some(x.rows),
             bytes: Some(x.bytes),
             detail: (!detail.is_empty()).then_some(detail),
-            warnings: Vec::new(),
+            warnings,
             extracted: Some(x.clone()),
         };
         lock(&self.extracted).insert(id.to_string(), x);
@@ -313,9 +341,19 @@ impl Context {
             && orchestrator::live_fingerprint(&self.layout).as_deref() == Some(fingerprint.as_str())
         {
             *lock(&self.publish) = Publish::UpToDate;
+            // What the live file left out still is left out: say so at every run, not only once.
+            let warnings: Vec<String> = orchestrator::live_skipped(&self.layout)
+                .into_iter()
+                .map(|w| format!("{w} (not published since the last rebuild)"))
+                .collect();
+            let detail = match warnings.len() {
+                0 => "analytics is up to date".to_string(),
+                n => format!("analytics is up to date; {n} left out (see the warnings)"),
+            };
             return Ok(Done {
                 unchanged: true,
-                detail: Some("analytics is up to date".into()),
+                detail: Some(detail),
+                warnings,
                 ..Done::default()
             });
         }

@@ -555,7 +555,8 @@ fn write_meta(
          CREATE TABLE {s}.tables (name VARCHAR PRIMARY KEY, source VARCHAR, query_mode VARCHAR,
              description VARCHAR, rows BIGINT, size_bytes BIGINT, extracted_at TIMESTAMP, needs_attach BOOLEAN);
          CREATE TABLE {s}.transforms (name VARCHAR PRIMARY KEY, status VARCHAR);
-         CREATE TABLE {s}.info (key VARCHAR PRIMARY KEY, value VARCHAR);"
+         CREATE TABLE {s}.info (key VARCHAR PRIMARY KEY, value VARCHAR);
+         CREATE TABLE {s}.skipped (source VARCHAR, table_name VARCHAR, reason VARCHAR);"
     ))?;
     attach::create_table(conn)?;
     conn.execute(
@@ -573,6 +574,19 @@ fn write_meta(
     conn.execute(
         &format!("INSERT INTO {s}.info SELECT d->>'key', d->>'value' FROM {from}"),
         [info],
+    )?;
+    let skipped = rows(
+        report
+            .skipped
+            .iter()
+            .map(|k| serde_json::json!({"source": k.source, "table": k.table, "reason": k.reason}))
+            .collect(),
+    );
+    conn.execute(
+        &format!(
+            "INSERT INTO {s}.skipped SELECT d->>'source', d->>'table', d->>'reason' FROM {from}"
+        ),
+        [skipped],
     )?;
     for a in &report.attachments {
         attach::insert(conn, a)?;
@@ -621,14 +635,18 @@ pub fn live_fingerprint(layout: &Layout) -> Option<String> {
     .ok()
 }
 
-/// What a rebuild would read, summarised: each extract file's size and modification time, the
-/// transforms and the rules. Equal fingerprints mean a rebuild would produce the same file.
+/// What a rebuild would read, summarised: each extract file's size and modification time, the same
+/// for every file under the extract's `data/` (the Parquet its views read: a deleted or truncated
+/// file, ours or another tool's, changes the fingerprint, so the next run publishes again and
+/// reports the view that no longer binds instead of calling analytics up to date), the transforms
+/// and the rules. Equal fingerprints mean a rebuild would produce the same file.
 pub fn fingerprint(layout: &Layout, rules: &Rules, transforms: &[String]) -> String {
     let mut parts = Vec::new();
     let mut ignored = Vec::new();
     for dir in extract_dirs(&layout.extracts, &mut ignored) {
         let stamp = crate::connectors::file_stamp(&dir.db()).unwrap_or_else(|_| "missing".into());
         parts.push(format!("{}={stamp}", dir.source));
+        data_stamps(&dir.data(), 0, &mut parts);
     }
     // Ownership is not part of it: a claim only changes when an extract (part of it) changes.
     parts.push(format!(
@@ -637,6 +655,68 @@ pub fn fingerprint(layout: &Layout, rules: &Rules, transforms: &[String]) -> Str
     ));
     parts.extend(transforms.iter().cloned());
     crate::connectors::fingerprint_of(&parts)
+}
+
+/// Stamps (path, size, mtime) of the files under an extract's `data/`, in name order: the table files
+/// and, one level down, partition files. Staging copies an extract in progress writes beside them
+/// (`.tmp`, `.parts`, `.old`) are left out: they come and go without changing what is published.
+fn data_stamps(dir: &Path, depth: usize, parts: &mut Vec<String>) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    let mut paths: Vec<PathBuf> = entries.flatten().map(|e| e.path()).collect();
+    paths.sort();
+    for p in paths {
+        let name = p.file_name().map(|n| n.to_string_lossy().into_owned());
+        let name = name.unwrap_or_default();
+        if [".tmp", ".parts", ".old"].iter().any(|x| name.ends_with(x)) {
+            continue;
+        }
+        if p.is_dir() {
+            if depth == 0 {
+                data_stamps(&p, depth + 1, parts);
+            }
+        } else if let Ok(stamp) = crate::connectors::file_stamp(&p) {
+            parts.push(stamp);
+        }
+    }
+}
+
+/// Whether any extract directory holds an extract.duckdb (ours or another tool's).
+pub fn has_extracts(layout: &Layout) -> bool {
+    extract_dirs(&layout.extracts, &mut Vec::new())
+        .iter()
+        .any(|d| d.db().is_file())
+}
+
+/// What the live analytics file's last build skipped (`_pipeline.skipped`): one line per problem.
+/// Empty when there is no live file or it predates the table.
+pub fn live_skipped(layout: &Layout) -> Vec<String> {
+    if !layout.analytics.is_file() {
+        return Vec::new();
+    }
+    let read = || -> duckdb::Result<Vec<String>> {
+        let conn = Connection::open_in_memory()?;
+        conn.execute_batch(&format!(
+            "ATTACH {} AS live (READ_ONLY)",
+            quote::path(&layout.analytics)
+        ))?;
+        let mut stmt = conn.prepare(&format!(
+            "SELECT source, table_name, reason FROM live.{META_SCHEMA}.skipped ORDER BY source, table_name"
+        ))?;
+        let rows = stmt
+            .query_map([], |r| {
+                Ok(Skipped {
+                    source: r.get(0)?,
+                    table: r.get(1)?,
+                    reason: r.get(2)?,
+                }
+                .to_string())
+            })?
+            .collect();
+        rows
+    };
+    read().unwrap_or_default()
 }
 
 /// Refreshes one source's views in the live analytics file without touching the others': a copy of
@@ -725,8 +805,24 @@ pub fn rebuild_source(
                     .and_then(|r| r.collect::<Result<Vec<_>, _>>())
             })
             .map_err(&err)?;
+        // The other sources' problems still hold; this source's are found again below.
+        let skipped_before: Vec<Skipped> = conn
+            .prepare(&format!(
+                "SELECT source, table_name, reason FROM {s}.skipped WHERE source <> ?"
+            ))
+            .and_then(|mut st| {
+                st.query_map([source], |r| {
+                    Ok(Skipped {
+                        source: r.get(0)?,
+                        table: r.get(1)?,
+                        reason: r.get(2)?,
+                    })
+                })
+                .and_then(|r| r.collect::<Result<Vec<_>, _>>())
+            })
+            .unwrap_or_default();
         conn.execute_batch(&format!(
-            "DROP TABLE {s}.tables; DROP TABLE {s}.transforms; DROP TABLE {s}.info; DROP TABLE IF EXISTS {s}.attachments;"
+            "DROP TABLE {s}.tables; DROP TABLE {s}.transforms; DROP TABLE {s}.info; DROP TABLE IF EXISTS {s}.attachments; DROP TABLE IF EXISTS {s}.skipped;"
         ))
         .map_err(&err)?;
         // Catalogs the kept views read must be attached for the new views to bind beside them.
@@ -745,7 +841,8 @@ pub fn rebuild_source(
         let mut all = kept;
         all.published.extend(report.published.iter().cloned());
         all.attachments.extend(report.attachments.iter().cloned());
-        all.skipped = report.skipped.clone();
+        all.skipped = skipped_before;
+        all.skipped.extend(report.skipped.iter().cloned());
         write_meta(&conn, &all, "partial", &info).map_err(&err)?;
     } else {
         let mut taken = folded(&rules.owners);

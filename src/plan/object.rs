@@ -6,7 +6,7 @@
 //! changed", so the document must contain everything that matters (resolved query mode and schedule,
 //! the tables a transform reads…) and nothing that does not (comments, key order, file layout).
 
-use crate::spec::model::{CheckKind, CheckSpec, Docs, SourceSpec, TableSpec, Text};
+use crate::spec::model::{CheckKind, CheckSpec, Docs, SchemaChanges, SourceSpec, TableSpec, Text};
 use crate::spec::validate::Analysis;
 use crate::spec::Specs;
 use serde::{Deserialize, Serialize};
@@ -65,6 +65,8 @@ impl Kind {
                 "partition_by",
                 "granularity",
                 "filters",
+                // Accepting another schema contract starts it again from the data as it is now.
+                "schema_changes",
             ],
             Kind::Transform | Kind::Metric => &[],
         }
@@ -268,6 +270,15 @@ fn table(specs: &Specs, t: &TableSpec) -> Object {
     f.value("filters", Value::Array(filters));
     f.text("description", &t.description);
     f.docs("columns", &t.columns);
+    // The contract that applies (the table's, else the instance default), left out when it is the
+    // default `additive` so that documents recorded before the key existed compare equal.
+    let contract = t
+        .schema_changes
+        .or(defaults.map(|d| d.schema_changes))
+        .unwrap_or(SchemaChanges::Additive);
+    if contract != SchemaChanges::Additive {
+        f.str("schema_changes", Some(contract.as_str()));
+    }
     f.list("access", t.access.iter().map(|x| x.value.clone()));
     f.list("tags", t.tags.iter().map(|x| x.value.clone()));
     f.checks(&t.checks);

@@ -90,6 +90,7 @@ pub const GRANULARITIES: &[&str] = &["day", "month", "year"];
 pub const GRAINS: &[&str] = &["day", "week", "month", "quarter", "year"];
 pub const OPERATORS: &[&str] = &["eq", "ne", "gt", "ge", "lt", "le", "in", "not_in"];
 pub const MATERIALIZATIONS: &[&str] = &["table", "view"];
+pub const SCHEMA_CHANGES: &[&str] = &["additive", "freeze", "evolve"];
 pub const METRIC_TYPES: &[&str] = &[
     "sum",
     "count",
@@ -109,6 +110,7 @@ pub static DEFAULTS: Object = Object {
         f("schedule", Ty::Schedule, "Sync schedule of tables without one of their own or of their source. Default: \"0 */6 * * *\"."),
         f("query_mode", Ty::Enum(QUERY_MODES), "Query mode of tables that do not set one. Default: local."),
         f("concurrency", Ty::Int { min: 1, max: 256 }, "How many tasks run at once. Default: 4."),
+        f("schema_changes", Ty::Enum(SCHEMA_CHANGES), "Schema contract of tables that set none: additive (new columns and widened types only), freeze (no change), evolve (any change). Default: additive."),
     ],
 };
 
@@ -518,7 +520,8 @@ pub static TABLE: Object = Object {
         f("sync", Ty::Object(&SYNC), "Full or incremental sync settings."),
         f("where", Ty::List(&WHERE), "Source-side filters, all of which must hold."),
         f("description", Ty::Str, "What one row means."),
-        f("columns", Ty::StrMap, "Column descriptions."),
+        f("columns", Ty::StrMap, "Column descriptions; every extract checks that these columns exist."),
+        f("schema_changes", Ty::Enum(SCHEMA_CHANGES), "Which changes of the published schema a new extract may make: additive (new columns and widened types), freeze (none), evolve (any). A refused change fails the extract and keeps the previous data. Default: defaults.schema_changes."),
         f("access", Ty::StrList, "Groups allowed to read the table; default: all authenticated users."),
         f("tags", Ty::StrList, "Free-form labels."),
         f("checks", Ty::Checks, "Data checks run after each sync."),

@@ -66,6 +66,11 @@ spec_enum!(Operator {
     NotIn = "not_in",
 });
 spec_enum!(Materialized { Table = "table", View = "view" });
+spec_enum!(
+    /// Which changes to a table's published schema a new extract may make (the schema contract):
+    /// `additive` new columns and widened types, `freeze` none, `evolve` any.
+    SchemaChanges { Additive = "additive", Freeze = "freeze", Evolve = "evolve" }
+);
 spec_enum!(MetricType {
     Sum = "sum",
     Count = "count",
@@ -97,6 +102,7 @@ fn enums_match_schema_tables() {
     assert_eq!(Granularity::NAMES, fields::GRANULARITIES);
     assert_eq!(Operator::NAMES, fields::OPERATORS);
     assert_eq!(Materialized::NAMES, fields::MATERIALIZATIONS);
+    assert_eq!(SchemaChanges::NAMES, fields::SCHEMA_CHANGES);
     assert_eq!(MetricType::NAMES, fields::METRIC_TYPES);
     assert_eq!(Grain::NAMES, fields::GRAINS);
 }
@@ -149,6 +155,8 @@ pub struct Defaults {
     pub schedule: Located<Schedule>,
     pub query_mode: Located<QueryMode>,
     pub concurrency: u32,
+    /// The schema contract of tables that set none.
+    pub schema_changes: SchemaChanges,
 }
 
 #[derive(Debug)]
@@ -218,6 +226,8 @@ pub struct TableSpec {
     pub filters: Vec<FilterSpec>,
     pub description: Text,
     pub columns: Docs,
+    /// `None` when not given: the instance default applies.
+    pub schema_changes: Option<SchemaChanges>,
     pub access: Vec<Located<String>>,
     pub tags: Vec<Located<String>>,
     pub checks: Vec<CheckSpec>,
@@ -496,11 +506,20 @@ pub fn decode_instance(dec: &mut Decoder, node: &Node, file: FileId) -> Option<I
                 .enum_value(&d, "query_mode", QueryMode::NAMES, QueryMode::from_name)
                 .unwrap_or_else(|| Located::new(QueryMode::Local, d.span.point())),
             concurrency: dec.int(&d, "concurrency").map_or(4, |c| c.value as u32),
+            schema_changes: dec
+                .enum_value(
+                    &d,
+                    "schema_changes",
+                    SchemaChanges::NAMES,
+                    SchemaChanges::from_name,
+                )
+                .map_or(SchemaChanges::Additive, |s| s.value),
         },
         None => Defaults {
             schedule: default_schedule(),
             query_mode: Located::new(QueryMode::Local, obj.span.point()),
             concurrency: 4,
+            schema_changes: SchemaChanges::Additive,
         },
     };
     let mut listen = Located::new("127.0.0.1:8585".to_string(), obj.span.point());
@@ -868,6 +887,14 @@ fn decode_table(dec: &mut Decoder, node: &Node, file: FileId) -> Option<TableSpe
         .collect();
     let description = dec.str(&obj, "description");
     let columns = dec.str_map(&obj, "columns");
+    let schema_changes = dec
+        .enum_value(
+            &obj,
+            "schema_changes",
+            SchemaChanges::NAMES,
+            SchemaChanges::from_name,
+        )
+        .map(|s| s.value);
     let access = dec.str_list(&obj, "access");
     for g in &access {
         dec.named(
@@ -894,6 +921,7 @@ fn decode_table(dec: &mut Decoder, node: &Node, file: FileId) -> Option<TableSpe
         filters,
         description,
         columns,
+        schema_changes,
         access,
         tags,
         checks,

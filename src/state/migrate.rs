@@ -33,6 +33,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "engine",
         sql: include_str!("migrations/0003_engine.sql"),
     },
+    Migration {
+        version: 4,
+        name: "data_safety",
+        sql: include_str!("migrations/0004_data_safety.sql"),
+    },
 ];
 
 pub fn latest_version(migrations: &[Migration]) -> i64 {

@@ -33,6 +33,12 @@ pub enum StateError {
         "state database {0} is busy (another pipeline process holds it); try again in a moment"
     )]
     Busy(PathBuf),
+    #[error(
+        "state database {0} does not exist any more (was data/state removed while pipeline ran?); \
+         nothing was recorded. Restore it from a backup, or run `pipeline apply` to register the specs \
+         again"
+    )]
+    Missing(PathBuf),
     #[error("stale plan: {0}")]
     Stale(String),
     /// A request the state cannot carry out as asked (an ambiguous id, say); the message says why.
@@ -104,6 +110,25 @@ pub fn open(path: &Path) -> Result<StateConn, StateError> {
     let turn = WRITER
         .lock()
         .unwrap_or_else(|poisoned| poisoned.into_inner());
+    let mut conn = open_with_retry(path, false)?;
+    migrate::migrate(&mut conn, Some(path), migrate::MIGRATIONS)?;
+    Ok(StateConn {
+        conn,
+        _turn: Some(turn),
+    })
+}
+
+/// Opens the state at `path` read-write like [`open`], but only if it exists: never creates it.
+/// For writes that must land in the state a run started from (recording the run): a state directory
+/// removed meanwhile is an error, not a new empty state.
+pub fn open_existing(path: &Path) -> Result<StateConn, StateError> {
+    let turn = WRITER
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    // Checked under the writer turn; DuckDB would create a missing file.
+    if !path.is_file() {
+        return Err(StateError::Missing(path.to_path_buf()));
+    }
     let mut conn = open_with_retry(path, false)?;
     migrate::migrate(&mut conn, Some(path), migrate::MIGRATIONS)?;
     Ok(StateConn {
@@ -315,6 +340,20 @@ mod tests {
             .unwrap();
         assert_eq!(cols, 0, "the half-applied migration was rolled back");
         assert!(path.with_extension("duckdb.pre-migrate").exists());
+    }
+
+    #[test]
+    fn open_existing_never_creates_a_state() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state/system.duckdb");
+        let err = open_existing(&path).unwrap_err();
+        assert!(matches!(err, StateError::Missing(_)), "{err}");
+        assert!(!path.exists() && !path.parent().unwrap().exists());
+        drop(open(&path).unwrap());
+        assert_eq!(
+            migrate::current_version(&open_existing(&path).unwrap()).unwrap(),
+            latest()
+        );
     }
 
     #[test]

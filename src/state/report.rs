@@ -164,6 +164,8 @@ pub struct SyncEntry {
     pub size_bytes: Option<i64>,
     pub status: String,
     pub error: Option<String>,
+    /// What the task did besides rows (a schema change accepted, an output re-extracted…).
+    pub detail: Option<String>,
 }
 
 /// The newest `limit` applies and syncs (newest first), optionally for one table only.
@@ -202,7 +204,7 @@ pub fn history(
         })?
         .collect::<Result<Vec<_>, _>>()?;
     let sql = format!(
-        "SELECT run_id, table_id, task, {started}, {finished}, rows, size_bytes, status, error
+        "SELECT run_id, table_id, task, {started}, {finished}, rows, size_bytes, status, error, detail
          FROM sync_history WHERE $1::VARCHAR IS NULL OR table_id = $1
          ORDER BY started_at DESC LIMIT $2",
         started = ts("started_at"),
@@ -221,6 +223,7 @@ pub fn history(
                 size_bytes: r.get(6)?,
                 status: r.get(7)?,
                 error: r.get(8)?,
+                detail: r.get(9)?,
             })
         })?
         .collect::<Result<Vec<_>, _>>()?;

@@ -20,7 +20,8 @@ pub struct Before {
 
 pub fn read_before(conn: &Connection) -> StateResult<Before> {
     let mut stmt = conn.prepare(
-        "SELECT table_id, fingerprint, last_cursor, rows, size_bytes, hash FROM sync_state
+        "SELECT table_id, fingerprint, last_cursor, rows, size_bytes, hash,
+                CAST(published_schema AS VARCHAR), output_stamp FROM sync_state
          WHERE status = 'ok' OR fingerprint IS NOT NULL OR last_cursor IS NOT NULL",
     )?;
     let previous = stmt
@@ -33,6 +34,12 @@ pub fn read_before(conn: &Connection) -> StateResult<Before> {
                     rows: r.get(3)?,
                     size_bytes: r.get(4)?,
                     hash: r.get(5)?,
+                    // A schema that does not parse is as good as none: the published file's own
+                    // schema is used instead.
+                    schema: r
+                        .get::<_, Option<String>>(6)?
+                        .and_then(|s| serde_json::from_str(&s).ok()),
+                    output_stamp: r.get(7)?,
                 },
             ))
         })?
@@ -153,6 +160,11 @@ pub fn record(conn: &mut Connection, run: &RunRecord) -> StateResult<()> {
             .iter()
             .filter(|t| matches!(t.kind, TaskKind::Extract | TaskKind::Attach))
     };
+    let schema_json = |x: &crate::extract::Extracted| {
+        x.schema
+            .as_ref()
+            .and_then(|s| serde_json::to_string(s).ok())
+    };
     // An unchanged table keeps its last_sync: nothing new arrived. A failure keeps the last good
     // data's numbers and cursor; only status and error change.
     let synced: Vec<_> = data_tasks()
@@ -161,7 +173,26 @@ pub fn record(conn: &mut Connection, run: &RunRecord) -> StateResult<()> {
             let x = t.extracted.as_ref();
             j!({"id": t.target, "at": t.finished_at, "cursor": x.and_then(|x| x.cursor.clone()),
                 "rows": x.map(|x| x.rows), "bytes": x.map(|x| x.bytes),
-                "hash": x.and_then(|x| x.hash.clone()), "fp": x.and_then(|x| x.fingerprint.clone())})
+                "hash": x.and_then(|x| x.hash.clone()), "fp": x.and_then(|x| x.fingerprint.clone()),
+                "schema": x.and_then(schema_json), "stamp": x.and_then(|x| x.output_stamp.clone())})
+        })
+        .collect();
+    // Unchanged tables whose output was verified again (a new stamp) or whose schema is recorded
+    // for the first time (a state from before the schema contract).
+    let verified: Vec<_> = data_tasks()
+        .filter(|t| t.status == "unchanged")
+        .filter_map(|t| t.extracted.as_ref().map(|x| (t, x)))
+        .map(|(t, x)| j!({"id": t.target, "stamp": x.output_stamp, "schema": schema_json(x)}))
+        .collect();
+    // Schema changes that were published, with what accepted them: the audit trail of the contract.
+    let schema_changes: Vec<_> = data_tasks()
+        .filter(|t| t.status == "ok")
+        .filter_map(|t| t.extracted.as_ref().map(|x| (t, x)))
+        .filter(|(_, x)| !x.schema_changes.is_empty())
+        .map(|(t, x)| {
+            let detail = j!({"run_id": run.run_id, "accepted_by": x.schema_accepted_by,
+                             "changes": x.schema_changes});
+            j!({"id": t.target, "who": run.who, "detail": detail.to_string()})
         })
         .collect();
     let failures: Vec<_> = data_tasks()
@@ -197,7 +228,7 @@ pub fn record(conn: &mut Connection, run: &RunRecord) -> StateResult<()> {
             run.published
         ],
     )?;
-    let statements: [(&str, String); 7] = [
+    let statements: [(&str, String); 9] = [
         (
             "INSERT INTO sync_history (run_id, table_id, task, started_at, finished_at, rows, size_bytes,
                  status, error, duration_ms, detail)
@@ -207,13 +238,27 @@ pub fn record(conn: &mut Connection, run: &RunRecord) -> StateResult<()> {
             json(history),
         ),
         (
-            "INSERT INTO sync_state (table_id, last_sync, last_cursor, rows, size_bytes, hash, status, error, fingerprint)
+            "INSERT INTO sync_state (table_id, last_sync, last_cursor, rows, size_bytes, hash, status, error,
+                 fingerprint, published_schema, output_stamp)
              SELECT d->>'id', CAST(d->>'at' AS TIMESTAMP), d->>'cursor', CAST(d->>'rows' AS BIGINT),
-                 CAST(d->>'bytes' AS BIGINT), d->>'hash', 'ok', NULL, d->>'fp' FROM ROWS
+                 CAST(d->>'bytes' AS BIGINT), d->>'hash', 'ok', NULL, d->>'fp',
+                 CAST(d->>'schema' AS JSON), d->>'stamp' FROM ROWS
              ON CONFLICT (table_id) DO UPDATE SET last_sync = excluded.last_sync,
                  last_cursor = excluded.last_cursor, rows = excluded.rows, size_bytes = excluded.size_bytes,
-                 hash = excluded.hash, status = 'ok', error = NULL, fingerprint = excluded.fingerprint",
+                 hash = excluded.hash, status = 'ok', error = NULL, fingerprint = excluded.fingerprint,
+                 published_schema = excluded.published_schema, output_stamp = excluded.output_stamp",
             json(synced),
+        ),
+        (
+            "UPDATE sync_state SET output_stamp = coalesce(v.d->>'stamp', output_stamp),
+                 published_schema = coalesce(CAST(v.d->>'schema' AS JSON), published_schema)
+             FROM ROWS AS v WHERE table_id = (v.d->>'id')",
+            json(verified),
+        ),
+        (
+            "INSERT INTO audit_log (who, action, object, detail)
+             SELECT d->>'who', 'schema_change', d->>'id', CAST(d->>'detail' AS JSON) FROM ROWS",
+            json(schema_changes),
         ),
         (
             "INSERT INTO sync_state (table_id, status, error) SELECT d->>'id', 'error', d->>'error' FROM ROWS

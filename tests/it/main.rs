@@ -5,6 +5,7 @@ mod common;
 
 mod cli;
 mod daemon;
+mod data_safety;
 mod demo;
 mod engine;
 mod keboola;
