@@ -10,7 +10,7 @@ use crate::checks;
 use crate::connectors::{Connector, ConnectorError, Scan, Session};
 use crate::contract::{sync_dir, ExtractDir, LocalData};
 use crate::quote;
-use crate::registered::{SourceDef, TableDef};
+use crate::registered::{Filter, SourceDef, TableDef};
 use crate::spec::model::{Granularity, SyncMode};
 use duckdb::Connection;
 use std::io::Read;
@@ -126,7 +126,7 @@ pub fn extract(
         _ => None,
     };
     let merge = cursor_bound.is_some() || (scan.increment && continues);
-    let filters = where_clause(t, cursor_bound.as_deref())?;
+    let filters = where_clause(&filters_left(t, &scan), cursor_bound.as_deref())?;
     let result = if partitioned {
         write_partitioned(&q, req, &filters, existing.as_ref(), merge)
     } else {
@@ -237,10 +237,21 @@ fn clean(message: &str) -> String {
     message.lines().take(6).collect::<Vec<_>>().join("\n")
 }
 
-/// `WHERE …` from the table's filters and the incremental bound.
-fn where_clause(t: &TableDef, cursor_bound: Option<&str>) -> Result<String, ExtractError> {
+/// The table's `where` filters that the source did not already apply (filter push-down, see
+/// [`Scan::filtered_at_source`]): the ones extract applies.
+fn filters_left<'t>(t: &'t TableDef, scan: &Scan) -> Vec<&'t Filter> {
+    t.filters
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| !scan.filtered_at_source.contains(i))
+        .map(|(_, f)| f)
+        .collect()
+}
+
+/// `WHERE …` from `filters` and the incremental bound.
+fn where_clause(filters: &[&Filter], cursor_bound: Option<&str>) -> Result<String, ExtractError> {
     let mut parts = Vec::new();
-    for f in &t.filters {
+    for f in filters {
         let col = quote::ident(&f.column).ok_or_else(|| bad_column(&f.column))?;
         let values = f
             .values
