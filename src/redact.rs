@@ -265,11 +265,9 @@ mod tests {
             redact(json),
             r#"{"message":"prelude\r\nx-amz-security-token: <redacted>\r\nhost: x"}"#
         );
-        let debug = r#"headers: {"authorization": "AWS4-HMAC-SHA256 Credential=ASIA/x, Signature=ab12"}"#;
-        assert_eq!(
-            redact(debug),
-            r#"headers: {"authorization": "<redacted>"}"#
-        );
+        let debug =
+            r#"headers: {"authorization": "AWS4-HMAC-SHA256 Credential=ASIA/x, Signature=ab12"}"#;
+        assert_eq!(redact(debug), r#"headers: {"authorization": "<redacted>"}"#);
         // A field on a terminal, with colour codes around its name.
         let coloured = "\x1b[3mauthorization\x1b[0m\x1b[2m=\x1b[0mBearer ya29.abc";
         assert!(!redact(coloured).contains("ya29"), "{:?}", redact(coloured));
@@ -287,7 +285,10 @@ mod tests {
         for gone in ["ASIAX", "FwoG", "0123abcd"] {
             assert!(!masked.contains(gone), "{masked}");
         }
-        assert!(masked.contains("X-Amz-Algorithm=AWS4-HMAC-SHA256"), "{masked}");
+        assert!(
+            masked.contains("X-Amz-Algorithm=AWS4-HMAC-SHA256"),
+            "{masked}"
+        );
         assert!(masked.contains("&federationToken=1 x"), "{masked}");
         assert_eq!(
             redact("sent Bearer ya29.a0AfH6SMB-token"),

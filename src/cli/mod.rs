@@ -186,10 +186,7 @@ pub fn main() -> ExitCode {
             let style = anstyle::AnsiColor::Red.on_default().bold();
             // The net under every error message: a credential that slipped into one is masked.
             let message = format!("{e:#}");
-            anstream::eprintln!(
-                "{style}error{style:#}: {}",
-                crate::redact::redact(&message)
-            );
+            anstream::eprintln!("{style}error{style:#}: {}", crate::redact::redact(&message));
             ExitCode::from(1)
         }
     }

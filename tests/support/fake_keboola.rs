@@ -239,6 +239,8 @@ struct Table {
     primary_key: Vec<String>,
     description: String,
     column_descriptions: BTreeMap<String, String>,
+    /// `KBC.datatype.basetype` per column (STRING, INTEGER, NUMERIC…), when set.
+    column_base_types: BTreeMap<String, String>,
     rows: TableRows,
     created: i64,
     last_change: i64,
@@ -450,6 +452,21 @@ impl FakeKeboola {
         });
     }
 
+    /// Sets the `KBC.datatype.basetype` metadata of one column (`STRING`, `INTEGER`, `NUMERIC`,
+    /// `FLOAT`, `BOOLEAN`, `DATE`, `TIMESTAMP`), which clients read as the column's type.
+    pub fn set_column_base_type(&self, table: &str, column: &str, base_type: &str) {
+        self.with_table(table, |table| {
+            assert!(
+                table.columns.iter().any(|c| c == column),
+                "{column} is not a column of {}",
+                table.id
+            );
+            table
+                .column_base_types
+                .insert(column.to_owned(), base_type.to_owned());
+        });
+    }
+
     /// Replaces a table's rows; each row has one value per column, in the table's column order.
     pub fn set_rows(&self, table: &str, rows: Vec<Vec<String>>, changed_at: i64) {
         self.with_table(table, |table| {
@@ -548,7 +565,9 @@ impl FakeKeboola {
     /// matching `Content-Length`.
     pub fn corrupt_next_slices(&self, times: usize, fault: GzipFault) {
         let mut state = self.shared.lock();
-        state.corrupt_slices.extend(std::iter::repeat_n(fault, times));
+        state
+            .corrupt_slices
+            .extend(std::iter::repeat_n(fault, times));
     }
 
     /// Slice downloads still to be spoiled by [`FakeKeboola::corrupt_next_slices`].
@@ -637,6 +656,7 @@ impl FakeKeboola {
             primary_key: primary_key.iter().map(|k| k.to_string()).collect(),
             description: description.to_owned(),
             column_descriptions: BTreeMap::new(),
+            column_base_types: BTreeMap::new(),
             rows,
             created: now,
             last_change: now,
@@ -756,16 +776,22 @@ impl Table {
             table["metadata"] = json!(description.into_iter().collect::<Vec<_>>());
         }
         if include.column_metadata {
-            let described: Map<String, Value> = self
-                .column_descriptions
-                .iter()
-                .map(|(column, text)| {
-                    (
-                        column.clone(),
-                        json!([metadata_entry(text, self.last_change)]),
-                    )
-                })
-                .collect();
+            let mut described: Map<String, Value> = Map::new();
+            for (column, text) in &self.column_descriptions {
+                let entries = described.entry(column.clone()).or_insert_with(|| json!([]));
+                if let Value::Array(list) = entries {
+                    list.push(metadata_entry(text, self.last_change));
+                }
+            }
+            for (column, base_type) in &self.column_base_types {
+                let entries = described.entry(column.clone()).or_insert_with(|| json!([]));
+                if let Value::Array(list) = entries {
+                    list.push(
+                        json!({"id": "2", "key": "KBC.datatype.basetype", "value": base_type,
+                        "provider": "storage", "timestamp": format_time(self.last_change)}),
+                    );
+                }
+            }
             // The real service is PHP: an empty associative array is serialised as `[]`, not `{}`.
             table["columnMetadata"] = if described.is_empty() {
                 json!([])
@@ -1682,7 +1708,9 @@ fn slice_response(shared: &Shared, rows: ExportRows, range: Range<u64>) -> Respo
         for chunk in chunks {
             match chunk {
                 Ok(bytes) => gzip.extend_from_slice(&bytes),
-                Err(e) => return (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
+                Err(e) => {
+                    return (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response()
+                }
             }
         }
         match fault {
@@ -1739,7 +1767,12 @@ fn presigned_query() -> String {
 /// URL exactly as it was handed out.
 fn check_presigned(query: Option<&str>) -> Option<Response> {
     let pairs = parse_query(query).unwrap_or_default();
-    let value = |name: &str| pairs.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str());
+    let value = |name: &str| {
+        pairs
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    };
     let signed = value("X-Amz-Signature") == Some(FAKE_PRESIGNED_SIGNATURE)
         && value("X-Amz-Security-Token") == Some(FAKE_PRESIGNED_SECURITY_TOKEN);
     (!signed).then(|| {

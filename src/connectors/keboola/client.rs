@@ -540,12 +540,11 @@ impl Client {
             body["changedSince"] = since.into();
         }
         if !filters.is_empty() {
-            body["whereFilters"] = serde_json::to_value(filters).map_err(|e| {
-                KeboolaError::Protocol {
+            body["whereFilters"] =
+                serde_json::to_value(filters).map_err(|e| KeboolaError::Protocol {
                     what: what.clone(),
                     message: e.to_string(),
-                }
-            })?;
+                })?;
         }
         let resp = self.send(&what, || {
             self.agent
@@ -712,7 +711,7 @@ impl Client {
             let expected = resp
                 .header("Content-Length")
                 .and_then(|v| v.parse::<u64>().ok());
-            last_fault = match copy_body(resp, path) {
+            last_fault = match copy_body(resp.into_reader(), path) {
                 Err(SliceFault::Disk(e)) => return Err(KeboolaError::Io(path.to_path_buf(), e)),
                 Err(SliceFault::Cut(e)) => {
                     format!("cut off ({})", crate::redact::redact(&e.to_string()))
@@ -908,8 +907,7 @@ enum SliceFault {
 /// member's CRC-32 and length trailer, and that the stream does not end inside one. The bytes on
 /// disk stay gzip'd (DuckDB reads them so); the decoded bytes are only counted, never stored, so
 /// the check costs one inflate pass, overlapping the download, and no memory or disk.
-fn copy_body(resp: ureq::Response, path: &Path) -> Result<SliceBody, SliceFault> {
-    let mut reader = resp.into_reader();
+fn copy_body(mut reader: impl Read, path: &Path) -> Result<SliceBody, SliceFault> {
     let mut file = std::fs::File::create(path).map_err(SliceFault::Disk)?;
     let mut check = flate2::write::MultiGzDecoder::new(std::io::sink());
     let mut gzip = Ok(());
@@ -1100,6 +1098,70 @@ mod tests {
         // No credentials (pre-signed HTTP slices): nothing to renew.
         let plain = detail(serde_json::json!({"id": 1, "url": "u"}));
         assert!(!plain.credentials_expire_soon(chrono::Utc::now()));
+    }
+
+    fn gzip(data: &[u8]) -> Vec<u8> {
+        let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+        encoder.write_all(data).expect("in memory");
+        encoder.finish().expect("in memory")
+    }
+
+    /// Whether `copy_body` accepts `body` as a complete gzip stream (and stores it unchanged).
+    fn accepted(body: &[u8]) -> bool {
+        let dir = tempfile::tempdir().expect("a temp dir");
+        let path = dir.path().join("slice.csv.gz");
+        let Ok(stored) = copy_body(body, &path) else {
+            panic!("reading from memory cannot fail")
+        };
+        assert_eq!(stored.bytes, body.len() as u64);
+        assert_eq!(std::fs::read(&path).expect("stored"), body);
+        stored.gzip.is_ok()
+    }
+
+    #[test]
+    fn keboola_slices_must_be_complete_gzip_streams() {
+        let csv: Vec<u8> = (0..2000)
+            .flat_map(|i| format!("\"{i}\",\"row {i}\"\n").into_bytes())
+            .collect();
+        let whole = gzip(&csv);
+        assert!(accepted(&whole));
+        // Several members, as concatenated gzip files are: DuckDB reads them, so do we.
+        assert!(accepted(&[gzip(b"\"1\"\n"), gzip(b"\"2\"\n")].concat()));
+        // Cut anywhere, even inside the 8-byte trailer: refused.
+        for cut in [1, 10, whole.len() / 2, whole.len() - 8, whole.len() - 1] {
+            assert!(!accepted(&whole[..cut]), "cut at {cut} of {}", whole.len());
+        }
+        // Whole but wrong: a flipped bit in the data or in the CRC-32.
+        for at in [whole.len() / 2, whole.len() - 8] {
+            let mut spoiled = whole.clone();
+            spoiled[at] ^= 0x01;
+            assert!(!accepted(&spoiled), "bit flipped at {at}");
+        }
+        assert!(!accepted(b""), "DuckDB refuses an empty .gz");
+        assert!(!accepted(b"\"1\",\"not gzip\"\n"));
+        assert!(!accepted(&[whole.as_slice(), b"junk"].concat()));
+    }
+
+    #[test]
+    fn keboola_transport_errors_never_show_the_url() {
+        // A closed port on loopback: connection refused, which ureq reports with the URL.
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("a free port")
+            .port();
+        let url = format!(
+            "http://127.0.0.1:{port}/slice?X-Amz-Security-Token=transport-secret&X-Amz-Signature=abcdef0123"
+        );
+        let Err(ureq::Error::Transport(t)) = ureq::get(&url).call() else {
+            panic!("nothing listens on {port}")
+        };
+        assert!(t.to_string().contains("abcdef0123"), "ureq shows the URL");
+        let message = transport_message(&t);
+        assert!(
+            !message.contains("transport-secret") && !message.contains("abcdef0123"),
+            "{message}"
+        );
+        assert!(message.contains("Connection Failed"), "{message}");
     }
 
     #[test]

@@ -307,3 +307,58 @@ impl Connector for Keboola {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn keboola_pushes_down_text_equality_filters_and_keeps_the_rest_local() {
+        let table: TableDef = serde_json::from_value(json!({
+            "source": "kbc", "name": "orders",
+            "filters": [
+                {"column": "status", "operator": "eq", "values": ["paid"]},          // 0 exact
+                {"column": "status", "operator": "not_in", "values": ["test", "x"]}, // 1 sent
+                {"column": "amount", "operator": "eq", "values": ["7"]},             // 2 numeric column
+                {"column": "country", "operator": "in", "values": ["CZ", "SK"]},     // 3 exact
+                {"column": "status", "operator": "gt", "values": ["a"]},             // 4 operator
+                {"column": "country", "operator": "eq", "values": [1]},              // 5 not text
+                {"column": "Country", "operator": "eq", "values": ["CZ"]},           // 6 no such column
+                {"column": "country", "operator": "eq", "values": [""]},             // 7 sent, empty
+            ],
+        }))
+        .expect("a table");
+        let info: TableInfo = serde_json::from_value(json!({
+            "id": "in.c-shop.orders", "name": "orders",
+            "columns": ["order_id", "amount", "status", "country"],
+            "columnMetadata": {
+                "amount": [{"key": "KBC.datatype.basetype", "value": "NUMERIC"}],
+                "status": [{"key": "KBC.datatype.basetype", "value": "STRING"}],
+            },
+        }))
+        .expect("a table detail");
+        let (sent, exact) = export_filters(&table, &info);
+        let shown: Vec<(&str, WhereOperator, Vec<&str>)> = sent
+            .iter()
+            .map(|f| {
+                let values = f.values.iter().map(String::as_str).collect();
+                (f.column.as_str(), f.operator, values)
+            })
+            .collect();
+        assert_eq!(
+            shown,
+            [
+                ("status", WhereOperator::Eq, vec!["paid"]),
+                ("status", WhereOperator::Ne, vec!["test", "x"]),
+                ("country", WhereOperator::Eq, vec!["CZ", "SK"]),
+                ("country", WhereOperator::Eq, vec![""]),
+            ]
+        );
+        assert_eq!(exact, [0, 3]);
+        assert_eq!(
+            serde_json::to_value(&sent[1]).expect("serialisable"),
+            json!({"column": "status", "operator": "ne", "values": ["test", "x"]})
+        );
+    }
+}
