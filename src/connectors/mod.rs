@@ -26,7 +26,9 @@ pub enum ConnectorError {
     NotFound(String),
     #[error("{0}")]
     Config(String),
-    #[error("{what}: {message}")]
+    /// What the source answered. Shown through [`crate::redact`]: a source's own message may
+    /// echo a credential (a URL with a signature, a header), and it reaches logs and the state.
+    #[error("{what}: {}", crate::redact::redact(.message))]
     Source { what: String, message: String },
     #[error("source type `{0}` has no connector yet")]
     Unsupported(String),
