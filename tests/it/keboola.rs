@@ -669,3 +669,19 @@ fn errors_never_show_a_credential() {
     assert_eq!(out.status.code(), Some(1), "{}", all_output(&out));
     assert!(all_output(&out).contains("not a complete gzip stream"));
 }
+
+#[test]
+fn verbose_flags_raise_only_pipelines_own_log_lines() {
+    let fake = orders_fake();
+    let inst = instance(&fake, "{ mode: full }");
+    let all = apply_orders(&inst, &fake, &[]);
+    assert!(!all.contains("DEBUG"), "{all}");
+    let inst = instance(&fake, "{ mode: full }");
+    let out = pipeline(&inst, &fake, &["apply", "--auto-approve", "-vv"]);
+    let all = all_output(&out);
+    assert!(out.status.success(), "{all}");
+    // Our own debug lines, not the HTTP client's (which would print every request's headers).
+    assert!(all.contains("extract: written"), "{all}");
+    assert!(!all.contains("writing prelude"), "{all}");
+    assert!(!all.contains(fake.token()), "{all}");
+}
