@@ -1,17 +1,20 @@
-//! A small, blocking client for the parts of the Keboola Storage API v2 a sync needs: buckets, tables
-//! (with columns), the asynchronous table export (`export-async` → poll the job → file detail →
-//! manifest → slices), with timeouts and retries.
+//! A small, blocking client for the parts of the Keboola Storage API v2 a sync needs: token
+//! verification (the token's project), buckets, tables (with columns), the asynchronous table
+//! export (`export-async` with row filters → poll the job → file detail → manifest → slices), with
+//! timeouts and retries.
 //!
 //! Every request carries the token in the `X-StorageApi-Token` header, never in a URL, and no error or
 //! log line contains it. 5xx, 429 and network errors are retried with jittered exponential backoff;
 //! a `Retry-After` header is honoured. Slices are streamed to files, never held in memory, and a
-//! download that ends early (a cut connection, a short body) is retried, then reported.
+//! download that ends early (a cut connection, a short body) or is not one complete gzip stream
+//! (checked as it arrives) is retried, then reported.
 //!
 //! Slices live in the stack's file storage, never reached with the Storage token: HTTP(S) URLs are
 //! fetched as they are (pre-signed), `s3://bucket/key` with a GET signed by [`sigv4`] with the
 //! temporary AWS credentials of the file detail, `gs://bucket/object` through Google's JSON API with
-//! the detail's OAuth access token. Those credentials are kept in [`Secret`]s: no `Debug`, error or
-//! log line shows them; errors name the bucket and key only.
+//! the detail's OAuth access token. Those credentials are kept in [`Secret`]s and registered with
+//! [`crate::redact`] as they arrive: no `Debug`, error or log line shows them; errors name the
+//! bucket and key only, and transport errors leave out the URL (a pre-signed one is a credential).
 //!
 //! [`sigv4`]: super::sigv4
 
