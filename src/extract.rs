@@ -16,7 +16,7 @@ use crate::connectors::{Connector, ConnectorError, Scan, Session};
 use crate::contract::schema::{self, Change, Column};
 use crate::contract::{sync_dir, ExtractDir, LocalData};
 use crate::quote;
-use crate::registered::{SourceDef, TableDef};
+use crate::registered::{Filter, SourceDef, TableDef};
 use crate::spec::model::{Granularity, SchemaChanges, SyncMode};
 use duckdb::Connection;
 use std::io::Read;
@@ -199,7 +199,9 @@ pub fn extract(
         _ => None,
     };
     let merge = cursor_bound.is_some() || (scan.increment && continues);
-    let filters = filter_conditions(t)?;
+    // Filters the connector applied at the source are not applied again (an increment is scanned
+    // without filters, so none were pushed down and all of them decide what the merge keeps).
+    let filters = filter_conditions(&filters_left(t, &scan))?;
     let bound: Vec<String> = cursor_bound.into_iter().collect();
     let plan = Plan {
         // A full read filters as it reads; an increment reads every changed row and the filters
@@ -484,10 +486,21 @@ fn clean(message: &str) -> String {
     message.lines().take(6).collect::<Vec<_>>().join("\n")
 }
 
-/// The table's `where` filters as SQL conditions.
-fn filter_conditions(t: &TableDef) -> Result<Vec<String>, ExtractError> {
+/// The table's `where` filters that the source did not already apply (filter push-down, see
+/// [`Scan::filtered_at_source`]): the ones extract applies.
+fn filters_left<'t>(t: &'t TableDef, scan: &Scan) -> Vec<&'t Filter> {
+    t.filters
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| !scan.filtered_at_source.contains(i))
+        .map(|(_, f)| f)
+        .collect()
+}
+
+/// `filters` as SQL conditions.
+fn filter_conditions(filters: &[&Filter]) -> Result<Vec<String>, ExtractError> {
     let mut parts = Vec::new();
-    for f in &t.filters {
+    for f in filters {
         let col = quote::ident(&f.column).ok_or_else(|| bad_column(&f.column))?;
         let values = f
             .values

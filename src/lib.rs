@@ -16,6 +16,7 @@ pub mod metrics;
 pub mod orchestrator;
 pub mod plan;
 pub mod quote;
+pub mod redact;
 pub mod registered;
 pub mod spec;
 pub mod state;

@@ -57,7 +57,8 @@ pub struct Cli {
     )]
     dir: PathBuf,
 
-    /// More log output (-v: debug, -vv: trace). RUST_LOG overrides.
+    /// More log output (-v: debug, -vv: trace, for pipeline's own lines). RUST_LOG overrides.
+    /// Credentials are masked at every level.
     #[arg(long, short, global = true, action = clap::ArgAction::Count)]
     verbose: u8,
 
@@ -129,6 +130,13 @@ enum LogFormat {
 }
 
 /// Logs on stderr. A service (the daemon) logs what it does at info; commands only warnings.
+///
+/// `-v`/`-vv` raise only our own targets (`pipeline=…`): dependencies stay at `warn`, as their
+/// debug lines are not ours to vouch for (an HTTP client prints request headers and URLs there).
+/// Whatever the level, and whatever `RUST_LOG` enables, every line goes through
+/// [`crate::redact::RedactingWriter`], which masks registered secrets and credential-shaped values
+/// (docs/security.md, "Secrets"). `log`-crate records (ureq's) reach the same subscriber through
+/// tracing-subscriber's `tracing-log` bridge, so they are filtered and masked the same way.
 fn init_tracing(verbose: u8, quiet: bool, service: bool, format: LogFormat) {
     use tracing_subscriber::EnvFilter;
     let default = match (quiet, verbose) {
@@ -136,12 +144,12 @@ fn init_tracing(verbose: u8, quiet: bool, service: bool, format: LogFormat) {
         (false, 0) if service => "pipeline=info,warn",
         (false, 0) => "warn",
         (false, 1) => "pipeline=debug,warn",
-        _ => "trace",
+        _ => "pipeline=trace,warn",
     };
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
+        .with_writer(crate::redact::RedactingWriter)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_target(false);
     let _ = match format {
@@ -176,7 +184,9 @@ pub fn main() -> ExitCode {
         Err(e) if is_broken_pipe(&e) => ExitCode::SUCCESS,
         Err(e) => {
             let style = anstyle::AnsiColor::Red.on_default().bold();
-            anstream::eprintln!("{style}error{style:#}: {e:#}");
+            // The net under every error message: a credential that slipped into one is masked.
+            let message = format!("{e:#}");
+            anstream::eprintln!("{style}error{style:#}: {}", crate::redact::redact(&message));
             ExitCode::from(1)
         }
     }

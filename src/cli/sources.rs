@@ -68,7 +68,7 @@ pub fn run(dir: &Path, args: Args) -> Result<ExitCode> {
     }
     let kbc = Keboola::new(def)?;
     let mut tables = kbc
-        .client()
+        .client()?
         .tables(bucket.as_deref())
         .context("listing the tables")?;
     tables.sort_by(|a, b| a.id.cmp(&b.id));

@@ -26,7 +26,9 @@ pub enum ConnectorError {
     NotFound(String),
     #[error("{0}")]
     Config(String),
-    #[error("{what}: {message}")]
+    /// What the source answered. Shown through [`crate::redact`]: a source's own message may
+    /// echo a credential (a URL with a signature, a header), and it reaches logs and the state.
+    #[error("{what}: {}", crate::redact::redact(.message))]
     Source { what: String, message: String },
     #[error("source type `{0}` has no connector yet")]
     Unsupported(String),
@@ -48,6 +50,12 @@ pub struct Scan {
     pub watermark: Option<String>,
     /// Files the scan downloaded, removed once the extract is done.
     pub cleanup: Option<PathBuf>,
+    /// The table's `where` filters (indexes into [`TableDef::filters`]) that the source already
+    /// applied with exactly the filter's meaning: extract applies only the others. A connector may
+    /// also ask its source for fewer rows with a filter it does not list here, as long as every row
+    /// left out is one the filter drops (extract applies that filter again, so the result is the
+    /// same); it never narrows with a filter whose meaning at the source it cannot match.
+    pub filtered_at_source: Vec<usize>,
 }
 
 impl Scan {
@@ -59,6 +67,7 @@ impl Scan {
             increment: false,
             watermark: None,
             cleanup: None,
+            filtered_at_source: Vec::new(),
         }
     }
 }
@@ -150,7 +159,16 @@ pub trait Connector: Send + Sync {
 }
 
 /// The connector for `source`, with relative paths resolved against the instance `root`.
+///
+/// The values of the environment variables the connection names (its `*_env` keys) are
+/// credentials: they are registered with [`crate::redact`] here, for every source type, before a
+/// connector can use (and a dependency log) them.
 pub fn connector(source: &SourceDef, root: &Path) -> Result<Box<dyn Connector>, ConnectorError> {
+    for (key, value) in source.connection.as_object().into_iter().flatten() {
+        if let (true, Some(env)) = (key.ends_with("_env"), value.as_str()) {
+            crate::redact::secret_env(env);
+        }
+    }
     let path = || {
         source
             .connection_str("path")

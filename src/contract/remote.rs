@@ -77,10 +77,10 @@ impl RemotePolicy {
                 if !names::is_env_var(env) || !self.token_envs.iter().any(|e| e == env) {
                     return Err(Refusal::TokenEnvNotAllowed(env.clone()));
                 }
-                match std::env::var(env) {
-                    Ok(v) if !v.is_empty() => Ok(Some(v)),
-                    _ => Err(Refusal::TokenEnvUnset(env.clone())),
-                }
+                // Registered as a secret as it is read (crate::redact): no log line shows it.
+                crate::redact::secret_env(env)
+                    .map(Some)
+                    .ok_or_else(|| Refusal::TokenEnvUnset(env.clone()))
             }
         }
     }

@@ -5,10 +5,11 @@
 #[allow(dead_code)]
 mod fake_keboola;
 
-use crate::common::Instance;
+use crate::common::{secrets, Instance};
 use fake_keboola::{
-    FakeKeboola, Route, Storage, FAKE_AWS_ACCESS_KEY_ID, FAKE_AWS_SECRET_ACCESS_KEY,
-    FAKE_AWS_SESSION_TOKEN, FAKE_GCS_ACCESS_TOKEN,
+    FakeKeboola, GzipFault, Route, Storage, WhereFilter, FAKE_AWS_ACCESS_KEY_ID,
+    FAKE_AWS_SECRET_ACCESS_KEY, FAKE_AWS_SESSION_TOKEN, FAKE_GCS_ACCESS_TOKEN,
+    FAKE_PRESIGNED_SECURITY_TOKEN, FAKE_PRESIGNED_SIGNATURE, FAKE_PROJECT_ID,
 };
 use std::process::Output;
 
@@ -385,4 +386,302 @@ fn a_refused_s3_signature_is_reported_by_bucket_and_key_and_the_previous_data_st
         query(&inst, &fake, "select count(*) from orders"),
         "count_star()\n3\n"
     );
+}
+
+#[test]
+fn a_slice_that_is_not_a_complete_gzip_stream_is_fetched_again() {
+    let fake = orders_fake();
+    let inst = instance(&fake, "{ mode: full, primary_key: [order_id] }");
+    // Whole bodies with a matching Content-Length: only the gzip check can tell.
+    fake.corrupt_next_slices(2, GzipFault::Truncated);
+    fake.corrupt_next_slices(1, GzipFault::BadChecksum);
+    let all = apply_orders(&inst, &fake, &[]);
+    assert_eq!(fake.corrupt_slices_pending(), 0);
+    assert_eq!(
+        fake.requests(Route::Slice),
+        3 + 3,
+        "three slices, one of them fetched three more times"
+    );
+    assert!(all.contains("not a complete gzip stream"), "{all}");
+}
+
+#[test]
+fn a_slice_that_stays_corrupt_fails_the_sync_and_nothing_is_merged() {
+    let fake = orders_fake();
+    let inst = instance(&fake, "{ mode: incremental, primary_key: [order_id] }");
+    ok(pipeline(&inst, &fake, &["apply", "--auto-approve", "-q"]));
+    let cursor = || {
+        inst.state()
+            .query_row("SELECT last_cursor FROM sync_state", [], |r| {
+                r.get::<_, Option<String>>(0)
+            })
+            .unwrap()
+    };
+    let first_cursor = cursor();
+    let later = chrono::Utc::now().timestamp() + 5;
+    fake.upsert_rows(
+        "in.c-shop.orders",
+        vec![row(&["2", "8", "refunded"]), row(&["4", "3", "paid"])],
+        later,
+    );
+    // Every attempt the client makes (6) gets a truncated stream.
+    fake.corrupt_next_slices(6, GzipFault::Truncated);
+    let out = pipeline(&inst, &fake, &["run"]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = all_output(&out);
+    assert!(
+        err.contains("incomplete or corrupt on all 6 attempts")
+            && err.contains("not a complete gzip stream"),
+        "{err}"
+    );
+    assert_eq!(fake.corrupt_slices_pending(), 0);
+    // The previous data is published as it was, and the cursor has not moved: nothing of the
+    // failed increment was merged, and the next sync asks for the same changes again.
+    assert_eq!(
+        query(&inst, &fake, "select count(*) from orders"),
+        "count_star()\n3\n"
+    );
+    assert_eq!(
+        query(&inst, &fake, "select status from orders where order_id = 2"),
+        "status\npaid\n"
+    );
+    assert_eq!(cursor(), first_cursor);
+    let scratch = inst.path().join("data/tmp");
+    let left: Vec<_> = std::fs::read_dir(&scratch)
+        .map(|d| d.flatten().map(|e| e.path()).collect())
+        .unwrap_or_default();
+    assert!(left.is_empty(), "downloads left behind: {left:?}");
+    ok(pipeline(&inst, &fake, &["run", "-q"]));
+    assert_eq!(
+        query(
+            &inst,
+            &fake,
+            "select order_id, status from orders order by 1"
+        ),
+        "order_id,status\n1,paid\n2,refunded\n3,\"has \"\"quotes\"\", and a comma\"\n4,paid\n"
+    );
+}
+
+/// `orders_fake`'s source with `project_id: <id>` in its connection.
+fn with_project_id(inst: &Instance, fake: &FakeKeboola, id: u64) {
+    inst.write(
+        "pipelines/kbc.yaml",
+        &format!(
+            "type: keboola\nconnection:\n  url: {}\n  token_env: PIPELINE_TEST_KBC_TOKEN\n  project_id: {id}\n",
+            fake.url()
+        ),
+    );
+}
+
+#[test]
+fn a_token_of_another_project_than_project_id_is_refused_before_any_export() {
+    let fake = orders_fake();
+    let inst = instance(&fake, "{ mode: full }");
+    with_project_id(&inst, &fake, 999);
+    let out = pipeline(&inst, &fake, &["apply", "--auto-approve"]);
+    assert_eq!(out.status.code(), Some(1));
+    let all = all_output(&out);
+    assert!(
+        all.contains(&format!(
+            "the token in `PIPELINE_TEST_KBC_TOKEN` belongs to Keboola project {FAKE_PROJECT_ID}, \
+             but the connection's project_id is 999"
+        )),
+        "{all}"
+    );
+    assert!(!all.contains(fake.token()), "{all}");
+    assert_eq!(fake.requests(Route::Export), 0, "nothing is exported");
+    assert_eq!(fake.requests(Route::Detail), 0, "nothing is read");
+    // Discovery checks it too: it would write another project's tables into the registry.
+    let out = pipeline(&inst, &fake, &["sources", "discover", "kbc"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(all_output(&out).contains("project_id is 999"));
+    assert_eq!(fake.requests(Route::Tables), 0);
+
+    // The right project: synced, with the token verified once for the whole run.
+    with_project_id(&inst, &fake, FAKE_PROJECT_ID);
+    let verified = fake.requests(Route::Verify);
+    apply_orders(&inst, &fake, &[]);
+    assert_eq!(fake.requests(Route::Verify), verified + 1);
+}
+
+#[test]
+fn where_filters_the_export_can_express_are_sent_with_it() {
+    let fake = orders_fake();
+    fake.set_column_base_type("in.c-shop.orders", "order_id", "INTEGER");
+    fake.set_column_base_type("in.c-shop.orders", "amount", "NUMERIC");
+    fake.set_column_base_type("in.c-shop.orders", "status", "STRING");
+    fake.set_rows(
+        "in.c-shop.orders",
+        vec![
+            row(&["1", "10.5", "paid"]),
+            row(&["2", "7", "paid"]),
+            row(&["3", "1.25", "has \"quotes\""]),
+            row(&["4", "30", "test"]),
+            row(&["5", "12", ""]),
+            row(&["6", "8", "refunded"]),
+        ],
+        1_700_000_000,
+    );
+    let inst = instance(&fake, "{ mode: incremental, primary_key: [order_id] }");
+    // Text equality goes to the export; a numeric comparison is applied after the download.
+    inst.write(
+        "registry/kbc.yaml",
+        "tables:\n  - source: kbc\n    bucket: in.c-shop\n    source_table: orders\n    \
+         sync: { mode: incremental, primary_key: [order_id] }\n    where:\n      \
+         - { column: status, operator: ne, values: [test] }\n      \
+         - { column: status, operator: in, values: [paid, refunded] }\n      \
+         - { column: amount, operator: gt, values: [7.5] }\n",
+    );
+    ok(pipeline(&inst, &fake, &["apply", "--auto-approve", "-q"]));
+    let filter = |operator: &str, values: &[&str]| WhereFilter {
+        column: "status".into(),
+        operator: operator.into(),
+        values: values.iter().map(|v| v.to_string()).collect(),
+    };
+    let exports = fake.export_requests();
+    assert_eq!(exports.len(), 1);
+    assert_eq!(
+        exports[0].where_filters,
+        [filter("ne", &["test"]), filter("eq", &["paid", "refunded"])]
+    );
+    assert_eq!(
+        query(
+            &inst,
+            &fake,
+            "select order_id, amount, status from orders order by 1"
+        ),
+        "order_id,amount,status\n1,10.5,paid\n6,8.0,refunded\n"
+    );
+
+    // An increment carries no filter to the source: a row that changed so that it no longer
+    // matches must still arrive, to replace its old version. The filters still apply to it.
+    let later = chrono::Utc::now().timestamp() + 5;
+    fake.upsert_rows(
+        "in.c-shop.orders",
+        vec![row(&["7", "9", "paid"]), row(&["8", "50", "test"])],
+        later,
+    );
+    ok(pipeline(&inst, &fake, &["run", "-q"]));
+    let exports = fake.export_requests();
+    assert_eq!(exports.len(), 2);
+    assert!(exports[1].changed_since.is_some());
+    assert_eq!(exports[1].where_filters, []);
+    assert_eq!(
+        query(&inst, &fake, "select order_id from orders order by 1"),
+        "order_id\n1\n6\n7\n"
+    );
+}
+
+/// Every credential the fake hands out, and the Storage token.
+fn all_fake_secrets(fake: &FakeKeboola) -> Vec<&str> {
+    vec![
+        fake.token(),
+        FAKE_AWS_SECRET_ACCESS_KEY,
+        FAKE_AWS_SESSION_TOKEN,
+        FAKE_GCS_ACCESS_TOKEN,
+        FAKE_PRESIGNED_SIGNATURE,
+        FAKE_PRESIGNED_SECURITY_TOKEN,
+    ]
+}
+
+#[test]
+fn no_log_level_shows_a_credential_on_any_stack() {
+    for (storage, endpoint_env, log_format) in [
+        (Storage::Http, None, "text"),
+        (
+            Storage::S3 {
+                region: "eu-west-1".into(),
+            },
+            Some("PIPELINE_KEBOOLA_S3_ENDPOINT"),
+            "text",
+        ),
+        (
+            Storage::S3 {
+                region: "eu-west-1".into(),
+            },
+            Some("PIPELINE_KEBOOLA_S3_ENDPOINT"),
+            "json",
+        ),
+        (Storage::Gcs, Some("PIPELINE_KEBOOLA_GCS_ENDPOINT"), "json"),
+    ] {
+        let fake = orders_fake();
+        fake.set_file_storage(storage.clone());
+        let inst = instance(&fake, "{ mode: full, primary_key: [order_id] }");
+        with_project_id(&inst, &fake, FAKE_PROJECT_ID);
+        // Retried faults, so that warnings and their errors are printed too.
+        fake.fail_next(Route::Manifest, 1, 503);
+        fake.corrupt_next_slices(1, GzipFault::Truncated);
+        let mut cmd = inst.cmd();
+        cmd.args(["apply", "--auto-approve", "--log-format", log_format])
+            .env("PIPELINE_TEST_KBC_TOKEN", fake.token())
+            .env("PIPELINE_KEBOOLA_FAST_RETRY", "1");
+        if let Some(name) = endpoint_env {
+            cmd.env(name, fake.url());
+        }
+        let out = secrets::assert_no_secret_in_logs(&inst, cmd, &all_fake_secrets(&fake));
+        let all = all_output(&out);
+        assert!(out.status.success(), "{storage:?}: {all}");
+        // The HTTP client's request lines were printed, with the credentials masked (not left
+        // out): the redaction is what kept them out.
+        assert!(
+            all.contains("X-StorageApi-Token: <redacted>"),
+            "{storage:?}: {all}"
+        );
+        assert!(
+            all.contains("X-Amz-Signature=<redacted>"),
+            "{storage:?}: {all}"
+        );
+        assert_eq!(
+            query(&inst, &fake, "select count(*) from orders"),
+            "count_star()\n3\n"
+        );
+    }
+}
+
+#[test]
+fn errors_never_show_a_credential() {
+    // A refused S3 signature (its body echoes the signed request) and a slice that stays
+    // corrupt: both end the sync with an error, printed and recorded in the state.
+    let fake = orders_fake();
+    fake.set_file_storage(Storage::S3 {
+        region: "us-east-1".into(),
+    });
+    let inst = instance(&fake, "{ mode: full }");
+    let endpoint = fake.url();
+    fake.expect_aws_secret("not-the-secret-handed-out");
+    let mut cmd = inst.cmd();
+    cmd.args(["apply", "--auto-approve"])
+        .env("PIPELINE_TEST_KBC_TOKEN", fake.token())
+        .env("PIPELINE_KEBOOLA_FAST_RETRY", "1")
+        .env("PIPELINE_KEBOOLA_S3_ENDPOINT", &endpoint);
+    let out = secrets::assert_no_secret_in_logs(&inst, cmd, &all_fake_secrets(&fake));
+    assert_eq!(out.status.code(), Some(1), "{}", all_output(&out));
+    assert!(all_output(&out).contains("SignatureDoesNotMatch"));
+
+    fake.expect_aws_secret(FAKE_AWS_SECRET_ACCESS_KEY);
+    fake.corrupt_next_slices(6, GzipFault::BadChecksum);
+    let mut cmd = inst.cmd();
+    cmd.args(["run"])
+        .env("PIPELINE_TEST_KBC_TOKEN", fake.token())
+        .env("PIPELINE_KEBOOLA_FAST_RETRY", "1")
+        .env("PIPELINE_KEBOOLA_S3_ENDPOINT", &endpoint);
+    let out = secrets::assert_no_secret_in_logs(&inst, cmd, &all_fake_secrets(&fake));
+    assert_eq!(out.status.code(), Some(1), "{}", all_output(&out));
+    assert!(all_output(&out).contains("not a complete gzip stream"));
+}
+
+#[test]
+fn verbose_flags_raise_only_pipelines_own_log_lines() {
+    let fake = orders_fake();
+    let inst = instance(&fake, "{ mode: full }");
+    let all = apply_orders(&inst, &fake, &[]);
+    assert!(!all.contains("DEBUG"), "{all}");
+    let inst = instance(&fake, "{ mode: full }");
+    let out = pipeline(&inst, &fake, &["apply", "--auto-approve", "-vv"]);
+    let all = all_output(&out);
+    assert!(out.status.success(), "{all}");
+    // Our own debug lines, not the HTTP client's (which would print every request's headers).
+    assert!(all.contains("extract: written"), "{all}");
+    assert!(!all.contains("writing prelude"), "{all}");
+    assert!(!all.contains(fake.token()), "{all}");
 }

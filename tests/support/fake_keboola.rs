@@ -21,15 +21,30 @@
 //!   (`/storage/v1/b/{bucket}/o/{object}?alt=media`) with `Authorization: Bearer {token}`. Point the
 //!   client at it with `PIPELINE_KEBOOLA_GCS_ENDPOINT`.
 //!
-//! In every mode the manifest itself stays behind a plain (pre-signed-like) HTTP URL, as Keboola's is,
-//! every request outside `/v2/` is recorded ([`FakeKeboola::file_storage_requests`]), and
-//! [`FakeKeboola::token_sent_to_file_storage`] tells when one carried the Storage token anyway.
+//! In every mode the manifest itself stays behind a pre-signed HTTP URL, as Keboola's is: its query
+//! (like the `Http` slices') carries a fake SigV4 query signature and session token
+//! ([`FAKE_PRESIGNED_SIGNATURE`], [`FAKE_PRESIGNED_SECURITY_TOKEN`]) that the fake requires, so
+//! tests can check that no log line or error shows them. Every request outside `/v2/` is recorded
+//! ([`FakeKeboola::file_storage_requests`]), and [`FakeKeboola::token_sent_to_file_storage`] tells
+//! when one carried the Storage token anyway.
+//!
+//! Also served: `GET /v2/storage/tokens/verify` (the token's detail, with its project as `owner.id`,
+//! [`FakeKeboola::set_project_id`]; like the real one it includes the token itself). Export requests
+//! are recorded with their `changedSince` and row filters ([`FakeKeboola::export_requests`]), and
+//! the filters are applied: `whereFilters` (JSON, or `whereFilters[n][…]` form fields) and the older
+//! single `whereColumn` / `whereValues[]` / `whereOperator`, `eq` or `ne`, values compared as text.
+//!
+//! Faults: failures and rate limits per route ([`FakeKeboola::fail_next`], …), a failed job, a
+//! slice cut off mid-body ([`FakeKeboola::truncate_next_slice`]) and a slice whose gzip stream is
+//! truncated or has a wrong checksum but arrives whole, with a matching `Content-Length`
+//! ([`FakeKeboola::corrupt_next_slices`]).
 //!
 //! Where it differs from the real service, on purpose:
 //! - One server plays Keboola and its file storage; S3 is reached path-style, not virtual-hosted.
 //! - An export's rows are snapshotted when the job is created, not when it runs; slices are always
 //!   gzip'd whatever `gzip` says; `changedSince` takes a unix timestamp or an ISO-8601 date(-time),
-//!   not every `strtotime` phrase. Other export options (`whereColumn`, `format`, …) are ignored.
+//!   not every `strtotime` phrase. Other export options (`format`, `orderBy`, …) are ignored;
+//!   comparison operators (`gt`, …) and filters on generated tables are refused.
 //!
 //! Tests include it with `#[path = "../support/fake_keboola.rs"] #[allow(dead_code)] mod fake_keboola;`
 //! (the `allow` because each includer uses a different subset) and drive it through blocking `&self`
@@ -70,6 +85,14 @@ pub const FAKE_AWS_SESSION_TOKEN: &str = "FwoGZXIvYXdzEFAKESESSIONTOKENfake+toke
 /// The fake GCP stack's bucket and OAuth access token.
 pub const FAKE_GCS_BUCKET: &str = "kbc-fake-gcs-files";
 pub const FAKE_GCS_ACCESS_TOKEN: &str = "ya29.fake-gcs-access-token";
+/// The project the fake's tokens belong to by default (a real token starts with its project id).
+pub const FAKE_PROJECT_ID: u64 = 1234;
+/// The signature and session token in the query of the pre-signed URLs the fake hands out (the
+/// manifest's, and the slices' in [`Storage::Http`] mode), as a real stack's S3 URLs carry them.
+/// The fake refuses a manifest or slice GET without them.
+pub const FAKE_PRESIGNED_SIGNATURE: &str =
+    "f4k3519a7e0f1e2d3c4b5a697887a6b5c4d3e2f1a0b9c8d7e6f5a4b3c2d1e0f9";
+pub const FAKE_PRESIGNED_SECURITY_TOKEN: &str = "IQoJb3JpZ2luX2VjEFAKEPRESIGNEDsessiontoken+x/y=";
 /// Uncompressed CSV bytes per streamed chunk: large enough for gzip to compress well, small enough
 /// that a 1 GB slice never sits in memory.
 const CHUNK_BYTES: usize = 256 * 1024;
@@ -77,6 +100,8 @@ const CHUNK_BYTES: usize = 256 * 1024;
 /// A group of endpoints, for fault injection and request counters.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Route {
+    /// `GET /v2/storage/tokens/verify`
+    Verify,
     /// `GET /v2/storage/buckets`
     Buckets,
     /// `GET /v2/storage/tables` and `GET /v2/storage/buckets/{id}/tables`
@@ -107,6 +132,33 @@ pub enum Storage {
     S3 { region: String },
     /// A GCP stack: `gs://` slices, GETs with a bearer token.
     Gcs,
+}
+
+/// How a slice is spoiled by [`FakeKeboola::corrupt_next_slices`]. Either way the body is sent
+/// whole, with a `Content-Length` that matches it: only checking the gzip stream finds the fault.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum GzipFault {
+    /// The gzip stream cut short (its last third, trailer included, missing).
+    Truncated,
+    /// A complete stream whose CRC-32 trailer does not match the data.
+    BadChecksum,
+}
+
+/// An export request as the fake parsed it (query string and body together).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ExportRequest {
+    pub table_id: String,
+    pub changed_since: Option<String>,
+    /// `whereFilters`, and the older single `whereColumn`/`whereValues[]`/`whereOperator` filter.
+    pub where_filters: Vec<WhereFilter>,
+}
+
+/// A row filter of an export: `column` equal to one of `values` (`eq`) or to none (`ne`), as text.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct WhereFilter {
+    pub column: String,
+    pub operator: String,
+    pub values: Vec<String>,
 }
 
 /// A request the fake received outside the Storage API (`/v2/…`): to the manifest or file storage.
@@ -167,6 +219,9 @@ struct FakeState {
     expected_aws_secret: String,
     next_job_error: Option<String>,
     truncate_next_slice: bool,
+    corrupt_slices: std::collections::VecDeque<GzipFault>,
+    project_id: u64,
+    exports: Vec<ExportRequest>,
 }
 
 struct Bucket {
@@ -184,6 +239,8 @@ struct Table {
     primary_key: Vec<String>,
     description: String,
     column_descriptions: BTreeMap<String, String>,
+    /// `KBC.datatype.basetype` per column (STRING, INTEGER, NUMERIC…), when set.
+    column_base_types: BTreeMap<String, String>,
     rows: TableRows,
     created: i64,
     last_change: i64,
@@ -299,6 +356,9 @@ impl FakeKeboola {
                 expected_aws_secret: FAKE_AWS_SECRET_ACCESS_KEY.to_owned(),
                 next_job_error: None,
                 truncate_next_slice: false,
+                corrupt_slices: std::collections::VecDeque::new(),
+                project_id: FAKE_PROJECT_ID,
+                exports: Vec::new(),
             }),
         });
         let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -389,6 +449,21 @@ impl FakeKeboola {
             table
                 .column_descriptions
                 .insert(column.to_owned(), description.to_owned());
+        });
+    }
+
+    /// Sets the `KBC.datatype.basetype` metadata of one column (`STRING`, `INTEGER`, `NUMERIC`,
+    /// `FLOAT`, `BOOLEAN`, `DATE`, `TIMESTAMP`), which clients read as the column's type.
+    pub fn set_column_base_type(&self, table: &str, column: &str, base_type: &str) {
+        self.with_table(table, |table| {
+            assert!(
+                table.columns.iter().any(|c| c == column),
+                "{column} is not a column of {}",
+                table.id
+            );
+            table
+                .column_base_types
+                .insert(column.to_owned(), base_type.to_owned());
         });
     }
 
@@ -486,6 +561,31 @@ impl FakeKeboola {
         self.shared.lock().truncate_next_slice = true;
     }
 
+    /// The next `times` slice downloads send a spoiled gzip stream (see [`GzipFault`]) with a
+    /// matching `Content-Length`.
+    pub fn corrupt_next_slices(&self, times: usize, fault: GzipFault) {
+        let mut state = self.shared.lock();
+        state
+            .corrupt_slices
+            .extend(std::iter::repeat_n(fault, times));
+    }
+
+    /// Slice downloads still to be spoiled by [`FakeKeboola::corrupt_next_slices`].
+    pub fn corrupt_slices_pending(&self) -> usize {
+        self.shared.lock().corrupt_slices.len()
+    }
+
+    /// The project `GET /v2/storage/tokens/verify` says the token belongs to (default
+    /// [`FAKE_PROJECT_ID`]).
+    pub fn set_project_id(&self, id: u64) {
+        self.shared.lock().project_id = id;
+    }
+
+    /// Every export request received, in order, with the parameters the fake understood.
+    pub fn export_requests(&self) -> Vec<ExportRequest> {
+        self.shared.lock().exports.clone()
+    }
+
     /// Requests received for `route`, including refused and fault-injected ones.
     pub fn requests(&self, route: Route) -> usize {
         self.shared.lock().counts.get(&route).copied().unwrap_or(0)
@@ -556,6 +656,7 @@ impl FakeKeboola {
             primary_key: primary_key.iter().map(|k| k.to_string()).collect(),
             description: description.to_owned(),
             column_descriptions: BTreeMap::new(),
+            column_base_types: BTreeMap::new(),
             rows,
             created: now,
             last_change: now,
@@ -602,18 +703,21 @@ impl Table {
         }
     }
 
-    /// Selects the rows an export returns, projected onto `columns` (indexes into the table's columns).
+    /// Selects the rows an export returns, projected onto `columns` (indexes into the table's
+    /// columns); `filters` are `(column index, filter)` pairs that every row must match.
     fn export_rows(
         &self,
         since: Option<i64>,
         columns: Vec<usize>,
         limit: Option<u64>,
+        filters: &[(usize, WhereFilter)],
     ) -> ExportRows {
         let limit = limit.unwrap_or(u64::MAX);
         match &self.rows {
             TableRows::Stored(rows) => ExportRows::Stored(Arc::new(
                 rows.iter()
                     .filter(|row| since.is_none_or(|since| row.changed_at > since))
+                    .filter(|row| filters.iter().all(|(i, f)| f.matches(&row.values[*i])))
                     .take(usize::try_from(limit).unwrap_or(usize::MAX))
                     .map(|row| columns.iter().map(|&i| row.values[i].clone()).collect())
                     .collect(),
@@ -636,7 +740,7 @@ impl Table {
 
     /// Uncompressed CSV size, extrapolated from the first rows so listing a big table stays cheap.
     fn data_size_bytes(&self) -> u64 {
-        let sample = self.export_rows(None, (0..self.columns.len()).collect(), Some(64));
+        let sample = self.export_rows(None, (0..self.columns.len()).collect(), Some(64), &[]);
         (sample.estimated_size() * self.row_count())
             .checked_div(sample.len())
             .unwrap_or(0)
@@ -672,16 +776,22 @@ impl Table {
             table["metadata"] = json!(description.into_iter().collect::<Vec<_>>());
         }
         if include.column_metadata {
-            let described: Map<String, Value> = self
-                .column_descriptions
-                .iter()
-                .map(|(column, text)| {
-                    (
-                        column.clone(),
-                        json!([metadata_entry(text, self.last_change)]),
-                    )
-                })
-                .collect();
+            let mut described: Map<String, Value> = Map::new();
+            for (column, text) in &self.column_descriptions {
+                let entries = described.entry(column.clone()).or_insert_with(|| json!([]));
+                if let Value::Array(list) = entries {
+                    list.push(metadata_entry(text, self.last_change));
+                }
+            }
+            for (column, base_type) in &self.column_base_types {
+                let entries = described.entry(column.clone()).or_insert_with(|| json!([]));
+                if let Value::Array(list) = entries {
+                    list.push(
+                        json!({"id": "2", "key": "KBC.datatype.basetype", "value": base_type,
+                        "provider": "storage", "timestamp": format_time(self.last_change)}),
+                    );
+                }
+            }
             // The real service is PHP: an empty associative array is serialised as `[]`, not `{}`.
             table["columnMetadata"] = if described.is_empty() {
                 json!([])
@@ -878,6 +988,7 @@ impl FakeState {
 
 fn router(shared: Arc<Shared>) -> Router {
     Router::new()
+        .route("/v2/storage/tokens/verify", get(verify_token))
         .route("/v2/storage/buckets", get(list_buckets))
         .route(
             "/v2/storage/buckets/{bucket_id}/tables",
@@ -905,6 +1016,7 @@ fn router(shared: Arc<Shared>) -> Router {
 fn classify(path: &str) -> Option<Route> {
     let parts: Vec<&str> = path.trim_matches('/').split('/').collect();
     match parts.as_slice() {
+        ["v2", "storage", "tokens", "verify"] => Some(Route::Verify),
         ["v2", "storage", "buckets"] => Some(Route::Buckets),
         ["v2", "storage", "tables"] | ["v2", "storage", "buckets", _, "tables"] => {
             Some(Route::Tables)
@@ -1118,6 +1230,64 @@ struct ExportParams {
     gzip: bool,
     columns: Option<Vec<String>>,
     limit: Option<u64>,
+    where_filters: Vec<WhereFilter>,
+}
+
+impl WhereFilter {
+    /// Keboola's meaning: values compared as text, like SQL `IN` (`eq`) and `NOT IN` (`ne`).
+    fn matches(&self, value: &str) -> bool {
+        let listed = self.values.iter().any(|v| v == value);
+        if self.operator == "ne" {
+            !listed
+        } else {
+            listed
+        }
+    }
+
+    /// Checks the operator as the real service does: `eq` and `ne` work on every backend; the
+    /// comparisons are Snowflake-only and need a `dataType`, which the fake does not implement.
+    fn checked(mut self) -> Result<WhereFilter, ApiError> {
+        if self.operator.is_empty() {
+            self.operator = "eq".to_owned();
+        }
+        match self.operator.as_str() {
+            "eq" | "ne" => {}
+            "gt" | "ge" | "lt" | "le" => {
+                return Err(ApiError::bad_request(format!(
+                    "fake: the {} operator is not implemented by the fake",
+                    self.operator
+                )))
+            }
+            other => {
+                return Err(ApiError::bad_request(format!(
+                    "Invalid where operator {other:?}: expected eq or ne"
+                )))
+            }
+        }
+        if self.column.is_empty() || self.values.is_empty() {
+            return Err(ApiError::bad_request(
+                "A where filter needs a column and at least one value",
+            ));
+        }
+        Ok(self)
+    }
+
+    /// A `whereFilters` entry of a JSON body.
+    fn from_json(value: &Value) -> Result<WhereFilter, ApiError> {
+        let text = |v: &Value| v.as_str().map_or_else(|| v.to_string(), str::to_owned);
+        let field = |name: &str| value.get(name).map(text).unwrap_or_default();
+        let values = match value.get("values") {
+            Some(Value::Array(items)) => items.iter().map(text).collect(),
+            Some(other) => vec![text(other)],
+            None => Vec::new(),
+        };
+        WhereFilter {
+            column: field("column"),
+            operator: field("operator"),
+            values,
+        }
+        .checked()
+    }
 }
 
 impl ExportParams {
@@ -1128,6 +1298,7 @@ impl ExportParams {
         body: &[u8],
     ) -> Result<ExportParams, ApiError> {
         let mut pairs = parse_query(query)?;
+        let mut where_filters = Vec::new();
         let content_type = headers
             .get(header::CONTENT_TYPE)
             .and_then(|v| v.to_str().ok());
@@ -1138,6 +1309,15 @@ impl ExportParams {
                 return Err(ApiError::bad_request("The JSON body must be an object"));
             };
             for (key, value) in object {
+                if key == "whereFilters" {
+                    let Value::Array(filters) = &value else {
+                        return Err(ApiError::bad_request("whereFilters must be a list"));
+                    };
+                    for filter in filters {
+                        where_filters.push(WhereFilter::from_json(filter)?);
+                    }
+                    continue;
+                }
                 let values = match value {
                     Value::Array(items) => items,
                     other => vec![other],
@@ -1150,9 +1330,42 @@ impl ExportParams {
                 .map_err(|e| ApiError::bad_request(format!("Malformed form body: {e}")))?;
             pairs.extend(form);
         }
-        let mut params = ExportParams::default();
+        let mut params = ExportParams {
+            where_filters,
+            ..ExportParams::default()
+        };
+        // The older single filter, and `whereFilters[n][field]` as a PHP form encodes the list.
+        let mut legacy = WhereFilter {
+            column: String::new(),
+            operator: String::new(),
+            values: Vec::new(),
+        };
+        let mut indexed: BTreeMap<usize, WhereFilter> = BTreeMap::new();
         for (key, value) in pairs {
+            if let Some(rest) = key.strip_prefix("whereFilters[") {
+                let Some((n, field)) = rest.split_once("][") else {
+                    return Err(ApiError::bad_request(format!("Malformed parameter {key}")));
+                };
+                let Ok(n) = n.parse::<usize>() else {
+                    return Err(ApiError::bad_request(format!("Malformed parameter {key}")));
+                };
+                let filter = indexed.entry(n).or_insert_with(|| WhereFilter {
+                    column: String::new(),
+                    operator: String::new(),
+                    values: Vec::new(),
+                });
+                match field.trim_end_matches(']') {
+                    "column" => filter.column = value,
+                    "operator" => filter.operator = value,
+                    "values" | "values][" => filter.values.push(value),
+                    _ => {}
+                }
+                continue;
+            }
             match key.as_str() {
+                "whereColumn" => legacy.column = value,
+                "whereOperator" => legacy.operator = value,
+                "whereValues" | "whereValues[]" => legacy.values.push(value),
                 "changedSince" => params.changed_since = Some(value),
                 "gzip" => params.gzip = matches!(value.as_str(), "1" | "true"),
                 "columns" | "columns[]" => {
@@ -1170,6 +1383,12 @@ impl ExportParams {
                 }
                 _ => {}
             }
+        }
+        for filter in indexed.into_values() {
+            params.where_filters.push(filter.checked()?);
+        }
+        if !legacy.column.is_empty() {
+            params.where_filters.push(legacy.checked()?);
         }
         Ok(params)
     }
@@ -1220,8 +1439,28 @@ async fn export_table(
     let params = ExportParams::parse(query.as_deref(), &headers, &body)?;
     let mut state = shared.lock();
     state.last_changed_since = params.changed_since.clone();
+    state.exports.push(ExportRequest {
+        table_id: table_id.clone(),
+        changed_since: params.changed_since.clone(),
+        where_filters: params.where_filters.clone(),
+    });
     let since = params.since()?;
     let table = find_table(&state, &table_id)?;
+    let mut filters = Vec::new();
+    for filter in &params.where_filters {
+        let Some(i) = table.columns.iter().position(|c| *c == filter.column) else {
+            return Err(ApiError::bad_request(format!(
+                "Column {} not found in table {table_id}",
+                filter.column
+            )));
+        };
+        if matches!(table.rows, TableRows::Generated(_)) {
+            return Err(ApiError::bad_request(
+                "fake: where filters on a generated table are not implemented",
+            ));
+        }
+        filters.push((i, filter.clone()));
+    }
     let mut projection = Vec::new();
     for name in params.columns.as_ref().unwrap_or(&table.columns) {
         let Some(i) = table.columns.iter().position(|c| c == name) else {
@@ -1231,7 +1470,7 @@ async fn export_table(
         };
         projection.push(i);
     }
-    let rows = table.export_rows(since, projection, params.limit);
+    let rows = table.export_rows(since, projection, params.limit, &filters);
     let name = format!("{}.csv.gz", table.id);
     let (file_id, job_id, created, slices) =
         (state.next_id(), state.next_id(), unix_now(), state.slices);
@@ -1248,8 +1487,14 @@ async fn export_table(
         },
     );
     let outcome = state.next_job_error.take().map_or(Ok(file_id), Err);
+    let where_filters: Vec<Value> = params
+        .where_filters
+        .iter()
+        .map(|f| json!({"column": f.column, "operator": f.operator, "values": f.values}))
+        .collect();
     let params = json!({
-        "changedSince": params.changed_since, "columns": params.columns, "limit": params.limit, "gzip": params.gzip,
+        "changedSince": params.changed_since, "columns": params.columns, "limit": params.limit,
+        "gzip": params.gzip, "whereFilters": where_filters,
     });
     let job = Job {
         id: job_id,
@@ -1333,7 +1578,7 @@ async fn file_detail(State(shared): State<Arc<Shared>>, Path(file_id): Path<Stri
         "sizeBytes": file.rows.estimated_size(),
         "provider": "fake-http",
         "tags": ["table-export"],
-        "url": format!("{}/fake/files/{}/manifest", shared.base, file.id),
+        "url": format!("{}/fake/files/{}/manifest?{}", shared.base, file.id, presigned_query()),
     });
     match &file.storage {
         Storage::Http => {}
@@ -1366,15 +1611,25 @@ async fn file_detail(State(shared): State<Arc<Shared>>, Path(file_id): Path<Stri
     Ok(Json(detail).into_response())
 }
 
-async fn manifest(State(shared): State<Arc<Shared>>, Path(file_id): Path<String>) -> ApiResult {
+async fn manifest(
+    State(shared): State<Arc<Shared>>,
+    Path(file_id): Path<String>,
+    RawQuery(query): RawQuery,
+) -> ApiResult {
+    if let Some(refused) = check_presigned(query.as_deref()) {
+        return Ok(refused);
+    }
     let state = shared.lock();
     let file = find_file(&state, &file_id)?;
     let entries: Vec<Value> = (0..file.slices)
         .map(|n| {
             let url = match &file.storage {
-                Storage::Http => {
-                    format!("{}/fake/files/{}/slices/{n}.csv.gz", shared.base, file.id)
-                }
+                Storage::Http => format!(
+                    "{}/fake/files/{}/slices/{n}.csv.gz?{}",
+                    shared.base,
+                    file.id,
+                    presigned_query()
+                ),
                 Storage::S3 { .. } => format!("s3://{FAKE_S3_BUCKET}/{}", file.slice_key(n)),
                 Storage::Gcs => format!("gs://{FAKE_GCS_BUCKET}/{}", file.slice_key(n)),
             };
@@ -1387,7 +1642,11 @@ async fn manifest(State(shared): State<Arc<Shared>>, Path(file_id): Path<String>
 async fn slice(
     State(shared): State<Arc<Shared>>,
     Path((file_id, slice)): Path<(String, String)>,
+    RawQuery(query): RawQuery,
 ) -> ApiResult {
+    if let Some(refused) = check_presigned(query.as_deref()) {
+        return Ok(refused);
+    }
     let index = slice
         .strip_suffix(".csv.gz")
         .and_then(|n| n.parse::<u64>().ok());
@@ -1425,9 +1684,16 @@ fn slice_rows(
     Some((file.rows.clone(), range))
 }
 
-/// Streams the gzip'd CSV of `rows[range]`, cut off halfway if a truncation was asked for.
+/// Streams the gzip'd CSV of `rows[range]`, cut off halfway if a truncation was asked for, or
+/// sends it spoiled (whole, with its length) if a [`GzipFault`] was.
 fn slice_response(shared: &Shared, rows: ExportRows, range: Range<u64>) -> Response {
-    let truncate = std::mem::take(&mut shared.lock().truncate_next_slice);
+    let (truncate, corrupt) = {
+        let mut state = shared.lock();
+        match state.corrupt_slices.pop_front() {
+            Some(fault) => (false, Some(fault)),
+            None => (std::mem::take(&mut state.truncate_next_slice), None),
+        }
+    };
     let chunks = SliceChunks {
         rows,
         next: range.start,
@@ -1437,6 +1703,31 @@ fn slice_response(shared: &Shared, rows: ExportRows, range: Range<u64>) -> Respo
         csv: Vec::with_capacity(CHUNK_BYTES + 4096),
         scratch: String::new(),
     };
+    if let Some(fault) = corrupt {
+        let mut gzip = Vec::new();
+        for chunk in chunks {
+            match chunk {
+                Ok(bytes) => gzip.extend_from_slice(&bytes),
+                Err(e) => {
+                    return (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response()
+                }
+            }
+        }
+        match fault {
+            GzipFault::Truncated => gzip.truncate(gzip.len() * 2 / 3),
+            GzipFault::BadChecksum => {
+                // The trailer is CRC-32 then length, 4 bytes each, little-endian.
+                let crc = gzip.len() - 8;
+                gzip[crc] ^= 0xff;
+            }
+        }
+        // A complete body: hyper sends it with a Content-Length that matches it.
+        return (
+            [(header::CONTENT_TYPE, "application/octet-stream")],
+            Body::from(gzip),
+        )
+            .into_response();
+    }
     // A stream body has no Content-Length: hyper sends it chunked, as the size is unknown up front.
     let chunks = futures_util::stream::iter(chunks);
     let body = if truncate {
@@ -1455,6 +1746,72 @@ fn slice_response(shared: &Shared, rows: ExportRows, range: Range<u64>) -> Respo
         Body::from_stream(chunks)
     };
     ([(header::CONTENT_TYPE, "application/octet-stream")], body).into_response()
+}
+
+/// The query of a pre-signed S3 URL (SigV4 query authentication), with the fake signature and
+/// session token.
+fn presigned_query() -> String {
+    let encoded = |v: &str| {
+        serde_urlencoded::to_string([("v", v)]).map_or_else(|_| v.to_owned(), |p| p[2..].to_owned())
+    };
+    format!(
+        "X-Amz-Algorithm=AWS4-HMAC-SHA256&X-Amz-Credential={}&X-Amz-Date=20260101T000000Z\
+         &X-Amz-Expires=900&X-Amz-SignedHeaders=host&X-Amz-Security-Token={}&X-Amz-Signature={}",
+        encoded("ASIAFAKEPRESIGNEDKEY/20260101/us-east-1/s3/aws4_request"),
+        encoded(FAKE_PRESIGNED_SECURITY_TOKEN),
+        FAKE_PRESIGNED_SIGNATURE
+    )
+}
+
+/// S3's refusal of a GET whose pre-signed query is missing or altered: the client must use the
+/// URL exactly as it was handed out.
+fn check_presigned(query: Option<&str>) -> Option<Response> {
+    let pairs = parse_query(query).unwrap_or_default();
+    let value = |name: &str| {
+        pairs
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    };
+    let signed = value("X-Amz-Signature") == Some(FAKE_PRESIGNED_SIGNATURE)
+        && value("X-Amz-Security-Token") == Some(FAKE_PRESIGNED_SECURITY_TOKEN);
+    (!signed).then(|| {
+        s3_error(
+            StatusCode::FORBIDDEN,
+            "AccessDenied",
+            "Query-string authentication requires the Signature, Expires and AWSAccessKeyId parameters",
+            "",
+        )
+    })
+}
+
+/// `GET /v2/storage/tokens/verify`: the token's detail, as the real service answers it: its
+/// project (`owner`) and, like the real one, the token itself.
+async fn verify_token(State(shared): State<Arc<Shared>>) -> Response {
+    let project_id = shared.lock().project_id;
+    Json(json!({
+        "id": "56789",
+        "created": format_time(GENERATED_EPOCH),
+        "description": "fake token",
+        "uri": format!("{}/v2/storage/tokens/56789", shared.base),
+        "isMasterToken": false,
+        "canManageBuckets": false,
+        "canReadAllFileUploads": false,
+        "expires": null,
+        "isExpired": false,
+        "isDisabled": false,
+        "token": shared.token,
+        "bucketPermissions": {},
+        "owner": {
+            "id": project_id.to_string(),
+            "name": "Fake project",
+            "type": "production",
+            "region": "us-east-1",
+            "defaultBackend": "snowflake",
+            "fileStorageProvider": "aws",
+        },
+    }))
+    .into_response()
 }
 
 /// `GET /{bucket}/{key}`, path-style S3: a slice, for a request signed with the fake credentials.

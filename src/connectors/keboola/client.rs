@@ -1,17 +1,20 @@
-//! A small, blocking client for the parts of the Keboola Storage API v2 a sync needs: buckets, tables
-//! (with columns), the asynchronous table export (`export-async` → poll the job → file detail →
-//! manifest → slices), with timeouts and retries.
+//! A small, blocking client for the parts of the Keboola Storage API v2 a sync needs: token
+//! verification (the token's project), buckets, tables (with columns), the asynchronous table
+//! export (`export-async` with row filters → poll the job → file detail → manifest → slices), with
+//! timeouts and retries.
 //!
 //! Every request carries the token in the `X-StorageApi-Token` header, never in a URL, and no error or
 //! log line contains it. 5xx, 429 and network errors are retried with jittered exponential backoff;
 //! a `Retry-After` header is honoured. Slices are streamed to files, never held in memory, and a
-//! download that ends early (a cut connection, a short body) is retried, then reported.
+//! download that ends early (a cut connection, a short body) or is not one complete gzip stream
+//! (checked as it arrives) is retried, then reported.
 //!
 //! Slices live in the stack's file storage, never reached with the Storage token: HTTP(S) URLs are
 //! fetched as they are (pre-signed), `s3://bucket/key` with a GET signed by [`sigv4`] with the
 //! temporary AWS credentials of the file detail, `gs://bucket/object` through Google's JSON API with
-//! the detail's OAuth access token. Those credentials are kept in [`Secret`]s: no `Debug`, error or
-//! log line shows them; errors name the bucket and key only.
+//! the detail's OAuth access token. Those credentials are kept in [`Secret`]s and registered with
+//! [`crate::redact`] as they arrive: no `Debug`, error or log line shows them; errors name the
+//! bucket and key only, and transport errors leave out the URL (a pre-signed one is a credential).
 //!
 //! [`sigv4`]: super::sigv4
 
@@ -280,6 +283,19 @@ impl FileInfo {
             .is_some_and(|at| at - now < chrono::Duration::minutes(5))
     }
 
+    /// Registers the file storage credentials with [`crate::redact`], so that no log line (ours or
+    /// the HTTP client's, which prints request headers at debug level) can show them.
+    fn register_secrets(&self) {
+        if let Some(c) = &self.credentials {
+            for secret in [&c.access_key_id, &c.secret_access_key, &c.session_token] {
+                crate::redact::register(secret.expose());
+            }
+        }
+        if let Some(c) = &self.gcs_credentials {
+            crate::redact::register(c.access_token.expose());
+        }
+    }
+
     fn id_string(&self) -> String {
         self.id.to_string().trim_matches('"').to_string()
     }
@@ -355,6 +371,25 @@ fn locate(url: &str) -> Result<Location<'_>, String> {
 const AZURE: &str = "it is in Azure Blob Storage, which is not supported yet: slices are \
     downloaded from AWS (s3://) and GCP (gs://) stacks' file storage, and from HTTP(S) URLs";
 
+/// One of an export's `whereFilters` (the Storage API reference's `WhereFiltersObject`): rows whose
+/// `column` equals (`eq`) one of `values`, or (`ne`) none of them. Without a `dataType` the values
+/// are compared as text.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct WhereFilter {
+    pub column: String,
+    pub operator: WhereOperator,
+    pub values: Vec<String>,
+}
+
+/// The operators every storage backend supports (`gt`, `ge`, `lt`, `le` are Snowflake-only and
+/// compare by a `dataType`: not used).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum WhereOperator {
+    Eq,
+    Ne,
+}
+
 /// What an export produced, and when it started (the next increment's `changedSince`).
 #[derive(Clone, Debug)]
 pub struct Export {
@@ -381,6 +416,16 @@ impl Client {
     pub fn with_storage_endpoints(mut self, storage: StorageEndpoints) -> Client {
         self.storage = storage;
         self
+    }
+
+    /// The Storage API URL, without a trailing slash.
+    pub fn base(&self) -> &str {
+        &self.base
+    }
+
+    /// The Storage API token (a secret: for comparisons and digests, never for display).
+    pub(super) fn token(&self) -> &str {
+        &self.token
     }
 
     fn url(&self, path: &str) -> String {
@@ -419,13 +464,14 @@ impl Client {
                     std::thread::sleep(wait.min(Duration::from_secs(300)));
                 }
                 Err(ureq::Error::Transport(t)) => {
+                    let message = transport_message(&t);
                     if last {
                         return Err(KeboolaError::Transport {
                             what: what.to_string(),
-                            message: t.to_string(),
+                            message,
                         });
                     }
-                    tracing::warn!(error = %t, attempt, "Keboola {what}: retrying");
+                    tracing::warn!(error = %message, attempt, "Keboola {what}: retrying");
                     std::thread::sleep(jitter(pause));
                 }
             }
@@ -444,7 +490,7 @@ impl Client {
         })?;
         resp.into_json().map_err(|e| KeboolaError::Protocol {
             what: what.to_string(),
-            message: e.to_string(),
+            message: crate::redact::redact(&e.to_string()).into_owned(),
         })
     }
 
@@ -479,21 +525,35 @@ impl Client {
         )
     }
 
-    /// Exports `id` (rows changed after `changed_since`, a unix timestamp, when given) and waits for
-    /// the job.
-    pub fn export(&self, id: &str, changed_since: Option<&str>) -> Result<Export, KeboolaError> {
+    /// Exports `id` and waits for the job: the rows changed after `changed_since` (a unix
+    /// timestamp) when given, and only those matching every filter of `filters`.
+    pub fn export(
+        &self,
+        id: &str,
+        changed_since: Option<&str>,
+        filters: &[WhereFilter],
+    ) -> Result<Export, KeboolaError> {
         let what = format!("export of {id}");
         let started_at = chrono::Utc::now().timestamp();
         let url = self.url(&format!("/v2/storage/tables/{}/export-async", enc(id)));
-        let mut form: Vec<(&str, &str)> = vec![("gzip", "1")];
+        // A JSON body, as the reference documents the endpoint: `whereFilters` is a list of
+        // objects, which a form cannot carry.
+        let mut body = serde_json::json!({ "gzip": true });
         if let Some(since) = changed_since {
-            form.push(("changedSince", since));
+            body["changedSince"] = since.into();
+        }
+        if !filters.is_empty() {
+            body["whereFilters"] =
+                serde_json::to_value(filters).map_err(|e| KeboolaError::Protocol {
+                    what: what.clone(),
+                    message: e.to_string(),
+                })?;
         }
         let resp = self.send(&what, || {
             self.agent
                 .post(&url)
                 .set("X-StorageApi-Token", &self.token)
-                .send_form(&form)
+                .send_json(&body)
         })?;
         let job: Value = resp.into_json().map_err(|e| KeboolaError::Protocol {
             what: what.clone(),
@@ -509,6 +569,21 @@ impl Client {
         let file_id = self.wait(&job_id)?;
         let file = self.file(&file_id)?;
         Ok(Export { file, started_at })
+    }
+
+    /// `GET /v2/storage/tokens/verify`: the id of the project the token belongs to (its `owner`).
+    /// The response also holds the token itself: nothing but the owner's id is kept from it.
+    pub fn token_project(&self) -> Result<String, KeboolaError> {
+        let what = "token verification";
+        let v = self.get_json(what, "/v2/storage/tokens/verify")?;
+        match v.pointer("/owner/id") {
+            Some(Value::String(id)) if !id.is_empty() => Ok(id.clone()),
+            Some(Value::Number(id)) => Ok(id.to_string()),
+            _ => Err(KeboolaError::Protocol {
+                what: what.into(),
+                message: "the response has no owner.id".into(),
+            }),
+        }
     }
 
     /// Polls a job with backoff until it succeeds (its file id) or fails (Keboola's message).
@@ -556,13 +631,15 @@ impl Client {
 
     fn file(&self, id: &str) -> Result<FileInfo, KeboolaError> {
         let what = format!("file {id}");
-        Self::decode(
+        let file: FileInfo = Self::decode(
             &what,
             self.get_json(
                 &what,
                 &format!("/v2/storage/files/{}?federationToken=1", enc(id)),
             )?,
-        )
+        )?;
+        file.register_secrets();
+        Ok(file)
     }
 
     /// Downloads the export into `dir`: each slice of a sliced file, or the file itself. Returns the
@@ -617,7 +694,10 @@ impl Client {
         Ok(out)
     }
 
-    /// Streams a slice into `path`; a body shorter than announced, or cut off, is retried.
+    /// Streams a slice into `path`. A body shorter than announced, cut off, or not one complete
+    /// gzip stream (a truncated or corrupt slice, even one whose length matches its
+    /// `Content-Length`) is fetched again, with the same bounded retries as other transient
+    /// failures; after the last, the extract fails and nothing is published.
     fn fetch_to(
         &self,
         file: &FileInfo,
@@ -628,16 +708,26 @@ impl Client {
         let what = format!("download of slice {i}{}", location.describe());
         let get = self.slice_request(file, location, &what)?;
         let mut pause = self.patience.first_pause;
+        let mut last_fault = String::new();
         for attempt in 1..=self.patience.attempts {
             let resp = self.send(&what, || get.call(&self.agent))?;
             let expected = resp
                 .header("Content-Length")
                 .and_then(|v| v.parse::<u64>().ok());
-            match copy_body(resp, path) {
-                Ok(n) if expected.is_none_or(|e| e == n) => return Ok(()),
-                Ok(n) => tracing::warn!(attempt, got = n, ?expected, "{what}: short body"),
-                Err(e) => tracing::warn!(attempt, error = %e, "{what}: interrupted"),
-            }
+            last_fault = match copy_body(resp.into_reader(), path) {
+                Err(SliceFault::Disk(e)) => return Err(KeboolaError::Io(path.to_path_buf(), e)),
+                Err(SliceFault::Cut(e)) => {
+                    format!("cut off ({})", crate::redact::redact(&e.to_string()))
+                }
+                Ok(body) => match (expected, body.gzip) {
+                    (Some(announced), _) if announced != body.bytes => {
+                        format!("{} of {announced} bytes arrived", body.bytes)
+                    }
+                    (_, Err(e)) => format!("not a complete gzip stream ({e})"),
+                    (_, Ok(())) => return Ok(()),
+                },
+            };
+            tracing::warn!(attempt, fault = %last_fault, "{what}: fetching it again");
             if attempt == self.patience.attempts {
                 break;
             }
@@ -648,7 +738,8 @@ impl Client {
         Err(KeboolaError::Transport {
             what,
             message: format!(
-                "the download was truncated {} times; nothing was published",
+                "the slice arrived incomplete or corrupt on all {} attempts (last: {last_fault}); \
+                 nothing was published",
                 self.patience.attempts
             ),
         })
@@ -801,21 +892,69 @@ impl SliceRequest<'_> {
     }
 }
 
-fn copy_body(resp: ureq::Response, path: &Path) -> std::io::Result<u64> {
-    let mut reader = resp.into_reader();
-    let mut file = std::fs::File::create(path)?;
+/// A slice body as it arrived: its length, and whether it is one or more complete gzip members.
+struct SliceBody {
+    bytes: u64,
+    gzip: std::io::Result<()>,
+}
+
+/// Why a slice body could not be stored.
+enum SliceFault {
+    /// The connection failed while the body arrived.
+    Cut(std::io::Error),
+    /// Writing it to disk failed: not something fetching it again would mend.
+    Disk(std::io::Error),
+}
+
+/// Streams a slice body into `path`, and through a gzip decoder that checks it as it goes: every
+/// member's CRC-32 and length trailer, and that the stream does not end inside one. The bytes on
+/// disk stay gzip'd (DuckDB reads them so); the decoded bytes are only counted, never stored, so
+/// the check costs one inflate pass, overlapping the download, and no memory or disk.
+fn copy_body(mut reader: impl Read, path: &Path) -> Result<SliceBody, SliceFault> {
+    let mut file = std::fs::File::create(path).map_err(SliceFault::Disk)?;
+    let mut check = flate2::write::MultiGzDecoder::new(std::io::sink());
+    let mut gzip = Ok(());
     let mut buf = vec![0u8; 1 << 16];
-    let mut total = 0u64;
+    let mut bytes = 0u64;
     loop {
-        let n = reader.read(&mut buf)?;
+        let n = reader.read(&mut buf).map_err(SliceFault::Cut)?;
         if n == 0 {
             break;
         }
-        file.write_all(&buf[..n])?;
-        total += n as u64;
+        file.write_all(&buf[..n]).map_err(SliceFault::Disk)?;
+        if gzip.is_ok() {
+            gzip = check.write_all(&buf[..n]);
+        }
+        bytes += n as u64;
     }
-    file.flush()?;
-    Ok(total)
+    file.flush().map_err(SliceFault::Disk)?;
+    if gzip.is_ok() {
+        gzip = if bytes == 0 {
+            // DuckDB refuses an empty .gz file too ("Input is not a GZIP stream").
+            Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                "an empty body",
+            ))
+        } else {
+            check.try_finish()
+        };
+    }
+    Ok(SliceBody { bytes, gzip })
+}
+
+/// A transport failure, without the URL ureq's own message starts with: a pre-signed URL carries
+/// a signature (and a session token) in its query.
+fn transport_message(t: &ureq::Transport) -> String {
+    let mut message = t.kind().to_string();
+    if let Some(detail) = t.message() {
+        message.push_str(": ");
+        message.push_str(detail);
+    }
+    if let Some(source) = std::error::Error::source(t) {
+        message.push_str(": ");
+        message.push_str(&source.to_string());
+    }
+    crate::redact::redact(&message).into_owned()
 }
 
 /// The error message of an error response: the Storage API's and Google's JSON
@@ -962,6 +1101,70 @@ mod tests {
         // No credentials (pre-signed HTTP slices): nothing to renew.
         let plain = detail(serde_json::json!({"id": 1, "url": "u"}));
         assert!(!plain.credentials_expire_soon(chrono::Utc::now()));
+    }
+
+    fn gzip(data: &[u8]) -> Vec<u8> {
+        let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+        encoder.write_all(data).expect("in memory");
+        encoder.finish().expect("in memory")
+    }
+
+    /// Whether `copy_body` accepts `body` as a complete gzip stream (and stores it unchanged).
+    fn accepted(body: &[u8]) -> bool {
+        let dir = tempfile::tempdir().expect("a temp dir");
+        let path = dir.path().join("slice.csv.gz");
+        let Ok(stored) = copy_body(body, &path) else {
+            panic!("reading from memory cannot fail")
+        };
+        assert_eq!(stored.bytes, body.len() as u64);
+        assert_eq!(std::fs::read(&path).expect("stored"), body);
+        stored.gzip.is_ok()
+    }
+
+    #[test]
+    fn keboola_slices_must_be_complete_gzip_streams() {
+        let csv: Vec<u8> = (0..2000)
+            .flat_map(|i| format!("\"{i}\",\"row {i}\"\n").into_bytes())
+            .collect();
+        let whole = gzip(&csv);
+        assert!(accepted(&whole));
+        // Several members, as concatenated gzip files are: DuckDB reads them, so do we.
+        assert!(accepted(&[gzip(b"\"1\"\n"), gzip(b"\"2\"\n")].concat()));
+        // Cut anywhere, even inside the 8-byte trailer: refused.
+        for cut in [1, 10, whole.len() / 2, whole.len() - 8, whole.len() - 1] {
+            assert!(!accepted(&whole[..cut]), "cut at {cut} of {}", whole.len());
+        }
+        // Whole but wrong: a flipped bit in the data or in the CRC-32.
+        for at in [whole.len() / 2, whole.len() - 8] {
+            let mut spoiled = whole.clone();
+            spoiled[at] ^= 0x01;
+            assert!(!accepted(&spoiled), "bit flipped at {at}");
+        }
+        assert!(!accepted(b""), "DuckDB refuses an empty .gz");
+        assert!(!accepted(b"\"1\",\"not gzip\"\n"));
+        assert!(!accepted(&[whole.as_slice(), b"junk"].concat()));
+    }
+
+    #[test]
+    fn keboola_transport_errors_never_show_the_url() {
+        // A closed port on loopback: connection refused, which ureq reports with the URL.
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("a free port")
+            .port();
+        let url = format!(
+            "http://127.0.0.1:{port}/slice?X-Amz-Security-Token=transport-secret&X-Amz-Signature=abcdef0123"
+        );
+        let Err(ureq::Error::Transport(t)) = ureq::get(&url).call() else {
+            panic!("nothing listens on {port}")
+        };
+        assert!(t.to_string().contains("abcdef0123"), "ureq shows the URL");
+        let message = transport_message(&t);
+        assert!(
+            !message.contains("transport-secret") && !message.contains("abcdef0123"),
+            "{message}"
+        );
+        assert!(message.contains("Connection Failed"), "{message}");
     }
 
     #[test]

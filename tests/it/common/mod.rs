@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use tempfile::TempDir;
 
 pub mod daemon;
+pub mod secrets;
 
 pub fn pipeline() -> Command {
     let mut cmd = Command::cargo_bin("pipeline").expect("binary built");
