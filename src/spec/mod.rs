@@ -7,6 +7,7 @@
 pub mod decode;
 pub mod fields;
 pub mod json_schema;
+pub mod limits;
 pub mod load;
 pub mod model;
 pub mod names;
@@ -17,6 +18,7 @@ pub mod sql;
 pub mod template;
 pub mod toml;
 pub mod validate;
+pub mod walk;
 pub mod yaml;
 
 pub use load::Specs;
