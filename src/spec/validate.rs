@@ -579,15 +579,19 @@ impl Validator<'_> {
                     ) {
                         Ok(r) => r,
                         Err(e) => {
+                            let span = e.offset.map_or(sql.span, |o| self.sql_span(sql, o, 1));
                             self.diags.push(
                                 Diagnostic::error(
                                     Code::Template,
-                                    sql.span,
-                                    format!("{what}: template error: {e}"),
+                                    span,
+                                    format!("{what}: template error: {}", e.message),
                                 )
                                 .with_hint(format!(
-                                    "templates may use: {}",
-                                    METRIC_TEMPLATE_VARS.join(", ")
+                                    "templates may use: {}; filters {}; tests {} \
+                                     (docs/metrics.md)",
+                                    METRIC_TEMPLATE_VARS.join(", "),
+                                    super::template::FILTERS.join(", "),
+                                    super::template::TESTS.join(", ")
                                 )),
                             );
                             break;
@@ -718,7 +722,7 @@ pub fn render_metric(
     template: &str,
     grain: &str,
     time_column: Option<&str>,
-) -> Result<String, minijinja::Error> {
+) -> Result<String, super::template::TemplateError> {
     render_metric_for(template, grain, time_column, None)
 }
 
@@ -728,7 +732,7 @@ pub fn render_metric_for(
     grain: &str,
     time_column: Option<&str>,
     dimension: Option<&str>,
-) -> Result<String, minijinja::Error> {
+) -> Result<String, super::template::TemplateError> {
     super::template::render(
         template,
         &super::template::Params {
