@@ -47,6 +47,12 @@ pub const FUEL: u64 = 1_000_000;
 /// Largest SQL a render may produce (1 MiB): far beyond any real query, small enough to hold.
 pub const MAX_OUTPUT: usize = 1 << 20;
 
+/// Most tokens one `{{ … }}` or `{% … %}` may hold. Expressions nest at most this deep, so the
+/// recursive stages after the parser (code generation, dropping the tree) stay shallow; a long chain
+/// (`a ~ a ~ … ~ a` thousands of times) would otherwise overflow the stack. Real tags hold a few
+/// dozen.
+const MAX_TAG_TOKENS: usize = 256;
+
 /// Longest value a variable may carry (column names, dates): a column name is at most 64 bytes.
 const MAX_PARAM: usize = 256;
 
@@ -272,6 +278,7 @@ impl std::io::Write for CappedOutput {
 
 /// Refuses what a metric template may not use (see the module documentation), at its place.
 fn check_language(template: &str) -> Result<(), TemplateError> {
+    check_tag_sizes(template)?;
     let parsed = minijinja::machinery::parse(
         template,
         "<metric>",
@@ -291,6 +298,35 @@ fn check_language(template: &str) -> Result<(), TemplateError> {
         ))
     };
     check_stmt(&parsed, &refuse)
+}
+
+/// Counts the tokens of every tag with minijinja's own lexer (flat, never recursive) before anything
+/// builds a tree from them.
+fn check_tag_sizes(template: &str) -> Result<(), TemplateError> {
+    use minijinja::machinery::{tokenize, Token};
+    let mut in_tag = 0usize;
+    for token in tokenize(template, false, Default::default(), WhitespaceConfig::default()) {
+        let (token, span) = token.map_err(|e| TemplateError::from_engine(&e, template))?;
+        match token {
+            Token::VariableStart | Token::BlockStart => in_tag = 1,
+            Token::VariableEnd | Token::BlockEnd | Token::TemplateData(_) => in_tag = 0,
+            _ if in_tag > 0 => {
+                in_tag += 1;
+                if in_tag > MAX_TAG_TOKENS {
+                    return Err(TemplateError::at(
+                        format!(
+                            "this tag holds more than {MAX_TAG_TOKENS} tokens; a metric template's \
+                             {{{{ … }}}} and {{% … %}} fill in a value, split longer logic"
+                        ),
+                        template,
+                        Some(span.start_offset as usize),
+                    ));
+                }
+            }
+            _ => {}
+        }
+    }
+    Ok(())
 }
 
 type Refuse<'r> = dyn Fn(String, minijinja::machinery::Span) -> Result<(), TemplateError> + 'r;
@@ -498,6 +534,16 @@ mod tests {
             let e = render(template, &month()).unwrap_err();
             assert!(e.message.starts_with(what), "{template}: {e}");
         }
+    }
+
+    #[test]
+    fn long_expressions_are_refused_before_they_are_parsed() {
+        // Parsed, this would be a tree 100,000 levels deep: the stack would not survive it.
+        let chain = format!("{{{{ {} }}}}", vec!["grain"; 100_000].join(" ~ "));
+        let e = render(&chain, &month()).unwrap_err();
+        assert!(e.message.contains("more than 256 tokens"), "{e}");
+        let negations = format!("{{% if {}true %}}x{{% endif %}}", "not ".repeat(100_000));
+        assert!(render(&negations, &month()).is_err());
     }
 
     #[test]
