@@ -305,7 +305,12 @@ fn check_language(template: &str) -> Result<(), TemplateError> {
 fn check_tag_sizes(template: &str) -> Result<(), TemplateError> {
     use minijinja::machinery::{tokenize, Token};
     let mut in_tag = 0usize;
-    for token in tokenize(template, false, Default::default(), WhitespaceConfig::default()) {
+    for token in tokenize(
+        template,
+        false,
+        Default::default(),
+        WhitespaceConfig::default(),
+    ) {
         let (token, span) = token.map_err(|e| TemplateError::from_engine(&e, template))?;
         match token {
             Token::VariableStart | Token::BlockStart => in_tag = 1,

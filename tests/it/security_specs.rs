@@ -95,7 +95,10 @@ fn the_instance_limit_is_summed_over_files_in_order() {
     assert_eq!(status, 1);
     // Ten files stay under 2,000,000 values; the eleventh crosses, whichever thread parsed what.
     let d = error_at(&first, "syntax", "registry/m10.yaml", 5, 26);
-    assert!(d["message"].as_str().unwrap().contains("2000000 values together"));
+    assert!(d["message"]
+        .as_str()
+        .unwrap()
+        .contains("2000000 values together"));
     assert!(errors(&first)
         .iter()
         .all(|d| d["file"] != "registry/m11.yaml"));
@@ -127,7 +130,10 @@ fn deep_nesting_is_a_located_error_not_a_crash() {
     let (status, report) = validate(&inst);
     assert_eq!(status, 1);
     let d = error_at(&report, "syntax", "registry/deep.yaml", 2, 127);
-    assert!(d["message"].as_str().unwrap().contains("more than 64 levels"));
+    assert!(d["message"]
+        .as_str()
+        .unwrap()
+        .contains("more than 64 levels"));
 
     // The same depth through aliases, each wrapping the previous one.
     let mut chain = vec!["a0: &a0 [x]".to_string()];
@@ -194,7 +200,10 @@ fn spec_files_linking_outside_the_root_are_refused_unread() {
     let human = run(&inst, &["validate"]);
     let text = String::from_utf8_lossy(&human.stdout);
     let at = text.find("--> registry/leak.yaml:1:1").expect("located");
-    assert!(!text[at..].lines().nth(1).unwrap_or("").contains('|'), "{text}");
+    assert!(
+        !text[at..].lines().nth(1).unwrap_or("").contains('|'),
+        "{text}"
+    );
 
     assert_never_printed(&inst, SECRET);
     assert_never_printed(&inst, "ci-token-from-the-environment");
@@ -283,5 +292,8 @@ fn a_template_rendering_megabytes_of_sql_is_too_large() {
     let (status, report) = validate(&inst);
     assert_eq!(status, 1);
     let d = error_at(&report, "template", "metrics/sales/wide.yaml", 4, 6);
-    assert!(d["message"].as_str().unwrap().contains("more than 1 MiB of SQL"));
+    assert!(d["message"]
+        .as_str()
+        .unwrap()
+        .contains("more than 1 MiB of SQL"));
 }
