@@ -6,8 +6,9 @@
 //! database, point at files, download an export…) and returns a relation to `SELECT` from; tells
 //! whether the input changed since the last extract ([`Connector::fingerprint`]); and, for
 //! `query_mode: remote`, says what analytics must ATTACH to query the table at the source
-//! ([`Connector::remote`]). Later connectors (Keboola, BigQuery, Jira, Postgres) implement the same
-//! trait.
+//! ([`Connector::remote`]). There is one connector per [`SourceType`]; which query modes each type
+//! runs is stated once, beside the type ([`SourceType::query_modes`]), and checked here and by
+//! `validate` alike. Planned types (Postgres, BigQuery, Jira) will implement the same trait.
 
 mod duckdb_file;
 mod files;
@@ -15,6 +16,7 @@ pub mod keboola;
 
 use crate::contract::RemoteAttach;
 use crate::registered::{SourceDef, TableDef};
+use crate::spec::model::SourceType;
 use duckdb::Connection;
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
@@ -30,7 +32,7 @@ pub enum ConnectorError {
     /// echo a credential (a URL with a signature, a header), and it reaches logs and the state.
     #[error("{what}: {}", crate::redact::redact(.message))]
     Source { what: String, message: String },
-    #[error("source type `{0}` has no connector yet")]
+    #[error("source type `{0}` has no connector in this version")]
     Unsupported(String),
     #[error("{0}: {1}")]
     Io(PathBuf, std::io::Error),
@@ -175,16 +177,43 @@ pub fn connector(source: &SourceDef, root: &Path) -> Result<Box<dyn Connector>, 
             .map(|p| root.join(p))
             .ok_or_else(|| ConnectorError::Config(format!("source `{}` has no path", source.name)))
     };
-    match source.source_type.as_str() {
-        "csv" => Ok(Box::new(files::Files::csv(path()?, &source.connection))),
-        "parquet" => Ok(Box::new(files::Files::parquet(path()?, &source.connection))),
-        "duckdb" => Ok(Box::new(duckdb_file::DuckdbFile::new(
+    let Some(kind) = source.kind() else {
+        return Err(ConnectorError::Unsupported(source.source_type.clone()));
+    };
+    // Exhaustive: a source type without a connector does not compile.
+    match kind {
+        SourceType::Csv => Ok(Box::new(files::Files::csv(path()?, &source.connection))),
+        SourceType::Parquet => Ok(Box::new(files::Files::parquet(path()?, &source.connection))),
+        SourceType::Duckdb => Ok(Box::new(duckdb_file::DuckdbFile::new(
             &source.name,
             path()?,
         ))),
-        "keboola" => Ok(Box::new(keboola::Keboola::new(source)?)),
-        other => Err(ConnectorError::Unsupported(other.to_string())),
+        SourceType::Keboola => Ok(Box::new(keboola::Keboola::new(source)?)),
     }
+}
+
+/// The connector for one of `source`'s tables, refusing a query mode its type cannot run (the same
+/// capability table `validate` checks, so this only fires for state applied by another version).
+pub fn connector_for(
+    source: &SourceDef,
+    table: &TableDef,
+    root: &Path,
+) -> Result<Box<dyn Connector>, ConnectorError> {
+    let mode = table.query_mode();
+    if let Some(kind) = source.kind() {
+        if !kind.supports(mode) {
+            return Err(ConnectorError::Config(format!(
+                "table `{}`: query_mode `{mode}` is not available for {kind} sources (they run: {})",
+                table.name,
+                kind.query_modes()
+                    .iter()
+                    .map(|m| m.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )));
+        }
+    }
+    connector(source, root)
 }
 
 /// sha256 over the parts, hex.

@@ -21,8 +21,11 @@ pub enum Severity {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Code {
-    /// The file cannot be read or is not valid YAML/TOML.
+    /// The file cannot be read, is not valid YAML/TOML, or is bigger than spec files may be.
     Syntax,
+    /// A spec file or directory that is not read: a symbolic link leading outside the instance root,
+    /// or not a regular file (a FIFO, a device). Reported by path only; its content is never shown.
+    UnsafeFile,
     /// A value has the wrong type (a string where a list is expected, …).
     Type,
     /// A key the schema does not know.

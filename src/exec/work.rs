@@ -137,7 +137,8 @@ impl Context {
             .sources
             .get(&table.source)
             .ok_or_else(|| format!("source `{}` is not registered", table.source))?;
-        let connector = connectors::connector(source, &self.root).map_err(|e| e.to_string())?;
+        let connector =
+            connectors::connector_for(source, table, &self.root).map_err(|e| e.to_string())?;
         let dir = self.extract_dir(&table.source)?;
         let conn = lock(&self.engine).try_clone().map_err(|e| e.to_string())?;
         let req = extract::Request {
@@ -195,7 +196,8 @@ impl Context {
     fn attach(&self, id: &str) -> Result<Done, String> {
         let table = self.table(id)?;
         let source = &self.registered.sources[&table.source];
-        let connector = connectors::connector(source, &self.root).map_err(|e| e.to_string())?;
+        let connector =
+            connectors::connector_for(source, table, &self.root).map_err(|e| e.to_string())?;
         let remote = connector.remote(table).map_err(|e| e.to_string())?;
         // Check now that it can be attached, so a broken remote fails here with its own message.
         let probe = Connection::open_in_memory().map_err(|e| e.to_string())?;
@@ -233,7 +235,7 @@ impl Context {
             let mode = t.query_mode();
             if mode == QueryMode::Remote {
                 let connector =
-                    connectors::connector(source, &self.root).map_err(|e| e.to_string())?;
+                    connectors::connector_for(source, t, &self.root).map_err(|e| e.to_string())?;
                 let remote = connector
                     .remote(t)
                     .map_err(|e| format!("{}: {e}", t.name))?;

@@ -82,9 +82,8 @@ const fn req(key: &'static str, ty: Ty, doc: &'static str) -> Field {
 }
 
 pub const QUERY_MODES: &[&str] = &["local", "remote", "materialized"];
-pub const SOURCE_TYPES: &[&str] = &[
-    "csv", "parquet", "duckdb", "postgres", "keboola", "bigquery", "jira",
-];
+/// Only types with a connector (see `model::SourceType`); planned ones are not in the schema.
+pub const SOURCE_TYPES: &[&str] = &["csv", "parquet", "duckdb", "keboola"];
 pub const SYNC_MODES: &[&str] = &["full", "incremental", "partitioned"];
 pub const GRANULARITIES: &[&str] = &["day", "month", "year"];
 pub const GRAINS: &[&str] = &["day", "week", "month", "quarter", "year"];
@@ -280,38 +279,6 @@ pub static CONN_DUCKDB: Object = Object {
     )],
 };
 
-pub static CONN_POSTGRES: Object = Object {
-    name: "postgres connection",
-    doc: "A PostgreSQL database.",
-    fields: &[
-        req("host", Ty::Str, "Server host name."),
-        f(
-            "port",
-            Ty::Int { min: 1, max: 65535 },
-            "Server port. Default: 5432.",
-        ),
-        req("database", Ty::Str, "Database name."),
-        f("user", Ty::Str, "User name."),
-        f(
-            "password_env",
-            Ty::EnvVar,
-            "Environment variable holding the password.",
-        ),
-        f(
-            "sslmode",
-            Ty::Enum(&[
-                "disable",
-                "allow",
-                "prefer",
-                "require",
-                "verify-ca",
-                "verify-full",
-            ]),
-            "libpq sslmode.",
-        ),
-    ],
-};
-
 pub static CONN_KEBOOLA: Object = Object {
     name: "keboola connection",
     doc: "A Keboola Storage project.",
@@ -337,55 +304,13 @@ pub static CONN_KEBOOLA: Object = Object {
     ],
 };
 
-pub static CONN_BIGQUERY: Object = Object {
-    name: "bigquery connection",
-    doc: "A Google BigQuery project.",
-    fields: &[
-        req("project", Ty::Str, "Project id that runs the queries."),
-        f("location", Ty::Str, "Dataset location, e.g. EU."),
-        f(
-            "credentials_env",
-            Ty::EnvVar,
-            "Environment variable holding the service-account JSON (or its path).",
-        ),
-        f("endpoint", Ty::Str, "API endpoint override (emulators)."),
-    ],
-};
-
-pub static CONN_JIRA: Object = Object {
-    name: "jira connection",
-    doc: "A Jira Cloud site.",
-    fields: &[
-        req("url", Ty::Str, "Site URL, e.g. https://acme.atlassian.net."),
-        f("email", Ty::Str, "Account e-mail for basic auth."),
-        req(
-            "token_env",
-            Ty::EnvVar,
-            "Environment variable holding the API token.",
-        ),
-        f(
-            "projects",
-            Ty::StrList,
-            "Project keys to sync (default: all visible).",
-        ),
-        f(
-            "webhook_secret_env",
-            Ty::EnvVar,
-            "Environment variable holding the webhook HMAC secret.",
-        ),
-    ],
-};
-
 /// The connection object for a source type.
 pub fn connection_object(source_type: &str) -> Option<&'static Object> {
     Some(match source_type {
         "csv" => &CONN_CSV,
         "parquet" => &CONN_PARQUET,
         "duckdb" => &CONN_DUCKDB,
-        "postgres" => &CONN_POSTGRES,
         "keboola" => &CONN_KEBOOLA,
-        "bigquery" => &CONN_BIGQUERY,
-        "jira" => &CONN_JIRA,
         _ => return None,
     })
 }
@@ -514,7 +439,7 @@ pub static TABLE: Object = Object {
         f("bucket", Ty::Str, "Keboola bucket, BigQuery dataset, database schema or folder."),
         f("source_table", Ty::Str, "Table name at the source; required unless query_mode is materialized."),
         f("name", Ty::Str, "View name in analytics; default: source_table. Unique."),
-        f("query_mode", Ty::Enum(QUERY_MODES), "local: extract to Parquet | remote: attach, queries go to the source | materialized: run `query` at the source, store the result."),
+        f("query_mode", Ty::Enum(QUERY_MODES), "local: extract to Parquet (every source type) | remote: attach, queries go to the source | materialized: run `query` at the source, store the result. remote and materialized need a duckdb source."),
         f("query", Ty::Sql, "SQL run at the source (query_mode: materialized)."),
         f("schedule", Ty::Schedule, "Sync schedule; overrides the source's."),
         f("sync", Ty::Object(&SYNC), "Full or incremental sync settings."),
@@ -616,10 +541,7 @@ pub fn all_objects() -> Vec<&'static Object> {
         &CSV_OPTIONS,
         &CONN_PARQUET,
         &CONN_DUCKDB,
-        &CONN_POSTGRES,
         &CONN_KEBOOLA,
-        &CONN_BIGQUERY,
-        &CONN_JIRA,
         &TRANSFORM,
         &REGISTRY,
         &TABLE,

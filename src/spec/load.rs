@@ -2,12 +2,15 @@
 //!
 //! Layout: `config/instance.{yaml,yml,toml}`, `pipelines/*.{yaml,yml,toml}` (one source each),
 //! `registry/**/*.{yaml,yml,toml}` (lists of tables), `metrics/<category>/*.{yaml,yml,toml}`.
-//! Files are read in sorted order so diagnostics and plans are deterministic.
+//! Files are read in sorted order so diagnostics and plans are deterministic. Which files may be read
+//! at all is [`walk`](super::walk)'s decision; how much they may cost, [`limits`](super::limits)'.
 
 use super::decode::Decoder;
+use super::limits::{self, Cost, Meter, Shared, Stop, INSTANCE_LIMIT};
 use super::model::{self, InstanceSpec, MetricSpec, SourceSpec, TableSpec};
 use super::node::Node;
-use super::source::{display_path, FileId, SourceFile, SourceMap};
+use super::source::{display_path, FileId, SourceFile, SourceMap, Span};
+use super::walk::{self, Found, ReadError};
 use super::{toml as toml_fmt, yaml};
 use crate::diag::{Code, Diagnostic, Diagnostics};
 use std::path::{Path, PathBuf};
@@ -35,34 +38,10 @@ impl Specs {
     }
 }
 
-fn is_spec_file(p: &Path) -> bool {
-    p.is_file()
-        && p.extension()
-            .and_then(|e| e.to_str())
-            .is_some_and(|e| SPEC_EXTENSIONS.contains(&e))
-}
-
-/// Spec files directly in `dir` (or, with `recursive`, below it), sorted.
-fn spec_files(dir: &Path, recursive: bool, out: &mut Vec<PathBuf>) {
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return;
-    };
-    let mut paths: Vec<PathBuf> = entries.filter_map(|e| e.ok().map(|e| e.path())).collect();
-    paths.sort();
-    for p in paths {
-        let hidden = p
-            .file_name()
-            .and_then(|n| n.to_str())
-            .is_some_and(|n| n.starts_with('.'));
-        if hidden {
-            continue;
-        }
-        if p.is_dir() && recursive {
-            spec_files(&p, true, out);
-        } else if is_spec_file(&p) {
-            out.push(p);
-        }
-    }
+fn has_spec_extension(p: &Path) -> bool {
+    p.extension()
+        .and_then(|e| e.to_str())
+        .is_some_and(|e| SPEC_EXTENSIONS.contains(&e))
 }
 
 /// Which kind of spec a file holds, with what its decoding needs from its path.
@@ -86,20 +65,40 @@ fn stem(p: &Path) -> String {
         .unwrap_or_default()
 }
 
-/// Parses and decodes one file into its specs and diagnostics.
-fn decode_file(file: &SourceFile, id: FileId, kind: &Kind) -> (Option<Decoded>, Diagnostics) {
+/// One file parsed and decoded: its specs (none when it did not parse), its diagnostics, and what
+/// parsing it cost.
+struct FileResult {
+    decoded: Option<Decoded>,
+    diags: Diagnostics,
+    cost: Cost,
+}
+
+/// Parses and decodes one file, charging `meter`; `None` when the shared instance budget ran out
+/// before it was done (see [`limits::Exceeded::Interrupted`]).
+fn decode_file(
+    file: &SourceFile,
+    id: FileId,
+    kind: &Kind,
+    meter: &mut Meter,
+) -> Option<FileResult> {
     let mut diags = Diagnostics::default();
     let is_toml = file.path.extension().is_some_and(|e| e == "toml");
     let parsed = if is_toml {
-        toml_fmt::parse(file, id)
+        toml_fmt::parse_metered(file, id, meter)
     } else {
-        yaml::parse(&file.text, id)
+        yaml::parse_metered(&file.text, id, meter)
     };
+    let cost = meter.used();
     let node: Node = match parsed {
         Ok(node) => node,
-        Err(d) => {
-            diags.push(d);
-            return (None, diags);
+        Err(Stop::Interrupted) => return None,
+        Err(Stop::Invalid(d)) => {
+            diags.push(*d);
+            return Some(FileResult {
+                decoded: None,
+                diags,
+                cost,
+            });
         }
     };
     let mut dec = Decoder::new(&mut diags);
@@ -111,39 +110,106 @@ fn decode_file(file: &SourceFile, id: FileId, kind: &Kind) -> (Option<Decoded>, 
             Decoded::Metric(model::decode_metric(&mut dec, &node, id, stem, folder).map(Box::new))
         }
     };
-    (Some(decoded), diags)
+    Some(FileResult {
+        decoded: Some(decoded),
+        diags,
+        cost,
+    })
+}
+
+/// A diagnostic about a whole file, at its first position.
+fn at_file(files: &mut SourceMap, root: &Path, path: &Path) -> Span {
+    let id = files.add(SourceFile::unread(
+        display_path(root, path),
+        path.to_path_buf(),
+    ));
+    Span::file_start(id)
 }
 
 /// Loads every spec file under `root`. Never fails: problems are diagnostics.
 ///
-/// Files are read in sorted order, then parsed and decoded on all cores (each file is independent);
-/// results are merged back in file order so output stays deterministic.
+/// Files are listed and read in sorted order, then parsed and decoded on all cores (each file is
+/// independent); results are merged back in file order so output stays deterministic — including
+/// which file is reported when the instance's files together exceed the limits.
 pub fn load(root: &Path) -> (Specs, Diagnostics) {
     let mut specs = Specs {
         root: root.to_path_buf(),
         ..Specs::default()
     };
     let mut diags = Diagnostics::default();
-    if !root.is_dir() {
-        diags.push(
-            Diagnostic::error(
-                Code::Layout,
-                None,
-                format!("instance directory {} does not exist", root.display()),
-            )
-            .with_hint("pass the instance root with --dir, or create one with `pipeline init DIR`"),
-        );
-        return (specs, diags);
+    let tree = match walk::Root::new(root) {
+        Ok(tree) if root.is_dir() => tree,
+        _ => {
+            diags.push(
+                Diagnostic::error(
+                    Code::Layout,
+                    None,
+                    format!("instance directory {} does not exist", root.display()),
+                )
+                .with_hint(
+                    "pass the instance root with --dir, or create one with `pipeline init DIR`",
+                ),
+            );
+            return (specs, diags);
+        }
+    };
+    let jobs = list(root, tree, &mut specs.files, &mut diags);
+    let work = read_all(root, jobs, &mut specs.files, &mut diags);
+    for (decoded, d) in parse_all(&specs.files, &work) {
+        diags.extend(d);
+        match decoded {
+            Some(Decoded::Instance(i)) => specs.instance = i,
+            Some(Decoded::Source(s)) => specs.sources.extend(s),
+            Some(Decoded::Registry(t)) => specs.tables.extend(t),
+            Some(Decoded::Metric(m)) => specs.metrics.extend(m.map(|m| *m)),
+            None => {}
+        }
     }
+    (specs, diags)
+}
 
+/// The spec files of the layout, in reading order, with what kind each holds. Refused paths become
+/// diagnostics here.
+fn list(
+    root: &Path,
+    mut tree: walk::Root,
+    files: &mut SourceMap,
+    diags: &mut Diagnostics,
+) -> Vec<(PathBuf, Kind)> {
+    let mut refused = |files: &mut SourceMap, found: Found| -> Option<PathBuf> {
+        match found {
+            Found::File(p) => Some(p),
+            Found::Refused(p, why) => {
+                let span = at_file(files, root, &p);
+                diags.push(
+                    Diagnostic::error(
+                        Code::UnsafeFile,
+                        span,
+                        format!("{} {}", display_path(root, &p), why.describe()),
+                    )
+                    .with_hint(why.hint()),
+                );
+                None
+            }
+        }
+    };
     let mut jobs: Vec<(PathBuf, Kind)> = Vec::new();
-    let instance_files: Vec<PathBuf> = SPEC_EXTENSIONS
-        .iter()
-        .map(|ext| root.join("config").join(format!("instance.{ext}")))
-        .filter(|p| p.is_file())
+    let is_instance_file =
+        |p: &Path| p.file_stem().is_some_and(|s| s == "instance") && has_spec_extension(p);
+    let mut config = Vec::new();
+    tree.spec_files(&root.join("config"), false, &is_instance_file, &mut config);
+    let mut instance_files: Vec<PathBuf> = config
+        .into_iter()
+        .filter_map(|f| refused(files, f))
         .collect();
+    // With several, the first by SPEC_EXTENSIONS' order is read (and the others reported).
+    instance_files.sort_by_key(|p| {
+        let ext = p.extension().and_then(|e| e.to_str()).unwrap_or_default();
+        SPEC_EXTENSIONS.iter().position(|e| *e == ext)
+    });
+    let mut layout_errors = Vec::new();
     match instance_files.as_slice() {
-        [] => diags.push(
+        [] => layout_errors.push(
             Diagnostic::error(
                 Code::Layout,
                 None,
@@ -153,7 +219,7 @@ pub fn load(root: &Path) -> (Specs, Diagnostics) {
         ),
         [one, rest @ ..] => {
             for extra in rest {
-                diags.push(
+                layout_errors.push(
                     Diagnostic::error(
                         Code::Layout,
                         None,
@@ -169,50 +235,148 @@ pub fn load(root: &Path) -> (Specs, Diagnostics) {
             jobs.push((one.clone(), Kind::Instance));
         }
     }
-    let mut files = Vec::new();
-    spec_files(&root.join("pipelines"), false, &mut files);
-    jobs.extend(files.into_iter().map(|p| {
-        let stem = stem(&p);
-        (p, Kind::Source { stem })
-    }));
-    let mut files = Vec::new();
-    spec_files(&root.join("registry"), true, &mut files);
-    jobs.extend(files.into_iter().map(|p| (p, Kind::Registry)));
+    let mut found = Vec::new();
+    tree.spec_files(
+        &root.join("pipelines"),
+        false,
+        &has_spec_extension,
+        &mut found,
+    );
+    jobs.extend(
+        found
+            .into_iter()
+            .filter_map(|f| refused(files, f))
+            .map(|p| {
+                let stem = stem(&p);
+                (p, Kind::Source { stem })
+            }),
+    );
+    let mut found = Vec::new();
+    tree.spec_files(
+        &root.join("registry"),
+        true,
+        &has_spec_extension,
+        &mut found,
+    );
+    jobs.extend(
+        found
+            .into_iter()
+            .filter_map(|f| refused(files, f))
+            .map(|p| (p, Kind::Registry)),
+    );
     let metrics_dir = root.join("metrics");
-    let mut files = Vec::new();
-    spec_files(&metrics_dir, true, &mut files);
-    jobs.extend(files.into_iter().map(|p| {
-        let folder = p
-            .parent()
-            .filter(|d| *d != metrics_dir)
-            .map(stem)
-            .unwrap_or_default();
-        let stem = stem(&p);
-        (p, Kind::Metric { stem, folder })
-    }));
+    let mut found = Vec::new();
+    tree.spec_files(&metrics_dir, true, &has_spec_extension, &mut found);
+    jobs.extend(
+        found
+            .into_iter()
+            .filter_map(|f| refused(files, f))
+            .map(|p| {
+                let folder = p
+                    .parent()
+                    .filter(|d| *d != metrics_dir)
+                    .map(stem)
+                    .unwrap_or_default();
+                let stem = stem(&p);
+                (p, Kind::Metric { stem, folder })
+            }),
+    );
+    for d in layout_errors {
+        diags.push(d);
+    }
+    jobs
+}
 
-    // Read sequentially (cheap), so file ids follow the sorted order.
+/// Reads the listed files in order (cheap, and file ids then follow the sorted order), each within
+/// the per-file size limit and all within the instance's.
+fn read_all(
+    root: &Path,
+    jobs: Vec<(PathBuf, Kind)>,
+    files: &mut SourceMap,
+    diags: &mut Diagnostics,
+) -> Vec<(FileId, Kind)> {
     let mut work: Vec<(FileId, Kind)> = Vec::with_capacity(jobs.len());
+    let mut read_bytes: u64 = 0;
     for (path, kind) in jobs {
         let display = display_path(root, &path);
-        match std::fs::read_to_string(&path) {
+        let left = limits::MAX_INSTANCE_BYTES.saturating_sub(read_bytes);
+        let limit = limits::MAX_FILE_BYTES.min(left);
+        let problem = match walk::read(&path, limit) {
             Ok(text) => {
-                let id = specs.files.add(SourceFile::new(display, path, text));
+                read_bytes += text.len() as u64;
+                let id = files.add(SourceFile::new(display, path, text));
                 work.push((id, kind));
+                continue;
             }
-            Err(e) => diags.push(
-                Diagnostic::error(Code::Syntax, None, format!("cannot read {display}: {e}"))
-                    .with_hint("check the file's permissions and that it is UTF-8 text"),
+            Err(ReadError::TooLarge(size))
+                if limit < limits::MAX_FILE_BYTES && size <= limits::MAX_FILE_BYTES =>
+            {
+                let span = at_file(files, root, &path);
+                diags.push(
+                    Diagnostic::error(
+                        Code::Syntax,
+                        span,
+                        format!(
+                            "reading {display} ({size} bytes) would take the instance's spec files \
+                             past {} together; it and the files after it were not read",
+                            limits::mib(limits::MAX_INSTANCE_BYTES)
+                        ),
+                    )
+                    .with_hint(
+                        "no realistic instance has this much in its specs; look for generated or \
+                         copied files that do not belong there (limits: docs/security.md)",
+                    ),
+                );
+                break;
+            }
+            Err(ReadError::TooLarge(size)) => (
+                Code::Syntax,
+                format!(
+                    "{display} is {size} bytes; a spec file may be at most {} and it was not read",
+                    limits::mib(limits::MAX_FILE_BYTES)
+                ),
+                "split it into several files (registry/ reads every file below it); limits: \
+                 docs/security.md",
             ),
-        }
+            Err(ReadError::NotRegular(kind)) => (
+                Code::UnsafeFile,
+                format!("{display} is {kind}, not a regular file; it was not read"),
+                "spec files must be regular files; remove this one",
+            ),
+            Err(ReadError::NotUtf8) => (
+                Code::Syntax,
+                format!("{display} is not UTF-8 text"),
+                "save the file as UTF-8",
+            ),
+            Err(ReadError::Io(e)) => (
+                Code::Syntax,
+                format!("cannot read {display}: {e}"),
+                "check the file's permissions",
+            ),
+        };
+        let (code, message, hint) = problem;
+        let span = at_file(files, root, &path);
+        diags.push(Diagnostic::error(code, span, message).with_hint(hint));
     }
+    work
+}
 
+/// Parses and decodes every file, on all cores; results in file order.
+///
+/// Each file is held to the per-file limits on its own. The instance limit is a sum over files in
+/// file order, but files parse in parallel: while they do, a [`Shared`] count stops every parse once
+/// the instance's budget is spent (memory stays bounded whichever thread gets there first). Then,
+/// walking the results in file order, a file that was stopped, or whose cost takes the running total
+/// past the limit, is parsed again on its own against exactly what the files before it left — so the
+/// file and the value reported, and everything else in the output, never depend on timing. Files
+/// after the one that crosses the limit are not reported on.
+fn parse_all(files: &SourceMap, work: &[(FileId, Kind)]) -> Vec<(Option<Decoded>, Diagnostics)> {
     let workers = std::thread::available_parallelism()
         .map_or(1, |n| n.get())
         .min(work.len().div_ceil(8).max(1));
-    let files = &specs.files;
-    let mut results: Vec<(usize, Option<Decoded>, Diagnostics)> = std::thread::scope(|scope| {
-        let work = &work;
+    let shared = Shared::default();
+    let mut results: Vec<(usize, Option<FileResult>)> = std::thread::scope(|scope| {
+        let shared = &shared;
         let handles: Vec<_> = (0..workers)
             .map(|w| {
                 scope.spawn(move || {
@@ -221,8 +385,8 @@ pub fn load(root: &Path) -> (Specs, Diagnostics) {
                         .skip(w)
                         .step_by(workers)
                         .map(|(i, (id, kind))| {
-                            let (decoded, d) = decode_file(files.get(*id), *id, kind);
-                            (i, decoded, d)
+                            let mut meter = Meter::shared(shared);
+                            (i, decode_file(files.get(*id), *id, kind, &mut meter))
                         })
                         .collect::<Vec<_>>()
                 })
@@ -233,16 +397,26 @@ pub fn load(root: &Path) -> (Specs, Diagnostics) {
             .flat_map(|h| h.join().expect("spec decoding does not panic"))
             .collect()
     });
-    results.sort_by_key(|(i, _, _)| *i);
-    for (_, decoded, d) in results {
-        diags.extend(d);
-        match decoded {
-            Some(Decoded::Instance(i)) => specs.instance = i,
-            Some(Decoded::Source(s)) => specs.sources.extend(s),
-            Some(Decoded::Registry(t)) => specs.tables.extend(t),
-            Some(Decoded::Metric(m)) => specs.metrics.extend(m.map(|m| *m)),
-            None => {}
-        }
+    results.sort_by_key(|(i, _)| *i);
+
+    let mut out = Vec::with_capacity(results.len());
+    let mut total = Cost::default();
+    for ((_, result), (id, kind)) in results.into_iter().zip(work) {
+        let result = match result {
+            Some(r) if total.plus(r.cost).within(INSTANCE_LIMIT) => r,
+            _ => {
+                let mut meter = Meter::with_remaining(INSTANCE_LIMIT.minus(total));
+                let again = decode_file(files.get(*id), *id, kind, &mut meter)
+                    .expect("a meter of its own is never interrupted");
+                if meter.crossed_instance() {
+                    out.push((again.decoded, again.diags));
+                    break;
+                }
+                again
+            }
+        };
+        total = total.plus(result.cost);
+        out.push((result.decoded, result.diags));
     }
-    (specs, diags)
+    out
 }

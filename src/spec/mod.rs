@@ -1,12 +1,14 @@
 //! Spec files: loading (YAML/TOML with positions) → typed model → validation.
 //!
-//! Reading order follows the data: [`source`] (files and positions) → [`yaml`]/[`toml`] (text → [`node`]
-//! trees) → [`decode`] + [`fields`] (schema) → [`model`] (typed specs) → [`load`] (the instance layout)
-//! → [`validate`] (cross-file checks, SQL via DuckDB, cycles).
+//! Reading order follows the data: [`walk`] (which files may be read) → [`source`] (files and
+//! positions) → [`yaml`]/[`toml`] (text → [`node`] trees, within [`limits`]) → [`decode`] + [`fields`]
+//! (schema) → [`model`] (typed specs) → [`load`] (the instance layout) → [`validate`] (cross-file
+//! checks, SQL via DuckDB, templates via [`template`], cycles).
 
 pub mod decode;
 pub mod fields;
 pub mod json_schema;
+pub mod limits;
 pub mod load;
 pub mod model;
 pub mod names;
@@ -17,6 +19,7 @@ pub mod sql;
 pub mod template;
 pub mod toml;
 pub mod validate;
+pub mod walk;
 pub mod yaml;
 
 pub use load::Specs;

@@ -44,15 +44,16 @@ spec_enum!(
     /// Where a table's rows live when analysts query them.
     QueryMode { Local = "local", Remote = "remote", Materialized = "materialized" }
 );
-spec_enum!(SourceType {
-    Csv = "csv",
-    Parquet = "parquet",
-    Duckdb = "duckdb",
-    Postgres = "postgres",
-    Keboola = "keboola",
-    Bigquery = "bigquery",
-    Jira = "jira",
-});
+spec_enum!(
+    /// The source types this version can run: each has a connector (`connectors::connector` matches
+    /// on this enum, so a type without one does not compile).
+    SourceType {
+        Csv = "csv",
+        Parquet = "parquet",
+        Duckdb = "duckdb",
+        Keboola = "keboola",
+    }
+);
 spec_enum!(SyncMode { Full = "full", Incremental = "incremental", Partitioned = "partitioned" });
 spec_enum!(Granularity { Day = "day", Month = "month", Year = "year" });
 spec_enum!(Operator {
@@ -81,14 +82,39 @@ spec_enum!(MetricType {
 });
 spec_enum!(Grain { Day = "day", Week = "week", Month = "month", Quarter = "quarter", Year = "year" });
 
+/// Source types on the roadmap that this version has no connector for. Named so that `validate` can
+/// say "not in this version" instead of "unknown"; they are not in the schema.
+pub const PLANNED_SOURCE_TYPES: &[&str] = &["postgres", "bigquery", "jira"];
+
 impl SourceType {
-    /// Source types whose tables can stay at the source (`query_mode: remote`) or be computed there
-    /// (`materialized`): the ones DuckDB can ATTACH or query.
-    pub fn is_database(self) -> bool {
-        matches!(
-            self,
-            SourceType::Duckdb | SourceType::Postgres | SourceType::Keboola | SourceType::Bigquery
-        )
+    /// What this version can run: the query modes a table of this source type may use. The one
+    /// statement of it — `validate` reports a table outside it at its `query_mode`, and the run
+    /// (`connectors::connector_for`) refuses the same tables, so what validates is what runs.
+    ///
+    /// `remote` needs a source DuckDB can ATTACH at query time and `materialized` one that can run a
+    /// query, which today is only a DuckDB file; Keboola tables are exported, files are read.
+    pub fn query_modes(self) -> &'static [QueryMode] {
+        match self {
+            SourceType::Csv | SourceType::Parquet | SourceType::Keboola => &[QueryMode::Local],
+            SourceType::Duckdb => &[QueryMode::Local, QueryMode::Remote, QueryMode::Materialized],
+        }
+    }
+
+    pub fn supports(self, mode: QueryMode) -> bool {
+        self.query_modes().contains(&mode)
+    }
+
+    /// Every source type, in schema order.
+    pub fn all() -> impl Iterator<Item = SourceType> {
+        Self::NAMES.iter().filter_map(|n| Self::from_name(n))
+    }
+
+    /// The source types that support `mode`, for hints ("remote needs a duckdb source").
+    pub fn supporting(mode: QueryMode) -> Vec<&'static str> {
+        Self::all()
+            .filter(|t| t.supports(mode))
+            .map(Self::as_str)
+            .collect()
     }
 }
 
@@ -105,6 +131,19 @@ fn enums_match_schema_tables() {
     assert_eq!(SchemaChanges::NAMES, fields::SCHEMA_CHANGES);
     assert_eq!(MetricType::NAMES, fields::METRIC_TYPES);
     assert_eq!(Grain::NAMES, fields::GRAINS);
+}
+
+// The schema's words for query_mode name the source types that can run each mode.
+#[cfg(test)]
+#[test]
+fn query_mode_docs_follow_the_capability_table() {
+    let doc = fields::TABLE.field("query_mode").expect("documented").doc;
+    for mode in [QueryMode::Remote, QueryMode::Materialized] {
+        for t in SourceType::supporting(mode) {
+            assert!(doc.contains(&format!("{t} source")), "{mode}: {doc}");
+        }
+    }
+    assert!(SourceType::all().all(|t| t.supports(QueryMode::Local)));
 }
 
 pub type Text = Option<Located<String>>;
@@ -619,7 +658,26 @@ pub fn decode_source(
             None
         }
     };
-    let source_type = dec.enum_value(&obj, "type", SourceType::NAMES, SourceType::from_name);
+    let planned = obj.get("type").and_then(|n| match &n.value {
+        Value::Str(t) if PLANNED_SOURCE_TYPES.contains(&t.as_str()) => Some((t, n.span)),
+        _ => None,
+    });
+    let source_type = match planned {
+        Some((t, span)) => {
+            dec.diags
+                .error(
+                    Code::InvalidValue,
+                    span,
+                    format!("source type `{t}` is not available in this version: it has no connector yet"),
+                )
+                .hint = Some(format!(
+                "this version runs {} sources (docs/specs.md)",
+                SourceType::NAMES.join(", ")
+            ));
+            None
+        }
+        None => dec.enum_value(&obj, "type", SourceType::NAMES, SourceType::from_name),
+    };
     let description = dec.str(&obj, "description");
     let connection = obj.get("connection").cloned();
     if let (Some(conn), Some(t)) = (&connection, &source_type) {

@@ -36,6 +36,16 @@ pub fn is_identifier(s: &str) -> bool {
         && s.len() <= 64
 }
 
+/// A relative path that stays inside the directory it is joined to: not empty, not absolute, no `..`
+/// part, no NUL. Globs are fine (`2025/*.csv`). File sources' `source_table` must be one — checked
+/// by `validate` and again by the files connector before it reads, with this same function.
+pub fn is_relative_inside(path: &str) -> bool {
+    !path.is_empty()
+        && !path.starts_with('/')
+        && !path.contains('\0')
+        && path.split('/').all(|part| part != "..")
+}
+
 /// Table ids such as `in.c-shop.orders`.
 pub fn is_table_id(s: &str) -> bool {
     !s.is_empty()
@@ -78,6 +88,13 @@ mod tests {
         assert!(is_identifier("Orders"));
         assert!(!is_identifier("order items"));
         assert!(!is_identifier(&"a".repeat(65)));
+        assert!(is_relative_inside("orders"));
+        assert!(is_relative_inside("2025/*.csv"));
+        assert!(is_relative_inside("orders..old.csv"));
+        assert!(is_relative_inside("./2025//orders.csv"));
+        for escaping in ["../secrets", "/etc/passwd", "a/../../b", "..", "", "a\0"] {
+            assert!(!is_relative_inside(escaping), "{escaping}");
+        }
         assert!(is_table_id("in.c-shop.orders"));
         assert!(!is_table_id("in c"));
         assert!(is_env_var("KBC_TOKEN"));

@@ -70,6 +70,17 @@ impl SourceFile {
         }
     }
 
+    /// A file known by name only: refused or unreadable, so nothing of it may be shown. Diagnostics
+    /// point at it (`path:1:1`) with no source line.
+    pub fn unread(display: String, path: PathBuf) -> Self {
+        SourceFile {
+            display,
+            path,
+            text: String::new(),
+            line_starts: Vec::new(),
+        }
+    }
+
     /// The text of a 1-based line, without its line terminator.
     pub fn line(&self, line: u32) -> Option<&str> {
         let idx = (line as usize).checked_sub(1)?;
@@ -88,6 +99,9 @@ impl SourceFile {
 
     /// Converts a byte offset into a position (columns counted in characters).
     pub fn pos_of_byte(&self, offset: usize) -> Pos {
+        if self.line_starts.is_empty() {
+            return Pos { line: 1, col: 1 };
+        }
         let offset = offset.min(self.text.len());
         let idx = match self.line_starts.binary_search(&offset) {
             Ok(i) => i,

@@ -6,7 +6,7 @@
 
 use super::decode::Located;
 use super::load::Specs;
-use super::model::{MetricSpec, QueryMode, SourceType, SyncMode};
+use super::model::{MetricSpec, QueryMode, SourceSpec, SourceType, SyncMode, TableSpec};
 use super::names;
 use super::source::{Pos, SourceMap, Span};
 use super::sql::{ParserUnavailable, SqlParser, TableRef};
@@ -230,19 +230,8 @@ impl Validator<'_> {
             let mode = t.query_mode.as_ref().map_or(default_mode, |m| m.value);
             let mode_span = t.query_mode.as_ref().map_or(t.span.point(), |m| m.span);
             if let Some(source) = source {
-                if mode != QueryMode::Local && !source.source_type.value.is_database() {
-                    self.diags.push(
-                        Diagnostic::error(
-                            Code::InvalidValue,
-                            mode_span,
-                            format!(
-                                "query_mode `{mode}` needs a database source; `{}` is a {} source",
-                                source.name.value, source.source_type.value
-                            ),
-                        )
-                        .with_hint("files can only be extracted: use query_mode: local"),
-                    );
-                }
+                self.runnable_mode(t, source, mode, mode_span);
+                self.source_table_inside(t, source);
             }
             match mode {
                 QueryMode::Materialized if t.query.is_none() => self.diags.push(
@@ -278,6 +267,106 @@ impl Validator<'_> {
                 );
             }
             self.sync_rules(t, mode);
+            self.plain_columns(t);
+        }
+    }
+
+    /// A table's query mode must be one its source type can run (the capability table beside
+    /// [`SourceType`], which the run consults too).
+    fn runnable_mode(&mut self, t: &TableSpec, source: &SourceSpec, mode: QueryMode, span: Span) {
+        let source_type = source.source_type.value;
+        if source_type.supports(mode) {
+            return;
+        }
+        let runs: Vec<&str> = source_type
+            .query_modes()
+            .iter()
+            .map(|m| m.as_str())
+            .collect();
+        let needs = SourceType::supporting(mode);
+        let from_default = if t.query_mode.is_none() {
+            " (the instance's defaults.query_mode)"
+        } else {
+            ""
+        };
+        self.diags.push(
+            Diagnostic::error(
+                Code::InvalidValue,
+                span,
+                format!(
+                    "table `{}`: query_mode `{mode}`{from_default} is not available for {source_type} \
+                     sources; `{}` is a {source_type} source",
+                    t.id.value, source.name.value
+                ),
+            )
+            .with_hint(format!(
+                "{source_type} sources run query_mode {}; `{mode}` needs a source of type {}",
+                runs.join(", "),
+                if needs.is_empty() {
+                    "(none in this version)".to_string()
+                } else {
+                    needs.join(" or ")
+                }
+            )),
+        );
+    }
+
+    /// A file source's `source_table` names a file or glob inside its directory; the connector
+    /// refuses anything else with the same rule ([`names::is_relative_inside`]).
+    fn source_table_inside(&mut self, t: &TableSpec, source: &SourceSpec) {
+        let files = matches!(
+            source.source_type.value,
+            SourceType::Csv | SourceType::Parquet
+        );
+        let Some(st) = t.source_table.as_ref().filter(|_| files) else {
+            return;
+        };
+        if !names::is_relative_inside(&st.value) {
+            self.diags.push(
+                Diagnostic::error(
+                    Code::InvalidValue,
+                    st.span,
+                    format!(
+                        "source_table `{}` leaves the directory of source `{}`",
+                        st.value, source.name.value
+                    ),
+                )
+                .with_hint(
+                    "name a file, a glob or a subdirectory inside the source's connection.path \
+                     (e.g. `orders` or `2025/*.csv`); absolute paths and `..` are refused",
+                ),
+            );
+        }
+    }
+
+    /// Column names the extract splices into SQL (cursor, primary key, partition column, filter
+    /// columns) must be plain identifiers — the rule `quote::ident` enforces when the table runs.
+    fn plain_columns(&mut self, t: &TableSpec) {
+        let sync = &t.sync;
+        let columns = sync
+            .cursor
+            .iter()
+            .map(|c| ("cursor", c))
+            .chain(sync.primary_key.iter().map(|c| ("primary_key", c)))
+            .chain(sync.partition_by.iter().map(|c| ("partition_by", c)))
+            .chain(t.filters.iter().map(|f| ("where", &f.column)));
+        for (key, column) in columns {
+            if !names::is_identifier(&column.value) {
+                self.diags.push(
+                    Diagnostic::error(
+                        Code::InvalidName,
+                        column.span,
+                        format!(
+                            "`{}` in `{key}` of table `{}` is not a plain column name",
+                            column.value, t.id.value
+                        ),
+                    )
+                    .with_hint(
+                        "name one column: letters, digits and _, not starting with a digit, at \
+                         most 64 characters (no expressions, quotes or lists in one string)",
+                    ),
+                );
+            }
         }
     }
 
@@ -579,15 +668,19 @@ impl Validator<'_> {
                     ) {
                         Ok(r) => r,
                         Err(e) => {
+                            let span = e.offset.map_or(sql.span, |o| self.sql_span(sql, o, 1));
                             self.diags.push(
                                 Diagnostic::error(
                                     Code::Template,
-                                    sql.span,
-                                    format!("{what}: template error: {e}"),
+                                    span,
+                                    format!("{what}: template error: {}", e.message),
                                 )
                                 .with_hint(format!(
-                                    "templates may use: {}",
-                                    METRIC_TEMPLATE_VARS.join(", ")
+                                    "templates may use: {}; filters {}; tests {} \
+                                     (docs/metrics.md)",
+                                    METRIC_TEMPLATE_VARS.join(", "),
+                                    super::template::FILTERS.join(", "),
+                                    super::template::TESTS.join(", ")
                                 )),
                             );
                             break;
@@ -718,7 +811,7 @@ pub fn render_metric(
     template: &str,
     grain: &str,
     time_column: Option<&str>,
-) -> Result<String, minijinja::Error> {
+) -> Result<String, super::template::TemplateError> {
     render_metric_for(template, grain, time_column, None)
 }
 
@@ -728,7 +821,7 @@ pub fn render_metric_for(
     grain: &str,
     time_column: Option<&str>,
     dimension: Option<&str>,
-) -> Result<String, minijinja::Error> {
+) -> Result<String, super::template::TemplateError> {
     super::template::render(
         template,
         &super::template::Params {

@@ -3,21 +3,35 @@
 //! Built on `saphyr-parser`'s event stream (the maintained successor of yaml-rust; serde_yaml is
 //! deprecated) because it reports a span for every event. Scalars resolve by the YAML 1.2 core schema:
 //! `yes`/`no`/`on`/`off` stay strings. Anchors and aliases are expanded; a file must hold one document.
+//! Expansion is metered ([`super::limits`]): an alias is charged the size of what it copies before it
+//! is copied, so a few hundred bytes of nested aliases stop with an error instead of gigabytes.
 
+use super::limits::{self, Cost, Exceeded, Meter, Stop, MAX_DEPTH};
 use super::node::{Key, Node, Value};
 use super::source::{FileId, Pos, Span};
 use crate::diag::{Code, Diagnostic};
 use saphyr_parser::{Event, Parser, ScalarStyle, Span as YSpan};
 use std::collections::HashMap;
 
-/// Parses a YAML document. An empty file yields a null node.
+/// Parses a YAML document on its own (within the per-file limits). An empty file yields a null node.
 pub fn parse(text: &str, file: FileId) -> Result<Node, Diagnostic> {
+    match parse_metered(text, file, &mut Meter::file()) {
+        Ok(node) => Ok(node),
+        Err(Stop::Invalid(d)) => Err(*d),
+        // Only a shared meter interrupts.
+        Err(Stop::Interrupted) => unreachable!("a file meter is never interrupted"),
+    }
+}
+
+/// Parses a YAML document, charging every value it builds to `meter`.
+pub fn parse_metered(text: &str, file: FileId, meter: &mut Meter) -> Result<Node, Stop> {
     let mut builder = Builder {
         file,
         anchors: HashMap::new(),
         stack: Vec::new(),
         root: None,
         documents: 0,
+        meter,
     };
     let mut parser = Parser::new_from_str(text);
     while let Some(item) = parser.next_event() {
@@ -42,7 +56,8 @@ pub fn parse(text: &str, file: FileId) -> Result<Node, Diagnostic> {
                     span,
                     format!("invalid YAML: {}", e.info()),
                 )
-                .with_hint_opt(syntax_hint(text, pos)));
+                .with_hint_opt(syntax_hint(text, pos))
+                .into());
             }
         }
     }
@@ -71,29 +86,49 @@ fn syntax_hint(text: &str, pos: Pos) -> Option<String> {
     }
 }
 
-enum Frame {
-    Seq {
-        items: Vec<Node>,
-        start: Pos,
-        anchor: usize,
-    },
+/// A list or mapping being built, with what the meter had counted when it opened (so its subtree's
+/// cost is known when it closes, in case an alias copies it) and how deep the deepest collection
+/// inside it is so far.
+struct Frame {
+    kind: FrameKind,
+    start: Pos,
+    anchor: usize,
+    cost_before: Cost,
+    height: usize,
+}
+
+enum FrameKind {
+    Seq(Vec<Node>),
     Map {
         entries: Vec<(Key, Node)>,
         pending_key: Option<Key>,
-        start: Pos,
-        anchor: usize,
+        /// Key → index in `entries`, built once the mapping is large enough for a linear duplicate
+        /// search to cost more than the index (a file may hold a mapping of 100,000 keys).
+        index: Option<HashMap<String, usize>>,
     },
 }
 
-struct Builder {
+/// Mappings with more keys than this look duplicates up in an index.
+const INDEX_KEYS_FROM: usize = 32;
+
+/// An anchored node, with what copying it costs.
+struct Anchored {
+    node: Node,
+    cost: Cost,
+    /// Collections nested in it, itself included (0 for a scalar).
+    height: usize,
+}
+
+struct Builder<'m, 'a> {
     file: FileId,
-    anchors: HashMap<usize, Node>,
+    anchors: HashMap<usize, Anchored>,
     stack: Vec<Frame>,
     root: Option<Node>,
     documents: usize,
+    meter: &'m mut Meter<'a>,
 }
 
-impl Builder {
+impl Builder<'_, '_> {
     fn pos(&self, m: saphyr_parser::Marker) -> Pos {
         Pos {
             line: m.line() as u32,
@@ -109,7 +144,13 @@ impl Builder {
         }
     }
 
-    fn event(&mut self, event: Event<'_>, span: YSpan) -> Result<(), Diagnostic> {
+    fn charge(&mut self, cost: Cost, span: Span, what: &str) -> Result<(), Stop> {
+        self.meter
+            .charge(cost)
+            .map_err(|e| limits::diagnostic(e, span, what, cost))
+    }
+
+    fn event(&mut self, event: Event<'_>, span: YSpan) -> Result<(), Stop> {
         match event {
             Event::DocumentStart(_) => {
                 self.documents += 1;
@@ -119,80 +160,129 @@ impl Builder {
                         self.span(span),
                         "a spec file must hold a single YAML document",
                     )
-                    .with_hint("remove the `---` separator, or split the documents into files"));
+                    .with_hint("remove the `---` separator, or split the documents into files")
+                    .into());
                 }
             }
             Event::Scalar(text, style, anchor, tag) => {
                 let span = self.span(span);
+                let cost = Cost::scalar(text.len());
+                self.charge(cost, span, "this value")?;
                 let value = resolve_scalar(&text, style, tag.as_deref().map(|t| t.suffix.as_str()));
                 let node = Node { value, span };
                 if anchor > 0 {
-                    self.anchors.insert(anchor, node.clone());
+                    self.anchors.insert(
+                        anchor,
+                        Anchored {
+                            node: node.clone(),
+                            cost,
+                            height: 0,
+                        },
+                    );
                 }
-                self.add(node)?;
+                self.add(node, 0)?;
             }
             Event::Alias(id) => {
                 let span = self.span(span);
-                let mut node = self.anchors.get(&id).cloned().ok_or_else(|| {
-                    Diagnostic::error(Code::Syntax, span, "alias to an unknown anchor")
-                })?;
+                let Some(anchored) = self.anchors.get(&id) else {
+                    return Err(Diagnostic::error(
+                        Code::Syntax,
+                        span,
+                        "alias to an unknown anchor",
+                    )
+                    .into());
+                };
+                let (cost, height) = (anchored.cost, anchored.height);
+                if self.stack.len() + height > MAX_DEPTH {
+                    return Err(limits::diagnostic(
+                        Exceeded::Depth,
+                        span,
+                        "this alias",
+                        cost,
+                    ));
+                }
+                // Charged before the copy is made: the copy is what would exhaust memory.
+                self.charge(cost, span, "this alias")?;
+                let mut node = self.anchors[&id].node.clone();
                 node.span = span;
-                self.add(node)?;
+                self.add(node, height)?;
             }
-            Event::SequenceStart(anchor, _) => self.stack.push(Frame::Seq {
-                items: Vec::new(),
-                start: self.pos(span.start),
-                anchor,
-            }),
-            Event::MappingStart(anchor, _) => self.stack.push(Frame::Map {
-                entries: Vec::new(),
-                pending_key: None,
-                start: self.pos(span.start),
-                anchor,
-            }),
+            Event::SequenceStart(anchor, _) | Event::MappingStart(anchor, _) => {
+                let start_span = self.span(span).point();
+                if self.stack.len() >= MAX_DEPTH {
+                    return Err(limits::diagnostic(
+                        Exceeded::Depth,
+                        start_span,
+                        "this value",
+                        Cost::COLLECTION,
+                    ));
+                }
+                let cost_before = self.meter.used();
+                self.charge(Cost::COLLECTION, start_span, "this value")?;
+                let kind = if matches!(event, Event::SequenceStart(..)) {
+                    FrameKind::Seq(Vec::new())
+                } else {
+                    FrameKind::Map {
+                        entries: Vec::new(),
+                        pending_key: None,
+                        index: None,
+                    }
+                };
+                self.stack.push(Frame {
+                    kind,
+                    start: start_span.start,
+                    anchor,
+                    cost_before,
+                    height: 0,
+                });
+            }
             Event::SequenceEnd | Event::MappingEnd => {
                 let end = self.pos(span.end);
                 let frame = self.stack.pop().expect("balanced YAML events");
-                let (value, start, anchor) = match frame {
-                    Frame::Seq {
-                        items,
-                        start,
-                        anchor,
-                    } => (Value::Seq(items), start, anchor),
-                    Frame::Map {
-                        entries,
-                        start,
-                        anchor,
-                        ..
-                    } => (Value::Map(entries), start, anchor),
+                let value = match frame.kind {
+                    FrameKind::Seq(items) => Value::Seq(items),
+                    FrameKind::Map { entries, .. } => Value::Map(entries),
                 };
                 let node = Node {
                     value,
                     span: Span {
                         file: self.file,
-                        start,
-                        end: end.max(start),
+                        start: frame.start,
+                        end: end.max(frame.start),
                     },
                 };
-                if anchor > 0 {
-                    self.anchors.insert(anchor, node.clone());
+                let height = frame.height + 1;
+                if frame.anchor > 0 {
+                    self.anchors.insert(
+                        frame.anchor,
+                        Anchored {
+                            node: node.clone(),
+                            cost: self.meter.used().minus(frame.cost_before),
+                            height,
+                        },
+                    );
                 }
-                self.add(node)?;
+                self.add(node, height)?;
             }
             Event::StreamStart | Event::StreamEnd | Event::DocumentEnd | Event::Nothing => {}
         }
         Ok(())
     }
 
-    fn add(&mut self, node: Node) -> Result<(), Diagnostic> {
-        match self.stack.last_mut() {
-            None => self.root = Some(node),
-            Some(Frame::Seq { items, .. }) => items.push(node),
-            Some(Frame::Map {
+    /// Adds a finished node of `height` to the collection being built (or makes it the root).
+    fn add(&mut self, node: Node, height: usize) -> Result<(), Stop> {
+        let Some(frame) = self.stack.last_mut() else {
+            self.root = Some(node);
+            return Ok(());
+        };
+        frame.height = frame.height.max(height);
+        match &mut frame.kind {
+            FrameKind::Seq(items) => items.push(node),
+            FrameKind::Map {
                 entries,
                 pending_key,
-                ..
-            }) => match pending_key.take() {
+                index,
+            } => match pending_key.take() {
                 None => {
                     let name = match &node.value {
                         Value::Str(s) => s.clone(),
@@ -205,24 +295,43 @@ impl Builder {
                                 Code::Syntax,
                                 node.span,
                                 "mapping keys must be plain strings",
-                            ))
+                            )
+                            .into())
                         }
                     };
-                    if let Some((first, _)) = entries.iter().find(|(k, _)| k.name == name) {
+                    if index.is_none() && entries.len() >= INDEX_KEYS_FROM {
+                        let built = entries
+                            .iter()
+                            .enumerate()
+                            .map(|(i, (k, _))| (k.name.clone(), i))
+                            .collect();
+                        *index = Some(built);
+                    }
+                    let first = match index {
+                        Some(index) => index.get(&name).map(|&i| &entries[i].0),
+                        None => entries.iter().map(|(k, _)| k).find(|k| k.name == name),
+                    };
+                    if let Some(first) = first {
                         return Err(Diagnostic::error(
                             Code::Duplicate,
                             node.span,
                             format!("duplicate key `{name}`"),
                         )
                         .with_related(first.span, "first given here")
-                        .with_hint("each key may appear once in a mapping; remove one"));
+                        .with_hint("each key may appear once in a mapping; remove one")
+                        .into());
                     }
                     *pending_key = Some(Key {
                         name,
                         span: node.span,
                     });
                 }
-                Some(key) => entries.push((key, node)),
+                Some(key) => {
+                    if let Some(index) = index {
+                        index.insert(key.name.clone(), entries.len());
+                    }
+                    entries.push((key, node));
+                }
             },
         }
         Ok(())

@@ -12,5 +12,6 @@ mod keboola;
 mod metrics;
 mod metrics_import;
 mod plan_apply;
+mod security_specs;
 mod signals;
 mod validate;

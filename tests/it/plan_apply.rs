@@ -389,7 +389,7 @@ fn invalid_specs_plan_nothing_and_apply_needs_env_vars() {
     let inst = Instance::new(Fmt::Yaml);
     inst.write_spec(
         "pipelines/db",
-        "type: postgres\nconnection:\n  host: localhost\n  database: app\n  user: reader\n  password_env: PIPELINE_TEST_UNSET_PASSWORD\n",
+        "type: keboola\nconnection:\n  url: http://127.0.0.1:9\n  token_env: PIPELINE_TEST_UNSET_PASSWORD\n",
     );
     let out = inst.cmd().args(["plan"]).output().unwrap();
     assert!(

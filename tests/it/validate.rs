@@ -526,6 +526,134 @@ both_formats!(incremental_sync_needs_cursor_and_key, |fmt: Fmt| {
     );
 });
 
+both_formats!(primary_key_entries_are_plain_column_names, |fmt: Fmt| {
+    let inst = Instance::new(fmt);
+    inst.write_spec(
+        "registry/shop",
+        pick(
+            fmt,
+            indoc! {r#"
+                tables:
+                  - source: shop
+                    source_table: orders
+                    sync:
+                      mode: incremental
+                      cursor: updated_at
+                      primary_key: [order_id, "customer_id, 1); drop table x; --"]
+            "#},
+            indoc! {r#"
+                [[tables]]
+                source = "shop"
+                source_table = "orders"
+                [tables.sync]
+                mode = "incremental"
+                cursor = "updated_at"
+                primary_key = ["order_id", "customer_id, 1); drop table x; --"]
+            "#},
+        ),
+    );
+    // At the entry's opening quote.
+    let (line, col) = match fmt {
+        Fmt::Yaml => (7, 31),
+        Fmt::Toml => (7, 28),
+    };
+    let d = inst.expect_error("invalid-name", "registry/shop", line, Some(col));
+    assert!(d["message"]
+        .as_str()
+        .unwrap()
+        .contains("in `primary_key` of table `shop.orders` is not a plain column name"));
+    assert!(d["hint"]
+        .as_str()
+        .unwrap()
+        .contains("letters, digits and _"));
+});
+
+both_formats!(
+    source_table_cannot_leave_the_source_directory,
+    |fmt: Fmt| {
+        let inst = Instance::new(fmt);
+        inst.write_spec(
+        "registry/shop",
+        pick(
+            fmt,
+            "tables:\n  - source: shop\n    source_table: ../../../etc/passwd\n    name: leak\n",
+            "[[tables]]\nsource = \"shop\"\nsource_table = \"../../../etc/passwd\"\nname = \"leak\"\n",
+        ),
+    );
+        let (line, col) = match fmt {
+            Fmt::Yaml => (3, 19),
+            Fmt::Toml => (3, 16),
+        };
+        let d = inst.expect_error("invalid-value", "registry/shop", line, Some(col));
+        assert!(d["message"]
+            .as_str()
+            .unwrap()
+            .contains("leaves the directory of source `shop`"));
+        assert!(d["hint"].as_str().unwrap().contains("`..` are refused"));
+    }
+);
+
+both_formats!(a_source_type_without_a_connector_is_an_error, |fmt: Fmt| {
+    let inst = Instance::new(fmt);
+    inst.write_spec(
+        "pipelines/db",
+        pick(
+            fmt,
+            "type: postgres\nconnection:\n  host: localhost\n",
+            "type = \"postgres\"\n[connection]\nhost = \"localhost\"\n",
+        ),
+    );
+    let col = match fmt {
+        Fmt::Yaml => 7,
+        Fmt::Toml => 8,
+    };
+    let d = inst.expect_error("invalid-value", "pipelines/db", 1, Some(col));
+    assert!(d["message"]
+        .as_str()
+        .unwrap()
+        .contains("`postgres` is not available in this version"));
+    assert!(d["hint"]
+        .as_str()
+        .unwrap()
+        .contains("csv, parquet, duckdb, keboola"));
+    // The schema editors use offers only what runs.
+    let out = inst.cmd().args(["schema", "source"]).output().unwrap();
+    let schema: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        schema["properties"]["type"]["enum"],
+        serde_json::json!(["csv", "parquet", "duckdb", "keboola"])
+    );
+});
+
+both_formats!(
+    a_query_mode_the_source_type_cannot_run_is_an_error,
+    |fmt: Fmt| {
+        let inst = Instance::new(fmt);
+        inst.write_spec(
+        "registry/shop",
+        pick(
+            fmt,
+            "tables:\n  - source: shop\n    source_table: orders\n    query_mode: remote\n",
+            "[[tables]]\nsource = \"shop\"\nsource_table = \"orders\"\nquery_mode = \"remote\"\n",
+        ),
+    );
+        let col = match fmt {
+            Fmt::Yaml => 17,
+            Fmt::Toml => 14,
+        };
+        let d = inst.expect_error("invalid-value", "registry/shop", 4, Some(col));
+        assert!(d["message"]
+            .as_str()
+            .unwrap()
+            .contains("query_mode `remote` is not available for csv sources"));
+        let hint = d["hint"].as_str().unwrap();
+        assert!(
+            hint.contains("csv sources run query_mode local") && hint.contains("duckdb"),
+            "{hint}"
+        );
+    }
+);
+
 #[test]
 fn all_errors_are_reported_at_once() {
     let inst = Instance::new(Fmt::Yaml);
