@@ -292,12 +292,11 @@ const RELATION_KINDS: &[&str] = &[
     "DELIM_GET",
     "CTE",
     "BOUND_TABLE_REF",
-    "INVALID",
 ];
 
 /// The `type` tags that appear inside expressions without being relations: result modifiers
-/// (ORDER BY, LIMIT, DISTINCT ON) and sort orders. Any other tag there is a shape the walk does not
-/// know, and fails closed.
+/// (ORDER BY, LIMIT, DISTINCT ON) and sort orders; type details (`…_TYPE_INFO`) are recognised by
+/// their suffix. Any other tag there is a shape the walk does not know, and fails closed.
 const EXPRESSION_PARTS: &[&str] = &[
     "ORDER_MODIFIER",
     "LIMIT_MODIFIER",
@@ -447,7 +446,10 @@ impl Walk {
             };
             let before = scope.child(names.clone(), None);
             let value = entry.get("value").and_then(Json::as_object);
-            match value.and_then(|v| v.get("query")).and_then(|q| q.get("node")) {
+            match value
+                .and_then(|v| v.get("query"))
+                .and_then(|q| q.get("node"))
+            {
                 Some(body) => self.node(body, &before),
                 None => self.unsure(format!("CTE `{name}` has a body of unknown shape")),
             }
@@ -492,7 +494,10 @@ impl Walk {
             }
             "TABLE_FUNCTION" => {
                 let f = o.get("function").and_then(Json::as_object);
-                match f.and_then(|f| f.get("function_name")).and_then(Json::as_str) {
+                match f
+                    .and_then(|f| f.get("function_name"))
+                    .and_then(Json::as_str)
+                {
                     Some(name) => self.reads.functions.push(name.to_ascii_lowercase()),
                     None => self.unsure("a table function without a name".into()),
                 }
@@ -598,7 +603,7 @@ impl Walk {
         match v {
             Json::Object(o) => {
                 if let Some(kind) = kind_of(o) {
-                    if !EXPRESSION_PARTS.contains(&kind) {
+                    if !EXPRESSION_PARTS.contains(&kind) && !kind.ends_with("_TYPE_INFO") {
                         // A relation (or something new) where an expression was expected: its
                         // names would be resolved in the wrong scope, so it is not walked at all.
                         return self.unsure(format!(
@@ -713,7 +718,9 @@ mod tests {
             ["x"]
         );
         // A WITH over a whole set operation covers both sides.
-        assert!(tables("with x as (select 1) select * from x union all select * from x").is_empty());
+        assert!(
+            tables("with x as (select 1) select * from x union all select * from x").is_empty()
+        );
         // Inside its scope it hides the table everywhere: FROM, WHERE, scalar and ORDER BY subqueries.
         assert!(tables(
             "with x as (select 1 v) select (select v from x) from (select * from x) \
@@ -734,7 +741,9 @@ mod tests {
     fn cte_bodies_read_tables_and_see_only_earlier_ctes() {
         // A non-recursive CTE that names itself reads the table (DuckDB answers from the table).
         assert_eq!(
-            tables("with customers as (select * from customers where id > 1) select * from customers"),
+            tables(
+                "with customers as (select * from customers where id > 1) select * from customers"
+            ),
             ["customers"]
         );
         assert_eq!(
@@ -816,7 +825,8 @@ mod tests {
             tables("select list_transform([1], x -> (select x from l)), count(*) filter (where 1 = (select 1 from m)) from n"),
             ["l", "m", "n"]
         );
-        let r = reads("select current_setting('allowed_paths'), upper(version()) from read_csv('x')");
+        let r =
+            reads("select current_setting('allowed_paths'), upper(version()) from read_csv('x')");
         assert_eq!(r.functions, ["read_csv"]);
         assert_eq!(r.scalar_functions, ["current_setting", "upper", "version"]);
     }
@@ -834,19 +844,28 @@ mod tests {
             let r = reads(sql);
             assert_eq!(r.tables.len(), 1, "{sql}: {r:?}");
             assert_eq!(r.tables[0].name, "orders", "{sql}");
-            assert!(r.listings.is_empty() && r.uncertain.is_empty(), "{sql}: {r:?}");
+            assert!(
+                r.listings.is_empty() && r.uncertain.is_empty(),
+                "{sql}: {r:?}"
+            );
         }
         for (sql, listing) in [
             ("SHOW TABLES", "SHOW TABLES"),
             ("SHOW ALL TABLES", "SHOW ALL TABLES"),
             ("DESCRIBE", "SHOW ALL TABLES"),
             ("SHOW DATABASES", "SHOW DATABASES"),
-            ("SHOW TABLES FROM analytics.main", "SHOW TABLES FROM analytics.main"),
+            (
+                "SHOW TABLES FROM analytics.main",
+                "SHOW TABLES FROM analytics.main",
+            ),
             ("SELECT * FROM (SHOW TABLES)", "SHOW TABLES"),
         ] {
             let r = reads(sql);
             assert_eq!(r.listings, [listing], "{sql}: {r:?}");
-            assert!(r.tables.is_empty() && r.uncertain.is_empty(), "{sql}: {r:?}");
+            assert!(
+                r.tables.is_empty() && r.uncertain.is_empty(),
+                "{sql}: {r:?}"
+            );
         }
     }
 
@@ -864,6 +883,13 @@ mod tests {
             "select * from t qualify row_number() over () = 1",
             "select row_number() over w from t window w as (order by x)",
             "select {'type': 'BASE_TABLE', 'table_name': 'secret'} as s",
+            "select 100.0 * 2, 1.5::decimal(10, 2), x::struct(a int), x::int[3], x::enum('a', 'b') from t",
+            "select x::map(varchar, int), x::union(a int, b varchar), x::timestamptz, x::json from t",
+            "select interval 1 day, timestamp '2024-01-01', {'a': 1}, [1, 2], map {'a': 1} from t",
+            "select * from t limit 10%",
+            "select * replace (x + 1 as x) from t, t2 group by all order by all",
+            "select x from t where x > all (select y from u) and not exists (from v)",
+            "select lag(x, 1, 0) over (order by y), first_value(x ignore nulls) over () from t",
             "select * exclude (a) from t",
             "select columns((select 'a')) from t",
             "select * from t where x = $1",
@@ -917,7 +943,9 @@ mod tests {
         t["node"]["from_table"]["show_type"] = "SHOW_SOMETHING".into();
         assert!(!reads_of(&t).uncertain.is_empty());
         // Unaltered trees are certain.
-        assert!(reads_of(&tree("select (select 1 from secret)")).uncertain.is_empty());
+        assert!(reads_of(&tree("select (select 1 from secret)"))
+            .uncertain
+            .is_empty());
     }
 
     #[test]

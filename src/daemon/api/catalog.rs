@@ -240,8 +240,7 @@ pub(super) fn metric_visible(
     }
     reg.metrics.get(id).is_some_and(|m| {
         m.inputs_uncertain.is_empty()
-            && m
-                .tables
+            && m.tables
                 .iter()
                 .all(|t| readable.contains(&t.to_lowercase()))
     })

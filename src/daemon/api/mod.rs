@@ -604,9 +604,8 @@ impl<'a> RunFilter<'a> {
             .collect();
         tables.sort();
         tables.dedup();
-        let (shown, hidden): (Vec<Value>, Vec<Value>) = tasks
-            .into_iter()
-            .partition(|t| self.task_visible(&name(t)));
+        let (shown, hidden): (Vec<Value>, Vec<Value>) =
+            tasks.into_iter().partition(|t| self.task_visible(&name(t)));
         let shown_tables: Vec<String> = tables
             .iter()
             .filter(|t| self.table_readable(t))
