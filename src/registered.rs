@@ -190,6 +190,9 @@ pub struct TransformDef {
     pub sql: String,
     #[serde(default)]
     pub inputs: Vec<String>,
+    /// Why `inputs` may be incomplete (empty when they are certain): then only admins may read it.
+    #[serde(default)]
+    pub inputs_uncertain: Vec<String>,
     #[serde(default)]
     pub description: Option<String>,
 }
@@ -214,6 +217,9 @@ pub struct MetricDef {
     pub time_column: Option<String>,
     #[serde(default)]
     pub tables: Vec<String>,
+    /// Why `tables` may be incomplete (empty when they are certain): then only admins see it.
+    #[serde(default)]
+    pub inputs_uncertain: Vec<String>,
 }
 
 /// Everything registered, by name.

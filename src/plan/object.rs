@@ -173,8 +173,13 @@ pub fn desired(specs: &Specs, analysis: &Analysis) -> Objects {
             f.text("description", &t.description);
             f.str("materialized", Some(t.materialized.as_str()));
             f.str("sql", Some(t.sql.trim()));
-            let inputs = analysis.transform_inputs.get(t.name.as_str());
+            // The analysis keys transforms by lower-cased name (DuckDB names ignore case).
+            let key = t.name.value.to_lowercase();
+            let inputs = analysis.transform_inputs.get(&key);
             f.list("inputs", inputs.into_iter().flatten().cloned());
+            // Why the inputs may be incomplete; absent when they are certain (admin-only otherwise).
+            let uncertain = analysis.transform_uncertain.get(&key);
+            f.list("inputs_uncertain", uncertain.into_iter().flatten().cloned());
             f.docs("columns", &t.columns);
             f.checks(&t.checks);
             f.list("tags", t.tags.iter().map(|x| x.value.clone()));
@@ -200,6 +205,8 @@ pub fn desired(specs: &Specs, analysis: &Analysis) -> Objects {
         f.text("time_column", &m.time_column);
         let tables = analysis.metric_inputs.get(&m.id);
         f.list("tables", tables.into_iter().flatten().cloned());
+        let uncertain = analysis.metric_uncertain.get(&m.id);
+        f.list("inputs_uncertain", uncertain.into_iter().flatten().cloned());
         f.list("dimensions", m.dimensions.iter().map(|x| x.value.clone()));
         f.list("synonyms", m.synonyms.iter().map(|x| x.value.clone()));
         f.list("notes", m.notes.iter().map(|x| x.value.clone()));

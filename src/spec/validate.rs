@@ -9,7 +9,7 @@ use super::load::Specs;
 use super::model::{MetricSpec, QueryMode, SourceSpec, SourceType, SyncMode, TableSpec};
 use super::names;
 use super::source::{Pos, SourceMap, Span};
-use super::sql::{ParserUnavailable, SqlParser, TableRef};
+use super::sql::{introspection, ParserUnavailable, Reads, SqlParser, PURE_TABLE_FUNCTIONS};
 use crate::diag::{suggest, Code, Diagnostic, Diagnostics};
 use petgraph::graph::{DiGraph, NodeIndex};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -21,6 +21,32 @@ pub struct Analysis {
     pub transform_inputs: BTreeMap<String, BTreeSet<String>>,
     /// Metric id → the tables and transforms it reads.
     pub metric_inputs: BTreeMap<String, BTreeSet<String>>,
+    /// Transform name → why its inputs cannot be determined with certainty (only transforms with
+    /// such reasons). Such a transform is served to admins only.
+    pub transform_uncertain: BTreeMap<String, Vec<String>>,
+    /// Metric id → the same, for metrics.
+    pub metric_uncertain: BTreeMap<String, Vec<String>>,
+}
+
+/// Where a qualified table name points.
+enum Qualifier {
+    /// The analytics database: no qualifier, `main`, `analytics` or `analytics.main`.
+    Analytics,
+    /// Another catalog (lower-cased): a source's extract when a source has that name.
+    Source(String),
+}
+
+/// Classifies `catalog.schema` as DuckDB resolves it where transforms run (analytics, with each
+/// source's extract attached under the source's name): a two-part `x.t` is schema `x` of the default
+/// catalog, else catalog `x`.
+fn analytics_or_source(catalog: &str, schema: &str) -> Qualifier {
+    let (c, s) = (catalog.to_lowercase(), schema.to_lowercase());
+    match (c.as_str(), s.as_str()) {
+        ("", "" | "main" | "analytics") | ("analytics", "" | "main") => Qualifier::Analytics,
+        ("", other) | (other, "main" | "") => Qualifier::Source(other.to_string()),
+        // `catalog.schema.table` in some other schema: nothing pipeline publishes.
+        _ => Qualifier::Source(format!("{c}.{s}")),
+    }
 }
 
 /// Variables every metric template can use (documented in docs/specs.md).
@@ -464,47 +490,69 @@ impl Validator<'_> {
         }
     }
 
-    /// Resolves a query's table references against tables and transforms; returns the view names read.
+    /// Resolves what a query reads against tables and transforms; returns the view names read and
+    /// why its inputs cannot be determined with certainty (empty when they can). Unknown names are
+    /// errors; reads no registered object accounts for (table functions, catalogue views, settings,
+    /// catalogs the instance does not define) make the inputs uncertain, since access cannot be
+    /// inherited from them.
     /// `exact_offsets`: whether the refs' offsets index `sql` itself (false for rendered templates).
     fn resolve(
         &mut self,
-        refs: &[TableRef],
+        reads: &Reads,
         sql: &Located<String>,
         exact_offsets: bool,
         owner: &str,
-    ) -> BTreeSet<String> {
+    ) -> (BTreeSet<String>, Vec<String>) {
         let specs = self.specs;
         let mut inputs = BTreeSet::new();
-        for r in refs {
-            let qualifier = if !r.schema.is_empty() {
-                &r.schema
-            } else {
-                &r.catalog
-            };
-            let qualifier_lc = qualifier.to_lowercase();
+        let mut uncertain: Vec<String> = reads.uncertain.clone();
+        for f in &reads.functions {
+            if !PURE_TABLE_FUNCTIONS.contains(&f.as_str()) {
+                uncertain.push(format!("it calls the table function `{f}`"));
+            }
+        }
+        for l in &reads.listings {
+            uncertain.push(format!("it lists the catalogue (`{l}`)"));
+        }
+        for f in &reads.scalar_functions {
+            if let Some(why) = introspection(f) {
+                uncertain.push(format!("it calls `{f}`, which {why}"));
+            }
+        }
+        for r in &reads.tables {
             let name_lc = r.name.to_lowercase();
-            let known = if qualifier.is_empty() || qualifier_lc == "main" {
-                self.view_names.contains_key(&name_lc)
-            } else if let Some(source) = specs
-                .source(&qualifier_lc)
-                .or_else(|| specs.source(&r.catalog.to_lowercase()))
-            {
-                // `source.table`: the extract attached under the source's name.
-                let found = specs.tables.iter().find(|t| {
-                    t.source.value == source.name.value && t.name.value.to_lowercase() == name_lc
-                });
-                if let Some(t) = found {
-                    inputs.insert(t.name.value.to_lowercase());
+            let known = match analytics_or_source(&r.catalog, &r.schema) {
+                Qualifier::Analytics => {
+                    let known = self.view_names.contains_key(&name_lc);
+                    if known {
+                        inputs.insert(name_lc);
+                    }
+                    known
                 }
-                found.is_some()
-            } else {
-                // information_schema, pg_catalog, a database the user attaches themselves: not ours to judge.
-                continue;
+                Qualifier::Source(source) => match specs.source(&source) {
+                    // `source.table`: the extract attached under the source's name.
+                    Some(source) => {
+                        let found = specs.tables.iter().find(|t| {
+                            t.source.value == source.name.value
+                                && t.name.value.to_lowercase() == name_lc
+                        });
+                        if let Some(t) = found {
+                            inputs.insert(t.name.value.to_lowercase());
+                        }
+                        found.is_some()
+                    }
+                    None => {
+                        // information_schema, pg_catalog, a database attached by hand: it exists or
+                        // not at run time, but no registered table's access covers it.
+                        uncertain.push(format!(
+                            "it reads `{}`, which is not a registered table or transform",
+                            r.written()
+                        ));
+                        continue;
+                    }
+                },
             };
             if known {
-                if qualifier.is_empty() || qualifier_lc == "main" {
-                    inputs.insert(name_lc);
-                }
                 continue;
             }
             let span = r
@@ -526,7 +574,30 @@ impl Validator<'_> {
                 )),
             );
         }
-        inputs
+        uncertain.sort();
+        uncertain.dedup();
+        (inputs, uncertain)
+    }
+
+    /// The warning for a transform or metric whose inputs cannot be determined: it is served to
+    /// admins only (see docs/security.md).
+    fn admin_only(&mut self, sql: &Located<String>, owner: &str, why: &[String]) {
+        self.diags.push(
+            Diagnostic::warning(
+                Code::Sql,
+                sql.span,
+                format!(
+                    "{owner} will be readable only by admins: the tables it reads cannot be \
+                     determined with certainty ({})",
+                    why.join("; ")
+                ),
+            )
+            .with_hint(
+                "read registered tables and transforms by name (`orders`, `shop.orders`) so it \
+                 inherits their access; table functions, catalogue views and settings cannot be \
+                 attributed to a table",
+            ),
+        );
     }
 
     /// Every SQL text the checks below will parse (metric templates rendered for each grain), so the
@@ -559,11 +630,14 @@ impl Validator<'_> {
         for t in specs.transforms() {
             let owner = format!("transform `{}`", t.name.value);
             match parser.parse_select(&t.sql.value) {
-                Ok(refs) => {
-                    let inputs = self.resolve(&refs, &t.sql, true, &owner);
-                    self.analysis
-                        .transform_inputs
-                        .insert(t.name.value.to_lowercase(), inputs);
+                Ok(reads) => {
+                    let (inputs, uncertain) = self.resolve(&reads, &t.sql, true, &owner);
+                    let name = t.name.value.to_lowercase();
+                    self.analysis.transform_inputs.insert(name.clone(), inputs);
+                    if !uncertain.is_empty() {
+                        self.admin_only(&t.sql, &owner, &uncertain);
+                        self.analysis.transform_uncertain.insert(name, uncertain);
+                    }
                 }
                 Err(e) => self.sql_error(&t.sql, &owner, e.message, e.offset),
             }
@@ -645,6 +719,8 @@ impl Validator<'_> {
             let grains = metric_grains(m);
             let owner = format!("metric `{}`", m.id);
             let mut inputs = BTreeSet::new();
+            let mut uncertain: Vec<String> = Vec::new();
+            let mut uncertain_at: Option<&Located<String>> = None;
             let sqls = std::iter::once((&m.sql, owner.clone())).chain(
                 m.variants
                     .iter()
@@ -687,9 +763,15 @@ impl Validator<'_> {
                         }
                     };
                     match parser.parse_select(&rendered) {
-                        Ok(refs) => {
+                        Ok(reads) => {
                             let before = self.diags.len();
-                            inputs.extend(self.resolve(&refs, sql, rendered == sql.value, &what));
+                            let (read, why) =
+                                self.resolve(&reads, sql, rendered == sql.value, &what);
+                            inputs.extend(read);
+                            if !why.is_empty() {
+                                uncertain_at.get_or_insert(sql);
+                                uncertain.extend(why);
+                            }
                             if self.diags.len() > before {
                                 break;
                             }
@@ -714,6 +796,14 @@ impl Validator<'_> {
                 }
             }
             self.analysis.metric_inputs.insert(m.id.clone(), inputs);
+            if let Some(sql) = uncertain_at {
+                uncertain.sort();
+                uncertain.dedup();
+                self.admin_only(sql, &owner, &uncertain);
+                self.analysis
+                    .metric_uncertain
+                    .insert(m.id.clone(), uncertain);
+            }
         }
     }
 

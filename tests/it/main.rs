@@ -12,6 +12,7 @@ mod keboola;
 mod metrics;
 mod metrics_import;
 mod plan_apply;
+mod security_access;
 mod security_specs;
 mod signals;
 mod validate;

@@ -4,14 +4,21 @@
 use super::{blocking, ApiError, ApiResult, AppState, Auth};
 use crate::plan::object::Kind;
 use crate::registered::Registered;
-use crate::state::auth::Caller;
+use crate::state::auth::{Caller, ADMIN_GROUP};
 use axum::extract::{Path, State};
 use axum::Json;
 use serde_json::{json, Value};
 use std::collections::BTreeSet;
 
-/// Lower-cased names of the tables and transforms `caller` may read. A transform is readable when
-/// everything it reads is.
+/// Lower-cased names of the tables and transforms `caller` may read.
+///
+/// A transform is readable when it certainly reads nothing else than what the caller may read
+/// (fail closed): every input must be a readable table or transform, and its inputs must be
+/// certain. Inputs are the lower-cased view names validation resolved, so an input that names no
+/// registered table or transform (a record from before that table was removed, a name recorded by
+/// another version) cannot be shown to be harmless and makes the transform admin-only, as does
+/// `inputs_uncertain` (table functions, catalogue views, parts of the SQL the check cannot resolve).
+/// Admins read everything.
 pub fn readable(reg: &Registered, caller: &Caller) -> BTreeSet<String> {
     let mut names: BTreeSet<String> = reg
         .tables
@@ -19,20 +26,16 @@ pub fn readable(reg: &Registered, caller: &Caller) -> BTreeSet<String> {
         .filter(|t| caller.may_read(&t.access))
         .map(|t| t.name.to_lowercase())
         .collect();
-    let known: BTreeSet<String> = reg
-        .tables
-        .values()
-        .map(|t| t.name.to_lowercase())
-        .chain(reg.transforms.keys().map(|t| t.to_lowercase()))
-        .collect();
+    if is_admin(caller) {
+        names.extend(reg.transforms.keys().map(|t| t.to_lowercase()));
+        return names;
+    }
     // Transforms may read transforms: repeat until nothing new becomes readable.
     loop {
         let before = names.len();
         for (name, t) in &reg.transforms {
-            let ok = t.inputs.iter().all(|i| {
-                let i = i.to_lowercase();
-                names.contains(&i) || !known.contains(&i)
-            });
+            let ok = t.inputs_uncertain.is_empty()
+                && t.inputs.iter().all(|i| names.contains(&i.to_lowercase()));
             if ok {
                 names.insert(name.to_lowercase());
             }
@@ -41,6 +44,10 @@ pub fn readable(reg: &Registered, caller: &Caller) -> BTreeSet<String> {
             return names;
         }
     }
+}
+
+fn is_admin(caller: &Caller) -> bool {
+    caller.groups.iter().any(|g| g == ADMIN_GROUP)
 }
 
 fn table_json(reg: &Registered, id: &str) -> Value {
@@ -102,8 +109,14 @@ pub async fn tables(State(shared): State<AppState>, Auth(caller): Auth) -> ApiRe
             .values()
             .filter(|t| ok.contains(&t.name.to_lowercase()))
             .map(|t| {
-                json!({"name": t.name, "source": t.source, "description": t.description,
-                       "materialized": t.materialized().as_str(), "inputs": t.inputs})
+                let mut v = json!({"name": t.name, "source": t.source,
+                    "description": t.description, "materialized": t.materialized().as_str(),
+                    "inputs": t.inputs});
+                if !t.inputs_uncertain.is_empty() {
+                    // Only admins see such a transform: say why others do not.
+                    v["inputs_uncertain"] = json!(t.inputs_uncertain);
+                }
+                v
             })
             .collect()
     };
@@ -214,12 +227,22 @@ fn meta_row(extract: &std::path::Path, view: &str) -> Option<Value> {
     serde_json::from_str(&text).ok()
 }
 
-/// Whether a metric's tables are all in `readable` (the caller's, from [`readable`]).
-fn metric_visible(reg: &Registered, readable: &BTreeSet<String>, id: &str) -> bool {
-    reg.metrics.get(id).is_none_or(|m| {
-        m.tables
-            .iter()
-            .all(|t| readable.contains(&t.to_lowercase()))
+/// Whether a metric's tables are all in `readable` (the caller's, from [`readable`]) and certain;
+/// a metric whose tables cannot be determined is for admins only.
+pub(super) fn metric_visible(
+    reg: &Registered,
+    caller: &Caller,
+    readable: &BTreeSet<String>,
+    id: &str,
+) -> bool {
+    if is_admin(caller) {
+        return true;
+    }
+    reg.metrics.get(id).is_some_and(|m| {
+        m.inputs_uncertain.is_empty()
+            && m.tables
+                .iter()
+                .all(|t| readable.contains(&t.to_lowercase()))
     })
 }
 
@@ -239,7 +262,7 @@ pub async fn metrics(State(shared): State<AppState>, Auth(caller): Auth) -> ApiR
         .objects
         .values()
         .filter(|o| o.kind == Kind::Metric)
-        .filter(|o| metric_visible(&snapshot.registered, &ok, &o.id))
+        .filter(|o| metric_visible(&snapshot.registered, &caller, &ok, &o.id))
         .map(metric_json)
         .collect();
     Ok(Json(json!({"metrics": list})))
@@ -259,13 +282,25 @@ pub async fn metric(
     };
     if !metric_visible(
         &snapshot.registered,
+        &caller,
         &readable(&snapshot.registered, &caller),
         &id,
     ) {
-        return Err(ApiError::forbidden(format!(
-            "metric `{id}` reads tables you ({}) may not read",
-            caller.user
-        )));
+        let uncertain = snapshot
+            .registered
+            .metrics
+            .get(&id)
+            .and_then(|m| m.inputs_uncertain.first());
+        return Err(ApiError::forbidden(match uncertain {
+            Some(why) => format!(
+                "metric `{id}` is readable only by admins: the tables it reads cannot be \
+                 determined with certainty ({why})"
+            ),
+            None => format!(
+                "metric `{id}` reads tables you ({}) may not read",
+                caller.user
+            ),
+        }));
     }
     Ok(Json(metric_json(o)))
 }

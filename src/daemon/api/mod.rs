@@ -281,6 +281,15 @@ async fn status(State(shared): State<AppState>, Auth(caller): Auth) -> ApiResult
         })
         .collect();
     let watcher = shared.watcher.lock().map(|w| w.clone()).unwrap_or_default();
+    // Running runs as `GET /api/runs/{id}` shows them to this caller.
+    let filter = RunFilter::new(&snapshot.registered, &caller);
+    let runs: Vec<Value> = shared
+        .runs
+        .running()
+        .into_iter()
+        .filter_map(|r| serde_json::to_value(r).ok())
+        .filter_map(|r| filter.apply(r))
+        .collect();
     Ok(Json(json!({
         "instance": settings.name,
         "version": env!("CARGO_PKG_VERSION"),
@@ -294,7 +303,8 @@ async fn status(State(shared): State<AppState>, Auth(caller): Auth) -> ApiResult
         "last_apply": report.last_apply,
         "watcher": watcher,
         "pending_tasks": report.pending_tasks.len(),
-        "runs": shared.runs.running(),
+        // Running runs as `GET /api/runs/{id}` shows them to this caller.
+        "runs": runs,
         "tables": tables,
     })))
 }
@@ -477,32 +487,25 @@ async fn due_tables(shared: &Arc<Shared>) -> ApiResult<Vec<String>> {
         .collect())
 }
 
-/// `GET /api/runs/{id}`. A run is a run of tables: one that syncs a table the caller may not read
-/// is refused, like the table itself.
+/// `GET /api/runs/{id}`: the run with only what the caller may see ([`RunFilter`]); 404, like an
+/// unknown id, when it concerns nothing the caller may read.
 async fn run(
     State(shared): State<AppState>,
     Auth(caller): Auth,
     Path(id): Path<String>,
 ) -> ApiResult<Json<Value>> {
     let snapshot = shared.snapshot();
-    let hidden = |table_id: &str| {
-        snapshot
-            .registered
-            .tables
-            .get(table_id)
-            .filter(|t| !caller.may_read(&t.access))
-    };
+    let filter = RunFilter::new(&snapshot.registered, &caller);
+    let unknown = |id: &str| ApiError::not_found(format!("no run `{id}`"));
     if let Some(view) = shared.runs.get(&id) {
-        if let Some(t) = view.tables.iter().find_map(|t| hidden(t)) {
-            return Err(forbidden_table(t, &caller));
-        }
-        return Ok(Json(
-            serde_json::to_value(view).map_err(ApiError::internal)?,
-        ));
+        let view = serde_json::to_value(view).map_err(ApiError::internal)?;
+        return filter.apply(view).map(Json).ok_or_else(|| unknown(&id));
     }
     // Runs before this daemon started, or from the command line: from the state.
     let state = shared.state_db();
+    let key = id.clone();
     let found = blocking(move || {
+        let id = key;
         let conn = crate::state::open_for_reading(&state).map_err(ApiError::internal)?;
         let run: Option<String> = conn
             .query_row(
@@ -512,7 +515,7 @@ async fn run(
             )
             .ok();
         let Some(run) = run else {
-            return Err(ApiError::not_found(format!("no run `{id}`")));
+            return Ok(None);
         };
         let tasks = json_rows(
             &conn,
@@ -523,16 +526,126 @@ async fn run(
         if let Some(o) = run.as_object_mut() {
             o.insert("tasks".into(), Value::Array(tasks));
         }
-        Ok(run)
+        Ok(Some(run))
     })
     .await?;
-    let tasks = found["tasks"].as_array().cloned().unwrap_or_default();
-    if let Some(t) = tasks
-        .iter()
-        .filter_map(|task| task["table_id"].as_str())
-        .find_map(hidden)
-    {
-        return Err(forbidden_table(t, &caller));
+    found
+        .and_then(|run| filter.apply(run))
+        .map(Json)
+        .ok_or_else(|| unknown(&id))
+}
+
+/// What of a run a caller may see. A run syncs tables and builds transforms and metrics of many
+/// owners; rather than refusing it whole, it is shown with only the tasks of tables, transforms and
+/// metrics the caller may read, and `hidden_tasks` says how many were left out. A rebuild is shown
+/// when the caller may read every table of its source; the publish step always, but its error (and
+/// the run's) only when nothing was hidden, since they may name any table. A run none of whose tables
+/// (or, without tables, tasks) the caller may read is answered like an unknown run: its existence is
+/// not disclosed.
+struct RunFilter<'a> {
+    reg: &'a crate::registered::Registered,
+    caller: &'a Caller,
+    readable: std::collections::BTreeSet<String>,
+}
+
+impl<'a> RunFilter<'a> {
+    fn new(reg: &'a crate::registered::Registered, caller: &'a Caller) -> Self {
+        RunFilter {
+            reg,
+            caller,
+            readable: catalog::readable(reg, caller),
+        }
     }
-    Ok(Json(found))
+
+    fn table_readable(&self, id: &str) -> bool {
+        self.reg
+            .tables
+            .get(id)
+            .is_some_and(|t| self.caller.may_read(&t.access))
+    }
+
+    /// `task` is `<kind>:<target>`, as runs and sync_history name tasks. Unknown targets (since
+    /// removed) and kinds are hidden.
+    fn task_visible(&self, task: &str) -> bool {
+        let Some((kind, target)) = task.split_once(':') else {
+            return false;
+        };
+        match kind {
+            "extract" | "attach" => self.table_readable(target),
+            "transform" => self.readable.contains(&target.to_lowercase()),
+            "check" => catalog::metric_visible(self.reg, self.caller, &self.readable, target),
+            "rebuild" => {
+                self.reg.sources.contains_key(target)
+                    && self
+                        .reg
+                        .tables_of(target)
+                        .all(|t| self.caller.may_read(&t.access))
+            }
+            "publish" => true,
+            _ => false,
+        }
+    }
+
+    /// The run (a `RunView` or a state row with its `tasks`) as the caller may see it, or None
+    /// when it must look unknown.
+    fn apply(&self, mut run: Value) -> Option<Value> {
+        let tasks = run["tasks"].as_array().cloned().unwrap_or_default();
+        let name = |t: &Value| t["task"].as_str().unwrap_or("").to_string();
+        let mut tables: Vec<String> = run["tables"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|t| t.as_str().map(str::to_string))
+            .chain(tasks.iter().filter_map(|t| {
+                let task = name(t);
+                let (kind, target) = task.split_once(':')?;
+                matches!(kind, "extract" | "attach").then(|| target.to_string())
+            }))
+            .collect();
+        tables.sort();
+        tables.dedup();
+        let (shown, hidden): (Vec<Value>, Vec<Value>) =
+            tasks.into_iter().partition(|t| self.task_visible(&name(t)));
+        let shown_tables: Vec<String> = tables
+            .iter()
+            .filter(|t| self.table_readable(t))
+            .cloned()
+            .collect();
+        let nothing_readable = if tables.is_empty() {
+            shown.is_empty() && !hidden.is_empty()
+        } else {
+            shown_tables.is_empty()
+        };
+        if nothing_readable {
+            return None;
+        }
+        let partial = !hidden.is_empty() || shown_tables.len() < tables.len();
+        let mut shown = shown;
+        if partial {
+            const HIDDEN: &str = "hidden: it may concern tables you may not read";
+            for t in shown.iter_mut().filter(|t| name(t).starts_with("publish:")) {
+                if !t["error"].is_null() {
+                    t["error"] = json!(HIDDEN);
+                }
+            }
+            if !run["error"].is_null() {
+                run["error"] = json!(HIDDEN);
+            }
+        }
+        let count = |status: &str| shown.iter().filter(|t| t["status"] == status).count();
+        let (failed, skipped) = (count("failed"), count("skipped"));
+        let o = run.as_object_mut()?;
+        // A state row counts every task; count only the shown ones.
+        for (key, n) in [("failed", failed), ("skipped", skipped)] {
+            if o.get(key).is_some_and(Value::is_number) {
+                o.insert(key.into(), json!(n));
+            }
+        }
+        if o.contains_key("tables") {
+            o.insert("tables".into(), json!(shown_tables));
+        }
+        o.insert("hidden_tasks".into(), json!(hidden.len()));
+        o.insert("tasks".into(), Value::Array(shown));
+        Some(run)
+    }
 }

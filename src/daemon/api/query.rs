@@ -3,9 +3,11 @@
 //! Layers, each enough on its own for what it guards:
 //! 1. The SQL must be exactly one SELECT: DuckDB's own parser serializes it (`json_serialize_sql`
 //!    refuses anything else), so COPY, ATTACH, INSTALL, SET, PRAGMA… never reach execution.
-//! 2. Every relation it names must be a table or transform the caller may read (CTE names aside);
-//!    table functions other than a few pure generators (`range`, `unnest`…) are refused, since
-//!    `query('…')` would hide SQL from this check.
+//! 2. Every relation it names must be a table or transform the caller may read (CTE names resolved
+//!    per scope, see [`crate::spec::sql`]); a query the parser walk cannot resolve with certainty,
+//!    catalogue listings (`SHOW TABLES`) and introspection functions (`current_setting`) are
+//!    refused to non-admins; table functions other than a few pure generators (`range`, `unnest`…)
+//!    are refused, since `query('…')` would hide SQL from this check.
 //! 3. It runs on a fresh connection whose configuration is locked with external access disabled:
 //!    no file, network, ATTACH, INSTALL or SET; only the Parquet of the caller's tables is
 //!    re-opened (`allowed_paths`/`allowed_directories`).
@@ -17,7 +19,7 @@ use super::{ApiError, ApiResult, AppState, Auth};
 use crate::quote;
 use crate::registered::Registered;
 use crate::spec::model::QueryMode;
-use crate::spec::sql::{Reads, SqlParser, TableRef};
+use crate::spec::sql::{introspection, Reads, SqlParser, PURE_TABLE_FUNCTIONS};
 use crate::state::auth::{Caller, ADMIN_GROUP};
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -27,15 +29,6 @@ use serde_json::{json, Value};
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
-
-/// Table functions that read nothing but their arguments.
-const PURE_TABLE_FUNCTIONS: &[&str] = &[
-    "range",
-    "generate_series",
-    "unnest",
-    "json_each",
-    "json_tree",
-];
 
 #[derive(serde::Deserialize)]
 pub struct QueryRequest {
@@ -47,7 +40,7 @@ pub struct QueryRequest {
 /// Parses `sql` with DuckDB and checks it is exactly one SELECT; returns what it reads.
 fn parse(sql: &str) -> ApiResult<Reads> {
     let parser = SqlParser::new().map_err(ApiError::internal)?;
-    parser.parse_reads(sql).map_err(|e| {
+    parser.parse_select(sql).map_err(|e| {
         ApiError::bad_request(if e.message.starts_with("only a SELECT") {
             "only a SELECT query is allowed here (no COPY, ATTACH, INSTALL, SET, PRAGMA, DDL or DML)"
                 .to_string()
@@ -59,51 +52,86 @@ fn parse(sql: &str) -> ApiResult<Reads> {
     })
 }
 
-/// Refuses relations and functions the caller may not use.
+/// Refuses relations and functions the caller may not use. Admins may read every relation and use
+/// the introspection forms; table functions other than pure generators are refused to everyone.
 fn authorize(reads: &Reads, reg: &Registered, caller: &Caller) -> ApiResult<()> {
     let admin = caller.groups.iter().any(|g| g == ADMIN_GROUP);
     for f in &reads.functions {
         if !PURE_TABLE_FUNCTIONS.contains(&f.as_str()) {
+            let catalogue = f.starts_with("duckdb_") || f.starts_with("pragma_");
             return Err(ApiError::forbidden(format!(
-                "table function `{f}` is not allowed in API queries (only {})",
-                PURE_TABLE_FUNCTIONS.join(", ")
+                "table function `{f}` is not allowed in API queries (only {}){}",
+                PURE_TABLE_FUNCTIONS.join(", "),
+                if catalogue {
+                    "; GET /api/tables lists the tables you can read, with their columns"
+                } else {
+                    ""
+                }
+            )));
+        }
+    }
+    if admin {
+        return Ok(());
+    }
+    // Fail closed: a query whose reads cannot all be named is not checked piecemeal.
+    if let Some(why) = reads.uncertain.first() {
+        return Err(ApiError::forbidden(format!(
+            "the access check cannot tell with certainty what this query reads ({why}); \
+             write it with plain table names, joins and subqueries, or ask an admin to run it"
+        )));
+    }
+    if let Some(listing) = reads.listings.first() {
+        return Err(ApiError::forbidden(format!(
+            "`{listing}` lists the whole catalogue, which only admins may do; GET /api/tables \
+             lists the tables you can read, and GET /api/tables/{{name}} their columns"
+        )));
+    }
+    for f in &reads.scalar_functions {
+        if let Some(why) = introspection(f) {
+            return Err(ApiError::forbidden(format!(
+                "`{f}()` is refused in API queries: it {why}; only admins may call it"
             )));
         }
     }
     let ok = readable(reg, caller);
-    for TableRef {
-        catalog,
-        schema,
-        name,
-        ..
-    } in &reads.tables
-    {
-        let lower = name.to_lowercase();
-        let in_analytics = matches!(catalog.to_lowercase().as_str(), "" | "analytics")
-            && matches!(schema.to_lowercase().as_str(), "" | "main");
+    for r in &reads.tables {
+        let lower = r.name.to_lowercase();
+        let (catalog, schema) = (r.catalog.to_lowercase(), r.schema.to_lowercase());
+        let in_analytics = matches!(
+            (catalog.as_str(), schema.as_str()),
+            ("" | "analytics", "" | "main") | ("", "analytics")
+        );
         if in_analytics && ok.contains(&lower) {
             continue;
         }
-        if let Some(t) = reg
-            .tables
-            .values()
-            .find(|t| t.name.eq_ignore_ascii_case(name))
-        {
-            if in_analytics && !admin {
+        if in_analytics {
+            if let Some(t) = reg
+                .tables
+                .values()
+                .find(|t| t.name.eq_ignore_ascii_case(&r.name))
+            {
                 return Err(super::forbidden_table(t, caller));
             }
+            if let Some((name, t)) = reg
+                .transforms
+                .iter()
+                .find(|(n, _)| n.eq_ignore_ascii_case(&r.name))
+            {
+                return Err(ApiError::forbidden(match t.inputs_uncertain.first() {
+                    Some(why) => format!(
+                        "transform `{name}` is readable only by admins: the tables it reads \
+                         cannot be determined with certainty ({why})"
+                    ),
+                    None => format!(
+                        "transform `{name}` reads tables you ({}) may not read",
+                        caller.user
+                    ),
+                }));
+            }
         }
-        if admin {
-            continue;
-        }
-        let written = [catalog.as_str(), schema.as_str(), name.as_str()]
-            .iter()
-            .filter(|p| !p.is_empty())
-            .copied()
-            .collect::<Vec<_>>()
-            .join(".");
         return Err(ApiError::forbidden(format!(
-            "`{written}` is not a table you may query; GET /api/tables lists those you can"
+            "`{}` is not a table you may query; GET /api/tables lists those you can",
+            r.written()
         )));
     }
     Ok(())
