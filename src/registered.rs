@@ -198,6 +198,11 @@ pub struct MetricDef {
     pub time_column: Option<String>,
     #[serde(default)]
     pub tables: Vec<String>,
+    /// Variant name → SQL template.
+    #[serde(default)]
+    pub variants: BTreeMap<String, String>,
+    #[serde(default)]
+    pub dimensions: Vec<String>,
 }
 
 /// Everything registered, by name.

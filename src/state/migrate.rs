@@ -33,6 +33,12 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "engine",
         sql: include_str!("migrations/0003_engine.sql"),
     },
+    // Version 4 is the schema contract's (recorded table schemas).
+    Migration {
+        version: 5,
+        name: "downstream",
+        sql: include_str!("migrations/0005_downstream.sql"),
+    },
 ];
 
 pub fn latest_version(migrations: &[Migration]) -> i64 {

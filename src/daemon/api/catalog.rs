@@ -215,7 +215,7 @@ fn meta_row(extract: &std::path::Path, view: &str) -> Option<Value> {
 }
 
 /// Whether a metric's tables are all in `readable` (the caller's, from [`readable`]).
-fn metric_visible(reg: &Registered, readable: &BTreeSet<String>, id: &str) -> bool {
+pub(super) fn metric_visible(reg: &Registered, readable: &BTreeSet<String>, id: &str) -> bool {
     reg.metrics.get(id).is_none_or(|m| {
         m.tables
             .iter()

@@ -280,6 +280,18 @@ async fn status(State(shared): State<AppState>, Auth(caller): Auth) -> ApiResult
             })
         })
         .collect();
+    // Transforms and metric checks the caller may read, with their state (ok / stale / failed).
+    let readable = catalog::readable(&snapshot.registered, &caller);
+    let transform_states: Vec<&crate::state::downstream::TransformState> = report
+        .transform_states
+        .iter()
+        .filter(|t| readable.contains(&t.name.to_lowercase()))
+        .collect();
+    let metric_checks: Vec<&crate::state::downstream::CheckState> = report
+        .metric_checks
+        .iter()
+        .filter(|c| catalog::metric_visible(&snapshot.registered, &readable, &c.metric))
+        .collect();
     let watcher = shared.watcher.lock().map(|w| w.clone()).unwrap_or_default();
     Ok(Json(json!({
         "instance": settings.name,
@@ -296,6 +308,8 @@ async fn status(State(shared): State<AppState>, Auth(caller): Auth) -> ApiResult
         "pending_tasks": report.pending_tasks.len(),
         "runs": shared.runs.running(),
         "tables": tables,
+        "transform_states": transform_states,
+        "metric_checks": metric_checks,
     })))
 }
 
