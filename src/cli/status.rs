@@ -231,7 +231,12 @@ fn human(r: &Report, tz: Tz) -> String {
             ]);
         }
         out.push_str(&t.render());
-        reasons(&mut out, s.transform_states.iter().map(|r| (&r.name, &r.status, &r.reason)));
+        reasons(
+            &mut out,
+            s.transform_states
+                .iter()
+                .map(|r| (&r.name, &r.status, &r.reason)),
+        );
         out.push('\n');
     }
     if !s.metric_checks.is_empty() {
@@ -246,7 +251,12 @@ fn human(r: &Report, tz: Tz) -> String {
             ]);
         }
         out.push_str(&t.render());
-        reasons(&mut out, s.metric_checks.iter().map(|r| (&r.metric, &r.status, &r.reason)));
+        reasons(
+            &mut out,
+            s.metric_checks
+                .iter()
+                .map(|r| (&r.metric, &r.status, &r.reason)),
+        );
         out.push('\n');
     }
     if s.pending_tasks.is_empty() {

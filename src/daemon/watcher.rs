@@ -146,8 +146,7 @@ pub fn apply_once(shared: &Shared) -> Applied {
         // One read-write connection for reading the recorded state and writing the change: one
         // open instead of two, and nothing can slip in between (the state lock is held anyway).
         let mut conn = state::open(&shared.state_db()).map_err(|e| e.to_string())?;
-        let recorded =
-            plan::Recorded::read(&conn, &desired.objects).map_err(|e| e.to_string())?;
+        let recorded = plan::Recorded::read(&conn, &desired.objects).map_err(|e| e.to_string())?;
         let mut plan = plan::against(&desired, &recorded, &[]).map_err(|e| e.to_string())?;
         if !plan.has_changes() {
             return Ok(Applied::Unchanged);

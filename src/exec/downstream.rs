@@ -131,12 +131,10 @@ pub fn judge(reg: &Registered, finished: &[Finished], inputs: &Inputs) -> Judged
                 Freshness::Fresh => None,
             })
             .collect();
-        let missing_input = freshness
-            .iter()
-            .find_map(|(n, fr)| match fr {
-                Freshness::Missing(why) => Some(format!("`{n}` is not published: {why}")),
-                _ => None,
-            });
+        let missing_input = freshness.iter().find_map(|(n, fr)| match fr {
+            Freshness::Missing(why) => Some(format!("`{n}` is not published: {why}")),
+            _ => None,
+        });
         let verdict = match f.status {
             Status::Ok | Status::Unchanged => {
                 if stale_inputs.is_empty() {
@@ -236,7 +234,9 @@ fn table_freshness(
             first_line(f.error.as_deref().unwrap_or("-"))
         )),
         None => match inputs.failing_before.get(&table.id) {
-            Some(e) => Freshness::Stale(format!("stale: its last extract failed: {}", first_line(e))),
+            Some(e) => {
+                Freshness::Stale(format!("stale: its last extract failed: {}", first_line(e)))
+            }
             None => Freshness::Fresh,
         },
     }
@@ -276,7 +276,9 @@ pub fn publication(reg: &Registered, report: &Report) -> Vec<TablePublish> {
             let reason = (!published).then(|| {
                 let own = report.skipped.iter().find(|s| {
                     s.source == t.source
-                        && s.table.as_deref().is_some_and(|n| n.eq_ignore_ascii_case(&t.name))
+                        && s.table
+                            .as_deref()
+                            .is_some_and(|n| n.eq_ignore_ascii_case(&t.name))
                 });
                 let whole = report
                     .skipped
@@ -380,7 +382,11 @@ mod tests {
                 "people",
                 json!({"source": "shop", "sql": "x", "inputs": ["customers"]}),
             ),
-            obj(Kind::Metric, "s/m", json!({"sql": "x", "tables": ["daily"]})),
+            obj(
+                Kind::Metric,
+                "s/m",
+                json!({"sql": "x", "tables": ["daily"]}),
+            ),
         ]))
         .unwrap()
     }
@@ -389,7 +395,12 @@ mod tests {
     fn a_failed_extract_makes_everything_downstream_stale_and_nothing_else() {
         let reg = registered();
         let finished = vec![
-            done("shop.orders", TaskKind::Extract, Status::Failed, Some("boom")),
+            done(
+                "shop.orders",
+                TaskKind::Extract,
+                Status::Failed,
+                Some("boom"),
+            ),
             done("shop.customers", TaskKind::Extract, Status::Ok, None),
             done("analytics", TaskKind::Publish, Status::Ok, None),
             done("facts", TaskKind::Transform, Status::Ok, None),
@@ -399,7 +410,11 @@ mod tests {
         ];
         let j = judge(&reg, &finished, &Inputs::default());
         assert_eq!(j.transforms["facts"].state, State::Stale);
-        assert!(j.transforms["facts"].reason.as_deref().unwrap().contains("boom"));
+        assert!(j.transforms["facts"]
+            .reason
+            .as_deref()
+            .unwrap()
+            .contains("boom"));
         assert_eq!(j.transforms["daily"].state, State::Stale);
         assert_eq!(j.transforms["people"].state, State::Ok);
         assert_eq!(j.checks["s/m"].state, State::Stale);
@@ -410,7 +425,12 @@ mod tests {
         let reg = registered();
         let finished = vec![
             done("analytics", TaskKind::Publish, Status::Ok, None),
-            done("facts", TaskKind::Transform, Status::Failed, Some("Binder Error: x")),
+            done(
+                "facts",
+                TaskKind::Transform,
+                Status::Failed,
+                Some("Binder Error: x"),
+            ),
             done(
                 "daily",
                 TaskKind::Transform,
@@ -422,12 +442,24 @@ mod tests {
         let mut j = judge(&reg, &finished, &Inputs::default());
         assert_eq!(j.transforms["facts"].state, State::Failed);
         assert_eq!(j.transforms["daily"].state, State::Stale);
-        assert!(j.transforms["daily"].reason.as_deref().unwrap().contains("`facts` is failed"));
+        assert!(j.transforms["daily"]
+            .reason
+            .as_deref()
+            .unwrap()
+            .contains("`facts` is failed"));
         assert_eq!(j.checks["s/m"].state, State::Stale);
         settle(&mut j, &["facts".to_string()], true);
         assert_eq!(j.transforms["facts"].state, State::Failed);
-        assert!(j.transforms["facts"].reason.as_deref().unwrap().contains("previous result is kept"));
-        assert_eq!(j.transforms["daily"].state, State::Failed, "nothing to keep");
+        assert!(j.transforms["facts"]
+            .reason
+            .as_deref()
+            .unwrap()
+            .contains("previous result is kept"));
+        assert_eq!(
+            j.transforms["daily"].state,
+            State::Failed,
+            "nothing to keep"
+        );
     }
 
     #[test]
@@ -443,6 +475,10 @@ mod tests {
         };
         let j = judge(&reg, &finished, &inputs);
         assert_eq!(j.transforms["facts"].state, State::Stale);
-        assert!(j.transforms["facts"].reason.as_deref().unwrap().contains("gone"));
+        assert!(j.transforms["facts"]
+            .reason
+            .as_deref()
+            .unwrap()
+            .contains("gone"));
     }
 }

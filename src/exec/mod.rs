@@ -318,7 +318,11 @@ pub fn execute(
                 observer.finished(f);
             }
             // Nothing built in this run is published: everything downstream keeps its old result.
-            for v in judged.transforms.values_mut().chain(judged.checks.values_mut()) {
+            for v in judged
+                .transforms
+                .values_mut()
+                .chain(judged.checks.values_mut())
+            {
                 if v.state == downstream::State::Ok {
                     v.state = downstream::State::Stale;
                     v.reason = Some(why.clone());

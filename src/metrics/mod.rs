@@ -5,9 +5,9 @@
 pub mod import;
 
 use crate::diag::{Code, Diagnostic};
+use crate::spec::decode::Located;
 use crate::spec::model::MetricSpec;
 use crate::spec::source::{Pos, SourceMap, Span};
-use crate::spec::decode::Located;
 use crate::spec::template::{self, Params};
 use crate::spec::validate::locate_in_value;
 use duckdb::Connection;

@@ -500,7 +500,9 @@ impl Staged {
                 self.conn.execute_batch(&copy).is_ok()
             } else if let Some(sql) = view_sql {
                 // The stored definition is `CREATE VIEW name AS …`: run it here, over the kept inputs.
-                let _ = self.conn.execute_batch(&format!("DROP VIEW IF EXISTS {id}"));
+                let _ = self
+                    .conn
+                    .execute_batch(&format!("DROP VIEW IF EXISTS {id}"));
                 self.conn.execute_batch(&sql).is_ok() || self.conn.execute_batch(&copy).is_ok()
             } else {
                 false
@@ -757,9 +759,10 @@ pub fn rebuild_source(
                 .and_then(|r| r.collect::<Result<Vec<_>, _>>())
             })
         };
-        let info: Vec<TransformMeta> = read(format!("SELECT name, status, reason FROM {s}.transforms"))
-            .or_else(|_| read(format!("SELECT name, status, NULL FROM {s}.transforms")))
-            .map_err(&err)?;
+        let info: Vec<TransformMeta> =
+            read(format!("SELECT name, status, reason FROM {s}.transforms"))
+                .or_else(|_| read(format!("SELECT name, status, NULL FROM {s}.transforms")))
+                .map_err(&err)?;
         conn.execute_batch(&format!(
             "DROP TABLE {s}.tables; DROP TABLE {s}.transforms; DROP TABLE {s}.info; DROP TABLE IF EXISTS {s}.attachments;"
         ))

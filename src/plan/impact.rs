@@ -162,8 +162,16 @@ fn location(specs: &Specs, c: &Change) -> String {
 fn policy(specs: &Specs) -> RemotePolicy {
     match &specs.instance {
         Some(i) => RemotePolicy {
-            extensions: i.remote_extensions.iter().map(|e| e.value.clone()).collect(),
-            token_envs: i.remote_token_envs.iter().map(|e| e.value.clone()).collect(),
+            extensions: i
+                .remote_extensions
+                .iter()
+                .map(|e| e.value.clone())
+                .collect(),
+            token_envs: i
+                .remote_token_envs
+                .iter()
+                .map(|e| e.value.clone())
+                .collect(),
         },
         None => RemotePolicy::default(),
     }
@@ -454,8 +462,10 @@ impl<'a> Assessment<'a> {
     fn bind(&mut self, conn: &Connection) {
         let specs = self.specs;
         let order = topological(&self.transform_reads);
-        let transforms: BTreeMap<String, &crate::spec::model::TransformSpec> =
-            specs.transforms().map(|t| (lower(&t.name.value), t)).collect();
+        let transforms: BTreeMap<String, &crate::spec::model::TransformSpec> = specs
+            .transforms()
+            .map(|t| (lower(&t.name.value), t))
+            .collect();
 
         // Which objects to bind: the changed ones and everything downstream of a change.
         let affected_transforms: Vec<String> = order
@@ -709,9 +719,9 @@ fn published_columns(
             .ok();
         if owner.as_deref() == Some(source) {
             if let Some(view) = quote::ident(name) {
-                if let Some(cols) =
-                    columns(format!("SELECT column_name FROM (DESCRIBE analytics.main.{view})"))
-                {
+                if let Some(cols) = columns(format!(
+                    "SELECT column_name FROM (DESCRIBE analytics.main.{view})"
+                )) {
                     return Some(cols);
                 }
             }

@@ -263,7 +263,11 @@ pub fn against(
 }
 
 /// The plan from `recorded` to `desired`.
-pub fn build(desired: &Objects, recorded: &Recorded, targets: &[String]) -> Result<Plan, PlanError> {
+pub fn build(
+    desired: &Objects,
+    recorded: &Recorded,
+    targets: &[String],
+) -> Result<Plan, PlanError> {
     let serial = recorded.serial;
     let recorded_objects = &recorded.objects;
     let mut changes = diff::diff(desired, recorded_objects);

@@ -74,15 +74,15 @@ pub fn human(plan: &Plan) -> String {
 }
 
 /// One line per breaking change and per object it breaks, for error messages and the daemon's
-/// status: `transform facts (pipelines/shop.yaml:7) is breaking: transform daily
-/// (pipelines/shop.yaml:12:8): Binder Error: …`.
+/// status: ``transform `facts` (pipelines/shop.yaml:6) breaks transform `daily`
+/// (pipelines/shop.yaml:8:34): Binder Error: …``.
 pub fn breaking_lines(plan: &Plan) -> Vec<String> {
     let mut out = Vec::new();
     for c in plan.breaking() {
         let Some(i) = &c.impact else { continue };
         for b in &i.breaks {
             out.push(format!(
-                "{} `{}` ({}) is a breaking change: {} `{}` ({}) would not bind: {}",
+                "{} `{}` ({}) breaks {} `{}` ({}): {}",
                 c.kind, c.id, i.at, b.kind, b.id, b.at, b.message
             ));
         }

@@ -82,7 +82,11 @@ impl Builder {
 /// The tasks for `changes`, given the desired state they lead to. `failed_extracts` are the tables
 /// whose last extract failed: any change to one of them queues its extract again (the change may be
 /// the fix).
-pub fn tasks(changes: &[Change], desired: &Objects, failed_extracts: &BTreeSet<String>) -> Vec<Task> {
+pub fn tasks(
+    changes: &[Change],
+    desired: &Objects,
+    failed_extracts: &BTreeSet<String>,
+) -> Vec<Task> {
     let mut b = Builder::default();
     let mut publish_reasons: BTreeSet<&str> = BTreeSet::new();
 

@@ -6,6 +6,7 @@ mod common;
 mod cli;
 mod daemon;
 mod demo;
+mod downstream;
 mod engine;
 mod keboola;
 mod metrics;
