@@ -128,34 +128,43 @@ fn file_line_col(specs: &Specs, span: Span) -> String {
     crate::diag::render::location(&specs.files, span)
 }
 
-/// Where the changed object is defined: its SQL when that changed, else its entry.
-fn location(specs: &Specs, c: &Change) -> String {
-    if c.action == Action::Delete {
-        return c.file.clone();
+/// Where each spec object is defined, by kind and id: its entry, and its SQL when it has one.
+struct Places(BTreeMap<(Kind, String), (Span, Option<Span>)>);
+
+impl Places {
+    fn of(specs: &Specs) -> Places {
+        let mut m = BTreeMap::new();
+        for s in &specs.sources {
+            m.insert((Kind::Source, s.name.value.clone()), (s.name.span, None));
+        }
+        for t in &specs.tables {
+            m.insert((Kind::Table, t.id.value.clone()), (t.span, None));
+        }
+        for t in specs.transforms() {
+            m.insert(
+                (Kind::Transform, t.name.value.clone()),
+                (t.name.span, Some(t.sql.span)),
+            );
+        }
+        for x in &specs.metrics {
+            m.insert((Kind::Metric, x.id.clone()), (x.span, Some(x.sql.span)));
+        }
+        Places(m)
     }
-    let span = match c.kind {
-        Kind::Source => specs.source(&c.id).map(|s| s.name.span),
-        Kind::Table => specs
-            .tables
-            .iter()
-            .find(|t| t.id.value == c.id)
-            .map(|t| t.span),
-        Kind::Transform => specs.transforms().find(|t| t.name.value == c.id).map(|t| {
-            if c.action == Action::Create || changed(c, &["sql"]) {
-                t.sql.span
-            } else {
-                t.name.span
-            }
-        }),
-        Kind::Metric => specs.metrics.iter().find(|m| m.id == c.id).map(|m| {
-            if c.action == Action::Create || changed(c, &["sql"]) {
-                m.sql.span
-            } else {
-                m.span
-            }
-        }),
-    };
-    span.map_or_else(|| c.file.clone(), |s| file_line(specs, s))
+
+    /// Where the changed object is defined (`file:line`): its SQL when that is new or changed,
+    /// else its entry; the file alone for a delete.
+    fn of_change(&self, specs: &Specs, c: &Change) -> String {
+        if c.action == Action::Delete {
+            return c.file.clone();
+        }
+        let sql_changed = c.action == Action::Create || changed(c, &["sql"]);
+        match self.0.get(&(c.kind, c.id.clone())) {
+            Some((_, Some(sql))) if sql_changed => file_line(specs, *sql),
+            Some((entry, _)) => file_line(specs, *entry),
+            None => c.file.clone(),
+        }
+    }
 }
 
 /// What the instance allows analytics to attach (for views over remote tables).
@@ -237,6 +246,7 @@ impl<'a> Assessment<'a> {
             .filter(|o| o.kind == Kind::Metric)
             .map(|o| (o.id.clone(), strings(o.get("tables"))))
             .collect();
+        let places = Places::of(specs);
         let mut a = Assessment {
             specs,
             changes,
@@ -244,7 +254,7 @@ impl<'a> Assessment<'a> {
                 .iter()
                 .map(|c| Impact {
                     label: Label::NonBreaking,
-                    at: location(specs, c),
+                    at: places.of_change(specs, c),
                     breaks: Vec::new(),
                     notes: Vec::new(),
                     warnings: Vec::new(),
