@@ -377,6 +377,7 @@ impl<'a> Assessment<'a> {
                 self.mark_unknown(i, note.into());
             }
         }
+        let clock = std::time::Instant::now();
         let opened = if live {
             orchestrator::open_live(layout, &policy(self.specs))
                 .map(|(conn, _)| conn)
@@ -400,12 +401,14 @@ impl<'a> Assessment<'a> {
                 return;
             }
         };
+        tracing::debug!(elapsed = ?clock.elapsed(), "plan impact: analytics opened");
         for i in std::mem::take(&mut self.columns) {
             self.check_columns(&conn, layout, live, i);
         }
         if binds && live {
             self.bind(&conn);
         }
+        tracing::debug!(elapsed = ?clock.elapsed(), "plan impact: bound");
     }
 
     /// Declared columns of a table the published data does not have: the next extract would fail.
@@ -499,44 +502,17 @@ impl<'a> Assessment<'a> {
             })
             .collect();
 
-        // Unchanged objects that do not bind against the published schema already are not broken by
-        // this plan: leave them out. Changed ones whose previous version did not bind either are
-        // reported as unknown rather than breaking (an attachment missing here, say).
-        let mut skip: BTreeSet<String> = BTreeSet::new();
+        // What does not bind after the change is compared with the published schema as it is (only
+        // then, to keep plans cheap): an unchanged object that does not bind today either is not
+        // broken by this plan, and a changed one whose previous version did not bind either is
+        // unknown rather than breaking (an attachment missing here, say).
         let mut old_fails: BTreeSet<usize> = BTreeSet::new();
-        for t in &affected_transforms {
-            match self.changed_transforms.get(t) {
-                None => {
-                    if let Some(spec) = transforms.get(t) {
-                        if binds_sql(conn, &spec.sql.value).is_err() {
-                            skip.insert(t.clone());
-                        }
-                    }
-                }
-                Some(&i) => {
-                    let old = self.changes[i].before.as_ref().and_then(|b| b.str("sql"));
-                    if old.is_some_and(|sql| binds_sql(conn, sql).is_err()) {
-                        old_fails.insert(i);
-                    }
-                }
-            }
-        }
-        for m in &affected_metrics {
-            match self.changed_metrics.get(&m.id) {
-                None => {
-                    if !metrics::check(conn, &specs.files, m).is_empty() {
-                        skip.insert(m.id.clone());
-                    }
-                }
-                Some(&i) => {
-                    if let Some(before) = &self.changes[i].before {
-                        if !metrics::bind(conn, &templates_of(before)).is_empty() {
-                            old_fails.insert(i);
-                        }
-                    }
-                }
-            }
-        }
+        let published = |check: &dyn Fn() -> bool| -> bool {
+            let _ = conn.execute_batch("SET search_path = 'analytics.main'");
+            let ok = check();
+            let _ = conn.execute_batch(&format!("SET search_path = '{SCRATCH},analytics.main'"));
+            ok
+        };
 
         if let Err(e) = conn.execute_batch(&format!(
             "CREATE SCHEMA {SCRATCH}; SET search_path = '{SCRATCH},analytics.main';"
@@ -555,9 +531,6 @@ impl<'a> Assessment<'a> {
         // Transforms in dependency order, each as a view over what came before it.
         let mut failures: BTreeMap<String, Failure> = BTreeMap::new();
         for t in &affected_transforms {
-            if skip.contains(t) {
-                continue;
-            }
             let Some(spec) = transforms.get(t) else {
                 continue;
             };
@@ -581,6 +554,16 @@ impl<'a> Assessment<'a> {
             };
             let sql = spec.sql.value.trim().trim_end_matches(';');
             if let Err(e) = conn.execute_batch(&format!("CREATE VIEW {SCRATCH}.{id} AS {sql}")) {
+                match self.changed_transforms.get(t) {
+                    None if !published(&|| binds_sql(conn, sql).is_ok()) => continue,
+                    Some(&i) => {
+                        let old = self.changes[i].before.as_ref().and_then(|b| b.str("sql"));
+                        if old.is_some_and(|o| !published(&|| binds_sql(conn, o).is_ok())) {
+                            old_fails.insert(i);
+                        }
+                    }
+                    None => {}
+                }
                 let message = e.to_string();
                 let span = metrics::error_span(&specs.files, &spec.sql, &message);
                 failures.insert(
@@ -596,9 +579,6 @@ impl<'a> Assessment<'a> {
         }
         let mut metric_failures: Vec<(Vec<String>, Failure)> = Vec::new();
         for m in &affected_metrics {
-            if skip.contains(&m.id) {
-                continue;
-            }
             let reads = self.metric_reads(m);
             if let Some(input) = reads.iter().find(|r| failures.contains_key(*r)) {
                 metric_failures.push((
@@ -615,6 +595,20 @@ impl<'a> Assessment<'a> {
                 continue;
             }
             if let Some(d) = metrics::check(conn, &specs.files, m).into_iter().next() {
+                match self.changed_metrics.get(&m.id) {
+                    None if !published(&|| metrics::check(conn, &specs.files, m).is_empty()) => {
+                        continue
+                    }
+                    Some(&i) => {
+                        if let Some(before) = &self.changes[i].before {
+                            if !published(&|| metrics::bind(conn, &templates_of(before)).is_empty())
+                            {
+                                old_fails.insert(i);
+                            }
+                        }
+                    }
+                    None => {}
+                }
                 let prefix = format!("metric `{}`: ", m.id);
                 metric_failures.push((
                     reads,
