@@ -59,6 +59,9 @@ pub struct Inputs {
     pub failing_before: BTreeMap<String, String>,
     /// Lowercase view name → why the new analytics file does not have it (publish skipped it).
     pub unpublished: BTreeMap<String, String>,
+    /// Transform → (state, reason) as recorded before this run, for transforms it does not build
+    /// (a run that only checks a metric).
+    pub transforms_before: BTreeMap<String, (String, Option<String>)>,
 }
 
 fn first_line(s: &str) -> &str {
@@ -116,7 +119,14 @@ pub fn judge(reg: &Registered, finished: &[Finished], inputs: &Inputs) -> Judged
                             v.state.as_str(),
                             v.reason.as_deref().unwrap_or("-")
                         )),
-                        _ => Freshness::Fresh,
+                        Some(_) => Freshness::Fresh,
+                        None => match inputs.transforms_before.get(*t) {
+                            Some((state, reason)) if state != "ok" => Freshness::Stale(format!(
+                                "{state} ({})",
+                                reason.as_deref().unwrap_or("-")
+                            )),
+                            _ => Freshness::Fresh,
+                        },
                     },
                     None => table_freshness(reg, &lc, &data_tasks, inputs),
                 };
@@ -460,6 +470,26 @@ mod tests {
             State::Failed,
             "nothing to keep"
         );
+    }
+
+    #[test]
+    fn a_check_alone_sees_a_transform_left_stale_by_an_earlier_run() {
+        let reg = registered();
+        let finished = vec![done("s/m", TaskKind::Check, Status::Ok, None)];
+        let inputs = Inputs {
+            transforms_before: BTreeMap::from([(
+                "daily".to_string(),
+                ("stale".to_string(), Some("its input failed".to_string())),
+            )]),
+            ..Inputs::default()
+        };
+        let j = judge(&reg, &finished, &inputs);
+        assert_eq!(j.checks["s/m"].state, State::Stale);
+        assert!(j.checks["s/m"]
+            .reason
+            .as_deref()
+            .unwrap()
+            .contains("its input failed"));
     }
 
     #[test]

@@ -180,11 +180,16 @@ pub fn execute(
     let run_id = opts.run_id.clone().unwrap_or_else(new_run_id);
     let started = chrono::Utc::now();
     let state_path = inst.data.state_db();
-    let (before, failing_before) = {
+    let (before, failing_before, transforms_before) = {
         let conn = state::open_for_reading(&state_path)?;
+        let transforms = state::downstream::transforms(&conn)?
+            .into_iter()
+            .filter_map(|t| Some((t.name, (t.status?, t.reason))))
+            .collect();
         (
             state::sync::read_before(&conn)?,
             state::report::failing_tables(&conn)?,
+            transforms,
         )
     };
     let pending: std::collections::BTreeSet<String> =
@@ -263,6 +268,7 @@ pub fn execute(
     let staged = ctx.staged_report();
     let inputs = downstream::Inputs {
         failing_before,
+        transforms_before,
         unpublished: staged
             .as_ref()
             .map(|r| downstream::unpublished(&ctx.registered, r))

@@ -353,6 +353,45 @@ mod tests {
     use super::*;
 
     #[test]
+    fn bind_checks_every_grain_dimension_and_variant_once_each() {
+        let conn = Connection::open_in_memory().unwrap();
+        conn.execute_batch("CREATE TABLE orders (ordered_at DATE, amount DOUBLE, country VARCHAR)")
+            .unwrap();
+        let t = Templates {
+            id: "sales/revenue",
+            sql: "select {{ period() }} as period, {% if dimension %}{{ dimension }},{% endif %} \
+                  sum(amount) as value from orders group by all",
+            variants: vec![
+                (
+                    "by_country",
+                    "select country, sum(amount) as value from orders group by 1",
+                ),
+                (
+                    "by_channel",
+                    "select channel, sum(amount) as value from orders group by 1",
+                ),
+            ],
+            grains: vec!["day".into(), "month".into()],
+            time_column: Some("ordered_at"),
+            dimensions: vec!["country", "region"],
+        };
+        let unbound = bind(&conn, &t);
+        // The main SQL fails only for the dimension `region`; `by_channel` reads a missing column.
+        assert_eq!(unbound.len(), 2, "{unbound:?}");
+        assert_eq!(unbound[0].variant, None);
+        assert_eq!(unbound[0].grain, "day");
+        assert!(unbound[0].error.contains("region"), "{}", unbound[0].error);
+        assert_eq!(unbound[1].variant.as_deref(), Some("by_channel"));
+        assert!(
+            unbound[1]
+                .summary()
+                .starts_with("variant `by_channel` (grain day) does not bind: "),
+            "{}",
+            unbound[1].summary()
+        );
+    }
+
+    #[test]
     fn names_in_errors_are_found_as_whole_words() {
         assert_eq!(
             named_in_error("Binder Error: Referenced column \"amout\" not found in FROM clause!")
