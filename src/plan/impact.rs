@@ -323,6 +323,14 @@ impl<'a> Assessment<'a> {
                     }
                 }
                 (Kind::Source, Action::Replace) => {
+                    let tables = desired
+                        .values()
+                        .filter(|o| o.kind == Kind::Table && o.str("source") == Some(&c.id));
+                    for t in tables {
+                        if let Some(n) = t.str("name") {
+                            a.reshaped.entry(lower(n)).or_insert(i);
+                        }
+                    }
                     a.unknown[i] = true;
                     a.impacts[i].notes.push(
                         "every table of this source is extracted again and may have other \
