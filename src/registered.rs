@@ -220,6 +220,11 @@ pub struct MetricDef {
     /// Why `tables` may be incomplete (empty when they are certain): then only admins see it.
     #[serde(default)]
     pub inputs_uncertain: Vec<String>,
+    /// Variant name → SQL template.
+    #[serde(default)]
+    pub variants: BTreeMap<String, String>,
+    #[serde(default)]
+    pub dimensions: Vec<String>,
 }
 
 /// Everything registered, by name.

@@ -23,6 +23,7 @@ Examples:
   pipeline apply --lock-timeout 2m     wait up to 2 minutes for another apply to finish
   pipeline apply --purge               also delete the Parquet files of deleted tables
   pipeline apply --queue-only          register only; `pipeline run` runs the queued tasks later
+  pipeline apply --allow-breaking      apply even changes `plan` labels [breaking]
 
 Only one apply runs at a time per instance: the state lock (data/state/state.lock) names its holder,
 and a lock left by a process that died is taken over automatically.";
@@ -44,6 +45,10 @@ pub struct Args {
     /// Register the changes and queue their tasks, but do not run them (`pipeline run` will).
     #[arg(long)]
     queue_only: bool,
+    /// Apply even when the plan has breaking changes (transforms or metrics that would no longer
+    /// bind); what breaks keeps its last good result until it is fixed.
+    #[arg(long)]
+    allow_breaking: bool,
     /// Tasks to run at once (default: `defaults.concurrency` of the instance).
     #[arg(long, short = 'j', value_name = "N", value_parser = clap::value_parser!(u16).range(1..))]
     jobs: Option<u16>,
@@ -96,13 +101,17 @@ pub fn run(dir: &Path, args: Args, quiet: bool) -> Result<ExitCode> {
         eprintln!("note: took over the state lock left by {h}, which is no longer running");
     }
 
-    let plan = match saved {
+    let mut plan = match saved {
         Some(plan) => {
             check_saved(&plan, &desired)?;
             plan
         }
         None => plan::against_state(&desired, &[])?,
     };
+    // A saved plan keeps the labels that were reviewed; one saved by an older binary has none yet.
+    if plan::impact::needs_assessment(&plan) {
+        plan::impact::assess(&desired, &mut plan);
+    }
     let mut out = anstream::stdout().lock();
     if !plan.has_changes() {
         // Nothing applied yet and nothing to apply (an instance of config only): nothing pending.
@@ -136,9 +145,22 @@ pub fn run(dir: &Path, args: Args, quiet: bool) -> Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
     let ask = args.plan_file.is_none() && !args.auto_approve;
-    if args.format == Format::Human && (ask || !quiet) {
+    let breaking = plan.summary.breaking > 0 && !args.allow_breaking;
+    if args.format == Format::Human && (ask || !quiet || breaking) {
         write!(out, "{}", render::human(&plan))?;
         out.flush()?;
+    }
+    if breaking {
+        let lines: Vec<String> = render::breaking_lines(&plan)
+            .into_iter()
+            .map(|l| format!("  {l}"))
+            .collect();
+        bail!(
+            "refusing to apply: the plan has {} breaking change(s):\n{}\nFix the specs, or pass \
+             --allow-breaking to apply anyway (what breaks keeps its last good result until fixed)",
+            plan.summary.breaking,
+            lines.join("\n")
+        );
     }
     if ask {
         drop(out);

@@ -17,6 +17,10 @@ Examples:
 
 Markers: + create, ~ update (per field: old → new), -/+ replace (the change forces the data to be
 rebuilt from scratch, e.g. query_mode, source_table, primary_key or sync mode), - delete.
+Labels: [breaking] when a transform or metric that binds against the published analytics today
+would not after the change (each is named, with DuckDB's message; `apply` refuses without
+--allow-breaking), [non-breaking], [unknown] when it cannot be checked (nothing published yet, or
+the data is extracted anew).
 Exit status: 0 success (with --detailed-exitcode: no changes), 1 error, 2 changes present.";
 
 #[derive(clap::Args, Debug)]
@@ -39,7 +43,11 @@ pub fn run(dir: &Path, args: Args) -> Result<ExitCode> {
     let (desired, recorded) =
         output::specs_or_report(plan::desired_and_recorded(dir), args.format)?;
     output::warnings(&desired.specs, &desired.diags);
-    let plan = plan::against(&desired, &recorded, &args.targets)?;
+    let mut plan = plan::against(&desired, &recorded, &args.targets)?;
+    if plan.has_changes() {
+        // Labels each change breaking or not; binds against analytics only for SQL changes.
+        plan::impact::assess(&desired, &mut plan);
+    }
     let mut out = anstream::stdout().lock();
     match args.format {
         Format::Json => writeln!(out, "{}", serde_json::to_string_pretty(&plan)?)?,

@@ -63,7 +63,7 @@ pub(super) fn registered(dir: &Path, quiet: bool) -> Result<(Instance, Registere
     let drift = match crate::plan::desired_and_recorded(dir) {
         Ok((desired, recorded)) => {
             let plan = crate::plan::against(&desired, &recorded, &[])?;
-            if recorded.0 == 0 {
+            if recorded.serial == 0 {
                 None
             } else {
                 plan.has_changes().then(|| {

@@ -14,7 +14,8 @@ use std::process::ExitCode;
 
 pub const AFTER_HELP: &str = "\
 Examples:
-  pipeline status                  registered tables, last sync, next run, pending tasks
+  pipeline status                  registered tables, last sync, next run, transforms and metric
+                                   checks (ok / stale / failed, with the reason), pending tasks
   pipeline status --format json    the same as JSON (times in UTC, RFC 3339)";
 
 #[derive(clap::Args, Debug)]
@@ -121,6 +122,23 @@ pub fn run(dir: &Path, args: Args) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// `  name: reason` under a table, for the rows that are not ok.
+fn reasons<'a>(
+    out: &mut String,
+    rows: impl Iterator<Item = (&'a String, &'a Option<String>, &'a Option<String>)>,
+) {
+    for (name, status, reason) in rows {
+        if let (Some(status), Some(reason)) = (status, reason) {
+            if status != "ok" {
+                out.push_str(&format!(
+                    "  {name} ({status}): {}\n",
+                    output::truncate(reason, 200)
+                ));
+            }
+        }
+    }
+}
+
 /// An RFC 3339 UTC time as local wall-clock time in the instance zone.
 pub fn local(utc: &str, tz: Tz) -> String {
     chrono::DateTime::parse_from_rfc3339(utc)
@@ -212,6 +230,47 @@ fn human(r: &Report, tz: Tz) -> String {
         for p in &r.analytics_problems {
             out.push_str(&format!("  - {}\n", output::truncate(p, 300)));
         }
+        out.push('\n');
+    }
+    if !s.transform_states.is_empty() {
+        let mut t = TextTable::new(vec!["transform", "status", "rows", "last ok"]);
+        for row in &s.transform_states {
+            t.row(vec![
+                row.name.clone(),
+                row.status.clone().unwrap_or_else(|| "-".into()),
+                row.rows.map_or("-".into(), |n| n.to_string()),
+                row.last_ok_at
+                    .as_deref()
+                    .map_or("never".into(), |x| local(x, tz)),
+            ]);
+        }
+        out.push_str(&t.render());
+        reasons(
+            &mut out,
+            s.transform_states
+                .iter()
+                .map(|r| (&r.name, &r.status, &r.reason)),
+        );
+        out.push('\n');
+    }
+    if !s.metric_checks.is_empty() {
+        let mut t = TextTable::new(vec!["metric check", "status", "last ok"]);
+        for row in &s.metric_checks {
+            t.row(vec![
+                row.metric.clone(),
+                row.status.clone().unwrap_or_else(|| "-".into()),
+                row.last_ok_at
+                    .as_deref()
+                    .map_or("never".into(), |x| local(x, tz)),
+            ]);
+        }
+        out.push_str(&t.render());
+        reasons(
+            &mut out,
+            s.metric_checks
+                .iter()
+                .map(|r| (&r.metric, &r.status, &r.reason)),
+        );
         out.push('\n');
     }
     if s.pending_tasks.is_empty() {

@@ -72,6 +72,9 @@ fn relevant(root: &Path, path: &Path) -> bool {
 #[derive(Debug)]
 pub enum Applied {
     Invalid(Vec<String>),
+    /// The plan has breaking changes: never applied unattended (each line names one, with what it
+    /// breaks); `pipeline apply --allow-breaking` from a shell applies it.
+    Breaking(Vec<String>),
     Unchanged,
     Applied {
         serial: i64,
@@ -143,14 +146,23 @@ pub fn apply_once(shared: &Shared) -> Applied {
         // One read-write connection for reading the recorded state and writing the change: one
         // open instead of two, and nothing can slip in between (the state lock is held anyway).
         let mut conn = state::open(&shared.state_db()).map_err(|e| e.to_string())?;
-        let recorded = (
-            state::serial(&conn).map_err(|e| e.to_string())?,
-            state::registry::recorded(&conn, &desired.objects).map_err(|e| e.to_string())?,
-        );
-        let plan = plan::against(&desired, &recorded, &[]).map_err(|e| e.to_string())?;
-        let planned = started.elapsed();
+        let recorded = plan::Recorded::read(&conn, &desired.objects).map_err(|e| e.to_string())?;
+        let mut plan = plan::against(&desired, &recorded, &[]).map_err(|e| e.to_string())?;
         if !plan.has_changes() {
             return Ok(Applied::Unchanged);
+        }
+        // Nobody reviews what the watcher applies, so a change that would break what reads it
+        // waits for a person: reported, never applied silently.
+        plan::impact::assess(&desired, &mut plan);
+        let planned = started.elapsed();
+        if plan.breaking().next().is_some() {
+            let mut lines = plan::render::breaking_lines(&plan);
+            lines.push(
+                "not applied: the plan has breaking changes. Fix the specs, or apply them from a \
+                 shell with `pipeline apply --allow-breaking`"
+                    .into(),
+            );
+            return Ok(Applied::Breaking(lines));
         }
         let applied =
             state::registry::apply(&mut conn, &plan, "watcher").map_err(|e| e.to_string())?;
@@ -203,6 +215,19 @@ async fn handle_change(shared: &Arc<Shared>) -> bool {
             }
             shared.stats.apply_result("invalid");
             status.last_result = Some("invalid".into());
+            status.errors = lines;
+            None
+        }
+        Applied::Breaking(lines) => {
+            tracing::error!(
+                changes = lines.len() - 1,
+                "spec change NOT applied: it has breaking changes; the last applied state keeps serving"
+            );
+            for line in &lines {
+                tracing::error!("{line}");
+            }
+            shared.stats.apply_result("breaking");
+            status.last_result = Some("breaking".into());
             status.errors = lines;
             None
         }

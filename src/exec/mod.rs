@@ -3,6 +3,7 @@
 //! it. [`execute`] ties them together: it takes the data locks, runs the DAG, publishes (or drops)
 //! the staged analytics file, and records the run in the state.
 
+pub mod downstream;
 pub mod graph;
 pub mod progress;
 pub mod scheduler;
@@ -184,7 +185,18 @@ pub fn execute(
     let run_id = opts.run_id.clone().unwrap_or_else(new_run_id);
     let started = chrono::Utc::now();
     let state_path = inst.data.state_db();
-    let before = state::sync::read_before(&*state::open_for_reading(&state_path)?)?;
+    let (before, failing_before, transforms_before) = {
+        let conn = state::open_for_reading(&state_path)?;
+        let transforms = state::downstream::transforms(&conn)?
+            .into_iter()
+            .filter_map(|t| Some((t.name, (t.status?, t.reason))))
+            .collect();
+        (
+            state::sync::read_before(&conn)?,
+            state::report::failing_tables(&conn)?,
+            transforms,
+        )
+    };
     let pending: std::collections::BTreeSet<String> =
         before.pending.iter().map(|t| t.id.clone()).collect();
 
@@ -257,10 +269,46 @@ pub fn execute(
     ));
     let cancelled = cancel.load(std::sync::atomic::Ordering::SeqCst);
 
-    let failed_transforms: Vec<String> = finished
+    // Keep last good downstream: judge every transform and check, keep the previous result of each
+    // transform that was not built, and say so in the new file.
+    let staged = ctx.staged_report();
+    let inputs = downstream::Inputs {
+        failing_before,
+        transforms_before,
+        unpublished: staged
+            .as_ref()
+            .map(|r| downstream::unpublished(&ctx.registered, r))
+            .unwrap_or_default(),
+    };
+    let mut judged = downstream::judge(&ctx.registered, &finished, &inputs);
+    let not_built: Vec<String> = finished
         .iter()
         .filter(|f| f.task.kind == TaskKind::Transform && !f.status.succeeded())
         .map(|f| f.task.target.clone())
+        .collect();
+    let kept = if cancelled {
+        Vec::new()
+    } else {
+        ctx.keep_previous(&not_built)
+    };
+    downstream::settle(&mut judged, &kept, staged.is_some());
+    let metas: Vec<crate::orchestrator::TransformMeta> = ctx
+        .registered
+        .transforms
+        .keys()
+        .map(|name| {
+            let v = judged.transforms.get(name);
+            let status = match v {
+                Some(v) if v.not_built && !kept.contains(name) => "missing",
+                Some(v) => v.state.as_str(),
+                None => "ok",
+            };
+            crate::orchestrator::TransformMeta {
+                name: name.clone(),
+                status: status.into(),
+                reason: v.and_then(|v| v.reason.clone()),
+            }
+        })
         .collect();
     let finishing = std::time::Instant::now();
     // A run records into the state it started from. If that is gone (data/state removed while the
@@ -280,7 +328,7 @@ pub fn execute(
             observer.finished(f);
         }
     }
-    let published = match ctx.finish(cancelled || state_gone, &failed_transforms) {
+    let published = match ctx.finish(cancelled || state_gone, &metas, not_built.is_empty()) {
         Ok(p) => {
             if p {
                 observer.published(finishing.elapsed());
@@ -289,16 +337,46 @@ pub fn execute(
         }
         Err(e) => {
             // The swap failed: the live file is the previous one. Say so on the publish task.
+            let why = format!("could not publish the new analytics file: {e}");
             if let Some(f) = finished
                 .iter_mut()
                 .find(|f| f.task.kind == TaskKind::Publish)
             {
                 f.status = Status::Failed;
-                f.error = Some(format!("could not publish the new analytics file: {e}"));
+                f.error = Some(why.clone());
                 observer.finished(f);
+            }
+            // Nothing built in this run is published: everything downstream keeps its old result.
+            for v in judged
+                .transforms
+                .values_mut()
+                .chain(judged.checks.values_mut())
+            {
+                if v.state == downstream::State::Ok {
+                    v.state = downstream::State::Stale;
+                    v.reason = Some(why.clone());
+                }
             }
             false
         }
+    };
+    let publication = if published {
+        ctx.published_report()
+            .map(|r| downstream::publication(&ctx.registered, &r))
+            .unwrap_or_default()
+    } else {
+        Vec::new()
+    };
+    let outcome = |(name, v): (&String, &downstream::Verdict)| state::downstream::Outcome {
+        name: name.clone(),
+        status: v.state.as_str().into(),
+        reason: v.reason.clone(),
+        rows: v.rows,
+    };
+    let downstream_outcomes = state::downstream::Outcomes {
+        transforms: judged.transforms.iter().map(outcome).collect(),
+        checks: judged.checks.iter().map(outcome).collect(),
+        tables: publication,
     };
     drop(held);
     let warnings: Vec<String> = finished
@@ -348,6 +426,7 @@ pub fn execute(
             .filter(|f| f.status.succeeded() && pending.contains(&f.task.id))
             .map(|f| f.task.id.clone())
             .collect(),
+        downstream: downstream_outcomes,
     };
     // Never `state::open`: it would create a new, empty state where the old one was removed.
     let recorded =

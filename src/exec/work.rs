@@ -50,8 +50,8 @@ pub struct Context {
     extracted: Mutex<HashMap<String, Extracted>>,
     publish: Mutex<Publish>,
     analytics_lock: Mutex<Option<StateLock>>,
-    /// View ownership claimed and released by the published rebuild.
-    claims: Mutex<Option<Claims>>,
+    /// What the published rebuild published and skipped, and its ownership changes.
+    published: Mutex<Option<orchestrator::Report>>,
 }
 
 type Claims = (BTreeMap<String, String>, Vec<String>);
@@ -103,7 +103,7 @@ impl Context {
             extracted: Mutex::new(HashMap::new()),
             publish: Mutex::new(Publish::NotRun),
             analytics_lock: Mutex::new(None),
-            claims: Mutex::new(None),
+            published: Mutex::new(None),
         })
     }
 
@@ -199,10 +199,9 @@ impl Context {
         let connector =
             connectors::connector_for(source, table, &self.root).map_err(|e| e.to_string())?;
         let remote = connector.remote(table).map_err(|e| e.to_string())?;
-        // Check now that it can be attached, so a broken remote fails here with its own message.
-        let probe = Connection::open_in_memory().map_err(|e| e.to_string())?;
-        contract::remote::attach(&probe, &remote.attach, &self.policy)
-            .map_err(|e| e.to_string())?;
+        // Check now that it can be attached and that the table is there, so a broken remote fails
+        // here with its own message (and alone: the rebuild leaves it out, its siblings publish).
+        RemoteProbe::new()?.check(&remote, &self.policy)?;
         Ok(Done {
             detail: Some(format!("remote: {}.{}", remote.schema, remote.table)),
             ..Done::default()
@@ -230,15 +229,31 @@ impl Context {
         let mut entries = Vec::new();
         let mut remotes: Vec<RemoteAttach> = Vec::new();
         let mut missing = Vec::new();
+        let mut refused = Vec::new();
+        let mut probe: Option<RemoteProbe> = None;
         let now = chrono::Utc::now().format("%Y-%m-%d %H:%M:%S").to_string();
         for t in self.registered.tables_of(source_name) {
             let mode = t.query_mode();
             if mode == QueryMode::Remote {
-                let connector =
-                    connectors::connector_for(source, t, &self.root).map_err(|e| e.to_string())?;
-                let remote = connector
-                    .remote(t)
-                    .map_err(|e| format!("{}: {e}", t.name))?;
+                // One remote table that cannot be read must not keep its siblings from publishing:
+                // it is left out (its attach task fails with the reason).
+                let remote = connectors::connector_for(source, t, &self.root)
+                    .map_err(|e| e.to_string())
+                    .and_then(|c| c.remote(t).map_err(|e| e.to_string()))
+                    .and_then(|r| {
+                        if probe.is_none() {
+                            probe = Some(RemoteProbe::new()?);
+                        }
+                        let p = probe.as_mut().expect("just made");
+                        p.check(&r, &self.policy).map(|()| r)
+                    });
+                let remote = match remote {
+                    Ok(r) => r,
+                    Err(e) => {
+                        refused.push(format!("{}: {e}", t.name));
+                        continue;
+                    }
+                };
                 if !remotes.iter().any(|r| r.alias == remote.attach.alias) {
                     remotes.push(remote.attach.clone());
                 }
@@ -297,6 +312,9 @@ impl Context {
                 "{source_name}: no data yet for {} (not extracted successfully so far)",
                 missing.join(", ")
             ));
+        }
+        for r in refused {
+            warnings.push(format!("{source_name}.{r}; left out of the extract"));
         }
         Ok(Done {
             unchanged: !written,
@@ -435,7 +453,8 @@ impl Context {
         })
     }
 
-    /// Binds a metric's SQL (each grain) against the analytics schema without running it.
+    /// Binds a metric's SQL (each grain, dimension and variant) against the analytics schema without
+    /// running it: the same check as `pipeline metrics check` ([`crate::metrics::bind`]).
     fn check(&self, id: &str) -> Result<Done, String> {
         let m = self
             .registered
@@ -446,23 +465,26 @@ impl Context {
             Ok(Some(c)) => c,
             _ => self.live_connection()?,
         };
-        let grains: Vec<&str> = if m.grain.is_empty() {
-            vec!["month"]
-        } else {
-            m.grain.iter().map(|g| g.as_str()).collect()
+        let templates = crate::metrics::Templates {
+            id: &m.id,
+            sql: &m.sql,
+            variants: m
+                .variants
+                .iter()
+                .map(|(k, v)| (k.as_str(), v.as_str()))
+                .collect(),
+            grains: if m.grain.is_empty() {
+                vec!["month".into()]
+            } else {
+                m.grain.clone()
+            },
+            time_column: m.time_column.as_deref(),
+            dimensions: m.dimensions.iter().map(|d| d.as_str()).collect(),
         };
-        for grain in grains {
-            let sql = crate::spec::validate::render_metric(&m.sql, grain, m.time_column.as_deref())
-                .map_err(|e| format!("template: {e}"))?;
-            conn.prepare(sql.trim().trim_end_matches(';'))
-                .map_err(|e| {
-                    format!(
-                        "grain {grain}: {}",
-                        e.to_string().lines().next().unwrap_or("")
-                    )
-                })?;
+        match crate::metrics::bind(&conn, &templates).first() {
+            None => Ok(Done::default()),
+            Some(u) => Err(u.summary()),
         }
-        Ok(Done::default())
     }
 
     fn live_connection(&self) -> Result<Connection, String> {
@@ -474,9 +496,34 @@ impl Context {
             .map_err(|e| e.to_string())
     }
 
-    /// After the DAG: swap the staged file in (keeping the previous result of transforms that
-    /// failed), or drop it when the run was stopped. Returns whether a new file was published.
-    pub fn finish(&self, cancelled: bool, failed_transforms: &[String]) -> Result<bool, String> {
+    /// What the staged file publishes and skips (`None` unless a new file was staged).
+    pub fn staged_report(&self) -> Option<orchestrator::Report> {
+        match &*lock(&self.publish) {
+            Publish::Staged(s) => Some(s.report.clone()),
+            _ => None,
+        }
+    }
+
+    /// Copies the previous results of `names` (transforms not built in this run, dependencies
+    /// first) from the live file into the staged one; returns those kept. Nothing without a staged
+    /// file: then the live file, and every transform in it, stays as it is.
+    pub fn keep_previous(&self, names: &[String]) -> Vec<String> {
+        match &*lock(&self.publish) {
+            Publish::Staged(s) => s.keep_previous(names),
+            _ => Vec::new(),
+        }
+    }
+
+    /// After the DAG: swap the staged file in, recording each transform's status in it, or drop it
+    /// when the run was stopped. `complete` says whether every transform was built; when not, the
+    /// file records no fingerprint, so the next run rebuilds instead of calling it up to date.
+    /// Returns whether a new file was published.
+    pub fn finish(
+        &self,
+        cancelled: bool,
+        transforms: &[orchestrator::TransformMeta],
+        complete: bool,
+    ) -> Result<bool, String> {
         let state = std::mem::replace(&mut *lock(&self.publish), Publish::Done);
         let result = match state {
             Publish::Staged(staged) if cancelled => {
@@ -484,36 +531,15 @@ impl Context {
                 Ok(false)
             }
             Publish::Staged(staged) => {
-                let kept = staged.keep_previous(failed_transforms);
-                let statuses: Vec<(String, String)> = self
-                    .registered
-                    .transforms
-                    .keys()
-                    .map(|n| {
-                        let s = if kept.contains(n) {
-                            "previous"
-                        } else if failed_transforms.contains(n) {
-                            "missing"
-                        } else {
-                            "ok"
-                        };
-                        (n.clone(), s.to_string())
-                    })
-                    .collect();
-                let fingerprint =
-                    orchestrator::fingerprint(&self.layout, &self.rules(), &self.transform_keys());
-                // A transform that failed makes the build incomplete: record no fingerprint, so the
-                // next run rebuilds instead of calling this file up to date.
-                let fp = if failed_transforms.is_empty() {
-                    fingerprint
+                let fingerprint = if complete {
+                    orchestrator::fingerprint(&self.layout, &self.rules(), &self.transform_keys())
                 } else {
                     "incomplete".into()
                 };
                 staged
-                    .finish(&fp, &statuses)
+                    .finish(&fingerprint, transforms)
                     .map(|report| {
-                        *lock(&self.claims) =
-                            Some((report.claimed.clone(), report.released.clone()));
+                        *lock(&self.published) = Some(report);
                         true
                     })
                     .map_err(|e| e.to_string())
@@ -526,9 +552,69 @@ impl Context {
 }
 
 impl Context {
+    /// What the new analytics file publishes and skips, once published.
+    pub fn published_report(&self) -> Option<orchestrator::Report> {
+        lock(&self.published).clone()
+    }
+
     /// Ownership changes of the published rebuild, to record in state.
     pub fn claims(&self) -> Claims {
-        lock(&self.claims).clone().unwrap_or_default()
+        lock(&self.published)
+            .as_ref()
+            .map(|r| (r.claimed.clone(), r.released.clone()))
+            .unwrap_or_default()
+    }
+}
+
+/// Checks that remote tables can be read: each database attaches under the instance's policy (once
+/// per alias) and the table binds there. Errors say which part failed.
+struct RemoteProbe {
+    conn: Connection,
+    attached: HashMap<String, Result<(), String>>,
+}
+
+impl RemoteProbe {
+    fn new() -> Result<RemoteProbe, String> {
+        Ok(RemoteProbe {
+            conn: Connection::open_in_memory().map_err(|e| e.to_string())?,
+            attached: HashMap::new(),
+        })
+    }
+
+    fn check(
+        &mut self,
+        remote: &connectors::RemoteTable,
+        policy: &RemotePolicy,
+    ) -> Result<(), String> {
+        let alias = &remote.attach.alias;
+        let conn = &self.conn;
+        self.attached
+            .entry(alias.clone())
+            .or_insert_with(|| {
+                contract::remote::attach(conn, &remote.attach, policy).map_err(|e| e.to_string())
+            })
+            .clone()?;
+        let (Some(a), Some(s), Some(t)) = (
+            quote::ident(alias),
+            quote::ident(&remote.schema),
+            quote::ident(&remote.table),
+        ) else {
+            return Err(format!(
+                "remote table `{}.{}` has an unsafe name",
+                remote.schema, remote.table
+            ));
+        };
+        self.conn
+            .prepare(&format!("SELECT * FROM {a}.{s}.{t}"))
+            .map(|_| ())
+            .map_err(|e| {
+                format!(
+                    "remote table {}.{} cannot be read: {}",
+                    remote.schema,
+                    remote.table,
+                    e.to_string().lines().next().unwrap_or_default()
+                )
+            })
     }
 }
 

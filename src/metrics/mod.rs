@@ -5,6 +5,7 @@
 pub mod import;
 
 use crate::diag::{Code, Diagnostic};
+use crate::spec::decode::Located;
 use crate::spec::model::MetricSpec;
 use crate::spec::source::{Pos, SourceMap, Span};
 use crate::spec::template::{self, Params};
@@ -161,72 +162,157 @@ pub fn select(m: &MetricSpec, req: &Request) -> Result<String, MetricError> {
     ))
 }
 
-/// Binds every SQL of `m` (the main template at each grain, each variant) against the schema on
-/// `conn` without running it. Problems point at the spec: at the unknown column or table when DuckDB
-/// names one that appears in the template, else at the SQL.
-pub fn check(conn: &Connection, files: &SourceMap, m: &MetricSpec) -> Vec<Diagnostic> {
-    let mut out = Vec::new();
-    let sqls = std::iter::once(("sql".to_string(), &m.sql)).chain(
-        m.variants
-            .iter()
-            .map(|(k, v)| (format!("variant `{}`", k.value), v)),
-    );
-    for (what, sql) in sqls {
-        // Every grain, and each declared dimension when the template uses `dimension`.
-        let mut dimensions = vec![None];
-        if sql.value.contains("dimension") {
-            dimensions.extend(m.dimensions.iter().map(|d| Some(d.value.clone())));
+/// A metric's SQL templates and what they are rendered with. Built from the specs
+/// ([`Templates::of_spec`]: `metrics check`, plan's breaking-change check) or from what apply recorded
+/// (a run's `check:` task), so every caller binds exactly the same SQL.
+#[derive(Clone, Debug)]
+pub struct Templates<'a> {
+    pub id: &'a str,
+    pub sql: &'a str,
+    /// `(name, template)` of each variant.
+    pub variants: Vec<(&'a str, &'a str)>,
+    /// The grains it is rendered at: the declared ones, else `month` (see [`grains`]).
+    pub grains: Vec<String>,
+    pub time_column: Option<&'a str>,
+    pub dimensions: Vec<&'a str>,
+}
+
+impl<'a> Templates<'a> {
+    pub fn of_spec(m: &'a MetricSpec) -> Templates<'a> {
+        Templates {
+            id: &m.id,
+            sql: &m.sql.value,
+            variants: m
+                .variants
+                .iter()
+                .map(|(k, v)| (k.value.as_str(), v.value.as_str()))
+                .collect(),
+            grains: grains(m),
+            time_column: m.time_column.as_ref().map(|t| t.value.as_str()),
+            dimensions: m.dimensions.iter().map(|d| d.value.as_str()).collect(),
         }
-        let cases = grains(m)
-            .into_iter()
+    }
+}
+
+/// One SQL of a metric that does not bind (or does not render).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Unbound {
+    /// `None`: the main `sql`; else the variant's name.
+    pub variant: Option<String>,
+    pub grain: String,
+    /// DuckDB's whole message, or the template error.
+    pub error: String,
+}
+
+impl Unbound {
+    /// `sql` or `` variant `by_country` ``.
+    pub fn what(&self) -> String {
+        match &self.variant {
+            None => "sql".into(),
+            Some(v) => format!("variant `{v}`"),
+        }
+    }
+
+    /// One line: which SQL, at which grain, and DuckDB's first line.
+    pub fn summary(&self) -> String {
+        format!(
+            "{} (grain {}) does not bind: {}",
+            self.what(),
+            self.grain,
+            self.error.lines().next().unwrap_or_default()
+        )
+    }
+}
+
+/// Binds every SQL of a metric — the main template at each grain (and each declared dimension when
+/// it uses `dimension`), and each variant — against the schema on `conn`, without running it. The
+/// one binding check: `metrics check`, a run's `check:` tasks and plan's breaking-change check all
+/// use it. At most one failure per SQL (the other grains fail the same way).
+pub fn bind(conn: &Connection, t: &Templates) -> Vec<Unbound> {
+    let mut out = Vec::new();
+    let sqls = std::iter::once((None, t.sql)).chain(
+        t.variants
+            .iter()
+            .map(|(name, sql)| (Some(name.to_string()), *sql)),
+    );
+    for (variant, sql) in sqls {
+        let mut dimensions = vec![None];
+        if sql.contains("dimension") {
+            dimensions.extend(t.dimensions.iter().map(|d| Some(d.to_string())));
+        }
+        let cases = t
+            .grains
+            .iter()
             .flat_map(|g| dimensions.iter().map(move |d| (g.clone(), d.clone())));
         for (grain, dimension) in cases {
             let params = Params {
                 grain: grain.clone(),
-                time_column: m.time_column.as_ref().map(|t| t.value.clone()),
+                time_column: t.time_column.map(String::from),
                 dimension,
                 ..Params::default()
             };
-            let Ok(rendered) = template::render(&sql.value, &params) else {
-                continue; // `validate` reports template errors
+            let error = match template::render(sql, &params) {
+                Ok(rendered) => match conn.prepare(rendered.trim().trim_end_matches(';')) {
+                    Ok(_) => continue,
+                    Err(e) => e.to_string(),
+                },
+                Err(e) => format!("template error: {e}"),
             };
-            let Err(e) = conn.prepare(rendered.trim().trim_end_matches(';')) else {
-                continue;
-            };
-            let message = e.to_string();
-            let first = message.lines().next().unwrap_or_default().to_string();
-            let span = named_in_error(&message)
-                .and_then(|name| find_word(&sql.value, &name))
-                .map(|(offset, len)| {
-                    let start = locate_in_value(files, sql, offset);
-                    Span {
-                        file: sql.span.file,
-                        start,
-                        end: Pos {
-                            line: start.line,
-                            col: start.col + len as u32,
-                        },
-                    }
-                })
-                .unwrap_or(sql.span);
-            out.push(
-                Diagnostic::error(
-                    Code::Bind,
-                    span,
-                    format!(
-                        "metric `{}`: {what} (grain {grain}) does not bind: {first}",
-                        m.id
-                    ),
-                )
-                .with_hint(
-                    "check the column and table names against the published schema \
-                     (`pipeline query \"describe <table>\"`)",
-                ),
-            );
-            break; // one report per SQL: the other grains fail the same way
+            out.push(Unbound {
+                variant: variant.clone(),
+                grain,
+                error,
+            });
+            break;
         }
     }
     out
+}
+
+/// [`bind`] for a metric of the specs, as diagnostics that point at the spec: at the unknown column
+/// or table when DuckDB names one that appears in the template, else at the SQL.
+pub fn check(conn: &Connection, files: &SourceMap, m: &MetricSpec) -> Vec<Diagnostic> {
+    bind(conn, &Templates::of_spec(m))
+        .into_iter()
+        .map(|u| {
+            let sql = match &u.variant {
+                None => &m.sql,
+                Some(name) => m
+                    .variants
+                    .iter()
+                    .find(|(k, _)| &k.value == name)
+                    .map_or(&m.sql, |(_, v)| v),
+            };
+            Diagnostic::error(
+                Code::Bind,
+                error_span(files, sql, &u.error),
+                format!("metric `{}`: {}", m.id, u.summary()),
+            )
+            .with_hint(
+                "check the column and table names against the published schema \
+                 (`pipeline query \"describe <table>\"`)",
+            )
+        })
+        .collect()
+}
+
+/// Where in the spec a binder error about `sql` points: the column or table DuckDB names, when it
+/// appears in the SQL, else the start of the SQL.
+pub fn error_span(files: &SourceMap, sql: &Located<String>, message: &str) -> Span {
+    named_in_error(message)
+        .and_then(|name| find_word(&sql.value, &name))
+        .map(|(offset, len)| {
+            let start = locate_in_value(files, sql, offset);
+            Span {
+                file: sql.span.file,
+                start,
+                end: Pos {
+                    line: start.line,
+                    col: start.col + len as u32,
+                },
+            }
+        })
+        .unwrap_or(sql.span)
 }
 
 /// The column or table DuckDB's message names: `Referenced column "x" not found`, `Table with name x
@@ -265,6 +351,45 @@ fn find_word(text: &str, word: &str) -> Option<(usize, usize)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn bind_checks_every_grain_dimension_and_variant_once_each() {
+        let conn = Connection::open_in_memory().unwrap();
+        conn.execute_batch("CREATE TABLE orders (ordered_at DATE, amount DOUBLE, country VARCHAR)")
+            .unwrap();
+        let t = Templates {
+            id: "sales/revenue",
+            sql: "select {{ period() }} as period, {% if dimension %}{{ dimension }},{% endif %} \
+                  sum(amount) as value from orders group by all",
+            variants: vec![
+                (
+                    "by_country",
+                    "select country, sum(amount) as value from orders group by 1",
+                ),
+                (
+                    "by_channel",
+                    "select channel, sum(amount) as value from orders group by 1",
+                ),
+            ],
+            grains: vec!["day".into(), "month".into()],
+            time_column: Some("ordered_at"),
+            dimensions: vec!["country", "region"],
+        };
+        let unbound = bind(&conn, &t);
+        // The main SQL fails only for the dimension `region`; `by_channel` reads a missing column.
+        assert_eq!(unbound.len(), 2, "{unbound:?}");
+        assert_eq!(unbound[0].variant, None);
+        assert_eq!(unbound[0].grain, "day");
+        assert!(unbound[0].error.contains("region"), "{}", unbound[0].error);
+        assert_eq!(unbound[1].variant.as_deref(), Some("by_channel"));
+        assert!(
+            unbound[1]
+                .summary()
+                .starts_with("variant `by_channel` (grain day) does not bind: "),
+            "{}",
+            unbound[1].summary()
+        );
+    }
 
     #[test]
     fn names_in_errors_are_found_as_whole_words() {

@@ -90,6 +90,16 @@ impl std::fmt::Display for Skipped {
     }
 }
 
+/// A transform's row in `_pipeline.transforms`: `ok`; `stale` (its previous result, or one built
+/// from stale input); `failed` (its build failed; its previous result is kept); `missing` (not in
+/// the file).
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct TransformMeta {
+    pub name: String,
+    pub status: String,
+    pub reason: Option<String>,
+}
+
 /// What a rebuild published and skipped, and the ownership changes to record.
 #[derive(Clone, Debug, Default, Serialize)]
 pub struct Report {
@@ -446,8 +456,11 @@ impl Staged {
             .map_err(db_err(&self.layout.staging()))
     }
 
-    /// Copies tables (failed transforms' previous results) from the live file, where they exist.
-    /// Returns the names copied.
+    /// Copies the previous results of transforms that were not built in this run (failed, or
+    /// skipped because something they read failed) from the live file, where they exist, so they
+    /// never vanish from analytics. `names` come in dependency order: a kept view is created again
+    /// from its live definition over what was kept before it; when that does not bind, its rows
+    /// are copied instead. Returns the names kept.
     pub fn keep_previous(&self, names: &[String]) -> Vec<String> {
         let live = &self.layout.analytics;
         if names.is_empty() || !live.is_file() {
@@ -466,22 +479,35 @@ impl Staged {
         let mut kept = Vec::new();
         for n in names {
             let Some(id) = quote::ident(n) else { continue };
-            let exists = self
+            let is_table = self
                 .conn
                 .query_row(
-                    "SELECT count(*) FROM duckdb_tables() WHERE database_name = 'previous' AND schema_name = 'main' AND table_name = ?",
+                    "SELECT count(*) FROM duckdb_tables() WHERE database_name = 'previous' AND schema_name = 'main' AND lower(table_name) = lower(?)",
                     [n],
                     |r| r.get::<_, i64>(0),
                 )
                 .is_ok_and(|c| c > 0);
-            if exists
-                && self
+            let view_sql: Option<String> = self
+                .conn
+                .query_row(
+                    "SELECT sql FROM duckdb_views() WHERE database_name = 'previous' AND schema_name = 'main' AND lower(view_name) = lower(?)",
+                    [n],
+                    |r| r.get(0),
+                )
+                .ok();
+            let copy = format!("CREATE OR REPLACE TABLE {id} AS FROM previous.main.{id}");
+            let done = if is_table {
+                self.conn.execute_batch(&copy).is_ok()
+            } else if let Some(sql) = view_sql {
+                // The stored definition is `CREATE VIEW name AS …`: run it here, over the kept inputs.
+                let _ = self
                     .conn
-                    .execute_batch(&format!(
-                        "CREATE OR REPLACE TABLE {id} AS FROM previous.main.{id}"
-                    ))
-                    .is_ok()
-            {
+                    .execute_batch(&format!("DROP VIEW IF EXISTS {id}"));
+                self.conn.execute_batch(&sql).is_ok() || self.conn.execute_batch(&copy).is_ok()
+            } else {
+                false
+            };
+            if done {
                 kept.push(n.clone());
             }
         }
@@ -493,7 +519,7 @@ impl Staged {
     pub fn finish(
         self,
         fingerprint: &str,
-        transforms: &[(String, String)],
+        transforms: &[TransformMeta],
     ) -> Result<Report, OrchestratorError> {
         let tmp = self.layout.staging();
         let err = db_err(&tmp);
@@ -525,7 +551,7 @@ fn write_meta(
     conn: &Connection,
     report: &Report,
     fingerprint: &str,
-    transforms: &[(String, String)],
+    transforms: &[TransformMeta],
 ) -> duckdb::Result<()> {
     let s = META_SCHEMA;
     // Rows go in as one JSON array per table: one statement, however many tables were published.
@@ -547,14 +573,14 @@ fn write_meta(
     let transforms = rows(
         transforms
             .iter()
-            .map(|(n, st)| serde_json::json!({"name": n, "status": st}))
+            .map(|t| serde_json::to_value(t).expect("serializes"))
             .collect(),
     );
     conn.execute_batch(&format!(
         "BEGIN;
          CREATE TABLE {s}.tables (name VARCHAR PRIMARY KEY, source VARCHAR, query_mode VARCHAR,
              description VARCHAR, rows BIGINT, size_bytes BIGINT, extracted_at TIMESTAMP, needs_attach BOOLEAN);
-         CREATE TABLE {s}.transforms (name VARCHAR PRIMARY KEY, status VARCHAR);
+         CREATE TABLE {s}.transforms (name VARCHAR PRIMARY KEY, status VARCHAR, reason VARCHAR);
          CREATE TABLE {s}.info (key VARCHAR PRIMARY KEY, value VARCHAR);
          CREATE TABLE {s}.skipped (source VARCHAR, table_name VARCHAR, reason VARCHAR);"
     ))?;
@@ -568,7 +594,9 @@ fn write_meta(
         [tables],
     )?;
     conn.execute(
-        &format!("INSERT INTO {s}.transforms SELECT d->>'name', d->>'status' FROM {from}"),
+        &format!(
+            "INSERT INTO {s}.transforms SELECT d->>'name', d->>'status', d->>'reason' FROM {from}"
+        ),
         [transforms],
     )?;
     conn.execute(
@@ -798,13 +826,23 @@ pub fn rebuild_source(
             .into_iter()
             .filter(|a| a.source != source)
             .collect();
-        let info: Vec<(String, String)> = conn
-            .prepare(&format!("SELECT name, status FROM {s}.transforms"))
-            .and_then(|mut st| {
-                st.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
-                    .and_then(|r| r.collect::<Result<Vec<_>, _>>())
+        // Files published before `reason` existed have only name and status.
+        let read = |sql: String| {
+            conn.prepare(&sql).and_then(|mut st| {
+                st.query_map([], |r| {
+                    Ok(TransformMeta {
+                        name: r.get(0)?,
+                        status: r.get(1)?,
+                        reason: r.get(2)?,
+                    })
+                })
+                .and_then(|r| r.collect::<Result<Vec<_>, _>>())
             })
-            .map_err(&err)?;
+        };
+        let info: Vec<TransformMeta> =
+            read(format!("SELECT name, status, reason FROM {s}.transforms"))
+                .or_else(|_| read(format!("SELECT name, status, NULL FROM {s}.transforms")))
+                .map_err(&err)?;
         // The other sources' problems still hold; this source's are found again below.
         let skipped_before: Vec<Skipped> = conn
             .prepare(&format!(

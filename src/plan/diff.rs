@@ -1,5 +1,6 @@
 //! Desired vs recorded objects → the changes apply would make.
 
+use super::impact::{Impact, Label};
 use super::object::{Kind, Object, Objects};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -56,9 +57,20 @@ pub struct Change {
     /// The recorded object (absent for a create).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub before: Option<Object>,
+    /// Breaking, non-breaking or unknown, and what it would break ([`super::impact`]). Absent until
+    /// assessed, and in plans saved by older binaries.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub impact: Option<Impact>,
 }
 
 impl Change {
+    /// Whether [`super::impact::assess`] found that this change breaks something.
+    pub fn is_breaking(&self) -> bool {
+        self.impact
+            .as_ref()
+            .is_some_and(|i| i.label == Label::Breaking)
+    }
+
     /// True when a field change needs the source's views rebuilt.
     pub fn needs_rebuild(&self) -> bool {
         let rebuild = self.kind.rebuild_fields();
@@ -84,6 +96,7 @@ pub fn diff(desired: &Objects, recorded: &Objects) -> Vec<Change> {
                 fields: Vec::new(),
                 object: Some(want.clone()),
                 before: None,
+                impact: None,
             }),
             Some(have) if have.same_as(want) => {}
             Some(have) => {
@@ -104,6 +117,7 @@ pub fn diff(desired: &Objects, recorded: &Objects) -> Vec<Change> {
                     fields,
                     object: Some(want.clone()),
                     before: Some(have.clone()),
+                    impact: None,
                 });
             }
         }
@@ -118,6 +132,7 @@ pub fn diff(desired: &Objects, recorded: &Objects) -> Vec<Change> {
                 fields: Vec::new(),
                 object: None,
                 before: Some(have.clone()),
+                impact: None,
             });
         }
     }

@@ -4,9 +4,12 @@
 //! [`object`] turns specs into canonical documents, [`diff`] compares them with the recorded ones,
 //! [`tasks`] derives the work, [`render`] prints it. A [`Plan`] can be saved as JSON and applied later;
 //! it records the state serial and the spec digest it was made from, so applying it after anything
-//! changed is refused instead of doing something nobody reviewed.
+//! changed is refused instead of doing something nobody reviewed. [`impact`] is a separate step that
+//! labels each change breaking or not by binding against the published analytics (the plan itself
+//! never opens a data file).
 
 pub mod diff;
+pub mod impact;
 pub mod object;
 pub mod render;
 pub mod tasks;
@@ -17,6 +20,7 @@ use crate::state;
 use diff::{Action, Change};
 use object::{Kind, Objects};
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use tasks::Task;
 
@@ -46,12 +50,18 @@ pub struct Summary {
     pub add: usize,
     pub change: usize,
     pub destroy: usize,
+    /// Changes labelled breaking ([`impact`]); apply refuses them unless `--allow-breaking`.
+    #[serde(default)]
+    pub breaking: usize,
 }
 
 impl Summary {
     pub fn of(changes: &[Change]) -> Summary {
         let mut s = Summary::default();
         for c in changes {
+            if c.is_breaking() {
+                s.breaking += 1;
+            }
             match c.action {
                 Action::Create => s.add += 1,
                 Action::Update => s.change += 1,
@@ -79,6 +89,11 @@ impl Plan {
 
     pub fn has_changes(&self) -> bool {
         !self.changes.is_empty()
+    }
+
+    /// The changes labelled breaking.
+    pub fn breaking(&self) -> impl Iterator<Item = &Change> {
+        self.changes.iter().filter(|c| c.is_breaking())
     }
 }
 
@@ -184,8 +199,36 @@ fn finish_desired(
     })
 }
 
-/// The recorded side: the state's serial and registered objects.
-pub type Recorded = (i64, Objects);
+/// The recorded side: what the state says, as far as a plan needs it.
+#[derive(Clone, Debug, Default)]
+pub struct Recorded {
+    /// The apply serial (0 for no state).
+    pub serial: i64,
+    /// The registered objects.
+    pub objects: Objects,
+    /// Tables whose last extract failed: a change to one queues its extract again, so fixing the
+    /// spec that made it fail is tried at once.
+    pub failed_extracts: BTreeSet<String>,
+}
+
+impl Recorded {
+    /// Reads the recorded side from a state connection.
+    pub fn read(conn: &duckdb::Connection, known: &Objects) -> Result<Recorded, PlanError> {
+        Ok(Recorded {
+            serial: state::serial(conn)?,
+            objects: state::registry::recorded(conn, known)?,
+            failed_extracts: state::report::failed_extracts(conn)?,
+        })
+    }
+
+    fn of(path: &Path, known: &Objects) -> Result<Recorded, PlanError> {
+        if !path.exists() {
+            return Ok(Recorded::default());
+        }
+        let conn = state::open_for_reading(path)?;
+        Recorded::read(&conn, known)
+    }
+}
 
 /// [`desired`] and the recorded state, read through the DuckDB instance validation already started
 /// (a no-op plan costs little more than `validate`). For reading only: apply re-reads the state under
@@ -195,8 +238,10 @@ pub fn desired_and_recorded(root: &Path) -> Result<(Desired, Recorded), PlanErro
     let desired = finish_desired(specs, &analysis, diags)?;
     let db = desired.data.state_db();
     let recorded = match conn {
-        Some(conn) => state::registry::read_recorded_with(&conn, &db, &desired.objects)?,
-        None => state::registry::read_recorded(&db, &desired.objects)?,
+        Some(conn) if db.exists() && state::attach_for_reading(&conn, &db)? => {
+            Recorded::read(&conn, &desired.objects)?
+        }
+        _ => Recorded::of(&db, &desired.objects)?,
     };
     Ok((desired, recorded))
 }
@@ -204,31 +249,32 @@ pub fn desired_and_recorded(root: &Path) -> Result<(Desired, Recorded), PlanErro
 /// Plans `desired` against the recorded state. `targets` narrows the plan to the named objects (a
 /// source name includes its tables and transforms).
 pub fn against_state(desired: &Desired, targets: &[String]) -> Result<Plan, PlanError> {
-    let recorded = state::registry::read_recorded(&desired.data.state_db(), &desired.objects)?;
+    let recorded = Recorded::of(&desired.data.state_db(), &desired.objects)?;
     against(desired, &recorded, targets)
 }
 
 /// Plans `desired` against `recorded`.
 pub fn against(
     desired: &Desired,
-    (serial, recorded): &Recorded,
+    recorded: &Recorded,
     targets: &[String],
 ) -> Result<Plan, PlanError> {
-    build(&desired.objects, recorded, *serial, targets)
+    build(&desired.objects, recorded, targets)
 }
 
-/// The plan from `recorded` (at `serial`) to `desired`.
+/// The plan from `recorded` to `desired`.
 pub fn build(
     desired: &Objects,
-    recorded: &Objects,
-    serial: i64,
+    recorded: &Recorded,
     targets: &[String],
 ) -> Result<Plan, PlanError> {
-    let mut changes = diff::diff(desired, recorded);
+    let serial = recorded.serial;
+    let recorded_objects = &recorded.objects;
+    let mut changes = diff::diff(desired, recorded_objects);
     if !targets.is_empty() {
-        changes = narrow(changes, desired, recorded, targets)?;
+        changes = narrow(changes, desired, recorded_objects, targets)?;
     }
-    let tasks = tasks::tasks(&changes, desired);
+    let tasks = tasks::tasks(&changes, desired, &recorded.failed_extracts);
     Ok(Plan {
         format_version: FORMAT_VERSION,
         pipeline_version: env!("CARGO_PKG_VERSION").to_string(),

@@ -4,6 +4,7 @@
 //! output is not a terminal or `NO_COLOR` is set.
 
 use super::diff::{Action, Change, FieldChange};
+use super::impact::{Impact, Label};
 use super::{Plan, Summary};
 use anstyle::{AnsiColor, Style};
 use serde_json::Value;
@@ -60,7 +61,69 @@ pub fn human(plan: &Plan) -> String {
     }
     out.push_str(&summary_line(&plan.summary));
     out.push('\n');
+    if plan.summary.breaking > 0 {
+        let r = AnsiColor::Red.on_default().bold();
+        let _ = writeln!(
+            out,
+            "{r}{} breaking change(s){r:#}: `pipeline apply` refuses them unless given \
+             --allow-breaking.",
+            plan.summary.breaking
+        );
+    }
     out
+}
+
+/// One line per breaking change and per object it breaks, for error messages and the daemon's
+/// status: ``transform `facts` (pipelines/shop.yaml:6) breaks transform `daily`
+/// (pipelines/shop.yaml:8:34): Binder Error: …``.
+pub fn breaking_lines(plan: &Plan) -> Vec<String> {
+    let mut out = Vec::new();
+    for c in plan.breaking() {
+        let Some(i) = &c.impact else { continue };
+        for b in &i.breaks {
+            out.push(format!(
+                "{} `{}` ({}) breaks {} `{}` ({}): {}",
+                c.kind, c.id, i.at, b.kind, b.id, b.at, b.message
+            ));
+        }
+    }
+    out
+}
+
+fn label_tag(i: &Impact) -> String {
+    let s = match i.label {
+        Label::Breaking => AnsiColor::Red.on_default().bold(),
+        Label::NonBreaking => DIM,
+        Label::Unknown => AnsiColor::Yellow.on_default(),
+    };
+    format!("  {s}[{}]{s:#}", i.label)
+}
+
+/// What binding found: the objects a change breaks, why it is unknown, warnings.
+fn impact_lines(out: &mut String, i: &Impact) {
+    if !i.breaks.is_empty() {
+        let r = AnsiColor::Red.on_default().bold();
+        let _ = writeln!(
+            out,
+            "      {r}! breaking{r:#} ({}): {} object(s) would not bind:",
+            i.at,
+            i.breaks.len()
+        );
+        for b in &i.breaks {
+            let _ = writeln!(
+                out,
+                "          {} {}  {DIM}{}{DIM:#}\n            {}",
+                b.kind, b.id, b.at, b.message
+            );
+        }
+    }
+    let y = AnsiColor::Yellow.on_default();
+    for n in &i.notes {
+        let _ = writeln!(out, "      {y}? unknown{y:#}: {n}");
+    }
+    for w in &i.warnings {
+        let _ = writeln!(out, "      {y}! warning{y:#}: {w}");
+    }
 }
 
 fn sym(a: Action) -> String {
@@ -82,9 +145,10 @@ fn change(out: &mut String, c: &Change) {
         Action::Replace => " (must be replaced: its data is rebuilt from scratch)",
         _ => "",
     };
+    let tag = c.impact.as_ref().map(label_tag).unwrap_or_default();
     let _ = writeln!(
         out,
-        "  {s}{}{s:#} {BOLD}{} {}{BOLD:#}  {DIM}{}{note}{DIM:#}",
+        "  {s}{}{s:#} {BOLD}{} {}{BOLD:#}  {DIM}{}{note}{DIM:#}{tag}",
         c.action.symbol(),
         c.kind,
         c.id,
@@ -105,6 +169,9 @@ fn change(out: &mut String, c: &Change) {
             }
         }
         Action::Delete => {}
+    }
+    if let Some(i) = &c.impact {
+        impact_lines(out, i);
     }
     out.push('\n');
 }
@@ -218,6 +285,7 @@ mod tests {
             add: 3,
             change: 1,
             destroy: 0,
+            breaking: 0,
         };
         assert_eq!(
             plain(&summary_line(&s)),

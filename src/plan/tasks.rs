@@ -79,8 +79,14 @@ impl Builder {
     }
 }
 
-/// The tasks for `changes`, given the desired state they lead to.
-pub fn tasks(changes: &[Change], desired: &Objects) -> Vec<Task> {
+/// The tasks for `changes`, given the desired state they lead to. `failed_extracts` are the tables
+/// whose last extract failed: any change to one of them queues its extract again (the change may be
+/// the fix).
+pub fn tasks(
+    changes: &[Change],
+    desired: &Objects,
+    failed_extracts: &BTreeSet<String>,
+) -> Vec<Task> {
     let mut b = Builder::default();
     let mut publish_reasons: BTreeSet<&str> = BTreeSet::new();
 
@@ -122,6 +128,11 @@ pub fn tasks(changes: &[Change], desired: &Objects) -> Vec<Task> {
                     }
                 }
             }
+            (Kind::Table, Action::Update) if failed_extracts.contains(&c.id) => data_task(
+                &mut b,
+                &c.id,
+                "its last extract failed and its spec changed".into(),
+            ),
             (Kind::Table, Action::Update) if c.needs_rebuild() => {
                 if let Some(s) = c.object.as_ref().and_then(|o| o.str("source")) {
                     b.rebuild.entry(s.to_string()).or_default();
@@ -311,7 +322,7 @@ mod tests {
     #[test]
     fn everything_new_runs_in_dependency_order() {
         let desired = instance();
-        let tasks = tasks(&diff(&desired, &Objects::new()), &desired);
+        let tasks = tasks(&diff(&desired, &Objects::new()), &desired, &BTreeSet::new());
         assert_eq!(
             ids(&tasks),
             vec![
@@ -331,14 +342,14 @@ mod tests {
     #[test]
     fn no_changes_no_tasks_and_a_metric_edit_only_checks_it() {
         let desired = instance();
-        assert!(tasks(&diff(&desired, &desired), &desired).is_empty());
+        assert!(tasks(&diff(&desired, &desired), &desired, &BTreeSet::new()).is_empty());
         let mut edited = desired.clone();
         edited
             .get_mut(&(Kind::Metric, "sales/revenue".into()))
             .unwrap()
             .fields_mut()
             .insert("sql".into(), json!("select 2"));
-        let t = tasks(&diff(&edited, &desired), &edited);
+        let t = tasks(&diff(&edited, &desired), &edited, &BTreeSet::new());
         assert_eq!(ids(&t), vec!["check:sales/revenue"]);
         assert!(t[0].after.is_empty());
     }
@@ -352,8 +363,13 @@ mod tests {
             .unwrap()
             .fields_mut()
             .insert("description".into(), json!("Orders"));
-        let t = tasks(&diff(&desired, &recorded), &desired);
+        let t = tasks(&diff(&desired, &recorded), &desired, &BTreeSet::new());
         assert_eq!(ids(&t)[..2], ["rebuild:shop", "publish:analytics"]);
         assert!(!ids(&t).iter().any(|i| i.starts_with("extract")));
+        // The same change to a table whose last extract failed tries the extract again.
+        let failed = BTreeSet::from(["shop.orders".to_string()]);
+        let t = tasks(&diff(&desired, &recorded), &desired, &failed);
+        assert_eq!(ids(&t)[..2], ["extract:shop.orders", "rebuild:shop"]);
+        assert_eq!(t[0].reason, "its last extract failed and its spec changed");
     }
 }

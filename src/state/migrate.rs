@@ -38,6 +38,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "data_safety",
         sql: include_str!("migrations/0004_data_safety.sql"),
     },
+    Migration {
+        version: 5,
+        name: "downstream",
+        sql: include_str!("migrations/0005_downstream.sql"),
+    },
 ];
 
 pub fn latest_version(migrations: &[Migration]) -> i64 {

@@ -6,6 +6,7 @@
 //! briefly (see [`open`]) and then reported as [`StateError::Busy`], never as DuckDB's raw message.
 
 pub mod auth;
+pub mod downstream;
 pub mod lock;
 pub mod migrate;
 pub mod registry;

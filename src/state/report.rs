@@ -3,9 +3,11 @@
 //! Timestamps are stored in UTC and reported as RFC 3339 strings (`…Z`); renderers convert them to the
 //! instance time zone for people.
 
+use super::downstream::{CheckState, TransformState};
 use super::StateResult;
 use duckdb::Connection;
 use serde::Serialize;
+use std::collections::{BTreeMap, BTreeSet};
 
 /// SQL for a UTC timestamp column as RFC 3339 text.
 fn ts(col: &str) -> String {
@@ -21,6 +23,8 @@ pub struct TableStatus {
     pub sync_mode: String,
     pub schedule: Option<String>,
     pub last_sync: Option<String>,
+    /// The last extract's status (`ok`, `error`), or `failed` when the table's view is not in the
+    /// published analytics file (`last_error` says why): never `ok` for a table that is not queryable.
     pub last_status: Option<String>,
     pub rows: Option<i64>,
     pub size_bytes: Option<i64>,
@@ -53,6 +57,10 @@ pub struct Status {
     pub transforms: i64,
     pub metrics: i64,
     pub tables: Vec<TableStatus>,
+    /// Every registered transform with its last outcome (ok, stale with the reason, failed).
+    pub transform_states: Vec<TransformState>,
+    /// Every registered metric with its last check (ok, stale with the reason, failed).
+    pub metric_checks: Vec<CheckState>,
     pub pending_tasks: Vec<PendingTask>,
 }
 
@@ -60,10 +68,17 @@ pub fn status(conn: &Connection) -> StateResult<Status> {
     let count = |table: &str| -> StateResult<i64> {
         Ok(conn.query_row(&format!("SELECT count(*) FROM {table}"), [], |r| r.get(0))?)
     };
+    // A table whose view did not make it into the published file is `failed` with that reason,
+    // unless its extract failed (that error says more).
     let sql = format!(
-        "SELECT r.id, r.name, r.source, r.query_mode, r.sync_mode, r.sync_schedule, {last}, s.status,
-                s.rows, s.size_bytes, s.error
+        "SELECT r.id, r.name, r.source, r.query_mode, r.sync_mode, r.sync_schedule, {last},
+                CASE WHEN p.status = 'failed' AND coalesce(s.status, '') NOT IN ('error', 'failed')
+                     THEN 'failed' ELSE s.status END,
+                s.rows, s.size_bytes,
+                CASE WHEN p.status = 'failed' AND coalesce(s.status, '') NOT IN ('error', 'failed')
+                     THEN 'not published: ' || p.reason ELSE s.error END
          FROM table_registry r LEFT JOIN sync_state s ON s.table_id = r.id
+             LEFT JOIN publish_state p ON p.table_id = r.id
          ORDER BY r.source, r.id",
         last = ts("s.last_sync")
     );
@@ -122,8 +137,26 @@ pub fn status(conn: &Connection) -> StateResult<Status> {
         transforms: count("transforms")?,
         metrics: count("metric_definitions")?,
         tables,
+        transform_states: super::downstream::transforms(conn)?,
+        metric_checks: super::downstream::checks(conn)?,
         pending_tasks,
     })
+}
+
+/// Tables whose last extract (or attach) failed.
+pub fn failed_extracts(conn: &Connection) -> StateResult<BTreeSet<String>> {
+    Ok(failing_tables(conn)?.into_keys().collect())
+}
+
+/// Tables whose last extract (or attach) failed, with the error: what reads them is stale.
+pub fn failing_tables(conn: &Connection) -> StateResult<BTreeMap<String, String>> {
+    let mut stmt = conn.prepare(
+        "SELECT table_id, coalesce(error, 'failed') FROM sync_state WHERE status IN ('error', 'failed')",
+    )?;
+    let rows = stmt
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+        .collect::<Result<BTreeMap<_, _>, _>>()?;
+    Ok(rows)
 }
 
 /// When each table was last synced or attempted (unchanged and failed syncs included), RFC 3339 in

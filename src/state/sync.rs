@@ -131,6 +131,8 @@ pub struct RunRecord {
     pub released: Vec<String>,
     /// Pending tasks this run completed (removed from pending_tasks).
     pub completed_pending: Vec<String>,
+    /// Transform and check outcomes, and which tables the published file has.
+    pub downstream: super::downstream::Outcomes,
 }
 
 /// `FROM` over a JSON array parameter: one row `d` per element.
@@ -290,6 +292,7 @@ pub fn record(conn: &mut Connection, run: &RunRecord) -> StateResult<()> {
             tx.execute(&sql.replace("ROWS", ROWS), params![rows])?;
         }
     }
+    super::downstream::record(&tx, &run.run_id, &run.finished_at, &run.downstream)?;
     tx.commit()?;
     Ok(())
 }

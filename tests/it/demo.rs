@@ -89,7 +89,7 @@ fn demo_applies_and_its_toml_twin_differs_only_in_file_names() {
     let plan = plan_json(dir.path());
     assert_eq!(
         plan["summary"],
-        serde_json::json!({"add": 20, "change": 0, "destroy": 0})
+        serde_json::json!({"add": 20, "change": 0, "destroy": 0, "breaking": 0})
     );
     pipeline()
         .arg("--dir")

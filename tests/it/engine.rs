@@ -1439,7 +1439,7 @@ fn extracts_named_like_duckdb_catalogs_are_refused_or_work() {
             &inst,
             "SELECT status FROM _pipeline.transforms WHERE name = 'order_count'"
         ),
-        [serde_json::json!({"status": "previous"})],
+        [serde_json::json!({"status": "failed"})],
         "{}",
         r.dump()
     );

@@ -7,6 +7,7 @@ mod cli;
 mod daemon;
 mod data_safety;
 mod demo;
+mod downstream;
 mod engine;
 mod keboola;
 mod metrics;

@@ -125,7 +125,7 @@ fn editing_one_field_shows_exactly_that_field() {
     assert_eq!(fields[0]["new"], "Orders placed");
     assert_eq!(
         plan["summary"],
-        serde_json::json!({"add": 0, "change": 1, "destroy": 0})
+        serde_json::json!({"add": 0, "change": 1, "destroy": 0, "breaking": 0})
     );
     // Only the views change: no extract.
     let tasks: Vec<&str> = plan["tasks"]
@@ -184,7 +184,7 @@ fn changes_that_need_new_data_are_replacements_and_deletes_keep_data_unless_purg
     );
     assert_eq!(
         plan["summary"],
-        serde_json::json!({"add": 1, "change": 0, "destroy": 2})
+        serde_json::json!({"add": 1, "change": 0, "destroy": 2, "breaking": 0})
     );
     let human = stdout(&inst.cmd().arg("plan").output().unwrap());
     assert!(human.contains("-/+ table shop.orders"), "{human}");

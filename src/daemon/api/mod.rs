@@ -280,6 +280,18 @@ async fn status(State(shared): State<AppState>, Auth(caller): Auth) -> ApiResult
             })
         })
         .collect();
+    // Transforms and metric checks the caller may read, with their state (ok / stale / failed).
+    let readable = catalog::readable(&snapshot.registered, &caller);
+    let transform_states: Vec<&crate::state::downstream::TransformState> = report
+        .transform_states
+        .iter()
+        .filter(|t| readable.contains(&t.name.to_lowercase()))
+        .collect();
+    let metric_checks: Vec<&crate::state::downstream::CheckState> = report
+        .metric_checks
+        .iter()
+        .filter(|c| catalog::metric_visible(&snapshot.registered, &caller, &readable, &c.metric))
+        .collect();
     let watcher = shared.watcher.lock().map(|w| w.clone()).unwrap_or_default();
     // Running runs as `GET /api/runs/{id}` shows them to this caller.
     let filter = RunFilter::new(&snapshot.registered, &caller);
@@ -306,6 +318,8 @@ async fn status(State(shared): State<AppState>, Auth(caller): Auth) -> ApiResult
         // Running runs as `GET /api/runs/{id}` shows them to this caller.
         "runs": runs,
         "tables": tables,
+        "transform_states": transform_states,
+        "metric_checks": metric_checks,
     })))
 }
 
