@@ -373,7 +373,15 @@ fn downstream_keeps_its_last_good_result_and_says_stale_in_status_and_the_api() 
     inst.apply();
     assert_eq!(count(&inst, "people_names"), 2);
 
-    // The orders export disappears (its extract fails) and customers loses `name` (people fails).
+    // The orders export disappears (its extract fails) and customers loses `name` (people fails:
+    // the table's contract lets the new shape through, so the failure is the transform's).
+    edit(
+        &inst,
+        "registry/shop.yaml",
+        "source_table: customers\n",
+        "source_table: customers\n    schema_changes: evolve\n",
+    );
+    inst.apply();
     std::fs::remove_file(inst.path().join("files/orders.csv")).unwrap();
     inst.write(
         "files/customers.csv",
