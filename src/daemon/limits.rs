@@ -234,7 +234,11 @@ mod tests {
         let s = ServerSettings::default();
         let big = Limits::new(&s, &host(32_768, 16, 65_536));
         assert_eq!(
-            (big.query_memory_mb, big.max_queries, big.max_queries_per_token),
+            (
+                big.query_memory_mb,
+                big.max_queries,
+                big.max_queries_per_token
+            ),
             (1024, 4, 2)
         );
         assert_eq!((big.query_threads, big.max_connections), (4, 512));

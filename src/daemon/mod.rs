@@ -283,8 +283,6 @@ async fn serve(shared: Arc<Shared>, listen: SocketAddr) -> Result<(), DaemonErro
     for w in limits.warnings(&settings.server, &limits::Host::get()) {
         tracing::warn!("{w}");
     }
-    // Tests and scripts read this line to learn the port when listening on :0.
-    println!("listening on http://{local}");
     let presence = Presence::path(&shared.data);
     let written = serde_json::to_string_pretty(&Presence {
         pid: std::process::id(),
@@ -297,6 +295,9 @@ async fn serve(shared: Arc<Shared>, listen: SocketAddr) -> Result<(), DaemonErro
     if let Err(e) = written {
         tracing::warn!(error = %e, "could not write {}", presence.display());
     }
+    // Tests and scripts read this line to learn the port when listening on :0 (daemon.json is
+    // written by then).
+    println!("listening on http://{local}");
 
     let watcher = tokio::spawn(watcher::run(shared.clone()));
     let scheduler = tokio::spawn(scheduler::run(shared.clone()));
@@ -328,7 +329,10 @@ async fn serve(shared: Arc<Shared>, listen: SocketAddr) -> Result<(), DaemonErro
         shared.runs.wait_all(Duration::from_secs(30)).await;
     }
     // Answers in progress finish (queries are stopped by the shutdown; other handlers are short).
-    if tokio::time::timeout(CONNECTIONS_GRACE, server).await.is_err() {
+    if tokio::time::timeout(CONNECTIONS_GRACE, server)
+        .await
+        .is_err()
+    {
         tracing::warn!("connections still open after {CONNECTIONS_GRACE:?}: closing them");
     }
     watcher.abort();

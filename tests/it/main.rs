@@ -11,5 +11,6 @@ mod keboola;
 mod metrics;
 mod metrics_import;
 mod plan_apply;
+mod security_daemon;
 mod signals;
 mod validate;

@@ -226,7 +226,30 @@ pub fn router(shared: Arc<Shared>) -> Router {
     // the route's own layers.
     Router::new()
         .fallback_service(routes)
+        .layer(axum::middleware::from_fn(refuse_large_bodies))
         .layer(axum::middleware::map_response(json_errors))
+}
+
+/// 413 at once for a body whose `Content-Length` is over [`MAX_REQUEST_BODY`], before any of it
+/// is read (a body without one is cut by `DefaultBodyLimit` as it arrives).
+async fn refuse_large_bodies(
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let declared = request
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    if declared.is_some_and(|n| n > MAX_REQUEST_BODY as u64) {
+        let (code, message) = rejection(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            &HeaderMap::new(),
+            String::new(),
+        );
+        return ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, code, message).into_response();
+    }
+    next.run(request).await
 }
 
 /// The most a request body may be (`POST /api/query`, `/api/sync/trigger`); more is 413.

@@ -221,7 +221,8 @@ fn fetch(
         .map(|(n, t)| json!({"name": n, "type": t}))
         .collect();
     let mut out = b"{\"columns\":".to_vec();
-    serde_json::to_writer(&mut out, &columns).map_err(|e| duckdb::Error::ToSqlConversionFailure(e.into()))?;
+    serde_json::to_writer(&mut out, &columns)
+        .map_err(|e| duckdb::Error::ToSqlConversionFailure(e.into()))?;
     out.extend_from_slice(b",\"rows\":[");
     let limit = max_bytes.saturating_sub(TAIL_BYTES);
     let (mut count, mut cut) = (0usize, None);
@@ -339,7 +340,10 @@ pub fn worker_main() -> std::process::ExitCode {
         .map_err(|e| e.to_string())
         .and_then(|_| serde_json::from_slice(&input).map_err(|e| e.to_string()));
     let (outcome, body) = match job {
-        Err(e) => (failure(ApiError::internal(format!("bad job: {e}"))), Vec::new()),
+        Err(e) => (
+            failure(ApiError::internal(format!("bad job: {e}"))),
+            Vec::new(),
+        ),
         Ok(job) => match sandbox(&job) {
             Err(e) => (failure(ApiError::internal(e)), Vec::new()),
             Ok((conn, warnings)) => match fetch(&conn, &job.sql, job.max_rows, job.max_bytes) {
@@ -481,7 +485,9 @@ async fn run_worker(
         Ok(Ok(out)) if out.len() as u64 <= cap => out,
         Ok(Ok(_)) => {
             let _ = child.kill().await;
-            return Err(ApiError::internal("the query process wrote more than allowed"));
+            return Err(ApiError::internal(
+                "the query process wrote more than allowed",
+            ));
         }
         Ok(Err(e)) => {
             let _ = child.kill().await;
@@ -603,7 +609,10 @@ pub async fn query(
     }
     let settings = shared.settings();
     let limits = Limits::new(&settings.server, &Host::get());
-    let max_rows = req.max_rows.unwrap_or(limits.query_max_rows).min(limits.query_max_rows) as usize;
+    let max_rows = req
+        .max_rows
+        .unwrap_or(limits.query_max_rows)
+        .min(limits.query_max_rows) as usize;
     let snapshot = shared.snapshot();
     let analytics = shared.data.analytics();
     if !analytics.is_file() {
