@@ -78,7 +78,7 @@ impl Settings {
         Ok(Settings {
             name: inst.name.value.clone(),
             tz: inst.timezone.value,
-            server: inst.server.clone(),
+            server: ServerSettings::clone(&inst.server),
             missed_runs: cfg.missed_runs.unwrap_or(inst.missed_runs),
             exec: exec::Instance::from_specs(specs)?,
         })

@@ -113,7 +113,8 @@ pub struct InstanceSpec {
     pub data_dir: Located<String>,
     pub defaults: Defaults,
     pub listen: Located<String>,
-    pub server: ServerSettings,
+    /// Boxed: most of an instance's size, and `InstanceSpec` travels in enums beside smaller specs.
+    pub server: Box<ServerSettings>,
     pub missed_runs: MissedRuns,
     pub remote_extensions: Vec<Located<String>>,
     pub remote_token_envs: Vec<Located<String>>,
@@ -605,7 +606,7 @@ pub fn decode_instance(dec: &mut Decoder, node: &Node, file: FileId) -> Option<I
         data_dir,
         defaults,
         listen,
-        server: settings,
+        server: Box::new(settings),
         missed_runs,
         remote_extensions,
         remote_token_envs,

@@ -655,3 +655,65 @@ async fn run(
     }
     Ok(Json(found))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn rewritten(response: Response) -> (StatusCode, HeaderMap, Value) {
+        let r = json_errors(response).await;
+        let (parts, body) = r.into_parts();
+        let bytes = axum::body::to_bytes(body, 1 << 20).await.unwrap();
+        (
+            parts.status,
+            parts.headers,
+            serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+        )
+    }
+
+    #[tokio::test]
+    async fn axum_rejections_get_the_json_error_body() {
+        // 405 as method routing answers it: no body, an Allow header.
+        let mut r = StatusCode::METHOD_NOT_ALLOWED.into_response();
+        r.headers_mut()
+            .insert(header::ALLOW, HeaderValue::from_static("GET,HEAD"));
+        let (status, headers, body) = rewritten(r).await;
+        assert_eq!(status, StatusCode::METHOD_NOT_ALLOWED);
+        assert_eq!(headers[header::ALLOW], "GET,HEAD");
+        assert_eq!(headers[header::CONTENT_TYPE], "application/json");
+        assert_eq!(body["error"], "method_not_allowed");
+        assert!(body["message"].as_str().unwrap().contains("GET,HEAD"));
+
+        // 413 as the body limit answers it: plain text.
+        let r = (StatusCode::PAYLOAD_TOO_LARGE, "length limit exceeded").into_response();
+        let (status, _, body) = rewritten(r).await;
+        assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
+        assert_eq!(body["error"], "payload_too_large");
+        assert!(body["message"].as_str().unwrap().contains("2 MiB"));
+
+        // An extractor's rejection keeps its explanation.
+        let r = (
+            StatusCode::BAD_REQUEST,
+            "Failed to deserialize query string: duplicate field `file`",
+        )
+            .into_response();
+        let (_, _, body) = rewritten(r).await;
+        assert_eq!(
+            body,
+            json!({"error": "bad_request", "message": "Failed to deserialize query string: duplicate field `file`"})
+        );
+    }
+
+    #[tokio::test]
+    async fn answers_that_are_not_plain_errors_pass_unchanged() {
+        let api = ApiError::forbidden("no").retry_after(3).into_response();
+        let (status, headers, body) = rewritten(api).await;
+        assert_eq!(status, StatusCode::FORBIDDEN);
+        assert_eq!(headers[header::RETRY_AFTER], "3");
+        assert_eq!(body, json!({"error": "forbidden", "message": "no"}));
+        let metrics = (StatusCode::OK, "pipeline_build_info 1").into_response();
+        let r = json_errors(metrics).await;
+        let bytes = axum::body::to_bytes(r.into_body(), 1024).await.unwrap();
+        assert_eq!(&bytes[..], b"pipeline_build_info 1");
+    }
+}
