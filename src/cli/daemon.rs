@@ -49,9 +49,15 @@ pub struct Args {
     /// How long the spec files must be quiet before a change is applied.
     #[arg(long, value_name = "DURATION", default_value = "50ms", value_parser = output::parse_duration)]
     debounce: Duration,
+    /// Internal: run one API query read from stdin (the daemon starts these, with limits set).
+    #[arg(long, hide = true)]
+    query_worker: bool,
 }
 
 pub fn run(dir: &Path, args: Args) -> Result<ExitCode> {
+    if args.query_worker {
+        return Ok(daemon::api::query_worker_main());
+    }
     let root = std::fs::canonicalize(dir).unwrap_or_else(|_| dir.to_path_buf());
     daemon::run(Config {
         root,

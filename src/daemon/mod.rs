@@ -8,6 +8,8 @@
 
 pub mod api;
 pub mod clock;
+pub mod http;
+pub mod limits;
 pub mod runs;
 pub mod scheduler;
 pub mod stats;
@@ -76,7 +78,7 @@ impl Settings {
         Ok(Settings {
             name: inst.name.value.clone(),
             tz: inst.timezone.value,
-            server: inst.server.clone(),
+            server: ServerSettings::clone(&inst.server),
             missed_runs: cfg.missed_runs.unwrap_or(inst.missed_runs),
             exec: exec::Instance::from_specs(specs)?,
         })
@@ -122,6 +124,8 @@ pub struct Shared {
     /// When this process last recorded each token's use (`last_used_at` is written at most once a
     /// minute per token, not on every request).
     pub token_use: Mutex<std::collections::HashMap<String, std::time::Instant>>,
+    /// Running API queries, capped in total and per token.
+    pub queries: Arc<limits::QueryGate>,
 }
 
 impl Shared {
@@ -223,6 +227,7 @@ pub fn run(cfg: Config) -> Result<(), DaemonError> {
         watcher: Mutex::new(WatcherStatus::default()),
         shutdown,
         token_use: Mutex::new(Default::default()),
+        queries: Arc::new(limits::QueryGate::default()),
     });
     shared.stats.load_last_success(&shared.state_db());
 
@@ -232,8 +237,19 @@ pub fn run(cfg: Config) -> Result<(), DaemonError> {
         .thread_name("pipeline-daemon")
         .build()
         .map_err(|e| DaemonError::Setup(e.to_string()))?;
-    runtime.block_on(serve(shared, listen))
+    let result = runtime.block_on(serve(shared, listen));
+    // Dropping a runtime waits for every blocking task, and one can outlast any signal: a
+    // validation stuck in a template, an apply waiting for the state lock. Runs were drained or
+    // cancelled and nothing is being published by now, so what is left is abandoned: the
+    // process exits, and the kernel releases its locks.
+    runtime.shutdown_timeout(BLOCKING_GRACE);
+    result
 }
+
+/// How long blocking work still running at the end of a shutdown is waited for.
+const BLOCKING_GRACE: Duration = Duration::from_secs(1);
+/// How long open connections may take to finish their answers after SIGTERM once runs are done.
+const CONNECTIONS_GRACE: Duration = Duration::from_secs(10);
 
 async fn serve(shared: Arc<Shared>, listen: SocketAddr) -> Result<(), DaemonError> {
     let listener = tokio::net::TcpListener::bind(listen)
@@ -251,8 +267,22 @@ async fn serve(shared: Arc<Shared>, listen: SocketAddr) -> Result<(), DaemonErro
         version = env!("CARGO_PKG_VERSION"),
         "daemon started"
     );
-    // Tests and scripts read this line to learn the port when listening on :0.
-    println!("listening on http://{local}");
+    let limits = limits::Limits::new(&settings.server, &limits::Host::get());
+    tracing::info!(
+        max_connections = limits.max_connections,
+        header_read_timeout = ?limits.header_read_timeout,
+        idle_timeout = ?limits.idle_timeout,
+        max_concurrent_queries = limits.max_queries,
+        max_concurrent_queries_per_token = limits.max_queries_per_token,
+        query_memory_limit_mb = limits.query_memory_mb,
+        query_threads = limits.query_threads,
+        query_timeout = ?limits.query_timeout,
+        query_max_bytes = limits.query_max_bytes,
+        "limits"
+    );
+    for w in limits.warnings(&settings.server, &limits::Host::get()) {
+        tracing::warn!("{w}");
+    }
     let presence = Presence::path(&shared.data);
     let written = serde_json::to_string_pretty(&Presence {
         pid: std::process::id(),
@@ -265,15 +295,17 @@ async fn serve(shared: Arc<Shared>, listen: SocketAddr) -> Result<(), DaemonErro
     if let Err(e) = written {
         tracing::warn!(error = %e, "could not write {}", presence.display());
     }
+    // Tests and scripts read this line to learn the port when listening on :0 (daemon.json is
+    // written by then).
+    println!("listening on http://{local}");
 
     let watcher = tokio::spawn(watcher::run(shared.clone()));
     let scheduler = tokio::spawn(scheduler::run(shared.clone()));
-    let mut stop = shared.shutdown.subscribe();
-    let server =
-        axum::serve(listener, api::router(shared.clone())).with_graceful_shutdown(async move {
-            let _ = stop.wait_for(|s| *s).await;
-        });
-    let server = tokio::spawn(async move { server.await });
+    let server = tokio::spawn(http::serve(
+        listener,
+        api::router(shared.clone()),
+        shared.clone(),
+    ));
 
     wait_for_signal().await;
     tracing::info!(
@@ -296,7 +328,13 @@ async fn serve(shared: Arc<Shared>, listen: SocketAddr) -> Result<(), DaemonErro
         // the next run).
         shared.runs.wait_all(Duration::from_secs(30)).await;
     }
-    let _ = server.await;
+    // Answers in progress finish (queries are stopped by the shutdown; other handlers are short).
+    if tokio::time::timeout(CONNECTIONS_GRACE, server)
+        .await
+        .is_err()
+    {
+        tracing::warn!("connections still open after {CONNECTIONS_GRACE:?}: closing them");
+    }
     watcher.abort();
     scheduler.abort();
     let _ = std::fs::remove_file(&presence);

@@ -145,7 +145,64 @@ pub static SERVER: Object = Object {
                 min: 1,
                 max: 86_400,
             },
-            "POST /api/query is interrupted after this long. Default: 30.",
+            "POST /api/query is stopped after this long (its process is killed, its memory freed). \
+             Default: 30.",
+        ),
+        f(
+            "query_memory_limit_mb",
+            Ty::Int {
+                min: 64,
+                max: 1_048_576,
+            },
+            "Memory one POST /api/query may use, in MiB: a hard limit on its process (DuckDB's own \
+             memory_limit is 3/4 of it). Default: 1024, less on a host with under 8 GiB of RAM.",
+        ),
+        f(
+            "query_threads",
+            Ty::Int { min: 1, max: 256 },
+            "DuckDB threads per POST /api/query. Default: half the CPU cores, 1 to 4.",
+        ),
+        f(
+            "query_max_bytes",
+            Ty::Int {
+                min: 1_024,
+                max: 1_073_741_824,
+            },
+            "Most bytes of rows one POST /api/query answer carries; the answer says when it was cut. \
+             Default: 16777216 (16 MiB).",
+        ),
+        f(
+            "max_concurrent_queries",
+            Ty::Int { min: 1, max: 256 },
+            "POST /api/query requests answered at once; more get 429 with Retry-After. Default: 4, \
+             fewer when that many queries at query_memory_limit_mb would not fit in half the RAM.",
+        ),
+        f(
+            "max_concurrent_queries_per_token",
+            Ty::Int { min: 1, max: 256 },
+            "POST /api/query requests answered at once for one token; more get 429. Default: 2 (at \
+             most max_concurrent_queries).",
+        ),
+        f(
+            "header_read_timeout_seconds",
+            Ty::Int { min: 1, max: 3_600 },
+            "A connection that has not sent a whole request header this long after it opened, or \
+             after its previous answer, is closed. Default: 10.",
+        ),
+        f(
+            "idle_timeout_seconds",
+            Ty::Int { min: 1, max: 86_400 },
+            "A connection on which no byte moves this long while no request is being worked on \
+             (a stalled upload, a client that stops reading) is closed. Default: 60.",
+        ),
+        f(
+            "max_connections",
+            Ty::Int {
+                min: 1,
+                max: 1_000_000,
+            },
+            "Open HTTP connections at most; more are answered 503 and closed at once. Never more \
+             than the open-file limit allows. Default: 512.",
         ),
     ],
 };

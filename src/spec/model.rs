@@ -158,19 +158,29 @@ pub struct InstanceSpec {
     pub data_dir: Located<String>,
     pub defaults: Defaults,
     pub listen: Located<String>,
-    pub server: ServerSettings,
+    /// Boxed: most of an instance's size, and `InstanceSpec` travels in enums beside smaller specs.
+    pub server: Box<ServerSettings>,
     pub missed_runs: MissedRuns,
     pub remote_extensions: Vec<Located<String>>,
     pub remote_token_envs: Vec<Located<String>>,
 }
 
-/// `server:` beyond `listen`.
+/// `server:` beyond `listen`. Limits whose default depends on the host (RAM, cores) are `None` when
+/// not set; the daemon resolves them (`daemon::limits`).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ServerSettings {
     pub public_health: bool,
     pub public_metrics: bool,
     pub query_max_rows: u64,
     pub query_timeout_seconds: u64,
+    pub query_memory_limit_mb: Option<u64>,
+    pub query_threads: Option<u64>,
+    pub query_max_bytes: u64,
+    pub max_concurrent_queries: Option<u64>,
+    pub max_concurrent_queries_per_token: Option<u64>,
+    pub header_read_timeout_seconds: u64,
+    pub idle_timeout_seconds: u64,
+    pub max_connections: u64,
 }
 
 impl Default for ServerSettings {
@@ -180,6 +190,14 @@ impl Default for ServerSettings {
             public_metrics: false,
             query_max_rows: 10_000,
             query_timeout_seconds: 30,
+            query_memory_limit_mb: None,
+            query_threads: None,
+            query_max_bytes: 16 * 1024 * 1024,
+            max_concurrent_queries: None,
+            max_concurrent_queries_per_token: None,
+            header_read_timeout_seconds: 10,
+            idle_timeout_seconds: 60,
+            max_connections: 512,
         }
     }
 }
@@ -578,6 +596,24 @@ pub fn decode_instance(dec: &mut Decoder, node: &Node, file: FileId) -> Option<I
         if let Some(n) = dec.int(&server, "query_timeout_seconds") {
             settings.query_timeout_seconds = n.value as u64;
         }
+        // The schema's ranges are positive, so the casts below never wrap.
+        let mut int = |key: &str| dec.int(&server, key).map(|n| n.value as u64);
+        settings.query_memory_limit_mb = int("query_memory_limit_mb");
+        settings.query_threads = int("query_threads");
+        settings.max_concurrent_queries = int("max_concurrent_queries");
+        settings.max_concurrent_queries_per_token = int("max_concurrent_queries_per_token");
+        if let Some(n) = int("query_max_bytes") {
+            settings.query_max_bytes = n;
+        }
+        if let Some(n) = int("header_read_timeout_seconds") {
+            settings.header_read_timeout_seconds = n;
+        }
+        if let Some(n) = int("idle_timeout_seconds") {
+            settings.idle_timeout_seconds = n;
+        }
+        if let Some(n) = int("max_connections") {
+            settings.max_connections = n;
+        }
         if let Some(l) = dec.str(&server, "listen") {
             if l.value.parse::<std::net::SocketAddr>().is_err() {
                 dec.diags
@@ -628,7 +664,7 @@ pub fn decode_instance(dec: &mut Decoder, node: &Node, file: FileId) -> Option<I
         data_dir,
         defaults,
         listen,
-        server: settings,
+        server: Box::new(settings),
         missed_runs,
         remote_extensions,
         remote_token_envs,

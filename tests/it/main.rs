@@ -14,6 +14,7 @@ mod metrics;
 mod metrics_import;
 mod plan_apply;
 mod security_access;
+mod security_daemon;
 mod security_specs;
 mod signals;
 mod validate;

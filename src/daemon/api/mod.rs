@@ -1,17 +1,21 @@
 //! The daemon's HTTP API (axum, JSON). Every `/api` route needs a bearer token; `/health` and
 //! `/metrics` need one unless `server.public` lists them. Errors are `{"error": code, "message": why}`
 //! with the status that fits: 400 bad request, 401 no or bad token, 403 not allowed, 404 unknown,
-//! 409 already running, 408 query timeout, 503 shutting down.
+//! 405 wrong method, 408 query timeout, 409 already running, 413 body too large, 429 too many
+//! queries (with `Retry-After`), 503 shutting down. Axum's own rejections get the same body
+//! ([`json_errors`]). Connections are served by `daemon::http`.
 
 mod catalog;
 mod data;
 mod query;
 
+pub use query::worker_main as query_worker_main;
+
 use super::runs::{self, Refused};
 use super::{rfc3339, Shared};
 use crate::state::auth::{self, Caller, Verdict};
-use axum::extract::{FromRequestParts, Path, State};
-use axum::http::{header, request::Parts, HeaderMap, StatusCode};
+use axum::extract::{DefaultBodyLimit, FromRequestParts, Path, State};
+use axum::http::{header, request::Parts, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
@@ -26,6 +30,8 @@ pub struct ApiError {
     pub status: StatusCode,
     pub code: &'static str,
     pub message: String,
+    /// Seconds for a `Retry-After` header (429, 503).
+    pub retry_after: Option<u64>,
 }
 
 impl ApiError {
@@ -34,6 +40,14 @@ impl ApiError {
             status,
             code,
             message: message.into(),
+            retry_after: None,
+        }
+    }
+
+    pub fn retry_after(self, seconds: u64) -> Self {
+        ApiError {
+            retry_after: Some(seconds),
+            ..self
         }
     }
 
@@ -65,16 +79,18 @@ impl ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let body = Json(json!({"error": self.code, "message": self.message}));
+        let mut response = (self.status, body).into_response();
+        let headers = response.headers_mut();
         if self.status == StatusCode::UNAUTHORIZED {
-            (
-                self.status,
-                [(header::WWW_AUTHENTICATE, "Bearer realm=\"pipeline\"")],
-                body,
-            )
-                .into_response()
-        } else {
-            (self.status, body).into_response()
+            headers.insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Bearer realm=\"pipeline\""),
+            );
         }
+        if let Some(s) = self.retry_after {
+            headers.insert(header::RETRY_AFTER, HeaderValue::from(s));
+        }
+        response
     }
 }
 
@@ -186,7 +202,7 @@ impl FromRequestParts<AppState> for Auth {
 }
 
 pub fn router(shared: Arc<Shared>) -> Router {
-    Router::new()
+    let routes = Router::new()
         .route("/health", get(health))
         .route("/metrics", get(prometheus))
         .route("/api/status", get(status))
@@ -204,7 +220,110 @@ pub fn router(shared: Arc<Shared>) -> Router {
                 "no such route; see docs/daemon.md for the API (GET /api/status, /api/tables, …)",
             )
         })
-        .with_state(shared)
+        .layer(DefaultBodyLimit::max(MAX_REQUEST_BODY))
+        .with_state(shared);
+    // Around the whole router, not each route: a route's 405 gets its `Allow` header outside
+    // the route's own layers.
+    Router::new()
+        .fallback_service(routes)
+        .layer(axum::middleware::from_fn(refuse_large_bodies))
+        .layer(axum::middleware::map_response(json_errors))
+}
+
+/// 413 at once for a body whose `Content-Length` is over [`MAX_REQUEST_BODY`], before any of it
+/// is read (a body without one is cut by `DefaultBodyLimit` as it arrives).
+async fn refuse_large_bodies(
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let declared = request
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    if declared.is_some_and(|n| n > MAX_REQUEST_BODY as u64) {
+        let (code, message) = rejection(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            &HeaderMap::new(),
+            String::new(),
+        );
+        return ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, code, message).into_response();
+    }
+    next.run(request).await
+}
+
+/// The most a request body may be (`POST /api/query`, `/api/sync/trigger`); more is 413.
+pub const MAX_REQUEST_BODY: usize = 2 * 1024 * 1024;
+
+/// Gives every error answer the documented JSON body. Handlers answer [`ApiError`] already; this
+/// catches what axum answers by itself — 405 for a method a route does not take, 413 for a body
+/// over [`MAX_REQUEST_BODY`], an extractor's rejection of a malformed path or query string — so no
+/// plain-text error leaks through. Headers (`Allow`, `WWW-Authenticate`) are kept.
+async fn json_errors(response: Response) -> Response {
+    let status = response.status();
+    let is_json = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"));
+    if !(status.is_client_error() || status.is_server_error()) || is_json {
+        return response;
+    }
+    let (mut parts, body) = response.into_parts();
+    // Rejection texts are a line or two; anything longer is cut, not buffered.
+    let text = axum::body::to_bytes(body, 4096)
+        .await
+        .map(|b| String::from_utf8_lossy(&b).trim().to_string())
+        .unwrap_or_default();
+    let (code, message) = rejection(status, &parts.headers, text);
+    let body = json!({"error": code, "message": message}).to_string();
+    parts.headers.remove(header::CONTENT_LENGTH);
+    parts.headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    Response::from_parts(parts, axum::body::Body::from(body))
+}
+
+/// The code and message of an answer axum made itself.
+fn rejection(status: StatusCode, headers: &HeaderMap, text: String) -> (&'static str, String) {
+    match status {
+        StatusCode::METHOD_NOT_ALLOWED => {
+            let allowed = headers
+                .get(header::ALLOW)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("another method");
+            (
+                "method_not_allowed",
+                format!("this route does not take that method; it takes {allowed}"),
+            )
+        }
+        StatusCode::PAYLOAD_TOO_LARGE => (
+            "payload_too_large",
+            format!(
+                "the request body is larger than {} MiB, the most this API reads",
+                MAX_REQUEST_BODY / (1024 * 1024)
+            ),
+        ),
+        _ => {
+            let code = match status {
+                StatusCode::NOT_FOUND => "not_found",
+                StatusCode::UNSUPPORTED_MEDIA_TYPE => "unsupported_media_type",
+                StatusCode::UNPROCESSABLE_ENTITY => "unprocessable",
+                s if s.is_client_error() => "bad_request",
+                _ => "internal",
+            };
+            let message = if text.is_empty() {
+                status
+                    .canonical_reason()
+                    .unwrap_or("request refused")
+                    .to_string()
+            } else {
+                text
+            };
+            (code, message)
+        }
+    }
 }
 
 async fn health(State(shared): State<AppState>, headers: HeaderMap) -> ApiResult<Response> {
@@ -661,5 +780,67 @@ impl<'a> RunFilter<'a> {
         o.insert("hidden_tasks".into(), json!(hidden.len()));
         o.insert("tasks".into(), Value::Array(shown));
         Some(run)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn rewritten(response: Response) -> (StatusCode, HeaderMap, Value) {
+        let r = json_errors(response).await;
+        let (parts, body) = r.into_parts();
+        let bytes = axum::body::to_bytes(body, 1 << 20).await.unwrap();
+        (
+            parts.status,
+            parts.headers,
+            serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+        )
+    }
+
+    #[tokio::test]
+    async fn axum_rejections_get_the_json_error_body() {
+        // 405 as method routing answers it: no body, an Allow header.
+        let mut r = StatusCode::METHOD_NOT_ALLOWED.into_response();
+        r.headers_mut()
+            .insert(header::ALLOW, HeaderValue::from_static("GET,HEAD"));
+        let (status, headers, body) = rewritten(r).await;
+        assert_eq!(status, StatusCode::METHOD_NOT_ALLOWED);
+        assert_eq!(headers[header::ALLOW], "GET,HEAD");
+        assert_eq!(headers[header::CONTENT_TYPE], "application/json");
+        assert_eq!(body["error"], "method_not_allowed");
+        assert!(body["message"].as_str().unwrap().contains("GET,HEAD"));
+
+        // 413 as the body limit answers it: plain text.
+        let r = (StatusCode::PAYLOAD_TOO_LARGE, "length limit exceeded").into_response();
+        let (status, _, body) = rewritten(r).await;
+        assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
+        assert_eq!(body["error"], "payload_too_large");
+        assert!(body["message"].as_str().unwrap().contains("2 MiB"));
+
+        // An extractor's rejection keeps its explanation.
+        let r = (
+            StatusCode::BAD_REQUEST,
+            "Failed to deserialize query string: duplicate field `file`",
+        )
+            .into_response();
+        let (_, _, body) = rewritten(r).await;
+        assert_eq!(
+            body,
+            json!({"error": "bad_request", "message": "Failed to deserialize query string: duplicate field `file`"})
+        );
+    }
+
+    #[tokio::test]
+    async fn answers_that_are_not_plain_errors_pass_unchanged() {
+        let api = ApiError::forbidden("no").retry_after(3).into_response();
+        let (status, headers, body) = rewritten(api).await;
+        assert_eq!(status, StatusCode::FORBIDDEN);
+        assert_eq!(headers[header::RETRY_AFTER], "3");
+        assert_eq!(body, json!({"error": "forbidden", "message": "no"}));
+        let metrics = (StatusCode::OK, "pipeline_build_info 1").into_response();
+        let r = json_errors(metrics).await;
+        let bytes = axum::body::to_bytes(r.into_body(), 1024).await.unwrap();
+        assert_eq!(&bytes[..], b"pipeline_build_info 1");
     }
 }
