@@ -52,6 +52,8 @@ spec_enum!(
         Parquet = "parquet",
         Duckdb = "duckdb",
         Keboola = "keboola",
+        Postgres = "postgres",
+        Mysql = "mysql",
     }
 );
 spec_enum!(SyncMode { Full = "full", Incremental = "incremental", Partitioned = "partitioned" });
@@ -84,7 +86,7 @@ spec_enum!(Grain { Day = "day", Week = "week", Month = "month", Quarter = "quart
 
 /// Source types on the roadmap that this version has no connector for. Named so that `validate` can
 /// say "not in this version" instead of "unknown"; they are not in the schema.
-pub const PLANNED_SOURCE_TYPES: &[&str] = &["postgres", "bigquery", "jira"];
+pub const PLANNED_SOURCE_TYPES: &[&str] = &["bigquery", "jira"];
 
 impl SourceType {
     /// What this version can run: the query modes a table of this source type may use. The one
@@ -92,11 +94,14 @@ impl SourceType {
     /// (`connectors::connector_for`) refuses the same tables, so what validates is what runs.
     ///
     /// `remote` needs a source DuckDB can ATTACH at query time and `materialized` one that can run a
-    /// query, which today is only a DuckDB file; Keboola tables are exported, files are read.
+    /// query: a DuckDB file, and the databases DuckDB's extensions attach (PostgreSQL, MySQL);
+    /// Keboola tables are exported, files are read.
     pub fn query_modes(self) -> &'static [QueryMode] {
         match self {
             SourceType::Csv | SourceType::Parquet | SourceType::Keboola => &[QueryMode::Local],
-            SourceType::Duckdb => &[QueryMode::Local, QueryMode::Remote, QueryMode::Materialized],
+            SourceType::Duckdb | SourceType::Postgres | SourceType::Mysql => {
+                &[QueryMode::Local, QueryMode::Remote, QueryMode::Materialized]
+            }
         }
     }
 
@@ -162,6 +167,10 @@ pub struct InstanceSpec {
     pub missed_runs: MissedRuns,
     pub remote_extensions: Vec<Located<String>>,
     pub remote_token_envs: Vec<Located<String>>,
+    /// `extensions.directory`, as written (relative to the instance root).
+    pub extension_directory: Text,
+    /// `extensions.repository`.
+    pub extension_repository: Text,
 }
 
 /// `server:` beyond `listen`.
@@ -620,6 +629,25 @@ pub fn decode_instance(dec: &mut Decoder, node: &Node, file: FileId) -> Option<I
         remote_token_envs = dec.str_list(&ra, "token_envs");
         dec.env_vars(&remote_token_envs);
     }
+    let (mut extension_directory, mut extension_repository) = (None, None);
+    if let Some(ext) = obj
+        .get("extensions")
+        .and_then(|n| dec.object(n, &fields::EXTENSIONS))
+    {
+        extension_directory = dec.str(&ext, "directory");
+        extension_repository = dec.str(&ext, "repository");
+        if let Some(repo) = &extension_repository {
+            if url_has_password(&repo.value) {
+                let d = dec.diags.error(
+                    Code::Env,
+                    repo.span,
+                    "`repository` has a password in the URL; secrets are never written in specs",
+                );
+                d.hint = Some("use a repository that needs no credentials in its URL".into());
+                d.secret_line = true;
+            }
+        }
+    }
     Some(InstanceSpec {
         file,
         name: name?,
@@ -632,6 +660,8 @@ pub fn decode_instance(dec: &mut Decoder, node: &Node, file: FileId) -> Option<I
         missed_runs,
         remote_extensions,
         remote_token_envs,
+        extension_directory,
+        extension_repository,
     })
 }
 
