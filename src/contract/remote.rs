@@ -130,9 +130,14 @@ pub fn attach(conn: &Connection, row: &RemoteAttach, policy: &RemotePolicy) -> R
             .load(conn, ext)
             .map_err(|e| Refusal::Load(e.to_string()))?;
         if ext == "mysql" {
-            // MySQL TIMESTAMP values are read in UTC, as the mysql connector reads them.
-            conn.execute_batch("SET mysql_session_time_zone = '+00:00'")
-                .map_err(scrub)?;
+            // MySQL TIMESTAMP values are read in UTC, as the mysql connector reads them; and the
+            // extension's aggregate push-down is off: in 1.5.5 it fails to bind an aliased
+            // aggregate over a view of an attached table (`SELECT count(*) AS n FROM v` is an
+            // INTERNAL error), which is exactly how analytics reads remote tables.
+            conn.execute_batch(
+                "SET mysql_session_time_zone = '+00:00'; SET mysql_aggregate_pushdown_enabled = false;",
+            )
+            .map_err(scrub)?;
         }
         let (parameter, named) = credential_parameter(ext);
         let secret = quote::ident(&format!("{}_token", row.alias))
