@@ -147,12 +147,15 @@ impl Database {
         };
         let port = match source.connection.get("port") {
             None | Some(serde_json::Value::Null) => dialect.default_port(),
-            Some(v) => v.as_i64().filter(|p| (1..=65_535).contains(p)).ok_or_else(|| {
-                ConnectorError::Config(format!(
-                    "source `{}`: connection.port must be a number from 1 to 65535",
-                    source.name
-                ))
-            })?,
+            Some(v) => v
+                .as_i64()
+                .filter(|p| (1..=65_535).contains(p))
+                .ok_or_else(|| {
+                    ConnectorError::Config(format!(
+                        "source `{}`: connection.port must be a number from 1 to 65535",
+                        source.name
+                    ))
+                })?,
         };
         Ok(Database {
             dialect,
@@ -292,7 +295,9 @@ impl Database {
         sql: &str,
         width: usize,
     ) -> Result<Vec<Vec<Option<String>>>, ConnectorError> {
-        let cols: Vec<String> = (0..width).map(|i| format!("CAST(#{} AS VARCHAR)", i + 1)).collect();
+        let cols: Vec<String> = (0..width)
+            .map(|i| format!("CAST(#{} AS VARCHAR)", i + 1))
+            .collect();
         let query = format!(
             "SELECT {} FROM {}({}, {})",
             cols.join(", "),
@@ -329,12 +334,7 @@ impl Database {
             quote::ident(schema).expect("checked"),
             quote::ident(table).expect("checked")
         );
-        let columns = self.source_rows(
-            conn,
-            alias,
-            &self.dialect.columns_sql(schema, table),
-            2,
-        )?;
+        let columns = self.source_rows(conn, alias, &self.dialect.columns_sql(schema, table), 2)?;
         let casts: Vec<String> = columns
             .iter()
             .filter_map(|row| {
@@ -406,9 +406,8 @@ impl Connector for Database {
         let lit = |s: &str| s.replace('\'', "''");
         let (tables_sql, comments_sql, keys_sql) = match self.dialect {
             Dialect::Postgres => {
-                let only = bucket.map_or(String::new(), |b| {
-                    format!(" AND n.nspname = '{}'", lit(b))
-                });
+                let only =
+                    bucket.map_or(String::new(), |b| format!(" AND n.nspname = '{}'", lit(b)));
                 (
                     format!(
                         "SELECT n.nspname::text, c.relname::text, obj_description(c.oid, 'pg_class')::text, \
@@ -458,9 +457,7 @@ impl Connector for Database {
             }
         };
         type Key = (String, String);
-        let key = |r: &[Option<String>]| -> Option<Key> {
-            Some((r[0].clone()?, r[1].clone()?))
-        };
+        let key = |r: &[Option<String>]| -> Option<Key> { Some((r[0].clone()?, r[1].clone()?)) };
         let mut found: BTreeMap<Key, DiscoveredTable> = BTreeMap::new();
         for r in self.source_rows(conn, &alias, &tables_sql, 4)? {
             let Some(k) = key(&r) else { continue };

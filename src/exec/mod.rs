@@ -64,9 +64,10 @@ impl Instance {
                         .collect(),
                     store: crate::extensions::ExtensionStore {
                         directory: i.extension_directory.as_ref().map(|d| root.join(&d.value)),
-                        repository: i.extension_repository.as_ref().map(|r| {
-                            crate::extensions::repository_at(&root, &r.value)
-                        }),
+                        repository: i
+                            .extension_repository
+                            .as_ref()
+                            .map(|r| crate::extensions::repository_at(&root, &r.value)),
                     },
                 },
                 i.defaults.concurrency.max(1) as usize,

@@ -339,7 +339,10 @@ pub static CONN_POSTGRES: Object = Object {
         req("host", Ty::Str, "Host name or address of the server."),
         f(
             "port",
-            Ty::Int { min: 1, max: 65_535 },
+            Ty::Int {
+                min: 1,
+                max: 65_535,
+            },
             "TCP port. Default: 5432.",
         ),
         req("database", Ty::Str, "Database name."),
@@ -364,7 +367,10 @@ pub static CONN_MYSQL: Object = Object {
         req("host", Ty::Str, "Host name or address of the server."),
         f(
             "port",
-            Ty::Int { min: 1, max: 65_535 },
+            Ty::Int {
+                min: 1,
+                max: 65_535,
+            },
             "TCP port. Default: 3306.",
         ),
         req("database", Ty::Str, "Database (schema) name."),

@@ -364,7 +364,11 @@ fn discover_writes_entries_that_apply(server: &dyn Server) {
     );
     ok(pipeline(&inst, server, &["apply", "--auto-approve", "-q"]));
     assert_eq!(
-        query(&inst, server, "select string_agg(sku, ',' order by line) as s from order_lines"),
+        query(
+            &inst,
+            server,
+            "select string_agg(sku, ',' order by line) as s from order_lines"
+        ),
         "s\n\"A,B\"\n"
     );
 }
@@ -568,10 +572,9 @@ fn database_connections_never_hold_a_password() {
     assert!(!report.to_string().contains("hunter2"), "{report:#}");
     // Both types run remote and materialized tables: no query_mode error.
     assert!(
-        !errors.iter().any(|d| d["message"]
-            .as_str()
-            .unwrap_or("")
-            .contains("query_mode")),
+        !errors
+            .iter()
+            .any(|d| d["message"].as_str().unwrap_or("").contains("query_mode")),
         "{report:#}"
     );
 }
@@ -643,4 +646,26 @@ fn mysql_types_map_faithfully_value_by_value() {
             ("mi", "INTEGER", "-8000000"),
         ],
     );
+}
+
+#[test]
+fn a_missing_extension_is_installed_from_the_instance_repository() {
+    let db = PgDb::create();
+    db.sql("CREATE TABLE t (id int); INSERT INTO t VALUES (7);");
+    let inst = instance(&db, "tables:\n  - source: db\n    source_table: t\n");
+    // A local repository in DuckDB's layout, holding the official build.
+    let built = extensions_dir().join("v1.5.5/linux_amd64/postgres_scanner.duckdb_extension");
+    let repo = inst.path().join("repo/v1.5.5/linux_amd64");
+    std::fs::create_dir_all(&repo).unwrap();
+    std::fs::copy(&built, repo.join("postgres_scanner.duckdb_extension")).unwrap();
+    inst.write(
+        "config/instance.yaml",
+        "name: db\nextensions: { directory: data/extensions, repository: repo }\n",
+    );
+    ok(pipeline(&inst, &db, &["apply", "--auto-approve", "-q"]));
+    assert_eq!(query(&inst, &db, "select id from t"), "id\n7\n");
+    assert!(inst
+        .path()
+        .join("data/extensions/v1.5.5/linux_amd64/postgres_scanner.duckdb_extension")
+        .is_file());
 }
