@@ -63,10 +63,15 @@ impl Instance {
                         .map(|e| e.value.clone())
                         .collect(),
                     store: crate::extensions::ExtensionStore {
-                        directory: i.extension_directory.as_ref().map(|d| root.join(&d.value)),
-                        repository: i
-                            .extension_repository
+                        directory: i
+                            .extensions
                             .as_ref()
+                            .and_then(|e| e.directory.as_ref())
+                            .map(|d| root.join(&d.value)),
+                        repository: i
+                            .extensions
+                            .as_ref()
+                            .and_then(|e| e.repository.as_ref())
                             .map(|r| crate::extensions::repository_at(&root, &r.value)),
                     },
                 },

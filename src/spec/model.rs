@@ -167,10 +167,16 @@ pub struct InstanceSpec {
     pub missed_runs: MissedRuns,
     pub remote_extensions: Vec<Located<String>>,
     pub remote_token_envs: Vec<Located<String>>,
-    /// `extensions.directory`, as written (relative to the instance root).
-    pub extension_directory: Text,
-    /// `extensions.repository`.
-    pub extension_repository: Text,
+    /// `extensions:`, when given (boxed: most instances have none).
+    pub extensions: Option<Box<ExtensionSettings>>,
+}
+
+/// `extensions:` of the instance: where DuckDB extensions are installed and come from.
+#[derive(Debug)]
+pub struct ExtensionSettings {
+    /// As written (relative to the instance root).
+    pub directory: Text,
+    pub repository: Text,
 }
 
 /// `server:` beyond `listen`.
@@ -629,14 +635,14 @@ pub fn decode_instance(dec: &mut Decoder, node: &Node, file: FileId) -> Option<I
         remote_token_envs = dec.str_list(&ra, "token_envs");
         dec.env_vars(&remote_token_envs);
     }
-    let (mut extension_directory, mut extension_repository) = (None, None);
+    let mut extensions = None;
     if let Some(ext) = obj
         .get("extensions")
         .and_then(|n| dec.object(n, &fields::EXTENSIONS))
     {
-        extension_directory = dec.str(&ext, "directory");
-        extension_repository = dec.str(&ext, "repository");
-        if let Some(repo) = &extension_repository {
+        let directory = dec.str(&ext, "directory");
+        let repository = dec.str(&ext, "repository");
+        if let Some(repo) = &repository {
             if url_has_password(&repo.value) {
                 let d = dec.diags.error(
                     Code::Env,
@@ -647,6 +653,10 @@ pub fn decode_instance(dec: &mut Decoder, node: &Node, file: FileId) -> Option<I
                 d.secret_line = true;
             }
         }
+        extensions = Some(Box::new(ExtensionSettings {
+            directory,
+            repository,
+        }));
     }
     Some(InstanceSpec {
         file,
@@ -660,8 +670,7 @@ pub fn decode_instance(dec: &mut Decoder, node: &Node, file: FileId) -> Option<I
         missed_runs,
         remote_extensions,
         remote_token_envs,
-        extension_directory,
-        extension_repository,
+        extensions,
     })
 }
 

@@ -277,7 +277,7 @@ fn all_modes_and_incremental_reruns(server: &dyn Server) {
         ("db__db", server.kind(), PASSWORD_ENV)
     );
     assert!(
-        url.contains(&format!("host=127.0.0.1")) && url.contains(server.name()),
+        url.contains("host=127.0.0.1") && url.contains(server.name()),
         "{url}"
     );
     let view: String = extract
