@@ -11,6 +11,7 @@ pub mod contract;
 pub mod daemon;
 pub mod diag;
 pub mod exec;
+pub mod extensions;
 pub mod extract;
 pub mod metrics;
 pub mod orchestrator;

@@ -1,8 +1,9 @@
 //! `pipeline sources discover`: list what a source holds and write registry entries for it, so a new
-//! instance is registered in one command.
+//! instance is registered in one command. Every source type answers through the same connector
+//! method ([`crate::connectors::Connector::discover`]); this file only renders and writes.
 
 use super::output;
-use crate::connectors::keboola::{client::TableInfo, Keboola};
+use crate::connectors::{self, DiscoveredTable, Session};
 use crate::metrics::import::scalar;
 use crate::plan;
 use crate::registered::Registered;
@@ -19,9 +20,10 @@ Examples:
   pipeline sources discover kbc --write registry/kbc.yaml
                                                          registry entries with descriptions, columns
                                                          and primary keys from Keboola's metadata
+  pipeline sources discover shop_db --bucket public      one PostgreSQL schema (MySQL: database)
 
 Then `pipeline plan` shows what registering them does, and `pipeline apply` syncs them. Discovery is
-available for keboola sources.";
+available for keboola, postgres and mysql sources.";
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
@@ -35,7 +37,7 @@ enum Command {
     Discover {
         /// The source (its name in pipelines/).
         source: String,
-        /// Only this bucket.
+        /// Only this bucket (Keboola bucket, PostgreSQL schema, MySQL database).
         #[arg(long)]
         bucket: Option<String>,
         /// Write registry entries to FILE (refuses to overwrite a file it did not write).
@@ -60,18 +62,20 @@ pub fn run(dir: &Path, args: Args) -> Result<ExitCode> {
             .unwrap_or_default();
         bail!("no source `{source}` in pipelines/{hint}");
     };
-    if def.source_type != "keboola" {
+    if !matches!(def.source_type.as_str(), "keboola" | "postgres" | "mysql") {
         bail!(
-            "discovery is available for keboola sources; `{source}` is a {} source",
+            "discovery is available for keboola, postgres and mysql sources; `{source}` is a {} source",
             def.source_type
         );
     }
-    let kbc = Keboola::new(def)?;
-    let mut tables = kbc
-        .client()?
-        .tables(bucket.as_deref())
+    let inst = crate::exec::Instance::from_specs(&desired.specs)?;
+    let connector = connectors::connector(def, &inst.root)?;
+    let conn = duckdb::Connection::open_in_memory()?;
+    let session = Session::default().with_extensions(inst.policy.store.clone());
+    let mut tables = connector
+        .discover(&conn, &session, bucket.as_deref())
         .context("listing the tables")?;
-    tables.sort_by(|a, b| a.id.cmp(&b.id));
+    tables.sort_by(|a, b| (&a.bucket, &a.name).cmp(&(&b.bucket, &b.name)));
     let mut out = anstream::stdout().lock();
     let mut t = output::TextTable::new(vec![
         "table",
@@ -82,11 +86,11 @@ pub fn run(dir: &Path, args: Args) -> Result<ExitCode> {
     ]);
     for info in &tables {
         t.row(vec![
-            info.id.clone(),
-            info.rows_count.map_or("-".into(), |r| r.to_string()),
+            format!("{}.{}", info.bucket, info.name),
+            info.rows.map_or("-".into(), |r| r.to_string()),
             info.columns.len().to_string(),
             info.primary_key.join(", "),
-            output::truncate(info.description().unwrap_or(""), 50),
+            output::truncate(info.description.as_deref().unwrap_or(""), 50),
         ]);
     }
     write!(out, "{}", t.render())?;
@@ -129,7 +133,11 @@ pub fn run(dir: &Path, args: Args) -> Result<ExitCode> {
 
 /// View names must be unique across the instance: a table name that is taken (by another source,
 /// or by another bucket here) gets its bucket's name in front.
-fn view_name(info: &TableInfo, seen: &mut BTreeMap<String, usize>, taken: &[String]) -> String {
+fn view_name(
+    info: &DiscoveredTable,
+    seen: &mut BTreeMap<String, usize>,
+    taken: &[String],
+) -> String {
     let clean = |s: &str| -> String {
         let mut out: String = s
             .chars()
@@ -151,15 +159,11 @@ fn view_name(info: &TableInfo, seen: &mut BTreeMap<String, usize>, taken: &[Stri
     let name = if taken.contains(&plain) || seen.contains_key(&plain) {
         let bucket = info
             .bucket
-            .as_ref()
-            .map(|b| {
-                b.id.rsplit('.')
-                    .next()
-                    .unwrap_or(&b.id)
-                    .trim_start_matches("c-")
-                    .to_string()
-            })
-            .unwrap_or_default();
+            .rsplit('.')
+            .next()
+            .unwrap_or(&info.bucket)
+            .trim_start_matches("c-")
+            .to_string();
         clean(&format!("{bucket}_{}", info.name))
     } else {
         plain
@@ -168,25 +172,22 @@ fn view_name(info: &TableInfo, seen: &mut BTreeMap<String, usize>, taken: &[Stri
     name
 }
 
-fn registry(source: &str, tables: &[TableInfo], taken: &[String]) -> String {
+fn registry(source: &str, tables: &[DiscoveredTable], taken: &[String]) -> String {
     let mut out = format!(
         "{MARKER} from source `{source}` on {}; edit freely.\ntables:\n",
         chrono::Utc::now().format("%Y-%m-%d")
     );
     let mut seen = BTreeMap::new();
     for info in tables {
-        let (bucket, name) = match info.id.rsplit_once('.') {
-            Some((b, n)) => (b.to_string(), n.to_string()),
-            None => continue,
-        };
+        let (bucket, name) = (&info.bucket, &info.name);
         let view = view_name(info, &mut seen, taken);
         out.push_str(&format!("  - source: {}\n", scalar(source, 4, false)));
-        out.push_str(&format!("    bucket: {}\n", scalar(&bucket, 4, false)));
-        out.push_str(&format!("    source_table: {}\n", scalar(&name, 4, false)));
-        if view != name {
+        out.push_str(&format!("    bucket: {}\n", scalar(bucket, 4, false)));
+        out.push_str(&format!("    source_table: {}\n", scalar(name, 4, false)));
+        if &view != name {
             out.push_str(&format!("    name: {view}\n"));
         }
-        if let Some(d) = info.description() {
+        if let Some(d) = info.description.as_deref() {
             out.push_str(&format!("    description: {}\n", scalar(d, 6, false)));
         }
         if !info.primary_key.is_empty() {
@@ -203,7 +204,7 @@ fn registry(source: &str, tables: &[TableInfo], taken: &[String]) -> String {
         let documented: Vec<(&String, &str)> = info
             .columns
             .iter()
-            .filter_map(|c| info.column_description(c).map(|d| (c, d)))
+            .filter_map(|c| c.description.as_deref().map(|d| (&c.name, d)))
             .collect();
         if !documented.is_empty() {
             out.push_str("    columns:\n");

@@ -6,15 +6,18 @@
 //! database, point at files, download an export…) and returns a relation to `SELECT` from; tells
 //! whether the input changed since the last extract ([`Connector::fingerprint`]); and, for
 //! `query_mode: remote`, says what analytics must ATTACH to query the table at the source
-//! ([`Connector::remote`]). There is one connector per [`SourceType`]; which query modes each type
+//! ([`Connector::remote`]); and lists what the source holds for `pipeline sources discover`
+//! ([`Connector::discover`]). There is one connector per [`SourceType`]; which query modes each type
 //! runs is stated once, beside the type ([`SourceType::query_modes`]), and checked here and by
-//! `validate` alike. Planned types (Postgres, BigQuery, Jira) will implement the same trait.
+//! `validate` alike. Planned types (BigQuery, Jira) will implement the same trait.
 
+mod database;
 mod duckdb_file;
 mod files;
 pub mod keboola;
 
 use crate::contract::RemoteAttach;
+use crate::extensions::ExtensionStore;
 use crate::registered::{SourceDef, TableDef};
 use crate::spec::model::SourceType;
 use duckdb::Connection;
@@ -82,6 +85,28 @@ pub struct RemoteTable {
     pub table: String,
 }
 
+/// A table found at a source by [`Connector::discover`].
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct DiscoveredTable {
+    /// Keboola bucket, database schema: the registry's `bucket`.
+    pub bucket: String,
+    /// The registry's `source_table`.
+    pub name: String,
+    pub description: Option<String>,
+    /// As the source reports it (an estimate for databases).
+    pub rows: Option<i64>,
+    pub columns: Vec<DiscoveredColumn>,
+    pub primary_key: Vec<String>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct DiscoveredColumn {
+    pub name: String,
+    /// The DuckDB type the column is read as, when known.
+    pub data_type: Option<String>,
+    pub description: Option<String>,
+}
+
 /// State shared by the tasks of one run on one DuckDB instance. DuckDB attaches a file once per
 /// instance, so databases are attached once and stay attached for the run.
 #[derive(Debug, Default)]
@@ -89,6 +114,8 @@ pub struct Session {
     attached: Mutex<HashSet<String>>,
     /// Where downloads go (under the data dir); the system temp dir when unset.
     pub scratch: Option<PathBuf>,
+    /// Where the extensions a connector loads come from (the instance's `extensions` settings).
+    pub extensions: ExtensionStore,
 }
 
 impl Session {
@@ -97,6 +124,14 @@ impl Session {
         Session {
             scratch: Some(scratch),
             ..Session::default()
+        }
+    }
+
+    /// This session, loading extensions from `store`.
+    pub fn with_extensions(self, store: ExtensionStore) -> Session {
+        Session {
+            extensions: store,
+            ..self
         }
     }
 
@@ -158,6 +193,20 @@ pub trait Connector: Send + Sync {
             "this source type cannot serve remote tables; use query_mode: local".into(),
         ))
     }
+
+    /// The tables the source holds (only those of `bucket` when given), with their columns and
+    /// primary keys, for `pipeline sources discover`.
+    fn discover(
+        &self,
+        conn: &Connection,
+        session: &Session,
+        bucket: Option<&str>,
+    ) -> Result<Vec<DiscoveredTable>, ConnectorError> {
+        let _ = (conn, session, bucket);
+        Err(ConnectorError::Config(
+            "discovery is not available for this source type".into(),
+        ))
+    }
 }
 
 /// The connector for `source`, with relative paths resolved against the instance `root`.
@@ -189,6 +238,14 @@ pub fn connector(source: &SourceDef, root: &Path) -> Result<Box<dyn Connector>, 
             path()?,
         ))),
         SourceType::Keboola => Ok(Box::new(keboola::Keboola::new(source)?)),
+        SourceType::Postgres => Ok(Box::new(database::Database::new(
+            source,
+            database::Dialect::Postgres,
+        )?)),
+        SourceType::Mysql => Ok(Box::new(database::Database::new(
+            source,
+            database::Dialect::Mysql,
+        )?)),
     }
 }
 

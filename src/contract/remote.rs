@@ -6,7 +6,13 @@
 //! extension and is always allowed), and the token env var must be on `remote_attach.token_envs` and
 //! set. The token is read from the environment at attach time and never written anywhere; error
 //! messages are scrubbed of it.
+//!
+//! An extension is loaded from the instance's extension store ([`crate::extensions`]) before the
+//! ATTACH; the token becomes a temporary DuckDB secret of the extension's type, under the parameter
+//! that extension takes ([`credential_parameter`]: `PASSWORD` for the database extensions, `TOKEN`
+//! otherwise), and an ATTACH of `postgres` or `mysql` names that secret.
 
+use crate::extensions::ExtensionStore;
 use crate::quote;
 use crate::spec::names;
 use duckdb::Connection;
@@ -26,6 +32,8 @@ pub struct RemoteAttach {
 pub struct RemotePolicy {
     pub extensions: Vec<String>,
     pub token_envs: Vec<String>,
+    /// Where the extensions are loaded from (the instance's `extensions` settings).
+    pub store: ExtensionStore,
 }
 
 /// The attach type of DuckDB's own database files.
@@ -50,6 +58,19 @@ pub enum Refusal {
     Url,
     #[error("ATTACH failed: {0}")]
     Attach(String),
+    /// The extension could not be loaded (not installed, or not a valid build).
+    #[error("{0}")]
+    Load(String),
+}
+
+/// The `CREATE SECRET` parameter an extension takes a `_remote_attach` row's credential under, and
+/// whether its ATTACH must name the secret (the database extensions only use a secret named in the
+/// ATTACH, or their default one; the secret's other parameters merge with the URL's).
+pub fn credential_parameter(extension: &str) -> (&'static str, bool) {
+    match extension {
+        "postgres" | "mysql" => ("PASSWORD", true),
+        _ => ("TOKEN", false),
+    }
 }
 
 impl RemotePolicy {
@@ -102,21 +123,37 @@ pub fn attach(conn: &Connection, row: &RemoteAttach, policy: &RemotePolicy) -> R
     let sql = if native {
         format!("ATTACH {} AS {alias} (READ_ONLY)", quote::literal(&row.url))
     } else {
-        // The extension must be installed beforehand (offline: from its PyPI wheel, DESIGN.md §11).
-        conn.execute_batch(&format!("LOAD {ext}")).map_err(scrub)?;
+        // Installed beforehand in the instance's extension directory (offline: from its PyPI
+        // wheel, scripts/fetch-extensions), or from its repository.
+        policy
+            .store
+            .load(conn, ext)
+            .map_err(|e| Refusal::Load(e.to_string()))?;
+        if ext == "mysql" {
+            // MySQL TIMESTAMP values are read in UTC, as the mysql connector reads them; and the
+            // extension's aggregate push-down is off: in 1.5.5 it fails to bind an aliased
+            // aggregate over a view of an attached table (`SELECT count(*) AS n FROM v` is an
+            // INTERNAL error), which is exactly how analytics reads remote tables.
+            conn.execute_batch(
+                "SET mysql_session_time_zone = '+00:00'; SET mysql_aggregate_pushdown_enabled = false;",
+            )
+            .map_err(scrub)?;
+        }
+        let (parameter, named) = credential_parameter(ext);
+        let secret = quote::ident(&format!("{}_token", row.alias))
+            .unwrap_or_else(|| "\"remote_token\"".into());
+        let mut options = format!("TYPE {ext}, READ_ONLY");
         if let Some(t) = &token {
             conn.execute_batch(&format!(
-                "CREATE OR REPLACE TEMPORARY SECRET {} (TYPE {ext}, TOKEN {})",
-                quote::ident(&format!("{}_token", row.alias))
-                    .unwrap_or_else(|| "\"remote_token\"".into()),
+                "CREATE OR REPLACE TEMPORARY SECRET {secret} (TYPE {ext}, {parameter} {})",
                 quote::literal(t)
             ))
             .map_err(scrub)?;
+            if named {
+                options.push_str(&format!(", SECRET {secret}"));
+            }
         }
-        format!(
-            "ATTACH {} AS {alias} (TYPE {ext}, READ_ONLY)",
-            quote::literal(&row.url)
-        )
+        format!("ATTACH {} AS {alias} ({options})", quote::literal(&row.url))
     };
     conn.execute_batch(&sql).map_err(scrub)
 }
@@ -139,6 +176,7 @@ mod tests {
         let p = RemotePolicy {
             extensions: vec!["postgres".into()],
             token_envs: vec!["PIPELINE_TEST_TOKEN_UNSET".into()],
+            ..RemotePolicy::default()
         };
         assert_eq!(p.check(&row("a", "duckdb", None)), Ok(None));
         assert_eq!(p.check(&row("a", "", None)), Ok(None));

@@ -63,6 +63,18 @@ impl Instance {
                         .iter()
                         .map(|e| e.value.clone())
                         .collect(),
+                    store: crate::extensions::ExtensionStore {
+                        directory: i
+                            .extensions
+                            .as_ref()
+                            .and_then(|e| e.directory.as_ref())
+                            .map(|d| root.join(&d.value)),
+                        repository: i
+                            .extensions
+                            .as_ref()
+                            .and_then(|e| e.repository.as_ref())
+                            .map(|r| crate::extensions::repository_at(&root, &r.value)),
+                    },
                 },
                 i.defaults.concurrency.max(1) as usize,
             ),

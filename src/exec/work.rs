@@ -86,6 +86,7 @@ impl Context {
                 quote::path(&p.temp_dir)
             ))
             .map_err(|e| e.to_string())?;
+        let extensions = p.policy.store.clone();
         Ok(Context {
             root: p.root,
             layout: p.layout,
@@ -99,7 +100,7 @@ impl Context {
             lock_timeout: p.lock_timeout,
             cancel,
             engine: Mutex::new(engine),
-            session: Session::with_scratch(p.temp_dir.clone()),
+            session: Session::with_scratch(p.temp_dir.clone()).with_extensions(extensions),
             extracted: Mutex::new(HashMap::new()),
             publish: Mutex::new(Publish::NotRun),
             analytics_lock: Mutex::new(None),

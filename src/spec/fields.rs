@@ -83,7 +83,15 @@ const fn req(key: &'static str, ty: Ty, doc: &'static str) -> Field {
 
 pub const QUERY_MODES: &[&str] = &["local", "remote", "materialized"];
 /// Only types with a connector (see `model::SourceType`); planned ones are not in the schema.
-pub const SOURCE_TYPES: &[&str] = &["csv", "parquet", "duckdb", "keboola"];
+pub const SOURCE_TYPES: &[&str] = &["csv", "parquet", "duckdb", "keboola", "postgres", "mysql"];
+pub const SSL_MODES: &[&str] = &[
+    "disable",
+    "allow",
+    "prefer",
+    "require",
+    "verify-ca",
+    "verify-full",
+];
 pub const SYNC_MODES: &[&str] = &["full", "incremental", "partitioned"];
 pub const GRANULARITIES: &[&str] = &["day", "month", "year"];
 pub const GRAINS: &[&str] = &["day", "week", "month", "quarter", "year"];
@@ -235,6 +243,25 @@ pub static REMOTE_ATTACH: Object = Object {
     ],
 };
 
+pub static EXTENSIONS: Object = Object {
+    name: "extensions",
+    doc: "Where the DuckDB extensions that sources need (postgres, mysql) are installed.",
+    fields: &[
+        f(
+            "directory",
+            Ty::Str,
+            "DuckDB extension directory, relative to the instance root; `scripts/fetch-extensions \
+             --dir DIR` installs the official builds there. Default: DuckDB's own (~/.duckdb/extensions).",
+        ),
+        f(
+            "repository",
+            Ty::Str,
+            "Repository to install a missing extension from (`INSTALL … FROM`): a URL or a local \
+             directory in DuckDB's repository layout. Default: none (a missing extension is an error).",
+        ),
+    ],
+};
+
 pub static INSTANCE: Object = Object {
     name: "instance config",
     doc: "config/instance.yaml: the instance's settings.",
@@ -247,6 +274,7 @@ pub static INSTANCE: Object = Object {
         f("server", Ty::Object(&SERVER), "HTTP server settings for `pipeline daemon`."),
         f("scheduler", Ty::Object(&SCHEDULER), "Scheduling settings for `pipeline daemon`."),
         f("remote_attach", Ty::Object(&REMOTE_ATTACH), "Allowlists for remote attachments."),
+        f("extensions", Ty::Object(&EXTENSIONS), "Where DuckDB extensions are installed and come from."),
     ],
 };
 
@@ -361,6 +389,57 @@ pub static CONN_KEBOOLA: Object = Object {
     ],
 };
 
+pub static CONN_POSTGRES: Object = Object {
+    name: "postgres connection",
+    doc: "A PostgreSQL database, read through DuckDB's postgres extension.",
+    fields: &[
+        req("host", Ty::Str, "Host name or address of the server."),
+        f(
+            "port",
+            Ty::Int {
+                min: 1,
+                max: 65_535,
+            },
+            "TCP port. Default: 5432.",
+        ),
+        req("database", Ty::Str, "Database name."),
+        req("user", Ty::Str, "User to connect as."),
+        f(
+            "password_env",
+            Ty::EnvVar,
+            "Environment variable holding the password; none: connect without one.",
+        ),
+        f(
+            "sslmode",
+            Ty::Enum(SSL_MODES),
+            "libpq sslmode: disable, allow, prefer (default), require, verify-ca, verify-full.",
+        ),
+    ],
+};
+
+pub static CONN_MYSQL: Object = Object {
+    name: "mysql connection",
+    doc: "A MySQL or MariaDB database, read through DuckDB's mysql extension.",
+    fields: &[
+        req("host", Ty::Str, "Host name or address of the server."),
+        f(
+            "port",
+            Ty::Int {
+                min: 1,
+                max: 65_535,
+            },
+            "TCP port. Default: 3306.",
+        ),
+        req("database", Ty::Str, "Database (schema) name."),
+        req("user", Ty::Str, "User to connect as."),
+        f(
+            "password_env",
+            Ty::EnvVar,
+            "Environment variable holding the password; none: connect without one.",
+        ),
+    ],
+};
+
 /// The connection object for a source type.
 pub fn connection_object(source_type: &str) -> Option<&'static Object> {
     Some(match source_type {
@@ -368,6 +447,8 @@ pub fn connection_object(source_type: &str) -> Option<&'static Object> {
         "parquet" => &CONN_PARQUET,
         "duckdb" => &CONN_DUCKDB,
         "keboola" => &CONN_KEBOOLA,
+        "postgres" => &CONN_POSTGRES,
+        "mysql" => &CONN_MYSQL,
         _ => return None,
     })
 }
@@ -496,7 +577,7 @@ pub static TABLE: Object = Object {
         f("bucket", Ty::Str, "Keboola bucket, BigQuery dataset, database schema or folder."),
         f("source_table", Ty::Str, "Table name at the source; required unless query_mode is materialized."),
         f("name", Ty::Str, "View name in analytics; default: source_table. Unique."),
-        f("query_mode", Ty::Enum(QUERY_MODES), "local: extract to Parquet (every source type) | remote: attach, queries go to the source | materialized: run `query` at the source, store the result. remote and materialized need a duckdb source."),
+        f("query_mode", Ty::Enum(QUERY_MODES), "local: extract to Parquet (every source type) | remote: attach, queries go to the source | materialized: run `query` at the source, store the result. remote and materialized need a duckdb source, a postgres source or a mysql source."),
         f("query", Ty::Sql, "SQL run at the source (query_mode: materialized)."),
         f("schedule", Ty::Schedule, "Sync schedule; overrides the source's."),
         f("sync", Ty::Object(&SYNC), "Full or incremental sync settings."),
@@ -593,12 +674,15 @@ pub fn all_objects() -> Vec<&'static Object> {
         &DEFAULTS,
         &SERVER,
         &REMOTE_ATTACH,
+        &EXTENSIONS,
         &SOURCE,
         &CONN_CSV,
         &CSV_OPTIONS,
         &CONN_PARQUET,
         &CONN_DUCKDB,
         &CONN_KEBOOLA,
+        &CONN_POSTGRES,
+        &CONN_MYSQL,
         &TRANSFORM,
         &REGISTRY,
         &TABLE,

@@ -52,6 +52,8 @@ spec_enum!(
         Parquet = "parquet",
         Duckdb = "duckdb",
         Keboola = "keboola",
+        Postgres = "postgres",
+        Mysql = "mysql",
     }
 );
 spec_enum!(SyncMode { Full = "full", Incremental = "incremental", Partitioned = "partitioned" });
@@ -84,7 +86,7 @@ spec_enum!(Grain { Day = "day", Week = "week", Month = "month", Quarter = "quart
 
 /// Source types on the roadmap that this version has no connector for. Named so that `validate` can
 /// say "not in this version" instead of "unknown"; they are not in the schema.
-pub const PLANNED_SOURCE_TYPES: &[&str] = &["postgres", "bigquery", "jira"];
+pub const PLANNED_SOURCE_TYPES: &[&str] = &["bigquery", "jira"];
 
 impl SourceType {
     /// What this version can run: the query modes a table of this source type may use. The one
@@ -92,11 +94,14 @@ impl SourceType {
     /// (`connectors::connector_for`) refuses the same tables, so what validates is what runs.
     ///
     /// `remote` needs a source DuckDB can ATTACH at query time and `materialized` one that can run a
-    /// query, which today is only a DuckDB file; Keboola tables are exported, files are read.
+    /// query: a DuckDB file, and the databases DuckDB's extensions attach (PostgreSQL, MySQL);
+    /// Keboola tables are exported, files are read.
     pub fn query_modes(self) -> &'static [QueryMode] {
         match self {
             SourceType::Csv | SourceType::Parquet | SourceType::Keboola => &[QueryMode::Local],
-            SourceType::Duckdb => &[QueryMode::Local, QueryMode::Remote, QueryMode::Materialized],
+            SourceType::Duckdb | SourceType::Postgres | SourceType::Mysql => {
+                &[QueryMode::Local, QueryMode::Remote, QueryMode::Materialized]
+            }
         }
     }
 
@@ -163,6 +168,16 @@ pub struct InstanceSpec {
     pub missed_runs: MissedRuns,
     pub remote_extensions: Vec<Located<String>>,
     pub remote_token_envs: Vec<Located<String>>,
+    /// `extensions:`, when given (boxed: most instances have none).
+    pub extensions: Option<Box<ExtensionSettings>>,
+}
+
+/// `extensions:` of the instance: where DuckDB extensions are installed and come from.
+#[derive(Debug)]
+pub struct ExtensionSettings {
+    /// As written (relative to the instance root).
+    pub directory: Text,
+    pub repository: Text,
 }
 
 /// `server:` beyond `listen`. Limits whose default depends on the host (RAM, cores) are `None` when
@@ -656,6 +671,29 @@ pub fn decode_instance(dec: &mut Decoder, node: &Node, file: FileId) -> Option<I
         remote_token_envs = dec.str_list(&ra, "token_envs");
         dec.env_vars(&remote_token_envs);
     }
+    let mut extensions = None;
+    if let Some(ext) = obj
+        .get("extensions")
+        .and_then(|n| dec.object(n, &fields::EXTENSIONS))
+    {
+        let directory = dec.str(&ext, "directory");
+        let repository = dec.str(&ext, "repository");
+        if let Some(repo) = &repository {
+            if url_has_password(&repo.value) {
+                let d = dec.diags.error(
+                    Code::Env,
+                    repo.span,
+                    "`repository` has a password in the URL; secrets are never written in specs",
+                );
+                d.hint = Some("use a repository that needs no credentials in its URL".into());
+                d.secret_line = true;
+            }
+        }
+        extensions = Some(Box::new(ExtensionSettings {
+            directory,
+            repository,
+        }));
+    }
     Some(InstanceSpec {
         file,
         name: name?,
@@ -668,6 +706,7 @@ pub fn decode_instance(dec: &mut Decoder, node: &Node, file: FileId) -> Option<I
         missed_runs,
         remote_extensions,
         remote_token_envs,
+        extensions,
     })
 }
 

@@ -6,6 +6,7 @@ mod common;
 mod cli;
 mod daemon;
 mod data_safety;
+mod databases;
 mod demo;
 mod downstream;
 mod engine;

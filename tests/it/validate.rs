@@ -599,8 +599,8 @@ both_formats!(a_source_type_without_a_connector_is_an_error, |fmt: Fmt| {
         "pipelines/db",
         pick(
             fmt,
-            "type: postgres\nconnection:\n  host: localhost\n",
-            "type = \"postgres\"\n[connection]\nhost = \"localhost\"\n",
+            "type: jira\nconnection:\n  host: localhost\n",
+            "type = \"jira\"\n[connection]\nhost = \"localhost\"\n",
         ),
     );
     let col = match fmt {
@@ -611,7 +611,7 @@ both_formats!(a_source_type_without_a_connector_is_an_error, |fmt: Fmt| {
     assert!(d["message"]
         .as_str()
         .unwrap()
-        .contains("`postgres` is not available in this version"));
+        .contains("`jira` is not available in this version"));
     assert!(d["hint"]
         .as_str()
         .unwrap()
@@ -621,7 +621,7 @@ both_formats!(a_source_type_without_a_connector_is_an_error, |fmt: Fmt| {
     let schema: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(
         schema["properties"]["type"]["enum"],
-        serde_json::json!(["csv", "parquet", "duckdb", "keboola"])
+        serde_json::json!(["csv", "parquet", "duckdb", "keboola", "postgres", "mysql"])
     );
 });
 

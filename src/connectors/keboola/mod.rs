@@ -14,7 +14,9 @@
 pub mod client;
 pub mod sigv4;
 
-use super::{fingerprint_of, Connector, ConnectorError, Scan, Session};
+use super::{
+    fingerprint_of, Connector, ConnectorError, DiscoveredColumn, DiscoveredTable, Scan, Session,
+};
 use crate::quote;
 use crate::registered::{SourceDef, TableDef};
 use crate::spec::model::SyncMode;
@@ -305,6 +307,37 @@ impl Connector for Keboola {
             filtered_at_source: exact,
             ..Scan::of(relation(&info, &files)?)
         })
+    }
+
+    fn discover(
+        &self,
+        _conn: &Connection,
+        _session: &Session,
+        bucket: Option<&str>,
+    ) -> Result<Vec<DiscoveredTable>, ConnectorError> {
+        let tables = self.client()?.tables(bucket)?;
+        Ok(tables
+            .iter()
+            .filter_map(|info| {
+                let (bucket, name) = info.id.rsplit_once('.')?;
+                Some(DiscoveredTable {
+                    bucket: bucket.to_string(),
+                    name: name.to_string(),
+                    description: info.description().map(String::from),
+                    rows: info.rows_count,
+                    columns: info
+                        .columns
+                        .iter()
+                        .map(|c| DiscoveredColumn {
+                            name: c.clone(),
+                            data_type: Some(duck_type(info.base_type(c)).to_string()),
+                            description: info.column_description(c).map(String::from),
+                        })
+                        .collect(),
+                    primary_key: info.primary_key.clone(),
+                })
+            })
+            .collect())
     }
 }
 

@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use tempfile::TempDir;
 
 pub mod daemon;
+pub mod db;
 pub mod secrets;
 
 pub fn pipeline() -> Command {
