@@ -36,6 +36,32 @@ pub struct RemotePolicy {
     pub store: ExtensionStore,
 }
 
+impl RemotePolicy {
+    /// The policy `instance` sets (`remote_attach`, `extensions`), with paths resolved against the
+    /// instance `root`.
+    pub fn of_instance(
+        instance: &crate::spec::model::InstanceSpec,
+        root: &std::path::Path,
+    ) -> Self {
+        let values = |v: &[crate::spec::decode::Located<String>]| -> Vec<String> {
+            v.iter().map(|e| e.value.clone()).collect()
+        };
+        let settings = instance.extensions.as_ref();
+        RemotePolicy {
+            extensions: values(&instance.remote_extensions),
+            token_envs: values(&instance.remote_token_envs),
+            store: crate::extensions::ExtensionStore {
+                directory: settings
+                    .and_then(|e| e.directory.as_ref())
+                    .map(|d| root.join(&d.value)),
+                repository: settings
+                    .and_then(|e| e.repository.as_ref())
+                    .map(|r| crate::extensions::repository_at(root, &r.value)),
+            },
+        }
+    }
+}
+
 /// The attach type of DuckDB's own database files.
 pub const NATIVE: &str = "duckdb";
 

@@ -52,30 +52,7 @@ impl Instance {
         let root = std::fs::canonicalize(&specs.root).unwrap_or_else(|_| specs.root.clone());
         let (policy, concurrency) = match &specs.instance {
             Some(i) => (
-                RemotePolicy {
-                    extensions: i
-                        .remote_extensions
-                        .iter()
-                        .map(|e| e.value.clone())
-                        .collect(),
-                    token_envs: i
-                        .remote_token_envs
-                        .iter()
-                        .map(|e| e.value.clone())
-                        .collect(),
-                    store: crate::extensions::ExtensionStore {
-                        directory: i
-                            .extensions
-                            .as_ref()
-                            .and_then(|e| e.directory.as_ref())
-                            .map(|d| root.join(&d.value)),
-                        repository: i
-                            .extensions
-                            .as_ref()
-                            .and_then(|e| e.repository.as_ref())
-                            .map(|r| crate::extensions::repository_at(&root, &r.value)),
-                    },
-                },
+                RemotePolicy::of_instance(i, &root),
                 i.defaults.concurrency.max(1) as usize,
             ),
             None => (RemotePolicy::default(), 4),

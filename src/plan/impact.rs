@@ -170,18 +170,7 @@ impl Places {
 /// What the instance allows analytics to attach (for views over remote tables).
 fn policy(specs: &Specs) -> RemotePolicy {
     match &specs.instance {
-        Some(i) => RemotePolicy {
-            extensions: i
-                .remote_extensions
-                .iter()
-                .map(|e| e.value.clone())
-                .collect(),
-            token_envs: i
-                .remote_token_envs
-                .iter()
-                .map(|e| e.value.clone())
-                .collect(),
-        },
+        Some(i) => RemotePolicy::of_instance(i, &specs.root),
         None => RemotePolicy::default(),
     }
 }

@@ -194,6 +194,10 @@ fn sandbox(job: &Job) -> Result<(Connection, Vec<String>), String> {
         let policy = crate::contract::RemotePolicy {
             extensions: job.extensions.clone(),
             token_envs: job.token_envs.clone(),
+            store: crate::extensions::ExtensionStore {
+                directory: job.extension_directory.clone(),
+                repository: job.extension_repository.clone(),
+            },
         };
         let list = crate::orchestrator::attach::read(&conn, Some("analytics")).unwrap_or_default();
         let list: Vec<_> = list
@@ -334,6 +338,9 @@ struct Job {
     remote_sources: BTreeSet<String>,
     extensions: Vec<String>,
     token_envs: Vec<String>,
+    /// The instance's extension directory and repository (remote tables load their extension).
+    extension_directory: Option<PathBuf>,
+    extension_repository: Option<String>,
     /// The process's hard limit; DuckDB gets [`duckdb_memory_mb`] of it.
     process_memory_mb: u64,
     threads: u64,
@@ -683,6 +690,8 @@ pub async fn query(
         remote_sources,
         extensions: settings.exec.policy.extensions.clone(),
         token_envs: settings.exec.policy.token_envs.clone(),
+        extension_directory: settings.exec.policy.store.directory.clone(),
+        extension_repository: settings.exec.policy.store.repository.clone(),
         process_memory_mb: limits.query_memory_mb,
         threads: limits.query_threads,
         max_rows,
