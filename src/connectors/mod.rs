@@ -8,13 +8,14 @@
 //! `query_mode: remote`, says what analytics must ATTACH to query the table at the source
 //! ([`Connector::remote`]). There is one connector per [`SourceType`]; which query modes each type
 //! runs is stated once, beside the type ([`SourceType::query_modes`]), and checked here and by
-//! `validate` alike. Planned types (Postgres, BigQuery, Jira) will implement the same trait.
+//! `validate` alike. Planned types (Postgres, Jira) will implement the same trait.
 
+pub mod bigquery;
 mod duckdb_file;
 mod files;
 pub mod keboola;
 
-use crate::contract::RemoteAttach;
+use crate::contract::{RemoteAttach, ViewTarget};
 use crate::registered::{SourceDef, TableDef};
 use crate::spec::model::SourceType;
 use duckdb::Connection;
@@ -80,6 +81,12 @@ pub struct RemoteTable {
     pub attach: RemoteAttach,
     pub schema: String,
     pub table: String,
+    /// What the extract's view reads when it is not `<alias>."<schema>"."<table>"` (a BigQuery view
+    /// is read through the extension's `bigquery_query` table function).
+    pub view: Option<ViewTarget>,
+    /// Write `rows = 0, size_bytes = 0` in `_meta` (as the seed system does for BigQuery) rather
+    /// than NULL.
+    pub zero_counts: bool,
 }
 
 /// State shared by the tasks of one run on one DuckDB instance. DuckDB attaches a file once per
@@ -189,6 +196,7 @@ pub fn connector(source: &SourceDef, root: &Path) -> Result<Box<dyn Connector>, 
             path()?,
         ))),
         SourceType::Keboola => Ok(Box::new(keboola::Keboola::new(source)?)),
+        SourceType::Bigquery => Ok(Box::new(bigquery::Bigquery::new(source, root)?)),
     }
 }
 

@@ -83,7 +83,7 @@ const fn req(key: &'static str, ty: Ty, doc: &'static str) -> Field {
 
 pub const QUERY_MODES: &[&str] = &["local", "remote", "materialized"];
 /// Only types with a connector (see `model::SourceType`); planned ones are not in the schema.
-pub const SOURCE_TYPES: &[&str] = &["csv", "parquet", "duckdb", "keboola"];
+pub const SOURCE_TYPES: &[&str] = &["csv", "parquet", "duckdb", "keboola", "bigquery"];
 pub const SYNC_MODES: &[&str] = &["full", "incremental", "partitioned"];
 pub const GRANULARITIES: &[&str] = &["day", "month", "year"];
 pub const GRAINS: &[&str] = &["day", "week", "month", "quarter", "year"];
@@ -304,6 +304,51 @@ pub static CONN_KEBOOLA: Object = Object {
     ],
 };
 
+pub static CONN_BIGQUERY: Object = Object {
+    name: "bigquery connection",
+    doc: "A Google BigQuery project, over the REST API v2 with a service-account key.",
+    fields: &[
+        f(
+            "project_id",
+            Ty::Str,
+            "The project holding the datasets; default: the key's project_id.",
+        ),
+        f(
+            "billing_project",
+            Ty::Str,
+            "The project that runs and pays for query jobs; default: project_id.",
+        ),
+        f(
+            "location",
+            Ty::Str,
+            "Where jobs run (US, EU, europe-west1…); default: where the data is.",
+        ),
+        f(
+            "credentials_file",
+            Ty::Str,
+            "A service-account key file (JSON), relative to the instance root. Keep it out of git.",
+        ),
+        f(
+            "credentials_env",
+            Ty::EnvVar,
+            "Environment variable holding the service-account key's JSON (instead of credentials_file).",
+        ),
+        f(
+            "endpoint",
+            Ty::Str,
+            "REST API root; default https://bigquery.googleapis.com (an emulator: http://127.0.0.1:PORT).",
+        ),
+        f(
+            "page_size",
+            Ty::Int {
+                min: 1,
+                max: 100_000,
+            },
+            "Rows per page read; default: BigQuery's (about 10 MB per page).",
+        ),
+    ],
+};
+
 /// The connection object for a source type.
 pub fn connection_object(source_type: &str) -> Option<&'static Object> {
     Some(match source_type {
@@ -311,6 +356,7 @@ pub fn connection_object(source_type: &str) -> Option<&'static Object> {
         "parquet" => &CONN_PARQUET,
         "duckdb" => &CONN_DUCKDB,
         "keboola" => &CONN_KEBOOLA,
+        "bigquery" => &CONN_BIGQUERY,
         _ => return None,
     })
 }
@@ -450,6 +496,7 @@ pub static TABLE: Object = Object {
         f("access", Ty::StrList, "Groups allowed to read the table; default: all authenticated users."),
         f("tags", Ty::StrList, "Free-form labels."),
         f("checks", Ty::Checks, "Data checks run after each sync."),
+        f("maximum_bytes_billed", Ty::Int { min: 1, max: i64::MAX }, "BigQuery sources: the most bytes one query of this table may bill. A dry run refuses a larger query before it runs, and BigQuery enforces it on the job."),
     ],
 };
 
@@ -542,6 +589,7 @@ pub fn all_objects() -> Vec<&'static Object> {
         &CONN_PARQUET,
         &CONN_DUCKDB,
         &CONN_KEBOOLA,
+        &CONN_BIGQUERY,
         &TRANSFORM,
         &REGISTRY,
         &TABLE,

@@ -125,6 +125,9 @@ impl Validator<'_> {
                     self.local_path(&path);
                 }
             }
+            if s.source_type.value == SourceType::Bigquery {
+                self.bigquery_credentials(s);
+            }
         }
         if let Some(inst) = &specs.instance {
             // An allowlist, not a requirement: an extract naming an unset one is skipped at rebuild.
@@ -142,6 +145,41 @@ impl Validator<'_> {
                     );
                 }
             }
+        }
+    }
+
+    /// A BigQuery source names its service-account key one way: a file or an environment variable.
+    fn bigquery_credentials(&mut self, s: &SourceSpec) {
+        let file = s.connection_str("credentials_file");
+        let env = s.connection.get("credentials_env");
+        match (&file, env) {
+            (Some(_), Some(env)) => self.diags.push(
+                Diagnostic::error(
+                    Code::InvalidValue,
+                    env.span,
+                    format!(
+                        "source `{}` sets both credentials_file and credentials_env",
+                        s.name.value
+                    ),
+                )
+                .with_hint("keep one: the key file's path, or the variable holding its JSON"),
+            ),
+            (None, None) => self.diags.push(
+                Diagnostic::error(
+                    Code::MissingKey,
+                    s.connection.span,
+                    format!(
+                        "bigquery source `{}` has no service-account key",
+                        s.name.value
+                    ),
+                )
+                .with_hint(
+                    "add `credentials_file: <path to the key's JSON>` or `credentials_env: \
+                     <VARIABLE holding the JSON>` under connection",
+                ),
+            ),
+            (Some(path), None) => self.local_path(path),
+            (None, Some(_)) => {}
         }
     }
 
@@ -268,6 +306,37 @@ impl Validator<'_> {
             }
             self.sync_rules(t, mode);
             self.plain_columns(t);
+            self.bigquery_table(t, source, mode);
+        }
+    }
+
+    /// BigQuery settings of a table: `maximum_bytes_billed` only on BigQuery tables, and a dataset
+    /// (`bucket`) for tables read by name.
+    fn bigquery_table(&mut self, t: &TableSpec, source: Option<&SourceSpec>, mode: QueryMode) {
+        let Some(source) = source else { return };
+        let bigquery = source.source_type.value == SourceType::Bigquery;
+        if let (Some(max), false) = (&t.maximum_bytes_billed, bigquery) {
+            self.diags.push(
+                Diagnostic::error(
+                    Code::InvalidValue,
+                    max.span,
+                    format!(
+                        "table `{}`: maximum_bytes_billed applies to BigQuery sources; `{}` is a {} source",
+                        t.id.value, source.name.value, source.source_type.value
+                    ),
+                )
+                .with_hint("remove maximum_bytes_billed"),
+            );
+        }
+        if bigquery && mode != QueryMode::Materialized && t.bucket.is_none() {
+            self.diags.push(
+                Diagnostic::error(
+                    Code::MissingKey,
+                    t.span.point(),
+                    format!("table `{}` has no `bucket`", t.id.value),
+                )
+                .with_hint("a BigQuery table is <dataset>.<table>: set `bucket:` to its dataset"),
+            );
         }
     }
 
