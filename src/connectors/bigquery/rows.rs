@@ -496,7 +496,7 @@ mod tests {
                 "TIMESTAMP WITH TIME ZONE",
                 "TIMESTAMP",
                 "VARCHAR",
-                "STRUCT(\"blob\" BLOB, f DOUBLE)[]"
+                "STRUCT(blob BLOB, f DOUBLE)[]"
             ]
         );
         let shown: String = conn
