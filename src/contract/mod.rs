@@ -348,6 +348,14 @@ fn write_file(
 ) -> Result<(), ContractError> {
     let err = db_err(tmp);
     let conn = Connection::open(tmp).map_err(&err)?;
+    // Remote views bind against their alias, so it must be attached while they are created. A
+    // remote that only the reader attaches (BigQuery: the extension and a Google token belong to
+    // the reader) gets a stand-in while the views are written (made before the transaction, which
+    // may write one database only): the view's SQL is what is stored, and DuckDB binds it again
+    // against the real remote when it is queried.
+    for r in remotes.iter().filter(|r| remote::attaches_at_read_time(r)) {
+        stand_in(&conn, r, entries).map_err(&err)?;
+    }
     conn.execute_batch(&format!(
         "SET TimeZone = 'UTC'; BEGIN; {META_DDL}; {REMOTE_ATTACH_DDL};"
     ))
@@ -378,14 +386,9 @@ fn write_file(
                 .map_err(&err)?;
         }
     }
-    // Remote views bind against their alias, so it must be attached while they are created. A
-    // remote that only the reader attaches (BigQuery: the extension and a Google token belong to
-    // the reader) gets a stand-in while the views are written: the view's SQL is what is stored,
-    // and DuckDB binds it again against the real remote when it is queried.
     for r in remotes {
         if remote::attaches_at_read_time(r) {
-            stand_in(&conn, r, entries).map_err(&err)?;
-            continue;
+            continue; // a stand-in is attached
         }
         remote::attach(&conn, r, policy).map_err(|refusal| {
             ContractError::Invalid(format!("remote `{}`: {refusal}", r.alias))

@@ -116,8 +116,8 @@ fn a_bigquery_table_syncs_in_full_then_incrementally_without_duplicates() {
     s.ok(&["apply", "--auto-approve", "-q"]);
     assert_eq!(
         s.query("select order_id, status, amount, updated_at from orders order by 1"),
-        "order_id,status,amount,updated_at\n1,paid,10.500000000,2026-01-01 10:00:00+00\n\
-         2,paid,7.000000000,2026-01-02 10:00:00+00\n3,open,1.250000000,2026-01-03 10:00:00+00\n"
+        "order_id,status,amount,updated_at\n1,paid,10.5,2026-01-01 10:00:00\n\
+         2,paid,7.0,2026-01-02 10:00:00\n3,open,1.25,2026-01-03 10:00:00\n"
     );
     // The first read is a whole stored table: tabledata.list, no query (nothing billed), and
     // every request carried a token the endpoint issued for a correctly signed assertion.
@@ -151,8 +151,8 @@ fn a_bigquery_table_syncs_in_full_then_incrementally_without_duplicates() {
         ["SELECT * FROM `demo.shop.orders` WHERE `updated_at` >= TIMESTAMP '2026-01-03 10:00:00+00'"]
     );
     assert_eq!(
-        s.query("select string_agg(order_id || ':' || status, ',' order by order_id) as v from orders"),
-        "v\n1:paid,2:shipped,3:open,4:open\n"
+        s.query("select string_agg(order_id || ':' || status, ' ' order by order_id) as v from orders"),
+        "v\n1:paid 2:shipped 3:open 4:open\n"
     );
     // Again, and once more after another row: never a duplicate.
     s.ok(&["run", "-q"]);
@@ -267,7 +267,7 @@ fn tables_and_query_results_are_read_page_by_page() {
         "  page_size: 10\n",
         "tables:\n  - source: bq\n    bucket: shop\n    source_table: items\n  \
          - id: bq.item_totals\n    source: bq\n    bucket: shop\n    name: item_totals\n    \
-         query_mode: materialized\n    query: SELECT id, id * 2 AS doubled FROM items WHERE id > 2\n",
+         query_mode: materialized\n    query: SELECT id, id * 2 AS doubled FROM shop.items WHERE id > 2\n",
     );
     s.emu.table(
         "shop",
@@ -327,13 +327,26 @@ fn a_failed_job_reports_bigquerys_message_and_keeps_the_previous_data() {
     assert_eq!(out.status.code(), Some(1), "{}", all(&out));
     let err = all(&out);
     assert!(
-        err.contains("Not found: Table demo.shop.orders was not found") && err.contains("notFound"),
+        err.contains("BigQuery dry run: HTTP 404: Not found: Table demo.shop.orders was not found"),
+        "{err}"
+    );
+    assert_eq!(s.query("select count(*) as n from paid"), "n\n2\n");
+    // A query that passes its dry run and fails while it runs: the job's own error
+    // (`status.errorResult`, read with jobs.get) is what the run reports.
+    s.proxy.pass_dry_runs();
+    let out = s.pipeline(&["run"]);
+    assert_eq!(out.status.code(), Some(1), "{}", all(&out));
+    let err = all(&out);
+    assert!(
+        err.contains("BigQuery job bqemu_")
+            && err.contains("failed: Not found: Table demo.shop.orders was not found")
+            && err.contains("(notFound)"),
         "{err}"
     );
     assert_eq!(s.query("select count(*) as n from paid"), "n\n2\n");
     let status: Value = serde_json::from_str(&s.ok(&["status", "--format", "json"])).unwrap();
     let paid = &status["tables"].as_array().unwrap()[0];
-    assert_eq!(paid["last_status"], "failed", "{status:#}");
+    assert_eq!(paid["last_status"], "error", "{status:#}");
     assert!(paid["last_error"].as_str().unwrap().contains("Not found"));
 }
 
@@ -346,7 +359,7 @@ fn rate_limits_and_server_errors_are_retried() {
     let s = setup("", &registry);
     orders(&s.emu);
     s.proxy.fail_next("GET", "/tables/orders/data", 2, 503, None);
-    s.proxy.fail_next("POST", "/queries", 1, 429, Some(1));
+    s.proxy.fail_next_job_query(1, 429, Some(1));
     s.proxy.fail_next("GET", "/tables/orders", 1, 403, None);
     s.ok(&["apply", "--auto-approve", "-q"]);
     assert_eq!(s.query("select count(*) as n from orders"), "n\n3\n");
@@ -360,7 +373,14 @@ fn rate_limits_and_server_errors_are_retried() {
             .collect()
     };
     assert_eq!(statuses("/tables/orders/data", "GET"), [503, 503, 200]);
-    assert_eq!(statuses("/queries", "POST")[..2], [429, 200]);
+    let job_queries: Vec<u16> = s
+        .proxy
+        .seen()
+        .iter()
+        .filter(|r| r.method == "POST" && r.path.ends_with("/queries") && !r.is_dry_run())
+        .map(|r| r.status)
+        .collect();
+    assert_eq!(job_queries, [429, 200]);
     assert_eq!(statuses("/tables/orders", "GET")[0], 403, "rateLimitExceeded");
     // Every attempt of one jobs.query carries the same requestId: BigQuery runs it once.
     let ids: Vec<String> = s
@@ -393,7 +413,7 @@ fn a_query_over_its_byte_budget_is_refused_before_it_runs() {
         format!(
             "tables:\n  - id: bq.paid\n    source: bq\n    bucket: shop\n    name: paid\n    \
              query_mode: materialized\n    maximum_bytes_billed: {max}\n    \
-             query: SELECT order_id FROM orders WHERE status = 'paid'\n"
+             query: SELECT order_id FROM shop.orders WHERE status = 'paid'\n"
         )
     };
     let s = setup("", &registry(1_000_000));
@@ -415,6 +435,7 @@ fn a_query_over_its_byte_budget_is_refused_before_it_runs() {
     s.registry(&registry(10_000_000));
     s.proxy.clear();
     s.ok(&["apply", "--auto-approve", "-q"]);
+    s.ok(&["run", "-q"]);
     assert_eq!(s.query("select count(*) as n from paid"), "n\n2\n");
     let job = s
         .proxy
@@ -438,7 +459,8 @@ fn an_outage_keeps_the_previous_data_and_is_reported() {
     assert_eq!(s.query("select count(*) as n from orders"), "n\n3\n");
     let status: Value = serde_json::from_str(&s.ok(&["status", "--format", "json"])).unwrap();
     let t = &status["tables"][0];
-    assert_eq!(t["last_status"], "failed");
+    assert_eq!(t["last_status"], "error", "{t}");
+    assert!(t["last_error"].as_str().unwrap().contains("demo.shop.orders"), "{t}");
     assert_eq!(t["rows"], 3, "the last good numbers stay");
 }
 
@@ -468,6 +490,10 @@ fn remote_tables_write_the_seed_contract_and_skip_cleanly_without_the_extension(
     assert_eq!(out.status.code(), Some(1), "{}", all(&out));
     let text = all(&out);
     assert!(text.contains("bigquery"), "{text}");
+    assert!(
+        s.inst.path().join("data/extracts/bq/extract.duckdb").is_file(),
+        "{text}"
+    );
 
     // ...but the extract holds exactly the seed system's rows and views.
     let extract = duckdb::Connection::open_with_flags(
@@ -550,14 +576,18 @@ fn discover_lists_datasets_tables_and_columns_and_writes_registry_entries() {
     assert!(listed.contains("2 table(s)."), "{listed}");
     let only = s.ok(&["sources", "discover", "bq", "--bucket", "shop"]);
     assert!(only.contains("1 table(s).") && !only.contains("crm."), "{only}");
-    s.ok(&["sources", "discover", "bq", "--write", "registry/bq.yaml"]);
-    let written = std::fs::read_to_string(s.inst.path().join("registry/bq.yaml")).unwrap();
-    assert!(written.contains("bucket: crm") && written.contains("name: crm_orders"), "{written}");
-    assert!(written.contains("id: Customer order id"), "{written}");
+    s.ok(&["sources", "discover", "bq", "--write", "registry/found.yaml"]);
+    let written = std::fs::read_to_string(s.inst.path().join("registry/found.yaml")).unwrap();
+    // Sorted by dataset: crm's `orders` keeps its name, shop's gets the dataset in front.
+    assert!(
+        written.contains("  - source: bq\n    bucket: crm\n    source_table: orders\n    columns:\n      id: Customer order id\n")
+            && written.contains("    bucket: shop\n    source_table: orders\n    name: shop_orders\n"),
+        "{written}"
+    );
     // The entries are valid and sync.
     s.ok(&["apply", "--auto-approve", "-q"]);
-    assert_eq!(s.query("select count(*) as n from orders"), "n\n3\n");
-    assert_eq!(s.query("select count(*) as n from crm_orders"), "n\n0\n");
+    assert_eq!(s.query("select count(*) as n from shop_orders"), "n\n3\n");
+    assert_eq!(s.query("select count(*) as n from orders"), "n\n0\n");
 }
 
 #[test]

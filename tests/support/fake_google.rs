@@ -320,6 +320,8 @@ impl Seen {
 }
 
 struct Fault {
+    /// Only `jobs.query` calls that run (not dry runs).
+    job_queries_only: bool,
     method: Method,
     path_contains: String,
     remaining: usize,
@@ -331,6 +333,7 @@ struct Fault {
 struct ProxyState {
     faults: Vec<Fault>,
     dry_run_bytes: Option<u64>,
+    pass_dry_runs: bool,
     seen: Vec<Seen>,
     /// When set, a bearer token not in this list is answered 401.
     valid_tokens: Option<Arc<Mutex<TokenState>>>,
@@ -375,12 +378,31 @@ impl FaultProxy {
         retry_after: Option<u64>,
     ) {
         lock(&self.state).faults.push(Fault {
+            job_queries_only: false,
             method: method.parse().expect("an HTTP method"),
             path_contains: path_contains.into(),
             remaining: count,
             status,
             retry_after,
         });
+    }
+
+    /// Like [`FaultProxy::fail_next`] for `jobs.query` calls that run a query (dry runs pass).
+    pub fn fail_next_job_query(&self, count: usize, status: u16, retry_after: Option<u64>) {
+        lock(&self.state).faults.push(Fault {
+            job_queries_only: true,
+            method: Method::POST,
+            path_contains: "/queries".into(),
+            remaining: count,
+            status,
+            retry_after,
+        });
+    }
+
+    /// Dry runs are answered here with success (0 bytes, no schema) and never reach the emulator:
+    /// a query that would pass its dry run and fail while it runs.
+    pub fn pass_dry_runs(&self) {
+        lock(&self.state).pass_dry_runs = true;
     }
 
     /// Dry runs answer `totalBytesProcessed: bytes` (the emulator has no cost model: it says 0).
@@ -436,7 +458,12 @@ async fn forward(state: Arc<Mutex<ProxyState>>, upstream: String, req: Request) 
         } else {
             s.faults
                 .iter_mut()
-                .find(|f| f.remaining > 0 && f.method == method && path.contains(&f.path_contains))
+                .find(|f| {
+                    f.remaining > 0
+                        && f.method == method
+                        && path.contains(&f.path_contains)
+                        && !(f.job_queries_only && json_body["dryRun"] == true)
+                })
                 .map(|f| {
                     f.remaining -= 1;
                     (f.status, f.retry_after)
@@ -464,6 +491,13 @@ async fn forward(state: Arc<Mutex<ProxyState>>, upstream: String, req: Request) 
                 .insert("retry-after", secs.to_string().parse().expect("a header value"));
         }
         return response;
+    }
+    if json_body["dryRun"] == true && lock(&state).pass_dry_runs {
+        seen.status = 200;
+        lock(&state).seen.push(seen);
+        let answer = json!({"kind": "bigquery#queryResponse", "jobComplete": true,
+                            "totalBytesProcessed": "0", "schema": {"fields": []}});
+        return Json(answer).into_response();
     }
     let url = if query.is_empty() {
         format!("{upstream}{path}")
