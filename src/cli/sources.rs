@@ -202,7 +202,13 @@ fn discover_bigquery(
         let clean = |s: &str| -> String {
             let mut out: String = s
                 .chars()
-                .map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_lowercase() } else { '_' })
+                .map(|c| {
+                    if c.is_ascii_alphanumeric() {
+                        c.to_ascii_lowercase()
+                    } else {
+                        '_'
+                    }
+                })
                 .collect();
             if !out.starts_with(|c: char| c.is_ascii_alphabetic() || c == '_') {
                 out.insert(0, '_');
@@ -217,7 +223,10 @@ fn discover_bigquery(
         taken.push(view.clone());
         text.push_str(&format!("  - source: {}\n", scalar(source, 4, false)));
         text.push_str(&format!("    bucket: {}\n", scalar(&info.bucket, 4, false)));
-        text.push_str(&format!("    source_table: {}\n", scalar(&info.name, 4, false)));
+        text.push_str(&format!(
+            "    source_table: {}\n",
+            scalar(&info.name, 4, false)
+        ));
         if view != info.name {
             text.push_str(&format!("    name: {view}\n"));
         }
@@ -225,7 +234,11 @@ fn discover_bigquery(
             text.push_str(&format!("    description: {}\n", scalar(d, 6, false)));
         }
         if !info.primary_key.is_empty() {
-            let keys: Vec<String> = info.primary_key.iter().map(|k| scalar(k, 0, true)).collect();
+            let keys: Vec<String> = info
+                .primary_key
+                .iter()
+                .map(|k| scalar(k, 0, true))
+                .collect();
             text.push_str(&format!(
                 "    sync: {{ mode: full, primary_key: [{}] }}\n",
                 keys.join(", ")

@@ -162,7 +162,10 @@ pub enum ViewTarget {
     },
     /// `<function>('<arg>', …)`: a table function of a remote's extension, e.g. the seed system's
     /// BigQuery views, `bigquery_query('<project>', 'SELECT * FROM `<project>.<dataset>.<table>`')`.
-    TableFunction { function: String, args: Vec<String> },
+    TableFunction {
+        function: String,
+        args: Vec<String>,
+    },
 }
 
 /// A table as written into extract.duckdb.

@@ -106,7 +106,8 @@ fn all(out: &Output) -> String {
     )
 }
 
-const INCREMENTAL: &str = "tables:\n  - source: bq\n    bucket: shop\n    source_table: orders\n    \
+const INCREMENTAL: &str =
+    "tables:\n  - source: bq\n    bucket: shop\n    source_table: orders\n    \
     sync: { mode: incremental, cursor: updated_at, primary_key: [order_id] }\n";
 
 #[test]
@@ -122,8 +123,13 @@ fn a_bigquery_table_syncs_in_full_then_incrementally_without_duplicates() {
     // The first read is a whole stored table: tabledata.list, no query (nothing billed), and
     // every request carried a token the endpoint issued for a correctly signed assertion.
     let seen = s.proxy.seen();
-    assert!(seen.iter().any(|r| r.method == "GET" && r.path.ends_with("/tables/orders/data")));
-    assert!(!seen.iter().any(|r| r.path.ends_with("/queries")), "{seen:?}");
+    assert!(seen
+        .iter()
+        .any(|r| r.method == "GET" && r.path.ends_with("/tables/orders/data")));
+    assert!(
+        !seen.iter().any(|r| r.path.ends_with("/queries")),
+        "{seen:?}"
+    );
     assert!(seen.iter().all(|r| r.status == 200), "{seen:?}");
     assert!(!s.google.issued().is_empty() && s.google.refused().is_empty());
 
@@ -151,7 +157,9 @@ fn a_bigquery_table_syncs_in_full_then_incrementally_without_duplicates() {
         ["SELECT * FROM `demo.shop.orders` WHERE `updated_at` >= TIMESTAMP '2026-01-03 10:00:00+00'"]
     );
     assert_eq!(
-        s.query("select string_agg(order_id || ':' || status, ' ' order by order_id) as v from orders"),
+        s.query(
+            "select string_agg(order_id || ':' || status, ' ' order by order_id) as v from orders"
+        ),
         "v\n1:paid 2:shipped 3:open 4:open\n"
     );
     // Again, and once more after another row: never a duplicate.
@@ -258,7 +266,11 @@ fn every_bigquery_type_family_arrives_with_its_duckdb_type() {
             |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
         )
         .unwrap();
-    assert_eq!(empty, (0, 0, None), "REPEATED without values is empty, RECORD NULL");
+    assert_eq!(
+        empty,
+        (0, 0, None),
+        "REPEATED without values is empty, RECORD NULL"
+    );
 }
 
 #[test]
@@ -297,7 +309,10 @@ fn tables_and_query_results_are_read_page_by_page() {
     assert_eq!(table_pages.len(), 3, "{table_pages:?}");
     assert!(table_pages.iter().all(|q| q.contains("maxResults=10")));
     assert_eq!(
-        table_pages.iter().filter(|q| q.contains("pageToken=")).count(),
+        table_pages
+            .iter()
+            .filter(|q| q.contains("pageToken="))
+            .count(),
         2
     );
     // The query: a dry run first, then jobs.query (first page) and two getQueryResults pages.
@@ -308,7 +323,9 @@ fn tables_and_query_results_are_read_page_by_page() {
     assert_eq!(seen[run].body["defaultDataset"]["datasetId"], "shop");
     let result_pages = seen
         .iter()
-        .filter(|r| r.method == "GET" && r.path.contains("/queries/") && r.query.contains("pageToken="))
+        .filter(|r| {
+            r.method == "GET" && r.path.contains("/queries/") && r.query.contains("pageToken=")
+        })
         .count();
     assert_eq!(result_pages, 2, "{seen:?}");
 }
@@ -358,7 +375,8 @@ fn rate_limits_and_server_errors_are_retried() {
     );
     let s = setup("", &registry);
     orders(&s.emu);
-    s.proxy.fail_next("GET", "/tables/orders/data", 2, 503, None);
+    s.proxy
+        .fail_next("GET", "/tables/orders/data", 2, 503, None);
     s.proxy.fail_next_job_query(1, 429, Some(1));
     s.proxy.fail_next("GET", "/tables/orders", 1, 403, None);
     s.ok(&["apply", "--auto-approve", "-q"]);
@@ -381,7 +399,11 @@ fn rate_limits_and_server_errors_are_retried() {
         .map(|r| r.status)
         .collect();
     assert_eq!(job_queries, [429, 200]);
-    assert_eq!(statuses("/tables/orders", "GET")[0], 403, "rateLimitExceeded");
+    assert_eq!(
+        statuses("/tables/orders", "GET")[0],
+        403,
+        "rateLimitExceeded"
+    );
     // Every attempt of one jobs.query carries the same requestId: BigQuery runs it once.
     let ids: Vec<String> = s
         .proxy
@@ -403,7 +425,11 @@ fn rate_limits_and_server_errors_are_retried() {
     s.proxy.fail_next("GET", "/tables/orders", 100, 500, None);
     let out = s.pipeline(&["run"]);
     assert_eq!(out.status.code(), Some(1));
-    assert!(all(&out).contains("HTTP 500: injected 500"), "{}", all(&out));
+    assert!(
+        all(&out).contains("HTTP 500: injected 500"),
+        "{}",
+        all(&out)
+    );
     assert_eq!(s.query("select count(*) as n from orders"), "n\n3\n");
 }
 
@@ -460,7 +486,13 @@ fn an_outage_keeps_the_previous_data_and_is_reported() {
     let status: Value = serde_json::from_str(&s.ok(&["status", "--format", "json"])).unwrap();
     let t = &status["tables"][0];
     assert_eq!(t["last_status"], "error", "{t}");
-    assert!(t["last_error"].as_str().unwrap().contains("demo.shop.orders"), "{t}");
+    assert!(
+        t["last_error"]
+            .as_str()
+            .unwrap()
+            .contains("demo.shop.orders"),
+        "{t}"
+    );
     assert_eq!(t["rows"], 3, "the last good numbers stay");
 }
 
@@ -473,9 +505,12 @@ fn remote_tables_write_the_seed_contract_and_skip_cleanly_without_the_extension(
          - source: bq\n    bucket: shop\n    source_table: items\n",
     );
     orders(&s.emu);
-    s.emu.query("CREATE VIEW shop.recent AS SELECT order_id FROM shop.orders WHERE order_id > 1");
-    s.emu.table("shop", "items", json!([{"name": "id", "type": "INT64"}]));
-    s.emu.insert("shop", "items", &[json!({"id": 1}), json!({"id": 2})]);
+    s.emu
+        .query("CREATE VIEW shop.recent AS SELECT order_id FROM shop.orders WHERE order_id > 1");
+    s.emu
+        .table("shop", "items", json!([{"name": "id", "type": "INT64"}]));
+    s.emu
+        .insert("shop", "items", &[json!({"id": 1}), json!({"id": 2})]);
     s.inst.write("files/notes.csv", "id,note\n1,hello\n");
     s.inst.write(
         "pipelines/files.yaml",
@@ -491,7 +526,10 @@ fn remote_tables_write_the_seed_contract_and_skip_cleanly_without_the_extension(
     let text = all(&out);
     assert!(text.contains("bigquery"), "{text}");
     assert!(
-        s.inst.path().join("data/extracts/bq/extract.duckdb").is_file(),
+        s.inst
+            .path()
+            .join("data/extracts/bq/extract.duckdb")
+            .is_file(),
         "{text}"
     );
 
@@ -510,7 +548,12 @@ fn remote_tables_write_the_seed_contract_and_skip_cleanly_without_the_extension(
         .unwrap();
     assert_eq!(
         remote,
-        ("bq".into(), "bigquery".into(), "project=demo".into(), Some(String::new()))
+        (
+            "bq".into(),
+            "bigquery".into(),
+            "project=demo".into(),
+            Some(String::new())
+        )
     );
     let meta: Vec<String> = extract
         .prepare("SELECT table_name || ':' || rows || ':' || size_bytes || ':' || query_mode FROM _meta ORDER BY 1")
@@ -530,7 +573,10 @@ fn remote_tables_write_the_seed_contract_and_skip_cleanly_without_the_extension(
             )
             .unwrap()
     };
-    assert_eq!(view("orders"), "CREATE VIEW orders AS SELECT * FROM bq.shop.orders;");
+    assert_eq!(
+        view("orders"),
+        "CREATE VIEW orders AS SELECT * FROM bq.shop.orders;"
+    );
     assert_eq!(
         view("recent"),
         "CREATE VIEW recent AS SELECT * FROM bigquery_query('demo', 'SELECT * FROM `demo.shop.recent`');"
@@ -572,11 +618,23 @@ fn discover_lists_datasets_tables_and_columns_and_writes_registry_entries() {
                {"name": "tags", "type": "STRING", "mode": "REPEATED"}]),
     );
     let listed = s.ok(&["sources", "discover", "bq"]);
-    assert!(listed.contains("shop.orders") && listed.contains("crm.orders"), "{listed}");
+    assert!(
+        listed.contains("shop.orders") && listed.contains("crm.orders"),
+        "{listed}"
+    );
     assert!(listed.contains("2 table(s)."), "{listed}");
     let only = s.ok(&["sources", "discover", "bq", "--bucket", "shop"]);
-    assert!(only.contains("1 table(s).") && !only.contains("crm."), "{only}");
-    s.ok(&["sources", "discover", "bq", "--write", "registry/found.yaml"]);
+    assert!(
+        only.contains("1 table(s).") && !only.contains("crm."),
+        "{only}"
+    );
+    s.ok(&[
+        "sources",
+        "discover",
+        "bq",
+        "--write",
+        "registry/found.yaml",
+    ]);
     let written = std::fs::read_to_string(s.inst.path().join("registry/found.yaml")).unwrap();
     // Sorted by dataset: crm's `orders` keeps its name, shop's gets the dataset in front.
     assert!(
@@ -632,7 +690,11 @@ fn the_service_account_key_and_access_tokens_never_reach_logs_or_files() {
     secrets_list.extend(tokens.iter().map(String::as_str));
     let out = secrets::assert_no_secret_in_logs(&inst, cmd, &secrets_list);
     assert!(out.status.success(), "{}", all(&out));
-    assert_eq!(google.issued(), tokens, "a token, and a new one after the 401");
+    assert_eq!(
+        google.issued(),
+        tokens,
+        "a token, and a new one after the 401"
+    );
     // The project came from the key.
     assert!(proxy
         .seen()

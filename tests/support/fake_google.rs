@@ -57,8 +57,8 @@ impl TestKey {
         static KEY: std::sync::OnceLock<TestKey> = std::sync::OnceLock::new();
         KEY.get_or_init(|| {
             use rsa::pkcs8::EncodePrivateKey;
-            let private = rsa::RsaPrivateKey::new(&mut rsa::rand_core::OsRng, 2048)
-                .expect("an RSA key pair");
+            let private =
+                rsa::RsaPrivateKey::new(&mut rsa::rand_core::OsRng, 2048).expect("an RSA key pair");
             let private_pem = private
                 .to_pkcs8_pem(rsa::pkcs8::LineEnding::LF)
                 .expect("PKCS#8 PEM")
@@ -90,8 +90,7 @@ impl TestKey {
     fn verifies(&self, message: &[u8], signature: &[u8]) -> bool {
         use rsa::signature::Verifier;
         let key = rsa::pkcs1v15::VerifyingKey::<rsa::sha2::Sha256>::new(self.public.clone());
-        rsa::pkcs1v15::Signature::try_from(signature)
-            .is_ok_and(|s| key.verify(message, &s).is_ok())
+        rsa::pkcs1v15::Signature::try_from(signature).is_ok_and(|s| key.verify(message, &s).is_ok())
     }
 }
 
@@ -486,9 +485,10 @@ async fn forward(state: Arc<Mutex<ProxyState>>, upstream: String, req: Request) 
         )
             .into_response();
         if let Some(secs) = retry_after {
-            response
-                .headers_mut()
-                .insert("retry-after", secs.to_string().parse().expect("a header value"));
+            response.headers_mut().insert(
+                "retry-after",
+                secs.to_string().parse().expect("a header value"),
+            );
         }
         return response;
     }
@@ -531,7 +531,10 @@ async fn forward(state: Arc<Mutex<ProxyState>>, upstream: String, req: Request) 
                 let status = resp.status();
                 (status, resp.into_string().unwrap_or_default())
             }
-            Err(e) => (502, json!({"error": {"code": 502, "message": e.to_string()}}).to_string()),
+            Err(e) => (
+                502,
+                json!({"error": {"code": 502, "message": e.to_string()}}).to_string(),
+            ),
         }
     })
     .await

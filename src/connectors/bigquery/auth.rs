@@ -248,8 +248,11 @@ struct Cached {
     renew_at: Instant,
 }
 
-/// Tokens by (account, token endpoint, scope), for the whole process.
-static TOKENS: Mutex<Option<HashMap<(String, String, String), Cached>>> = Mutex::new(None);
+/// (account, token endpoint, scope).
+type TokenKey = (String, String, String);
+
+/// Tokens by [`TokenKey`], for the whole process.
+static TOKENS: Mutex<Option<HashMap<TokenKey, Cached>>> = Mutex::new(None);
 
 #[derive(Deserialize)]
 struct TokenResponse {
@@ -263,7 +266,7 @@ struct TokenResponse {
 }
 
 impl ServiceAccount {
-    fn cache_key(&self, scope: &str) -> (String, String, String) {
+    fn cache_key(&self, scope: &str) -> TokenKey {
         (
             self.client_email.clone(),
             self.token_uri.clone(),
@@ -301,11 +304,7 @@ impl ServiceAccount {
 
     /// Forgets the cached token (the API refused it: revoked, or the clock is off).
     pub fn forget_token(&self, scope: &str) {
-        if let Some(m) = TOKENS
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .as_mut()
-        {
+        if let Some(m) = TOKENS.lock().unwrap_or_else(|p| p.into_inner()).as_mut() {
             m.remove(&self.cache_key(scope));
         }
     }
@@ -387,7 +386,10 @@ mod tests {
         for bytes in [&b"any carnal pleas"[..], b"\x00\x01\x02\xff", b"ab"] {
             assert_eq!(base64_decode(&base64url(bytes)).as_deref(), Some(bytes));
         }
-        assert_eq!(base64_decode("AAEC/w==").as_deref(), Some(&[0, 1, 2, 255][..]));
+        assert_eq!(
+            base64_decode("AAEC/w==").as_deref(),
+            Some(&[0, 1, 2, 255][..])
+        );
         assert_eq!(base64_decode("A"), None);
         assert_eq!(base64_decode("a b"), None);
     }

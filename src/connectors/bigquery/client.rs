@@ -389,7 +389,9 @@ impl Client {
         let mut out = Vec::new();
         self.pages("datasets", &url, &[], |page: &Value| {
             for d in page["datasets"].as_array().into_iter().flatten() {
-                if let Some(id) = d.pointer("/datasetReference/datasetId").and_then(|v| v.as_str())
+                if let Some(id) = d
+                    .pointer("/datasetReference/datasetId")
+                    .and_then(|v| v.as_str())
                 {
                     out.push(id.to_string());
                 }
@@ -400,15 +402,27 @@ impl Client {
 
     /// `tables.list`: every table id of a dataset.
     pub fn tables(&self, project: &str, dataset: &str) -> Result<Vec<String>, BigqueryError> {
-        let url = format!("{}/datasets/{}/tables", self.project_url(project), enc(dataset));
+        let url = format!(
+            "{}/datasets/{}/tables",
+            self.project_url(project),
+            enc(dataset)
+        );
         let mut out = Vec::new();
-        self.pages(&format!("tables of {dataset}"), &url, &[], |page: &Value| {
-            for t in page["tables"].as_array().into_iter().flatten() {
-                if let Some(id) = t.pointer("/tableReference/tableId").and_then(|v| v.as_str()) {
-                    out.push(id.to_string());
+        self.pages(
+            &format!("tables of {dataset}"),
+            &url,
+            &[],
+            |page: &Value| {
+                for t in page["tables"].as_array().into_iter().flatten() {
+                    if let Some(id) = t
+                        .pointer("/tableReference/tableId")
+                        .and_then(|v| v.as_str())
+                    {
+                        out.push(id.to_string());
+                    }
                 }
-            }
-        })?;
+            },
+        )?;
         Ok(out)
     }
 
@@ -494,7 +508,8 @@ impl Client {
             }
         }
         if let Some((project, dataset)) = &q.default_dataset {
-            body["defaultDataset"] = serde_json::json!({"projectId": project, "datasetId": dataset});
+            body["defaultDataset"] =
+                serde_json::json!({"projectId": project, "datasetId": dataset});
         }
         if let Some(location) = &self.location {
             body["location"] = location.clone().into();
@@ -542,7 +557,8 @@ impl Client {
     ) -> Result<(), BigqueryError> {
         let url = format!("{}/queries", self.project_url(project));
         let request_id = request_id();
-        let first: Value = self.post_json("query", &url, &self.query_body(q, false, &request_id))?;
+        let first: Value =
+            self.post_json("query", &url, &self.query_body(q, false, &request_id))?;
         let job = first
             .pointer("/jobReference/jobId")
             .and_then(|v| v.as_str())
@@ -682,7 +698,10 @@ pub fn error_message(body: &str) -> (Option<String>, Vec<String>) {
     };
     let error = &v["error"];
     let mut parts: Vec<String> = Vec::new();
-    if let Some(m) = error["message"].as_str().or(v["error_description"].as_str()) {
+    if let Some(m) = error["message"]
+        .as_str()
+        .or(v["error_description"].as_str())
+    {
         parts.push(m.to_string());
     } else if let Some(m) = error.as_str() {
         parts.push(m.to_string());
@@ -698,8 +717,8 @@ pub fn error_message(body: &str) -> (Option<String>, Vec<String>) {
             }
         }
     }
-    let message = (!parts.is_empty())
-        .then(|| crate::redact::redact(&parts.join("; ")).into_owned());
+    let message =
+        (!parts.is_empty()).then(|| crate::redact::redact(&parts.join("; ")).into_owned());
     (message, reasons)
 }
 

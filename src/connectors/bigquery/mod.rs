@@ -80,8 +80,7 @@ pub fn is_project(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 128
         && s.starts_with(|c: char| c.is_ascii_alphanumeric())
-        && s
-            .bytes()
+        && s.bytes()
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b':' | b'_'))
 }
 
@@ -123,41 +122,40 @@ impl Bigquery {
                 .map(str::trim)
                 .filter(|s| !s.is_empty())
         };
-        let (json, origin) = match (text("credentials_file"), text("credentials_env")) {
-            (Some(_), Some(_)) => {
-                return Err(config(
-                    "set one of credentials_file and credentials_env, not both".into(),
-                ))
-            }
-            (Some(file), None) => {
-                let path = root.join(file);
-                let json = std::fs::read_to_string(&path).map_err(|e| {
-                    config(format!(
-                        "cannot read the service-account key {} (credentials_file): {e}",
-                        path.display()
+        let (json, origin) =
+            match (text("credentials_file"), text("credentials_env")) {
+                (Some(_), Some(_)) => {
+                    return Err(config(
+                        "set one of credentials_file and credentials_env, not both".into(),
                     ))
-                })?;
-                (json, format!("credentials_file {file}"))
-            }
-            (None, Some(env)) => {
-                // Registered as a secret as it is read: no log line may show it from here on.
-                let json = crate::redact::secret_env(env).ok_or_else(|| {
-                    config(format!(
-                        "the environment variable `{env}` (credentials_env) is not set"
-                    ))
-                })?;
-                (json, format!("the environment variable {env}"))
-            }
-            (None, None) => {
-                return Err(config(
+                }
+                (Some(file), None) => {
+                    let path = root.join(file);
+                    let json = std::fs::read_to_string(&path).map_err(|e| {
+                        config(format!(
+                            "cannot read the service-account key {} (credentials_file): {e}",
+                            path.display()
+                        ))
+                    })?;
+                    (json, format!("credentials_file {file}"))
+                }
+                (None, Some(env)) => {
+                    // Registered as a secret as it is read: no log line may show it from here on.
+                    let json = crate::redact::secret_env(env).ok_or_else(|| {
+                        config(format!(
+                            "the environment variable `{env}` (credentials_env) is not set"
+                        ))
+                    })?;
+                    (json, format!("the environment variable {env}"))
+                }
+                (None, None) => return Err(config(
                     "no service-account key: set credentials_file (a path) or credentials_env (a \
                      variable holding the key's JSON)"
                         .into(),
-                ))
-            }
-        };
-        let account = ServiceAccount::from_json(&json, &origin)
-            .map_err(|e| config(e.to_string()))?;
+                )),
+            };
+        let account =
+            ServiceAccount::from_json(&json, &origin).map_err(|e| config(e.to_string()))?;
         let project = text("project_id")
             .map(String::from)
             .or_else(|| account.project_id.clone())
@@ -167,7 +165,10 @@ impl Bigquery {
         let billing_project = text("billing_project")
             .map(String::from)
             .unwrap_or_else(|| project.clone());
-        for (what, p) in [("project_id", &project), ("billing_project", &billing_project)] {
+        for (what, p) in [
+            ("project_id", &project),
+            ("billing_project", &billing_project),
+        ] {
             if !is_project(p) {
                 return Err(config(format!(
                     "{what} `{p}` is not a BigQuery project id (letters, digits, `-`, `.`, `:`)"
@@ -176,12 +177,15 @@ impl Bigquery {
         }
         let endpoint = text("endpoint").unwrap_or(GOOGLE_ENDPOINT).to_string();
         if !(endpoint.starts_with("https://") || endpoint.starts_with("http://")) {
-            return Err(config(format!("endpoint `{endpoint}` is not an http(s) URL")));
+            return Err(config(format!(
+                "endpoint `{endpoint}` is not an http(s) URL"
+            )));
         }
-        let page_size = match source.connection.get("page_size").and_then(|v| v.as_u64()) {
-            Some(n) => Some(u32::try_from(n).unwrap_or(u32::MAX).max(1)),
-            None => None,
-        };
+        let page_size = source
+            .connection
+            .get("page_size")
+            .and_then(|v| v.as_u64())
+            .map(|n| u32::try_from(n).unwrap_or(u32::MAX).max(1));
         let location = text("location").map(String::from);
         Ok(Bigquery {
             client: Client::new(&endpoint, account, patience(), location),
@@ -353,8 +357,7 @@ impl Bigquery {
 /// Whether two schemas have the same column names in the same order.
 fn same_columns(a: &Schema, b: &Schema) -> bool {
     a.fields.len() == b.fields.len()
-        && a
-            .fields
+        && a.fields
             .iter()
             .zip(&b.fields)
             .all(|(x, y)| x.name.eq_ignore_ascii_case(&y.name))
@@ -397,7 +400,11 @@ pub fn cursor_condition(
             format!("CAST({} AS FLOAT64)", string_literal(last.trim()))
         }
         "NUMERIC" | "BIGNUMERIC" | "DECIMAL" | "BIGDECIMAL" => {
-            if !last.trim().bytes().all(|b| b.is_ascii_digit() || b == b'.' || b == b'-') {
+            if !last
+                .trim()
+                .bytes()
+                .all(|b| b.is_ascii_digit() || b == b'.' || b == b'-')
+            {
                 return Err(bad());
             }
             format!("{kind} {}", string_literal(last.trim()))
@@ -447,8 +454,15 @@ impl Connector for Bigquery {
             info.last_modified_time.unwrap_or_default(),
             info.num_rows.unwrap_or_default(),
             info.num_bytes.unwrap_or_default(),
-            serde_json::to_string(&info.schema.fields.iter().map(rows::duck_type).collect::<Vec<_>>())
-                .unwrap_or_default(),
+            serde_json::to_string(
+                &info
+                    .schema
+                    .fields
+                    .iter()
+                    .map(rows::duck_type)
+                    .collect::<Vec<_>>(),
+            )
+            .unwrap_or_default(),
             info.schema
                 .fields
                 .iter()
@@ -562,8 +576,10 @@ impl Bigquery {
                     // The result's schema (from a dry run) types the cursor's literal.
                     let dry = self.client.dry_run(&self.billing_project, &request)?;
                     let field = find_field(&dry.schema, cursor, table)?;
-                    let condition = cursor_condition(field, last, table.window_days)
-                        .map_err(|m| ConnectorError::Config(format!("table `{}`: {m}", table.id)))?;
+                    let condition =
+                        cursor_condition(field, last, table.window_days).map_err(|m| {
+                            ConnectorError::Config(format!("table `{}`: {m}", table.id))
+                        })?;
                     request.sql = format!("SELECT * FROM ({sql}) WHERE {condition}");
                     true
                 }

@@ -166,7 +166,13 @@ pub fn relation(schema: &Schema, files: &[PathBuf]) -> String {
     let columns = schema
         .fields
         .iter()
-        .map(|f| format!("{}: {}", quote::literal(&f.name), quote::literal(&json_type(f))))
+        .map(|f| {
+            format!(
+                "{}: {}",
+                quote::literal(&f.name),
+                quote::literal(&json_type(f))
+            )
+        })
         .collect::<Vec<_>>()
         .join(", ");
     let read = format!(
@@ -208,12 +214,11 @@ impl RowWriter {
     /// Decodes `page` against `schema` and appends its rows.
     pub fn write_page(&mut self, schema: &Schema, page: &Page) -> Result<(), BigqueryError> {
         for row in &page.rows {
-            let object = decode_row(&schema.fields, row).map_err(|message| {
-                BigqueryError::Protocol {
+            let object =
+                decode_row(&schema.fields, row).map_err(|message| BigqueryError::Protocol {
                     what: "a row".into(),
                     message,
-                }
-            })?;
+                })?;
             serde_json::to_writer(&mut self.out, &object)
                 .map_err(|e| io_error(&self.path, e.into()))?;
             self.out
@@ -403,9 +408,24 @@ mod tests {
         assert_eq!(
             types,
             [
-                "BIGINT", "BIGINT", "DOUBLE", "DECIMAL(38,9)", "DECIMAL(10,2)", "VARCHAR",
-                "DECIMAL(20,4)", "BOOLEAN", "VARCHAR", "BLOB", "DATE", "TIMESTAMP", "TIME",
-                "TIMESTAMPTZ", "JSON", "VARCHAR", "VARCHAR", "BIGINT[]",
+                "BIGINT",
+                "BIGINT",
+                "DOUBLE",
+                "DECIMAL(38,9)",
+                "DECIMAL(10,2)",
+                "VARCHAR",
+                "DECIMAL(20,4)",
+                "BOOLEAN",
+                "VARCHAR",
+                "BLOB",
+                "DATE",
+                "TIMESTAMP",
+                "TIME",
+                "TIMESTAMPTZ",
+                "JSON",
+                "VARCHAR",
+                "VARCHAR",
+                "BIGINT[]",
                 "STRUCT(\"x\" VARCHAR, \"odd \"\"name\"\"\" DOUBLE[])",
             ]
         );
@@ -480,7 +500,9 @@ mod tests {
         conn.execute_batch("SET TimeZone = 'UTC'").unwrap();
         let rel = relation(&s, &[file]);
         let types: Vec<String> = conn
-            .prepare(&format!("SELECT column_type FROM (DESCRIBE SELECT * FROM {rel})"))
+            .prepare(&format!(
+                "SELECT column_type FROM (DESCRIBE SELECT * FROM {rel})"
+            ))
             .unwrap()
             .query_map([], |r| r.get(0))
             .unwrap()

@@ -8,8 +8,8 @@
 
 use serde_json::{json, Value};
 use std::io::{BufRead, BufReader};
-use std::path::PathBuf;
 use std::os::unix::process::CommandExt;
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -59,8 +59,14 @@ impl Emulator {
         // The log goes to stdout or stderr depending on the version: watch both for the port.
         let (tx, rx) = std::sync::mpsc::channel::<u16>();
         for stream in [
-            child.stdout.take().map(|s| Box::new(s) as Box<dyn std::io::Read + Send>),
-            child.stderr.take().map(|s| Box::new(s) as Box<dyn std::io::Read + Send>),
+            child
+                .stdout
+                .take()
+                .map(|s| Box::new(s) as Box<dyn std::io::Read + Send>),
+            child
+                .stderr
+                .take()
+                .map(|s| Box::new(s) as Box<dyn std::io::Read + Send>),
         ]
         .into_iter()
         .flatten()
@@ -115,10 +121,9 @@ impl Emulator {
         };
         match result {
             Ok(r) => r.into_json::<Value>().map_err(|e| e.to_string()),
-            Err(ureq::Error::Status(s, r)) => Err(format!(
-                "HTTP {s}: {}",
-                r.into_string().unwrap_or_default()
-            )),
+            Err(ureq::Error::Status(s, r)) => {
+                Err(format!("HTTP {s}: {}", r.into_string().unwrap_or_default()))
+            }
             Err(e) => Err(e.to_string()),
         }
     }
@@ -163,7 +168,11 @@ impl Emulator {
 
     /// Runs a statement (DDL, DML, SELECT) and returns the answer; panics when it failed.
     pub fn query(&self, sql: &str) -> Value {
-        let answer = self.call("POST", "/queries", Some(json!({"query": sql, "useLegacySql": false})));
+        let answer = self.call(
+            "POST",
+            "/queries",
+            Some(json!({"query": sql, "useLegacySql": false})),
+        );
         assert!(
             answer["errors"].as_array().is_none_or(|e| e.is_empty()),
             "{sql}: {answer}"
