@@ -721,3 +721,56 @@ fn the_service_account_key_and_access_tokens_never_reach_logs_or_files() {
     );
     assert!(!key_lines.iter().any(|l| text.contains(l)));
 }
+
+#[test]
+fn validate_checks_bigquery_keys_budgets_and_datasets() {
+    let inst = Instance::from_files(&[
+        ("config/instance.yaml", "name: bq\ntimezone: UTC\n"),
+        ("files/a.csv", "id\n1\n"),
+        (
+            "pipelines/files.yaml",
+            "type: csv\nconnection:\n  path: files\n",
+        ),
+        (
+            "pipelines/nokey.yaml",
+            "type: bigquery\nconnection:\n  project_id: demo\n",
+        ),
+        (
+            "pipelines/twokeys.yaml",
+            "type: bigquery\nconnection:\n  project_id: demo\n  credentials_file: k.json\n  \
+             credentials_env: PIPELINE_TEST_BQ_UNSET\n",
+        ),
+        (
+            "registry/t.yaml",
+            "tables:\n  - source: files\n    source_table: a\n    maximum_bytes_billed: 100\n  \
+             - source: nokey\n    source_table: orders\n",
+        ),
+    ]);
+    let (status, report) = inst.validate();
+    assert_eq!(status, 1);
+    let messages: Vec<String> = crate::common::errors(&report)
+        .iter()
+        .map(|d| {
+            format!(
+                "{}:{} {}",
+                d["file"].as_str().unwrap(),
+                d["line"],
+                d["message"]
+            )
+        })
+        .collect();
+    let has = |needle: &str| messages.iter().any(|m| m.contains(needle));
+    assert!(
+        has("pipelines/nokey.yaml:3 \"bigquery source `nokey` has no service-account key"),
+        "{messages:#?}"
+    );
+    assert!(has("pipelines/twokeys.yaml:5 \"source `twokeys` sets both credentials_file and credentials_env"), "{messages:#?}");
+    assert!(
+        has(
+            "registry/t.yaml:4 \"table `files.a`: maximum_bytes_billed applies to BigQuery sources"
+        ),
+        "{messages:#?}"
+    );
+    assert!(has("table `nokey.orders` has no `bucket`"), "{messages:#?}");
+    assert_eq!(messages.len(), 4, "{messages:#?}");
+}
