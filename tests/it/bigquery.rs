@@ -461,7 +461,14 @@ fn a_query_over_its_byte_budget_is_refused_before_it_runs() {
     s.registry(&registry(10_000_000));
     s.proxy.clear();
     s.ok(&["apply", "--auto-approve", "-q"]);
-    s.ok(&["run", "-q"]);
+    let out = s.pipeline(&["run", "-v"]);
+    assert!(out.status.success(), "{}", all(&out));
+    // The dry run's estimate is reported.
+    assert!(
+        all(&out).contains("dry run: the query will process 5000000 bytes"),
+        "{}",
+        all(&out)
+    );
     assert_eq!(s.query("select count(*) as n from paid"), "n\n2\n");
     let job = s
         .proxy
