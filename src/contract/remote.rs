@@ -115,7 +115,14 @@ pub fn attach(conn: &Connection, row: &RemoteAttach, policy: &RemotePolicy) -> R
         format!("ATTACH {} AS {alias} (READ_ONLY)", quote::literal(&row.url))
     } else {
         // The extension must be installed beforehand (offline: from its PyPI wheel, DESIGN.md §11).
-        conn.execute_batch(&format!("LOAD {ext}")).map_err(scrub)?;
+        conn.execute_batch(&format!("LOAD {ext}")).map_err(|e| {
+            // Said as what it is: the extension is missing here, not the remote refusing us.
+            let first = e.to_string().lines().next().unwrap_or_default().to_string();
+            Refusal::Attach(format!(
+                "the DuckDB extension `{ext}` cannot be loaded ({first}); install it where \
+                 analytics is read"
+            ))
+        })?;
         if let Some(t) = &token {
             conn.execute_batch(&format!(
                 "CREATE OR REPLACE TEMPORARY SECRET {} (TYPE {ext}, TOKEN {})",

@@ -328,6 +328,26 @@ impl Validator<'_> {
                 .with_hint("remove maximum_bytes_billed"),
             );
         }
+        // The extract is attached under the source's name and the contract attaches BigQuery as
+        // `bq`: the two would clash at rebuild, and the remote views would never publish.
+        let alias = crate::connectors::bigquery::REMOTE_ALIAS;
+        if bigquery && mode == QueryMode::Remote && source.name.value == alias {
+            self.diags.push(
+                Diagnostic::error(
+                    Code::InvalidName,
+                    t.query_mode.as_ref().map_or(t.span.point(), |m| m.span),
+                    format!(
+                        "table `{}` is remote, but its source is named `{alias}`: remote BigQuery \
+                         tables are attached as `{alias}` (the extract contract), and a source's \
+                         extract is attached under the source's name",
+                        t.id.value
+                    ),
+                )
+                .with_hint(format!(
+                    "rename the source (pipelines/{alias}.yaml) to anything but `{alias}`"
+                )),
+            );
+        }
         if bigquery && mode != QueryMode::Materialized && t.bucket.is_none() {
             self.diags.push(
                 Diagnostic::error(

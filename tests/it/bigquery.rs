@@ -29,6 +29,11 @@ const ORDERS: &str = r#"[{"name": "order_id", "type": "INT64"}, {"name": "status
     {"name": "amount", "type": "NUMERIC"}, {"name": "updated_at", "type": "TIMESTAMP"}]"#;
 
 fn setup(connection_extra: &str, registry: &str) -> Setup {
+    setup_named("bq", connection_extra, registry)
+}
+
+/// [`setup`] with the source called `source`.
+fn setup_named(source: &str, connection_extra: &str, registry: &str) -> Setup {
     let emu = Emulator::start();
     emu.dataset("shop");
     let google = FakeGoogle::start();
@@ -42,14 +47,14 @@ fn setup(connection_extra: &str, registry: &str) -> Setup {
         ),
         ("keys/bq.json", &key),
         (
-            "pipelines/bq.yaml",
+            &format!("pipelines/{source}.yaml"),
             &format!(
                 "type: bigquery\nconnection:\n  project_id: demo\n  credentials_file: keys/bq.json\n  \
                  endpoint: {}\n{connection_extra}",
                 proxy.url()
             ),
         ),
-        ("registry/bq.yaml", registry),
+        (&format!("registry/{source}.yaml"), registry),
     ]);
     Setup {
         emu,
@@ -505,11 +510,13 @@ fn an_outage_keeps_the_previous_data_and_is_reported() {
 
 #[test]
 fn remote_tables_write_the_seed_contract_and_skip_cleanly_without_the_extension() {
-    let s = setup(
+    // Not named `bq`: that is the alias the contract attaches BigQuery under.
+    let s = setup_named(
+        "warehouse",
         "",
-        "tables:\n  - source: bq\n    bucket: shop\n    source_table: orders\n    query_mode: remote\n  \
-         - source: bq\n    bucket: shop\n    source_table: recent\n    query_mode: remote\n  \
-         - source: bq\n    bucket: shop\n    source_table: items\n",
+        "tables:\n  - source: warehouse\n    bucket: shop\n    source_table: orders\n    query_mode: remote\n  \
+         - source: warehouse\n    bucket: shop\n    source_table: recent\n    query_mode: remote\n  \
+         - source: warehouse\n    bucket: shop\n    source_table: items\n",
     );
     orders(&s.emu);
     s.emu
@@ -535,14 +542,14 @@ fn remote_tables_write_the_seed_contract_and_skip_cleanly_without_the_extension(
     assert!(
         s.inst
             .path()
-            .join("data/extracts/bq/extract.duckdb")
+            .join("data/extracts/warehouse/extract.duckdb")
             .is_file(),
         "{text}"
     );
 
     // ...but the extract holds exactly the seed system's rows and views.
     let extract = duckdb::Connection::open_with_flags(
-        s.inst.path().join("data/extracts/bq/extract.duckdb"),
+        s.inst.path().join("data/extracts/warehouse/extract.duckdb"),
         duckdb::Config::default()
             .access_mode(duckdb::AccessMode::ReadOnly)
             .unwrap(),
@@ -596,10 +603,13 @@ fn remote_tables_write_the_seed_contract_and_skip_cleanly_without_the_extension(
     let status: Value = serde_json::from_str(&s.ok(&["status", "--format", "json"])).unwrap();
     let problems = status["analytics_problems"].to_string();
     assert!(
-        problems.contains("bq.orders") && problems.contains("bq.recent"),
+        problems.contains("warehouse.orders") && problems.contains("warehouse.recent"),
         "{problems}"
     );
-    assert!(problems.contains("bigquery"), "{problems}");
+    assert!(
+        problems.contains("the DuckDB extension `bigquery` cannot be loaded"),
+        "{problems}"
+    );
     for t in status["tables"].as_array().unwrap() {
         if t["query_mode"] == "remote" {
             assert_ne!(t["last_status"], "ok", "{t}");
@@ -748,9 +758,14 @@ fn validate_checks_bigquery_keys_budgets_and_datasets() {
              credentials_env: PIPELINE_TEST_BQ_UNSET\n",
         ),
         (
+            "pipelines/bq.yaml",
+            "type: bigquery\nconnection:\n  credentials_env: PIPELINE_TEST_BQ_UNSET\n",
+        ),
+        (
             "registry/t.yaml",
             "tables:\n  - source: files\n    source_table: a\n    maximum_bytes_billed: 100\n  \
-             - source: nokey\n    source_table: orders\n",
+             - source: nokey\n    source_table: orders\n  \
+             - source: bq\n    bucket: shop\n    source_table: x\n    query_mode: remote\n",
         ),
     ]);
     let (status, report) = inst.validate();
@@ -779,5 +794,9 @@ fn validate_checks_bigquery_keys_budgets_and_datasets() {
         "{messages:#?}"
     );
     assert!(has("table `nokey.orders` has no `bucket`"), "{messages:#?}");
-    assert_eq!(messages.len(), 4, "{messages:#?}");
+    assert!(
+        has("registry/t.yaml:10 \"table `shop.x` is remote, but its source is named `bq`"),
+        "{messages:#?}"
+    );
+    assert_eq!(messages.len(), 5, "{messages:#?}");
 }
