@@ -43,7 +43,10 @@ fn setup_named(source: &str, connection_extra: &str, registry: &str) -> Setup {
     let inst = Instance::from_files(&[
         (
             "config/instance.yaml",
-            "name: bq\ntimezone: UTC\nremote_attach:\n  extensions: [bigquery]\n",
+            // One task at a time: bqemulator answers concurrent requests on one shared DuckDB
+            // connection, and two table reads at once can receive each other's rows.
+            "name: bq\ntimezone: UTC\ndefaults: { concurrency: 1 }\n\
+             remote_attach:\n  extensions: [bigquery]\n",
         ),
         ("keys/bq.json", &key),
         (
@@ -675,7 +678,10 @@ fn the_service_account_key_and_access_tokens_never_reach_logs_or_files() {
     proxy.require_tokens(&google);
     let key = TestKey::shared();
     let inst = Instance::from_files(&[
-        ("config/instance.yaml", "name: bq\ntimezone: UTC\n"),
+        (
+            "config/instance.yaml",
+            "name: bq\ntimezone: UTC\ndefaults: { concurrency: 1 }\n",
+        ),
         (
             "pipelines/bq.yaml",
             &format!(

@@ -469,6 +469,7 @@ impl Client {
         );
         let what = format!("rows of {project}.{dataset}.{table}");
         let mut token: Option<String> = None;
+        let mut empty_pages = 0;
         loop {
             let mut q = vec![("formatOptions.useInt64Timestamp", "true".to_string())];
             if let Some(n) = page_size {
@@ -479,12 +480,16 @@ impl Client {
             }
             let page: Page = self.get_json(&what, &url, &q)?;
             token = page.page_token.clone().filter(|t| !t.is_empty());
-            let empty = page.rows.is_empty();
+            empty_pages = if page.rows.is_empty() {
+                empty_pages + 1
+            } else {
+                0
+            };
             each(page)?;
-            // A page token with no rows would loop forever on a misbehaving server.
-            if token.is_none() || empty {
+            if token.is_none() {
                 return Ok(());
             }
+            endless(&what, empty_pages)?;
         }
     }
 
@@ -608,21 +613,37 @@ impl Client {
             });
         }
         schema(fields)?;
+        let what = format!("results of job {job}");
+        let (mut arrived, mut empty_pages) = (0u64, 0);
         loop {
             let current: Page =
                 serde_json::from_value(page).map_err(|e| BigqueryError::Protocol {
-                    what: format!("results of job {job}"),
+                    what: what.clone(),
                     message: e.to_string(),
                 })?;
             let token = current.page_token.clone().filter(|t| !t.is_empty());
-            let empty = current.rows.is_empty();
+            let total = current
+                .total_rows
+                .as_deref()
+                .and_then(|t| t.parse::<u64>().ok());
+            arrived += current.rows.len() as u64;
+            empty_pages = if current.rows.is_empty() {
+                empty_pages + 1
+            } else {
+                0
+            };
             each(current)?;
             let Some(token) = token else {
-                return Ok(());
+                // A job's result is fixed: every row it counted must have arrived.
+                return match total {
+                    Some(total) if total != arrived => Err(BigqueryError::Protocol {
+                        what,
+                        message: format!("{total} rows in the result, but {arrived} arrived"),
+                    }),
+                    _ => Ok(()),
+                };
             };
-            if empty {
-                return Ok(());
-            }
+            endless(&what, empty_pages)?;
             let mut p = params.clone();
             p.push(("pageToken", token));
             page = self.get_json(&format!("results of job {job}"), &results_url, &p)?;
@@ -658,6 +679,18 @@ impl Client {
         }
         Ok(())
     }
+}
+
+/// A server that keeps handing out page tokens with no rows would be read forever: a few empty
+/// pages in a row can happen, many cannot.
+fn endless(what: &str, empty_pages: u32) -> Result<(), BigqueryError> {
+    if empty_pages >= 20 {
+        return Err(BigqueryError::Protocol {
+            what: what.to_string(),
+            message: format!("{empty_pages} empty pages in a row, each with a next page token"),
+        });
+    }
+    Ok(())
 }
 
 /// `message (reason)` of one of BigQuery's `ErrorProto`s.
