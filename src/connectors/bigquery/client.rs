@@ -469,7 +469,7 @@ impl Client {
         );
         let what = format!("rows of {project}.{dataset}.{table}");
         let mut token: Option<String> = None;
-        let mut empty_pages = 0;
+        let (mut empty_pages, mut arrived) = (0, 0u64);
         loop {
             let mut q = vec![("formatOptions.useInt64Timestamp", "true".to_string())];
             if let Some(n) = page_size {
@@ -485,8 +485,22 @@ impl Client {
             } else {
                 0
             };
+            arrived += page.rows.len() as u64;
+            let total = page
+                .total_rows
+                .as_deref()
+                .and_then(|t| t.parse::<u64>().ok());
             each(page)?;
             if token.is_none() {
+                // A table written to while it is read may legitimately count other rows than
+                // arrived (unlike a job's fixed result): said, not refused.
+                if let Some(total) = total.filter(|t| *t != arrived) {
+                    tracing::warn!(
+                        table = %what,
+                        "bigquery: the table counted {total} rows but {arrived} arrived (was it \
+                         written to during the read?)"
+                    );
+                }
                 return Ok(());
             }
             endless(&what, empty_pages)?;
