@@ -116,7 +116,7 @@ fn all(out: &Output) -> String {
 
 const INCREMENTAL: &str =
     "tables:\n  - source: bq\n    bucket: shop\n    source_table: orders\n    \
-    sync: { mode: incremental, cursor: updated_at, primary_key: [order_id] }\n";
+    sync: { mode: incremental, cursor: updated_at, primary_key: [order_id], window_days: 1 }\n";
 
 #[test]
 fn a_bigquery_table_syncs_in_full_then_incrementally_without_duplicates() {
@@ -141,7 +141,8 @@ fn a_bigquery_table_syncs_in_full_then_incrementally_without_duplicates() {
     assert!(seen.iter().all(|r| r.status == 200), "{seen:?}");
     assert!(!s.google.issued().is_empty() && s.google.refused().is_empty());
 
-    // Row 2 changes and row 4 arrives: the increment is read with the cursor pushed down.
+    // Row 2 changes and row 4 arrives: the increment is read with the cursor pushed down (a day
+    // before the last cursor: row 3 is read again and merged, not duplicated).
     s.emu.query(
         "UPDATE shop.orders SET status = 'shipped', updated_at = TIMESTAMP '2026-01-04 09:00:00+00' \
          WHERE order_id = 2",
@@ -162,7 +163,8 @@ fn a_bigquery_table_syncs_in_full_then_incrementally_without_duplicates() {
         .collect();
     assert_eq!(
         queries,
-        ["SELECT * FROM `demo.shop.orders` WHERE `updated_at` >= TIMESTAMP '2026-01-03 10:00:00+00'"]
+        ["SELECT * FROM `demo.shop.orders` WHERE `updated_at` >= \
+          TIMESTAMP_SUB(TIMESTAMP '2026-01-03 10:00:00+00', INTERVAL 1 DAY)"]
     );
     assert_eq!(
         s.query(
@@ -283,11 +285,13 @@ fn every_bigquery_type_family_arrives_with_its_duckdb_type() {
 
 #[test]
 fn tables_and_query_results_are_read_page_by_page() {
+    // Jobs run (and would be billed) in another project than the data's.
     let s = setup(
-        "  page_size: 10\n",
+        "  page_size: 10\n  billing_project: billing\n",
         "tables:\n  - source: bq\n    bucket: shop\n    source_table: items\n  \
          - id: bq.item_totals\n    source: bq\n    bucket: shop\n    name: item_totals\n    \
-         query_mode: materialized\n    query: SELECT id, id * 2 AS doubled FROM shop.items WHERE id > 2\n",
+         query_mode: materialized\n    \
+         query: SELECT id, id * 2 AS doubled FROM `demo.shop.items` WHERE id > 2\n",
     );
     s.emu.table(
         "shop",
@@ -315,6 +319,10 @@ fn tables_and_query_results_are_read_page_by_page() {
         .map(|r| r.query.as_str())
         .collect();
     assert_eq!(table_pages.len(), 3, "{table_pages:?}");
+    assert!(seen
+        .iter()
+        .filter(|r| r.path.contains("/tables/"))
+        .all(|r| r.path.starts_with("/bigquery/v2/projects/demo/")));
     assert!(table_pages.iter().all(|q| q.contains("maxResults=10")));
     assert_eq!(
         table_pages
@@ -328,6 +336,9 @@ fn tables_and_query_results_are_read_page_by_page() {
     let run = seen.iter().position(|r| r.is_query()).expect("a query");
     assert!(dry < run);
     assert_eq!(seen[run].body["maxResults"], 10);
+    assert_eq!(seen[run].path, "/bigquery/v2/projects/billing/queries");
+    assert_eq!(seen[dry].path, "/bigquery/v2/projects/billing/queries");
+    assert_eq!(seen[run].body["defaultDataset"]["projectId"], "demo");
     assert_eq!(seen[run].body["defaultDataset"]["datasetId"], "shop");
     let result_pages = seen
         .iter()
