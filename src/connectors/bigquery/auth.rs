@@ -394,6 +394,78 @@ mod tests {
         assert_eq!(base64_decode("a b"), None);
     }
 
+    /// A token endpoint on 127.0.0.1 answering every request with a new token valid for
+    /// `expires_in` seconds; counts the requests.
+    fn token_endpoint(expires_in: u64) -> (String, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+        use std::io::{BufRead, BufReader, Read, Write};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}/token", listener.local_addr().unwrap());
+        let count = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counter = count.clone();
+        std::thread::spawn(move || {
+            for stream in listener.incoming().flatten() {
+                let mut reader = BufReader::new(stream);
+                let mut length = 0;
+                loop {
+                    let mut line = String::new();
+                    if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
+                        break;
+                    }
+                    if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                        length = v.trim().parse().unwrap_or(0);
+                    }
+                }
+                let mut body = vec![0; length];
+                let _ = reader.read_exact(&mut body);
+                let n = counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                let json =
+                    format!(r#"{{"access_token": "test-token-{n}", "expires_in": {expires_in}}}"#);
+                let _ = write!(
+                    reader.get_mut(),
+                    "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\
+                     connection: close\r\n\r\n{json}",
+                    json.len()
+                );
+            }
+        });
+        (url, count)
+    }
+
+    fn test_account(token_uri: &str) -> ServiceAccount {
+        use rsa::pkcs8::EncodePrivateKey;
+        let key = rsa::RsaPrivateKey::new(&mut rsa::rand_core::OsRng, 2048).unwrap();
+        let pem = key.to_pkcs8_pem(rsa::pkcs8::LineEnding::LF).unwrap();
+        let json = serde_json::json!({"type": "service_account", "client_email": "t@example.com",
+            "private_key": pem.as_str(), "token_uri": token_uri});
+        ServiceAccount::from_json(&json.to_string(), "a test key").unwrap()
+    }
+
+    #[test]
+    fn tokens_are_cached_until_shortly_before_they_expire() {
+        let agent = ureq::Agent::new();
+        let (url, requests) = token_endpoint(3600);
+        let account = test_account(&url);
+        let scope = "https://example.com/scope-cached";
+        assert_eq!(account.access_token(&agent, scope).unwrap(), "test-token-0");
+        assert_eq!(account.access_token(&agent, scope).unwrap(), "test-token-0");
+        assert_eq!(requests.load(std::sync::atomic::Ordering::SeqCst), 1);
+        // Refused by the API: forgotten, and a new one is asked for.
+        account.forget_token(scope);
+        assert_eq!(account.access_token(&agent, scope).unwrap(), "test-token-1");
+
+        // A token valid for 2 s is renewed after half of it, not used to the last second.
+        let (url, requests) = token_endpoint(2);
+        let account = test_account(&url);
+        let scope = "https://example.com/scope-short";
+        assert_eq!(account.access_token(&agent, scope).unwrap(), "test-token-0");
+        assert_eq!(account.access_token(&agent, scope).unwrap(), "test-token-0");
+        std::thread::sleep(Duration::from_millis(1100));
+        assert_eq!(account.access_token(&agent, scope).unwrap(), "test-token-1");
+        assert_eq!(requests.load(std::sync::atomic::Ordering::SeqCst), 2);
+        // Every token is a registered secret.
+        assert!(!crate::redact::redact("Bearer x test-token-1").contains("test-token-1"));
+    }
+
     #[test]
     fn a_key_that_is_not_a_service_account_key_is_refused_without_showing_it() {
         let origin = "credentials_env BQ_KEY";
