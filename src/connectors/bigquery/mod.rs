@@ -400,6 +400,19 @@ pub fn cursor_condition(
             format!("CAST({} AS FLOAT64)", string_literal(last.trim()))
         }
         "NUMERIC" | "BIGNUMERIC" | "DECIMAL" | "BIGDECIMAL" => {
+            if rows::duck_type(field) == "VARCHAR" {
+                // Stored as exact text here, whose maximum is not the numeric maximum.
+                return Err(format!(
+                    "cursor `{}` is a BIGNUMERIC column, kept as text in DuckDB: its largest value \
+                     cannot be tracked; use a NUMERIC, integer, date or time cursor",
+                    field.name
+                ));
+            }
+            let kind = if kind.starts_with("BIG") {
+                "BIGNUMERIC"
+            } else {
+                "NUMERIC"
+            };
             if !last
                 .trim()
                 .bytes()
@@ -675,6 +688,10 @@ mod tests {
         assert!(c("DATE", "2024-01-01' OR '1'='1", None).is_err());
         assert!(c("NUMERIC", "1e5", None).is_err());
         assert!(c("BOOL", "true", None).unwrap_err().contains("BOOL column"));
+        assert_eq!(c("DECIMAL", "2.5", None).unwrap(), "`c` >= NUMERIC '2.5'");
+        assert!(c("BIGNUMERIC", "10", None)
+            .unwrap_err()
+            .contains("kept as text"));
     }
 
     #[test]
