@@ -140,6 +140,9 @@ pub struct TableDef {
     pub access: Vec<String>,
     #[serde(default)]
     pub tags: Vec<String>,
+    /// BigQuery: the most bytes one query of the table may bill.
+    #[serde(default)]
+    pub maximum_bytes_billed: Option<u64>,
 }
 
 impl TableDef {

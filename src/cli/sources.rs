@@ -21,9 +21,12 @@ Examples:
                                                          registry entries with descriptions, columns
                                                          and primary keys from Keboola's metadata
   pipeline sources discover shop_db --bucket public      one PostgreSQL schema (MySQL: database)
+  pipeline sources discover bq --bucket shop --write registry/bq.yaml
+                                                         one BigQuery dataset's tables, with column
+                                                         descriptions
 
 Then `pipeline plan` shows what registering them does, and `pipeline apply` syncs them. Discovery is
-available for keboola, postgres and mysql sources.";
+available for keboola, postgres, mysql and bigquery sources.";
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
@@ -37,7 +40,7 @@ enum Command {
     Discover {
         /// The source (its name in pipelines/).
         source: String,
-        /// Only this bucket (Keboola bucket, PostgreSQL schema, MySQL database).
+        /// Only this bucket (Keboola bucket, PostgreSQL schema, MySQL database, BigQuery dataset).
         #[arg(long)]
         bucket: Option<String>,
         /// Write registry entries to FILE (refuses to overwrite a file it did not write).
@@ -62,9 +65,12 @@ pub fn run(dir: &Path, args: Args) -> Result<ExitCode> {
             .unwrap_or_default();
         bail!("no source `{source}` in pipelines/{hint}");
     };
-    if !matches!(def.source_type.as_str(), "keboola" | "postgres" | "mysql") {
+    if !matches!(
+        def.source_type.as_str(),
+        "keboola" | "postgres" | "mysql" | "bigquery"
+    ) {
         bail!(
-            "discovery is available for keboola, postgres and mysql sources; `{source}` is a {} source",
+            "discovery is available for keboola, postgres, mysql and bigquery sources; `{source}` is a {} source",
             def.source_type
         );
     }

@@ -393,6 +393,8 @@ impl Connector for Database {
             },
             schema,
             table: name,
+            view: None,
+            zero_counts: false,
         })
     }
 

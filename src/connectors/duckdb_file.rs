@@ -124,6 +124,8 @@ impl Connector for DuckdbFile {
             },
             schema,
             table: name,
+            view: None,
+            zero_counts: false,
         })
     }
 }

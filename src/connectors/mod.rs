@@ -9,14 +9,15 @@
 //! ([`Connector::remote`]); and lists what the source holds for `pipeline sources discover`
 //! ([`Connector::discover`]). There is one connector per [`SourceType`]; which query modes each type
 //! runs is stated once, beside the type ([`SourceType::query_modes`]), and checked here and by
-//! `validate` alike. Planned types (BigQuery, Jira) will implement the same trait.
+//! `validate` alike. Planned types (Jira) will implement the same trait.
 
+pub mod bigquery;
 mod database;
 mod duckdb_file;
 mod files;
 pub mod keboola;
 
-use crate::contract::RemoteAttach;
+use crate::contract::{RemoteAttach, ViewTarget};
 use crate::extensions::ExtensionStore;
 use crate::registered::{SourceDef, TableDef};
 use crate::spec::model::SourceType;
@@ -83,6 +84,12 @@ pub struct RemoteTable {
     pub attach: RemoteAttach,
     pub schema: String,
     pub table: String,
+    /// What the extract's view reads when it is not `<alias>."<schema>"."<table>"` (a BigQuery view
+    /// is read through the extension's `bigquery_query` table function).
+    pub view: Option<ViewTarget>,
+    /// Write `rows = 0, size_bytes = 0` in `_meta` (as the seed system does for BigQuery) rather
+    /// than NULL.
+    pub zero_counts: bool,
 }
 
 /// A table found at a source by [`Connector::discover`].
@@ -246,6 +253,7 @@ pub fn connector(source: &SourceDef, root: &Path) -> Result<Box<dyn Connector>, 
             source,
             database::Dialect::Mysql,
         )?)),
+        SourceType::Bigquery => Ok(Box::new(bigquery::Bigquery::new(source, root)?)),
     }
 }
 

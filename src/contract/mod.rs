@@ -160,6 +160,12 @@ pub enum ViewTarget {
         schema: String,
         table: String,
     },
+    /// `<function>('<arg>', …)`: a table function of a remote's extension, e.g. the seed system's
+    /// BigQuery views, `bigquery_query('<project>', 'SELECT * FROM `<project>.<dataset>.<table>`')`.
+    TableFunction {
+        function: String,
+        args: Vec<String>,
+    },
 }
 
 /// A table as written into extract.duckdb.
@@ -345,6 +351,14 @@ fn write_file(
 ) -> Result<(), ContractError> {
     let err = db_err(tmp);
     let conn = Connection::open(tmp).map_err(&err)?;
+    // Remote views bind against their alias, so it must be attached while they are created. A
+    // remote that only the reader attaches (BigQuery: the extension and a Google token belong to
+    // the reader) gets a stand-in while the views are written (made before the transaction, which
+    // may write one database only): the view's SQL is what is stored, and DuckDB binds it again
+    // against the real remote when it is queried.
+    for r in remotes.iter().filter(|r| remote::attaches_at_read_time(r)) {
+        stand_in(&conn, r, entries).map_err(&err)?;
+    }
     conn.execute_batch(&format!(
         "SET TimeZone = 'UTC'; BEGIN; {META_DDL}; {REMOTE_ATTACH_DDL};"
     ))
@@ -375,8 +389,10 @@ fn write_file(
                 .map_err(&err)?;
         }
     }
-    // Remote views bind against their alias, so it must be attached while they are created.
     for r in remotes {
+        if remote::attaches_at_read_time(r) {
+            continue; // a stand-in is attached
+        }
         remote::attach(&conn, r, policy).map_err(|refusal| {
             ContractError::Invalid(format!("remote `{}`: {refusal}", r.alias))
         })?;
@@ -401,6 +417,11 @@ fn write_file(
                 };
                 format!("SELECT * FROM {a}.{s}.{t}")
             }
+            ViewTarget::TableFunction { function, args } => {
+                let f = table_function(function)?;
+                let args: Vec<String> = args.iter().map(|a| quote::literal(a)).collect();
+                format!("SELECT * FROM {f}({})", args.join(", "))
+            }
         };
         conn.execute_batch(&format!("CREATE VIEW {name} AS {select}"))
             .map_err(&err)?;
@@ -410,6 +431,59 @@ fn write_file(
         let _ = conn.execute_batch(&format!("DETACH {}", quote::ident(&r.alias).unwrap()));
     }
     drop(conn);
+    Ok(())
+}
+
+/// A table function's name, checked (it is spliced into SQL).
+fn table_function(name: &str) -> Result<&str, ContractError> {
+    if names::is_identifier(name) {
+        Ok(name)
+    } else {
+        Err(ContractError::Invalid(format!(
+            "`{name}` is not a safe table function name"
+        )))
+    }
+}
+
+/// Attaches an empty in-memory database under `r`'s alias with a placeholder table for each view
+/// over it, and a placeholder macro for each table function a view calls (when DuckDB has none of
+/// that name), so that the views bind while they are written.
+fn stand_in(conn: &Connection, r: &RemoteAttach, entries: &[Entry]) -> duckdb::Result<()> {
+    let Some(alias) = quote::ident(&r.alias) else {
+        return Ok(()); // refused with the views that use it
+    };
+    conn.execute_batch(&format!("ATTACH ':memory:' AS {alias}"))?;
+    for e in entries {
+        match &e.view {
+            ViewTarget::Remote {
+                alias: a,
+                schema,
+                table,
+            } if a == &r.alias => {
+                if let (Some(s), Some(t)) = (quote::ident(schema), quote::ident(table)) {
+                    conn.execute_batch(&format!(
+                        "CREATE SCHEMA IF NOT EXISTS {alias}.{s}; \
+                         CREATE TABLE IF NOT EXISTS {alias}.{s}.{t} (stand_in INTEGER);"
+                    ))?;
+                }
+            }
+            ViewTarget::TableFunction { function, args } if names::is_identifier(function) => {
+                let known: i64 = conn.query_row(
+                    "SELECT count(*) FROM duckdb_functions() WHERE function_name = ?",
+                    [function],
+                    |row| row.get(0),
+                )?;
+                if known == 0 {
+                    let params: Vec<String> = (0..args.len()).map(|i| format!("a{i}")).collect();
+                    conn.execute_batch(&format!(
+                        "CREATE TEMP MACRO {function}({}) AS TABLE SELECT NULL AS stand_in",
+                        params.join(", ")
+                    ))?;
+                }
+            }
+            _ => {}
+        }
+    }
     Ok(())
 }
 
@@ -449,6 +523,7 @@ fn views_point_here(dir: &ExtractDir, entries: &[Entry], existing: &Contents) ->
                 p.starts_with(dir.dir()) && sql.contains(p.to_string_lossy().as_ref())
             }
             ViewTarget::Remote { .. } => true,
+            ViewTarget::TableFunction { function, .. } => sql.contains(function.as_str()),
         }
     })
 }

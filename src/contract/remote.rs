@@ -65,6 +65,18 @@ impl RemotePolicy {
 /// The attach type of DuckDB's own database files.
 pub const NATIVE: &str = "duckdb";
 
+/// Extensions whose rows only a reader attaches: the writer of an extract neither loads them nor
+/// connects. BigQuery's needs a Google token the reader obtains (the seed system writes an empty
+/// `token_env` for it) and network access at every write otherwise.
+pub const ATTACHED_AT_READ_TIME: &[&str] = &["bigquery"];
+
+/// Whether `row` is attached only by readers (see [`ATTACHED_AT_READ_TIME`]).
+pub fn attaches_at_read_time(row: &RemoteAttach) -> bool {
+    ATTACHED_AT_READ_TIME
+        .iter()
+        .any(|e| e.eq_ignore_ascii_case(&row.extension))
+}
+
 pub use crate::spec::names::is_reserved_catalog;
 
 /// Why a row was not attached. The message never contains a token.

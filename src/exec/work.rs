@@ -258,20 +258,21 @@ impl Context {
                 if !remotes.iter().any(|r| r.alias == remote.attach.alias) {
                     remotes.push(remote.attach.clone());
                 }
+                let counts = remote.zero_counts.then_some(0);
                 entries.push(Entry {
                     meta: MetaRow {
                         table_name: t.name.clone(),
                         description: t.description.clone(),
-                        rows: None,
-                        size_bytes: None,
+                        rows: counts,
+                        size_bytes: counts,
                         extracted_at: None,
                         query_mode: mode.as_str().into(),
                     },
-                    view: ViewTarget::Remote {
+                    view: remote.view.unwrap_or(ViewTarget::Remote {
                         alias: remote.attach.alias,
                         schema: remote.schema,
                         table: remote.table,
-                    },
+                    }),
                 });
                 continue;
             }

@@ -289,6 +289,12 @@ fn table(specs: &Specs, t: &TableSpec) -> Object {
     f.list("access", t.access.iter().map(|x| x.value.clone()));
     f.list("tags", t.tags.iter().map(|x| x.value.clone()));
     f.checks(&t.checks);
+    f.value(
+        "maximum_bytes_billed",
+        t.maximum_bytes_billed
+            .as_ref()
+            .map_or(Value::Null, |m| Value::from(m.value)),
+    );
     f.object(specs, Kind::Table, t.id.value.clone(), t.file)
 }
 

@@ -83,7 +83,9 @@ const fn req(key: &'static str, ty: Ty, doc: &'static str) -> Field {
 
 pub const QUERY_MODES: &[&str] = &["local", "remote", "materialized"];
 /// Only types with a connector (see `model::SourceType`); planned ones are not in the schema.
-pub const SOURCE_TYPES: &[&str] = &["csv", "parquet", "duckdb", "keboola", "postgres", "mysql"];
+pub const SOURCE_TYPES: &[&str] = &[
+    "csv", "parquet", "duckdb", "keboola", "postgres", "mysql", "bigquery",
+];
 pub const SSL_MODES: &[&str] = &[
     "disable",
     "allow",
@@ -440,6 +442,51 @@ pub static CONN_MYSQL: Object = Object {
     ],
 };
 
+pub static CONN_BIGQUERY: Object = Object {
+    name: "bigquery connection",
+    doc: "A Google BigQuery project, over the REST API v2 with a service-account key.",
+    fields: &[
+        f(
+            "project_id",
+            Ty::Str,
+            "The project holding the datasets; default: the key's project_id.",
+        ),
+        f(
+            "billing_project",
+            Ty::Str,
+            "The project that runs and pays for query jobs; default: project_id.",
+        ),
+        f(
+            "location",
+            Ty::Str,
+            "Where jobs run (US, EU, europe-west1…); default: where the data is.",
+        ),
+        f(
+            "credentials_file",
+            Ty::Str,
+            "A service-account key file (JSON), relative to the instance root. Keep it out of git.",
+        ),
+        f(
+            "credentials_env",
+            Ty::EnvVar,
+            "Environment variable holding the service-account key's JSON (instead of credentials_file).",
+        ),
+        f(
+            "endpoint",
+            Ty::Str,
+            "REST API root; default https://bigquery.googleapis.com (an emulator: http://127.0.0.1:PORT).",
+        ),
+        f(
+            "page_size",
+            Ty::Int {
+                min: 1,
+                max: 100_000,
+            },
+            "Rows per page read; default: BigQuery's (about 10 MB per page).",
+        ),
+    ],
+};
+
 /// The connection object for a source type.
 pub fn connection_object(source_type: &str) -> Option<&'static Object> {
     Some(match source_type {
@@ -449,6 +496,7 @@ pub fn connection_object(source_type: &str) -> Option<&'static Object> {
         "keboola" => &CONN_KEBOOLA,
         "postgres" => &CONN_POSTGRES,
         "mysql" => &CONN_MYSQL,
+        "bigquery" => &CONN_BIGQUERY,
         _ => return None,
     })
 }
@@ -577,7 +625,7 @@ pub static TABLE: Object = Object {
         f("bucket", Ty::Str, "Keboola bucket, BigQuery dataset, database schema or folder."),
         f("source_table", Ty::Str, "Table name at the source; required unless query_mode is materialized."),
         f("name", Ty::Str, "View name in analytics; default: source_table. Unique."),
-        f("query_mode", Ty::Enum(QUERY_MODES), "local: extract to Parquet (every source type) | remote: attach, queries go to the source | materialized: run `query` at the source, store the result. remote and materialized need a duckdb source, a postgres source or a mysql source."),
+        f("query_mode", Ty::Enum(QUERY_MODES), "local: extract to Parquet (every source type) | remote: attach, queries go to the source | materialized: run `query` at the source, store the result. remote and materialized need a duckdb, postgres, mysql or bigquery source."),
         f("query", Ty::Sql, "SQL run at the source (query_mode: materialized)."),
         f("schedule", Ty::Schedule, "Sync schedule; overrides the source's."),
         f("sync", Ty::Object(&SYNC), "Full or incremental sync settings."),
@@ -588,6 +636,7 @@ pub static TABLE: Object = Object {
         f("access", Ty::StrList, "Groups allowed to read the table; default: all authenticated users."),
         f("tags", Ty::StrList, "Free-form labels."),
         f("checks", Ty::Checks, "Data checks run after each sync."),
+        f("maximum_bytes_billed", Ty::Int { min: 1, max: i64::MAX }, "BigQuery sources: the most bytes one query of this table may bill. A dry run refuses a larger query before it runs, and BigQuery enforces it on the job."),
     ],
 };
 
@@ -683,6 +732,7 @@ pub fn all_objects() -> Vec<&'static Object> {
         &CONN_KEBOOLA,
         &CONN_POSTGRES,
         &CONN_MYSQL,
+        &CONN_BIGQUERY,
         &TRANSFORM,
         &REGISTRY,
         &TABLE,

@@ -54,6 +54,7 @@ spec_enum!(
         Keboola = "keboola",
         Postgres = "postgres",
         Mysql = "mysql",
+        Bigquery = "bigquery",
     }
 );
 spec_enum!(SyncMode { Full = "full", Incremental = "incremental", Partitioned = "partitioned" });
@@ -86,7 +87,7 @@ spec_enum!(Grain { Day = "day", Week = "week", Month = "month", Quarter = "quart
 
 /// Source types on the roadmap that this version has no connector for. Named so that `validate` can
 /// say "not in this version" instead of "unknown"; they are not in the schema.
-pub const PLANNED_SOURCE_TYPES: &[&str] = &["bigquery", "jira"];
+pub const PLANNED_SOURCE_TYPES: &[&str] = &["jira"];
 
 impl SourceType {
     /// What this version can run: the query modes a table of this source type may use. The one
@@ -94,12 +95,16 @@ impl SourceType {
     /// (`connectors::connector_for`) refuses the same tables, so what validates is what runs.
     ///
     /// `remote` needs a source DuckDB can ATTACH at query time and `materialized` one that can run a
-    /// query: a DuckDB file, and the databases DuckDB's extensions attach (PostgreSQL, MySQL);
+    /// query: a DuckDB file, the databases DuckDB's extensions attach (PostgreSQL, MySQL), and
+    /// BigQuery (queries run as BigQuery jobs; `remote` goes through DuckDB's `bigquery` extension).
     /// Keboola tables are exported, files are read.
     pub fn query_modes(self) -> &'static [QueryMode] {
         match self {
             SourceType::Csv | SourceType::Parquet | SourceType::Keboola => &[QueryMode::Local],
-            SourceType::Duckdb | SourceType::Postgres | SourceType::Mysql => {
+            SourceType::Duckdb
+            | SourceType::Postgres
+            | SourceType::Mysql
+            | SourceType::Bigquery => {
                 &[QueryMode::Local, QueryMode::Remote, QueryMode::Materialized]
             }
         }
@@ -303,6 +308,8 @@ pub struct TableSpec {
     pub access: Vec<Located<String>>,
     pub tags: Vec<Located<String>>,
     pub checks: Vec<CheckSpec>,
+    /// BigQuery: the most bytes one query of this table may bill.
+    pub maximum_bytes_billed: Option<Located<i64>>,
 }
 
 #[derive(Debug, Default)]
@@ -1039,6 +1046,7 @@ fn decode_table(dec: &mut Decoder, node: &Node, file: FileId) -> Option<TableSpe
     }
     let tags = dec.str_list(&obj, "tags");
     let checks = dec.checks(&obj, "checks");
+    let maximum_bytes_billed = dec.int(&obj, "maximum_bytes_billed");
     Some(TableSpec {
         file,
         span: obj.span,
@@ -1058,6 +1066,7 @@ fn decode_table(dec: &mut Decoder, node: &Node, file: FileId) -> Option<TableSpe
         access,
         tags,
         checks,
+        maximum_bytes_billed,
     })
 }
 

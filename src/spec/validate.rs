@@ -151,6 +151,9 @@ impl Validator<'_> {
                     self.local_path(&path);
                 }
             }
+            if s.source_type.value == SourceType::Bigquery {
+                self.bigquery_credentials(s);
+            }
         }
         if let Some(inst) = &specs.instance {
             // An allowlist, not a requirement: an extract naming an unset one is skipped at rebuild.
@@ -168,6 +171,41 @@ impl Validator<'_> {
                     );
                 }
             }
+        }
+    }
+
+    /// A BigQuery source names its service-account key one way: a file or an environment variable.
+    fn bigquery_credentials(&mut self, s: &SourceSpec) {
+        let file = s.connection_str("credentials_file");
+        let env = s.connection.get("credentials_env");
+        match (&file, env) {
+            (Some(_), Some(env)) => self.diags.push(
+                Diagnostic::error(
+                    Code::InvalidValue,
+                    env.span,
+                    format!(
+                        "source `{}` sets both credentials_file and credentials_env",
+                        s.name.value
+                    ),
+                )
+                .with_hint("keep one: the key file's path, or the variable holding its JSON"),
+            ),
+            (None, None) => self.diags.push(
+                Diagnostic::error(
+                    Code::MissingKey,
+                    s.connection.span,
+                    format!(
+                        "bigquery source `{}` has no service-account key",
+                        s.name.value
+                    ),
+                )
+                .with_hint(
+                    "add `credentials_file: <path to the key's JSON>` or `credentials_env: \
+                     <VARIABLE holding the JSON>` under connection",
+                ),
+            ),
+            (Some(path), None) => self.local_path(path),
+            (None, Some(_)) => {}
         }
     }
 
@@ -294,6 +332,57 @@ impl Validator<'_> {
             }
             self.sync_rules(t, mode);
             self.plain_columns(t);
+            self.bigquery_table(t, source, mode);
+        }
+    }
+
+    /// BigQuery settings of a table: `maximum_bytes_billed` only on BigQuery tables, and a dataset
+    /// (`bucket`) for tables read by name.
+    fn bigquery_table(&mut self, t: &TableSpec, source: Option<&SourceSpec>, mode: QueryMode) {
+        let Some(source) = source else { return };
+        let bigquery = source.source_type.value == SourceType::Bigquery;
+        if let (Some(max), false) = (&t.maximum_bytes_billed, bigquery) {
+            self.diags.push(
+                Diagnostic::error(
+                    Code::InvalidValue,
+                    max.span,
+                    format!(
+                        "table `{}`: maximum_bytes_billed applies to BigQuery sources; `{}` is a {} source",
+                        t.id.value, source.name.value, source.source_type.value
+                    ),
+                )
+                .with_hint("remove maximum_bytes_billed"),
+            );
+        }
+        // The extract is attached under the source's name and the contract attaches BigQuery as
+        // `bq`: the two would clash at rebuild, and the remote views would never publish.
+        let alias = crate::connectors::bigquery::REMOTE_ALIAS;
+        if bigquery && mode == QueryMode::Remote && source.name.value == alias {
+            self.diags.push(
+                Diagnostic::error(
+                    Code::InvalidName,
+                    t.query_mode.as_ref().map_or(t.span.point(), |m| m.span),
+                    format!(
+                        "table `{}` is remote, but its source is named `{alias}`: remote BigQuery \
+                         tables are attached as `{alias}` (the extract contract), and a source's \
+                         extract is attached under the source's name",
+                        t.id.value
+                    ),
+                )
+                .with_hint(format!(
+                    "rename the source (pipelines/{alias}.yaml) to anything but `{alias}`"
+                )),
+            );
+        }
+        if bigquery && mode != QueryMode::Materialized && t.bucket.is_none() {
+            self.diags.push(
+                Diagnostic::error(
+                    Code::MissingKey,
+                    t.span.point(),
+                    format!("table `{}` has no `bucket`", t.id.value),
+                )
+                .with_hint("a BigQuery table is <dataset>.<table>: set `bucket:` to its dataset"),
+            );
         }
     }
 

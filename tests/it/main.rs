@@ -3,6 +3,7 @@
 
 mod common;
 
+mod bigquery;
 mod cli;
 mod daemon;
 mod data_safety;

@@ -615,13 +615,13 @@ both_formats!(a_source_type_without_a_connector_is_an_error, |fmt: Fmt| {
     assert!(d["hint"]
         .as_str()
         .unwrap()
-        .contains("csv, parquet, duckdb, keboola"));
+        .contains("csv, parquet, duckdb, keboola, bigquery"));
     // The schema editors use offers only what runs.
     let out = inst.cmd().args(["schema", "source"]).output().unwrap();
     let schema: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(
         schema["properties"]["type"]["enum"],
-        serde_json::json!(["csv", "parquet", "duckdb", "keboola", "postgres", "mysql"])
+        serde_json::json!(["csv", "parquet", "duckdb", "keboola", "postgres", "mysql", "bigquery"])
     );
 });
 

@@ -6,6 +6,7 @@ use serde_json::Value;
 use std::path::{Path, PathBuf};
 use tempfile::TempDir;
 
+pub mod bqemulator;
 pub mod daemon;
 pub mod db;
 pub mod secrets;
