@@ -237,11 +237,17 @@ impl Context {
             let mode = t.query_mode();
             if mode == QueryMode::Remote {
                 // One remote table that cannot be read must not keep its siblings from publishing:
-                // it is left out (its attach task fails with the reason).
+                // it is left out (its attach task fails with the reason). A remote that only
+                // readers attach (BigQuery: they bring their own token) is written as the contract
+                // says whether or not this machine can attach it; the publish skips its views
+                // when the extension is missing.
                 let remote = connectors::connector_for(source, t, &self.root)
                     .map_err(|e| e.to_string())
                     .and_then(|c| c.remote(t).map_err(|e| e.to_string()))
                     .and_then(|r| {
+                        if contract::remote::attaches_at_read_time(&r.attach) {
+                            return Ok(r);
+                        }
                         if probe.is_none() {
                             probe = Some(RemoteProbe::new()?);
                         }

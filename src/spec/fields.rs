@@ -625,7 +625,7 @@ pub static TABLE: Object = Object {
         f("bucket", Ty::Str, "Keboola bucket, BigQuery dataset, database schema or folder."),
         f("source_table", Ty::Str, "Table name at the source; required unless query_mode is materialized."),
         f("name", Ty::Str, "View name in analytics; default: source_table. Unique."),
-        f("query_mode", Ty::Enum(QUERY_MODES), "local: extract to Parquet (every source type) | remote: attach, queries go to the source | materialized: run `query` at the source, store the result. remote and materialized need a duckdb, postgres, mysql or bigquery source."),
+        f("query_mode", Ty::Enum(QUERY_MODES), "local: extract to Parquet (every source type) | remote: attach, queries go to the source | materialized: run `query` at the source, store the result. remote and materialized need a duckdb source, a postgres source, a mysql source or a bigquery source."),
         f("query", Ty::Sql, "SQL run at the source (query_mode: materialized)."),
         f("schedule", Ty::Schedule, "Sync schedule; overrides the source's."),
         f("sync", Ty::Object(&SYNC), "Full or incremental sync settings."),

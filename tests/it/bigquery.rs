@@ -621,7 +621,7 @@ fn remote_tables_write_the_seed_contract_and_skip_cleanly_without_the_extension(
         "{problems}"
     );
     assert!(
-        problems.contains("the DuckDB extension `bigquery` cannot be loaded"),
+        problems.contains("the DuckDB extension `bigquery` is not installed"),
         "{problems}"
     );
     for t in status["tables"].as_array().unwrap() {
