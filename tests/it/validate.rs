@@ -615,7 +615,7 @@ both_formats!(a_source_type_without_a_connector_is_an_error, |fmt: Fmt| {
     assert!(d["hint"]
         .as_str()
         .unwrap()
-        .contains("csv, parquet, duckdb, keboola, bigquery"));
+        .contains("csv, parquet, duckdb, keboola, postgres, mysql, bigquery"));
     // The schema editors use offers only what runs.
     let out = inst.cmd().args(["schema", "source"]).output().unwrap();
     let schema: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
