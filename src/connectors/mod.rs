@@ -11,6 +11,7 @@
 
 mod duckdb_file;
 mod files;
+pub mod jira;
 pub mod keboola;
 
 use crate::contract::RemoteAttach;

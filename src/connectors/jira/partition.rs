@@ -1,0 +1,934 @@
+//! The monthly Parquet partitions of one Jira source, and its `extract.duckdb` over them.
+//!
+//! Layout, under `data/extracts/<source>/` (the extract.duckdb contract's partitioned tables, whose
+//! views read `data/<table>/*.parquet`):
+//! ```text
+//! data/<table>/_schema.parquet     zero rows: the table's exact columns, so the view always binds
+//! data/<table>/<YYYY-MM>.parquet   the rows of issues created in that month (UTC)
+//! extract.duckdb                   _meta + one view per table
+//! ```
+//! Partition files are named like `extract`'s own monthly partitions (`<period>.parquet`).
+//!
+//! [`PartitionStore::apply`] takes a batch of changes (upsert an issue's rows, delete an issue) and,
+//! for each month it affects, rewrites that month's file of each of the six tables: the previous
+//! rows minus the batch's issues (matched by key or id, so an issue that moved project leaves no
+//! rows under its old key), plus their new rows. A file is written aside (`<month>.parquet.tmp`),
+//! fsynced and renamed over the old one, under the month's lock
+//! (`data/state/locks/jira-<source>.<month>.lock`, a [`StateLock`]): concurrent writers (webhook
+//! processing and a backfill) take turns per month, readers see the old file or the new one, and a
+//! crash leaves whole files. A file whose rows would not change is not rewritten (so a second
+//! backfill touches nothing), and a month left with no rows loses its file.
+//!
+//! An issue's creation month never changes, but a batch still looks for the issues' rows in every
+//! month file (by key or id) and removes them wherever they are: rows written under a wrong month
+//! by an earlier version, or by hand, cannot linger as duplicates.
+//!
+//! DuckDB (an in-memory connection per operation) reads and writes the Parquet, with the explicit
+//! column types of [`super::rows::Schema`]; rows arrive as JSON and are cast once, in one `SELECT`
+//! per table.
+
+use super::rows::{Column, IssueRows, Schema, SqlType, Table};
+use crate::contract::{self, ContractError, Entry, ExtractDir, LocalData, MetaRow, ViewTarget};
+use crate::quote;
+use crate::state::lock::{LockError, StateLock};
+use duckdb::{params, Connection};
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("{what}: {message}")]
+    Db { what: String, message: String },
+    #[error("{0}: {1}")]
+    Io(PathBuf, std::io::Error),
+    #[error(transparent)]
+    Lock(#[from] LockError),
+    #[error(transparent)]
+    Contract(#[from] ContractError),
+    #[error("{0}")]
+    Invalid(String),
+}
+
+fn db(what: impl Into<String>) -> impl FnOnce(duckdb::Error) -> StoreError {
+    let what = what.into();
+    move |e| StoreError::Db {
+        what,
+        message: e.to_string(),
+    }
+}
+
+fn io(p: &Path) -> impl FnOnce(std::io::Error) -> StoreError + '_ {
+    move |e| StoreError::Io(p.to_path_buf(), e)
+}
+
+/// One change to apply.
+#[derive(Clone, Debug)]
+pub enum Change {
+    /// Replace the issue's rows with these.
+    Upsert(IssueRows),
+    /// Remove the issue's rows everywhere (by key, and by id when known).
+    Delete { key: String, id: Option<String> },
+}
+
+impl Change {
+    fn key(&self) -> &str {
+        match self {
+            Change::Upsert(r) => &r.key,
+            Change::Delete { key, .. } => key,
+        }
+    }
+}
+
+/// What an [`PartitionStore::apply`] did.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ApplyReport {
+    /// Months whose files were looked at, sorted.
+    pub months: Vec<String>,
+    pub files_written: usize,
+    pub files_removed: usize,
+    /// Files whose rows for the batch were already exactly the new ones.
+    pub files_unchanged: usize,
+}
+
+impl ApplyReport {
+    /// Whether any file changed (the source needs publishing).
+    pub fn changed(&self) -> bool {
+        self.files_written + self.files_removed > 0
+    }
+
+    fn add(&mut self, other: ApplyReport) {
+        self.months.extend(other.months);
+        self.months.sort();
+        self.months.dedup();
+        self.files_written += other.files_written;
+        self.files_removed += other.files_removed;
+        self.files_unchanged += other.files_unchanged;
+    }
+}
+
+/// The partitions of one Jira source.
+#[derive(Clone, Debug)]
+pub struct PartitionStore {
+    dir: ExtractDir,
+    locks: PathBuf,
+    schema: Schema,
+    /// How long to wait for another writer's turn on a month.
+    pub lock_timeout: Duration,
+}
+
+/// The name of a month file's partition, `None` for other files (`_schema.parquet`).
+fn month_of(file: &Path) -> Option<String> {
+    let name = file.file_name()?.to_str()?;
+    let month = name.strip_suffix(".parquet")?;
+    chrono::NaiveDate::parse_from_str(&format!("{month}-01"), "%Y-%m-%d")
+        .ok()
+        .map(|_| month.to_string())
+}
+
+fn is_month(s: &str) -> bool {
+    s.len() == 7 && chrono::NaiveDate::parse_from_str(&format!("{s}-01"), "%Y-%m-%d").is_ok()
+}
+
+const SCHEMA_FILE: &str = "_schema.parquet";
+
+impl PartitionStore {
+    /// The store of `source` under `data_dir` (the instance's data directory), with `schema`.
+    /// Creates the directories and each table's `_schema.parquet`, and rewrites every existing file
+    /// whose columns differ from `schema` (the promoted custom fields changed, or an upgrade added
+    /// a column): its rows are kept, a new column is filled (promoted ones from `custom_fields`).
+    pub fn open(
+        data_dir: &Path,
+        source: &str,
+        schema: Schema,
+    ) -> Result<PartitionStore, StoreError> {
+        if !crate::spec::names::is_source_name(source) {
+            return Err(StoreError::Invalid(format!(
+                "`{source}` is not a valid source name"
+            )));
+        }
+        let extracts = data_dir.join("extracts");
+        std::fs::create_dir_all(&extracts).map_err(io(&extracts))?;
+        let extracts = extracts.canonicalize().map_err(io(&extracts))?;
+        let dir = ExtractDir::new(&extracts, source)
+            .ok_or_else(|| StoreError::Invalid(format!("`{source}` is not a valid source name")))?;
+        let locks = data_dir.join("state").join("locks");
+        let store = PartitionStore {
+            dir,
+            locks,
+            schema,
+            lock_timeout: Duration::from_secs(120),
+        };
+        store.ensure_schema()?;
+        Ok(store)
+    }
+
+    pub fn extract_dir(&self) -> &ExtractDir {
+        &self.dir
+    }
+
+    pub fn schema(&self) -> &Schema {
+        &self.schema
+    }
+
+    /// `data/<table>/`
+    pub fn table_dir(&self, table: Table) -> PathBuf {
+        self.dir.partitions(table.name())
+    }
+
+    /// `data/<table>/<month>.parquet`
+    pub fn partition_file(&self, table: Table, month: &str) -> PathBuf {
+        self.table_dir(table).join(format!("{month}.parquet"))
+    }
+
+    /// The month files of `table`, by month.
+    pub fn months(&self, table: Table) -> Result<BTreeMap<String, PathBuf>, StoreError> {
+        let dir = self.table_dir(table);
+        let mut out = BTreeMap::new();
+        let entries = match std::fs::read_dir(&dir) {
+            Ok(e) => e,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(out),
+            Err(e) => return Err(StoreError::Io(dir, e)),
+        };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            if let Some(month) = month_of(&path) {
+                out.insert(month, path);
+            }
+        }
+        Ok(out)
+    }
+
+    fn lock(&self, what: &str) -> Result<StateLock, StoreError> {
+        let path = self
+            .locks
+            .join(format!("jira-{}.{what}.lock", self.dir.source));
+        Ok(StateLock::acquire(
+            &path,
+            "jira partition writer",
+            self.lock_timeout,
+            |_| {},
+        )?)
+    }
+
+    fn connection(&self) -> Result<Connection, StoreError> {
+        let conn = Connection::open_in_memory().map_err(db("opening DuckDB"))?;
+        // One thread: files are written in one deterministic layout (equal rows, equal bytes),
+        // and parallelism comes from writing several months at once.
+        conn.execute_batch("SET threads = 1; SET TimeZone = 'UTC';")
+            .map_err(db("configuring DuckDB"))?;
+        Ok(conn)
+    }
+
+    fn column_list(cols: &[Column]) -> String {
+        cols.iter()
+            .map(|c| quote::ident(&c.name).expect("column names are identifiers"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+
+    /// Makes every file of every table have exactly the schema's columns (see [`Self::open`]).
+    pub fn ensure_schema(&self) -> Result<(), StoreError> {
+        let conn = self.connection()?;
+        for table in Table::ALL {
+            let dir = self.table_dir(table);
+            std::fs::create_dir_all(&dir).map_err(io(&dir))?;
+            let cols = self.schema.columns(table);
+            let schema_file = dir.join(SCHEMA_FILE);
+            if !schema_file.exists() || !self.has_columns(&conn, &schema_file, &cols)? {
+                let _turn = self.lock("schema")?;
+                let select = cols
+                    .iter()
+                    .map(|c| {
+                        format!(
+                            "CAST(NULL AS {}) AS {}",
+                            c.ty.ddl(),
+                            quote::ident(&c.name).expect("identifier")
+                        )
+                    })
+                    .collect::<Vec<_>>()
+                    .join(", ");
+                write_file(&conn, &format!("SELECT {select} LIMIT 0"), &schema_file)?;
+            }
+            for (month, file) in self.months(table)? {
+                if self.has_columns(&conn, &file, &cols)? {
+                    continue;
+                }
+                let _turn = self.lock(&month)?;
+                if !file.exists() || self.has_columns(&conn, &file, &cols)? {
+                    continue;
+                }
+                tracing::info!(file = %file.display(), "rewriting a Jira partition with the current columns");
+                let present = self.file_columns(&conn, &file)?;
+                let select = cols
+                    .iter()
+                    .map(|c| {
+                        let name = quote::ident(&c.name).expect("identifier");
+                        let expr = if c.from_custom_field.is_some()
+                            && present.contains_key("custom_fields")
+                        {
+                            Schema::promoted_sql(c, "custom_fields")
+                        } else if present.contains_key(&c.name) {
+                            format!("TRY_CAST({name} AS {})", c.ty.ddl())
+                        } else {
+                            format!("CAST(NULL AS {})", c.ty.ddl())
+                        };
+                        format!("{expr} AS {name}")
+                    })
+                    .collect::<Vec<_>>()
+                    .join(", ");
+                let sql = format!(
+                    "SELECT {select} FROM read_parquet({}) ORDER BY {}",
+                    quote::path(&file),
+                    table.sort_key()
+                );
+                write_file(&conn, &sql, &file)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn file_columns(
+        &self,
+        conn: &Connection,
+        file: &Path,
+    ) -> Result<BTreeMap<String, String>, StoreError> {
+        let what = format!("reading the columns of {}", file.display());
+        let mut stmt = conn
+            .prepare(&format!(
+                "SELECT column_name, column_type FROM (DESCRIBE SELECT * FROM read_parquet({}))",
+                quote::path(file)
+            ))
+            .map_err(db(what.clone()))?;
+        let rows = stmt
+            .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))
+            .and_then(|rows| rows.collect::<Result<Vec<_>, _>>())
+            .map_err(db(what))?;
+        Ok(rows.into_iter().collect())
+    }
+
+    fn has_columns(
+        &self,
+        conn: &Connection,
+        file: &Path,
+        cols: &[Column],
+    ) -> Result<bool, StoreError> {
+        let what = format!("reading the columns of {}", file.display());
+        let mut stmt = conn
+            .prepare(&format!(
+                "SELECT column_name, column_type FROM (DESCRIBE SELECT * FROM read_parquet({}))",
+                quote::path(file)
+            ))
+            .map_err(db(what.clone()))?;
+        let got = stmt
+            .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))
+            .and_then(|rows| rows.collect::<Result<Vec<_>, _>>())
+            .map_err(db(what))?;
+        let want: Vec<(String, String)> = cols
+            .iter()
+            .map(|c| (c.name.clone(), c.ty.ddl().to_string()))
+            .collect();
+        Ok(got == want)
+    }
+
+    /// Replaces one issue's rows (see [`Self::apply`]).
+    pub fn upsert(&self, rows: IssueRows) -> Result<ApplyReport, StoreError> {
+        self.apply(vec![Change::Upsert(rows)])
+    }
+
+    /// Removes one issue's rows everywhere.
+    pub fn delete(&self, key: &str, id: Option<&str>) -> Result<ApplyReport, StoreError> {
+        self.apply(vec![Change::Delete {
+            key: key.to_string(),
+            id: id.map(str::to_string),
+        }])
+    }
+
+    /// Applies a batch: for each change the last one per issue key counts. Each affected month is
+    /// rewritten once for the whole batch, under its lock, one month at a time.
+    pub fn apply(&self, changes: Vec<Change>) -> Result<ApplyReport, StoreError> {
+        // The last change per key wins.
+        let mut by_key: BTreeMap<String, Change> = BTreeMap::new();
+        for c in changes {
+            by_key.insert(c.key().to_string(), c);
+        }
+        if by_key.is_empty() {
+            return Ok(ApplyReport::default());
+        }
+        for c in by_key.values() {
+            if let Change::Upsert(r) = c {
+                if !is_month(&r.month) {
+                    return Err(StoreError::Invalid(format!(
+                        "issue {}: `{}` is not a month",
+                        r.key, r.month
+                    )));
+                }
+            }
+        }
+        let conn = self.connection()?;
+        self.load_batch(&conn, &by_key)?;
+        let mut months: BTreeSet<String> = by_key
+            .values()
+            .filter_map(|c| match c {
+                Change::Upsert(r) => Some(r.month.clone()),
+                Change::Delete { .. } => None,
+            })
+            .collect();
+        months.extend(self.months_holding_batch(&conn)?);
+        let mut report = ApplyReport::default();
+        for month in months {
+            let _turn = self.lock(&month)?;
+            let mut r = ApplyReport {
+                months: vec![month.clone()],
+                ..ApplyReport::default()
+            };
+            for table in Table::ALL {
+                match self.rewrite(&conn, table, &month)? {
+                    Outcome::Written => r.files_written += 1,
+                    Outcome::Removed => r.files_removed += 1,
+                    Outcome::Unchanged => r.files_unchanged += 1,
+                    Outcome::Nothing => {}
+                }
+            }
+            report.add(r);
+        }
+        Ok(report)
+    }
+
+    /// Loads the batch into temp tables: `batch (issue_key, issue_id)` and `incoming_<table>`
+    /// (every new row, typed).
+    fn load_batch(
+        &self,
+        conn: &Connection,
+        by_key: &BTreeMap<String, Change>,
+    ) -> Result<(), StoreError> {
+        conn.execute_batch("CREATE TEMP TABLE batch (issue_key VARCHAR, issue_id VARCHAR)")
+            .map_err(db("creating the batch table"))?;
+        {
+            let mut app = conn.appender("batch").map_err(db("loading the batch"))?;
+            for c in by_key.values() {
+                let (key, id) = match c {
+                    Change::Upsert(r) => (r.key.as_str(), Some(r.id.as_str())),
+                    Change::Delete { key, id } => (key.as_str(), id.as_deref()),
+                };
+                app.append_row(params![key, id])
+                    .map_err(db("loading the batch"))?;
+            }
+        }
+        for table in Table::ALL {
+            let rows: Vec<&serde_json::Value> = by_key
+                .values()
+                .filter_map(|c| match c {
+                    Change::Upsert(r) => Some(r.rows(table)),
+                    Change::Delete { .. } => None,
+                })
+                .flatten()
+                .collect();
+            let json =
+                serde_json::to_string(&rows).map_err(|e| StoreError::Invalid(e.to_string()))?;
+            let cols = self.schema.columns(table);
+            let select = cols
+                .iter()
+                .map(|c| {
+                    let name = quote::ident(&c.name).expect("identifier");
+                    let key = quote::literal(&c.name);
+                    let expr = if c.from_custom_field.is_some() {
+                        Schema::promoted_sql(c, "(j->'custom_fields')")
+                    } else {
+                        match c.ty {
+                            SqlType::Varchar => format!("(j->>{key})"),
+                            SqlType::Json => format!("(j->{key})"),
+                            SqlType::VarcharList => format!("CAST(j->{key} AS VARCHAR[])"),
+                            ty => format!("CAST(j->>{key} AS {})", ty.ddl()),
+                        }
+                    };
+                    format!("{expr} AS {name}")
+                })
+                .collect::<Vec<_>>()
+                .join(", ");
+            conn.execute(
+                &format!(
+                    "CREATE TEMP TABLE incoming_{} AS SELECT {select} FROM (SELECT unnest(CAST(? AS JSON[])) AS j)",
+                    table.name()
+                ),
+                params![json],
+            )
+            .map_err(db(format!("loading new rows of {}", table.name())))?;
+        }
+        Ok(())
+    }
+
+    /// Months whose files hold rows of the batch's issues (by key or id), in any table.
+    fn months_holding_batch(&self, conn: &Connection) -> Result<BTreeSet<String>, StoreError> {
+        let mut months = BTreeSet::new();
+        for table in Table::ALL {
+            let lookup = || -> Result<Vec<String>, StoreError> {
+                let files = self.months(table)?;
+                if files.is_empty() {
+                    return Ok(Vec::new());
+                }
+                let list = files
+                    .values()
+                    .map(|f| quote::path(f))
+                    .collect::<Vec<_>>()
+                    .join(", ");
+                let sql = format!(
+                    "SELECT DISTINCT __file FROM read_parquet([{list}], filename = '__file') o \
+                     WHERE EXISTS (SELECT 1 FROM batch b WHERE b.issue_key = o.issue_key OR b.issue_id = o.issue_id)"
+                );
+                query_strings(conn, &sql)
+                    .map_err(db(format!("looking up issues in {}", table.name())))
+            };
+            // A concurrent writer may remove an emptied month between the listing and the read.
+            let found = match lookup() {
+                Ok(found) => found,
+                Err(_) => lookup()?,
+            };
+            months.extend(found.iter().filter_map(|f| month_of(Path::new(f))));
+        }
+        Ok(months)
+    }
+
+    /// Rewrites one month file of one table for the loaded batch (the month's lock is held).
+    fn rewrite(&self, conn: &Connection, table: Table, month: &str) -> Result<Outcome, StoreError> {
+        let t = table.name();
+        let file = self.partition_file(table, month);
+        let cols = Self::column_list(&self.schema.columns(table));
+        let m = quote::literal(month);
+        let what = || format!("{} of {t}", file.display());
+        let matches = "EXISTS (SELECT 1 FROM batch b WHERE b.issue_key = o.issue_key OR b.issue_id = o.issue_id)";
+        conn.execute_batch(&format!(
+            "CREATE OR REPLACE TEMP TABLE new_rows AS SELECT {cols} FROM incoming_{t} WHERE issue_created_month = {m};"
+        ))
+        .map_err(db(what()))?;
+        let exists = file.exists();
+        if exists {
+            conn.execute_batch(&format!(
+                "CREATE OR REPLACE TEMP TABLE old_rows AS SELECT {cols} FROM read_parquet({})",
+                quote::path(&file)
+            ))
+            .map_err(db(what()))?;
+        } else {
+            conn.execute_batch(
+                "CREATE OR REPLACE TEMP TABLE old_rows AS SELECT * FROM new_rows LIMIT 0",
+            )
+            .map_err(db(what()))?;
+        }
+        // Unchanged when the batch's rows in this file are exactly the new rows (as multisets).
+        let differences: i64 = conn
+            .query_row(
+                &format!(
+                    "SELECT count(*) FROM (\
+                       (SELECT {cols} FROM old_rows o WHERE {matches} EXCEPT ALL SELECT {cols} FROM new_rows) \
+                       UNION ALL \
+                       (SELECT {cols} FROM new_rows EXCEPT ALL SELECT {cols} FROM old_rows o WHERE {matches}))"
+                ),
+                [],
+                |r| r.get(0),
+            )
+            .map_err(db(what()))?;
+        if differences == 0 {
+            return Ok(if exists {
+                Outcome::Unchanged
+            } else {
+                Outcome::Nothing
+            });
+        }
+        let remaining: i64 = conn
+            .query_row(
+                &format!(
+                    "SELECT (SELECT count(*) FROM old_rows o WHERE NOT {matches}) + (SELECT count(*) FROM new_rows)"
+                ),
+                [],
+                |r| r.get(0),
+            )
+            .map_err(db(what()))?;
+        if remaining == 0 {
+            remove_file(&file)?;
+            return Ok(Outcome::Removed);
+        }
+        let sql = format!(
+            "SELECT {cols} FROM (SELECT {cols} FROM old_rows o WHERE NOT {matches} \
+             UNION ALL SELECT {cols} FROM new_rows) ORDER BY {}",
+            table.sort_key()
+        );
+        write_file(conn, &sql, &file)?;
+        Ok(Outcome::Written)
+    }
+
+    /// Writes or refreshes `extract.duckdb` (the contract's `_meta` and one view per table over
+    /// `data/<table>/*.parquet`), under the source's publish lock. `_meta.extracted_at` is the
+    /// latest modification time of the table's files, so an unchanged store leaves the file as it
+    /// is (returns `false`).
+    pub fn publish(&self) -> Result<bool, StoreError> {
+        let _turn = self.lock("publish")?;
+        let conn = self.connection()?;
+        let mut entries = Vec::new();
+        for table in Table::ALL {
+            let dir = self.table_dir(table);
+            if !dir.join(SCHEMA_FILE).exists() {
+                return Err(StoreError::Invalid(format!(
+                    "{} has no {SCHEMA_FILE}; open the store first",
+                    dir.display()
+                )));
+            }
+            let data = LocalData::Partitions(dir.clone());
+            let files = self.months(table)?;
+            let rows: i64 = if files.is_empty() {
+                0
+            } else {
+                let list = files
+                    .values()
+                    .map(|f| quote::path(f))
+                    .collect::<Vec<_>>()
+                    .join(", ");
+                conn.query_row(
+                    &format!("SELECT count(*) FROM read_parquet([{list}])"),
+                    [],
+                    |r| r.get(0),
+                )
+                .map_err(db(format!("counting rows of {}", table.name())))?
+            };
+            let latest = files
+                .values()
+                .chain(std::iter::once(&dir.join(SCHEMA_FILE)))
+                .filter_map(|f| f.metadata().ok()?.modified().ok())
+                .max();
+            let extracted_at = latest.map(|t| {
+                chrono::DateTime::<chrono::Utc>::from(t)
+                    .format("%Y-%m-%d %H:%M:%S%.6f")
+                    .to_string()
+            });
+            entries.push(Entry {
+                meta: MetaRow {
+                    table_name: table.name().to_string(),
+                    description: Some(table.description().to_string()),
+                    rows: Some(rows),
+                    size_bytes: Some(data.size() as i64),
+                    extracted_at,
+                    query_mode: "local".into(),
+                },
+                view: ViewTarget::Local(data),
+            });
+        }
+        let existing = contract::read_with(&conn, &self.dir)?;
+        drop(conn);
+        Ok(contract::write(
+            &self.dir,
+            &entries,
+            &[],
+            &contract::RemotePolicy::default(),
+            existing.as_ref(),
+        )?)
+    }
+
+    /// Every issue in the store with its `updated` time (UTC text), by key: what a consistency
+    /// check compares with a JQL search.
+    pub fn issue_versions(&self) -> Result<BTreeMap<String, Option<String>>, StoreError> {
+        let files = self.months(Table::Issues)?;
+        if files.is_empty() {
+            return Ok(BTreeMap::new());
+        }
+        let conn = self.connection()?;
+        let list = files
+            .values()
+            .map(|f| quote::path(f))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let mut stmt = conn
+            .prepare(&format!(
+                "SELECT issue_key, strftime(updated, '%Y-%m-%d %H:%M:%S.%g+00') FROM read_parquet([{list}])"
+            ))
+            .map_err(db("reading issue keys"))?;
+        let rows = stmt
+            .query_map([], |r| {
+                Ok((r.get::<_, String>(0)?, r.get::<_, Option<String>>(1)?))
+            })
+            .and_then(|rows| rows.collect::<Result<BTreeMap<_, _>, _>>())
+            .map_err(db("reading issue keys"))?;
+        Ok(rows)
+    }
+}
+
+enum Outcome {
+    Written,
+    Removed,
+    Unchanged,
+    /// No file, and no rows for it.
+    Nothing,
+}
+
+fn query_strings(conn: &Connection, sql: &str) -> Result<Vec<String>, duckdb::Error> {
+    let mut stmt = conn.prepare(sql)?;
+    let rows = stmt.query_map([], |r| r.get::<_, String>(0))?;
+    rows.collect()
+}
+
+/// Writes the rows of `select` to `target` as Parquet: to `<target>.tmp`, fsynced, renamed over
+/// `target`, the directory fsynced.
+fn write_file(conn: &Connection, select: &str, target: &Path) -> Result<(), StoreError> {
+    let mut tmp = target.as_os_str().to_owned();
+    tmp.push(".tmp");
+    let tmp = PathBuf::from(tmp);
+    remove_file(&tmp)?;
+    let result = conn
+        .execute_batch(&format!(
+            "COPY ({select}) TO {} (FORMAT parquet)",
+            quote::path(&tmp)
+        ))
+        .map_err(db(format!("writing {}", target.display())))
+        .and_then(|()| {
+            std::fs::File::open(&tmp)
+                .and_then(|f| f.sync_all())
+                .map_err(io(&tmp))
+        })
+        .and_then(|()| std::fs::rename(&tmp, target).map_err(io(target)));
+    if let Err(e) = result {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(e);
+    }
+    contract::sync_dir(target);
+    Ok(())
+}
+
+fn remove_file(path: &Path) -> Result<(), StoreError> {
+    match std::fs::remove_file(path) {
+        Ok(()) => {
+            contract::sync_dir(path);
+            Ok(())
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(StoreError::Io(path.to_path_buf(), e)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::rows::fixtures::{fields, issue};
+    use super::super::rows::Mapper;
+    use super::*;
+
+    fn store(dir: &Path, promote: &[&str]) -> (PartitionStore, Mapper) {
+        let promote: Vec<String> = promote.iter().map(|s| s.to_string()).collect();
+        let m = Mapper::new(&fields(), &promote).unwrap();
+        (
+            PartitionStore::open(dir, "ops", m.schema().clone()).unwrap(),
+            m,
+        )
+    }
+
+    fn count(s: &PartitionStore, table: Table, filter: &str) -> i64 {
+        let c = Connection::open_in_memory().unwrap();
+        c.query_row(
+            &format!(
+                "SELECT count(*) FROM read_parquet({}) WHERE {filter}",
+                quote::path(&s.table_dir(table).join("*.parquet"))
+            ),
+            [],
+            |r| r.get(0),
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn jira_store_upserts_replace_and_deletes_remove_across_tables() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (s, m) = store(tmp.path(), &[]);
+        let a = m
+            .map(&issue("OPS-1", "1", "2024-01-05T10:00:00.000+0000"))
+            .unwrap();
+        let b = m
+            .map(&issue("OPS-2", "2", "2024-02-05T10:00:00.000+0000"))
+            .unwrap();
+        let r = s
+            .apply(vec![Change::Upsert(a.clone()), Change::Upsert(b)])
+            .unwrap();
+        assert_eq!(r.months, ["2024-01", "2024-02"]);
+        assert_eq!(r.files_written, 12);
+        for t in Table::ALL {
+            assert!(s.partition_file(t, "2024-01").exists(), "{t:?}");
+        }
+        assert_eq!(count(&s, Table::Changelog, "true"), 4);
+
+        // The same rows again: nothing is rewritten.
+        let before = std::fs::metadata(s.partition_file(Table::Issues, "2024-01"))
+            .unwrap()
+            .modified()
+            .unwrap();
+        let r = s.upsert(a.clone()).unwrap();
+        assert_eq!((r.files_written, r.files_unchanged), (0, 6));
+        let after = std::fs::metadata(s.partition_file(Table::Issues, "2024-01"))
+            .unwrap()
+            .modified()
+            .unwrap();
+        assert_eq!(before, after);
+
+        // A changed issue replaces its rows: one comment fewer, a new summary.
+        let mut changed = issue("OPS-1", "1", "2024-01-05T10:00:00.000+0000");
+        changed.issue["fields"]["summary"] = "new".into();
+        changed.issue["fields"]["comment"]["comments"] = serde_json::json!([]);
+        let r = s.upsert(m.map(&changed).unwrap()).unwrap();
+        assert_eq!(
+            (r.files_written, r.files_removed, r.files_unchanged),
+            (1, 1, 4)
+        );
+        assert!(
+            !s.partition_file(Table::Comments, "2024-01").exists(),
+            "an emptied month loses its file"
+        );
+        assert_eq!(
+            count(&s, Table::Issues, "issue_key = 'OPS-1' AND summary = 'new'"),
+            1
+        );
+        assert_eq!(count(&s, Table::Issues, "true"), 2);
+
+        // Deleting removes the issue from every table.
+        let r = s.delete("OPS-2", None).unwrap();
+        assert_eq!(r.files_removed, 6);
+        for t in Table::ALL {
+            assert_eq!(count(&s, t, "issue_key = 'OPS-2'"), 0);
+        }
+        // Deleting an issue that is not there touches nothing.
+        assert!(!s.delete("OPS-404", None).unwrap().changed());
+    }
+
+    #[test]
+    fn jira_store_removes_rows_left_in_another_month_or_under_an_old_key() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (s, m) = store(tmp.path(), &[]);
+        // Rows of OPS-1 written under a wrong month (as an older version might have).
+        let wrong = m
+            .map(&issue("OPS-1", "1", "2023-12-05T10:00:00.000+0000"))
+            .unwrap();
+        s.upsert(wrong).unwrap();
+        let right = m
+            .map(&issue("OPS-1", "1", "2024-01-05T10:00:00.000+0000"))
+            .unwrap();
+        let r = s.upsert(right).unwrap();
+        assert_eq!(r.months, ["2023-12", "2024-01"]);
+        assert_eq!(count(&s, Table::Issues, "issue_key = 'OPS-1'"), 1);
+        assert!(!s.partition_file(Table::Issues, "2023-12").exists());
+        // The issue moved to another project: same id, new key. The old key's rows go.
+        let moved = m
+            .map(&issue("WEB-5", "1", "2024-01-05T10:00:00.000+0000"))
+            .unwrap();
+        s.upsert(moved).unwrap();
+        assert_eq!(count(&s, Table::Issues, "true"), 1);
+        assert_eq!(count(&s, Table::Comments, "issue_key = 'OPS-1'"), 0);
+        assert_eq!(count(&s, Table::Comments, "issue_key = 'WEB-5'"), 1);
+    }
+
+    #[test]
+    fn jira_store_columns_have_their_declared_types_and_promotions_migrate() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (s, m) = store(tmp.path(), &[]);
+        s.upsert(
+            m.map(&issue("OPS-1", "1", "2024-01-05T10:00:00.000+0000"))
+                .unwrap(),
+        )
+        .unwrap();
+        let c = Connection::open_in_memory().unwrap();
+        let types = |s: &PartitionStore, t: Table| -> Vec<(String, String)> {
+            let mut st = c
+                .prepare(&format!(
+                    "SELECT column_name, column_type FROM (DESCRIBE SELECT * FROM read_parquet({}))",
+                    quote::path(&s.table_dir(t).join("*.parquet"))
+                ))
+                .unwrap();
+            st.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+                .unwrap()
+                .map(Result::unwrap)
+                .collect()
+        };
+        for t in Table::ALL {
+            let want: Vec<(String, String)> = s
+                .schema()
+                .columns(t)
+                .iter()
+                .map(|c| (c.name.clone(), c.ty.ddl().to_string()))
+                .collect();
+            assert_eq!(types(&s, t), want, "{t:?}");
+        }
+        // Promote two custom fields: the existing file gets the columns, filled from custom_fields.
+        let (s2, _) = store(tmp.path(), &["Team", "Severity"]);
+        let cols = types(&s2, Table::Issues);
+        assert_eq!(
+            &cols[cols.len() - 2..],
+            [
+                ("team".into(), "VARCHAR".into()),
+                ("severity".into(), "DOUBLE".into())
+            ]
+        );
+        let (team, severity): (String, f64) = c
+            .query_row(
+                &format!(
+                    "SELECT team, severity FROM read_parquet({})",
+                    quote::path(&s2.partition_file(Table::Issues, "2024-01"))
+                ),
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .unwrap();
+        assert_eq!((team.as_str(), severity), ("Platform", 2.0));
+        let ts: String = c
+            .query_row(
+                &format!(
+                    "SELECT created::VARCHAR || ' ' || labels::VARCHAR FROM read_parquet({})",
+                    quote::path(&s2.partition_file(Table::Issues, "2024-01"))
+                ),
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(ts, "2024-01-05 10:00:00+00 [backend, urgent]");
+    }
+
+    #[test]
+    fn jira_store_publishes_the_extract_contract_and_skips_unchanged_rewrites() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (s, m) = store(tmp.path(), &[]);
+        // Before any issue: every view exists and is empty.
+        assert!(s.publish().unwrap());
+        let c = Connection::open(s.extract_dir().db()).unwrap();
+        let n: i64 = c
+            .query_row("SELECT count(*) FROM remote_links", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(n, 0);
+        drop(c);
+        s.upsert(
+            m.map(&issue("OPS-1", "1", "2024-01-05T10:00:00.000+0000"))
+                .unwrap(),
+        )
+        .unwrap();
+        assert!(s.publish().unwrap());
+        assert!(!s.publish().unwrap(), "nothing changed since");
+        let contents = contract::read_file(s.extract_dir()).unwrap().unwrap();
+        let meta: Vec<(String, Option<i64>)> = contents
+            .meta
+            .iter()
+            .map(|m| (m.table_name.clone(), m.rows))
+            .collect();
+        assert_eq!(
+            meta,
+            [
+                ("attachments".into(), Some(1)),
+                ("changelog".into(), Some(2)),
+                ("comments".into(), Some(1)),
+                ("issuelinks".into(), Some(1)),
+                ("issues".into(), Some(1)),
+                ("remote_links".into(), Some(1))
+            ]
+        );
+        assert!(
+            contents.views["issues"].contains("issues/*.parquet"),
+            "{}",
+            contents.views["issues"]
+        );
+        assert!(!contract::wal_of(&s.extract_dir().db()).exists());
+        let versions = s.issue_versions().unwrap();
+        assert_eq!(
+            versions["OPS-1"].as_deref(),
+            Some("2024-03-02 09:00:00.000+00")
+        );
+    }
+}
