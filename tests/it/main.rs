@@ -8,6 +8,7 @@ mod daemon;
 mod data_safety;
 mod demo;
 mod engine;
+mod jira;
 mod keboola;
 mod metrics;
 mod metrics_import;
