@@ -1352,7 +1352,7 @@ impl Clause {
     fn matches(&self, i: &Issue) -> bool {
         match self {
             Clause::AnyProject => true,
-            Clause::Project(ps) => ps.iter().any(|p| *p == i.project),
+            Clause::Project(ps) => ps.contains(&i.project),
             Clause::Key(k) => *k == i.key,
             Clause::Time { field, ge, at } => {
                 let t = if *field == "created" {

@@ -259,20 +259,23 @@ impl PartitionStore {
                     continue;
                 }
                 tracing::info!(file = %file.display(), "rewriting a Jira partition with the current columns");
-                let present = self.file_columns(&conn, &file)?;
+                let present: BTreeSet<String> = self
+                    .file_columns(&conn, &file)?
+                    .into_iter()
+                    .map(|(name, _)| name)
+                    .collect();
                 let select = cols
                     .iter()
                     .map(|c| {
                         let name = quote::ident(&c.name).expect("identifier");
-                        let expr = if c.from_custom_field.is_some()
-                            && present.contains_key("custom_fields")
-                        {
-                            Schema::promoted_sql(c, "custom_fields")
-                        } else if present.contains_key(&c.name) {
-                            format!("TRY_CAST({name} AS {})", c.ty.ddl())
-                        } else {
-                            format!("CAST(NULL AS {})", c.ty.ddl())
-                        };
+                        let expr =
+                            if c.from_custom_field.is_some() && present.contains("custom_fields") {
+                                Schema::promoted_sql(c, "custom_fields")
+                            } else if present.contains(&c.name) {
+                                format!("TRY_CAST({name} AS {})", c.ty.ddl())
+                            } else {
+                                format!("CAST(NULL AS {})", c.ty.ddl())
+                            };
                         format!("{expr} AS {name}")
                     })
                     .collect::<Vec<_>>()
@@ -288,11 +291,12 @@ impl PartitionStore {
         Ok(())
     }
 
+    /// A Parquet file's columns and their DuckDB types, in file order.
     fn file_columns(
         &self,
         conn: &Connection,
         file: &Path,
-    ) -> Result<BTreeMap<String, String>, StoreError> {
+    ) -> Result<Vec<(String, String)>, StoreError> {
         let what = format!("reading the columns of {}", file.display());
         let mut stmt = conn
             .prepare(&format!(
@@ -304,7 +308,7 @@ impl PartitionStore {
             .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))
             .and_then(|rows| rows.collect::<Result<Vec<_>, _>>())
             .map_err(db(what))?;
-        Ok(rows.into_iter().collect())
+        Ok(rows)
     }
 
     fn has_columns(
@@ -313,22 +317,11 @@ impl PartitionStore {
         file: &Path,
         cols: &[Column],
     ) -> Result<bool, StoreError> {
-        let what = format!("reading the columns of {}", file.display());
-        let mut stmt = conn
-            .prepare(&format!(
-                "SELECT column_name, column_type FROM (DESCRIBE SELECT * FROM read_parquet({}))",
-                quote::path(file)
-            ))
-            .map_err(db(what.clone()))?;
-        let got = stmt
-            .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))
-            .and_then(|rows| rows.collect::<Result<Vec<_>, _>>())
-            .map_err(db(what))?;
         let want: Vec<(String, String)> = cols
             .iter()
             .map(|c| (c.name.clone(), c.ty.ddl().to_string()))
             .collect();
-        Ok(got == want)
+        Ok(self.file_columns(conn, file)? == want)
     }
 
     /// Replaces one issue's rows (see [`Self::apply`]).
