@@ -506,7 +506,7 @@ fn jira_concurrent_writers_of_one_month_take_turns_and_files_stay_whole() {
         for (fetched, tag) in [(&fetched_a, "a"), (&fetched_b, "b")] {
             let (store, mapper) = (&s.store, &s.mapper);
             writers.push(scope.spawn(move || {
-                for round in 0..25 {
+                for round in 0..15 {
                     let mut issue = fetched.clone();
                     issue.issue["fields"]["summary"] = json!(format!("{tag}{round}"));
                     store.upsert(mapper.map(&issue).unwrap()).unwrap();
@@ -540,7 +540,7 @@ fn jira_concurrent_writers_of_one_month_take_turns_and_files_stay_whole() {
         Table::Issues,
         "SELECT summary FROM {t} ORDER BY issue_key",
     );
-    assert_eq!(summaries, ["a24", "b24"]);
+    assert_eq!(summaries, ["a14", "b14"]);
     let leftovers: Vec<PathBuf> = std::fs::read_dir(s.store.table_dir(Table::Issues))
         .unwrap()
         .flatten()

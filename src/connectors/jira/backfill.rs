@@ -16,7 +16,6 @@
 use super::client::{Client, JiraError};
 use super::partition::{ApplyReport, Change, PartitionStore, StoreError};
 use super::rows::{IssueRows, Mapper};
-use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
 use std::sync::Mutex;
@@ -28,7 +27,7 @@ pub struct Options {
     pub jql: String,
     /// Issues fetched at once (bounded parallelism: Jira rate-limits per user).
     pub threads: usize,
-    /// Issues of one month gathered before their month is rewritten.
+    /// Issues gathered before they are written: one write rewrites each month they touch once.
     pub batch_issues: usize,
     /// Search page size (`maxResults`).
     pub page_size: usize,
@@ -39,7 +38,7 @@ impl Default for Options {
         Options {
             jql: jql_for(None, None),
             threads: 6,
-            batch_issues: 500,
+            batch_issues: 1000,
             page_size: 100,
         }
     }
@@ -200,8 +199,9 @@ pub fn run(
         }
         drop(out_tx);
 
-        // Gather per month; write a month when its batch is full, everything at the end.
-        let mut pending: BTreeMap<String, Vec<Change>> = BTreeMap::new();
+        // Gather; write a batch when it is full (each month it touches rewritten once), the rest at
+        // the end.
+        let mut pending: Vec<Change> = Vec::new();
         let mut gone: Vec<Change> = Vec::new();
         let mut write_error = None;
         let flush = |changes: Vec<Change>,
@@ -222,12 +222,10 @@ pub fn run(
                 }
                 Ok(Fetched::Rows(rows)) => {
                     state.fetched += 1;
-                    let month = rows.month.clone();
-                    let batch = pending.entry(month.clone()).or_default();
-                    batch.push(Change::Upsert(*rows));
-                    if batch.len() >= options.batch_issues.max(1) && write_error.is_none() {
-                        let changes = pending.remove(&month).unwrap_or_default();
-                        if let Err(e) = flush(changes, &mut report, &mut state) {
+                    pending.push(Change::Upsert(*rows));
+                    if pending.len() >= options.batch_issues.max(1) && write_error.is_none() {
+                        if let Err(e) = flush(std::mem::take(&mut pending), &mut report, &mut state)
+                        {
                             stop.store(true, Ordering::Relaxed);
                             write_error = Some(e);
                         }
@@ -247,7 +245,7 @@ pub fn run(
             progress(&state);
         }
         if write_error.is_none() {
-            let mut rest: Vec<Change> = pending.into_values().flatten().collect();
+            let mut rest = pending;
             rest.extend(gone);
             if !rest.is_empty() {
                 if let Err(e) = flush(rest, &mut report, &mut state) {

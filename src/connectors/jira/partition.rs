@@ -19,15 +19,16 @@
 //! crash leaves whole files. A file whose rows would not change is not rewritten (so a second
 //! backfill touches nothing), and a month left with no rows loses its file.
 //!
-//! An issue's creation month never changes, but a batch still looks for the issues' rows in every
-//! month file (by key or id) and removes them wherever they are: rows written under a wrong month
-//! by an earlier version, or by hand, cannot linger as duplicates.
+//! An issue's creation month never changes, but a batch still looks for the issues in every month
+//! file of `issues` (by key or id) and rewrites every month where one is found: rows written under
+//! a wrong month by an earlier version cannot linger as duplicates. (All of an issue's rows are
+//! written together with its `issues` row, so that table says which months hold them.)
 //!
 //! DuckDB (an in-memory connection per operation) reads and writes the Parquet, with the explicit
 //! column types of [`super::rows::Schema`]; rows arrive as JSON and are cast once, in one `SELECT`
 //! per table.
 
-use super::rows::{Column, IssueRows, Schema, SqlType, Table};
+use super::rows::{Column, IssueRows, Schema, Table};
 use crate::contract::{self, ContractError, Entry, ExtractDir, LocalData, MetaRow, ViewTarget};
 use crate::quote;
 use crate::state::lock::{LockError, StateLock};
@@ -131,6 +132,12 @@ fn is_month(s: &str) -> bool {
 }
 
 const SCHEMA_FILE: &str = "_schema.parquet";
+
+/// A row `o` of one of the batch's issues: its key or its id is in `batch`. Two `IN` tests rather
+/// than one join on `key = key OR id = id`, which DuckDB can only run as a nested loop (rows × batch);
+/// `coalesce` so that a NULL id never makes `NOT` drop a row.
+const BATCH_MATCH: &str = "(coalesce(o.issue_key IN (SELECT issue_key FROM batch), false) \
+     OR coalesce(o.issue_id IN (SELECT issue_id FROM batch WHERE issue_id IS NOT NULL), false))";
 
 impl PartitionStore {
     /// The store of `source` under `data_dir` (the instance's data directory), with `schema`.
@@ -420,29 +427,32 @@ impl PartitionStore {
             let json =
                 serde_json::to_string(&rows).map_err(|e| StoreError::Invalid(e.to_string()))?;
             let cols = self.schema.columns(table);
+            // The rows' JSON is parsed once, into typed structs (json_transform); promoted columns
+            // are then computed from `custom_fields`.
+            let structure: serde_json::Map<String, serde_json::Value> = cols
+                .iter()
+                .filter(|c| c.from_custom_field.is_none())
+                .map(|c| (c.name.clone(), serde_json::Value::from(c.ty.ddl())))
+                .collect();
+            let structure = serde_json::Value::Array(vec![serde_json::Value::Object(structure)]);
             let select = cols
                 .iter()
                 .map(|c| {
                     let name = quote::ident(&c.name).expect("identifier");
-                    let key = quote::literal(&c.name);
-                    let expr = if c.from_custom_field.is_some() {
-                        Schema::promoted_sql(c, "(j->'custom_fields')")
+                    if c.from_custom_field.is_some() {
+                        format!("{} AS {name}", Schema::promoted_sql(c, "s.custom_fields"))
                     } else {
-                        match c.ty {
-                            SqlType::Varchar => format!("(j->>{key})"),
-                            SqlType::Json => format!("(j->{key})"),
-                            SqlType::VarcharList => format!("CAST(j->{key} AS VARCHAR[])"),
-                            ty => format!("CAST(j->>{key} AS {})", ty.ddl()),
-                        }
-                    };
-                    format!("{expr} AS {name}")
+                        format!("s.{name} AS {name}")
+                    }
                 })
                 .collect::<Vec<_>>()
                 .join(", ");
             conn.execute(
                 &format!(
-                    "CREATE TEMP TABLE incoming_{} AS SELECT {select} FROM (SELECT unnest(CAST(? AS JSON[])) AS j)",
-                    table.name()
+                    "CREATE TEMP TABLE incoming_{} AS SELECT {select} FROM \
+                     (SELECT unnest(from_json(CAST(? AS JSON), {})) AS s)",
+                    table.name(),
+                    quote::literal(&structure.to_string())
                 ),
                 params![json],
             )
@@ -451,10 +461,12 @@ impl PartitionStore {
         Ok(())
     }
 
-    /// Months whose files hold rows of the batch's issues (by key or id), in any table.
+    /// Months whose `issues` files hold the batch's issues (by key or id). An issue's rows in the
+    /// other tables are always written with its `issues` row, into the same month, so this table
+    /// says where they all are; and it is the smallest table to scan on every change.
     fn months_holding_batch(&self, conn: &Connection) -> Result<BTreeSet<String>, StoreError> {
         let mut months = BTreeSet::new();
-        for table in Table::ALL {
+        for table in [Table::Issues] {
             let lookup = || -> Result<Vec<String>, StoreError> {
                 let files = self.months(table)?;
                 if files.is_empty() {
@@ -467,7 +479,7 @@ impl PartitionStore {
                     .join(", ");
                 let sql = format!(
                     "SELECT DISTINCT __file FROM read_parquet([{list}], filename = '__file') o \
-                     WHERE EXISTS (SELECT 1 FROM batch b WHERE b.issue_key = o.issue_key OR b.issue_id = o.issue_id)"
+                     WHERE {BATCH_MATCH}"
                 );
                 query_strings(conn, &sql)
                     .map_err(db(format!("looking up issues in {}", table.name())))
@@ -489,7 +501,7 @@ impl PartitionStore {
         let cols = Self::column_list(&self.schema.columns(table));
         let m = quote::literal(month);
         let what = || format!("{} of {t}", file.display());
-        let matches = "EXISTS (SELECT 1 FROM batch b WHERE b.issue_key = o.issue_key OR b.issue_id = o.issue_id)";
+        let matches = BATCH_MATCH;
         conn.execute_batch(&format!(
             "CREATE OR REPLACE TEMP TABLE new_rows AS SELECT {cols} FROM incoming_{t} WHERE issue_created_month = {m};"
         ))
