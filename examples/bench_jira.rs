@@ -27,6 +27,12 @@ fn main() {
     let months = args.get(1).copied().unwrap_or(24);
     let threads = args.get(2).copied().unwrap_or(6);
 
+    if std::env::var_os("RUST_LOG").is_some() {
+        tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+            .with_writer(std::io::stderr)
+            .init();
+    }
     let fake = fake_jira::FakeJira::start();
     let t = Instant::now();
     let keys = fake.populate(issues, &["OPS", "WEB", "DATA"], months);
@@ -72,6 +78,10 @@ fn main() {
     store.publish().expect("publish");
     let publish = t.elapsed();
 
+    if std::env::var_os("BENCH_JIRA_KEEP").is_some() {
+        eprintln!("keeping {}", dir.path().display());
+        std::mem::forget(dir);
+    }
     let rate = |d: std::time::Duration| issues as f64 / d.as_secs_f64();
     println!(
         "Jira backfill, {issues} issues over {months} months, {threads} threads (release build):"

@@ -199,21 +199,49 @@ pub fn run(
         }
         drop(out_tx);
 
-        // Gather; write a batch when it is full (each month it touches rewritten once), the rest at
-        // the end.
+        // Gather; hand a batch to the writer when it is full (each month it touches rewritten
+        // once), the rest at the end. The writer runs on its own thread, so fetching goes on while
+        // a batch is written; at most one batch waits for it.
+        let (batch_tx, batch_rx) = mpsc::sync_channel::<Vec<Change>>(1);
+        let (written_tx, written_rx) = mpsc::channel::<Result<(usize, ApplyReport), StoreError>>();
+        let writer = {
+            let stop = &stop;
+            scope.spawn(move || {
+                let mut failed = false;
+                for changes in batch_rx {
+                    if failed {
+                        continue; // drain, so the gatherer is never blocked
+                    }
+                    let n = changes.len();
+                    let result = store.apply(changes).map(|r| (n, r));
+                    if result.is_err() {
+                        failed = true;
+                        stop.store(true, Ordering::Relaxed);
+                    }
+                    let _ = written_tx.send(result);
+                }
+            })
+        };
+        let mut write_error = None;
+        let mut take_written = |block: bool, report: &mut Report, state: &mut Progress| loop {
+            let next = if block {
+                written_rx.recv().ok()
+            } else {
+                written_rx.try_recv().ok()
+            };
+            match next {
+                Some(Ok((n, applied))) => {
+                    report.apply.merge(applied);
+                    state.written += n;
+                }
+                Some(Err(e)) => {
+                    write_error.get_or_insert(e);
+                }
+                None => return,
+            }
+        };
         let mut pending: Vec<Change> = Vec::new();
         let mut gone: Vec<Change> = Vec::new();
-        let mut write_error = None;
-        let flush = |changes: Vec<Change>,
-                     report: &mut Report,
-                     state: &mut Progress|
-         -> Result<(), StoreError> {
-            let n = changes.len();
-            let applied = store.apply(changes)?;
-            report.apply = merge(std::mem::take(&mut report.apply), applied);
-            state.written += n;
-            Ok(())
-        };
         for message in out_rx {
             match message {
                 Err((n, done)) => {
@@ -223,12 +251,8 @@ pub fn run(
                 Ok(Fetched::Rows(rows)) => {
                     state.fetched += 1;
                     pending.push(Change::Upsert(*rows));
-                    if pending.len() >= options.batch_issues.max(1) && write_error.is_none() {
-                        if let Err(e) = flush(std::mem::take(&mut pending), &mut report, &mut state)
-                        {
-                            stop.store(true, Ordering::Relaxed);
-                            write_error = Some(e);
-                        }
+                    if pending.len() >= options.batch_issues.max(1) {
+                        let _ = batch_tx.send(std::mem::take(&mut pending));
                     }
                 }
                 Ok(Fetched::Gone(key)) => {
@@ -242,18 +266,17 @@ pub fn run(
                     report.failed.push((key, error));
                 }
             }
+            take_written(false, &mut report, &mut state);
             progress(&state);
         }
-        if write_error.is_none() {
-            let mut rest = pending;
-            rest.extend(gone);
-            if !rest.is_empty() {
-                if let Err(e) = flush(rest, &mut report, &mut state) {
-                    write_error = Some(e);
-                }
-            }
-            progress(&state);
+        pending.extend(gone);
+        if !pending.is_empty() {
+            let _ = batch_tx.send(pending);
         }
+        drop(batch_tx);
+        let _ = writer.join();
+        take_written(true, &mut report, &mut state);
+        progress(&state);
         let listed = lister.join().unwrap_or_else(|_| {
             Err(JiraError::Protocol {
                 what: "search".into(),
@@ -268,16 +291,6 @@ pub fn run(
     report.listed = state.listed;
     report.fetched = state.fetched;
     result.map(|()| report)
-}
-
-fn merge(mut a: ApplyReport, b: ApplyReport) -> ApplyReport {
-    a.months.extend(b.months);
-    a.months.sort();
-    a.months.dedup();
-    a.files_written += b.files_written;
-    a.files_removed += b.files_removed;
-    a.files_unchanged += b.files_unchanged;
-    a
 }
 
 #[cfg(test)]

@@ -28,7 +28,7 @@
 //! column types of [`super::rows::Schema`]; rows arrive as JSON and are cast once, in one `SELECT`
 //! per table.
 
-use super::rows::{Column, IssueRows, Schema, Table};
+use super::rows::{parse_content_digest, Column, IssueRows, Schema, Table};
 use crate::contract::{self, ContractError, Entry, ExtractDir, LocalData, MetaRow, ViewTarget};
 use crate::quote;
 use crate::state::lock::{LockError, StateLock};
@@ -88,8 +88,8 @@ pub struct ApplyReport {
     pub months: Vec<String>,
     pub files_written: usize,
     pub files_removed: usize,
-    /// Files whose rows for the batch were already exactly the new ones.
-    pub files_unchanged: usize,
+    /// Issues whose rows were already exactly the new ones (nothing written for them).
+    pub issues_unchanged: usize,
 }
 
 impl ApplyReport {
@@ -98,13 +98,14 @@ impl ApplyReport {
         self.files_written + self.files_removed > 0
     }
 
-    fn add(&mut self, other: ApplyReport) {
+    /// Adds another report's counts to this one.
+    pub fn merge(&mut self, other: ApplyReport) {
         self.months.extend(other.months);
         self.months.sort();
         self.months.dedup();
         self.files_written += other.files_written;
         self.files_removed += other.files_removed;
-        self.files_unchanged += other.files_unchanged;
+        self.issues_unchanged += other.issues_unchanged;
     }
 }
 
@@ -345,8 +346,11 @@ impl PartitionStore {
     }
 
     /// Applies a batch: for each change the last one per issue key counts. Each affected month is
-    /// rewritten once for the whole batch, under its lock, one month at a time.
+    /// rewritten once for the whole batch, under its lock, one month at a time; within a month only
+    /// the tables whose rows change are rewritten, `issues` last (its `content_digest` records what
+    /// the other files hold, so a crash between two files is repaired by the next change).
     pub fn apply(&self, changes: Vec<Change>) -> Result<ApplyReport, StoreError> {
+        let started = std::time::Instant::now();
         // The last change per key wins.
         let mut by_key: BTreeMap<String, Change> = BTreeMap::new();
         for c in changes {
@@ -366,55 +370,99 @@ impl PartitionStore {
             }
         }
         let conn = self.connection()?;
-        self.load_batch(&conn, &by_key)?;
-        let mut months: BTreeSet<String> = by_key
-            .values()
-            .filter_map(|c| match c {
-                Change::Upsert(r) => Some(r.month.clone()),
-                Change::Delete { .. } => None,
-            })
-            .collect();
-        months.extend(self.months_holding_batch(&conn)?);
-        let mut report = ApplyReport::default();
-        for month in months {
-            let _turn = self.lock(&month)?;
-            let mut r = ApplyReport {
-                months: vec![month.clone()],
-                ..ApplyReport::default()
+        load_keys(&conn, by_key.values())?;
+        let stored = self.locate(&conn)?;
+
+        // Which tables of which months change.
+        let mut work: BTreeMap<String, BTreeSet<Table>> = BTreeMap::new();
+        let all = || Table::ALL.into_iter().collect::<BTreeSet<_>>();
+        let mut unchanged = 0;
+        by_key.retain(|_, change| {
+            let (key, id) = match &*change {
+                Change::Upsert(r) => (r.key.as_str(), Some(r.id.as_str())),
+                Change::Delete { key, id } => (key.as_str(), id.as_deref()),
             };
-            for table in Table::ALL {
-                match self.rewrite(&conn, table, &month)? {
-                    Outcome::Written => r.files_written += 1,
-                    Outcome::Removed => r.files_removed += 1,
-                    Outcome::Unchanged => r.files_unchanged += 1,
+            let found: Vec<&Stored> = stored
+                .iter()
+                .filter(|s| s.key == key || (id.is_some() && s.id.as_deref() == id))
+                .collect();
+            match &*change {
+                Change::Upsert(r) => {
+                    let same_place = matches!(found.as_slice(), [one] if one.key == r.key && one.month == r.month);
+                    let before = found.first().and_then(|s| s.digests.as_ref()).filter(|_| same_place);
+                    let tables: BTreeSet<Table> = match before {
+                        Some(d) => Table::ALL
+                            .into_iter()
+                            .filter(|t| d.get(t).map(String::as_str) != Some(r.digest(*t)))
+                            .collect(),
+                        None => all(),
+                    };
+                    for s in &found {
+                        if s.month != r.month {
+                            work.entry(s.month.clone()).or_default().extend(all());
+                        }
+                    }
+                    if tables.is_empty() {
+                        unchanged += 1;
+                        return false;
+                    }
+                    work.entry(r.month.clone()).or_default().extend(tables);
+                    true
+                }
+                Change::Delete { .. } => {
+                    for s in &found {
+                        work.entry(s.month.clone()).or_default().extend(all());
+                    }
+                    !found.is_empty()
+                }
+            }
+        });
+        let mut report = ApplyReport {
+            issues_unchanged: unchanged,
+            ..ApplyReport::default()
+        };
+        if work.is_empty() {
+            return Ok(report);
+        }
+        conn.execute_batch("DROP TABLE batch")
+            .map_err(db("resetting the batch"))?;
+        load_keys(&conn, by_key.values())?;
+        self.load_rows(&conn, &by_key)?;
+        let loaded = started.elapsed();
+        for (month, tables) in work {
+            let _turn = self.lock(&month)?;
+            report.months.push(month.clone());
+            // issues last: see above.
+            for table in tables
+                .iter()
+                .filter(|t| **t != Table::Issues)
+                .chain(tables.get(&Table::Issues))
+            {
+                match self.rewrite(&conn, *table, &month)? {
+                    Outcome::Written => report.files_written += 1,
+                    Outcome::Removed => report.files_removed += 1,
                     Outcome::Nothing => {}
                 }
             }
-            report.add(r);
         }
+        tracing::debug!(
+            issues = by_key.len(),
+            unchanged,
+            ?loaded,
+            total = ?started.elapsed(),
+            written = report.files_written,
+            "applied a batch to the Jira partitions"
+        );
         Ok(report)
     }
 
-    /// Loads the batch into temp tables: `batch (issue_key, issue_id)` and `incoming_<table>`
-    /// (every new row, typed).
-    fn load_batch(
+    /// Loads the new rows into `incoming_<table>` temp tables, typed: the rows' JSON is parsed once
+    /// into structs (json_transform), promoted columns computed from `custom_fields`.
+    fn load_rows(
         &self,
         conn: &Connection,
         by_key: &BTreeMap<String, Change>,
     ) -> Result<(), StoreError> {
-        conn.execute_batch("CREATE TEMP TABLE batch (issue_key VARCHAR, issue_id VARCHAR)")
-            .map_err(db("creating the batch table"))?;
-        {
-            let mut app = conn.appender("batch").map_err(db("loading the batch"))?;
-            for c in by_key.values() {
-                let (key, id) = match c {
-                    Change::Upsert(r) => (r.key.as_str(), Some(r.id.as_str())),
-                    Change::Delete { key, id } => (key.as_str(), id.as_deref()),
-                };
-                app.append_row(params![key, id])
-                    .map_err(db("loading the batch"))?;
-            }
-        }
         for table in Table::ALL {
             let rows: Vec<&serde_json::Value> = by_key
                 .values()
@@ -427,8 +475,6 @@ impl PartitionStore {
             let json =
                 serde_json::to_string(&rows).map_err(|e| StoreError::Invalid(e.to_string()))?;
             let cols = self.schema.columns(table);
-            // The rows' JSON is parsed once, into typed structs (json_transform); promoted columns
-            // are then computed from `custom_fields`.
             let structure: serde_json::Map<String, serde_json::Value> = cols
                 .iter()
                 .filter(|c| c.from_custom_field.is_none())
@@ -449,7 +495,7 @@ impl PartitionStore {
                 .join(", ");
             conn.execute(
                 &format!(
-                    "CREATE TEMP TABLE incoming_{} AS SELECT {select} FROM \
+                    "CREATE OR REPLACE TEMP TABLE incoming_{} AS SELECT {select} FROM \
                      (SELECT unnest(from_json(CAST(? AS JSON), {})) AS s)",
                     table.name(),
                     quote::literal(&structure.to_string())
@@ -461,102 +507,84 @@ impl PartitionStore {
         Ok(())
     }
 
-    /// Months whose `issues` files hold the batch's issues (by key or id). An issue's rows in the
-    /// other tables are always written with its `issues` row, into the same month, so this table
-    /// says where they all are; and it is the smallest table to scan on every change.
-    fn months_holding_batch(&self, conn: &Connection) -> Result<BTreeSet<String>, StoreError> {
-        let mut months = BTreeSet::new();
-        for table in [Table::Issues] {
-            let lookup = || -> Result<Vec<String>, StoreError> {
-                let files = self.months(table)?;
-                if files.is_empty() {
-                    return Ok(Vec::new());
-                }
-                let list = files
-                    .values()
-                    .map(|f| quote::path(f))
-                    .collect::<Vec<_>>()
-                    .join(", ");
-                let sql = format!(
-                    "SELECT DISTINCT __file FROM read_parquet([{list}], filename = '__file') o \
-                     WHERE {BATCH_MATCH}"
-                );
-                query_strings(conn, &sql)
-                    .map_err(db(format!("looking up issues in {}", table.name())))
-            };
-            // A concurrent writer may remove an emptied month between the listing and the read.
-            let found = match lookup() {
-                Ok(found) => found,
-                Err(_) => lookup()?,
-            };
-            months.extend(found.iter().filter_map(|f| month_of(Path::new(f))));
-        }
-        Ok(months)
+    /// Where the batch's issues are now: every `issues` row matching a batch key or id, with its
+    /// month (from the file name) and `content_digest`. An issue's rows in the other tables are
+    /// always written with its `issues` row, into the same month, so this table says where they
+    /// all are; and it is the smallest table to scan on every change.
+    fn locate(&self, conn: &Connection) -> Result<Vec<Stored>, StoreError> {
+        let lookup = || -> Result<Vec<Stored>, StoreError> {
+            let files = self.months(Table::Issues)?;
+            if files.is_empty() {
+                return Ok(Vec::new());
+            }
+            let list = files
+                .values()
+                .map(|f| quote::path(f))
+                .collect::<Vec<_>>()
+                .join(", ");
+            let sql = format!(
+                "SELECT __file, issue_key, issue_id, content_digest \
+                 FROM read_parquet([{list}], filename = '__file') o WHERE {BATCH_MATCH}"
+            );
+            let mut stmt = conn.prepare(&sql).map_err(db("looking up issues"))?;
+            let rows = stmt
+                .query_map([], |r| {
+                    Ok((
+                        r.get::<_, String>(0)?,
+                        r.get::<_, String>(1)?,
+                        r.get::<_, Option<String>>(2)?,
+                        r.get::<_, Option<String>>(3)?,
+                    ))
+                })
+                .and_then(|rows| rows.collect::<Result<Vec<_>, _>>())
+                .map_err(db("looking up issues"))?;
+            Ok(rows
+                .into_iter()
+                .filter_map(|(file, key, id, digest)| {
+                    Some(Stored {
+                        month: month_of(Path::new(&file))?,
+                        key,
+                        id,
+                        digests: digest.as_deref().and_then(parse_content_digest),
+                    })
+                })
+                .collect())
+        };
+        // A concurrent writer may remove an emptied month between the listing and the read.
+        lookup().or_else(|_| lookup())
     }
 
-    /// Rewrites one month file of one table for the loaded batch (the month's lock is held).
+    /// Rewrites one month file of one table for the loaded batch (the month's lock is held): the
+    /// file's rows minus the batch's issues, plus their new rows of this month.
     fn rewrite(&self, conn: &Connection, table: Table, month: &str) -> Result<Outcome, StoreError> {
         let t = table.name();
         let file = self.partition_file(table, month);
         let cols = Self::column_list(&self.schema.columns(table));
         let m = quote::literal(month);
         let what = || format!("{} of {t}", file.display());
-        let matches = BATCH_MATCH;
-        conn.execute_batch(&format!(
-            "CREATE OR REPLACE TEMP TABLE new_rows AS SELECT {cols} FROM incoming_{t} WHERE issue_created_month = {m};"
-        ))
-        .map_err(db(what()))?;
-        let exists = file.exists();
-        if exists {
-            conn.execute_batch(&format!(
-                "CREATE OR REPLACE TEMP TABLE old_rows AS SELECT {cols} FROM read_parquet({})",
+        let new = format!("SELECT {cols} FROM incoming_{t} WHERE issue_created_month = {m}");
+        let rows = if file.exists() {
+            format!(
+                "SELECT {cols} FROM read_parquet({}) o WHERE NOT {BATCH_MATCH} UNION ALL {new}",
                 quote::path(&file)
-            ))
-            .map_err(db(what()))?;
+            )
         } else {
-            conn.execute_batch(
-                "CREATE OR REPLACE TEMP TABLE old_rows AS SELECT * FROM new_rows LIMIT 0",
-            )
+            new
+        };
+        conn.execute_batch(&format!("CREATE OR REPLACE TEMP TABLE result AS {rows}"))
             .map_err(db(what()))?;
-        }
-        // Unchanged when the batch's rows in this file are exactly the new rows (as multisets).
-        let differences: i64 = conn
-            .query_row(
-                &format!(
-                    "SELECT count(*) FROM (\
-                       (SELECT {cols} FROM old_rows o WHERE {matches} EXCEPT ALL SELECT {cols} FROM new_rows) \
-                       UNION ALL \
-                       (SELECT {cols} FROM new_rows EXCEPT ALL SELECT {cols} FROM old_rows o WHERE {matches}))"
-                ),
-                [],
-                |r| r.get(0),
-            )
+        let remaining: i64 = conn
+            .query_row("SELECT count(*) FROM result", [], |r| r.get(0))
             .map_err(db(what()))?;
-        if differences == 0 {
-            return Ok(if exists {
-                Outcome::Unchanged
+        if remaining == 0 {
+            return Ok(if file.exists() {
+                remove_file(&file)?;
+                Outcome::Removed
             } else {
                 Outcome::Nothing
             });
         }
-        let remaining: i64 = conn
-            .query_row(
-                &format!(
-                    "SELECT (SELECT count(*) FROM old_rows o WHERE NOT {matches}) + (SELECT count(*) FROM new_rows)"
-                ),
-                [],
-                |r| r.get(0),
-            )
-            .map_err(db(what()))?;
-        if remaining == 0 {
-            remove_file(&file)?;
-            return Ok(Outcome::Removed);
-        }
-        let sql = format!(
-            "SELECT {cols} FROM (SELECT {cols} FROM old_rows o WHERE NOT {matches} \
-             UNION ALL SELECT {cols} FROM new_rows) ORDER BY {}",
-            table.sort_key()
-        );
+        let sql = format!("SELECT {cols} FROM result ORDER BY {}", table.sort_key());
         write_file(conn, &sql, &file)?;
         Ok(Outcome::Written)
     }
@@ -658,15 +686,36 @@ impl PartitionStore {
 enum Outcome {
     Written,
     Removed,
-    Unchanged,
     /// No file, and no rows for it.
     Nothing,
 }
 
-fn query_strings(conn: &Connection, sql: &str) -> Result<Vec<String>, duckdb::Error> {
-    let mut stmt = conn.prepare(sql)?;
-    let rows = stmt.query_map([], |r| r.get::<_, String>(0))?;
-    rows.collect()
+/// An issue's `issues` row as stored.
+struct Stored {
+    month: String,
+    key: String,
+    id: Option<String>,
+    /// Per-table digests from `content_digest` (`None` when absent or unreadable: rewrite all).
+    digests: Option<BTreeMap<Table, String>>,
+}
+
+/// `batch (issue_key, issue_id)`: the keys (and ids) of the changes.
+fn load_keys<'a>(
+    conn: &Connection,
+    changes: impl Iterator<Item = &'a Change>,
+) -> Result<(), StoreError> {
+    conn.execute_batch("CREATE TEMP TABLE batch (issue_key VARCHAR, issue_id VARCHAR)")
+        .map_err(db("creating the batch table"))?;
+    let mut app = conn.appender("batch").map_err(db("loading the batch"))?;
+    for c in changes {
+        let (key, id) = match c {
+            Change::Upsert(r) => (r.key.as_str(), Some(r.id.as_str())),
+            Change::Delete { key, id } => (key.as_str(), id.as_deref()),
+        };
+        app.append_row(params![key, id])
+            .map_err(db("loading the batch"))?;
+    }
+    Ok(())
 }
 
 /// Writes the rows of `select` to `target` as Parquet: to `<target>.tmp`, fsynced, renamed over
@@ -761,7 +810,7 @@ mod tests {
             .modified()
             .unwrap();
         let r = s.upsert(a.clone()).unwrap();
-        assert_eq!((r.files_written, r.files_unchanged), (0, 6));
+        assert_eq!((r.files_written, r.issues_unchanged), (0, 1));
         let after = std::fs::metadata(s.partition_file(Table::Issues, "2024-01"))
             .unwrap()
             .modified()
@@ -773,10 +822,8 @@ mod tests {
         changed.issue["fields"]["summary"] = "new".into();
         changed.issue["fields"]["comment"]["comments"] = serde_json::json!([]);
         let r = s.upsert(m.map(&changed).unwrap()).unwrap();
-        assert_eq!(
-            (r.files_written, r.files_removed, r.files_unchanged),
-            (1, 1, 4)
-        );
+        // Only the files whose rows change are rewritten: issues, and comments (now empty).
+        assert_eq!((r.files_written, r.files_removed), (1, 1));
         assert!(
             !s.partition_file(Table::Comments, "2024-01").exists(),
             "an emptied month loses its file"

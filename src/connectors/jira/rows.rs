@@ -99,6 +99,7 @@ const ISSUES: &[(&str, SqlType)] = &[
     ("sprints", VarcharList),
     ("story_points", Double),
     ("custom_fields", Json),
+    ("content_digest", Varchar),
 ];
 
 const COMMENTS: &[(&str, SqlType)] = &[
@@ -297,6 +298,8 @@ pub struct IssueRows {
     /// `fields.updated`, as written to `issues.updated` (for consistency checks).
     pub updated: Option<String>,
     rows: [Vec<Value>; 6],
+    /// A digest of the issue's rows in each table (see [`IssueRows::digest`]).
+    digests: [String; 6],
 }
 
 impl IssueRows {
@@ -304,6 +307,51 @@ impl IssueRows {
     pub fn rows(&self, table: Table) -> &[Value] {
         &self.rows[table.index()]
     }
+
+    /// A digest of the issue's rows in `table` (SHA-256 of their JSON, 128 bits in hex). Equal
+    /// digests mean equal rows: the partition store skips rewriting files whose rows for an issue
+    /// did not change.
+    pub fn digest(&self, table: Table) -> &str {
+        &self.digests[table.index()]
+    }
+
+    /// The `content_digest` of the issue's row: `<table>:<digest>` for each table, `,`-joined.
+    pub fn content_digest(&self) -> String {
+        content_digest(&self.digests)
+    }
+
+    fn seal(mut self) -> IssueRows {
+        use sha2::{Digest, Sha256};
+        for t in Table::ALL {
+            let text = serde_json::to_string(&self.rows[t.index()]).unwrap_or_default();
+            let hash = Sha256::digest(text.as_bytes());
+            self.digests[t.index()] = hash[..16].iter().map(|b| format!("{b:02x}")).collect();
+        }
+        let digest = self.content_digest();
+        if let Some(Value::Object(row)) = self.rows[Table::Issues.index()].first_mut() {
+            row.insert("content_digest".into(), Value::String(digest));
+        }
+        self
+    }
+}
+
+fn content_digest(digests: &[String; 6]) -> String {
+    Table::ALL
+        .iter()
+        .map(|t| format!("{}:{}", t.name(), digests[t.index()]))
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// The per-table digests in a stored `content_digest`, by table; `None` for anything else.
+pub fn parse_content_digest(text: &str) -> Option<BTreeMap<Table, String>> {
+    let mut out = BTreeMap::new();
+    for part in text.split(',') {
+        let (name, digest) = part.split_once(':')?;
+        let table = Table::ALL.into_iter().find(|t| t.name() == name)?;
+        out.insert(table, digest.to_string());
+    }
+    (out.len() == Table::ALL.len()).then_some(out)
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -697,7 +745,9 @@ impl Mapper {
                 remote,
                 attachments,
             ],
-        })
+            digests: Default::default(),
+        }
+        .seal())
     }
 
     /// Custom fields with a value, by readable name, values simplified; sorted by name.
