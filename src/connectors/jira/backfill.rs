@@ -250,7 +250,7 @@ pub fn run(
                 }
                 Ok(Fetched::Rows(rows)) => {
                     state.fetched += 1;
-                    pending.push(Change::Upsert(*rows));
+                    pending.push(Change::Upsert(rows));
                     if pending.len() >= options.batch_issues.max(1) {
                         let _ = batch_tx.send(std::mem::take(&mut pending));
                     }

@@ -67,7 +67,7 @@ fn io(p: &Path) -> impl FnOnce(std::io::Error) -> StoreError + '_ {
 #[derive(Clone, Debug)]
 pub enum Change {
     /// Replace the issue's rows with these.
-    Upsert(IssueRows),
+    Upsert(Box<IssueRows>),
     /// Remove the issue's rows everywhere (by key, and by id when known).
     Delete { key: String, id: Option<String> },
 }
@@ -334,7 +334,7 @@ impl PartitionStore {
 
     /// Replaces one issue's rows (see [`Self::apply`]).
     pub fn upsert(&self, rows: IssueRows) -> Result<ApplyReport, StoreError> {
-        self.apply(vec![Change::Upsert(rows)])
+        self.apply(vec![Change::Upsert(Box::new(rows))])
     }
 
     /// Removes one issue's rows everywhere.
@@ -795,7 +795,10 @@ mod tests {
             .map(&issue("OPS-2", "2", "2024-02-05T10:00:00.000+0000"))
             .unwrap();
         let r = s
-            .apply(vec![Change::Upsert(a.clone()), Change::Upsert(b)])
+            .apply(vec![
+                Change::Upsert(Box::new(a.clone())),
+                Change::Upsert(Box::new(b)),
+            ])
             .unwrap();
         assert_eq!(r.months, ["2024-01", "2024-02"]);
         assert_eq!(r.files_written, 12);
