@@ -1222,14 +1222,24 @@ async fn search(
         .skip(offset)
         .take(max)
         .map(|i| {
-            let full = s.render_issue(i.id, &shared.base);
+            // The cheap fields directly; any other one from the full rendering.
             let mut fields = serde_json::Map::new();
+            let mut full = None;
             for w in &wanted {
-                if let Some(v) = full["fields"].get(w) {
-                    fields.insert(w.clone(), v.clone());
-                }
+                let v = match w.as_str() {
+                    "updated" => json!(jira_time(i.updated)),
+                    "created" => json!(jira_time(i.created)),
+                    "summary" => json!(i.summary),
+                    _ => full
+                        .get_or_insert_with(|| s.render_issue(i.id, &shared.base))
+                        .pointer(&format!("/fields/{w}"))
+                        .cloned()
+                        .unwrap_or(Value::Null),
+                };
+                fields.insert(w.clone(), v);
             }
-            json!({"id": i.id.to_string(), "key": i.key, "self": full["self"], "fields": fields})
+            json!({"id": i.id.to_string(), "key": i.key,
+                "self": format!("{}/rest/api/3/issue/{}", shared.base, i.id), "fields": fields})
         })
         .collect();
     let next = offset + page.len();

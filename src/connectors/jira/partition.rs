@@ -134,6 +134,13 @@ fn is_month(s: &str) -> bool {
 
 const SCHEMA_FILE: &str = "_schema.parquet";
 
+/// Months written at once by one [`PartitionStore::apply`].
+const WRITERS: usize = 3;
+
+fn push<T>(results: &std::sync::Mutex<Vec<T>>, item: T) {
+    results.lock().unwrap_or_else(|p| p.into_inner()).push(item);
+}
+
 /// A row `o` of one of the batch's issues: its key or its id is in `batch`. Two `IN` tests rather
 /// than one join on `key = key OR id = id`, which DuckDB can only run as a nested loop (rows × batch);
 /// `coalesce` so that a NULL id never makes `NOT` drop a row.
@@ -429,21 +436,48 @@ impl PartitionStore {
         load_keys(&conn, by_key.values())?;
         self.load_rows(&conn, &by_key)?;
         let loaded = started.elapsed();
-        for (month, tables) in work {
-            let _turn = self.lock(&month)?;
-            report.months.push(month.clone());
-            // issues last: see above.
-            for table in tables
-                .iter()
-                .filter(|t| **t != Table::Issues)
-                .chain(tables.get(&Table::Issues))
-            {
-                match self.rewrite(&conn, *table, &month)? {
-                    Outcome::Written => report.files_written += 1,
-                    Outcome::Removed => report.files_removed += 1,
-                    Outcome::Nothing => {}
-                }
+        // Months are independent (each under its own lock): a few are written at once, each on
+        // its own connection to this in-memory database (which holds the batch and the new rows),
+        // so one month's fsyncs do not hold up the next.
+        let queue = std::sync::Mutex::new(work.into_iter());
+        let results = std::sync::Mutex::new(Vec::new());
+        let workers = WRITERS.min(queue.lock().map_or(1, |q| q.len())).max(1);
+        std::thread::scope(|scope| {
+            for _ in 0..workers {
+                let (queue, results) = (&queue, &results);
+                let conn = conn.try_clone();
+                scope.spawn(move || {
+                    let conn = match conn {
+                        Ok(c) => c,
+                        Err(e) => {
+                            push(results, Err(db("opening a writer connection")(e)));
+                            return;
+                        }
+                    };
+                    loop {
+                        let next = queue.lock().unwrap_or_else(|p| p.into_inner()).next();
+                        let Some((month, tables)) = next else { return };
+                        let outcome = self.rewrite_month(&conn, &month, &tables);
+                        let failed = outcome.is_err();
+                        push(results, outcome.map(|o| (month, o)));
+                        if failed {
+                            return;
+                        }
+                    }
+                });
             }
+        });
+        let mut results = results.into_inner().unwrap_or_else(|p| p.into_inner());
+        results.sort_by(|a, b| match (a, b) {
+            (Ok((x, _)), Ok((y, _))) => x.cmp(y),
+            (Err(_), _) => std::cmp::Ordering::Less,
+            (_, Err(_)) => std::cmp::Ordering::Greater,
+        });
+        for r in results {
+            let (month, (written, removed)) = r?;
+            report.months.push(month);
+            report.files_written += written;
+            report.files_removed += removed;
         }
         tracing::debug!(
             issues = by_key.len(),
@@ -456,7 +490,31 @@ impl PartitionStore {
         Ok(report)
     }
 
-    /// Loads the new rows into `incoming_<table>` temp tables, typed: the rows' JSON is parsed once
+    /// Rewrites the given tables of one month under its lock, `issues` last; (written, removed).
+    fn rewrite_month(
+        &self,
+        conn: &Connection,
+        month: &str,
+        tables: &BTreeSet<Table>,
+    ) -> Result<(usize, usize), StoreError> {
+        let _turn = self.lock(month)?;
+        let (mut written, mut removed) = (0, 0);
+        // issues last: see `apply`.
+        for table in tables
+            .iter()
+            .filter(|t| **t != Table::Issues)
+            .chain(tables.get(&Table::Issues))
+        {
+            match self.rewrite(conn, *table, month)? {
+                Outcome::Written => written += 1,
+                Outcome::Removed => removed += 1,
+                Outcome::Nothing => {}
+            }
+        }
+        Ok((written, removed))
+    }
+
+    /// Loads the new rows into `incoming_<table>` tables, typed: the rows' JSON is parsed once
     /// into structs (json_transform), promoted columns computed from `custom_fields`.
     fn load_rows(
         &self,
@@ -495,7 +553,7 @@ impl PartitionStore {
                 .join(", ");
             conn.execute(
                 &format!(
-                    "CREATE OR REPLACE TEMP TABLE incoming_{} AS SELECT {select} FROM \
+                    "CREATE OR REPLACE TABLE incoming_{} AS SELECT {select} FROM \
                      (SELECT unnest(from_json(CAST(? AS JSON), {})) AS s)",
                     table.name(),
                     quote::literal(&structure.to_string())
@@ -704,7 +762,7 @@ fn load_keys<'a>(
     conn: &Connection,
     changes: impl Iterator<Item = &'a Change>,
 ) -> Result<(), StoreError> {
-    conn.execute_batch("CREATE TEMP TABLE batch (issue_key VARCHAR, issue_id VARCHAR)")
+    conn.execute_batch("CREATE TABLE batch (issue_key VARCHAR, issue_id VARCHAR)")
         .map_err(db("creating the batch table"))?;
     let mut app = conn.appender("batch").map_err(db("loading the batch"))?;
     for c in changes {
