@@ -250,30 +250,32 @@ fn jira_backfill_writes_exactly_the_sites_rows_per_table_and_month_and_a_rerun_c
     );
 }
 
-/// One refetch-and-store step, as the daemon will run it for an event.
-fn process(s: &Setup, action: &Action) {
+/// One refetch-and-store step, as the daemon will run it for an event; the files it changed.
+fn process(s: &Setup, action: &Action) -> usize {
+    let mut changed = 0;
     match action {
         Action::Refetch(refs) => {
             for r in refs {
-                match s.client.fetch_issue(r.as_str()).unwrap() {
-                    Some(issue) => {
-                        s.store.upsert(s.mapper.map(&issue).unwrap()).unwrap();
-                    }
+                let report = match s.client.fetch_issue(r.as_str()).unwrap() {
+                    Some(issue) => s.store.upsert(s.mapper.map(&issue).unwrap()).unwrap(),
                     None => {
                         let (key, id) = match r {
                             IssueRef::Key(k) => (k.clone(), None),
                             IssueRef::Id(i) => (String::new(), Some(i.as_str())),
                         };
-                        s.store.delete(&key, id).unwrap();
+                        s.store.delete(&key, id).unwrap()
                     }
-                }
+                };
+                changed += report.files_written + report.files_removed;
             }
         }
         Action::Delete { issue, id } => {
-            s.store.delete(issue.as_str(), id.as_deref()).unwrap();
+            let report = s.store.delete(issue.as_str(), id.as_deref()).unwrap();
+            changed += report.files_written + report.files_removed;
         }
         Action::Ignore => {}
     }
+    changed
 }
 
 #[test]
@@ -357,9 +359,11 @@ fn jira_updates_comments_links_and_deletes_follow_the_site_through_signed_webhoo
 
     // Duplicate and out-of-order deliveries change nothing: replay everything backwards, twice.
     let before = files(&s.store);
+    let mut rewritten = 0;
     for e in events.iter().rev().chain(events.iter()) {
-        process(&s, &e.action());
+        rewritten += process(&s, &e.action());
     }
+    assert_eq!(rewritten, 0, "replays rewrite no file");
     assert_eq!(actual(&s.store), expected(&fake));
     assert_eq!(files(&s.store), before, "no file rewritten by replays");
 }

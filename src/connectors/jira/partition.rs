@@ -413,7 +413,10 @@ impl PartitionStore {
                         unchanged += 1;
                         return false;
                     }
-                    work.entry(r.month.clone()).or_default().extend(tables);
+                    // The issues row carries every table's digest: it changes with any of them.
+                    work.entry(r.month.clone())
+                        .or_default()
+                        .extend(tables.into_iter().chain([Table::Issues]));
                     true
                 }
                 Change::Delete { .. } => {
@@ -885,6 +888,14 @@ mod tests {
         let r = s.upsert(m.map(&changed).unwrap()).unwrap();
         // Only the files whose rows change are rewritten: issues, and comments (now empty).
         assert_eq!((r.files_written, r.files_removed), (1, 1));
+        // A change in one other table rewrites that table and the issues row (its digests)…
+        let mut commented = changed.clone();
+        commented.issue["fields"]["attachment"] = serde_json::json!([]);
+        let r = s.upsert(m.map(&commented).unwrap()).unwrap();
+        assert_eq!((r.files_written, r.files_removed), (1, 1));
+        // …so the same issue again rewrites nothing.
+        let r = s.upsert(m.map(&commented).unwrap()).unwrap();
+        assert_eq!((r.files_written, r.issues_unchanged), (0, 1));
         assert!(
             !s.partition_file(Table::Comments, "2024-01").exists(),
             "an emptied month loses its file"
