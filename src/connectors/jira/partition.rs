@@ -17,16 +17,18 @@
 //! (`data/state/locks/jira-<source>.<month>.lock`, a [`StateLock`]): concurrent writers (webhook
 //! processing and a backfill) take turns per month, readers see the old file or the new one, and a
 //! crash leaves whole files. A file whose rows would not change is not rewritten (so a second
-//! backfill touches nothing), and a month left with no rows loses its file.
+//! backfill touches nothing): each issue's row stores a digest of its rows in every table
+//! (`content_digest`), compared with the new rows' before anything is read or written. A month left
+//! with no rows loses its file. Up to three months of a batch are written at once.
 //!
 //! An issue's creation month never changes, but a batch still looks for the issues in every month
 //! file of `issues` (by key or id) and rewrites every month where one is found: rows written under
 //! a wrong month by an earlier version cannot linger as duplicates. (All of an issue's rows are
 //! written together with its `issues` row, so that table says which months hold them.)
 //!
-//! DuckDB (an in-memory connection per operation) reads and writes the Parquet, with the explicit
-//! column types of [`super::rows::Schema`]; rows arrive as JSON and are cast once, in one `SELECT`
-//! per table.
+//! DuckDB (an in-memory database per operation) reads and writes the Parquet, with the explicit
+//! column types of [`super::rows::Schema`]; rows arrive as one JSON array per table, parsed once
+//! into typed structs.
 
 use super::rows::{parse_content_digest, Column, IssueRows, Schema, Table};
 use crate::contract::{self, ContractError, Entry, ExtractDir, LocalData, MetaRow, ViewTarget};
