@@ -15,6 +15,7 @@ pub mod bigquery;
 mod database;
 mod duckdb_file;
 mod files;
+pub mod jira;
 pub mod keboola;
 
 use crate::contract::{RemoteAttach, ViewTarget};
