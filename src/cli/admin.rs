@@ -85,7 +85,7 @@ fn valid_name(kind: &str, name: &str) -> Result<()> {
 pub fn run(dir: &Path, args: Args) -> Result<ExitCode> {
     let Command::Token(cmd) = args.command;
     let path = state_path(dir)?;
-    let who = state::lock::os_user();
+    let who = crate::fslock::os_user();
     let mut out = anstream::stdout().lock();
     match cmd {
         TokenCommand::Create {

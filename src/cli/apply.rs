@@ -3,10 +3,11 @@
 //! publish, transforms, checks) unless `--queue-only`.
 
 use super::output::{self, Format};
+use crate::fslock::{self, Lock};
 use crate::plan::diff::Action;
 use crate::plan::object::Kind;
 use crate::plan::{self, render, DataDir, Plan};
-use crate::state::{self, lock::StateLock};
+use crate::state;
 use anyhow::{bail, Context, Result};
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -83,7 +84,7 @@ pub fn run(dir: &Path, args: Args, quiet: bool) -> Result<ExitCode> {
         );
     }
 
-    let lock = StateLock::acquire(
+    let lock = Lock::acquire(
         &desired.data.state_lock(),
         "pipeline apply",
         args.lock_timeout,
@@ -168,7 +169,7 @@ pub fn run(dir: &Path, args: Args, quiet: bool) -> Result<ExitCode> {
         out = anstream::stdout().lock();
     }
 
-    let who = state::lock::os_user();
+    let who = fslock::os_user();
     let mut conn = state::open(&desired.data.state_db())?;
     let applied = state::registry::apply(&mut conn, &plan, &who)?;
     drop(conn);
@@ -289,7 +290,7 @@ fn purge(data: &DataDir, plan: &Plan) -> Result<usize> {
             continue;
         };
         // Names were validated when they were applied; never follow anything else.
-        if !crate::spec::names::is_source_name(source) || !crate::spec::names::is_identifier(name) {
+        if !crate::names::is_source_name(source) || !crate::names::is_identifier(name) {
             continue;
         }
         let base = data.extracts().join(source).join("data");

@@ -123,7 +123,7 @@ impl Files {
                 base.display()
             )));
         }
-        if !crate::spec::names::is_relative_inside(st) {
+        if !crate::names::is_relative_inside(st) {
             return Err(ConnectorError::Config(format!(
                 "source_table `{st}` must name a file inside {}",
                 base.display()

@@ -13,8 +13,8 @@
 //! otherwise), and an ATTACH of `postgres` or `mysql` names that secret.
 
 use crate::extensions::ExtensionStore;
+use crate::names;
 use crate::quote;
-use crate::spec::names;
 use duckdb::Connection;
 
 /// One `_remote_attach` row.
@@ -65,7 +65,7 @@ impl RemotePolicy {
 /// The attach type of DuckDB's own database files.
 pub const NATIVE: &str = "duckdb";
 
-pub use crate::spec::names::is_reserved_catalog;
+pub use crate::names::is_reserved_catalog;
 
 /// Why a row was not attached. The message never contains a token.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]

@@ -9,9 +9,10 @@
 use super::runs::{self, Refused};
 use super::{rfc3339, Settings, Shared};
 use crate::diag::{render, Diagnostics, Severity};
+use crate::fslock::Lock;
 use crate::plan::{self, PlanError};
 use crate::spec::Specs;
-use crate::state::{self, lock::StateLock};
+use crate::state;
 use notify::{EventKind, RecursiveMode, Watcher};
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -129,7 +130,7 @@ pub fn apply_once(shared: &Shared) -> Applied {
         }
         Err(e) => return Applied::Failed(e.to_string()),
     }
-    let lock = match StateLock::acquire(
+    let lock = match Lock::acquire(
         &shared.data.state_lock(),
         "pipeline daemon (watcher)",
         Duration::from_secs(60),

@@ -10,12 +10,13 @@ pub mod scheduler;
 pub mod work;
 
 use crate::contract::RemotePolicy;
+use crate::fslock::{self, Lock};
 use crate::orchestrator::Layout;
 use crate::plan::tasks::{Task, TaskKind};
 use crate::plan::DataDir;
 use crate::registered::Registered;
 use crate::spec::Specs;
-use crate::state::{self, lock::StateLock, sync};
+use crate::state::{self, sync};
 use scheduler::{Finished, Observer, Status};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
@@ -27,7 +28,7 @@ pub enum ExecError {
     #[error(transparent)]
     State(#[from] state::StateError),
     #[error(transparent)]
-    Lock(#[from] state::lock::LockError),
+    Lock(#[from] fslock::LockError),
     #[error("{0}")]
     Setup(String),
 }
@@ -104,7 +105,7 @@ impl Options {
     ) -> Options {
         Options {
             trigger: trigger.into(),
-            who: crate::state::lock::os_user(),
+            who: fslock::os_user(),
             jobs,
             full_refresh,
             accept_schema: Default::default(),
@@ -204,10 +205,10 @@ pub fn execute(
     sources.dedup();
     let mut held = Vec::new();
     for s in &sources {
-        if !crate::spec::names::is_source_name(s) {
+        if !crate::names::is_source_name(s) {
             continue;
         }
-        held.push(StateLock::acquire(
+        held.push(Lock::acquire(
             &inst.locks().join(format!("source-{s}.lock")),
             &format!("pipeline {}", opts.trigger),
             opts.lock_timeout,

@@ -6,12 +6,12 @@ use super::scheduler::Done;
 use crate::connectors::{self, Session};
 use crate::contract::{self, Entry, ExtractDir, MetaRow, RemoteAttach, RemotePolicy, ViewTarget};
 use crate::extract::{self, Extracted, Previous};
+use crate::fslock::Lock;
 use crate::orchestrator::{self, Layout, Rules, Staged};
 use crate::plan::tasks::{Task, TaskKind};
 use crate::quote;
 use crate::registered::{Registered, TableDef};
 use crate::spec::model::{Materialized, QueryMode};
-use crate::state::lock::StateLock;
 use duckdb::Connection;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::PathBuf;
@@ -49,7 +49,7 @@ pub struct Context {
     session: Session,
     extracted: Mutex<HashMap<String, Extracted>>,
     publish: Mutex<Publish>,
-    analytics_lock: Mutex<Option<StateLock>>,
+    analytics_lock: Mutex<Option<Lock>>,
     /// What the published rebuild published and skipped, and its ownership changes.
     published: Mutex<Option<orchestrator::Report>>,
 }
@@ -378,7 +378,7 @@ impl Context {
                 ..Done::default()
             });
         }
-        let held = StateLock::acquire(
+        let held = Lock::acquire(
             &self.locks_dir.join("analytics.lock"),
             "pipeline run (publish)",
             self.lock_timeout,

@@ -631,7 +631,7 @@ pub fn open_live(
     let path = &layout.analytics;
     let err = db_err(path);
     let conn = Connection::open_in_memory().map_err(&err)?;
-    crate::state::retry_locked(crate::state::LOCK_RETRY, || {
+    crate::duck::retry_locked(crate::duck::LOCK_RETRY, || {
         conn.execute_batch(&format!(
             "SET TimeZone = 'UTC'; ATTACH {} AS analytics (READ_ONLY); USE analytics;",
             quote::path(path)

@@ -348,7 +348,7 @@ impl Fields {
         specs: &Specs,
         kind: Kind,
         id: String,
-        file: crate::spec::source::FileId,
+        file: crate::diag::source::FileId,
     ) -> Object {
         Object::new(kind, id, specs.files.get(file).display.clone(), self.0)
     }

@@ -9,9 +9,9 @@ use super::decode::Decoder;
 use super::limits::{self, Cost, Meter, Shared, Stop, INSTANCE_LIMIT};
 use super::model::{self, InstanceSpec, MetricSpec, SourceSpec, TableSpec};
 use super::node::Node;
-use super::source::{display_path, FileId, SourceFile, SourceMap, Span};
 use super::walk::{self, Found, ReadError};
 use super::{toml as toml_fmt, yaml};
+use crate::diag::source::{display_path, FileId, SourceFile, SourceMap, Span};
 use crate::diag::{Code, Diagnostic, Diagnostics};
 use std::path::{Path, PathBuf};
 

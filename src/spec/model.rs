@@ -6,11 +6,11 @@
 
 use super::decode::{Decoder, Located, Obj};
 use super::fields::{self, Object};
-use super::names;
 use super::node::{Node, Value};
 use super::schedule::Schedule;
-use super::source::{FileId, Span};
+use crate::diag::source::{FileId, Span};
 use crate::diag::{did_you_mean, suggest, Code};
+use crate::names;
 use chrono_tz::Tz;
 
 macro_rules! spec_enum {

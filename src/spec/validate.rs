@@ -7,10 +7,10 @@
 use super::decode::Located;
 use super::load::Specs;
 use super::model::{MetricSpec, QueryMode, SourceSpec, SourceType, SyncMode, TableSpec};
-use super::names;
-use super::source::{Pos, SourceMap, Span};
 use super::sql::{introspection, ParserUnavailable, Reads, SqlParser, PURE_TABLE_FUNCTIONS};
+use crate::diag::source::{Pos, SourceMap, Span};
 use crate::diag::{suggest, Code, Diagnostic, Diagnostics};
+use crate::names;
 use petgraph::graph::{DiGraph, NodeIndex};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 

@@ -7,15 +7,15 @@
 
 pub mod auth;
 pub mod downstream;
-pub mod lock;
 pub mod migrate;
 pub mod registry;
 pub mod report;
 pub mod sync;
 
+use crate::duck::{is_lock_conflict, LOCK_RETRY};
 use duckdb::{AccessMode, Config, Connection};
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StateError {
@@ -59,15 +59,6 @@ impl From<duckdb::Error> for StateError {
 }
 
 pub type StateResult<T> = Result<T, StateError>;
-
-/// How long [`open`] retries when another process holds the file.
-pub const LOCK_RETRY: Duration = Duration::from_secs(10);
-
-/// Whether DuckDB refused a file because another process holds it.
-pub fn is_lock_conflict(e: &duckdb::Error) -> bool {
-    let text = e.to_string();
-    text.contains("Could not set lock") || text.contains("Conflicting lock")
-}
 
 /// DuckDB's file lock is per process: it keeps a second process out, but not a second read-write
 /// open from the same process, which would corrupt the file. The daemon writes from several threads
@@ -183,39 +174,20 @@ fn utc(conn: &Connection) {
     }
 }
 
-/// Runs `attempt` until it stops failing on another process's file lock, for up to `wait`. The
-/// last error is returned as is (callers say which file was busy).
-pub fn retry_locked<T>(
-    wait: Duration,
-    mut attempt: impl FnMut() -> Result<T, duckdb::Error>,
-) -> Result<T, duckdb::Error> {
-    let started = Instant::now();
-    let mut pause = Duration::from_millis(10);
-    loop {
-        match attempt() {
-            Err(e) if is_lock_conflict(&e) && started.elapsed() < wait => {
-                std::thread::sleep(pause);
-                pause = (pause * 2).min(Duration::from_millis(250));
-            }
-            other => return other,
-        }
-    }
-}
-
 /// Runs `attempt` until it stops failing on another process's file lock, for up to [`LOCK_RETRY`].
 fn retry_busy<T>(
     path: &Path,
     mut attempt: impl FnMut() -> Result<T, duckdb::Error>,
 ) -> Result<T, StateError> {
     let started = Instant::now();
-    let mut pause = Duration::from_millis(10);
+    let mut pause = crate::duck::FIRST_PAUSE;
     loop {
         match attempt() {
             Ok(v) => return Ok(v),
             Err(e) if is_lock_conflict(&e) && started.elapsed() < LOCK_RETRY => {
                 tracing::debug!(path = %path.display(), "state busy, retrying");
                 std::thread::sleep(pause);
-                pause = (pause * 2).min(Duration::from_millis(250));
+                pause = crate::duck::next_pause(pause);
             }
             Err(e) if is_lock_conflict(&e) => return Err(StateError::Busy(path.to_path_buf())),
             Err(e) => return Err(e.into()),

@@ -182,7 +182,7 @@ fn duckdb_memory_mb(process_mb: u64) -> u64 {
 /// Opens the locked-down connection; also returns the attachments that failed (for the log).
 fn sandbox(job: &Job) -> Result<(Connection, Vec<String>), String> {
     let conn = Connection::open_in_memory().map_err(|e| e.to_string())?;
-    crate::state::retry_locked(crate::state::LOCK_RETRY, || {
+    crate::duck::retry_locked(crate::duck::LOCK_RETRY, || {
         conn.execute_batch(&format!(
             "SET TimeZone = 'UTC'; ATTACH {} AS analytics (READ_ONLY); USE analytics;",
             quote::path(&job.analytics)
