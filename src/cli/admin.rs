@@ -59,17 +59,6 @@ enum TokenCommand {
     },
 }
 
-fn state_path(dir: &Path) -> Result<std::path::PathBuf> {
-    let (specs, _) = crate::spec::load::load(dir);
-    if specs.instance.is_none() {
-        bail!(
-            "no instance at {}: config/instance.yaml is missing or invalid",
-            dir.display()
-        );
-    }
-    Ok(crate::plan::DataDir::of(&specs).state_db())
-}
-
 fn valid_name(kind: &str, name: &str) -> Result<()> {
     let ok = !name.is_empty()
         && name.len() <= 128
@@ -84,7 +73,7 @@ fn valid_name(kind: &str, name: &str) -> Result<()> {
 
 pub fn run(dir: &Path, args: Args) -> Result<ExitCode> {
     let Command::Token(cmd) = args.command;
-    let path = state_path(dir)?;
+    let path = super::output::instance(dir)?.data.state_db();
     let who = crate::fslock::os_user();
     let mut out = anstream::stdout().lock();
     match cmd {

@@ -4,9 +4,10 @@
 
 use super::output::{self, Format};
 use crate::fslock::{self, Lock};
+use crate::instance::DataDir;
 use crate::plan::diff::Action;
-use crate::plan::object::Kind;
-use crate::plan::{self, render, DataDir, Plan};
+use crate::plan::{self, render, Plan};
+use crate::registry::document::Kind;
 use crate::state;
 use anyhow::{bail, Context, Result};
 use std::io::Write;
@@ -85,7 +86,7 @@ pub fn run(dir: &Path, args: Args, quiet: bool) -> Result<ExitCode> {
     }
 
     let lock = Lock::acquire(
-        &desired.data.state_lock(),
+        &desired.instance.data.state_lock(),
         "pipeline apply",
         args.lock_timeout,
         |holder| {
@@ -116,7 +117,7 @@ pub fn run(dir: &Path, args: Args, quiet: bool) -> Result<ExitCode> {
     let mut out = anstream::stdout().lock();
     if !plan.has_changes() {
         // Nothing applied yet and nothing to apply (an instance of config only): nothing pending.
-        let state_db = desired.data.state_db();
+        let state_db = desired.instance.data.state_db();
         let pending = if state_db.exists() {
             crate::state::sync::read_before(&*state::open_for_reading(&state_db)?)?.pending
         } else {
@@ -170,16 +171,16 @@ pub fn run(dir: &Path, args: Args, quiet: bool) -> Result<ExitCode> {
     }
 
     let who = fslock::os_user();
-    let mut conn = state::open(&desired.data.state_db())?;
+    let mut conn = state::open(&desired.instance.data.state_db())?;
     let applied = state::registry::apply(&mut conn, &plan, &who)?;
     drop(conn);
 
     let purged = if args.purge {
-        purge(&desired.data, &plan)?
+        purge(&desired.instance.data, &plan)?
     } else {
         0
     };
-    crate::exec::retire_sources(&desired.data.extracts(), &plan.deleted_sources())
+    crate::exec::retire_sources(&desired.instance.data.extracts(), &plan.deleted_sources())
         .context("removing the extracts of deleted sources")?;
     match args.format {
         Format::Json => writeln!(
@@ -228,15 +229,16 @@ pub fn run(dir: &Path, args: Args, quiet: bool) -> Result<ExitCode> {
 fn run_tasks(
     dir: &Path,
     desired: &plan::Desired,
-    tasks: Vec<crate::plan::tasks::Task>,
+    tasks: Vec<crate::registry::task::Task>,
     args: &Args,
     quiet: bool,
 ) -> Result<ExitCode> {
-    let inst = crate::exec::Instance::from_specs(&desired.specs)?;
-    let reg = crate::registered::Registered::from_objects(&desired.objects)?;
+    let mut inst = desired.instance.clone();
+    inst.create_data_dir()?;
+    let reg = crate::registry::registered::Registered::from_objects(&desired.objects)?;
     let pending =
         crate::state::sync::read_before(&*state::open_for_reading(&inst.data.state_db())?)?.pending;
-    let tasks = crate::exec::graph::merge(tasks, &pending);
+    let tasks = crate::registry::dag::merge(tasks, &pending);
     let opts = crate::exec::Options::cli(
         "apply",
         args.jobs.map(usize::from),
@@ -262,7 +264,7 @@ fn check_saved(plan: &Plan, desired: &plan::Desired) -> Result<()> {
             short(&digest)
         );
     }
-    let serial = state::registry::read_serial(&desired.data.state_db())?;
+    let serial = state::registry::read_serial(&desired.instance.data.state_db())?;
     if serial != plan.state_serial {
         bail!(
             "stale plan: it was made at state serial {} but the state is at serial {serial} (another apply \

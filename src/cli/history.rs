@@ -2,7 +2,7 @@
 
 use super::output::{self, Format, TextTable};
 use super::status::local;
-use crate::plan::DataDir;
+use crate::instance::{DataDir, Instance};
 use crate::state::{self, report};
 use anyhow::Result;
 use chrono_tz::Tz;
@@ -30,12 +30,10 @@ pub struct Args {
 
 pub fn run(dir: &Path, args: Args) -> Result<ExitCode> {
     // History is readable even when the specs are broken: use what the instance file gives, if any.
-    let (specs, _) = crate::spec::load::load(dir);
-    let data = DataDir::of(&specs);
-    let tz = specs
-        .instance
-        .as_ref()
-        .map_or(Tz::UTC, |i| i.timezone.value);
+    let (data, tz) = match Instance::open(dir) {
+        Ok(i) => (i.data, i.tz),
+        Err(_) => (DataDir::new(dir.join("data")), Tz::UTC),
+    };
     let db = data.state_db();
     let (applies, syncs) = if db.exists() {
         let conn = state::open_for_reading(&db)?;

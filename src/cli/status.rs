@@ -2,6 +2,7 @@
 //! tasks, and whether the specs have changes not applied yet.
 
 use super::output::{self, Format, TextTable};
+use crate::instance::{DataDir, Instance};
 use crate::plan::{self, PlanError, Summary};
 use crate::spec::schedule::Schedule;
 use crate::state::{self, report};
@@ -69,17 +70,15 @@ pub fn run(dir: &Path, args: Args) -> Result<ExitCode> {
         ),
         Err(e) => return Err(e.into()),
     };
-    // The state location comes from the specs; with broken specs fall back to the default layout.
-    let (data, tz, instance) = match &desired {
-        Some(d) => {
-            let inst = d.specs.instance.as_ref();
-            (
-                d.data.clone(),
-                inst.map_or(Tz::UTC, |i| i.timezone.value),
-                inst.map_or(String::new(), |i| i.name.value.clone()),
-            )
-        }
-        None => (plan::DataDir(dir.join("data")), Tz::UTC, String::new()),
+    // The state location comes from the instance file (it may load when other specs are broken);
+    // without a usable one, from the default layout.
+    let instance = match desired {
+        Some(d) => Ok(d.instance),
+        None => Instance::open(dir),
+    };
+    let (data, tz, instance) = match instance {
+        Ok(i) => (i.data, i.tz, i.name),
+        Err(_) => (DataDir::new(dir.join("data")), Tz::UTC, String::new()),
     };
     let db = data.state_db();
     let mut status = if db.exists() {
@@ -101,12 +100,8 @@ pub fn run(dir: &Path, args: Args) -> Result<ExitCode> {
                     .to_string()
             });
     }
-    let layout = crate::orchestrator::Layout {
-        extracts: data.extracts(),
-        analytics: data.analytics(),
-    };
     let report = Report {
-        analytics_problems: crate::orchestrator::live_skipped(&layout),
+        analytics_problems: crate::orchestrator::live_skipped(&data),
         instance,
         daemon: crate::daemon::Presence::running(&data),
         timezone: tz.name().to_string(),

@@ -8,7 +8,7 @@
 
 use super::{file_stamp, fingerprint_of, Connector, ConnectorError, Scan, Session};
 use crate::quote;
-use crate::registered::TableDef;
+use crate::registry::registered::TableDef;
 use duckdb::Connection;
 use serde_json::Value;
 use std::path::{Path, PathBuf};

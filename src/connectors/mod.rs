@@ -18,7 +18,7 @@ pub mod keboola;
 
 use crate::contract::RemoteAttach;
 use crate::extensions::ExtensionStore;
-use crate::registered::{SourceDef, TableDef};
+use crate::registry::registered::{SourceDef, TableDef};
 use crate::spec::model::SourceType;
 use duckdb::Connection;
 use std::collections::HashSet;

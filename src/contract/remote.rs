@@ -37,27 +37,12 @@ pub struct RemotePolicy {
 }
 
 impl RemotePolicy {
-    /// The policy `instance` sets (`remote_attach`, `extensions`), with paths resolved against the
-    /// instance `root`.
-    pub fn of_instance(
-        instance: &crate::spec::model::InstanceSpec,
-        root: &std::path::Path,
-    ) -> Self {
-        let values = |v: &[crate::spec::decode::Located<String>]| -> Vec<String> {
-            v.iter().map(|e| e.value.clone()).collect()
-        };
-        let settings = instance.extensions.as_ref();
+    /// The policy `instance` sets (`remote_attach`, `extensions`).
+    pub fn of_instance(instance: &crate::instance::Instance) -> Self {
         RemotePolicy {
-            extensions: values(&instance.remote_extensions),
-            token_envs: values(&instance.remote_token_envs),
-            store: crate::extensions::ExtensionStore {
-                directory: settings
-                    .and_then(|e| e.directory.as_ref())
-                    .map(|d| root.join(&d.value)),
-                repository: settings
-                    .and_then(|e| e.repository.as_ref())
-                    .map(|r| crate::extensions::repository_at(root, &r.value)),
-            },
+            extensions: instance.remote_extensions.clone(),
+            token_envs: instance.remote_token_envs.clone(),
+            store: instance.extensions.clone(),
         }
     }
 }

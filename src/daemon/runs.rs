@@ -2,9 +2,10 @@
 //! its own thread (a run is blocking DuckDB work), visible while it runs and for a while after.
 
 use super::{rfc3339, Shared};
+use crate::exec;
 use crate::exec::scheduler::{Finished, Observer, Status};
-use crate::exec::{self, graph};
-use crate::plan::tasks::{Task, TaskKind};
+use crate::registry::dag;
+use crate::registry::task::{Task, TaskKind};
 use serde::Serialize;
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -279,7 +280,7 @@ fn task_view(f: &Finished) -> TaskView {
 }
 
 fn execute(shared: &Arc<Shared>, run_id: &str, req: Request) -> Result<exec::Outcome, String> {
-    let settings = shared.settings();
+    let instance = shared.instance();
     let registered = shared.snapshot().registered.clone();
     let opts = exec::Options {
         trigger: req.trigger.clone(),
@@ -295,8 +296,7 @@ fn execute(shared: &Arc<Shared>, run_id: &str, req: Request) -> Result<exec::Out
         run: run_id.to_string(),
         shared: shared.clone(),
     };
-    exec::execute(&settings.exec, registered, req.tasks, &opts, &mut observer)
-        .map_err(|e| e.to_string())
+    exec::execute(&instance, registered, req.tasks, &opts, &mut observer).map_err(|e| e.to_string())
 }
 
 /// Tasks for a sync of `tables` (ids), with what earlier applies left pending when `with_pending`.
@@ -308,17 +308,17 @@ pub fn sync_request(
     who: &str,
 ) -> Result<Request, String> {
     let snapshot = shared.snapshot();
-    let selection = graph::Selection {
+    let selection = dag::Selection {
         sources: Vec::new(),
         tables: tables.to_vec(),
     };
     let mut tasks = if tables.is_empty() {
         Vec::new()
     } else {
-        graph::sync_tasks(&snapshot.registered, &selection).map_err(|e| e.to_string())?
+        dag::sync_tasks(&snapshot.registered, &selection).map_err(|e| e.to_string())?
     };
     if with_pending {
-        tasks = graph::merge(tasks, &pending(shared)?);
+        tasks = dag::merge(tasks, &pending(shared)?);
     }
     Ok(Request {
         trigger: trigger.into(),

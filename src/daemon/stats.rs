@@ -5,7 +5,7 @@
 
 use super::runs::RunView;
 use crate::exec::scheduler::{Finished, Status};
-use crate::plan::tasks::TaskKind;
+use crate::registry::task::TaskKind;
 use std::collections::BTreeMap;
 use std::fmt::Write;
 use std::path::Path;

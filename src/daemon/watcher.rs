@@ -7,7 +7,7 @@
 //! serving. Only real differences are applied, so a stray event costs one plan and nothing else.
 
 use super::runs::{self, Refused};
-use super::{rfc3339, Settings, Shared};
+use super::{rfc3339, Shared};
 use crate::diag::{render, Diagnostics, Severity};
 use crate::fslock::Lock;
 use crate::plan::{self, PlanError};
@@ -80,7 +80,7 @@ pub enum Applied {
     Applied {
         serial: i64,
         summary: String,
-        tasks: Vec<crate::plan::tasks::Task>,
+        tasks: Vec<crate::registry::task::Task>,
         /// Milliseconds spent validating, planning and writing the state.
         timings: [u64; 3],
     },
@@ -113,23 +113,12 @@ pub fn apply_once(shared: &Shared) -> Applied {
         );
         return Applied::Invalid(lines);
     }
-    match Settings::from_specs(&desired.specs, &shared.config) {
-        Ok(s) => {
-            if s.exec.data.0 != shared.data.0 {
-                tracing::warn!(
-                    "data_dir changed: the daemon keeps using the old one until it restarts"
-                );
-            }
-            shared.set_settings(Settings {
-                exec: crate::exec::Instance {
-                    data: shared.data.clone(),
-                    ..s.exec
-                },
-                ..s
-            });
-        }
-        Err(e) => return Applied::Failed(e.to_string()),
+    let mut instance = shared.config.applied_to(desired.instance.clone());
+    if instance.data != shared.data {
+        tracing::warn!("data_dir changed: the daemon keeps using the old one until it restarts");
     }
+    instance.data = shared.data.clone();
+    shared.set_instance(instance);
     let lock = match Lock::acquire(
         &shared.data.state_lock(),
         "pipeline daemon (watcher)",
@@ -286,7 +275,7 @@ async fn handle_change(shared: &Arc<Shared>) -> bool {
 }
 
 /// Runs what an apply queued (with anything left pending), waiting for busy tables to be free.
-async fn run_applied(shared: &Arc<Shared>, tasks: Vec<crate::plan::tasks::Task>) {
+async fn run_applied(shared: &Arc<Shared>, tasks: Vec<crate::registry::task::Task>) {
     let mut changes = shared.runs.changes();
     loop {
         let pending = match tokio::task::block_in_place(|| runs::pending(shared)) {
@@ -299,7 +288,7 @@ async fn run_applied(shared: &Arc<Shared>, tasks: Vec<crate::plan::tasks::Task>)
         let req = runs::Request {
             trigger: "watcher".into(),
             who: "watcher".into(),
-            tasks: crate::exec::graph::merge(tasks.clone(), &pending),
+            tasks: crate::registry::dag::merge(tasks.clone(), &pending),
         };
         match shared.runs.start(shared, req) {
             Ok(_) | Err(Refused::Nothing) => return,
@@ -396,7 +385,7 @@ pub async fn run(shared: Arc<Shared>) {
         tracing::warn!(error = %e, "cannot watch the instance root");
     }
     add_watches(&mut watcher, &root, &mut watched);
-    if let Err(e) = watcher.watch(&shared.data.0.join("state"), RecursiveMode::NonRecursive) {
+    if let Err(e) = watcher.watch(&shared.data.state_dir(), RecursiveMode::NonRecursive) {
         tracing::warn!(error = %e, "cannot watch the state; applies from a shell show after a restart");
     }
     let debounce = shared.config.debounce;

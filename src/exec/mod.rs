@@ -1,21 +1,18 @@
-//! Running tasks (DESIGN.md §8): [`graph`] decides which tasks a run has and in which order,
-//! [`scheduler`] runs them in parallel on tokio, [`work`] is what each task does, [`progress`] shows
+//! Running tasks (DESIGN.md §8): [`crate::registry::dag`] decides which tasks a run has and in
+//! which order, [`scheduler`] runs them in parallel on tokio, [`work`] is what each task does, [`progress`] shows
 //! it. [`execute`] ties them together: it takes the data locks, runs the DAG, publishes (or drops)
 //! the staged analytics file, and records the run in the state.
 
 pub mod downstream;
-pub mod graph;
 pub mod progress;
 pub mod scheduler;
 pub mod work;
 
 use crate::contract::RemotePolicy;
 use crate::fslock::{self, Lock};
-use crate::orchestrator::Layout;
-use crate::plan::tasks::{Task, TaskKind};
-use crate::plan::DataDir;
-use crate::registered::Registered;
-use crate::spec::Specs;
+use crate::instance::Instance;
+use crate::registry::registered::Registered;
+use crate::registry::task::{Task, TaskKind};
 use crate::state::{self, sync};
 use scheduler::{Finished, Observer, Status};
 use std::path::{Path, PathBuf};
@@ -31,51 +28,6 @@ pub enum ExecError {
     Lock(#[from] fslock::LockError),
     #[error("{0}")]
     Setup(String),
-}
-
-/// What a run needs to know about the instance.
-#[derive(Clone, Debug)]
-pub struct Instance {
-    pub root: PathBuf,
-    /// Absolute.
-    pub data: DataDir,
-    pub policy: RemotePolicy,
-    pub concurrency: usize,
-}
-
-impl Instance {
-    pub fn from_specs(specs: &Specs) -> Result<Instance, ExecError> {
-        let data = DataDir::of(specs);
-        std::fs::create_dir_all(&data.0)
-            .map_err(|e| ExecError::Setup(format!("{}: {e}", data.0.display())))?;
-        let abs = std::fs::canonicalize(&data.0)
-            .map_err(|e| ExecError::Setup(format!("{}: {e}", data.0.display())))?;
-        let root = std::fs::canonicalize(&specs.root).unwrap_or_else(|_| specs.root.clone());
-        let (policy, concurrency) = match &specs.instance {
-            Some(i) => (
-                RemotePolicy::of_instance(i, &root),
-                i.defaults.concurrency.max(1) as usize,
-            ),
-            None => (RemotePolicy::default(), 4),
-        };
-        Ok(Instance {
-            root,
-            data: DataDir(abs),
-            policy,
-            concurrency,
-        })
-    }
-
-    pub fn layout(&self) -> Layout {
-        Layout {
-            extracts: self.data.extracts(),
-            analytics: self.data.analytics(),
-        }
-    }
-
-    fn locks(&self) -> PathBuf {
-        self.data.0.join("state/locks")
-    }
 }
 
 pub struct Options {
@@ -209,7 +161,7 @@ pub fn execute(
             continue;
         }
         held.push(Lock::acquire(
-            &inst.locks().join(format!("source-{s}.lock")),
+            &inst.data.source_lock(s),
             &format!("pipeline {}", opts.trigger),
             opts.lock_timeout,
             |h| {
@@ -227,16 +179,14 @@ pub fn execute(
         work::Context::new(
             work::ContextParts {
                 root: inst.root.clone(),
-                layout: inst.layout(),
-                locks_dir: inst.locks(),
+                data: inst.data.clone(),
                 registered,
-                policy: inst.policy.clone(),
+                policy: RemotePolicy::of_instance(inst),
                 previous: before.previous,
                 owners: before.owners,
                 full_refresh: opts.full_refresh,
                 accept_schema: opts.accept_schema.clone(),
                 lock_timeout: opts.lock_timeout,
-                temp_dir: inst.data.0.join("tmp"),
             },
             cancel.clone(),
         )

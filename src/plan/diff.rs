@@ -1,7 +1,7 @@
 //! Desired vs recorded objects → the changes apply would make.
 
 use super::impact::{Impact, Label};
-use super::object::{Kind, Object, Objects};
+use crate::registry::document::{Kind, Object, Objects};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
@@ -172,8 +172,8 @@ fn field_changes(have: &Object, want: &Object) -> Vec<FieldChange> {
 
 #[cfg(test)]
 mod tests {
-    use super::super::object::index;
     use super::*;
+    use crate::registry::document::index;
     use serde_json::json;
 
     fn table(id: &str, fields: Value) -> Object {

@@ -5,8 +5,8 @@
 
 use super::{StateError, StateResult};
 use crate::plan::diff::{Action, Change};
-use crate::plan::object::{Kind, Object, Objects};
 use crate::plan::Plan;
+use crate::registry::document::{Kind, Object, Objects};
 use duckdb::{params, Connection, Transaction};
 use serde_json::{Map, Value};
 use std::path::Path;

@@ -6,7 +6,7 @@
 
 use super::StateResult;
 use crate::extract::Previous;
-use crate::plan::tasks::{Task, TaskKind};
+use crate::registry::task::{Task, TaskKind};
 use duckdb::{params, Connection};
 use std::collections::{BTreeMap, HashMap};
 

@@ -2,8 +2,8 @@
 //! documented, limited to what the caller may read.
 
 use super::{blocking, ApiError, ApiResult, AppState, Auth};
-use crate::plan::object::Kind;
-use crate::registered::Registered;
+use crate::registry::document::Kind;
+use crate::registry::registered::Registered;
 use crate::state::auth::{Caller, ADMIN_GROUP};
 use axum::extract::{Path, State};
 use axum::Json;
@@ -246,7 +246,7 @@ pub(super) fn metric_visible(
     })
 }
 
-fn metric_json(o: &crate::plan::object::Object) -> Value {
+fn metric_json(o: &crate::registry::document::Object) -> Value {
     let mut v = Value::Object(o.fields().clone());
     if let Some(m) = v.as_object_mut() {
         m.insert("id".into(), json!(o.id));

@@ -327,7 +327,7 @@ fn rejection(status: StatusCode, headers: &HeaderMap, text: String) -> (&'static
 }
 
 async fn health(State(shared): State<AppState>, headers: HeaderMap) -> ApiResult<Response> {
-    if !shared.settings().server.public_health {
+    if !shared.instance().server.public_health {
         authenticate(&shared, &headers).await?;
     }
     let status = if shared.shutting_down() {
@@ -344,7 +344,7 @@ async fn health(State(shared): State<AppState>, headers: HeaderMap) -> ApiResult
 }
 
 async fn prometheus(State(shared): State<AppState>, headers: HeaderMap) -> ApiResult<Response> {
-    if !shared.settings().server.public_metrics {
+    if !shared.instance().server.public_metrics {
         authenticate(&shared, &headers).await?;
     }
     let uptime = (chrono::Utc::now() - shared.started_at).num_milliseconds() as f64 / 1000.0;
@@ -360,7 +360,7 @@ async fn prometheus(State(shared): State<AppState>, headers: HeaderMap) -> ApiRe
 }
 
 async fn status(State(shared): State<AppState>, Auth(caller): Auth) -> ApiResult<Json<Value>> {
-    let settings = shared.settings();
+    let instance = shared.instance();
     let snapshot = shared.snapshot();
     let next = shared
         .next_runs
@@ -422,9 +422,9 @@ async fn status(State(shared): State<AppState>, Auth(caller): Auth) -> ApiResult
         .filter_map(|r| filter.apply(r))
         .collect();
     Ok(Json(json!({
-        "instance": settings.name,
+        "instance": instance.name,
         "version": env!("CARGO_PKG_VERSION"),
-        "timezone": settings.tz.name(),
+        "timezone": instance.tz.name(),
         "started_at": rfc3339(shared.started_at),
         "shutting_down": shared.shutting_down(),
         "user": caller.user,
@@ -548,7 +548,7 @@ async fn trigger(
 }
 
 /// 403 for a table outside the caller's groups, saying which groups may read it.
-pub fn forbidden_table(t: &crate::registered::TableDef, caller: &Caller) -> ApiError {
+pub fn forbidden_table(t: &crate::registry::registered::TableDef, caller: &Caller) -> ApiError {
     let groups = if caller.groups.is_empty() {
         "no group".to_string()
     } else {
@@ -600,7 +600,7 @@ fn parse_selection(v: &Value) -> ApiResult<(Option<Vec<String>>, Option<String>)
 async fn due_tables(shared: &Arc<Shared>) -> ApiResult<Vec<String>> {
     let s = shared.clone();
     let last = blocking(move || Ok(super::scheduler::last_attempts(&s))).await?;
-    let tz = shared.settings().tz;
+    let tz = shared.instance().tz;
     let now = shared.clock.now();
     Ok(shared
         .snapshot()
@@ -676,13 +676,13 @@ async fn run(
 /// (or, without tables, tasks) the caller may read is answered like an unknown run: its existence is
 /// not disclosed.
 struct RunFilter<'a> {
-    reg: &'a crate::registered::Registered,
+    reg: &'a crate::registry::registered::Registered,
     caller: &'a Caller,
     readable: std::collections::BTreeSet<String>,
 }
 
 impl<'a> RunFilter<'a> {
-    fn new(reg: &'a crate::registered::Registered, caller: &'a Caller) -> Self {
+    fn new(reg: &'a crate::registry::registered::Registered, caller: &'a Caller) -> Self {
         RunFilter {
             reg,
             caller,

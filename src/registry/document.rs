@@ -1,5 +1,5 @@
-//! Registered objects as plan/apply sees them: one canonical JSON document per source, table,
-//! transform and metric, with every default resolved.
+//! Registered objects as documents: one canonical JSON document per source, table, transform and
+//! metric, with every default resolved.
 //!
 //! The desired side is built from the specs; the recorded side is the same document as stored in
 //! `system.duckdb` by the last apply. Diffing two documents field by field is the whole of "what
