@@ -25,4 +25,5 @@ pub mod redact;
 pub mod registry;
 pub mod spec;
 pub mod state;
+pub mod timestamp;
 pub mod value_json;

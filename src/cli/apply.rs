@@ -5,10 +5,10 @@
 use super::output::{self, Format};
 use crate::fslock::{self, Lock};
 use crate::instance::DataDir;
-use crate::plan::diff::Action;
 use crate::plan::{self, render, Plan};
+use crate::registry::document::Action;
 use crate::registry::document::Kind;
-use crate::state;
+use crate::state::{self, sync::read_before, StateStore};
 use anyhow::{bail, Context, Result};
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -117,11 +117,9 @@ pub fn run(dir: &Path, args: Args, quiet: bool) -> Result<ExitCode> {
     let mut out = anstream::stdout().lock();
     if !plan.has_changes() {
         // Nothing applied yet and nothing to apply (an instance of config only): nothing pending.
-        let state_db = desired.instance.data.state_db();
-        let pending = if state_db.exists() {
-            crate::state::sync::read_before(&*state::open_for_reading(&state_db)?)?.pending
-        } else {
-            Vec::new()
+        let pending = match StateStore::of(&desired.instance.data).read_if_exists()? {
+            Some(r) => read_before(&r)?.pending,
+            None => Vec::new(),
         };
         if !pending.is_empty() && !args.queue_only {
             drop(out);
@@ -171,9 +169,10 @@ pub fn run(dir: &Path, args: Args, quiet: bool) -> Result<ExitCode> {
     }
 
     let who = fslock::os_user();
-    let mut conn = state::open(&desired.instance.data.state_db())?;
-    let applied = state::registry::apply(&mut conn, &plan, &who)?;
-    drop(conn);
+    let applied = state::registry::apply(
+        &mut StateStore::of(&desired.instance.data).write()?,
+        &plan.write_set(&who),
+    )?;
 
     let purged = if args.purge {
         purge(&desired.instance.data, &plan)?
@@ -236,8 +235,7 @@ fn run_tasks(
     let mut inst = desired.instance.clone();
     inst.create_data_dir()?;
     let reg = crate::registry::registered::Registered::from_objects(&desired.objects)?;
-    let pending =
-        crate::state::sync::read_before(&*state::open_for_reading(&inst.data.state_db())?)?.pending;
+    let pending = read_before(&StateStore::of(&inst.data).read()?)?.pending;
     let tasks = crate::registry::dag::merge(tasks, &pending);
     let opts = crate::exec::Options::cli(
         "apply",
@@ -264,7 +262,7 @@ fn check_saved(plan: &Plan, desired: &plan::Desired) -> Result<()> {
             short(&digest)
         );
     }
-    let serial = state::registry::read_serial(&desired.instance.data.state_db())?;
+    let serial = StateStore::of(&desired.instance.data).serial()?;
     if serial != plan.state_serial {
         bail!(
             "stale plan: it was made at state serial {} but the state is at serial {serial} (another apply \

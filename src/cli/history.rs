@@ -3,7 +3,7 @@
 use super::output::{self, Format, TextTable};
 use super::status::local;
 use crate::instance::{DataDir, Instance};
-use crate::state::{self, report};
+use crate::state::{report, StateStore};
 use anyhow::Result;
 use chrono_tz::Tz;
 use std::io::Write;
@@ -34,12 +34,9 @@ pub fn run(dir: &Path, args: Args) -> Result<ExitCode> {
         Ok(i) => (i.data, i.tz),
         Err(_) => (DataDir::new(dir.join("data")), Tz::UTC),
     };
-    let db = data.state_db();
-    let (applies, syncs) = if db.exists() {
-        let conn = state::open_for_reading(&db)?;
-        report::history(&conn, args.limit, args.table.as_deref())?
-    } else {
-        (Vec::new(), Vec::new())
+    let (applies, syncs) = match StateStore::of(&data).read_if_exists()? {
+        Some(r) => report::history(&r, args.limit, args.table.as_deref())?,
+        None => (Vec::new(), Vec::new()),
     };
     let mut out = anstream::stdout().lock();
     if args.format == Format::Json {

@@ -8,6 +8,7 @@ use crate::registry::dag;
 use crate::registry::document::Objects;
 use crate::registry::registered::Registered;
 use crate::registry::task::Task;
+use crate::state::{sync::read_before, StateStore};
 use anyhow::{bail, Context, Result};
 use std::io::Write;
 use std::path::Path;
@@ -94,15 +95,14 @@ pub(super) fn registered(dir: &Path, quiet: bool) -> Result<(Instance, Registere
         None => output::instance(dir)?,
     };
     inst.create_data_dir()?;
-    let state = inst.data.state_db();
+    let state = StateStore::of(&inst.data);
     if !state.exists() {
         return Ok((inst, Registered::default()));
     }
     if let (Some(note), false) = (drift, quiet) {
         eprintln!("note: {note}");
     }
-    let (_, objects) = crate::state::registry::read_recorded(&state, &Objects::new())?;
-    let reg = Registered::from_objects(&objects)?;
+    let reg = Registered::from_objects(&state.recorded(&Objects::new())?.objects)?;
     Ok((inst, reg))
 }
 
@@ -122,16 +122,14 @@ pub fn run(dir: &Path, args: Args, quiet: bool) -> Result<ExitCode> {
             );
         }
         // The run is recorded like any other (view ownership included).
-        drop(crate::state::open(&inst.data.state_db())?);
+        drop(StateStore::of(&inst.data).write()?);
     }
     let selection = dag::Selection {
         sources: args.source.clone(),
         tables: args.table.clone(),
     };
     let mut tasks = dag::sync_tasks(&reg, &selection)?;
-    let pending =
-        crate::state::sync::read_before(&*crate::state::open_for_reading(&inst.data.state_db())?)?
-            .pending;
+    let pending = read_before(&StateStore::of(&inst.data).read()?)?.pending;
     if selection.is_all() {
         tasks = dag::merge(tasks, &pending);
     } else if !pending.is_empty() && !quiet {

@@ -5,7 +5,7 @@ use super::output::{self, Format, TextTable};
 use crate::instance::{DataDir, Instance};
 use crate::plan::{self, PlanError, Summary};
 use crate::spec::schedule::Schedule;
-use crate::state::{self, report};
+use crate::state::{report, StateStore};
 use anyhow::Result;
 use chrono_tz::Tz;
 use serde::Serialize;
@@ -80,12 +80,10 @@ pub fn run(dir: &Path, args: Args) -> Result<ExitCode> {
         Ok(i) => (i.data, i.tz, i.name),
         Err(_) => (DataDir::new(dir.join("data")), Tz::UTC, String::new()),
     };
-    let db = data.state_db();
-    let mut status = if db.exists() {
-        let conn = state::open_for_reading(&db)?;
-        Some(report::status(&conn)?)
-    } else {
-        None
+    let store = StateStore::of(&data);
+    let mut status = match store.read_if_exists()? {
+        Some(r) => Some(report::status(&r)?),
+        None => None,
     };
     let now = chrono::Utc::now().with_timezone(&tz);
     for t in status.iter_mut().flat_map(|s| s.tables.iter_mut()) {
@@ -105,7 +103,7 @@ pub fn run(dir: &Path, args: Args) -> Result<ExitCode> {
         instance,
         daemon: crate::daemon::Presence::running(&data),
         timezone: tz.name().to_string(),
-        state: db.display().to_string(),
+        state: store.path().display().to_string(),
         specs: drift,
         status,
     };

@@ -2,7 +2,7 @@
 //! and the HTTP [`api`] on tokio, around one [`Shared`] view of the instance.
 //!
 //! The daemon never holds a DuckDB file open between operations: the state is opened per read or
-//! write (writers in this process take turns, see [`crate::state::open`]), analytics.duckdb is only
+//! write (readers and writers in this process take turns, see [`crate::state::StateStore`]), analytics.duckdb is only
 //! ever opened read-only, and runs write their files aside and rename them. So `pipeline plan`,
 //! `apply`, `run` and `query` from a shell keep working while it runs.
 
@@ -20,11 +20,12 @@ use crate::instance::{DataDir, Instance, InstanceError};
 use crate::registry::document::Objects;
 use crate::registry::registered::Registered;
 use crate::spec::model::MissedRuns;
+use crate::state::StateStore;
 use chrono::{DateTime, Utc};
 use clock::Clock;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 use tokio::sync::{watch, Notify};
@@ -88,6 +89,8 @@ pub struct WatcherStatus {
 pub struct Shared {
     pub root: PathBuf,
     pub data: DataDir,
+    /// The instance's state (only ever opened per operation).
+    pub state: StateStore,
     pub clock: Clock,
     pub started_at: DateTime<Utc>,
     pub config: Config,
@@ -140,19 +143,16 @@ impl Shared {
 
     /// Reads the registry from the state again.
     pub fn reload_snapshot(&self) -> Result<(), DaemonError> {
-        let snapshot = read_snapshot(&self.data.state_db())?;
+        let snapshot = read_snapshot(&self.state)?;
         self.set_snapshot(snapshot);
         self.reload.notify_one();
         Ok(())
     }
-
-    pub fn state_db(&self) -> PathBuf {
-        self.data.state_db()
-    }
 }
 
-fn read_snapshot(state: &Path) -> Result<Snapshot, DaemonError> {
-    let (serial, objects) = crate::state::registry::read_recorded(state, &Objects::new())?;
+fn read_snapshot(state: &StateStore) -> Result<Snapshot, DaemonError> {
+    let recorded = state.recorded(&Objects::new())?;
+    let (serial, objects) = (recorded.serial, recorded.objects);
     let registered =
         Registered::from_objects(&objects).map_err(|e| DaemonError::Setup(e.to_string()))?;
     Ok(Snapshot {
@@ -181,8 +181,9 @@ pub fn run(cfg: Config) -> Result<(), DaemonError> {
     let listen = cfg.listen.unwrap_or_else(|| instance.listen_addr());
     let data = instance.data.clone();
     // Create (or migrate) the state before anything reads it.
-    drop(crate::state::open(&data.state_db())?);
-    let snapshot = read_snapshot(&data.state_db())?;
+    let state = StateStore::of(&data);
+    drop(state.write()?);
+    let snapshot = read_snapshot(&state)?;
     let clock = Clock::from_env();
     if clock.scale() != 1.0 {
         tracing::warn!(
@@ -194,6 +195,7 @@ pub fn run(cfg: Config) -> Result<(), DaemonError> {
     let shared = Arc::new(Shared {
         root: instance.root.clone(),
         data,
+        state,
         clock,
         started_at: Utc::now(),
         config: cfg.clone(),
@@ -208,7 +210,7 @@ pub fn run(cfg: Config) -> Result<(), DaemonError> {
         token_use: Mutex::new(Default::default()),
         queries: Arc::new(limits::QueryGate::default()),
     });
-    shared.stats.load_last_success(&shared.state_db());
+    shared.stats.load_last_success(&shared.state);
 
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -266,7 +268,7 @@ async fn serve(shared: Arc<Shared>, listen: SocketAddr) -> Result<(), DaemonErro
     let written = serde_json::to_string_pretty(&Presence {
         pid: std::process::id(),
         url: format!("http://{local}"),
-        started_at: rfc3339(shared.started_at),
+        started_at: crate::timestamp::rfc3339(shared.started_at),
         version: env!("CARGO_PKG_VERSION").into(),
     })
     .map_err(std::io::Error::other)
@@ -356,9 +358,4 @@ impl Presence {
             || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM);
         alive.then_some(p)
     }
-}
-
-/// RFC 3339 in UTC, as the API reports times.
-pub fn rfc3339(t: DateTime<Utc>) -> String {
-    t.format("%Y-%m-%dT%H:%M:%S%.3fZ").to_string()
 }

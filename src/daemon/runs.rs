@@ -1,11 +1,12 @@
 //! Runs started by the daemon (schedule, watcher, API): at most one run per table at a time, each on
 //! its own thread (a run is blocking DuckDB work), visible while it runs and for a while after.
 
-use super::{rfc3339, Shared};
+use super::Shared;
 use crate::exec;
 use crate::exec::scheduler::{Finished, Observer, Status};
 use crate::registry::dag;
 use crate::registry::task::{Task, TaskKind};
+use crate::timestamp::rfc3339;
 use serde::Serialize;
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -329,10 +330,10 @@ pub fn sync_request(
 
 /// Tasks an apply queued that no run has done yet.
 pub fn pending(shared: &Shared) -> Result<Vec<Task>, String> {
-    let conn = crate::state::open_for_reading(&shared.state_db()).map_err(|e| e.to_string())?;
-    Ok(crate::state::sync::read_before(&conn)
-        .map_err(|e| e.to_string())?
-        .pending)
+    let read = || -> Result<Vec<Task>, crate::state::StateError> {
+        Ok(crate::state::sync::read_before(&shared.state.read()?)?.pending)
+    };
+    read().map_err(|e| e.to_string())
 }
 
 /// Logs a daemon run's tasks and feeds the metrics.

@@ -39,10 +39,7 @@ pub fn next_after(schedule: &str, after: DateTime<Utc>, tz: Tz) -> Option<DateTi
 
 /// When each table was last synced or attempted, from the state.
 pub fn last_attempts(shared: &Shared) -> BTreeMap<String, DateTime<Utc>> {
-    let read = || -> Result<_, crate::state::StateError> {
-        let conn = crate::state::open_for_reading(&shared.state_db())?;
-        crate::state::report::last_attempts(&conn)
-    };
+    let read = || crate::state::report::last_attempts(&shared.state.read()?);
     match read() {
         Ok(rows) => rows
             .into_iter()

@@ -17,7 +17,7 @@
 //! analytics.duckdb, else the extract's Parquet): missing ones are reported as warnings, because the
 //! next extract would fail on them.
 
-use super::diff::{Action, Change};
+use super::diff::Change;
 use super::{Desired, Plan, Summary};
 use crate::contract::{ExtractDir, RemotePolicy};
 use crate::diag::source::Span;
@@ -25,7 +25,7 @@ use crate::instance::DataDir;
 use crate::metrics;
 use crate::orchestrator;
 use crate::quote;
-use crate::registry::document::{Kind, Object, Objects};
+use crate::registry::document::{Action, Kind, Object, Objects};
 use crate::spec::Specs;
 use duckdb::Connection;
 use serde::{Deserialize, Serialize};

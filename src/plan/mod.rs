@@ -17,14 +17,13 @@ pub mod work;
 use crate::diag::Diagnostics;
 use crate::instance::Instance;
 use crate::registry::dag;
-use crate::registry::document::{self, Kind, Objects};
+use crate::registry::document::{self, Action, Kind, Objects};
 use crate::registry::registered::{Malformed, Registered};
 use crate::registry::task::Task;
 use crate::spec::{self, Specs};
-use crate::state;
-use diff::{Action, Change};
+use crate::state::{self, registry::Recorded, registry::WriteSet, StateStore};
+use diff::Change;
 use serde::{Deserialize, Serialize};
-use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
 /// Version of the saved-plan JSON; bumped on incompatible changes.
@@ -88,6 +87,29 @@ impl Plan {
             .filter(|c| c.kind == Kind::Source && c.action == Action::Delete)
             .map(|c| c.id.clone())
             .collect()
+    }
+
+    /// What applying this plan writes to the state, as `who`.
+    pub fn write_set(&self, who: &str) -> WriteSet {
+        WriteSet {
+            expected_serial: self.state_serial,
+            spec_digest: self.spec_digest.clone(),
+            writes: self
+                .changes
+                .iter()
+                .map(|c| state::registry::ObjectWrite {
+                    kind: c.kind,
+                    id: c.id.clone(),
+                    action: c.action,
+                    object: c.object.clone(),
+                    before: c.before.clone(),
+                    detail: serde_json::to_value(&c.fields).expect("field changes serialize"),
+                })
+                .collect(),
+            tasks: self.tasks.clone(),
+            record: serde_json::to_string(self).expect("plans serialize"),
+            who: who.to_string(),
+        }
     }
 
     pub fn has_changes(&self) -> bool {
@@ -182,49 +204,16 @@ fn finish_desired(
     })
 }
 
-/// The recorded side: what the state says, as far as a plan needs it.
-#[derive(Clone, Debug, Default)]
-pub struct Recorded {
-    /// The apply serial (0 for no state).
-    pub serial: i64,
-    /// The registered objects.
-    pub objects: Objects,
-    /// Tables whose last extract failed: a change to one queues its extract again, so fixing the
-    /// spec that made it fail is tried at once.
-    pub failed_extracts: BTreeSet<String>,
-}
-
-impl Recorded {
-    /// Reads the recorded side from a state connection.
-    pub fn read(conn: &duckdb::Connection, known: &Objects) -> Result<Recorded, PlanError> {
-        Ok(Recorded {
-            serial: state::serial(conn)?,
-            objects: state::registry::recorded(conn, known)?,
-            failed_extracts: state::report::failed_extracts(conn)?,
-        })
-    }
-
-    fn of(path: &Path, known: &Objects) -> Result<Recorded, PlanError> {
-        if !path.exists() {
-            return Ok(Recorded::default());
-        }
-        let conn = state::open_for_reading(path)?;
-        Recorded::read(&conn, known)
-    }
-}
-
 /// [`desired`] and the recorded state, read through the DuckDB instance validation already started
 /// (a no-op plan costs little more than `validate`). For reading only: apply re-reads the state under
 /// its lock.
 pub fn desired_and_recorded(root: &Path) -> Result<(Desired, Recorded), PlanError> {
     let (specs, analysis, diags, conn) = spec::check_keeping_db(root);
     let desired = finish_desired(specs, &analysis, diags)?;
-    let db = desired.instance.data.state_db();
+    let store = StateStore::of(&desired.instance.data);
     let recorded = match conn {
-        Some(conn) if db.exists() && state::attach_for_reading(&conn, &db)? => {
-            Recorded::read(&conn, &desired.objects)?
-        }
-        _ => Recorded::of(&db, &desired.objects)?,
+        Some(conn) => store.recorded_through(conn, &desired.objects)?,
+        None => store.recorded(&desired.objects)?,
     };
     Ok((desired, recorded))
 }
@@ -232,7 +221,7 @@ pub fn desired_and_recorded(root: &Path) -> Result<(Desired, Recorded), PlanErro
 /// Plans `desired` against the recorded state. `targets` narrows the plan to the named objects (a
 /// source name includes its tables and transforms).
 pub fn against_state(desired: &Desired, targets: &[String]) -> Result<Plan, PlanError> {
-    let recorded = Recorded::of(&desired.instance.data.state_db(), &desired.objects)?;
+    let recorded = StateStore::of(&desired.instance.data).recorded(&desired.objects)?;
     against(desired, &recorded, targets)
 }
 

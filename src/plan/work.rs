@@ -2,9 +2,9 @@
 //! extract again, which sources' views to rebuild, why analytics is published, which metrics to
 //! check.
 
-use super::diff::{Action, Change};
+use super::diff::Change;
 use crate::registry::dag::{Occasion, Work};
-use crate::registry::document::Kind;
+use crate::registry::document::{Action, Kind};
 use crate::registry::registered::Registered;
 use std::collections::BTreeSet;
 

@@ -87,6 +87,29 @@ impl std::fmt::Display for Kind {
     }
 }
 
+/// What happens to an object: plans propose it, the state records it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Action {
+    Create,
+    Update,
+    /// Delete and create again: the change forces its data to be rebuilt from scratch.
+    Replace,
+    Delete,
+}
+
+impl Action {
+    /// Terraform's markers, which many readers already know.
+    pub fn symbol(self) -> &'static str {
+        match self {
+            Action::Create => "+",
+            Action::Update => "~",
+            Action::Replace => "-/+",
+            Action::Delete => "-",
+        }
+    }
+}
+
 /// One registered object.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Object {
