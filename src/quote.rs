@@ -1,5 +1,5 @@
 //! SQL text from checked parts. Every identifier and literal the engine splices into SQL goes through
-//! here: identifiers only after [`names::is_identifier`](crate::names::is_identifier) accepted
+//! here: identifiers only after [`names::is_identifier`] accepted
 //! them, literals with their quotes doubled. Nothing else builds SQL from names or paths.
 
 use crate::names;
