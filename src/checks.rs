@@ -2,7 +2,7 @@
 //! new data before it replaces the old, so a failing check keeps the previous data and fails the task.
 
 use crate::quote;
-use crate::registered::Check;
+use crate::registry::registered::Check;
 use duckdb::Connection;
 
 /// Runs `checks` against `relation` (anything selectable). The error says which check failed, how

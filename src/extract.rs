@@ -16,7 +16,7 @@ use crate::connectors::{Connector, ConnectorError, Scan, Session};
 use crate::contract::schema::{self, Change, Column};
 use crate::contract::{sync_dir, ExtractDir, LocalData};
 use crate::quote;
-use crate::registered::{Filter, SourceDef, TableDef};
+use crate::registry::registered::{Filter, SourceDef, TableDef};
 use crate::spec::model::{Granularity, SchemaChanges, SyncMode};
 use duckdb::Connection;
 use std::io::Read;
@@ -1026,8 +1026,8 @@ fn md5_of(data: &LocalData) -> Result<String, ExtractError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::plan::object::{index, Kind, Object};
-    use crate::registered::Registered;
+    use crate::registry::document::{index, Kind, Object};
+    use crate::registry::registered::Registered;
     use serde_json::json;
 
     fn registered(dir: &Path, sync: serde_json::Value) -> Registered {

@@ -1,8 +1,8 @@
 //! SQL text from checked parts. Every identifier and literal the engine splices into SQL goes through
-//! here: identifiers only after [`names::is_identifier`](crate::spec::names::is_identifier) accepted
+//! here: identifiers only after [`names::is_identifier`] accepted
 //! them, literals with their quotes doubled. Nothing else builds SQL from names or paths.
 
-use crate::spec::names;
+use crate::names;
 use std::path::Path;
 
 /// A double-quoted identifier, or `None` when `name` is not a safe identifier.

@@ -1,7 +1,7 @@
 //! `pipeline admin`: API tokens (and the users and groups they belong to).
 
 use super::output::{Format, TextTable};
-use crate::state::{self, auth};
+use crate::state::{auth, StateStore};
 use anyhow::{bail, Result};
 use std::io::Write;
 use std::path::Path;
@@ -59,17 +59,6 @@ enum TokenCommand {
     },
 }
 
-fn state_path(dir: &Path) -> Result<std::path::PathBuf> {
-    let (specs, _) = crate::spec::load::load(dir);
-    if specs.instance.is_none() {
-        bail!(
-            "no instance at {}: config/instance.yaml is missing or invalid",
-            dir.display()
-        );
-    }
-    Ok(crate::plan::DataDir::of(&specs).state_db())
-}
-
 fn valid_name(kind: &str, name: &str) -> Result<()> {
     let ok = !name.is_empty()
         && name.len() <= 128
@@ -84,8 +73,8 @@ fn valid_name(kind: &str, name: &str) -> Result<()> {
 
 pub fn run(dir: &Path, args: Args) -> Result<ExitCode> {
     let Command::Token(cmd) = args.command;
-    let path = state_path(dir)?;
-    let who = state::lock::os_user();
+    let store = StateStore::of(&super::output::instance(dir)?.data);
+    let who = crate::fslock::os_user();
     let mut out = anstream::stdout().lock();
     match cmd {
         TokenCommand::Create {
@@ -97,8 +86,7 @@ pub fn run(dir: &Path, args: Args) -> Result<ExitCode> {
             for g in &groups {
                 valid_name("group", g)?;
             }
-            let mut conn = state::open(&path)?;
-            let (info, secret) = auth::create_token(&mut conn, &user, &groups, &who)?;
+            let (info, secret) = auth::create_token(&mut store.write()?, &user, &groups, &who)?;
             match format {
                 Format::Json => writeln!(
                     out,
@@ -120,11 +108,11 @@ pub fn run(dir: &Path, args: Args) -> Result<ExitCode> {
             }
         }
         TokenCommand::List { format } => {
-            if !path.exists() {
+            let Some(r) = store.read_if_exists()? else {
                 bail!("there is no state yet: run `pipeline apply` first");
-            }
-            let conn = state::open_for_reading(&path)?;
-            let tokens = auth::list_tokens(&conn)?;
+            };
+            let tokens = auth::list_tokens(&r)?;
+            drop(r);
             match format {
                 Format::Json => writeln!(out, "{}", serde_json::to_string_pretty(&tokens)?)?,
                 Format::Human => {
@@ -157,13 +145,10 @@ pub fn run(dir: &Path, args: Args) -> Result<ExitCode> {
                 }
             }
         }
-        TokenCommand::Revoke { id } => {
-            let mut conn = state::open(&path)?;
-            match auth::revoke(&mut conn, &id, &who)? {
-                Some(t) => writeln!(out, "Revoked token {} of {}.", t.id, t.user)?,
-                None => bail!("no token `{id}`; `pipeline admin token list` shows the ids"),
-            }
-        }
+        TokenCommand::Revoke { id } => match auth::revoke(&mut store.write()?, &id, &who)? {
+            Some(t) => writeln!(out, "Revoked token {} of {}.", t.id, t.user)?,
+            None => bail!("no token `{id}`; `pipeline admin token list` shows the ids"),
+        },
     }
     Ok(ExitCode::SUCCESS)
 }

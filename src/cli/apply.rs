@@ -3,10 +3,12 @@
 //! publish, transforms, checks) unless `--queue-only`.
 
 use super::output::{self, Format};
-use crate::plan::diff::Action;
-use crate::plan::object::Kind;
-use crate::plan::{self, render, DataDir, Plan};
-use crate::state::{self, lock::StateLock};
+use crate::fslock::{self, Lock};
+use crate::instance::DataDir;
+use crate::plan::{self, render, Plan};
+use crate::registry::document::Action;
+use crate::registry::document::Kind;
+use crate::state::{self, sync::read_before, StateStore};
 use anyhow::{bail, Context, Result};
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -83,8 +85,8 @@ pub fn run(dir: &Path, args: Args, quiet: bool) -> Result<ExitCode> {
         );
     }
 
-    let lock = StateLock::acquire(
-        &desired.data.state_lock(),
+    let lock = Lock::acquire(
+        &desired.instance.data.state_lock(),
         "pipeline apply",
         args.lock_timeout,
         |holder| {
@@ -115,11 +117,9 @@ pub fn run(dir: &Path, args: Args, quiet: bool) -> Result<ExitCode> {
     let mut out = anstream::stdout().lock();
     if !plan.has_changes() {
         // Nothing applied yet and nothing to apply (an instance of config only): nothing pending.
-        let state_db = desired.data.state_db();
-        let pending = if state_db.exists() {
-            crate::state::sync::read_before(&*state::open_for_reading(&state_db)?)?.pending
-        } else {
-            Vec::new()
+        let pending = match StateStore::of(&desired.instance.data).read_if_exists()? {
+            Some(r) => read_before(&r)?.pending,
+            None => Vec::new(),
         };
         if !pending.is_empty() && !args.queue_only {
             drop(out);
@@ -168,17 +168,18 @@ pub fn run(dir: &Path, args: Args, quiet: bool) -> Result<ExitCode> {
         out = anstream::stdout().lock();
     }
 
-    let who = state::lock::os_user();
-    let mut conn = state::open(&desired.data.state_db())?;
-    let applied = state::registry::apply(&mut conn, &plan, &who)?;
-    drop(conn);
+    let who = fslock::os_user();
+    let applied = state::registry::apply(
+        &mut StateStore::of(&desired.instance.data).write()?,
+        &plan.write_set(&who),
+    )?;
 
     let purged = if args.purge {
-        purge(&desired.data, &plan)?
+        purge(&desired.instance.data, &plan)?
     } else {
         0
     };
-    crate::exec::retire_sources(&desired.data.extracts(), &plan.deleted_sources())
+    crate::exec::retire_sources(&desired.instance.data.extracts(), &plan.deleted_sources())
         .context("removing the extracts of deleted sources")?;
     match args.format {
         Format::Json => writeln!(
@@ -227,15 +228,15 @@ pub fn run(dir: &Path, args: Args, quiet: bool) -> Result<ExitCode> {
 fn run_tasks(
     dir: &Path,
     desired: &plan::Desired,
-    tasks: Vec<crate::plan::tasks::Task>,
+    tasks: Vec<crate::registry::task::Task>,
     args: &Args,
     quiet: bool,
 ) -> Result<ExitCode> {
-    let inst = crate::exec::Instance::from_specs(&desired.specs)?;
-    let reg = crate::registered::Registered::from_objects(&desired.objects)?;
-    let pending =
-        crate::state::sync::read_before(&*state::open_for_reading(&inst.data.state_db())?)?.pending;
-    let tasks = crate::exec::graph::merge(tasks, &pending);
+    let mut inst = desired.instance.clone();
+    inst.create_data_dir()?;
+    let reg = crate::registry::registered::Registered::from_objects(&desired.objects)?;
+    let pending = read_before(&StateStore::of(&inst.data).read()?)?.pending;
+    let tasks = crate::registry::dag::merge(tasks, &pending);
     let opts = crate::exec::Options::cli(
         "apply",
         args.jobs.map(usize::from),
@@ -261,7 +262,7 @@ fn check_saved(plan: &Plan, desired: &plan::Desired) -> Result<()> {
             short(&digest)
         );
     }
-    let serial = state::registry::read_serial(&desired.data.state_db())?;
+    let serial = StateStore::of(&desired.instance.data).serial()?;
     if serial != plan.state_serial {
         bail!(
             "stale plan: it was made at state serial {} but the state is at serial {serial} (another apply \
@@ -289,7 +290,7 @@ fn purge(data: &DataDir, plan: &Plan) -> Result<usize> {
             continue;
         };
         // Names were validated when they were applied; never follow anything else.
-        if !crate::spec::names::is_source_name(source) || !crate::spec::names::is_identifier(name) {
+        if !crate::names::is_source_name(source) || !crate::names::is_identifier(name) {
             continue;
         }
         let base = data.extracts().join(source).join("data");

@@ -1,9 +1,9 @@
 //! `pipeline graph`: the task DAG of a sync (or of a saved plan) as DOT, Mermaid or JSON.
 
 use super::output::{self, Format};
-use crate::exec::graph::{self, Selection};
 use crate::plan;
-use crate::registered::Registered;
+use crate::registry::dag::{self, Selection};
+use crate::registry::registered::Registered;
 use anyhow::Result;
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -54,14 +54,14 @@ pub fn run(dir: &Path, args: Args) -> Result<ExitCode> {
                 sources: args.source,
                 tables: args.table,
             };
-            graph::sync_tasks(&reg, &sel)?
+            dag::sync_tasks(&reg, &sel)?
         }
     };
     let text = match args.format {
-        GraphFormat::Dot => graph::dot(&tasks),
-        GraphFormat::Mermaid => graph::mermaid(&tasks),
+        GraphFormat::Dot => dag::dot(&tasks),
+        GraphFormat::Mermaid => dag::mermaid(&tasks),
         GraphFormat::Json => {
-            let (g, _) = graph::graph(&tasks);
+            let (g, _) = dag::graph(&tasks);
             let edges: Vec<_> = g
                 .edge_indices()
                 .filter_map(|e| g.edge_endpoints(e))

@@ -2,8 +2,8 @@
 
 use super::output::{self, Format, TextTable};
 use super::status::local;
-use crate::plan::DataDir;
-use crate::state::{self, report};
+use crate::instance::{DataDir, Instance};
+use crate::state::{report, StateStore};
 use anyhow::Result;
 use chrono_tz::Tz;
 use std::io::Write;
@@ -30,18 +30,13 @@ pub struct Args {
 
 pub fn run(dir: &Path, args: Args) -> Result<ExitCode> {
     // History is readable even when the specs are broken: use what the instance file gives, if any.
-    let (specs, _) = crate::spec::load::load(dir);
-    let data = DataDir::of(&specs);
-    let tz = specs
-        .instance
-        .as_ref()
-        .map_or(Tz::UTC, |i| i.timezone.value);
-    let db = data.state_db();
-    let (applies, syncs) = if db.exists() {
-        let conn = state::open_for_reading(&db)?;
-        report::history(&conn, args.limit, args.table.as_deref())?
-    } else {
-        (Vec::new(), Vec::new())
+    let (data, tz) = match Instance::open(dir) {
+        Ok(i) => (i.data, i.tz),
+        Err(_) => (DataDir::new(dir.join("data")), Tz::UTC),
+    };
+    let (applies, syncs) = match StateStore::of(&data).read_if_exists()? {
+        Some(r) => report::history(&r, args.limit, args.table.as_deref())?,
+        None => (Vec::new(), Vec::new()),
     };
     let mut out = anstream::stdout().lock();
     if args.format == Format::Json {

@@ -2,12 +2,13 @@
 
 use super::output::{self, Format};
 use super::query::{print_result, QueryFormat};
+use crate::contract::RemotePolicy;
 use crate::diag::{render, Diagnostics};
-use crate::exec::Instance;
 use crate::metrics::{self, Request};
-use crate::plan::{self, object::Kind};
+use crate::plan;
+use crate::registry::document::Kind;
 use crate::spec::model::MetricSpec;
-use crate::state;
+use crate::state::{self, StateStore};
 use anyhow::{bail, Context, Result};
 use std::collections::HashMap;
 use std::io::Write;
@@ -140,13 +141,11 @@ fn find<'a>(d: &'a plan::Desired, id: &str) -> Result<&'a MetricSpec> {
 
 /// The last check of each registered metric, when there is a state.
 fn last_checks(d: &plan::Desired) -> HashMap<String, state::sync::LastCheck> {
-    let path = d.data.state_db();
-    if !path.exists() {
-        return HashMap::new();
-    }
-    state::open_for_reading(&path)
-        .and_then(|c| state::sync::last_checks(&c))
-        .unwrap_or_default()
+    let read = || match StateStore::of(&d.instance.data).read_if_exists()? {
+        Some(r) => state::sync::last_checks(&r),
+        None => Ok(HashMap::new()),
+    };
+    read().unwrap_or_default()
 }
 
 fn text(t: &Option<crate::spec::decode::Located<String>>) -> String {
@@ -314,12 +313,12 @@ fn indent(s: &str) -> String {
 }
 
 fn live(d: &plan::Desired) -> Result<duckdb::Connection> {
-    let inst = Instance::from_specs(&d.specs)?;
-    let layout = inst.layout();
-    if !layout.analytics.is_file() {
+    let inst = &d.instance;
+    if !inst.data.analytics().is_file() {
         bail!("there is no analytics.duckdb yet: run `pipeline apply` (or `pipeline run`) first");
     }
-    let (conn, problems) = crate::orchestrator::open_live(&layout, &inst.policy)?;
+    let (conn, problems) =
+        crate::orchestrator::open_live(&inst.data, &RemotePolicy::of_instance(inst))?;
     for p in problems {
         eprintln!("warning: {p} (views that read through it will fail)");
     }
@@ -370,9 +369,12 @@ fn check(dir: &Path, ids: &[String], format: Format) -> Result<ExitCode> {
     }
     drop(conn);
     // Recorded for registered metrics (status and history show it); a busy state is not an error here.
-    let path = d.data.state_db();
-    if path.exists() {
-        if let Err(e) = state::open(&path).and_then(|c| state::sync::record_checks(&c, &results)) {
+    let store = StateStore::of(&d.instance.data);
+    if store.exists() {
+        if let Err(e) = store
+            .write()
+            .and_then(|w| state::sync::record_checks(&w, &results))
+        {
             eprintln!("note: the results were not recorded in the state: {e}");
         }
     }

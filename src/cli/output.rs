@@ -2,6 +2,7 @@
 //! durations and times.
 
 use crate::diag::{render, Diagnostics};
+use crate::instance::{Instance, InstanceError};
 use crate::plan::PlanError;
 use crate::spec::Specs;
 use anyhow::{bail, Result};
@@ -54,6 +55,17 @@ pub fn warnings(specs: &Specs, diags: &Diagnostics) {
         let mut err = anstream::stderr().lock();
         let _ = write!(err, "{}", render::human(diags, &specs.files));
     }
+}
+
+/// The instance at `dir`, from its instance file alone. When that is missing or invalid, its
+/// diagnostics are printed and the error says so.
+pub fn instance(dir: &std::path::Path) -> Result<Instance> {
+    Instance::open(dir).map_err(|e| {
+        if let InstanceError::Missing { specs, diags } = &e {
+            warnings(specs, diags);
+        }
+        e.into()
+    })
 }
 
 /// Parses `0`, `500ms`, `10s`, `2m`, `1h`.

@@ -1,7 +1,7 @@
 //! `pipeline query "SQL"`: run SQL on analytics.duckdb, read-only, with the attachments remote views
 //! need, and print the result as a table, CSV or JSON.
 
-use crate::exec::Instance;
+use crate::contract::RemotePolicy;
 use crate::orchestrator;
 use crate::value_json::json;
 use anyhow::{bail, Context, Result};
@@ -41,16 +41,8 @@ pub struct Args {
 }
 
 pub fn run(dir: &Path, args: Args) -> Result<ExitCode> {
-    let (specs, _) = crate::spec::load::load(dir);
-    if specs.instance.is_none() {
-        bail!(
-            "no instance at {}: config/instance.yaml is missing or invalid",
-            dir.display()
-        );
-    }
-    let inst = Instance::from_specs(&specs)?;
-    let layout = inst.layout();
-    if !layout.analytics.is_file() {
+    let inst = super::output::instance(dir)?;
+    if !inst.data.analytics().is_file() {
         bail!("there is no analytics.duckdb yet: run `pipeline run` (or `pipeline apply`) first");
     }
     let sql = if args.sql == "-" {
@@ -60,7 +52,7 @@ pub fn run(dir: &Path, args: Args) -> Result<ExitCode> {
     } else {
         args.sql.clone()
     };
-    let (conn, problems) = orchestrator::open_live(&layout, &inst.policy)?;
+    let (conn, problems) = orchestrator::open_live(&inst.data, &RemotePolicy::of_instance(&inst))?;
     for p in problems {
         eprintln!("warning: {p} (views that read through it will fail)");
     }

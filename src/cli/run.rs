@@ -2,11 +2,13 @@
 //! build the transforms, check the metrics — and report every failure at the end.
 
 use super::output::{self, Format};
-use crate::exec::{self, graph, progress, scheduler::Status, Instance, Options, Outcome};
-use crate::plan::object::Objects;
-use crate::plan::tasks::Task;
-use crate::registered::Registered;
-use crate::spec;
+use crate::exec::{self, progress, scheduler::Status, Options, Outcome};
+use crate::instance::Instance;
+use crate::registry::dag;
+use crate::registry::document::Objects;
+use crate::registry::registered::Registered;
+use crate::registry::task::Task;
+use crate::state::{sync::read_before, StateStore};
 use anyhow::{bail, Context, Result};
 use std::io::Write;
 use std::path::Path;
@@ -60,10 +62,10 @@ pub struct Args {
 /// The instance and what is registered in its state. Says so when the specs differ from what was
 /// applied: a run syncs what was applied.
 pub(super) fn registered(dir: &Path, quiet: bool) -> Result<(Instance, Registered)> {
-    let drift = match crate::plan::desired_and_recorded(dir) {
+    let (drift, declared) = match crate::plan::desired_and_recorded(dir) {
         Ok((desired, recorded)) => {
             let plan = crate::plan::against(&desired, &recorded, &[])?;
-            if recorded.serial == 0 {
+            let drift = if recorded.serial == 0 {
                 None
             } else {
                 plan.has_changes().then(|| {
@@ -74,32 +76,33 @@ pub(super) fn registered(dir: &Path, quiet: bool) -> Result<(Instance, Registere
                         s.add, s.change, s.destroy
                     )
                 })
-            }
+            };
+            (drift, Some(desired.instance))
         }
-        Err(crate::plan::PlanError::Invalid { .. }) => Some(
-            "the specs are invalid (`pipeline validate` says why); this run syncs what was applied"
-                .into(),
+        Err(crate::plan::PlanError::Invalid { .. }) => (
+            Some(
+                "the specs are invalid (`pipeline validate` says why); this run syncs what was \
+                 applied"
+                    .into(),
+            ),
+            None,
         ),
-        Err(_) => None,
+        Err(_) => (None, None),
     };
-    let (specs, diags) = spec::load::load(dir);
-    if specs.instance.is_none() {
-        output::warnings(&specs, &diags);
-        bail!(
-            "no instance at {}: config/instance.yaml is missing or invalid (`pipeline validate` says why)",
-            dir.display()
-        );
-    }
-    let inst = Instance::from_specs(&specs)?;
-    let state = inst.data.state_db();
+    // Valid specs declare the instance; otherwise its own file may still load.
+    let mut inst = match declared {
+        Some(i) => i,
+        None => output::instance(dir)?,
+    };
+    inst.create_data_dir()?;
+    let state = StateStore::of(&inst.data);
     if !state.exists() {
         return Ok((inst, Registered::default()));
     }
     if let (Some(note), false) = (drift, quiet) {
         eprintln!("note: {note}");
     }
-    let (_, objects) = crate::state::registry::read_recorded(&state, &Objects::new())?;
-    let reg = Registered::from_objects(&objects)?;
+    let reg = Registered::from_objects(&state.recorded(&Objects::new())?.objects)?;
     Ok((inst, reg))
 }
 
@@ -108,7 +111,7 @@ pub fn run(dir: &Path, args: Args, quiet: bool) -> Result<ExitCode> {
     if reg.tables.is_empty() && reg.transforms.is_empty() {
         // Extracts other tools wrote are published all the same (docs/engine.md); with none
         // either, there is nothing to do.
-        if !crate::orchestrator::has_extracts(&inst.layout()) {
+        if !crate::orchestrator::has_extracts(&inst.data) {
             bail!("nothing is registered yet: run `pipeline apply` first");
         }
         if !quiet && args.format == output::Format::Human {
@@ -119,18 +122,16 @@ pub fn run(dir: &Path, args: Args, quiet: bool) -> Result<ExitCode> {
             );
         }
         // The run is recorded like any other (view ownership included).
-        drop(crate::state::open(&inst.data.state_db())?);
+        drop(StateStore::of(&inst.data).write()?);
     }
-    let selection = graph::Selection {
+    let selection = dag::Selection {
         sources: args.source.clone(),
         tables: args.table.clone(),
     };
-    let mut tasks = graph::sync_tasks(&reg, &selection)?;
-    let pending =
-        crate::state::sync::read_before(&*crate::state::open_for_reading(&inst.data.state_db())?)?
-            .pending;
+    let mut tasks = dag::sync_tasks(&reg, &selection)?;
+    let pending = read_before(&StateStore::of(&inst.data).read()?)?.pending;
     if selection.is_all() {
-        tasks = graph::merge(tasks, &pending);
+        tasks = dag::merge(tasks, &pending);
     } else if !pending.is_empty() && !quiet {
         eprintln!(
             "note: {} task(s) left pending by an earlier apply are not part of this partial run; \
@@ -169,7 +170,7 @@ fn accepted_tables(
         };
         let extracted = tasks
             .iter()
-            .any(|x| x.kind == crate::plan::tasks::TaskKind::Extract && x.target == t.id);
+            .any(|x| x.kind == crate::registry::task::TaskKind::Extract && x.target == t.id);
         if !extracted {
             bail!(
                 "--accept-schema {name}: this run does not extract table `{}`; select it too (or run \
@@ -281,7 +282,7 @@ pub(super) fn report(o: &Outcome, format: Format, quiet: bool, dir: &Path) -> Re
     let publish = if o.published {
         "analytics.duckdb published"
     } else if o.tasks.iter().any(|f| {
-        f.task.kind == crate::plan::tasks::TaskKind::Publish && f.status == Status::Unchanged
+        f.task.kind == crate::registry::task::TaskKind::Publish && f.status == Status::Unchanged
     }) {
         "analytics.duckdb already up to date"
     } else {

@@ -6,7 +6,7 @@ use super::output;
 use crate::connectors::{self, DiscoveredTable, Session};
 use crate::metrics::import::scalar;
 use crate::plan;
-use crate::registered::Registered;
+use crate::registry::registered::Registered;
 use anyhow::{bail, Context, Result};
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -74,10 +74,10 @@ pub fn run(dir: &Path, args: Args) -> Result<ExitCode> {
             def.source_type
         );
     }
-    let inst = crate::exec::Instance::from_specs(&desired.specs)?;
+    let inst = &desired.instance;
     let connector = connectors::connector(def, &inst.root)?;
     let conn = duckdb::Connection::open_in_memory()?;
-    let session = Session::default().with_extensions(inst.policy.store.clone());
+    let session = Session::default().with_extensions(inst.extensions.clone());
     let mut tables = connector
         .discover(&conn, &session, bucket.as_deref())
         .context("listing the tables")?;

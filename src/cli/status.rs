@@ -2,9 +2,10 @@
 //! tasks, and whether the specs have changes not applied yet.
 
 use super::output::{self, Format, TextTable};
+use crate::instance::{DataDir, Instance};
 use crate::plan::{self, PlanError, Summary};
 use crate::spec::schedule::Schedule;
-use crate::state::{self, report};
+use crate::state::{report, StateStore};
 use anyhow::Result;
 use chrono_tz::Tz;
 use serde::Serialize;
@@ -69,24 +70,20 @@ pub fn run(dir: &Path, args: Args) -> Result<ExitCode> {
         ),
         Err(e) => return Err(e.into()),
     };
-    // The state location comes from the specs; with broken specs fall back to the default layout.
-    let (data, tz, instance) = match &desired {
-        Some(d) => {
-            let inst = d.specs.instance.as_ref();
-            (
-                d.data.clone(),
-                inst.map_or(Tz::UTC, |i| i.timezone.value),
-                inst.map_or(String::new(), |i| i.name.value.clone()),
-            )
-        }
-        None => (plan::DataDir(dir.join("data")), Tz::UTC, String::new()),
+    // The state location comes from the instance file (it may load when other specs are broken);
+    // without a usable one, from the default layout.
+    let instance = match desired {
+        Some(d) => Ok(d.instance),
+        None => Instance::open(dir),
     };
-    let db = data.state_db();
-    let mut status = if db.exists() {
-        let conn = state::open_for_reading(&db)?;
-        Some(report::status(&conn)?)
-    } else {
-        None
+    let (data, tz, instance) = match instance {
+        Ok(i) => (i.data, i.tz, i.name),
+        Err(_) => (DataDir::new(dir.join("data")), Tz::UTC, String::new()),
+    };
+    let store = StateStore::of(&data);
+    let mut status = match store.read_if_exists()? {
+        Some(r) => Some(report::status(&r)?),
+        None => None,
     };
     let now = chrono::Utc::now().with_timezone(&tz);
     for t in status.iter_mut().flat_map(|s| s.tables.iter_mut()) {
@@ -101,16 +98,12 @@ pub fn run(dir: &Path, args: Args) -> Result<ExitCode> {
                     .to_string()
             });
     }
-    let layout = crate::orchestrator::Layout {
-        extracts: data.extracts(),
-        analytics: data.analytics(),
-    };
     let report = Report {
-        analytics_problems: crate::orchestrator::live_skipped(&layout),
+        analytics_problems: crate::orchestrator::live_skipped(&data),
         instance,
         daemon: crate::daemon::Presence::running(&data),
         timezone: tz.name().to_string(),
-        state: db.display().to_string(),
+        state: store.path().display().to_string(),
         specs: drift,
         status,
     };

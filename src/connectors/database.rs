@@ -24,7 +24,7 @@ use super::{
 };
 use crate::contract::RemoteAttach;
 use crate::quote;
-use crate::registered::{SourceDef, TableDef};
+use crate::registry::registered::{SourceDef, TableDef};
 use duckdb::Connection;
 use std::collections::BTreeMap;
 

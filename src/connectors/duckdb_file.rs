@@ -7,7 +7,7 @@
 use super::{file_stamp, fingerprint_of, Connector, ConnectorError, RemoteTable, Scan, Session};
 use crate::contract::{remote::NATIVE, RemoteAttach};
 use crate::quote;
-use crate::registered::TableDef;
+use crate::registry::registered::TableDef;
 use duckdb::Connection;
 use std::path::PathBuf;
 

@@ -8,7 +8,7 @@
 
 use super::{file_stamp, fingerprint_of, Connector, ConnectorError, Scan, Session};
 use crate::quote;
-use crate::registered::TableDef;
+use crate::registry::registered::TableDef;
 use duckdb::Connection;
 use serde_json::Value;
 use std::path::{Path, PathBuf};
@@ -123,7 +123,7 @@ impl Files {
                 base.display()
             )));
         }
-        if !crate::spec::names::is_relative_inside(st) {
+        if !crate::names::is_relative_inside(st) {
             return Err(ConnectorError::Config(format!(
                 "source_table `{st}` must name a file inside {}",
                 base.display()

@@ -20,7 +20,7 @@ pub mod keboola;
 
 use crate::contract::{RemoteAttach, ViewTarget};
 use crate::extensions::ExtensionStore;
-use crate::registered::{SourceDef, TableDef};
+use crate::registry::registered::{SourceDef, TableDef};
 use crate::spec::model::SourceType;
 use duckdb::Connection;
 use std::collections::HashSet;
@@ -155,9 +155,9 @@ impl Session {
             return Ok(());
         }
         // A database file another process writes is locked for a moment; wait a little, not forever.
-        crate::state::retry_locked(std::time::Duration::from_secs(10), || conn.execute_batch(attach))
+        crate::duck::retry_locked(crate::duck::LOCK_RETRY, || conn.execute_batch(attach))
             .map_err(|e| {
-                if crate::state::is_lock_conflict(&e) {
+                if crate::duck::is_lock_conflict(&e) {
                     ConnectorError::Source {
                         what: alias.to_string(),
                         message: "the database file is locked by another process that writes it                                   (retried for 10 s); try again when it is done"

@@ -12,8 +12,8 @@
 pub mod remote;
 pub mod schema;
 
+use crate::names;
 use crate::quote;
-use crate::spec::names;
 use duckdb::{params, Connection};
 use std::path::{Path, PathBuf};
 

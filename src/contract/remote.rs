@@ -13,8 +13,8 @@
 //! otherwise), and an ATTACH of `postgres` or `mysql` names that secret.
 
 use crate::extensions::ExtensionStore;
+use crate::names;
 use crate::quote;
-use crate::spec::names;
 use duckdb::Connection;
 
 /// One `_remote_attach` row.
@@ -37,27 +37,12 @@ pub struct RemotePolicy {
 }
 
 impl RemotePolicy {
-    /// The policy `instance` sets (`remote_attach`, `extensions`), with paths resolved against the
-    /// instance `root`.
-    pub fn of_instance(
-        instance: &crate::spec::model::InstanceSpec,
-        root: &std::path::Path,
-    ) -> Self {
-        let values = |v: &[crate::spec::decode::Located<String>]| -> Vec<String> {
-            v.iter().map(|e| e.value.clone()).collect()
-        };
-        let settings = instance.extensions.as_ref();
+    /// The policy `instance` sets (`remote_attach`, `extensions`).
+    pub fn of_instance(instance: &crate::instance::Instance) -> Self {
         RemotePolicy {
-            extensions: values(&instance.remote_extensions),
-            token_envs: values(&instance.remote_token_envs),
-            store: crate::extensions::ExtensionStore {
-                directory: settings
-                    .and_then(|e| e.directory.as_ref())
-                    .map(|d| root.join(&d.value)),
-                repository: settings
-                    .and_then(|e| e.repository.as_ref())
-                    .map(|r| crate::extensions::repository_at(root, &r.value)),
-            },
+            extensions: instance.remote_extensions.clone(),
+            token_envs: instance.remote_token_envs.clone(),
+            store: instance.extensions.clone(),
         }
     }
 }
@@ -77,7 +62,7 @@ pub fn attaches_at_read_time(row: &RemoteAttach) -> bool {
         .any(|e| e.eq_ignore_ascii_case(&row.extension))
 }
 
-pub use crate::spec::names::is_reserved_catalog;
+pub use crate::names::is_reserved_catalog;
 
 /// Why a row was not attached. The message never contains a token.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]

@@ -60,7 +60,7 @@ pub async fn serve(listener: TcpListener, app: Router, shared: Arc<Shared>) {
                 continue;
             }
         };
-        let limits = Limits::new(&shared.settings().server, &Host::get());
+        let limits = Limits::new(&shared.instance().server, &Host::get());
         let Some(guard) = open.enter(limits.max_connections) else {
             if warn_now(&mut last_warning) {
                 tracing::warn!(

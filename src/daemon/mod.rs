@@ -2,7 +2,7 @@
 //! and the HTTP [`api`] on tokio, around one [`Shared`] view of the instance.
 //!
 //! The daemon never holds a DuckDB file open between operations: the state is opened per read or
-//! write (writers in this process take turns, see [`crate::state::open`]), analytics.duckdb is only
+//! write (readers and writers in this process take turns, see [`crate::state::StateStore`]), analytics.duckdb is only
 //! ever opened read-only, and runs write their files aside and rename them. So `pipeline plan`,
 //! `apply`, `run` and `query` from a shell keep working while it runs.
 
@@ -16,17 +16,16 @@ pub mod stats;
 pub mod watcher;
 
 use crate::exec;
-use crate::plan::object::Objects;
-use crate::plan::DataDir;
-use crate::registered::Registered;
-use crate::spec::model::{MissedRuns, ServerSettings};
-use crate::spec::Specs;
+use crate::instance::{DataDir, Instance, InstanceError};
+use crate::registry::document::Objects;
+use crate::registry::registered::Registered;
+use crate::spec::model::MissedRuns;
+use crate::state::StateStore;
 use chrono::{DateTime, Utc};
-use chrono_tz::Tz;
 use clock::Clock;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 use tokio::sync::{watch, Notify};
@@ -60,28 +59,11 @@ pub struct Config {
     pub debounce: Duration,
 }
 
-/// Settings that come from the specs and follow valid changes to them.
-#[derive(Clone, Debug)]
-pub struct Settings {
-    pub name: String,
-    pub tz: Tz,
-    pub server: ServerSettings,
-    pub missed_runs: MissedRuns,
-    pub exec: exec::Instance,
-}
-
-impl Settings {
-    fn from_specs(specs: &Specs, cfg: &Config) -> Result<Settings, DaemonError> {
-        let inst = specs.instance.as_ref().ok_or_else(|| {
-            DaemonError::Setup("config/instance.yaml is missing or invalid".into())
-        })?;
-        Ok(Settings {
-            name: inst.name.value.clone(),
-            tz: inst.timezone.value,
-            server: ServerSettings::clone(&inst.server),
-            missed_runs: cfg.missed_runs.unwrap_or(inst.missed_runs),
-            exec: exec::Instance::from_specs(specs)?,
-        })
+impl Config {
+    /// `inst` with this start's overrides (`--missed-runs`).
+    pub fn applied_to(&self, mut inst: Instance) -> Instance {
+        inst.missed_runs = self.missed_runs.unwrap_or(inst.missed_runs);
+        inst
     }
 }
 
@@ -107,10 +89,14 @@ pub struct WatcherStatus {
 pub struct Shared {
     pub root: PathBuf,
     pub data: DataDir,
+    /// The instance's state (only ever opened per operation).
+    pub state: StateStore,
     pub clock: Clock,
     pub started_at: DateTime<Utc>,
     pub config: Config,
-    settings: RwLock<Arc<Settings>>,
+    /// The instance's settings as the specs last validated them (the data directory stays the one
+    /// the daemon started with).
+    instance: RwLock<Arc<Instance>>,
     snapshot: RwLock<Arc<Snapshot>>,
     pub runs: runs::RunManager,
     pub stats: stats::Stats,
@@ -129,8 +115,8 @@ pub struct Shared {
 }
 
 impl Shared {
-    pub fn settings(&self) -> Arc<Settings> {
-        self.settings
+    pub fn instance(&self) -> Arc<Instance> {
+        self.instance
             .read()
             .unwrap_or_else(|e| e.into_inner())
             .clone()
@@ -143,8 +129,8 @@ impl Shared {
             .clone()
     }
 
-    fn set_settings(&self, s: Settings) {
-        *self.settings.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(s);
+    fn set_instance(&self, i: Instance) {
+        *self.instance.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(i);
     }
 
     fn set_snapshot(&self, s: Snapshot) {
@@ -157,19 +143,16 @@ impl Shared {
 
     /// Reads the registry from the state again.
     pub fn reload_snapshot(&self) -> Result<(), DaemonError> {
-        let snapshot = read_snapshot(&self.data.state_db())?;
+        let snapshot = read_snapshot(&self.state)?;
         self.set_snapshot(snapshot);
         self.reload.notify_one();
         Ok(())
     }
-
-    pub fn state_db(&self) -> PathBuf {
-        self.data.state_db()
-    }
 }
 
-fn read_snapshot(state: &Path) -> Result<Snapshot, DaemonError> {
-    let (serial, objects) = crate::state::registry::read_recorded(state, &Objects::new())?;
+fn read_snapshot(state: &StateStore) -> Result<Snapshot, DaemonError> {
+    let recorded = state.recorded(&Objects::new())?;
+    let (serial, objects) = (recorded.serial, recorded.objects);
     let registered =
         Registered::from_objects(&objects).map_err(|e| DaemonError::Setup(e.to_string()))?;
     Ok(Snapshot {
@@ -181,29 +164,26 @@ fn read_snapshot(state: &Path) -> Result<Snapshot, DaemonError> {
 
 /// Runs the daemon until SIGTERM/SIGINT; returns once it has shut down cleanly.
 pub fn run(cfg: Config) -> Result<(), DaemonError> {
-    let (specs, diags) = crate::spec::load::load(&cfg.root);
-    if specs.instance.is_none() {
-        for line in watcher::diagnostic_lines(&specs, &diags) {
-            tracing::error!("{line}");
+    let mut instance = match Instance::open(&cfg.root) {
+        Ok(i) => cfg.applied_to(i),
+        Err(e) => {
+            if let InstanceError::Missing { specs, diags } = &e {
+                for line in watcher::diagnostic_lines(specs, diags) {
+                    tracing::error!("{line}");
+                }
+            }
+            return Err(DaemonError::Setup(e.to_string()));
         }
-        return Err(DaemonError::Setup(format!(
-            "no usable instance at {}: config/instance.yaml is missing or invalid (`pipeline validate` says why)",
-            cfg.root.display()
-        )));
-    }
-    let settings = Settings::from_specs(&specs, &cfg)?;
-    let listen = match cfg.listen {
-        Some(a) => a,
-        None => specs
-            .instance
-            .as_ref()
-            .and_then(|i| i.listen.value.parse().ok())
-            .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 8585))),
     };
-    let data = settings.exec.data.clone();
+    instance
+        .create_data_dir()
+        .map_err(|e| DaemonError::Setup(e.to_string()))?;
+    let listen = cfg.listen.unwrap_or_else(|| instance.listen_addr());
+    let data = instance.data.clone();
     // Create (or migrate) the state before anything reads it.
-    drop(crate::state::open(&data.state_db())?);
-    let snapshot = read_snapshot(&data.state_db())?;
+    let state = StateStore::of(&data);
+    drop(state.write()?);
+    let snapshot = read_snapshot(&state)?;
     let clock = Clock::from_env();
     if clock.scale() != 1.0 {
         tracing::warn!(
@@ -213,12 +193,13 @@ pub fn run(cfg: Config) -> Result<(), DaemonError> {
     }
     let (shutdown, _) = watch::channel(false);
     let shared = Arc::new(Shared {
-        root: settings.exec.root.clone(),
+        root: instance.root.clone(),
         data,
+        state,
         clock,
         started_at: Utc::now(),
         config: cfg.clone(),
-        settings: RwLock::new(Arc::new(settings)),
+        instance: RwLock::new(Arc::new(instance)),
         snapshot: RwLock::new(Arc::new(snapshot)),
         runs: runs::RunManager::new(),
         stats: stats::Stats::default(),
@@ -229,7 +210,7 @@ pub fn run(cfg: Config) -> Result<(), DaemonError> {
         token_use: Mutex::new(Default::default()),
         queries: Arc::new(limits::QueryGate::default()),
     });
-    shared.stats.load_last_success(&shared.state_db());
+    shared.stats.load_last_success(&shared.state);
 
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -259,15 +240,15 @@ async fn serve(shared: Arc<Shared>, listen: SocketAddr) -> Result<(), DaemonErro
             error,
         })?;
     let local = listener.local_addr().unwrap_or(listen);
-    let settings = shared.settings();
+    let instance = shared.instance();
     tracing::info!(
-        instance = %settings.name,
+        instance = %instance.name,
         listen = %local,
         root = %shared.root.display(),
         version = env!("CARGO_PKG_VERSION"),
         "daemon started"
     );
-    let limits = limits::Limits::new(&settings.server, &limits::Host::get());
+    let limits = limits::Limits::new(&instance.server, &limits::Host::get());
     tracing::info!(
         max_connections = limits.max_connections,
         header_read_timeout = ?limits.header_read_timeout,
@@ -280,14 +261,14 @@ async fn serve(shared: Arc<Shared>, listen: SocketAddr) -> Result<(), DaemonErro
         query_max_bytes = limits.query_max_bytes,
         "limits"
     );
-    for w in limits.warnings(&settings.server, &limits::Host::get()) {
+    for w in limits.warnings(&instance.server, &limits::Host::get()) {
         tracing::warn!("{w}");
     }
-    let presence = Presence::path(&shared.data);
+    let presence = shared.data.daemon_presence();
     let written = serde_json::to_string_pretty(&Presence {
         pid: std::process::id(),
         url: format!("http://{local}"),
-        started_at: rfc3339(shared.started_at),
+        started_at: crate::timestamp::rfc3339(shared.started_at),
         version: env!("CARGO_PKG_VERSION").into(),
     })
     .map_err(std::io::Error::other)
@@ -368,22 +349,13 @@ pub struct Presence {
 }
 
 impl Presence {
-    pub fn path(data: &DataDir) -> PathBuf {
-        data.0.join("state/daemon.json")
-    }
-
     /// The daemon serving the instance at `data`, if one is running.
     pub fn running(data: &DataDir) -> Option<Presence> {
-        let text = std::fs::read_to_string(Self::path(data)).ok()?;
+        let text = std::fs::read_to_string(data.daemon_presence()).ok()?;
         let p: Presence = serde_json::from_str(&text).ok()?;
         // SAFETY: kill with signal 0 only checks that the process exists.
         let alive = unsafe { libc::kill(p.pid as libc::pid_t, 0) } == 0
             || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM);
         alive.then_some(p)
     }
-}
-
-/// RFC 3339 in UTC, as the API reports times.
-pub fn rfc3339(t: DateTime<Utc>) -> String {
-    t.format("%Y-%m-%dT%H:%M:%S%.3fZ").to_string()
 }

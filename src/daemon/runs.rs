@@ -1,10 +1,12 @@
 //! Runs started by the daemon (schedule, watcher, API): at most one run per table at a time, each on
 //! its own thread (a run is blocking DuckDB work), visible while it runs and for a while after.
 
-use super::{rfc3339, Shared};
+use super::Shared;
+use crate::exec;
 use crate::exec::scheduler::{Finished, Observer, Status};
-use crate::exec::{self, graph};
-use crate::plan::tasks::{Task, TaskKind};
+use crate::registry::dag;
+use crate::registry::task::{Task, TaskKind};
+use crate::timestamp::rfc3339;
 use serde::Serialize;
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -279,7 +281,7 @@ fn task_view(f: &Finished) -> TaskView {
 }
 
 fn execute(shared: &Arc<Shared>, run_id: &str, req: Request) -> Result<exec::Outcome, String> {
-    let settings = shared.settings();
+    let instance = shared.instance();
     let registered = shared.snapshot().registered.clone();
     let opts = exec::Options {
         trigger: req.trigger.clone(),
@@ -295,8 +297,7 @@ fn execute(shared: &Arc<Shared>, run_id: &str, req: Request) -> Result<exec::Out
         run: run_id.to_string(),
         shared: shared.clone(),
     };
-    exec::execute(&settings.exec, registered, req.tasks, &opts, &mut observer)
-        .map_err(|e| e.to_string())
+    exec::execute(&instance, registered, req.tasks, &opts, &mut observer).map_err(|e| e.to_string())
 }
 
 /// Tasks for a sync of `tables` (ids), with what earlier applies left pending when `with_pending`.
@@ -308,17 +309,17 @@ pub fn sync_request(
     who: &str,
 ) -> Result<Request, String> {
     let snapshot = shared.snapshot();
-    let selection = graph::Selection {
+    let selection = dag::Selection {
         sources: Vec::new(),
         tables: tables.to_vec(),
     };
     let mut tasks = if tables.is_empty() {
         Vec::new()
     } else {
-        graph::sync_tasks(&snapshot.registered, &selection).map_err(|e| e.to_string())?
+        dag::sync_tasks(&snapshot.registered, &selection).map_err(|e| e.to_string())?
     };
     if with_pending {
-        tasks = graph::merge(tasks, &pending(shared)?);
+        tasks = dag::merge(tasks, &pending(shared)?);
     }
     Ok(Request {
         trigger: trigger.into(),
@@ -329,10 +330,10 @@ pub fn sync_request(
 
 /// Tasks an apply queued that no run has done yet.
 pub fn pending(shared: &Shared) -> Result<Vec<Task>, String> {
-    let conn = crate::state::open_for_reading(&shared.state_db()).map_err(|e| e.to_string())?;
-    Ok(crate::state::sync::read_before(&conn)
-        .map_err(|e| e.to_string())?
-        .pending)
+    let read = || -> Result<Vec<Task>, crate::state::StateError> {
+        Ok(crate::state::sync::read_before(&shared.state.read()?)?.pending)
+    };
+    read().map_err(|e| e.to_string())
 }
 
 /// Logs a daemon run's tasks and feeds the metrics.

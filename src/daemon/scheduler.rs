@@ -39,10 +39,7 @@ pub fn next_after(schedule: &str, after: DateTime<Utc>, tz: Tz) -> Option<DateTi
 
 /// When each table was last synced or attempted, from the state.
 pub fn last_attempts(shared: &Shared) -> BTreeMap<String, DateTime<Utc>> {
-    let read = || -> Result<_, crate::state::StateError> {
-        let conn = crate::state::open_for_reading(&shared.state_db())?;
-        crate::state::report::last_attempts(&conn)
-    };
+    let read = || crate::state::report::last_attempts(&shared.state.read()?);
     match read() {
         Ok(rows) => rows
             .into_iter()
@@ -66,7 +63,7 @@ fn plan_slots(
     previous: &BTreeMap<String, Slot>,
     at_start: bool,
 ) -> (BTreeMap<String, Slot>, Vec<String>) {
-    let settings = shared.settings();
+    let instance = shared.instance();
     let snapshot = shared.snapshot();
     let now = shared.clock.now();
     let last = if at_start {
@@ -84,16 +81,16 @@ fn plan_slots(
             slots.insert(id.clone(), prev.clone());
             continue;
         }
-        if at_start && settings.missed_runs == MissedRuns::RunOnce {
+        if at_start && instance.missed_runs == MissedRuns::RunOnce {
             let was_due = match last.get(id) {
-                Some(at) => next_after(&text, *at, settings.tz).is_some_and(|n| n <= now),
+                Some(at) => next_after(&text, *at, instance.tz).is_some_and(|n| n <= now),
                 None => true,
             };
             if was_due {
                 missed.push(id.clone());
             }
         }
-        match next_after(&text, now, settings.tz) {
+        match next_after(&text, now, instance.tz) {
             Some(next) => {
                 slots.insert(id.clone(), Slot { text, next });
             }
@@ -107,7 +104,7 @@ pub async fn run(shared: Arc<Shared>) {
     let mut shutdown = shared.shutdown.subscribe();
     let mut run_changes = shared.runs.changes();
     let (mut slots, missed) = blocking(|| plan_slots(&shared, &BTreeMap::new(), true));
-    let mut zone = shared.settings().tz;
+    let mut zone = shared.instance().tz;
     // Due tables not started yet because a run of theirs is going, and those already logged so.
     let mut deferred: BTreeSet<String> = missed.into_iter().collect();
     let mut told: BTreeSet<String> = BTreeSet::new();
@@ -134,7 +131,7 @@ pub async fn run(shared: Arc<Shared>) {
             _ = tokio::time::sleep(sleep) => {}
             _ = shared.reload.notified() => {
                 // A new time zone moves every next time; otherwise unchanged schedules keep theirs.
-                let tz = shared.settings().tz;
+                let tz = shared.instance().tz;
                 let keep = if tz == zone { slots } else { BTreeMap::new() };
                 zone = tz;
                 slots = blocking(|| plan_slots(&shared, &keep, false).0);
@@ -152,7 +149,7 @@ pub async fn run(shared: Arc<Shared>) {
             _ = shutdown.wait_for(|s| *s) => return,
         }
         let now = shared.clock.now();
-        let tz = shared.settings().tz;
+        let tz = shared.instance().tz;
         for (id, slot) in slots.iter_mut() {
             if slot.next <= now {
                 deferred.insert(id.clone());

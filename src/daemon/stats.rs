@@ -5,10 +5,10 @@
 
 use super::runs::RunView;
 use crate::exec::scheduler::{Finished, Status};
-use crate::plan::tasks::TaskKind;
+use crate::registry::task::TaskKind;
+use crate::state::StateStore;
 use std::collections::BTreeMap;
 use std::fmt::Write;
-use std::path::Path;
 use std::sync::Mutex;
 
 /// Upper bounds (seconds) of the task duration histogram.
@@ -63,25 +63,15 @@ impl Stats {
     }
 
     /// Seeds the last-success gauges from the state.
-    pub fn load_last_success(&self, state: &Path) {
-        let read = || -> Result<Vec<(String, f64, Option<i64>)>, crate::state::StateError> {
-            let conn = crate::state::open_for_reading(state)?;
-            let mut stmt = conn.prepare(
-                "SELECT table_id, epoch(last_sync), rows FROM sync_state
-                 WHERE status = 'ok' AND last_sync IS NOT NULL",
-            )?;
-            let rows = stmt
-                .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
-                .collect::<Result<Vec<_>, _>>()?;
-            Ok(rows)
-        };
+    pub fn load_last_success(&self, state: &StateStore) {
+        let read = || crate::state::report::last_successes(&state.read()?);
         match read() {
             Ok(rows) => {
                 let mut inner = self.lock();
-                for (table, at, rows) in rows {
-                    inner.last_success.insert(table.clone(), at);
-                    if let Some(r) = rows {
-                        inner.last_rows.insert(table, r);
+                for row in rows {
+                    inner.last_success.insert(row.table_id.clone(), row.at);
+                    if let Some(r) = row.rows {
+                        inner.last_rows.insert(row.table_id, r);
                     }
                 }
             }

@@ -7,11 +7,13 @@
 //! serving. Only real differences are applied, so a stray event costs one plan and nothing else.
 
 use super::runs::{self, Refused};
-use super::{rfc3339, Settings, Shared};
+use super::Shared;
 use crate::diag::{render, Diagnostics, Severity};
+use crate::fslock::Lock;
 use crate::plan::{self, PlanError};
 use crate::spec::Specs;
-use crate::state::{self, lock::StateLock};
+use crate::state;
+use crate::timestamp::rfc3339;
 use notify::{EventKind, RecursiveMode, Watcher};
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -79,7 +81,7 @@ pub enum Applied {
     Applied {
         serial: i64,
         summary: String,
-        tasks: Vec<crate::plan::tasks::Task>,
+        tasks: Vec<crate::registry::task::Task>,
         /// Milliseconds spent validating, planning and writing the state.
         timings: [u64; 3],
     },
@@ -112,24 +114,13 @@ pub fn apply_once(shared: &Shared) -> Applied {
         );
         return Applied::Invalid(lines);
     }
-    match Settings::from_specs(&desired.specs, &shared.config) {
-        Ok(s) => {
-            if s.exec.data.0 != shared.data.0 {
-                tracing::warn!(
-                    "data_dir changed: the daemon keeps using the old one until it restarts"
-                );
-            }
-            shared.set_settings(Settings {
-                exec: crate::exec::Instance {
-                    data: shared.data.clone(),
-                    ..s.exec
-                },
-                ..s
-            });
-        }
-        Err(e) => return Applied::Failed(e.to_string()),
+    let mut instance = shared.config.applied_to(desired.instance.clone());
+    if instance.data != shared.data {
+        tracing::warn!("data_dir changed: the daemon keeps using the old one until it restarts");
     }
-    let lock = match StateLock::acquire(
+    instance.data = shared.data.clone();
+    shared.set_instance(instance);
+    let lock = match Lock::acquire(
         &shared.data.state_lock(),
         "pipeline daemon (watcher)",
         Duration::from_secs(60),
@@ -143,10 +134,13 @@ pub fn apply_once(shared: &Shared) -> Applied {
     };
     let validated = started.elapsed();
     let result = (|| -> Result<Applied, String> {
-        // One read-write connection for reading the recorded state and writing the change: one
-        // open instead of two, and nothing can slip in between (the state lock is held anyway).
-        let mut conn = state::open(&shared.state_db()).map_err(|e| e.to_string())?;
-        let recorded = plan::Recorded::read(&conn, &desired.objects).map_err(|e| e.to_string())?;
+        // Read, then plan without holding the state open (binding changed SQL against analytics
+        // takes a while, and this process's readers must not wait for it); the state lock keeps
+        // other applies out meanwhile, and the write checks the serial again.
+        let recorded = shared
+            .state
+            .recorded(&desired.objects)
+            .map_err(|e| e.to_string())?;
         let mut plan = plan::against(&desired, &recorded, &[]).map_err(|e| e.to_string())?;
         if !plan.has_changes() {
             return Ok(Applied::Unchanged);
@@ -164,9 +158,11 @@ pub fn apply_once(shared: &Shared) -> Applied {
             );
             return Ok(Applied::Breaking(lines));
         }
-        let applied =
-            state::registry::apply(&mut conn, &plan, "watcher").map_err(|e| e.to_string())?;
-        drop(conn);
+        let applied = shared
+            .state
+            .write()
+            .and_then(|mut w| state::registry::apply(&mut w, &plan.write_set("watcher")))
+            .map_err(|e| e.to_string())?;
         crate::exec::retire_sources(&shared.data.extracts(), &plan.deleted_sources())
             .map_err(|e| format!("removing the extracts of deleted sources: {e}"))?;
         let s = plan.summary;
@@ -285,7 +281,7 @@ async fn handle_change(shared: &Arc<Shared>) -> bool {
 }
 
 /// Runs what an apply queued (with anything left pending), waiting for busy tables to be free.
-async fn run_applied(shared: &Arc<Shared>, tasks: Vec<crate::plan::tasks::Task>) {
+async fn run_applied(shared: &Arc<Shared>, tasks: Vec<crate::registry::task::Task>) {
     let mut changes = shared.runs.changes();
     loop {
         let pending = match tokio::task::block_in_place(|| runs::pending(shared)) {
@@ -298,7 +294,7 @@ async fn run_applied(shared: &Arc<Shared>, tasks: Vec<crate::plan::tasks::Task>)
         let req = runs::Request {
             trigger: "watcher".into(),
             who: "watcher".into(),
-            tasks: crate::exec::graph::merge(tasks.clone(), &pending),
+            tasks: crate::registry::dag::merge(tasks.clone(), &pending),
         };
         match shared.runs.start(shared, req) {
             Ok(_) | Err(Refused::Nothing) => return,
@@ -330,7 +326,7 @@ enum Change {
 /// Reloads the registry when the state's serial moved without this daemon (a `pipeline apply` from
 /// a shell), so schedules, the catalogue and runs follow it.
 fn follow_state(shared: &Shared) {
-    let serial = match crate::state::registry::read_serial(&shared.state_db()) {
+    let serial = match shared.state.serial() {
         Ok(s) => s,
         Err(e) => {
             tracing::debug!(error = %e, "could not read the state serial");
@@ -361,7 +357,7 @@ pub async fn run(shared: Arc<Shared>) {
     };
     let root = shared.root.clone();
     let filter_root = root.clone();
-    let state_db = shared.state_db();
+    let state_db = shared.state.path().to_path_buf();
     let watcher = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
         let Ok(event) = res else { return };
         if matches!(event.kind, EventKind::Access(_)) {
@@ -395,7 +391,7 @@ pub async fn run(shared: Arc<Shared>) {
         tracing::warn!(error = %e, "cannot watch the instance root");
     }
     add_watches(&mut watcher, &root, &mut watched);
-    if let Err(e) = watcher.watch(&shared.data.0.join("state"), RecursiveMode::NonRecursive) {
+    if let Err(e) = watcher.watch(&shared.data.state_dir(), RecursiveMode::NonRecursive) {
         tracing::warn!(error = %e, "cannot watch the state; applies from a shell show after a restart");
     }
     let debounce = shared.config.debounce;

@@ -3,12 +3,14 @@
 //! Validation never stops at the first problem: every stage pushes [`Diagnostic`]s into a [`Diagnostics`]
 //! list, and the CLI renders the whole list at the end in one of three formats (see [`render`]): human
 //! (rustc-style, with the offending line and a caret), JSON (a stable, documented structure) and GitHub
-//! workflow annotations. All three come from the same data, so they never disagree.
+//! workflow annotations. All three come from the same data, so they never disagree. [`source`] holds the
+//! loaded files and positions every diagnostic points into.
 
 pub mod render;
+pub mod source;
 
-use crate::spec::source::Span;
 use serde::Serialize;
+use source::Span;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
 #[serde(rename_all = "lowercase")]

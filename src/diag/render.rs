@@ -3,8 +3,8 @@
 //! Human output is styled with ANSI codes unconditionally; the CLI writes it through `anstream`, which
 //! strips the styling when stdout is not a terminal or `NO_COLOR` is set.
 
+use super::source::{SourceMap, Span};
 use super::{Code, Diagnostic, Diagnostics, Severity};
-use crate::spec::source::{SourceMap, Span};
 use anstyle::{AnsiColor, Style};
 use serde::Serialize;
 use std::fmt::Write;
@@ -248,7 +248,7 @@ fn escape_property(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::spec::source::{Pos, SourceFile};
+    use crate::diag::source::{Pos, SourceFile};
 
     fn sample() -> (Diagnostics, SourceMap) {
         let mut sources = SourceMap::default();

@@ -11,8 +11,8 @@
 
 use super::scheduler::{Finished, Status};
 use crate::orchestrator::Report;
-use crate::plan::tasks::TaskKind;
-use crate::registered::Registered;
+use crate::registry::registered::Registered;
+use crate::registry::task::TaskKind;
 use crate::state::downstream::TablePublish;
 use std::collections::BTreeMap;
 
@@ -333,8 +333,8 @@ pub fn unpublished(reg: &Registered, report: &Report) -> BTreeMap<String, String
 mod tests {
     use super::*;
     use crate::exec::scheduler::Done;
-    use crate::plan::object::{index, Kind, Object};
-    use crate::plan::tasks::Task;
+    use crate::registry::document::{index, Kind, Object};
+    use crate::registry::task::Task;
     use serde_json::json;
     use std::time::Duration;
 

@@ -1,21 +1,20 @@
-//! Running tasks (DESIGN.md §8): [`graph`] decides which tasks a run has and in which order,
-//! [`scheduler`] runs them in parallel on tokio, [`work`] is what each task does, [`progress`] shows
+//! Running tasks (DESIGN.md §8): [`crate::registry::dag`] decides which tasks a run has and in
+//! which order, [`scheduler`] runs them in parallel on tokio, [`work`] is what each task does, [`progress`] shows
 //! it. [`execute`] ties them together: it takes the data locks, runs the DAG, publishes (or drops)
 //! the staged analytics file, and records the run in the state.
 
 pub mod downstream;
-pub mod graph;
 pub mod progress;
 pub mod scheduler;
 pub mod work;
 
 use crate::contract::RemotePolicy;
-use crate::orchestrator::Layout;
-use crate::plan::tasks::{Task, TaskKind};
-use crate::plan::DataDir;
-use crate::registered::Registered;
-use crate::spec::Specs;
-use crate::state::{self, lock::StateLock, sync};
+use crate::extract::{Extracted, Previous};
+use crate::fslock::{self, Lock};
+use crate::instance::Instance;
+use crate::registry::registered::Registered;
+use crate::registry::task::{Task, TaskKind};
+use crate::state::{self, sync, StateStore};
 use scheduler::{Finished, Observer, Status};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
@@ -27,54 +26,9 @@ pub enum ExecError {
     #[error(transparent)]
     State(#[from] state::StateError),
     #[error(transparent)]
-    Lock(#[from] state::lock::LockError),
+    Lock(#[from] fslock::LockError),
     #[error("{0}")]
     Setup(String),
-}
-
-/// What a run needs to know about the instance.
-#[derive(Clone, Debug)]
-pub struct Instance {
-    pub root: PathBuf,
-    /// Absolute.
-    pub data: DataDir,
-    pub policy: RemotePolicy,
-    pub concurrency: usize,
-}
-
-impl Instance {
-    pub fn from_specs(specs: &Specs) -> Result<Instance, ExecError> {
-        let data = DataDir::of(specs);
-        std::fs::create_dir_all(&data.0)
-            .map_err(|e| ExecError::Setup(format!("{}: {e}", data.0.display())))?;
-        let abs = std::fs::canonicalize(&data.0)
-            .map_err(|e| ExecError::Setup(format!("{}: {e}", data.0.display())))?;
-        let root = std::fs::canonicalize(&specs.root).unwrap_or_else(|_| specs.root.clone());
-        let (policy, concurrency) = match &specs.instance {
-            Some(i) => (
-                RemotePolicy::of_instance(i, &root),
-                i.defaults.concurrency.max(1) as usize,
-            ),
-            None => (RemotePolicy::default(), 4),
-        };
-        Ok(Instance {
-            root,
-            data: DataDir(abs),
-            policy,
-            concurrency,
-        })
-    }
-
-    pub fn layout(&self) -> Layout {
-        Layout {
-            extracts: self.data.extracts(),
-            analytics: self.data.analytics(),
-        }
-    }
-
-    fn locks(&self) -> PathBuf {
-        self.data.0.join("state/locks")
-    }
 }
 
 pub struct Options {
@@ -104,7 +58,7 @@ impl Options {
     ) -> Options {
         Options {
             trigger: trigger.into(),
-            who: crate::state::lock::os_user(),
+            who: fslock::os_user(),
             jobs,
             full_refresh,
             accept_schema: Default::default(),
@@ -173,16 +127,17 @@ pub fn execute(
 ) -> Result<Outcome, ExecError> {
     let run_id = opts.run_id.clone().unwrap_or_else(new_run_id);
     let started = chrono::Utc::now();
-    let state_path = inst.data.state_db();
+    let store = StateStore::of(&inst.data);
+    let state_path = store.path().to_path_buf();
     let (before, failing_before, transforms_before) = {
-        let conn = state::open_for_reading(&state_path)?;
-        let transforms = state::downstream::transforms(&conn)?
+        let r = store.read()?;
+        let transforms = state::downstream::transforms(&r)?
             .into_iter()
             .filter_map(|t| Some((t.name, (t.status?, t.reason))))
             .collect();
         (
-            state::sync::read_before(&conn)?,
-            state::report::failing_tables(&conn)?,
+            state::sync::read_before(&r)?,
+            state::report::failing_tables(&r)?,
             transforms,
         )
     };
@@ -204,11 +159,11 @@ pub fn execute(
     sources.dedup();
     let mut held = Vec::new();
     for s in &sources {
-        if !crate::spec::names::is_source_name(s) {
+        if !crate::names::is_source_name(s) {
             continue;
         }
-        held.push(StateLock::acquire(
-            &inst.locks().join(format!("source-{s}.lock")),
+        held.push(Lock::acquire(
+            &inst.data.source_lock(s),
             &format!("pipeline {}", opts.trigger),
             opts.lock_timeout,
             |h| {
@@ -226,16 +181,18 @@ pub fn execute(
         work::Context::new(
             work::ContextParts {
                 root: inst.root.clone(),
-                layout: inst.layout(),
-                locks_dir: inst.locks(),
+                data: inst.data.clone(),
                 registered,
-                policy: inst.policy.clone(),
-                previous: before.previous,
+                policy: RemotePolicy::of_instance(inst),
+                previous: before
+                    .previous
+                    .into_iter()
+                    .map(|(id, t)| (id, previous(t)))
+                    .collect(),
                 owners: before.owners,
                 full_refresh: opts.full_refresh,
                 accept_schema: opts.accept_schema.clone(),
                 lock_timeout: opts.lock_timeout,
-                temp_dir: inst.data.0.join("tmp"),
             },
             cancel.clone(),
         )
@@ -405,7 +362,7 @@ pub fn execute(
                 bytes: f.done.bytes,
                 error: f.error.clone(),
                 detail: f.done.detail.clone(),
-                extracted: f.done.extracted.clone(),
+                extracted: f.done.extracted.as_ref().map(synced),
             })
             .collect(),
         claimed,
@@ -417,9 +374,10 @@ pub fn execute(
             .collect(),
         downstream: downstream_outcomes,
     };
-    // Never `state::open`: it would create a new, empty state where the old one was removed.
-    let recorded =
-        state::open_existing(&state_path).and_then(|mut conn| sync::record(&mut conn, &record));
+    // Never `StateStore::write`: it would create a new, empty state where the old one was removed.
+    let recorded = store
+        .write_existing()
+        .and_then(|mut w| sync::record(&mut w, &record));
     let record_error = recorded.err().map(|e| e.to_string());
 
     Ok(Outcome {
@@ -431,6 +389,40 @@ pub fn execute(
         analytics: inst.data.analytics(),
         record_error,
     })
+}
+
+/// A table's last extract as the state recorded it, as extraction compares with it.
+fn previous(t: state::sync::TableSync) -> Previous {
+    Previous {
+        fingerprint: t.fingerprint,
+        last_cursor: t.last_cursor,
+        rows: t.rows,
+        size_bytes: t.size_bytes,
+        hash: t.hash,
+        // A schema that does not parse is as good as none: the published file's own schema is
+        // used instead.
+        schema: t.schema.and_then(|v| serde_json::from_value(v).ok()),
+        output_stamp: t.output_stamp,
+    }
+}
+
+/// What the state records of a successful extract.
+fn synced(x: &Extracted) -> state::sync::Synced {
+    // Columns and schema changes are plain data: serializing them cannot fail.
+    fn json<T: serde::Serialize>(v: &T) -> serde_json::Value {
+        serde_json::to_value(v).unwrap_or_default()
+    }
+    state::sync::Synced {
+        rows: x.rows,
+        bytes: x.bytes,
+        hash: x.hash.clone(),
+        cursor: x.cursor.clone(),
+        fingerprint: x.fingerprint.clone(),
+        schema: x.schema.as_ref().map(json),
+        schema_changes: x.schema_changes.iter().map(json).collect(),
+        schema_accepted_by: x.schema_accepted_by.clone(),
+        output_stamp: x.output_stamp.clone(),
+    }
 }
 
 /// Removes the extract.duckdb of sources that are no longer registered, so their views leave

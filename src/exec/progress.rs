@@ -3,7 +3,7 @@
 
 use super::scheduler::{Finished, Observer, Status};
 use super::work::thousands;
-use crate::plan::tasks::Task;
+use crate::registry::task::Task;
 use std::collections::HashMap;
 use std::io::Write;
 use std::time::Duration;
@@ -75,7 +75,7 @@ pub fn line(f: &Finished) -> String {
     if let Some(r) = f.done.rows {
         if matches!(
             f.task.kind,
-            crate::plan::tasks::TaskKind::Extract | crate::plan::tasks::TaskKind::Transform
+            crate::registry::task::TaskKind::Extract | crate::registry::task::TaskKind::Transform
         ) {
             parts.push(format!("{} rows", thousands(r)));
         }

@@ -7,7 +7,7 @@
 //! from publishing. Once cancelled (Ctrl-C, SIGTERM), nothing new starts; running tasks finish (each
 //! is atomic on its own) and the rest are reported as cancelled.
 
-use crate::plan::tasks::{Task, TaskKind};
+use crate::registry::task::{Task, TaskKind};
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;

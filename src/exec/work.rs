@@ -6,12 +6,13 @@ use super::scheduler::Done;
 use crate::connectors::{self, Session};
 use crate::contract::{self, Entry, ExtractDir, MetaRow, RemoteAttach, RemotePolicy, ViewTarget};
 use crate::extract::{self, Extracted, Previous};
-use crate::orchestrator::{self, Layout, Rules, Staged};
-use crate::plan::tasks::{Task, TaskKind};
+use crate::fslock::Lock;
+use crate::instance::DataDir;
+use crate::orchestrator::{self, Rules, Staged};
 use crate::quote;
-use crate::registered::{Registered, TableDef};
+use crate::registry::registered::{Registered, TableDef};
+use crate::registry::task::{Task, TaskKind};
 use crate::spec::model::{Materialized, QueryMode};
-use crate::state::lock::StateLock;
 use duckdb::Connection;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::PathBuf;
@@ -33,8 +34,8 @@ enum Publish {
 
 pub struct Context {
     pub root: PathBuf,
-    pub layout: Layout,
-    pub locks_dir: PathBuf,
+    /// The instance's data directory (absolute).
+    pub data: DataDir,
     pub registered: Registered,
     pub policy: RemotePolicy,
     pub previous: HashMap<String, Previous>,
@@ -49,7 +50,7 @@ pub struct Context {
     session: Session,
     extracted: Mutex<HashMap<String, Extracted>>,
     publish: Mutex<Publish>,
-    analytics_lock: Mutex<Option<StateLock>>,
+    analytics_lock: Mutex<Option<Lock>>,
     /// What the published rebuild published and skipped, and its ownership changes.
     published: Mutex<Option<orchestrator::Report>>,
 }
@@ -62,8 +63,7 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 
 pub struct ContextParts {
     pub root: PathBuf,
-    pub layout: Layout,
-    pub locks_dir: PathBuf,
+    pub data: DataDir,
     pub registered: Registered,
     pub policy: RemotePolicy,
     pub previous: HashMap<String, Previous>,
@@ -71,26 +71,24 @@ pub struct ContextParts {
     pub full_refresh: bool,
     pub accept_schema: BTreeSet<String>,
     pub lock_timeout: Duration,
-    pub temp_dir: PathBuf,
 }
 
 impl Context {
     pub fn new(p: ContextParts, cancel: Arc<AtomicBool>) -> Result<Context, String> {
         let engine = Connection::open_in_memory().map_err(|e| e.to_string())?;
+        let temp_dir = p.data.tmp();
         // Spills of big sorts and joins go under the data dir, not the working directory.
-        std::fs::create_dir_all(&p.temp_dir)
-            .map_err(|e| format!("{}: {e}", p.temp_dir.display()))?;
+        std::fs::create_dir_all(&temp_dir).map_err(|e| format!("{}: {e}", temp_dir.display()))?;
         engine
             .execute_batch(&format!(
                 "SET temp_directory = {}; SET TimeZone = 'UTC';",
-                quote::path(&p.temp_dir)
+                quote::path(&temp_dir)
             ))
             .map_err(|e| e.to_string())?;
         let extensions = p.policy.store.clone();
         Ok(Context {
             root: p.root,
-            layout: p.layout,
-            locks_dir: p.locks_dir,
+            data: p.data,
             registered: p.registered,
             policy: p.policy,
             previous: p.previous,
@@ -100,7 +98,7 @@ impl Context {
             lock_timeout: p.lock_timeout,
             cancel,
             engine: Mutex::new(engine),
-            session: Session::with_scratch(p.temp_dir.clone()).with_extensions(extensions),
+            session: Session::with_scratch(temp_dir).with_extensions(extensions),
             extracted: Mutex::new(HashMap::new()),
             publish: Mutex::new(Publish::NotRun),
             analytics_lock: Mutex::new(None),
@@ -127,7 +125,7 @@ impl Context {
     }
 
     fn extract_dir(&self, source: &str) -> Result<ExtractDir, String> {
-        ExtractDir::new(&self.layout.extracts, source)
+        ExtractDir::new(&self.data.extracts(), source)
             .ok_or_else(|| format!("`{source}` is not a safe source name"))
     }
 
@@ -364,13 +362,13 @@ impl Context {
 
     fn stage(&self) -> Result<Done, String> {
         let rules = self.rules();
-        let fingerprint = orchestrator::fingerprint(&self.layout, &rules, &self.transform_keys());
+        let fingerprint = orchestrator::fingerprint(&self.data, &rules, &self.transform_keys());
         if !self.full_refresh
-            && orchestrator::live_fingerprint(&self.layout).as_deref() == Some(fingerprint.as_str())
+            && orchestrator::live_fingerprint(&self.data).as_deref() == Some(fingerprint.as_str())
         {
             *lock(&self.publish) = Publish::UpToDate;
             // What the live file left out still is left out: say so at every run, not only once.
-            let warnings: Vec<String> = orchestrator::live_skipped(&self.layout)
+            let warnings: Vec<String> = orchestrator::live_skipped(&self.data)
                 .into_iter()
                 .map(|w| format!("{w} (not published since the last rebuild)"))
                 .collect();
@@ -385,8 +383,8 @@ impl Context {
                 ..Done::default()
             });
         }
-        let held = StateLock::acquire(
-            &self.locks_dir.join("analytics.lock"),
+        let held = Lock::acquire(
+            &self.data.analytics_lock(),
             "pipeline run (publish)",
             self.lock_timeout,
             |h| {
@@ -396,7 +394,7 @@ impl Context {
         )
         .map_err(|e| e.to_string())?;
         *lock(&self.analytics_lock) = Some(held);
-        let staged = orchestrator::stage(&self.layout, &rules).map_err(|e| e.to_string())?;
+        let staged = orchestrator::stage(&self.data, &rules).map_err(|e| e.to_string())?;
         let r = &staged.report;
         let done = Done {
             rows: Some(r.published.len() as i64),
@@ -496,10 +494,10 @@ impl Context {
     }
 
     fn live_connection(&self) -> Result<Connection, String> {
-        if !self.layout.analytics.is_file() {
+        if !self.data.analytics().is_file() {
             return Err("there is no analytics.duckdb yet; run `pipeline run` first".into());
         }
-        orchestrator::open_live(&self.layout, &self.policy)
+        orchestrator::open_live(&self.data, &self.policy)
             .map(|(conn, _)| conn)
             .map_err(|e| e.to_string())
     }
@@ -540,7 +538,7 @@ impl Context {
             }
             Publish::Staged(staged) => {
                 let fingerprint = if complete {
-                    orchestrator::fingerprint(&self.layout, &self.rules(), &self.transform_keys())
+                    orchestrator::fingerprint(&self.data, &self.rules(), &self.transform_keys())
                 } else {
                     "incomplete".into()
                 };

@@ -15,10 +15,10 @@
 //! directory again changes no file. Every generated file starts with a marker comment; an existing
 //! target is only replaced when it carries that marker, so hand-written specs are never overwritten.
 
+use crate::diag::source::{display_path, FileId};
+use crate::names::is_metric_name;
 use crate::spec::fields::{GRAINS, METRIC_TYPES};
-use crate::spec::names::is_metric_name;
 use crate::spec::node::{Node, Value};
-use crate::spec::source::{display_path, FileId};
 use crate::spec::validate::render_metric;
 use crate::spec::yaml;
 use std::collections::HashMap;
@@ -917,7 +917,7 @@ fn filters(node: &Node) -> Result<Vec<String>, String> {
 /// A column from a filter mapping: as written when it is a plain (possibly qualified) identifier,
 /// double-quoted otherwise so a name with spaces still means that column.
 fn column_sql(name: &str) -> String {
-    let plain = !name.is_empty() && name.split('.').all(crate::spec::names::is_identifier);
+    let plain = !name.is_empty() && name.split('.').all(crate::names::is_identifier);
     if plain {
         name.to_owned()
     } else {

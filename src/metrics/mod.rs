@@ -4,10 +4,10 @@
 
 pub mod import;
 
+use crate::diag::source::{Pos, SourceMap, Span};
 use crate::diag::{Code, Diagnostic};
 use crate::spec::decode::Located;
 use crate::spec::model::MetricSpec;
-use crate::spec::source::{Pos, SourceMap, Span};
 use crate::spec::template::{self, Params};
 use crate::spec::validate::locate_in_value;
 use duckdb::Connection;
@@ -95,7 +95,7 @@ pub fn select(m: &MetricSpec, req: &Request) -> Result<String, MetricError> {
     if let Some(d) = &req.dimension {
         // The dimension becomes SQL: only the declared ones, which are column names.
         let declared_dims: Vec<&str> = m.dimensions.iter().map(|x| x.value.as_str()).collect();
-        if !declared_dims.contains(&d.as_str()) || !crate::spec::names::is_identifier(d) {
+        if !declared_dims.contains(&d.as_str()) || !crate::names::is_identifier(d) {
             return Err(MetricError::UndeclaredDimension {
                 id: m.id.clone(),
                 dimension: d.clone(),

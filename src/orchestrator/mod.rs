@@ -14,6 +14,7 @@
 pub mod attach;
 
 use crate::contract::{self, remote, ContractError, ExtractDir, MetaRow, RemotePolicy};
+use crate::instance::DataDir;
 use crate::quote;
 use duckdb::Connection;
 use serde::Serialize;
@@ -31,21 +32,6 @@ pub enum OrchestratorError {
     Contract(#[from] ContractError),
     #[error("{0}: {1}")]
     Io(PathBuf, std::io::Error),
-}
-
-/// Where the live analytics file is, and what rebuild reads.
-#[derive(Clone, Debug)]
-pub struct Layout {
-    /// Absolute `data/extracts`.
-    pub extracts: PathBuf,
-    /// Absolute `data/analytics/analytics.duckdb`.
-    pub analytics: PathBuf,
-}
-
-impl Layout {
-    pub fn staging(&self) -> PathBuf {
-        self.analytics.with_extension("duckdb.tmp")
-    }
 }
 
 /// Inputs of a rebuild besides the files.
@@ -129,7 +115,7 @@ fn db_err(path: &Path) -> impl Fn(duckdb::Error) -> OrchestratorError + '_ {
 /// A new analytics file being built; nothing is visible until [`Staged::finish`].
 pub struct Staged {
     conn: Connection,
-    layout: Layout,
+    layout: DataDir,
     pub report: Report,
 }
 
@@ -168,7 +154,7 @@ fn extract_dirs(extracts: &Path, skipped: &mut Vec<Skipped>) -> Vec<ExtractDir> 
 }
 
 /// Builds a new analytics file from every extract (views only; transforms come after).
-pub fn stage(layout: &Layout, rules: &Rules) -> Result<Staged, OrchestratorError> {
+pub fn stage(layout: &DataDir, rules: &Rules) -> Result<Staged, OrchestratorError> {
     let tmp = layout.staging();
     if let Some(dir) = tmp.parent() {
         std::fs::create_dir_all(dir).map_err(|e| OrchestratorError::Io(dir.into(), e))?;
@@ -180,7 +166,7 @@ pub fn stage(layout: &Layout, rules: &Rules) -> Result<Staged, OrchestratorError
     ))
     .map_err(db_err(&tmp))?;
     let mut report = Report::default();
-    let dirs = extract_dirs(&layout.extracts, &mut report.skipped);
+    let dirs = extract_dirs(&layout.extracts(), &mut report.skipped);
     let catalogs: BTreeSet<String> = dirs.iter().map(|d| d.source.clone()).collect();
     let mut taken = folded(&rules.owners);
     let clock = std::time::Instant::now();
@@ -462,7 +448,7 @@ impl Staged {
     /// from its live definition over what was kept before it; when that does not bind, its rows
     /// are copied instead. Returns the names kept.
     pub fn keep_previous(&self, names: &[String]) -> Vec<String> {
-        let live = &self.layout.analytics;
+        let live = &self.layout.analytics();
         if names.is_empty() || !live.is_file() {
             return Vec::new();
         }
@@ -535,7 +521,7 @@ impl Staged {
         } = self;
         conn.close().map_err(|(_, e)| db_err(&tmp)(e))?;
         tracing::debug!(elapsed = ?clock.elapsed(), "analytics: closed");
-        contract::replace_db_file(&tmp, &layout.analytics)?;
+        contract::replace_db_file(&tmp, &layout.analytics())?;
         Ok(report)
     }
 
@@ -625,13 +611,13 @@ fn write_meta(
 /// A session on the live analytics file, read-only, with the attachments its views need. Returns
 /// the connection and the attachments that could not be made (their views fail; the rest work).
 pub fn open_live(
-    layout: &Layout,
+    layout: &DataDir,
     policy: &RemotePolicy,
 ) -> Result<(Connection, Vec<String>), OrchestratorError> {
-    let path = &layout.analytics;
+    let path = &layout.analytics();
     let err = db_err(path);
     let conn = Connection::open_in_memory().map_err(&err)?;
-    crate::state::retry_locked(crate::state::LOCK_RETRY, || {
+    crate::duck::retry_locked(crate::duck::LOCK_RETRY, || {
         conn.execute_batch(&format!(
             "SET TimeZone = 'UTC'; ATTACH {} AS analytics (READ_ONLY); USE analytics;",
             quote::path(path)
@@ -645,14 +631,14 @@ pub fn open_live(
 
 /// The fingerprint recorded in the live analytics file, if any (to skip a rebuild that would change
 /// nothing).
-pub fn live_fingerprint(layout: &Layout) -> Option<String> {
-    if !layout.analytics.is_file() {
+pub fn live_fingerprint(layout: &DataDir) -> Option<String> {
+    if !layout.analytics().is_file() {
         return None;
     }
     let conn = Connection::open_in_memory().ok()?;
     conn.execute_batch(&format!(
         "ATTACH {} AS live (READ_ONLY)",
-        quote::path(&layout.analytics)
+        quote::path(&layout.analytics())
     ))
     .ok()?;
     conn.query_row(
@@ -668,10 +654,10 @@ pub fn live_fingerprint(layout: &Layout) -> Option<String> {
 /// file, ours or another tool's, changes the fingerprint, so the next run publishes again and
 /// reports the view that no longer binds instead of calling analytics up to date), the transforms
 /// and the rules. Equal fingerprints mean a rebuild would produce the same file.
-pub fn fingerprint(layout: &Layout, rules: &Rules, transforms: &[String]) -> String {
+pub fn fingerprint(layout: &DataDir, rules: &Rules, transforms: &[String]) -> String {
     let mut parts = Vec::new();
     let mut ignored = Vec::new();
-    for dir in extract_dirs(&layout.extracts, &mut ignored) {
+    for dir in extract_dirs(&layout.extracts(), &mut ignored) {
         let stamp = crate::connectors::file_stamp(&dir.db()).unwrap_or_else(|_| "missing".into());
         parts.push(format!("{}={stamp}", dir.source));
         data_stamps(&dir.data(), 0, &mut parts);
@@ -711,23 +697,23 @@ fn data_stamps(dir: &Path, depth: usize, parts: &mut Vec<String>) {
 }
 
 /// Whether any extract directory holds an extract.duckdb (ours or another tool's).
-pub fn has_extracts(layout: &Layout) -> bool {
-    extract_dirs(&layout.extracts, &mut Vec::new())
+pub fn has_extracts(layout: &DataDir) -> bool {
+    extract_dirs(&layout.extracts(), &mut Vec::new())
         .iter()
         .any(|d| d.db().is_file())
 }
 
 /// What the live analytics file's last build skipped (`_pipeline.skipped`): one line per problem.
 /// Empty when there is no live file or it predates the table.
-pub fn live_skipped(layout: &Layout) -> Vec<String> {
-    if !layout.analytics.is_file() {
+pub fn live_skipped(layout: &DataDir) -> Vec<String> {
+    if !layout.analytics().is_file() {
         return Vec::new();
     }
     let read = || -> duckdb::Result<Vec<String>> {
         let conn = Connection::open_in_memory()?;
         conn.execute_batch(&format!(
             "ATTACH {} AS live (READ_ONLY)",
-            quote::path(&layout.analytics)
+            quote::path(&layout.analytics())
         ))?;
         let mut stmt = conn.prepare(&format!(
             "SELECT source, table_name, reason FROM live.{META_SCHEMA}.skipped ORDER BY source, table_name"
@@ -750,12 +736,12 @@ pub fn live_skipped(layout: &Layout) -> Vec<String> {
 /// Refreshes one source's views in the live analytics file without touching the others': a copy of
 /// the live file gets that source's views dropped and re-created, then replaces the live file.
 pub fn rebuild_source(
-    layout: &Layout,
+    layout: &DataDir,
     rules: &Rules,
     source: &str,
 ) -> Result<Report, OrchestratorError> {
-    let dir =
-        ExtractDir::new(&layout.extracts, source).filter(|_| !remote::is_reserved_catalog(source));
+    let dir = ExtractDir::new(&layout.extracts(), source)
+        .filter(|_| !remote::is_reserved_catalog(source));
     let Some(dir) = dir else {
         return Ok(Report {
             skipped: vec![Skipped {
@@ -768,8 +754,8 @@ pub fn rebuild_source(
     };
     let tmp = layout.staging();
     contract::remove_db_files(&tmp)?;
-    if layout.analytics.is_file() {
-        std::fs::copy(&layout.analytics, &tmp)
+    if layout.analytics().is_file() {
+        std::fs::copy(layout.analytics(), &tmp)
             .map_err(|e| OrchestratorError::Io(tmp.clone(), e))?;
     }
     let err = db_err(&tmp);
@@ -866,7 +852,7 @@ pub fn rebuild_source(
         // Catalogs the kept views read must be attached for the new views to bind beside them.
         let catalogs: BTreeSet<String> = std::iter::once(source.to_string())
             .chain(
-                extract_dirs(&layout.extracts, &mut Vec::new())
+                extract_dirs(&layout.extracts(), &mut Vec::new())
                     .into_iter()
                     .map(|d| d.source),
             )
@@ -890,7 +876,7 @@ pub fn rebuild_source(
     }
     conn.execute_batch("CHECKPOINT").map_err(&err)?;
     conn.close().map_err(|(_, e)| db_err(&tmp)(e))?;
-    contract::replace_db_file(&tmp, &layout.analytics)?;
+    contract::replace_db_file(&tmp, &layout.analytics())?;
     Ok(report)
 }
 
@@ -940,23 +926,24 @@ mod tests {
             .unwrap()
     }
 
-    fn layout(dir: &Path) -> Layout {
-        Layout {
-            extracts: dir.join("extracts"),
-            analytics: dir.join("analytics/analytics.duckdb"),
-        }
+    fn layout(dir: &Path) -> DataDir {
+        DataDir::new(dir)
     }
 
     #[test]
     fn stage_publishes_good_extracts_and_reports_the_rest() {
         let tmp = tempfile::tempdir().unwrap();
         let l = layout(tmp.path());
-        extract(&l.extracts, "a", "one", 3);
-        extract(&l.extracts, "b", "two", 5);
-        std::fs::create_dir_all(l.extracts.join("broken")).unwrap();
-        std::fs::write(l.extracts.join("broken/extract.duckdb"), b"not a database").unwrap();
+        extract(&l.extracts(), "a", "one", 3);
+        extract(&l.extracts(), "b", "two", 5);
+        std::fs::create_dir_all(l.extracts().join("broken")).unwrap();
+        std::fs::write(
+            l.extracts().join("broken/extract.duckdb"),
+            b"not a database",
+        )
+        .unwrap();
         // `b` also claims `one`, which `a` owns: refused.
-        extract(&l.extracts, "c", "one", 9);
+        extract(&l.extracts(), "c", "one", 9);
         let rules = Rules {
             owners: BTreeMap::from([("one".to_string(), "a".to_string())]),
             ..Rules::default()
@@ -964,8 +951,8 @@ mod tests {
         let staged = stage(&l, &rules).unwrap();
         let report = staged.finish("fp", &[]).unwrap();
         assert_eq!(report.published.len(), 2);
-        assert_eq!(count(&l.analytics, "one"), 3);
-        assert_eq!(count(&l.analytics, "two"), 5);
+        assert_eq!(count(&l.analytics(), "one"), 3);
+        assert_eq!(count(&l.analytics(), "two"), 5);
         let reasons: Vec<String> = report.skipped.iter().map(|s| s.to_string()).collect();
         assert!(
             reasons
@@ -983,7 +970,7 @@ mod tests {
             report.claimed,
             BTreeMap::from([("two".to_string(), "b".to_string())])
         );
-        assert!(!contract::wal_of(&l.analytics).exists());
+        assert!(!contract::wal_of(&l.analytics()).exists());
         assert_eq!(live_fingerprint(&l).as_deref(), Some("fp"));
     }
 
@@ -991,23 +978,23 @@ mod tests {
     fn rebuild_source_refreshes_one_source_and_keeps_the_others() {
         let tmp = tempfile::tempdir().unwrap();
         let l = layout(tmp.path());
-        extract(&l.extracts, "a", "one", 3);
-        extract(&l.extracts, "b", "two", 5);
+        extract(&l.extracts(), "a", "one", 3);
+        extract(&l.extracts(), "b", "two", 5);
         stage(&l, &Rules::default())
             .unwrap()
             .finish("fp", &[])
             .unwrap();
         // Both change on disk, only `a` is rebuilt: `two`'s view keeps reading its (new) Parquet,
         // but `_pipeline.tables` still describes b as it was published.
-        extract(&l.extracts, "a", "one", 7);
+        extract(&l.extracts(), "a", "one", 7);
         let report = rebuild_source(&l, &Rules::default(), "a").unwrap();
         assert_eq!(report.published.len(), 1);
-        assert_eq!(count(&l.analytics, "one"), 7);
-        assert_eq!(count(&l.analytics, "two"), 5);
+        assert_eq!(count(&l.analytics(), "one"), 7);
+        assert_eq!(count(&l.analytics(), "two"), 5);
         let c = Connection::open_in_memory().unwrap();
         c.execute_batch(&format!(
             "ATTACH {} AS x (READ_ONLY)",
-            quote::path(&l.analytics)
+            quote::path(&l.analytics())
         ))
         .unwrap();
         let rows: Vec<(String, i64)> = c

@@ -1,31 +1,9 @@
 //! Desired vs recorded objects → the changes apply would make.
 
 use super::impact::{Impact, Label};
-use super::object::{Kind, Object, Objects};
+use crate::registry::document::{Action, Kind, Object, Objects};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Action {
-    Create,
-    Update,
-    /// Delete and create again: the change forces its data to be rebuilt from scratch.
-    Replace,
-    Delete,
-}
-
-impl Action {
-    /// Terraform's markers, which many readers already know.
-    pub fn symbol(self) -> &'static str {
-        match self {
-            Action::Create => "+",
-            Action::Update => "~",
-            Action::Replace => "-/+",
-            Action::Delete => "-",
-        }
-    }
-}
 
 /// One field that differs.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -172,8 +150,8 @@ fn field_changes(have: &Object, want: &Object) -> Vec<FieldChange> {
 
 #[cfg(test)]
 mod tests {
-    use super::super::object::index;
     use super::*;
+    use crate::registry::document::index;
     use serde_json::json;
 
     fn table(id: &str, fields: Value) -> Object {

@@ -17,14 +17,15 @@
 //! analytics.duckdb, else the extract's Parquet): missing ones are reported as warnings, because the
 //! next extract would fail on them.
 
-use super::diff::{Action, Change};
-use super::object::{Kind, Object, Objects};
+use super::diff::Change;
 use super::{Desired, Plan, Summary};
 use crate::contract::{ExtractDir, RemotePolicy};
+use crate::diag::source::Span;
+use crate::instance::DataDir;
 use crate::metrics;
-use crate::orchestrator::{self, Layout};
+use crate::orchestrator;
 use crate::quote;
-use crate::spec::source::Span;
+use crate::registry::document::{Action, Kind, Object, Objects};
 use crate::spec::Specs;
 use duckdb::Connection;
 use serde::{Deserialize, Serialize};
@@ -167,14 +168,6 @@ impl Places {
     }
 }
 
-/// What the instance allows analytics to attach (for views over remote tables).
-fn policy(specs: &Specs) -> RemotePolicy {
-    match &specs.instance {
-        Some(i) => RemotePolicy::of_instance(i, &specs.root),
-        None => RemotePolicy::default(),
-    }
-}
-
 /// Whether a plan saved by an older binary (or made without [`assess`]) still needs labels.
 pub fn needs_assessment(plan: &Plan) -> bool {
     plan.changes.iter().any(|c| c.impact.is_none())
@@ -182,11 +175,10 @@ pub fn needs_assessment(plan: &Plan) -> bool {
 
 /// Labels every change of `plan` (and counts the breaking ones in its summary).
 pub fn assess(desired: &Desired, plan: &mut Plan) {
-    let layout = Layout {
-        extracts: desired.data.extracts(),
-        analytics: desired.data.analytics(),
-    };
-    let impacts = Assessment::new(&desired.specs, &desired.objects, &plan.changes).run(&layout);
+    let impacts = Assessment::new(&desired.specs, &desired.objects, &plan.changes).run(
+        &desired.instance.data,
+        &RemotePolicy::of_instance(&desired.instance),
+    );
     for (c, i) in plan.changes.iter_mut().zip(impacts) {
         c.impact = Some(i);
     }
@@ -333,12 +325,13 @@ impl<'a> Assessment<'a> {
         a
     }
 
-    fn run(mut self, layout: &Layout) -> Vec<Impact> {
+    /// `policy`: what the instance allows analytics to attach (for views over remote tables).
+    fn run(mut self, layout: &DataDir, policy: &RemotePolicy) -> Vec<Impact> {
         let binds = !self.changed_transforms.is_empty()
             || !self.changed_metrics.is_empty()
             || !self.renamed.is_empty();
         if binds || !self.columns.is_empty() {
-            self.check(layout, binds);
+            self.check(layout, policy, binds);
         }
         for (i, impact) in self.impacts.iter_mut().enumerate() {
             impact.label = if !impact.breaks.is_empty() {
@@ -359,8 +352,8 @@ impl<'a> Assessment<'a> {
         }
     }
 
-    fn check(&mut self, layout: &Layout, binds: bool) {
-        let live = layout.analytics.is_file();
+    fn check(&mut self, layout: &DataDir, policy: &RemotePolicy, binds: bool) {
+        let live = layout.analytics().is_file();
         if binds && !live {
             let note = "nothing is published yet (no analytics.duckdb): there is no schema to \
                         check its SQL against";
@@ -376,7 +369,7 @@ impl<'a> Assessment<'a> {
         }
         let clock = std::time::Instant::now();
         let opened = if live {
-            orchestrator::open_live(layout, &policy(self.specs))
+            orchestrator::open_live(layout, policy)
                 .map(|(conn, _)| conn)
                 .map_err(|e| e.to_string())
         } else {
@@ -409,7 +402,7 @@ impl<'a> Assessment<'a> {
     }
 
     /// Declared columns of a table the published data does not have: the next extract would fail.
-    fn check_columns(&mut self, conn: &Connection, layout: &Layout, live: bool, i: usize) {
+    fn check_columns(&mut self, conn: &Connection, layout: &DataDir, live: bool, i: usize) {
         let c = &self.changes[i];
         let Some(obj) = &c.object else { return };
         let (Some(source), Some(name)) = (obj.str("source"), obj.str("name")) else {
@@ -697,7 +690,7 @@ impl<'a> Assessment<'a> {
 /// that source publishes it, else its Parquet. `None` when neither exists (nothing to compare).
 fn published_columns(
     conn: &Connection,
-    layout: &Layout,
+    layout: &DataDir,
     live: bool,
     source: &str,
     name: &str,
@@ -728,7 +721,7 @@ fn published_columns(
             }
         }
     }
-    let data = ExtractDir::new(&layout.extracts, source)?.local_data(name)?;
+    let data = ExtractDir::new(&layout.extracts(), source)?.local_data(name)?;
     columns(format!(
         "SELECT column_name FROM (DESCRIBE SELECT * FROM {})",
         data.scan()

@@ -1,8 +1,9 @@
 //! Plan: the difference between the specs (desired state) and `system.duckdb` (recorded state), and
 //! the tasks that applying it would run (DESIGN.md §7).
 //!
-//! [`object`] turns specs into canonical documents, [`diff`] compares them with the recorded ones,
-//! [`tasks`] derives the work, [`render`] prints it. A [`Plan`] can be saved as JSON and applied later;
+//! [`crate::registry::document`] turns specs into canonical documents, [`diff`] compares them with the
+//! recorded ones, [`work`] says what the changes need done ([`crate::registry::dag`] lays it out as
+//! tasks), [`render`] prints it. A [`Plan`] can be saved as JSON and applied later;
 //! it records the state serial and the spec digest it was made from, so applying it after anything
 //! changed is refused instead of doing something nobody reviewed. [`impact`] is a separate step that
 //! labels each change breaking or not by binding against the published analytics (the plan itself
@@ -10,19 +11,20 @@
 
 pub mod diff;
 pub mod impact;
-pub mod object;
 pub mod render;
-pub mod tasks;
+pub mod work;
 
 use crate::diag::Diagnostics;
+use crate::instance::Instance;
+use crate::registry::dag;
+use crate::registry::document::{self, Action, Kind, Objects};
+use crate::registry::registered::{Malformed, Registered};
+use crate::registry::task::Task;
 use crate::spec::{self, Specs};
-use crate::state;
-use diff::{Action, Change};
-use object::{Kind, Objects};
+use crate::state::{self, registry::Recorded, registry::WriteSet, StateStore};
+use diff::Change;
 use serde::{Deserialize, Serialize};
-use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
-use tasks::Task;
 
 /// Version of the saved-plan JSON; bumped on incompatible changes.
 pub const FORMAT_VERSION: u32 = 1;
@@ -34,7 +36,7 @@ pub struct Plan {
     pub created_at: String,
     /// The apply serial of the state this plan was made against.
     pub state_serial: i64,
-    /// [`object::digest`] of the specs this plan was made from.
+    /// [`document::digest`] of the specs this plan was made from.
     pub spec_digest: String,
     /// `--target` names; empty for a full plan.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -87,6 +89,29 @@ impl Plan {
             .collect()
     }
 
+    /// What applying this plan writes to the state, as `who`.
+    pub fn write_set(&self, who: &str) -> WriteSet {
+        WriteSet {
+            expected_serial: self.state_serial,
+            spec_digest: self.spec_digest.clone(),
+            writes: self
+                .changes
+                .iter()
+                .map(|c| state::registry::ObjectWrite {
+                    kind: c.kind,
+                    id: c.id.clone(),
+                    action: c.action,
+                    object: c.object.clone(),
+                    before: c.before.clone(),
+                    detail: serde_json::to_value(&c.fields).expect("field changes serialize"),
+                })
+                .collect(),
+            tasks: self.tasks.clone(),
+            record: serde_json::to_string(self).expect("plans serialize"),
+            who: who.to_string(),
+        }
+    }
+
     pub fn has_changes(&self) -> bool {
         !self.changes.is_empty()
     }
@@ -109,40 +134,12 @@ pub enum PlanError {
     UnknownTarget(String),
     #[error(transparent)]
     State(#[from] state::StateError),
+    #[error(transparent)]
+    Malformed(#[from] Malformed),
     #[error("{0}: {1}")]
     Io(PathBuf, std::io::Error),
     #[error("{path} is not a saved plan: {reason}")]
     BadPlanFile { path: PathBuf, reason: String },
-}
-
-/// Where an instance keeps its data (DESIGN.md §2), resolved against the instance root.
-#[derive(Clone, Debug)]
-pub struct DataDir(pub PathBuf);
-
-impl DataDir {
-    pub fn of(specs: &Specs) -> DataDir {
-        let rel = specs
-            .instance
-            .as_ref()
-            .map_or("data", |i| i.data_dir.as_str());
-        DataDir(specs.root.join(rel))
-    }
-
-    pub fn state_db(&self) -> PathBuf {
-        self.0.join("state/system.duckdb")
-    }
-
-    pub fn state_lock(&self) -> PathBuf {
-        self.0.join("state/state.lock")
-    }
-
-    pub fn extracts(&self) -> PathBuf {
-        self.0.join("extracts")
-    }
-
-    pub fn analytics(&self) -> PathBuf {
-        self.0.join("analytics/analytics.duckdb")
-    }
 }
 
 /// The validated specs and the desired state they declare.
@@ -151,12 +148,13 @@ pub struct Desired {
     /// Warnings only (errors make [`desired`] fail).
     pub diags: Diagnostics,
     pub objects: Objects,
-    pub data: DataDir,
+    /// The instance the specs declare (its paths and settings).
+    pub instance: Instance,
 }
 
 impl Desired {
     pub fn digest(&self) -> String {
-        object::digest(&self.objects)
+        document::digest(&self.objects)
     }
 
     /// Warnings about environment variables the specs name but the environment lacks. Validate
@@ -190,44 +188,20 @@ fn finish_desired(
             diags,
         });
     }
-    let objects = object::desired(&specs, analysis);
+    // Validated specs always have an instance; without one they would have had an error.
+    let Some(instance) = Instance::from_specs(&specs) else {
+        return Err(PlanError::Invalid {
+            specs: Box::new(specs),
+            diags,
+        });
+    };
+    let objects = document::desired(&specs, analysis);
     Ok(Desired {
-        data: DataDir::of(&specs),
+        instance,
         specs,
         diags,
         objects,
     })
-}
-
-/// The recorded side: what the state says, as far as a plan needs it.
-#[derive(Clone, Debug, Default)]
-pub struct Recorded {
-    /// The apply serial (0 for no state).
-    pub serial: i64,
-    /// The registered objects.
-    pub objects: Objects,
-    /// Tables whose last extract failed: a change to one queues its extract again, so fixing the
-    /// spec that made it fail is tried at once.
-    pub failed_extracts: BTreeSet<String>,
-}
-
-impl Recorded {
-    /// Reads the recorded side from a state connection.
-    pub fn read(conn: &duckdb::Connection, known: &Objects) -> Result<Recorded, PlanError> {
-        Ok(Recorded {
-            serial: state::serial(conn)?,
-            objects: state::registry::recorded(conn, known)?,
-            failed_extracts: state::report::failed_extracts(conn)?,
-        })
-    }
-
-    fn of(path: &Path, known: &Objects) -> Result<Recorded, PlanError> {
-        if !path.exists() {
-            return Ok(Recorded::default());
-        }
-        let conn = state::open_for_reading(path)?;
-        Recorded::read(&conn, known)
-    }
 }
 
 /// [`desired`] and the recorded state, read through the DuckDB instance validation already started
@@ -236,12 +210,10 @@ impl Recorded {
 pub fn desired_and_recorded(root: &Path) -> Result<(Desired, Recorded), PlanError> {
     let (specs, analysis, diags, conn) = spec::check_keeping_db(root);
     let desired = finish_desired(specs, &analysis, diags)?;
-    let db = desired.data.state_db();
+    let store = StateStore::of(&desired.instance.data);
     let recorded = match conn {
-        Some(conn) if db.exists() && state::attach_for_reading(&conn, &db)? => {
-            Recorded::read(&conn, &desired.objects)?
-        }
-        _ => Recorded::of(&db, &desired.objects)?,
+        Some(conn) => store.recorded_through(conn, &desired.objects)?,
+        None => store.recorded(&desired.objects)?,
     };
     Ok((desired, recorded))
 }
@@ -249,7 +221,7 @@ pub fn desired_and_recorded(root: &Path) -> Result<(Desired, Recorded), PlanErro
 /// Plans `desired` against the recorded state. `targets` narrows the plan to the named objects (a
 /// source name includes its tables and transforms).
 pub fn against_state(desired: &Desired, targets: &[String]) -> Result<Plan, PlanError> {
-    let recorded = Recorded::of(&desired.data.state_db(), &desired.objects)?;
+    let recorded = StateStore::of(&desired.instance.data).recorded(&desired.objects)?;
     against(desired, &recorded, targets)
 }
 
@@ -274,13 +246,22 @@ pub fn build(
     if !targets.is_empty() {
         changes = narrow(changes, desired, recorded_objects, targets)?;
     }
-    let tasks = tasks::tasks(&changes, desired, &recorded.failed_extracts);
+    // A plan without changes has no tasks; typing the documents is for plans that have some.
+    let tasks = if changes.is_empty() {
+        Vec::new()
+    } else {
+        let typed = Registered::from_objects(desired)?;
+        dag::tasks(
+            &typed,
+            &work::work(&changes, &typed, &recorded.failed_extracts),
+        )
+    };
     Ok(Plan {
         format_version: FORMAT_VERSION,
         pipeline_version: env!("CARGO_PKG_VERSION").to_string(),
         created_at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
         state_serial: serial,
-        spec_digest: object::digest(desired),
+        spec_digest: document::digest(desired),
         targets: targets.to_vec(),
         summary: Summary::of(&changes),
         changes,

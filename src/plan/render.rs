@@ -3,9 +3,10 @@
 //! Colour is emitted as ANSI styles; the caller writes through `anstream`, which drops them when the
 //! output is not a terminal or `NO_COLOR` is set.
 
-use super::diff::{Action, Change, FieldChange};
+use super::diff::{Change, FieldChange};
 use super::impact::{Impact, Label};
 use super::{Plan, Summary};
+use crate::registry::document::Action;
 use anstyle::{AnsiColor, Style};
 use serde_json::Value;
 use std::fmt::Write;

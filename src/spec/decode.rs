@@ -6,7 +6,7 @@
 
 use super::fields::{Object, Ty};
 use super::node::{Key, Node, Value};
-use super::source::Span;
+use crate::diag::source::Span;
 use crate::diag::{did_you_mean, Code, Diagnostics};
 
 /// A value with the place it was written.
@@ -297,8 +297,8 @@ impl<'d> Decoder<'d> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::diag::source::FileId;
     use crate::spec::fields::TABLE;
-    use crate::spec::source::FileId;
 
     fn decode(yaml: &str) -> Diagnostics {
         let node = crate::spec::yaml::parse(yaml, FileId(0)).unwrap();

@@ -13,7 +13,7 @@
 //! memory guard only; which file is reported as crossing the instance limit is decided afterwards in
 //! file order by `load`, so the answer does not depend on thread timing.
 
-use super::source::Span;
+use crate::diag::source::Span;
 use crate::diag::{Code, Diagnostic};
 use std::sync::atomic::{AtomicU64, Ordering};
 

@@ -9,9 +9,9 @@ use super::decode::Decoder;
 use super::limits::{self, Cost, Meter, Shared, Stop, INSTANCE_LIMIT};
 use super::model::{self, InstanceSpec, MetricSpec, SourceSpec, TableSpec};
 use super::node::Node;
-use super::source::{display_path, FileId, SourceFile, SourceMap, Span};
 use super::walk::{self, Found, ReadError};
 use super::{toml as toml_fmt, yaml};
+use crate::diag::source::{display_path, FileId, SourceFile, SourceMap, Span};
 use crate::diag::{Code, Diagnostic, Diagnostics};
 use std::path::{Path, PathBuf};
 
@@ -132,6 +132,16 @@ fn at_file(files: &mut SourceMap, root: &Path, path: &Path) -> Span {
 /// independent); results are merged back in file order so output stays deterministic — including
 /// which file is reported when the instance's files together exceed the limits.
 pub fn load(root: &Path) -> (Specs, Diagnostics) {
+    load_files(root, false)
+}
+
+/// Loads only `config/instance.*` under `root` (what [`crate::instance::Instance::open`] needs):
+/// the other files are neither listed nor read.
+pub fn load_instance(root: &Path) -> (Specs, Diagnostics) {
+    load_files(root, true)
+}
+
+fn load_files(root: &Path, only_instance: bool) -> (Specs, Diagnostics) {
     let mut specs = Specs {
         root: root.to_path_buf(),
         ..Specs::default()
@@ -153,7 +163,7 @@ pub fn load(root: &Path) -> (Specs, Diagnostics) {
             return (specs, diags);
         }
     };
-    let jobs = list(root, tree, &mut specs.files, &mut diags);
+    let jobs = list(root, tree, only_instance, &mut specs.files, &mut diags);
     let work = read_all(root, jobs, &mut specs.files, &mut diags);
     for (decoded, d) in parse_all(&specs.files, &work) {
         diags.extend(d);
@@ -168,11 +178,12 @@ pub fn load(root: &Path) -> (Specs, Diagnostics) {
     (specs, diags)
 }
 
-/// The spec files of the layout, in reading order, with what kind each holds. Refused paths become
-/// diagnostics here.
+/// The spec files of the layout (only the instance file when `only_instance`), in reading order,
+/// with what kind each holds. Refused paths become diagnostics here.
 fn list(
     root: &Path,
     mut tree: walk::Root,
+    only_instance: bool,
     files: &mut SourceMap,
     diags: &mut Diagnostics,
 ) -> Vec<(PathBuf, Kind)> {
@@ -234,6 +245,12 @@ fn list(
             }
             jobs.push((one.clone(), Kind::Instance));
         }
+    }
+    if only_instance {
+        for d in layout_errors {
+            diags.push(d);
+        }
+        return jobs;
     }
     let mut found = Vec::new();
     tree.spec_files(

@@ -1,7 +1,7 @@
 //! Spec files: loading (YAML/TOML with positions) → typed model → validation.
 //!
-//! Reading order follows the data: [`walk`] (which files may be read) → [`source`] (files and
-//! positions) → [`yaml`]/[`toml`] (text → [`node`] trees, within [`limits`]) → [`decode`] + [`fields`]
+//! Reading order follows the data: [`walk`] (which files may be read) → [`crate::diag::source`] (files
+//! and positions) → [`yaml`]/[`toml`] (text → [`node`] trees, within [`limits`]) → [`decode`] + [`fields`]
 //! (schema) → [`model`] (typed specs) → [`load`] (the instance layout) → [`validate`] (cross-file
 //! checks, SQL via DuckDB, templates via [`template`], cycles).
 
@@ -11,10 +11,8 @@ pub mod json_schema;
 pub mod limits;
 pub mod load;
 pub mod model;
-pub mod names;
 pub mod node;
 pub mod schedule;
-pub mod source;
 pub mod sql;
 pub mod template;
 pub mod toml;

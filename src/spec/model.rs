@@ -6,11 +6,11 @@
 
 use super::decode::{Decoder, Located, Obj};
 use super::fields::{self, Object};
-use super::names;
 use super::node::{Node, Value};
 use super::schedule::Schedule;
-use super::source::{FileId, Span};
+use crate::diag::source::{FileId, Span};
 use crate::diag::{did_you_mean, suggest, Code};
+use crate::names;
 use chrono_tz::Tz;
 
 macro_rules! spec_enum {
@@ -84,6 +84,10 @@ spec_enum!(MetricType {
     Custom = "custom",
 });
 spec_enum!(Grain { Day = "day", Week = "week", Month = "month", Quarter = "quarter", Year = "year" });
+
+/// The alias under which the seed system's BigQuery contract attaches a project (`_remote_attach`
+/// row `('bq', 'bigquery', 'project=…', '')`, DESIGN.md §4): part of the contract, so fixed.
+pub const BIGQUERY_REMOTE_ALIAS: &str = "bq";
 
 /// Source types on the roadmap that this version has no connector for. Named so that `validate` can
 /// say "not in this version" instead of "unknown"; they are not in the schema.

@@ -4,7 +4,7 @@
 //! decoding, validation, conversion — works on this one shape, which is why both formats share one schema
 //! and give identical errors.
 
-use super::source::Span;
+use crate::diag::source::Span;
 
 #[derive(Clone, Debug, PartialEq)]
 pub struct Node {

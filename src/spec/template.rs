@@ -130,7 +130,7 @@ fn column_arg(arg: Option<String>, time_column: &Option<String>) -> Result<Strin
         )
     })?;
     // The column goes into SQL: only plain or dotted identifiers.
-    let ok = !col.is_empty() && col.split('.').all(crate::spec::names::is_identifier);
+    let ok = !col.is_empty() && col.split('.').all(crate::names::is_identifier);
     if !ok {
         return Err(Error::new(
             ErrorKind::InvalidOperation,

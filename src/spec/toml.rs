@@ -5,7 +5,7 @@
 
 use super::limits::{self, Cost, Exceeded, Meter, Stop, MAX_DEPTH};
 use super::node::{Key, Node, Value};
-use super::source::{FileId, SourceFile, Span};
+use crate::diag::source::{FileId, SourceFile, Span};
 use crate::diag::{Code, Diagnostic};
 use toml::de::{DeTable, DeValue};
 use toml::Spanned;
@@ -114,7 +114,7 @@ impl Build<'_, '_, '_> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::spec::source::Pos;
+    use crate::diag::source::Pos;
 
     #[test]
     fn positions_point_at_keys_and_values() {

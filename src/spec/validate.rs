@@ -7,10 +7,10 @@
 use super::decode::Located;
 use super::load::Specs;
 use super::model::{MetricSpec, QueryMode, SourceSpec, SourceType, SyncMode, TableSpec};
-use super::names;
-use super::source::{Pos, SourceMap, Span};
 use super::sql::{introspection, ParserUnavailable, Reads, SqlParser, PURE_TABLE_FUNCTIONS};
+use crate::diag::source::{Pos, SourceMap, Span};
 use crate::diag::{suggest, Code, Diagnostic, Diagnostics};
+use crate::names;
 use petgraph::graph::{DiGraph, NodeIndex};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
@@ -356,7 +356,7 @@ impl Validator<'_> {
         }
         // The extract is attached under the source's name and the contract attaches BigQuery as
         // `bq`: the two would clash at rebuild, and the remote views would never publish.
-        let alias = crate::connectors::bigquery::REMOTE_ALIAS;
+        let alias = super::model::BIGQUERY_REMOTE_ALIAS;
         if bigquery && mode == QueryMode::Remote && source.name.value == alias {
             self.diags.push(
                 Diagnostic::error(

@@ -8,7 +8,7 @@
 
 use super::limits::{self, Cost, Exceeded, Meter, Stop, MAX_DEPTH};
 use super::node::{Key, Node, Value};
-use super::source::{FileId, Pos, Span};
+use crate::diag::source::{FileId, Pos, Span};
 use crate::diag::{Code, Diagnostic};
 use saphyr_parser::{Event, Parser, ScalarStyle, Span as YSpan};
 use std::collections::HashMap;

@@ -3,7 +3,7 @@
 //! A token is shown once, when it is created; the state keeps only its SHA-256 and a short prefix
 //! for listings. Group membership belongs to the user, so every token of a user sees the same tables.
 
-use super::StateResult;
+use super::{Reader, StateResult, Writer};
 use duckdb::{params, Connection, OptionalExt};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
@@ -72,7 +72,7 @@ fn ts(col: &str) -> String {
 /// Creates a token for `user` (created if new), adding the user to `groups`. Returns the token's
 /// listing and the secret, which is not stored and cannot be shown again.
 pub fn create_token(
-    conn: &mut Connection,
+    w: &mut Writer,
     user: &str,
     groups: &[String],
     who: &str,
@@ -81,7 +81,7 @@ pub fn create_token(
     let secret = format!("{TOKEN_PREFIX}{}", random_hex(24).map_err(io)?);
     let id = random_hex(4).map_err(io)?;
     let prefix: String = secret.chars().take(TOKEN_PREFIX.len() + 6).collect();
-    let tx = conn.transaction()?;
+    let tx = w.conn().transaction()?;
     tx.execute(
         "INSERT INTO users (name) VALUES (?) ON CONFLICT DO NOTHING",
         params![user],
@@ -108,7 +108,7 @@ pub fn create_token(
         serde_json::json!({"user": user, "groups": groups}),
     )?;
     tx.commit()?;
-    let info = list_tokens(conn)?
+    let info = tokens(&w.conn)?
         .into_iter()
         .find(|t| t.id == id)
         .ok_or_else(|| super::StateError::Refused(format!("token {id} vanished")))?;
@@ -139,7 +139,11 @@ fn groups_of(conn: &Connection, user: &str) -> StateResult<Vec<String>> {
 }
 
 /// Every token, newest first, revoked ones included.
-pub fn list_tokens(conn: &Connection) -> StateResult<Vec<TokenInfo>> {
+pub fn list_tokens(r: &Reader) -> StateResult<Vec<TokenInfo>> {
+    tokens(&r.conn)
+}
+
+fn tokens(conn: &Connection) -> StateResult<Vec<TokenInfo>> {
     let sql = format!(
         "SELECT id, user_name, prefix, {}, {}, {} FROM tokens ORDER BY created_at DESC, id",
         ts("created_at"),
@@ -170,8 +174,8 @@ pub fn list_tokens(conn: &Connection) -> StateResult<Vec<TokenInfo>> {
 
 /// Revokes the token with this id (or whose prefix this is). Returns the revoked token, or `None`
 /// when nothing matched; an already revoked token is returned unchanged.
-pub fn revoke(conn: &mut Connection, id: &str, who: &str) -> StateResult<Option<TokenInfo>> {
-    let found: Vec<TokenInfo> = list_tokens(conn)?
+pub fn revoke(w: &mut Writer, id: &str, who: &str) -> StateResult<Option<TokenInfo>> {
+    let found: Vec<TokenInfo> = tokens(&w.conn)?
         .into_iter()
         .filter(|t| t.id == id || (id.len() >= 6 && t.prefix.starts_with(id)))
         .collect();
@@ -185,7 +189,7 @@ pub fn revoke(conn: &mut Connection, id: &str, who: &str) -> StateResult<Option<
         return Ok(None);
     };
     if token.revoked_at.is_none() {
-        let tx = conn.transaction()?;
+        let tx = w.conn().transaction()?;
         tx.execute(
             "UPDATE tokens SET revoked_at = current_timestamp WHERE id = ?",
             params![token.id],
@@ -199,20 +203,21 @@ pub fn revoke(conn: &mut Connection, id: &str, who: &str) -> StateResult<Option<
         )?;
         tx.commit()?;
     }
-    Ok(list_tokens(conn)?.into_iter().find(|t| t.id == token.id))
+    Ok(tokens(&w.conn)?.into_iter().find(|t| t.id == token.id))
 }
 
 /// Records that a token was just used.
-pub fn touch(conn: &Connection, token_id: &str) -> StateResult<()> {
-    conn.execute(
+pub fn touch(w: &Writer, token_id: &str) -> StateResult<()> {
+    w.conn.execute(
         "UPDATE tokens SET last_used_at = current_timestamp WHERE id = ?",
         params![token_id],
     )?;
     Ok(())
 }
 
-/// Checks a bearer token. Read-only: usable on a connection opened for reading.
-pub fn verify(conn: &Connection, secret: &str) -> StateResult<Verdict> {
+/// Checks a bearer token.
+pub fn verify(r: &Reader, secret: &str) -> StateResult<Verdict> {
+    let conn = &r.conn;
     if !secret.starts_with(TOKEN_PREFIX) {
         return Ok(Verdict::Unknown);
     }
@@ -247,13 +252,14 @@ mod tests {
     fn a_token_verifies_until_revoked_and_is_never_stored() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("system.duckdb");
-        let mut conn = super::super::open(&path).unwrap();
+        let mut w = super::super::StateStore::new(&path).write().unwrap();
         let (info, secret) =
-            create_token(&mut conn, "ann", &["analysts".to_string()], "admin").unwrap();
+            create_token(&mut w, "ann", &["analysts".to_string()], "admin").unwrap();
         assert!(secret.starts_with(TOKEN_PREFIX) && secret.len() > 40);
         assert!(secret.starts_with(&info.prefix));
         assert_eq!(info.groups, vec!["analysts"]);
-        let stored: i64 = conn
+        let stored: i64 = w
+            .conn
             .query_row(
                 "SELECT count(*) FROM tokens WHERE hash = ? OR prefix = ?",
                 params![secret, secret],
@@ -261,7 +267,7 @@ mod tests {
             )
             .unwrap();
         assert_eq!(stored, 0, "the secret itself is not in the state");
-        match verify(&conn, &secret).unwrap() {
+        match verify(&w, &secret).unwrap() {
             Verdict::Valid(c) => {
                 assert_eq!(c.user, "ann");
                 assert!(c.may_read(&["analysts".into()]));
@@ -270,13 +276,14 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
-        assert_eq!(verify(&conn, "pl_nope").unwrap(), Verdict::Unknown);
-        assert_eq!(verify(&conn, "other").unwrap(), Verdict::Unknown);
-        let revoked = revoke(&mut conn, &info.id, "admin").unwrap().unwrap();
+        assert_eq!(verify(&w, "pl_nope").unwrap(), Verdict::Unknown);
+        assert_eq!(verify(&w, "other").unwrap(), Verdict::Unknown);
+        let revoked = revoke(&mut w, &info.id, "admin").unwrap().unwrap();
         assert!(revoked.revoked_at.is_some());
-        assert_eq!(verify(&conn, &secret).unwrap(), Verdict::Revoked);
-        assert!(revoke(&mut conn, "nothing", "admin").unwrap().is_none());
-        let audited: i64 = conn
+        assert_eq!(verify(&w, &secret).unwrap(), Verdict::Revoked);
+        assert!(revoke(&mut w, "nothing", "admin").unwrap().is_none());
+        let audited: i64 = w
+            .conn
             .query_row(
                 "SELECT count(*) FROM audit_log WHERE action LIKE 'token.%'",
                 [],

@@ -4,7 +4,7 @@
 //! analytics file (`publish_state`). Written by a run in the same transaction as the rest of its
 //! record ([`super::sync::record`]); read by `pipeline status` and `GET /api/status`.
 
-use super::StateResult;
+use super::{ts, Reader, StateResult, ROWS};
 use duckdb::{params, Connection};
 use serde::Serialize;
 
@@ -38,11 +38,9 @@ pub struct Outcomes {
     pub tables: Vec<TablePublish>,
 }
 
-const ROWS: &str = "(SELECT unnest(CAST($1::JSON AS JSON[])) AS d)";
-
 /// Records `o` (run `run_id`, finished at `at`: UTC `YYYY-MM-DD HH:MM:SS[.f]`) on `conn`, inside the
 /// caller's transaction.
-pub fn record(conn: &Connection, run_id: &str, at: &str, o: &Outcomes) -> StateResult<()> {
+pub(super) fn record(conn: &Connection, run_id: &str, at: &str, o: &Outcomes) -> StateResult<()> {
     use serde_json::json;
     let rows = |items: &[Outcome]| {
         serde_json::Value::Array(
@@ -110,11 +108,6 @@ pub fn record(conn: &Connection, run_id: &str, at: &str, o: &Outcomes) -> StateR
     Ok(())
 }
 
-/// SQL for a UTC timestamp column as RFC 3339 text.
-fn ts(col: &str) -> String {
-    format!("strftime({col}, '%Y-%m-%dT%H:%M:%S.%gZ')")
-}
-
 /// A registered transform and its last outcome (`status` is null until a run built it).
 #[derive(Clone, Debug, Serialize)]
 pub struct TransformState {
@@ -138,7 +131,8 @@ pub struct CheckState {
     pub updated_at: Option<String>,
 }
 
-pub fn transforms(conn: &Connection) -> StateResult<Vec<TransformState>> {
+pub fn transforms(r: &Reader) -> StateResult<Vec<TransformState>> {
+    let conn = &r.conn;
     let sql = format!(
         "SELECT t.name, t.source, t.materialized, s.status, s.reason, s.rows, {}, {}
          FROM transforms t LEFT JOIN transform_state s ON s.name = t.name ORDER BY t.name",
@@ -165,7 +159,8 @@ pub fn transforms(conn: &Connection) -> StateResult<Vec<TransformState>> {
 
 /// Every registered metric's last check: a run's (`check_state`), or a later `metrics check`
 /// (recorded in `metric_definitions`).
-pub fn checks(conn: &Connection) -> StateResult<Vec<CheckState>> {
+pub fn checks(r: &Reader) -> StateResult<Vec<CheckState>> {
+    let conn = &r.conn;
     let cli = "(s.updated_at IS NULL OR m.last_check_at > s.updated_at)";
     let sql = format!(
         "SELECT m.id,

@@ -3,13 +3,12 @@
 //! Each registered row keeps its canonical document (`spec` JSON); the typed columns are derived from
 //! it in SQL at write time, so the two never disagree and the Rust side binds only four values.
 
-use super::{StateError, StateResult};
-use crate::plan::diff::{Action, Change};
-use crate::plan::object::{Kind, Object, Objects};
-use crate::plan::Plan;
-use duckdb::{params, Connection, Transaction};
+use super::{Reader, StateError, StateResult, StateStore, Writer, ROWS};
+use crate::registry::document::{Action, Kind, Object, Objects};
+use crate::registry::task::Task;
+use duckdb::{params, Transaction};
 use serde_json::{Map, Value};
-use std::path::Path;
+use std::collections::BTreeSet;
 
 /// Where each kind lives, and how its typed columns derive from the document `s`.
 struct KindTable {
@@ -80,44 +79,57 @@ fn table_of(kind: Kind) -> &'static KindTable {
     }
 }
 
-/// The serial and registered objects of the state at `path`; `(0, empty)` when it does not exist yet
-/// (planning never creates it).
+/// The recorded side of a plan: what the state says, as far as planning needs it.
+#[derive(Clone, Debug, Default)]
+pub struct Recorded {
+    /// The apply serial (0 for no state).
+    pub serial: i64,
+    /// The registered objects.
+    pub objects: Objects,
+    /// Tables whose last extract failed: a change to one queues its extract again, so fixing the
+    /// spec that made it fail is tried at once.
+    pub failed_extracts: BTreeSet<String>,
+}
+
+impl StateStore {
+    /// The recorded side of the state (empty when there is none yet: planning never creates it).
+    /// See [`objects`] for `known`.
+    pub fn recorded(&self, known: &Objects) -> StateResult<Recorded> {
+        match self.read_if_exists()? {
+            Some(r) => recorded(&r, known),
+            None => Ok(Recorded::default()),
+        }
+    }
+
+    /// [`StateStore::recorded`] through an open DuckDB instance (see [`StateStore::read_through`]).
+    pub fn recorded_through(
+        &self,
+        conn: duckdb::Connection,
+        known: &Objects,
+    ) -> StateResult<Recorded> {
+        if !self.exists() {
+            return Ok(Recorded::default());
+        }
+        recorded(&self.read_through(conn)?, known)
+    }
+}
+
+/// The recorded side of the state, from an open reader.
+pub fn recorded(r: &Reader, known: &Objects) -> StateResult<Recorded> {
+    Ok(Recorded {
+        serial: r.serial()?,
+        objects: objects(r, known)?,
+        failed_extracts: super::report::failed_extracts(r)?,
+    })
+}
+
+/// Every registered object.
 ///
 /// `known` are objects the caller already has (the desired ones): a recorded object whose hash and
 /// file match a known one is that object, so its document is neither read nor parsed. A no-op plan
 /// of a thousand tables reads a thousand short rows, not a thousand JSON documents.
-pub fn read_recorded(path: &Path, known: &Objects) -> StateResult<(i64, Objects)> {
-    if !path.exists() {
-        return Ok((0, Objects::new()));
-    }
-    let conn = super::open_for_reading(path)?;
-    let serial = super::serial(&conn)?;
-    Ok((serial, recorded(&conn, known)?))
-}
-
-/// Only the serial of the state at `path` (0 when it does not exist yet).
-pub fn read_serial(path: &Path) -> StateResult<i64> {
-    if !path.exists() {
-        return Ok(0);
-    }
-    super::serial(&*super::open_for_reading(path)?)
-}
-
-/// [`read_recorded`] through an already open DuckDB instance (see [`super::attach_for_reading`]).
-pub fn read_recorded_with(
-    conn: &Connection,
-    path: &Path,
-    known: &Objects,
-) -> StateResult<(i64, Objects)> {
-    if !path.exists() || !super::attach_for_reading(conn, path)? {
-        return read_recorded(path, known);
-    }
-    let serial = super::serial(conn)?;
-    Ok((serial, recorded(conn, known)?))
-}
-
-/// Every registered object, from an open connection (see [`read_recorded`] for `known`).
-pub fn recorded(conn: &Connection, known: &Objects) -> StateResult<Objects> {
+pub fn objects(r: &Reader, known: &Objects) -> StateResult<Objects> {
+    let conn = &r.conn;
     let mut out = Objects::new();
     for kind in Kind::ALL {
         let t = table_of(kind);
@@ -184,26 +196,59 @@ fn json_rows(rows: &[Value]) -> String {
     serde_json::to_string(rows).expect("JSON serializes")
 }
 
-/// `FROM` clause over a JSON array parameter `$1`, one row `d` per element.
-const ROWS: &str = "(SELECT unnest(CAST($1::JSON AS JSON[])) AS d)";
+/// One object's change, as an apply records it.
+#[derive(Clone, Debug)]
+pub struct ObjectWrite {
+    pub kind: Kind,
+    pub id: String,
+    pub action: Action,
+    /// What it becomes (`None` deletes it).
+    pub object: Option<Object>,
+    /// What it was (`None` when new).
+    pub before: Option<Object>,
+    /// What changed, recorded in audit_log.
+    pub detail: Value,
+}
 
-/// Writes `plan` in one transaction: registry rows, grants, pending tasks, audit_log, apply_log and
-/// the serial. `who` is the OS or API user. Refuses (changing nothing) when the state serial is no
-/// longer the one the plan was made against.
-pub fn apply(conn: &mut Connection, plan: &Plan, who: &str) -> StateResult<Applied> {
-    let tx = conn.transaction()?;
-    let current = super::serial(&tx)?;
-    if current != plan.state_serial {
+/// Everything one apply writes, in one transaction.
+#[derive(Clone, Debug)]
+pub struct WriteSet {
+    /// The serial the changes were planned against: if the state moved on, nothing is written.
+    pub expected_serial: i64,
+    /// The digest of the specs the changes come from (apply_log).
+    pub spec_digest: String,
+    pub writes: Vec<ObjectWrite>,
+    /// Tasks to queue as pending, in order.
+    pub tasks: Vec<Task>,
+    /// What was applied, as JSON text, for apply_log (`pipeline history` reads its `summary`,
+    /// `targets` and `changes[*].id`).
+    pub record: String,
+    /// The OS or API user.
+    pub who: String,
+}
+
+/// Writes `set` in one transaction: registry rows, grants, pending tasks, audit_log, apply_log and
+/// the serial. Refuses (changing nothing) when the state serial is no longer the one the changes
+/// were planned against.
+pub fn apply(w: &mut Writer, set: &WriteSet) -> StateResult<Applied> {
+    let tx = w.conn().transaction()?;
+    let current: String = tx.query_row(
+        "SELECT value FROM state_meta WHERE key = 'serial'",
+        [],
+        |r| r.get(0),
+    )?;
+    let current: i64 = current.parse().unwrap_or(0);
+    if current != set.expected_serial {
         return Err(StateError::Stale(format!(
             "the state is at serial {current} but the plan was made at serial {}: another apply ran in \
              between. Plan again and review the new plan.",
-            plan.state_serial
+            set.expected_serial
         )));
     }
     let serial = current + 1;
-    forget_tables(&tx, &plan.changes)?;
+    forget_tables(&tx, &set.writes)?;
     for kind in Kind::ALL {
-        let of_kind = || plan.changes.iter().filter(move |c| c.kind == kind);
+        let of_kind = || set.writes.iter().filter(move |c| c.kind == kind);
         let deleted: Vec<Value> = of_kind()
             .filter(|c| c.object.is_none())
             .map(|c| Value::String(c.id.clone()))
@@ -216,14 +261,14 @@ pub fn apply(conn: &mut Connection, plan: &Plan, who: &str) -> StateResult<Appli
             .collect();
         write_kind(&tx, kind, &deleted, &upserts)?;
     }
-    let audit: Vec<Value> = plan
-        .changes
+    let audit: Vec<Value> = set
+        .writes
         .iter()
         .map(|c| {
             serde_json::json!({
                 "action": format!("{} {}", action_word(c.action), c.kind),
                 "object": c.id,
-                "detail": c.fields,
+                "detail": c.detail,
             })
         })
         .collect();
@@ -232,9 +277,9 @@ pub fn apply(conn: &mut Connection, plan: &Plan, who: &str) -> StateResult<Appli
             "INSERT INTO audit_log (who, action, object, detail)
              SELECT $2, d->>'action', d->>'object', d->'detail' FROM {ROWS}"
         ),
-        params![json_rows(&audit), who],
+        params![json_rows(&audit), set.who],
     )?;
-    let tasks: Vec<Value> = plan
+    let tasks: Vec<Value> = set
         .tasks
         .iter()
         .enumerate()
@@ -257,17 +302,12 @@ pub fn apply(conn: &mut Connection, plan: &Plan, who: &str) -> StateResult<Appli
     )?;
     tx.execute(
         "INSERT INTO apply_log (serial, spec_digest, plan, who, result) VALUES (?, ?, ?::JSON, ?, 'applied')",
-        params![
-            serial,
-            plan.spec_digest,
-            serde_json::to_string(plan).expect("plans serialize"),
-            who
-        ],
+        params![serial, set.spec_digest, set.record, set.who],
     )?;
     tx.commit()?;
     Ok(Applied {
         serial,
-        queued_tasks: plan.tasks.len(),
+        queued_tasks: set.tasks.len(),
     })
 }
 
@@ -347,7 +387,7 @@ fn write_kind(
 /// Clears what belonged to changed tables' previous definitions: their grants always; their sync
 /// state when deleted or replaced (the data is rebuilt from scratch); their view claim when the view
 /// goes away or is renamed; the extract tasks of deleted ones.
-fn forget_tables(tx: &Transaction, changes: &[Change]) -> StateResult<()> {
+fn forget_tables(tx: &Transaction, changes: &[ObjectWrite]) -> StateResult<()> {
     let (mut grants, mut sync, mut views, mut tasks) = (vec![], vec![], vec![], vec![]);
     for c in changes.iter().filter(|c| c.kind == Kind::Table) {
         let Some(before) = &c.before else { continue };

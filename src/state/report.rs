@@ -4,15 +4,9 @@
 //! instance time zone for people.
 
 use super::downstream::{CheckState, TransformState};
-use super::StateResult;
-use duckdb::Connection;
+use super::{ts, Reader, StateResult};
 use serde::Serialize;
 use std::collections::{BTreeMap, BTreeSet};
-
-/// SQL for a UTC timestamp column as RFC 3339 text.
-fn ts(col: &str) -> String {
-    format!("strftime({col}, '%Y-%m-%dT%H:%M:%S.%gZ')")
-}
 
 #[derive(Debug, Serialize)]
 pub struct TableStatus {
@@ -64,7 +58,8 @@ pub struct Status {
     pub pending_tasks: Vec<PendingTask>,
 }
 
-pub fn status(conn: &Connection) -> StateResult<Status> {
+pub fn status(r: &Reader) -> StateResult<Status> {
+    let conn = &r.conn;
     let count = |table: &str| -> StateResult<i64> {
         Ok(conn.query_row(&format!("SELECT count(*) FROM {table}"), [], |r| r.get(0))?)
     };
@@ -131,25 +126,26 @@ pub fn status(conn: &Connection) -> StateResult<Status> {
         .next()
         .transpose()?;
     Ok(Status {
-        serial: super::serial(conn)?,
+        serial: r.serial()?,
         last_apply,
         sources: count("sources")?,
         transforms: count("transforms")?,
         metrics: count("metric_definitions")?,
         tables,
-        transform_states: super::downstream::transforms(conn)?,
-        metric_checks: super::downstream::checks(conn)?,
+        transform_states: super::downstream::transforms(r)?,
+        metric_checks: super::downstream::checks(r)?,
         pending_tasks,
     })
 }
 
 /// Tables whose last extract (or attach) failed.
-pub fn failed_extracts(conn: &Connection) -> StateResult<BTreeSet<String>> {
-    Ok(failing_tables(conn)?.into_keys().collect())
+pub fn failed_extracts(r: &Reader) -> StateResult<BTreeSet<String>> {
+    Ok(failing_tables(r)?.into_keys().collect())
 }
 
 /// Tables whose last extract (or attach) failed, with the error: what reads them is stale.
-pub fn failing_tables(conn: &Connection) -> StateResult<BTreeMap<String, String>> {
+pub fn failing_tables(r: &Reader) -> StateResult<BTreeMap<String, String>> {
+    let conn = &r.conn;
     let mut stmt = conn.prepare(
         "SELECT table_id, coalesce(error, 'failed') FROM sync_state WHERE status IN ('error', 'failed')",
     )?;
@@ -161,7 +157,8 @@ pub fn failing_tables(conn: &Connection) -> StateResult<BTreeMap<String, String>
 
 /// When each table was last synced or attempted (unchanged and failed syncs included), RFC 3339 in
 /// UTC: what schedules count from. (`sync_state.last_sync` moves only when new data arrived.)
-pub fn last_attempts(conn: &Connection) -> StateResult<Vec<(String, String)>> {
+pub fn last_attempts(r: &Reader) -> StateResult<Vec<(String, String)>> {
+    let conn = &r.conn;
     let mut stmt = conn.prepare(&format!(
         "SELECT table_id, {} FROM sync_history
          WHERE split_part(task, ':', 1) IN ('extract', 'attach')
@@ -203,10 +200,11 @@ pub struct SyncEntry {
 
 /// The newest `limit` applies and syncs (newest first), optionally for one table only.
 pub fn history(
-    conn: &Connection,
+    r: &Reader,
     limit: usize,
     table: Option<&str>,
 ) -> StateResult<(Vec<ApplyEntry>, Vec<SyncEntry>)> {
+    let conn = &r.conn;
     let limit = limit as i64;
     // A table filter keeps the applies whose plan touched that table.
     let sql = format!(
@@ -261,6 +259,143 @@ pub fn history(
         })?
         .collect::<Result<Vec<_>, _>>()?;
     Ok((applies, syncs))
+}
+
+/// A table's last successful sync, for the daemon's `/metrics` gauges.
+#[derive(Clone, Debug, PartialEq)]
+pub struct LastSuccess {
+    pub table_id: String,
+    /// Unix seconds.
+    pub at: f64,
+    pub rows: Option<i64>,
+}
+
+/// Every table's last successful sync.
+pub fn last_successes(r: &Reader) -> StateResult<Vec<LastSuccess>> {
+    let mut stmt = r.conn.prepare(
+        "SELECT table_id, epoch(last_sync), rows FROM sync_state
+         WHERE status = 'ok' AND last_sync IS NOT NULL",
+    )?;
+    let rows = stmt
+        .query_map([], |r| {
+            Ok(LastSuccess {
+                table_id: r.get(0)?,
+                at: r.get(1)?,
+                rows: r.get(2)?,
+            })
+        })?
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(rows)
+}
+
+/// A finished run as recorded (`runs`).
+#[derive(Clone, Debug, PartialEq)]
+pub struct RunRow {
+    pub run_id: String,
+    /// run | apply | schedule | api | watcher
+    pub trigger: String,
+    pub who: String,
+    /// RFC 3339, UTC.
+    pub started_at: String,
+    pub finished_at: String,
+    /// ok | failed | cancelled
+    pub status: String,
+    pub tasks: i64,
+    pub failed: i64,
+    pub skipped: i64,
+    pub published: bool,
+}
+
+/// One task of a run as recorded (`sync_history`).
+#[derive(Clone, Debug, PartialEq)]
+pub struct TaskRow {
+    pub run_id: String,
+    /// The task's target: a table id, source, transform or metric.
+    pub table_id: String,
+    /// `<kind>:<target>`.
+    pub task: String,
+    /// RFC 3339, UTC.
+    pub started_at: String,
+    pub finished_at: Option<String>,
+    pub rows: Option<i64>,
+    pub size_bytes: Option<i64>,
+    pub status: String,
+    pub error: Option<String>,
+    pub duration_ms: Option<i64>,
+    pub detail: Option<String>,
+}
+
+/// The run `run_id`, if it was recorded.
+pub fn run(r: &Reader, run_id: &str) -> StateResult<Option<RunRow>> {
+    let sql = format!(
+        "SELECT run_id, trigger, who, {}, {}, status, tasks, failed, skipped, published
+         FROM runs WHERE run_id = ?",
+        ts("started_at"),
+        ts("finished_at")
+    );
+    let row = r
+        .conn
+        .prepare(&sql)?
+        .query_map([run_id], |r| {
+            Ok(RunRow {
+                run_id: r.get(0)?,
+                trigger: r.get(1)?,
+                who: r.get(2)?,
+                started_at: r.get(3)?,
+                finished_at: r.get(4)?,
+                status: r.get(5)?,
+                tasks: r.get(6)?,
+                failed: r.get(7)?,
+                skipped: r.get(8)?,
+                published: r.get(9)?,
+            })
+        })?
+        .next()
+        .transpose()?;
+    Ok(row)
+}
+
+/// The tasks of run `run_id`, in the order they started.
+pub fn run_tasks(r: &Reader, run_id: &str) -> StateResult<Vec<TaskRow>> {
+    task_rows(r, "run_id = ? ORDER BY started_at", run_id)
+}
+
+/// The newest `limit` tasks that worked on `table_id` (any task whose target it is), newest first.
+pub fn table_tasks(r: &Reader, table_id: &str, limit: usize) -> StateResult<Vec<TaskRow>> {
+    task_rows(
+        r,
+        &format!("table_id = ? ORDER BY started_at DESC LIMIT {limit}"),
+        table_id,
+    )
+}
+
+fn task_rows(r: &Reader, filter: &str, param: &str) -> StateResult<Vec<TaskRow>> {
+    let sql = format!(
+        "SELECT run_id, table_id, task, {}, {}, rows, size_bytes, status, error, duration_ms, detail
+         FROM sync_history WHERE {filter}",
+        ts("started_at"),
+        ts("finished_at")
+    );
+    let rows = r
+        .conn
+        .prepare(&sql)?
+        .query_map([param], |r| {
+            Ok(TaskRow {
+                run_id: r.get(0)?,
+                table_id: r.get(1)?,
+                task: r.get(2)?,
+                started_at: r.get(3)?,
+                finished_at: r.get(4)?,
+                rows: r.get(5)?,
+                size_bytes: r.get(6)?,
+                status: r.get(7)?,
+                error: r.get(8)?,
+                duration_ms: r.get(9)?,
+                detail: r.get(10)?,
+            })
+        })?
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(rows)
 }
 
 fn list(v: duckdb::types::ValueRef) -> Vec<String> {

@@ -4,21 +4,39 @@
 //! the state never shows half a run; a run killed before that leaves the state as before it, and the
 //! next run converges (extracts are idempotent: merged by key, swapped whole).
 
-use super::StateResult;
-use crate::extract::Previous;
-use crate::plan::tasks::{Task, TaskKind};
-use duckdb::{params, Connection};
+use super::{Reader, StateResult, Writer, ROWS};
+use crate::registry::task::{Task, TaskKind};
+use duckdb::params;
+use serde_json::Value;
 use std::collections::{BTreeMap, HashMap};
+
+/// A table's last extract as recorded (sync_state): what the next extract compares with.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct TableSync {
+    pub fingerprint: Option<String>,
+    pub last_cursor: Option<String>,
+    pub rows: Option<i64>,
+    pub size_bytes: Option<i64>,
+    pub hash: Option<String>,
+    /// The schema last published, as the run recorded it (a JSON list of columns); `None` when
+    /// recorded before the state had it or when it does not parse.
+    pub schema: Option<Value>,
+    pub output_stamp: Option<String>,
+}
 
 /// Everything a run needs from the state before it starts.
 #[derive(Debug, Default)]
 pub struct Before {
-    pub previous: HashMap<String, Previous>,
+    /// Table id → its last extract.
+    pub previous: HashMap<String, TableSync>,
+    /// View name → the source that owns it.
     pub owners: BTreeMap<String, String>,
+    /// Tasks an apply queued that no run has completed yet, in order.
     pub pending: Vec<Task>,
 }
 
-pub fn read_before(conn: &Connection) -> StateResult<Before> {
+pub fn read_before(r: &Reader) -> StateResult<Before> {
+    let conn = &r.conn;
     let mut stmt = conn.prepare(
         "SELECT table_id, fingerprint, last_cursor, rows, size_bytes, hash,
                 CAST(published_schema AS VARCHAR), output_stamp FROM sync_state
@@ -28,14 +46,12 @@ pub fn read_before(conn: &Connection) -> StateResult<Before> {
         .query_map([], |r| {
             Ok((
                 r.get::<_, String>(0)?,
-                Previous {
+                TableSync {
                     fingerprint: r.get(1)?,
                     last_cursor: r.get(2)?,
                     rows: r.get(3)?,
                     size_bytes: r.get(4)?,
                     hash: r.get(5)?,
-                    // A schema that does not parse is as good as none: the published file's own
-                    // schema is used instead.
                     schema: r
                         .get::<_, Option<String>>(6)?
                         .and_then(|s| serde_json::from_str(&s).ok()),
@@ -66,7 +82,7 @@ pub fn read_before(conn: &Connection) -> StateResult<Before> {
         .collect::<Result<Vec<_>, _>>()?
         .into_iter()
         .filter_map(|(id, kind, target, after, reason)| {
-            let kind = serde_json::from_value::<TaskKind>(serde_json::Value::String(kind)).ok()?;
+            let kind = TaskKind::from_name(&kind)?;
             Some(Task {
                 id,
                 kind,
@@ -113,7 +129,24 @@ pub struct TaskRecord {
     pub error: Option<String>,
     pub detail: Option<String>,
     /// For extract tasks that succeeded: the new sync_state.
-    pub extracted: Option<crate::extract::Extracted>,
+    pub extracted: Option<Synced>,
+}
+
+/// What a successful extract leaves in sync_state (and, for accepted schema changes, audit_log).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Synced {
+    pub rows: i64,
+    pub bytes: i64,
+    pub hash: Option<String>,
+    pub cursor: Option<String>,
+    pub fingerprint: Option<String>,
+    /// The published schema now (a JSON list of columns), when known.
+    pub schema: Option<Value>,
+    /// How the schema differs from the one published before; empty when the same.
+    pub schema_changes: Vec<Value>,
+    /// What accepted `schema_changes`.
+    pub schema_accepted_by: Option<String>,
+    pub output_stamp: Option<String>,
 }
 
 /// The run as a whole.
@@ -135,16 +168,13 @@ pub struct RunRecord {
     pub downstream: super::downstream::Outcomes,
 }
 
-/// `FROM` over a JSON array parameter: one row `d` per element.
-const ROWS: &str = "(SELECT unnest(CAST($1::JSON AS JSON[])) AS d)";
-
 fn json(rows: Vec<serde_json::Value>) -> String {
     serde_json::Value::Array(rows).to_string()
 }
 
 /// Records a finished run in one transaction, with one set-based statement per table: a run of a
 /// thousand tasks costs a handful of statements, not thousands.
-pub fn record(conn: &mut Connection, run: &RunRecord) -> StateResult<()> {
+pub fn record(w: &mut Writer, run: &RunRecord) -> StateResult<()> {
     use serde_json::json as j;
     let failed = run.tasks.iter().filter(|t| t.status == "failed").count() as i64;
     let skipped = run.tasks.iter().filter(|t| t.status == "skipped").count() as i64;
@@ -162,11 +192,7 @@ pub fn record(conn: &mut Connection, run: &RunRecord) -> StateResult<()> {
             .iter()
             .filter(|t| matches!(t.kind, TaskKind::Extract | TaskKind::Attach))
     };
-    let schema_json = |x: &crate::extract::Extracted| {
-        x.schema
-            .as_ref()
-            .and_then(|s| serde_json::to_string(s).ok())
-    };
+    let schema_json = |x: &Synced| x.schema.as_ref().map(Value::to_string);
     // An unchanged table keeps its last_sync: nothing new arrived. A failure keeps the last good
     // data's numbers and cursor; only status and error change.
     let synced: Vec<_> = data_tasks()
@@ -214,7 +240,7 @@ pub fn record(conn: &mut Connection, run: &RunRecord) -> StateResult<()> {
         .collect();
     let strings = |v: &[String]| json(v.iter().map(|s| j!(s)).collect());
 
-    let tx = conn.transaction()?;
+    let tx = w.conn().transaction()?;
     tx.execute(
         "INSERT OR REPLACE INTO runs VALUES (?, ?, ?, CAST(? AS TIMESTAMP), CAST(? AS TIMESTAMP), ?, ?, ?, ?, ?)",
         params![
@@ -299,7 +325,8 @@ pub fn record(conn: &mut Connection, run: &RunRecord) -> StateResult<()> {
 
 /// Records `metrics check` results: (metric id, error if it failed). Metrics not registered yet are
 /// not in the table, and are left out.
-pub fn record_checks(conn: &Connection, results: &[(String, Option<String>)]) -> StateResult<()> {
+pub fn record_checks(w: &Writer, results: &[(String, Option<String>)]) -> StateResult<()> {
+    let conn = &w.conn;
     let rows: Vec<serde_json::Value> = results
         .iter()
         .map(|(id, error)| {
@@ -329,8 +356,8 @@ pub struct LastCheck {
 }
 
 /// The last check of each registered metric, by id.
-pub fn last_checks(conn: &Connection) -> StateResult<HashMap<String, LastCheck>> {
-    let mut stmt = conn.prepare(
+pub fn last_checks(r: &Reader) -> StateResult<HashMap<String, LastCheck>> {
+    let mut stmt = r.conn.prepare(
         "SELECT id, last_check_status, strftime(last_check_at, '%Y-%m-%dT%H:%M:%SZ'), last_check_error
          FROM metric_definitions WHERE last_check_status IS NOT NULL",
     )?;

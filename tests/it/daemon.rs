@@ -266,6 +266,18 @@ fn the_query_sandbox_and_access_groups_hold() {
     assert_eq!(code, 200, "{body}");
     assert!(!body.to_string().contains("orders"), "{body}");
     assert!(body["hidden_tasks"].as_u64().unwrap() >= 1, "{body}");
+    // A run recorded in the state reports its times as the API does everywhere: RFC 3339, UTC.
+    for at in [
+        &body["started_at"],
+        &body["finished_at"],
+        &body["tasks"][0]["started_at"],
+    ] {
+        let at = at.as_str().unwrap_or_default();
+        assert!(
+            chrono::DateTime::parse_from_rfc3339(at).is_ok() && at.ends_with('Z'),
+            "{at}: {body}"
+        );
+    }
     let (code, body) = call(
         "GET",
         &d.url(&format!("/api/runs/{run}")),

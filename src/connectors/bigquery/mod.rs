@@ -27,7 +27,7 @@ use super::{
     Scan, Session,
 };
 use crate::contract::{RemoteAttach, ViewTarget};
-use crate::registered::{SourceDef, TableDef};
+use crate::registry::registered::{SourceDef, TableDef};
 use crate::spec::model::{QueryMode, SyncMode};
 use auth::ServiceAccount;
 use client::{BigqueryError, Client, Field, Patience, QueryRequest, Schema, TableInfo};
@@ -39,7 +39,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 pub const GOOGLE_ENDPOINT: &str = "https://bigquery.googleapis.com";
 
 /// The `_remote_attach` alias, extension and table function the seed system uses for BigQuery.
-pub const REMOTE_ALIAS: &str = "bq";
+pub const REMOTE_ALIAS: &str = crate::spec::model::BIGQUERY_REMOTE_ALIAS;
 pub const REMOTE_EXTENSION: &str = "bigquery";
 pub const QUERY_FUNCTION: &str = "bigquery_query";
 

@@ -14,7 +14,7 @@
 //! rows minus the batch's issues (matched by key or id, so an issue that moved project leaves no
 //! rows under its old key), plus their new rows. A file is written aside (`<month>.parquet.tmp`),
 //! fsynced and renamed over the old one, under the month's lock
-//! (`data/state/locks/jira-<source>.<month>.lock`, a [`StateLock`]): concurrent writers (webhook
+//! (`data/state/locks/jira-<source>.<month>.lock`, a [`Lock`](crate::fslock::Lock)): concurrent writers (webhook
 //! processing and a backfill) take turns per month, readers see the old file or the new one, and a
 //! crash leaves whole files. A file whose rows would not change is not rewritten (so a second
 //! backfill touches nothing): each issue's row stores a digest of its rows in every table
@@ -32,8 +32,8 @@
 
 use super::rows::{parse_content_digest, Column, IssueRows, Schema, Table};
 use crate::contract::{self, ContractError, Entry, ExtractDir, LocalData, MetaRow, ViewTarget};
+use crate::fslock::{Lock, LockError};
 use crate::quote;
-use crate::state::lock::{LockError, StateLock};
 use duckdb::{params, Connection};
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -159,7 +159,7 @@ impl PartitionStore {
         source: &str,
         schema: Schema,
     ) -> Result<PartitionStore, StoreError> {
-        if !crate::spec::names::is_source_name(source) {
+        if !crate::names::is_source_name(source) {
             return Err(StoreError::Invalid(format!(
                 "`{source}` is not a valid source name"
             )));
@@ -216,11 +216,11 @@ impl PartitionStore {
         Ok(out)
     }
 
-    fn lock(&self, what: &str) -> Result<StateLock, StoreError> {
+    fn lock(&self, what: &str) -> Result<Lock, StoreError> {
         let path = self
             .locks
             .join(format!("jira-{}.{what}.lock", self.dir.source));
-        Ok(StateLock::acquire(
+        Ok(Lock::acquire(
             &path,
             "jira partition writer",
             self.lock_timeout,

@@ -467,7 +467,7 @@ impl Mapper {
             let column = snake_case(&field.name);
             let taken = KEY_COLUMNS.iter().chain(ISSUES).any(|(c, _)| *c == column)
                 || promoted.iter().any(|p| p.column == column);
-            if !crate::spec::names::is_identifier(&column) || taken {
+            if !crate::names::is_identifier(&column) || taken {
                 return Err(MapError::Promote {
                     name: name.clone(),
                     reason: format!(

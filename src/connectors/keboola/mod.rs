@@ -18,7 +18,7 @@ use super::{
     fingerprint_of, Connector, ConnectorError, DiscoveredColumn, DiscoveredTable, Scan, Session,
 };
 use crate::quote;
-use crate::registered::{SourceDef, TableDef};
+use crate::registry::registered::{SourceDef, TableDef};
 use crate::spec::model::SyncMode;
 use client::{
     Client, KeboolaError, Patience, StorageEndpoints, TableInfo, WhereFilter, WhereOperator,

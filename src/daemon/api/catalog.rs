@@ -1,10 +1,11 @@
 //! `GET /api/tables[/{name}]` and `GET /api/metrics[/{category}/{name}]`: what is registered and
 //! documented, limited to what the caller may read.
 
-use super::{blocking, ApiError, ApiResult, AppState, Auth};
-use crate::plan::object::Kind;
-use crate::registered::Registered;
+use super::{blocking, ApiError, ApiResult, AppState, Auth, RecordedTask};
+use crate::registry::document::Kind;
+use crate::registry::registered::Registered;
 use crate::state::auth::{Caller, ADMIN_GROUP};
+use crate::state::Reader;
 use axum::extract::{Path, State};
 use axum::Json;
 use serde_json::{json, Value};
@@ -70,10 +71,9 @@ fn table_json(reg: &Registered, id: &str) -> Value {
 
 /// Last sync per table id from the state: (last_sync, status, rows, size_bytes, error).
 fn last_syncs(
-    state: &std::path::Path,
+    r: &Reader,
 ) -> ApiResult<std::collections::BTreeMap<String, crate::state::report::TableStatus>> {
-    let conn = crate::state::open_for_reading(state).map_err(ApiError::internal)?;
-    Ok(crate::state::report::status(&conn)
+    Ok(crate::state::report::status(r)
         .map_err(ApiError::internal)?
         .tables
         .into_iter()
@@ -83,8 +83,8 @@ fn last_syncs(
 
 pub async fn tables(State(shared): State<AppState>, Auth(caller): Auth) -> ApiResult<Json<Value>> {
     let snapshot = shared.snapshot();
-    let state = shared.state_db();
-    let syncs = blocking(move || last_syncs(&state)).await?;
+    let state = shared.state.clone();
+    let syncs = blocking(move || last_syncs(&state.read().map_err(ApiError::internal)?)).await?;
     let list: Vec<Value> = snapshot
         .registered
         .tables
@@ -141,20 +141,20 @@ pub async fn table(
     let mut v = table_json(reg, &t.id);
     let (id, view, source) = (t.id.clone(), t.name.clone(), t.source.clone());
     let docs = t.columns.clone();
-    let state = shared.state_db();
+    let state = shared.state.clone();
     let analytics = shared.data.analytics();
     let extract = shared.data.extracts().join(&source).join("extract.duckdb");
     let (sync, history, columns, meta) = blocking(move || {
-        let syncs = last_syncs(&state)?;
-        let history = {
-            let conn = crate::state::open_for_reading(&state).map_err(ApiError::internal)?;
-            super::json_rows(
-                &conn,
-                "SELECT to_json(h)::VARCHAR FROM sync_history h WHERE table_id = ?
-                 ORDER BY started_at DESC LIMIT 10",
-                &id,
-            )?
+        let (syncs, history) = {
+            let r = state.read().map_err(ApiError::internal)?;
+            let history: Vec<RecordedTask> = crate::state::report::table_tasks(&r, &id, 10)
+                .map_err(ApiError::internal)?
+                .into_iter()
+                .map(RecordedTask::from)
+                .collect();
+            (last_syncs(&r)?, history)
         };
+        let history = serde_json::to_value(history).map_err(ApiError::internal)?;
         Ok((
             syncs.get(&id).map(|s| {
                 json!({"last_sync": s.last_sync, "status": s.last_status, "rows": s.rows,
@@ -174,7 +174,7 @@ pub async fn table(
         o.insert("columns".into(), Value::Array(columns));
         o.insert("meta".into(), meta.unwrap_or(Value::Null));
         o.insert("last_sync".into(), sync.unwrap_or(Value::Null));
-        o.insert("history".into(), Value::Array(history));
+        o.insert("history".into(), history);
     }
     Ok(Json(v))
 }
@@ -246,7 +246,7 @@ pub(super) fn metric_visible(
     })
 }
 
-fn metric_json(o: &crate::plan::object::Object) -> Value {
+fn metric_json(o: &crate::registry::document::Object) -> Value {
     let mut v = Value::Object(o.fields().clone());
     if let Some(m) = v.as_object_mut() {
         m.insert("id".into(), json!(o.id));

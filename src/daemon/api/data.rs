@@ -7,7 +7,7 @@
 //! byte is sent, so a sync that replaces the file meanwhile never produces a torn copy.
 
 use super::{forbidden_table, ApiError, ApiResult, AppState, Auth};
-use crate::registered::TableDef;
+use crate::registry::registered::TableDef;
 use crate::spec::model::QueryMode;
 use axum::body::Body;
 use axum::extract::{Path, Query, State};

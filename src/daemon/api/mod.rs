@@ -12,13 +12,16 @@ mod query;
 pub use query::worker_main as query_worker_main;
 
 use super::runs::{self, Refused};
-use super::{rfc3339, Shared};
+use super::Shared;
 use crate::state::auth::{self, Caller, Verdict};
+use crate::state::report;
+use crate::timestamp::rfc3339;
 use axum::extract::{DefaultBodyLimit, FromRequestParts, Path, State};
 use axum::http::{header, request::Parts, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
+use serde::Serialize;
 use serde_json::{json, Value};
 use std::sync::Arc;
 
@@ -105,16 +108,71 @@ pub async fn blocking<T: Send + 'static>(
         .unwrap_or_else(|e| Err(ApiError::internal(format!("request handler failed: {e}"))))
 }
 
-/// The rows of `sql` (one `to_json(…)::VARCHAR` column, one `?` parameter) as JSON values.
-pub fn json_rows(conn: &duckdb::Connection, sql: &str, param: &str) -> ApiResult<Vec<Value>> {
-    let mut stmt = conn.prepare(sql).map_err(ApiError::internal)?;
-    let rows = stmt
-        .query_map([param], |r| r.get::<_, String>(0))
-        .map_err(ApiError::internal)?
-        .filter_map(|r| r.ok())
-        .filter_map(|s| serde_json::from_str(&s).ok())
-        .collect();
-    Ok(rows)
+/// A run's task as recorded in the state, as the API shows it (`GET /api/runs/{id}` of a finished
+/// run, a table's `history`).
+#[derive(Debug, Serialize)]
+pub struct RecordedTask {
+    pub run_id: String,
+    pub table_id: String,
+    pub task: String,
+    pub started_at: String,
+    pub finished_at: Option<String>,
+    pub rows: Option<i64>,
+    pub size_bytes: Option<i64>,
+    pub status: String,
+    pub error: Option<String>,
+    pub duration_ms: Option<i64>,
+    pub detail: Option<String>,
+}
+
+impl From<report::TaskRow> for RecordedTask {
+    fn from(t: report::TaskRow) -> Self {
+        RecordedTask {
+            run_id: t.run_id,
+            table_id: t.table_id,
+            task: t.task,
+            started_at: t.started_at,
+            finished_at: t.finished_at,
+            rows: t.rows,
+            size_bytes: t.size_bytes,
+            status: t.status,
+            error: t.error,
+            duration_ms: t.duration_ms,
+            detail: t.detail,
+        }
+    }
+}
+
+/// A finished run as recorded in the state (runs before this daemon started, or from a shell).
+#[derive(Debug, Serialize)]
+struct RecordedRun {
+    run_id: String,
+    trigger: String,
+    who: String,
+    started_at: String,
+    finished_at: String,
+    status: String,
+    failed: i64,
+    skipped: i64,
+    published: bool,
+    tasks: Vec<RecordedTask>,
+}
+
+impl RecordedRun {
+    fn of(run: report::RunRow, tasks: Vec<report::TaskRow>) -> Self {
+        RecordedRun {
+            run_id: run.run_id,
+            trigger: run.trigger,
+            who: run.who,
+            started_at: run.started_at,
+            finished_at: run.finished_at,
+            status: run.status,
+            failed: run.failed,
+            skipped: run.skipped,
+            published: run.published,
+            tasks: tasks.into_iter().map(RecordedTask::from).collect(),
+        }
+    }
 }
 
 /// Checks the `Authorization: Bearer …` header against the tokens in the state.
@@ -139,10 +197,10 @@ pub async fn authenticate(shared: &Arc<Shared>, headers: &HeaderMap) -> ApiResul
             "the Authorization header is not a bearer token: {HOW}"
         )));
     };
-    let state = shared.state_db();
+    let state = shared.state.clone();
     let verdict = blocking(move || {
-        let conn = crate::state::open_for_reading(&state).map_err(ApiError::internal)?;
-        auth::verify(&conn, &token).map_err(ApiError::internal)
+        let r = state.read().map_err(ApiError::internal)?;
+        auth::verify(&r, &token).map_err(ApiError::internal)
     })
     .await?;
     match verdict {
@@ -178,12 +236,9 @@ fn note_use(shared: &Arc<Shared>, token_id: &str) {
         }
         seen.insert(token_id.to_string(), now);
     }
-    let (state, id) = (shared.state_db(), token_id.to_string());
+    let (state, id) = (shared.state.clone(), token_id.to_string());
     tokio::task::spawn_blocking(move || {
-        let write = || -> Result<(), crate::state::StateError> {
-            let conn = crate::state::open(&state)?;
-            auth::touch(&conn, &id)
-        };
+        let write = || auth::touch(&state.write()?, &id);
         if let Err(e) = write() {
             tracing::debug!(error = %e, "could not record a token's last use");
         }
@@ -327,7 +382,7 @@ fn rejection(status: StatusCode, headers: &HeaderMap, text: String) -> (&'static
 }
 
 async fn health(State(shared): State<AppState>, headers: HeaderMap) -> ApiResult<Response> {
-    if !shared.settings().server.public_health {
+    if !shared.instance().server.public_health {
         authenticate(&shared, &headers).await?;
     }
     let status = if shared.shutting_down() {
@@ -344,7 +399,7 @@ async fn health(State(shared): State<AppState>, headers: HeaderMap) -> ApiResult
 }
 
 async fn prometheus(State(shared): State<AppState>, headers: HeaderMap) -> ApiResult<Response> {
-    if !shared.settings().server.public_metrics {
+    if !shared.instance().server.public_metrics {
         authenticate(&shared, &headers).await?;
     }
     let uptime = (chrono::Utc::now() - shared.started_at).num_milliseconds() as f64 / 1000.0;
@@ -360,7 +415,7 @@ async fn prometheus(State(shared): State<AppState>, headers: HeaderMap) -> ApiRe
 }
 
 async fn status(State(shared): State<AppState>, Auth(caller): Auth) -> ApiResult<Json<Value>> {
-    let settings = shared.settings();
+    let instance = shared.instance();
     let snapshot = shared.snapshot();
     let next = shared
         .next_runs
@@ -368,13 +423,13 @@ async fn status(State(shared): State<AppState>, Auth(caller): Auth) -> ApiResult
         .map(|n| n.clone())
         .unwrap_or_default();
     let busy = shared.runs.busy();
-    let state = shared.state_db();
-    let report = blocking(move || {
-        let conn = crate::state::open_for_reading(&state).map_err(ApiError::internal)?;
-        crate::state::report::status(&conn).map_err(ApiError::internal)
+    let state = shared.state.clone();
+    let recorded = blocking(move || {
+        let r = state.read().map_err(ApiError::internal)?;
+        report::status(&r).map_err(ApiError::internal)
     })
     .await?;
-    let tables: Vec<Value> = report
+    let tables: Vec<Value> = recorded
         .tables
         .iter()
         .filter(|t| {
@@ -401,12 +456,12 @@ async fn status(State(shared): State<AppState>, Auth(caller): Auth) -> ApiResult
         .collect();
     // Transforms and metric checks the caller may read, with their state (ok / stale / failed).
     let readable = catalog::readable(&snapshot.registered, &caller);
-    let transform_states: Vec<&crate::state::downstream::TransformState> = report
+    let transform_states: Vec<&crate::state::downstream::TransformState> = recorded
         .transform_states
         .iter()
         .filter(|t| readable.contains(&t.name.to_lowercase()))
         .collect();
-    let metric_checks: Vec<&crate::state::downstream::CheckState> = report
+    let metric_checks: Vec<&crate::state::downstream::CheckState> = recorded
         .metric_checks
         .iter()
         .filter(|c| catalog::metric_visible(&snapshot.registered, &caller, &readable, &c.metric))
@@ -422,18 +477,18 @@ async fn status(State(shared): State<AppState>, Auth(caller): Auth) -> ApiResult
         .filter_map(|r| filter.apply(r))
         .collect();
     Ok(Json(json!({
-        "instance": settings.name,
+        "instance": instance.name,
         "version": env!("CARGO_PKG_VERSION"),
-        "timezone": settings.tz.name(),
+        "timezone": instance.tz.name(),
         "started_at": rfc3339(shared.started_at),
         "shutting_down": shared.shutting_down(),
         "user": caller.user,
         "groups": caller.groups,
         // What this daemon serves (it follows applies from shells within moments).
         "serial": snapshot.serial,
-        "last_apply": report.last_apply,
+        "last_apply": recorded.last_apply,
         "watcher": watcher,
-        "pending_tasks": report.pending_tasks.len(),
+        "pending_tasks": recorded.pending_tasks.len(),
         // Running runs as `GET /api/runs/{id}` shows them to this caller.
         "runs": runs,
         "tables": tables,
@@ -548,7 +603,7 @@ async fn trigger(
 }
 
 /// 403 for a table outside the caller's groups, saying which groups may read it.
-pub fn forbidden_table(t: &crate::registered::TableDef, caller: &Caller) -> ApiError {
+pub fn forbidden_table(t: &crate::registry::registered::TableDef, caller: &Caller) -> ApiError {
     let groups = if caller.groups.is_empty() {
         "no group".to_string()
     } else {
@@ -600,7 +655,7 @@ fn parse_selection(v: &Value) -> ApiResult<(Option<Vec<String>>, Option<String>)
 async fn due_tables(shared: &Arc<Shared>) -> ApiResult<Vec<String>> {
     let s = shared.clone();
     let last = blocking(move || Ok(super::scheduler::last_attempts(&s))).await?;
-    let tz = shared.settings().tz;
+    let tz = shared.instance().tz;
     let now = shared.clock.now();
     Ok(shared
         .snapshot()
@@ -635,31 +690,19 @@ async fn run(
         return filter.apply(view).map(Json).ok_or_else(|| unknown(&id));
     }
     // Runs before this daemon started, or from the command line: from the state.
-    let state = shared.state_db();
+    let state = shared.state.clone();
     let key = id.clone();
     let found = blocking(move || {
-        let id = key;
-        let conn = crate::state::open_for_reading(&state).map_err(ApiError::internal)?;
-        let run: Option<String> = conn
-            .query_row(
-                "SELECT to_json(r)::VARCHAR FROM runs r WHERE run_id = ?",
-                [&id],
-                |r| r.get(0),
-            )
-            .ok();
-        let Some(run) = run else {
-            return Ok(None);
+        let read = || -> Result<Option<RecordedRun>, crate::state::StateError> {
+            let r = state.read()?;
+            let Some(run) = report::run(&r, &key)? else {
+                return Ok(None);
+            };
+            Ok(Some(RecordedRun::of(run, report::run_tasks(&r, &key)?)))
         };
-        let tasks = json_rows(
-            &conn,
-            "SELECT to_json(h)::VARCHAR FROM sync_history h WHERE run_id = ? ORDER BY started_at",
-            &id,
-        )?;
-        let mut run: Value = serde_json::from_str(&run).map_err(ApiError::internal)?;
-        if let Some(o) = run.as_object_mut() {
-            o.insert("tasks".into(), Value::Array(tasks));
-        }
-        Ok(Some(run))
+        let run = read().map_err(ApiError::internal)?;
+        run.map(|r| serde_json::to_value(r).map_err(ApiError::internal))
+            .transpose()
     })
     .await?;
     found
@@ -676,13 +719,13 @@ async fn run(
 /// (or, without tables, tasks) the caller may read is answered like an unknown run: its existence is
 /// not disclosed.
 struct RunFilter<'a> {
-    reg: &'a crate::registered::Registered,
+    reg: &'a crate::registry::registered::Registered,
     caller: &'a Caller,
     readable: std::collections::BTreeSet<String>,
 }
 
 impl<'a> RunFilter<'a> {
-    fn new(reg: &'a crate::registered::Registered, caller: &'a Caller) -> Self {
+    fn new(reg: &'a crate::registry::registered::Registered, caller: &'a Caller) -> Self {
         RunFilter {
             reg,
             caller,

@@ -28,7 +28,7 @@ use super::catalog::readable;
 use super::{ApiError, ApiResult, AppState, Auth};
 use crate::daemon::limits::{Full, Host, Limits, QuerySlot};
 use crate::quote;
-use crate::registered::Registered;
+use crate::registry::registered::Registered;
 use crate::spec::model::QueryMode;
 use crate::spec::sql::{introspection, Reads, SqlParser, PURE_TABLE_FUNCTIONS};
 use crate::state::auth::{Caller, ADMIN_GROUP};
@@ -182,7 +182,7 @@ fn duckdb_memory_mb(process_mb: u64) -> u64 {
 /// Opens the locked-down connection; also returns the attachments that failed (for the log).
 fn sandbox(job: &Job) -> Result<(Connection, Vec<String>), String> {
     let conn = Connection::open_in_memory().map_err(|e| e.to_string())?;
-    crate::state::retry_locked(crate::state::LOCK_RETRY, || {
+    crate::duck::retry_locked(crate::duck::LOCK_RETRY, || {
         conn.execute_batch(&format!(
             "SET TimeZone = 'UTC'; ATTACH {} AS analytics (READ_ONLY); USE analytics;",
             quote::path(&job.analytics)
@@ -642,8 +642,8 @@ pub async fn query(
     if shared.shutting_down() {
         return Err(shutting_down());
     }
-    let settings = shared.settings();
-    let limits = Limits::new(&settings.server, &Host::get());
+    let instance = shared.instance();
+    let limits = Limits::new(&instance.server, &Host::get());
     let max_rows = req
         .max_rows
         .unwrap_or(limits.query_max_rows)
@@ -688,10 +688,10 @@ pub async fn query(
         files,
         dirs,
         remote_sources,
-        extensions: settings.exec.policy.extensions.clone(),
-        token_envs: settings.exec.policy.token_envs.clone(),
-        extension_directory: settings.exec.policy.store.directory.clone(),
-        extension_repository: settings.exec.policy.store.repository.clone(),
+        extensions: instance.remote_extensions.clone(),
+        token_envs: instance.remote_token_envs.clone(),
+        extension_directory: instance.extensions.directory.clone(),
+        extension_repository: instance.extensions.repository.clone(),
         process_memory_mb: limits.query_memory_mb,
         threads: limits.query_threads,
         max_rows,

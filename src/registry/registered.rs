@@ -2,7 +2,7 @@
 //! recorded (or that the specs declare, for `graph`). The engine runs what was applied, never
 //! unapplied edits, so a half-edited spec cannot change what a scheduled run does.
 
-use crate::plan::object::{Kind, Object, Objects};
+use super::document::{Kind, Object, Objects};
 use crate::spec::model::{
     Granularity, Materialized, QueryMode, SchemaChanges, SourceType, SyncMode,
 };

@@ -1,5 +1,5 @@
-//! Registered objects as plan/apply sees them: one canonical JSON document per source, table,
-//! transform and metric, with every default resolved.
+//! Registered objects as documents: one canonical JSON document per source, table, transform and
+//! metric, with every default resolved.
 //!
 //! The desired side is built from the specs; the recorded side is the same document as stored in
 //! `system.duckdb` by the last apply. Diffing two documents field by field is the whole of "what
@@ -84,6 +84,29 @@ impl Kind {
 impl std::fmt::Display for Kind {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(self.as_str())
+    }
+}
+
+/// What happens to an object: plans propose it, the state records it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Action {
+    Create,
+    Update,
+    /// Delete and create again: the change forces its data to be rebuilt from scratch.
+    Replace,
+    Delete,
+}
+
+impl Action {
+    /// Terraform's markers, which many readers already know.
+    pub fn symbol(self) -> &'static str {
+        match self {
+            Action::Create => "+",
+            Action::Update => "~",
+            Action::Replace => "-/+",
+            Action::Delete => "-",
+        }
     }
 }
 
@@ -354,7 +377,7 @@ impl Fields {
         specs: &Specs,
         kind: Kind,
         id: String,
-        file: crate::spec::source::FileId,
+        file: crate::diag::source::FileId,
     ) -> Object {
         Object::new(kind, id, specs.files.get(file).display.clone(), self.0)
     }

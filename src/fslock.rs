@@ -1,12 +1,13 @@
-//! The state lock: one apply (or other registry writer) at a time per instance.
+//! Lock files: one holder at a time of the state (one apply per instance), of a source (one run
+//! writes its extracts) and of analytics (one publish).
 //!
-//! The lock is an OS advisory lock (`flock`) on `data/state/state.lock`, so the kernel releases it when
-//! its holder dies, however it dies: a lock left by a killed process is never "stuck". The file also
-//! holds who took the lock (pid, host, user, command, start time) so a waiting process can name the
-//! holder, and so a lock taken over from a dead holder can be reported as such.
+//! A lock is an OS advisory lock (`flock`) on a file such as `data/state/state.lock`, so the kernel
+//! releases it when its holder dies, however it dies: a lock left by a killed process is never
+//! "stuck". The file also holds who took the lock (pid, host, user, command, start time) so a waiting
+//! process can name the holder, and so a lock taken over from a dead holder can be reported as such.
 //!
 //! The DuckDB file lock is a different thing: it is held only for the few milliseconds a connection is
-//! open, while this one spans a whole plan → confirm → write cycle.
+//! open, while these span a whole plan → confirm → write cycle or a run.
 
 use serde::{Deserialize, Serialize};
 use std::fs::{File, OpenOptions, TryLockError};
@@ -62,20 +63,20 @@ pub enum LockError {
          pass a longer --lock-timeout"
     )]
     HeldUnknown { lock: String, waited: Duration },
-    #[error("state lock {0}: {1}")]
+    #[error("lock file {0}: {1}")]
     Io(PathBuf, std::io::Error),
 }
 
-/// A held state lock; released when dropped (and by the kernel if the process dies).
+/// A held lock; released when dropped (and by the kernel if the process dies).
 #[derive(Debug)]
-pub struct StateLock {
+pub struct Lock {
     file: File,
     path: PathBuf,
     /// Set when the lock file named a holder that no longer held it (it crashed or was killed).
     pub took_over_from: Option<Holder>,
 }
 
-impl StateLock {
+impl Lock {
     /// Takes the lock at `path`, waiting up to `timeout` for a live holder. `on_wait` is called once,
     /// with the holder, when the lock is busy at the first attempt (to tell the user why we wait).
     pub fn acquire(
@@ -83,7 +84,7 @@ impl StateLock {
         command: &str,
         timeout: Duration,
         mut on_wait: impl FnMut(Option<&Holder>),
-    ) -> Result<StateLock, LockError> {
+    ) -> Result<Lock, LockError> {
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir).map_err(|e| LockError::Io(dir.to_path_buf(), e))?;
         }
@@ -138,7 +139,7 @@ impl StateLock {
         file.seek(SeekFrom::Start(0)).map_err(io)?;
         file.write_all(text.as_bytes()).map_err(io)?;
         file.sync_data().map_err(io)?;
-        Ok(StateLock {
+        Ok(Lock {
             file,
             path: path.to_path_buf(),
             took_over_from,
@@ -146,7 +147,7 @@ impl StateLock {
     }
 }
 
-impl Drop for StateLock {
+impl Drop for Lock {
     fn drop(&mut self) {
         // Empty the file first so nobody mistakes us for a crashed holder, then unlock.
         if let Err(e) = self.file.set_len(0) {
@@ -222,10 +223,10 @@ mod tests {
     fn second_holder_in_process_times_out_naming_the_first() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("state.lock");
-        let first = StateLock::acquire(&path, "apply", Duration::ZERO, |_| {}).unwrap();
+        let first = Lock::acquire(&path, "apply", Duration::ZERO, |_| {}).unwrap();
         assert!(first.took_over_from.is_none());
         let mut waited_for = None;
-        let err = StateLock::acquire(&path, "apply", Duration::from_millis(100), |h| {
+        let err = Lock::acquire(&path, "apply", Duration::from_millis(100), |h| {
             waited_for = h.cloned()
         })
         .unwrap_err();
@@ -238,7 +239,7 @@ mod tests {
         );
         assert!(text.contains("--lock-timeout"), "{text}");
         drop(first);
-        let again = StateLock::acquire(&path, "apply", Duration::ZERO, |_| {}).unwrap();
+        let again = Lock::acquire(&path, "apply", Duration::ZERO, |_| {}).unwrap();
         assert!(
             again.took_over_from.is_none(),
             "a clean release leaves no holder behind"
@@ -257,7 +258,7 @@ mod tests {
             started_at: "2026-01-01T00:00:00Z".into(),
         };
         std::fs::write(&path, serde_json::to_string(&ghost).unwrap()).unwrap();
-        let lock = StateLock::acquire(&path, "apply", Duration::ZERO, |_| {}).unwrap();
+        let lock = Lock::acquire(&path, "apply", Duration::ZERO, |_| {}).unwrap();
         assert_eq!(lock.took_over_from, Some(ghost));
     }
 }

@@ -1,0 +1,519 @@
+//! The task DAG: which tasks a piece of work needs and what each waits for. The ONE builder of
+//! tasks, for a sync of some or all tables ([`Work::sync`]) and for the changes an apply makes
+//! (`plan` describes them as a [`Work`] too), merged with tasks an earlier apply left pending
+//! ([`merge`]); rendered by `pipeline graph` as DOT, Mermaid or JSON.
+//!
+//! The shape is always the same: extract (or attach) each table → rebuild its source's views →
+//! publish analytics → every transform (in the order their SQL reads each other) → metric checks.
+
+use super::registered::Registered;
+use super::task::{order, Task, TaskKind, ANALYTICS};
+use crate::spec::model::QueryMode;
+use petgraph::graph::{DiGraph, NodeIndex};
+use std::collections::{BTreeMap, BTreeSet};
+
+/// Which tables a run syncs.
+#[derive(Clone, Debug, Default)]
+pub struct Selection {
+    /// Source names; empty with `tables` empty means everything.
+    pub sources: Vec<String>,
+    /// Table ids or view names.
+    pub tables: Vec<String>,
+}
+
+impl Selection {
+    pub fn is_all(&self) -> bool {
+        self.sources.is_empty() && self.tables.is_empty()
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SelectionError {
+    #[error("no registered source `{name}`{hint}")]
+    UnknownSource { name: String, hint: String },
+    #[error("no registered table `{name}` (by id or name){hint}")]
+    UnknownTable { name: String, hint: String },
+}
+
+fn hint(name: &str, candidates: impl Iterator<Item = String>) -> String {
+    let c: Vec<String> = candidates.collect();
+    match crate::diag::suggest(name, c.iter().map(|s| s.as_str())) {
+        Some(s) => format!("; did you mean `{s}`?"),
+        None => String::new(),
+    }
+}
+
+/// Why a run has work; it decides what the fixed tasks (rebuild, publish) say they run for.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Occasion {
+    /// A sync of selected tables: analytics is always published.
+    #[default]
+    Sync,
+    /// The changes an apply records: analytics is published when a source is rebuilt or
+    /// [`Work::publish`] gives a reason.
+    Changes,
+}
+
+/// What a run has to do, before it is laid out as tasks.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Work {
+    pub occasion: Occasion,
+    /// Tables to extract (attach, when remote), by id, each with why.
+    pub tables: BTreeMap<String, String>,
+    /// Sources whose views are rebuilt although none of their tables is extracted (a table
+    /// renamed, described or removed).
+    pub rebuild: BTreeSet<String>,
+    /// Reasons to publish analytics though no source is rebuilt (a source removed, transforms
+    /// changed). A sync always publishes.
+    pub publish: BTreeSet<String>,
+    /// Metrics to check whether or not analytics is published, each with why. When analytics is
+    /// published every metric is checked.
+    pub checks: BTreeMap<String, String>,
+}
+
+impl Work {
+    /// A sync of the tables `sel` selects from `reg` (every table when it selects nothing).
+    pub fn sync(reg: &Registered, sel: &Selection) -> Result<Work, SelectionError> {
+        let mut chosen: BTreeSet<&str> = BTreeSet::new();
+        for s in &sel.sources {
+            if !reg.sources.contains_key(s) {
+                return Err(SelectionError::UnknownSource {
+                    name: s.clone(),
+                    hint: hint(s, reg.sources.keys().cloned()),
+                });
+            }
+            chosen.extend(reg.tables_of(s).map(|t| t.id.as_str()));
+        }
+        for name in &sel.tables {
+            let t = reg
+                .table(name)
+                .ok_or_else(|| SelectionError::UnknownTable {
+                    name: name.clone(),
+                    hint: hint(
+                        name,
+                        reg.tables
+                            .values()
+                            .flat_map(|t| [t.id.clone(), t.name.clone()]),
+                    ),
+                })?;
+            chosen.insert(t.id.as_str());
+        }
+        if sel.is_all() {
+            chosen.extend(reg.tables.keys().map(|k| k.as_str()));
+        }
+        Ok(Work {
+            occasion: Occasion::Sync,
+            tables: chosen
+                .into_iter()
+                .map(|id| (id.to_string(), "sync".to_string()))
+                .collect(),
+            ..Work::default()
+        })
+    }
+}
+
+/// The tasks `work` needs, against what is registered, dependencies first. A table, metric or
+/// source the work names but `reg` does not have is left out.
+pub fn tasks(reg: &Registered, work: &Work) -> Vec<Task> {
+    let mut tasks: BTreeMap<String, Task> = BTreeMap::new();
+    let mut add = |kind: TaskKind, target: &str, reason: &str, after: Vec<String>| -> String {
+        let id = Task::id_of(kind, target);
+        tasks.entry(id.clone()).or_insert_with(|| Task {
+            id: id.clone(),
+            kind,
+            target: target.into(),
+            after,
+            reason: reason.into(),
+        });
+        id
+    };
+    let mut by_source: BTreeMap<&str, Vec<String>> = BTreeMap::new();
+    for (id, reason) in &work.tables {
+        let Some(t) = reg.tables.get(id) else {
+            continue;
+        };
+        let kind = if t.query_mode() == QueryMode::Remote {
+            TaskKind::Attach
+        } else {
+            TaskKind::Extract
+        };
+        let task = add(kind, id, reason, Vec::new());
+        by_source.entry(t.source.as_str()).or_default().push(task);
+    }
+    for s in &work.rebuild {
+        by_source.entry(s.as_str()).or_default();
+    }
+    let rebuild_reason = match work.occasion {
+        Occasion::Sync => "its tables were synced",
+        Occasion::Changes => "its tables changed",
+    };
+    let rebuilds: Vec<String> = by_source
+        .into_iter()
+        .map(|(s, deps)| add(TaskKind::Rebuild, s, rebuild_reason, deps))
+        .collect();
+    let publish_reason = match work.occasion {
+        Occasion::Sync => Some("sync".to_string()),
+        Occasion::Changes if !rebuilds.is_empty() => Some("sources were rebuilt".to_string()),
+        Occasion::Changes if !work.publish.is_empty() => Some(
+            work.publish
+                .iter()
+                .map(String::as_str)
+                .collect::<Vec<_>>()
+                .join("; "),
+        ),
+        Occasion::Changes => None,
+    };
+    let publish = publish_reason.map(|reason| add(TaskKind::Publish, ANALYTICS, &reason, rebuilds));
+
+    // A publish builds a new analytics file, so every transform is rebuilt and every metric
+    // re-checked against it. Without one, only the metrics the work names are checked.
+    let transforms = TransformNames::of(reg);
+    if let Some(p) = &publish {
+        for (name, t) in &reg.transforms {
+            let mut after = vec![p.clone()];
+            after.extend(
+                t.inputs
+                    .iter()
+                    .filter_map(|i| transforms.get(i))
+                    .filter(|i| *i != name)
+                    .map(|i| Task::id_of(TaskKind::Transform, i)),
+            );
+            add(TaskKind::Transform, name, "analytics is republished", after);
+        }
+    }
+    for (id, m) in &reg.metrics {
+        let reason = match (work.checks.get(id), &publish) {
+            (Some(r), _) => r.as_str(),
+            (None, Some(_)) => "analytics is republished",
+            (None, None) => continue,
+        };
+        let mut after = Vec::new();
+        if let Some(p) = &publish {
+            after.push(p.clone());
+            after.extend(
+                m.tables
+                    .iter()
+                    .filter_map(|t| transforms.get(t))
+                    .map(|t| Task::id_of(TaskKind::Transform, t)),
+            );
+        }
+        add(TaskKind::Check, id, reason, after);
+    }
+    order(tasks)
+}
+
+/// The tasks of a sync of what `sel` selects: [`Work::sync`] laid out by [`tasks`].
+pub fn sync_tasks(reg: &Registered, sel: &Selection) -> Result<Vec<Task>, SelectionError> {
+    Ok(tasks(reg, &Work::sync(reg, sel)?))
+}
+
+/// Transform names by their lower-cased form. What a transform or metric reads (`inputs`,
+/// `tables`) is recorded lower-cased, as DuckDB resolves names without regard to case, while a
+/// transform keeps its name as written: `Daily` reading `facts` must wait for `Facts`.
+struct TransformNames<'a>(BTreeMap<String, &'a String>);
+
+impl<'a> TransformNames<'a> {
+    fn of(reg: &'a Registered) -> Self {
+        TransformNames(
+            reg.transforms
+                .keys()
+                .map(|name| (name.to_lowercase(), name))
+                .collect(),
+        )
+    }
+
+    /// The transform `input` names, as its name is written.
+    fn get(&self, input: &str) -> Option<&'a String> {
+        self.0.get(&input.to_lowercase()).copied()
+    }
+}
+
+/// `tasks` plus `pending` (left by an earlier apply that did not finish them), ordered.
+pub fn merge(tasks: Vec<Task>, pending: &[Task]) -> Vec<Task> {
+    let mut all: BTreeMap<String, Task> = tasks.into_iter().map(|t| (t.id.clone(), t)).collect();
+    for p in pending {
+        let entry = all.entry(p.id.clone()).or_insert_with(|| {
+            let mut t = p.clone();
+            t.reason = format!("{} (pending)", p.reason);
+            t
+        });
+        for dep in &p.after {
+            if !entry.after.contains(dep) {
+                entry.after.push(dep.clone());
+            }
+        }
+    }
+    order(all)
+}
+
+/// The tasks as a petgraph graph (edges point from a task to the tasks that wait for it).
+pub fn graph(tasks: &[Task]) -> (DiGraph<Task, ()>, BTreeMap<String, NodeIndex>) {
+    let mut g = DiGraph::new();
+    let index: BTreeMap<String, NodeIndex> = tasks
+        .iter()
+        .map(|t| (t.id.clone(), g.add_node(t.clone())))
+        .collect();
+    for t in tasks {
+        for dep in &t.after {
+            if let Some(&d) = index.get(dep) {
+                g.add_edge(d, index[&t.id], ());
+            }
+        }
+    }
+    (g, index)
+}
+
+/// Graphviz DOT.
+pub fn dot(tasks: &[Task]) -> String {
+    let mut out = String::from(
+        "digraph pipeline {\n  rankdir=LR;\n  node [shape=box, fontname=\"Helvetica\"];\n",
+    );
+    for t in tasks {
+        out.push_str(&format!(
+            "  \"{}\" [label=\"{}\\n{}\"];\n",
+            esc(&t.id),
+            t.kind.as_str(),
+            esc(&t.target)
+        ));
+    }
+    for t in tasks {
+        for d in &t.after {
+            out.push_str(&format!("  \"{}\" -> \"{}\";\n", esc(d), esc(&t.id)));
+        }
+    }
+    out.push_str("}\n");
+    out
+}
+
+fn esc(s: &str) -> String {
+    s.replace('\\', "\\\\").replace('"', "\\\"")
+}
+
+/// Mermaid flowchart (renders in GitHub markdown).
+pub fn mermaid(tasks: &[Task]) -> String {
+    let ids: BTreeMap<&str, String> = tasks
+        .iter()
+        .enumerate()
+        .map(|(i, t)| (t.id.as_str(), format!("t{i}")))
+        .collect();
+    let mut out = String::from("flowchart LR\n");
+    for t in tasks {
+        out.push_str(&format!(
+            "  {}[\"{}: {}\"]\n",
+            ids[t.id.as_str()],
+            t.kind.as_str(),
+            t.target.replace('"', "#quot;")
+        ));
+    }
+    for t in tasks {
+        for d in &t.after {
+            if let Some(from) = ids.get(d.as_str()) {
+                out.push_str(&format!("  {from} --> {}\n", ids[t.id.as_str()]));
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::registry::document::{index, Kind, Object};
+    use serde_json::json;
+
+    fn obj(kind: Kind, id: &str, fields: serde_json::Value) -> Object {
+        Object::new(
+            kind,
+            id.into(),
+            "f".into(),
+            fields.as_object().unwrap().clone(),
+        )
+    }
+
+    fn registered() -> Registered {
+        Registered::from_objects(&index(vec![
+            obj(Kind::Source, "shop", json!({"type": "csv"})),
+            obj(Kind::Source, "crm", json!({"type": "csv"})),
+            obj(
+                Kind::Table,
+                "shop.orders",
+                json!({"source": "shop", "name": "orders"}),
+            ),
+            obj(
+                Kind::Table,
+                "crm.spend",
+                json!({"source": "crm", "name": "spend"}),
+            ),
+            obj(
+                Kind::Transform,
+                "facts",
+                json!({"source": "shop", "sql": "select 1", "inputs": ["orders"]}),
+            ),
+            obj(
+                Kind::Transform,
+                "daily",
+                json!({"source": "shop", "sql": "select 1", "inputs": ["facts"]}),
+            ),
+            obj(
+                Kind::Metric,
+                "r/rev",
+                json!({"sql": "select 1", "tables": ["daily"]}),
+            ),
+        ]))
+        .unwrap()
+    }
+
+    fn ids(tasks: &[Task]) -> Vec<&str> {
+        tasks.iter().map(|t| t.id.as_str()).collect()
+    }
+
+    #[test]
+    fn a_full_sync_runs_everything_in_dependency_order() {
+        let tasks = sync_tasks(&registered(), &Selection::default()).unwrap();
+        assert_eq!(
+            ids(&tasks),
+            [
+                "extract:crm.spend",
+                "extract:shop.orders",
+                "rebuild:crm",
+                "rebuild:shop",
+                "publish:analytics",
+                "transform:facts",
+                "transform:daily",
+                "check:r/rev"
+            ]
+        );
+        let daily = tasks.iter().find(|t| t.id == "transform:daily").unwrap();
+        assert!(daily.after.contains(&"transform:facts".to_string()));
+        assert!(dot(&tasks).contains("\"transform:facts\" -> \"transform:daily\""));
+        assert!(mermaid(&tasks).contains("-->"));
+    }
+
+    #[test]
+    fn a_selection_syncs_only_its_tables_and_names_unknown_ones() {
+        let sel = Selection {
+            sources: vec![],
+            tables: vec!["orders".into()],
+        };
+        let tasks = sync_tasks(&registered(), &sel).unwrap();
+        assert!(tasks.iter().any(|t| t.id == "extract:shop.orders"));
+        assert!(!tasks.iter().any(|t| t.id.starts_with("extract:crm")));
+        let err = sync_tasks(
+            &registered(),
+            &Selection {
+                sources: vec!["shpo".into()],
+                tables: vec![],
+            },
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("did you mean `shop`"), "{err}");
+    }
+
+    #[test]
+    fn changes_publish_only_when_a_source_is_rebuilt_or_a_reason_is_given() {
+        let reg = registered();
+        let only_check = Work {
+            occasion: Occasion::Changes,
+            checks: BTreeMap::from([("r/rev".to_string(), "definition changed".to_string())]),
+            ..Work::default()
+        };
+        let t = tasks(&reg, &only_check);
+        assert_eq!(ids(&t), ["check:r/rev"]);
+        assert!(t[0].after.is_empty());
+        assert_eq!(t[0].reason, "definition changed");
+
+        let removed = Work {
+            occasion: Occasion::Changes,
+            publish: BTreeSet::from(["a source was removed".to_string()]),
+            ..Work::default()
+        };
+        let t = tasks(&reg, &removed);
+        assert_eq!(ids(&t)[0], "publish:analytics");
+        assert_eq!(t[0].reason, "a source was removed");
+        assert!(ids(&t).contains(&"transform:daily") && ids(&t).contains(&"check:r/rev"));
+
+        let described = Work {
+            occasion: Occasion::Changes,
+            rebuild: BTreeSet::from(["shop".to_string()]),
+            ..Work::default()
+        };
+        let t = tasks(&reg, &described);
+        assert_eq!(ids(&t)[..2], ["rebuild:shop", "publish:analytics"]);
+        assert_eq!(t[0].reason, "its tables changed");
+        assert_eq!(t[1].reason, "sources were rebuilt");
+        assert!(tasks(
+            &reg,
+            &Work {
+                occasion: Occasion::Changes,
+                ..Work::default()
+            }
+        )
+        .is_empty());
+    }
+
+    #[test]
+    fn a_transform_named_in_mixed_case_is_waited_for() {
+        // Inputs are recorded lower-cased (as DuckDB resolves them); names as written.
+        let reg = Registered::from_objects(&index(vec![
+            obj(Kind::Source, "shop", json!({"type": "csv"})),
+            obj(
+                Kind::Table,
+                "shop.orders",
+                json!({"source": "shop", "name": "orders"}),
+            ),
+            obj(
+                Kind::Transform,
+                "OrderFacts",
+                json!({"source": "shop", "sql": "select 1", "inputs": ["orders"]}),
+            ),
+            obj(
+                Kind::Transform,
+                "Daily",
+                json!({"source": "shop", "sql": "select 1", "inputs": ["orderfacts"]}),
+            ),
+            obj(
+                Kind::Metric,
+                "r/rev",
+                json!({"sql": "select 1", "tables": ["daily"]}),
+            ),
+        ]))
+        .unwrap();
+        let t = sync_tasks(&reg, &Selection::default()).unwrap();
+        let daily = t.iter().find(|x| x.id == "transform:Daily").unwrap();
+        assert!(
+            daily.after.contains(&"transform:OrderFacts".to_string()),
+            "{:?}",
+            daily.after
+        );
+        let check = t.iter().find(|x| x.id == "check:r/rev").unwrap();
+        assert!(check.after.contains(&"transform:Daily".to_string()));
+        let at = |id: &str| t.iter().position(|x| x.id == id).unwrap();
+        assert!(at("transform:OrderFacts") < at("transform:Daily"));
+        assert!(at("transform:Daily") < at("check:r/rev"));
+    }
+
+    #[test]
+    fn pending_tasks_merge_in_with_their_dependencies() {
+        let reg = registered();
+        let only_check = Work {
+            occasion: Occasion::Changes,
+            checks: BTreeMap::from([("r/rev".to_string(), "new metric".to_string())]),
+            ..Work::default()
+        };
+        let pending = sync_tasks(
+            &reg,
+            &Selection {
+                sources: vec!["crm".into()],
+                tables: vec![],
+            },
+        )
+        .unwrap();
+        let merged = merge(tasks(&reg, &only_check), &pending);
+        let extract = merged.iter().find(|t| t.id == "extract:crm.spend").unwrap();
+        assert_eq!(extract.reason, "sync (pending)");
+        let check = merged.iter().find(|t| t.id == "check:r/rev").unwrap();
+        assert_eq!(check.reason, "new metric");
+        assert!(check.after.contains(&"publish:analytics".to_string()));
+        assert_eq!(merged.last().unwrap().id, "check:r/rev");
+    }
+}
