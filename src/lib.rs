@@ -27,3 +27,4 @@ pub mod spec;
 pub mod state;
 pub mod timestamp;
 pub mod value_json;
+pub mod value_text;

@@ -340,7 +340,7 @@ fn compute(
         return Ok(ExitCode::SUCCESS);
     }
     let conn = live(&d)?;
-    print_result(&conn, &sql, format, usize::MAX).with_context(|| {
+    print_result(&conn, &sql, format, None).with_context(|| {
         format!("metric `{id}` failed; `pipeline metrics check {id}` says where")
     })?;
     Ok(ExitCode::SUCCESS)

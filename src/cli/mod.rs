@@ -5,6 +5,7 @@
 
 mod admin;
 mod apply;
+mod completions;
 mod daemon;
 mod graph;
 mod history;
@@ -115,6 +116,9 @@ enum Command {
     /// Administration: API tokens for users and groups.
     #[command(after_help = admin::AFTER_HELP)]
     Admin(admin::Args),
+    /// Print the shell completion script for bash, zsh or fish.
+    #[command(after_help = completions::AFTER_HELP)]
+    Completions(completions::Args),
     /// Print JSON Schemas of the spec files, for YAML language servers and editors.
     #[command(after_help = schema::AFTER_HELP)]
     Schema(schema::Args),
@@ -176,6 +180,7 @@ pub fn main() -> ExitCode {
         Command::Daemon(args) => daemon::run(&cli.dir, args),
         Command::Admin(args) => admin::run(&cli.dir, args),
         Command::Schema(args) => schema::run(args),
+        Command::Completions(args) => completions::run(args),
         Command::Init(args) => init::run(args),
     };
     match result {

@@ -95,6 +95,8 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
 pub struct TextTable {
     headers: Vec<String>,
     rows: Vec<Vec<String>>,
+    /// Per column: right-aligned (numbers) rather than left.
+    right: Vec<bool>,
 }
 
 impl TextTable {
@@ -106,7 +108,13 @@ impl TextTable {
         TextTable {
             headers,
             rows: Vec::new(),
+            right: Vec::new(),
         }
+    }
+
+    /// Which columns are right-aligned (numbers); the others stay left-aligned.
+    pub fn align_right(&mut self, right: Vec<bool>) {
+        self.right = right;
     }
 
     pub fn row(&mut self, cells: Vec<String>) {
@@ -126,9 +134,15 @@ impl TextTable {
                 if i > 0 {
                     s.push_str("  ");
                 }
-                s.push_str(c);
-                if i + 1 < widths.len() {
-                    s.push_str(&" ".repeat(w.saturating_sub(c.chars().count())));
+                let pad = " ".repeat(w.saturating_sub(c.chars().count()));
+                if self.right.get(i).copied().unwrap_or(false) {
+                    s.push_str(&pad);
+                    s.push_str(c);
+                } else {
+                    s.push_str(c);
+                    if i + 1 < widths.len() {
+                        s.push_str(&pad);
+                    }
                 }
             }
             s.trim_end().to_string() + "\n"

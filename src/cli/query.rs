@@ -3,7 +3,8 @@
 
 use crate::contract::RemotePolicy;
 use crate::orchestrator;
-use crate::value_json::json;
+use crate::value_json;
+use crate::value_text::{self, ColumnType, Zone};
 use anyhow::{bail, Context, Result};
 use duckdb::types::Value;
 use std::io::Write;
@@ -15,18 +16,29 @@ Examples:
   pipeline query \"show tables\"
   pipeline query \"select day, revenue from daily_revenue order by day desc limit 7\"
   pipeline query --format csv \"from orders\" > orders.csv
+  pipeline query --format ndjson \"from orders\" | jq .amount
   pipeline query --format json \"select * from _pipeline.tables\"
 
 The database is opened read-only: a query never changes analytics.duckdb. `_pipeline.tables` lists
-what was published (source, rows, extraction time). In table format at most --max-rows rows are
-shown; csv and json print every row.";
+what was published (source, rows, extraction time). Rows stream: the query stops after --max-rows
+rows (default 1000 in table format, where a note says more rows exist; no limit for csv, json and
+ndjson unless given). Values print as DuckDB prints them (DECIMAL with its scale, TIMESTAMP WITH
+TIME ZONE with its offset, lists and structs in DuckDB's notation); json is one array of row
+objects, ndjson one object per line; csv writes NULL as an empty field and an empty string as \"\"
+(docs/cli.md).";
 
 #[derive(clap::ValueEnum, Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum QueryFormat {
+    /// Aligned columns for people; numbers right-aligned.
     #[default]
+    #[value(alias = "human")]
     Table,
+    /// RFC 4180 CSV with a header row.
     Csv,
+    /// One JSON array of row objects.
     Json,
+    /// One JSON object per row, one per line.
+    Ndjson,
 }
 
 #[derive(clap::Args, Debug)]
@@ -35,10 +47,13 @@ pub struct Args {
     sql: String,
     #[arg(long, value_enum, default_value_t)]
     format: QueryFormat,
-    /// Rows shown in table format.
-    #[arg(long, value_name = "N", default_value_t = 100)]
-    max_rows: usize,
+    /// Most rows to read: the query stops there. Default: 1000 in table format, no limit otherwise.
+    #[arg(long, value_name = "N")]
+    max_rows: Option<usize>,
 }
+
+/// Rows shown in table format when --max-rows is not given.
+pub const DEFAULT_TABLE_ROWS: usize = 1000;
 
 pub fn run(dir: &Path, args: Args) -> Result<ExitCode> {
     let inst = super::output::instance(dir)?;
@@ -56,116 +71,243 @@ pub fn run(dir: &Path, args: Args) -> Result<ExitCode> {
     for p in problems {
         eprintln!("warning: {p} (views that read through it will fail)");
     }
-    print_result(&conn, &sql, args.format, args.max_rows)?;
+    let limit = match (args.max_rows, args.format) {
+        (Some(n), _) => Some(n),
+        (None, QueryFormat::Table) => Some(DEFAULT_TABLE_ROWS),
+        (None, _) => None,
+    };
+    print_result(&conn, &sql, args.format, limit)?;
     Ok(ExitCode::SUCCESS)
 }
 
-/// Runs `sql` on `conn` and prints its rows on stdout in `format`.
+/// Runs `sql` on `conn` and prints its rows on stdout in `format`, reading at most `limit` rows
+/// (the result streams: rows past the limit are never computed when the plan allows).
 pub(super) fn print_result(
     conn: &duckdb::Connection,
     sql: &str,
     format: QueryFormat,
-    max_rows: usize,
+    limit: Option<usize>,
 ) -> Result<()> {
+    let out = std::io::BufWriter::new(anstream::stdout().lock());
+    write_result(conn, sql, format, limit, out)
+}
+
+/// [`print_result`] into any writer.
+pub fn write_result(
+    conn: &duckdb::Connection,
+    sql: &str,
+    format: QueryFormat,
+    limit: Option<usize>,
+    mut out: impl Write,
+) -> Result<()> {
+    let zone = Zone::of(conn);
     let mut stmt = conn.prepare(sql).context("query failed")?;
-    let mut rows = stmt.query([]).context("query failed")?;
-    let columns: Vec<String> = rows.as_ref().map(|s| s.column_names()).unwrap_or_default();
-    let mut out = std::io::BufWriter::new(anstream::stdout().lock());
+    // Streaming execution: rows are fetched chunk by chunk as they are read, so a limit stops the
+    // query instead of materialising its whole result first.
+    drop(stmt.stream_arrow([]).context("query failed")?);
+    let mut rows = stmt.raw_query();
+    let (columns, types): (Vec<String>, Vec<ColumnType>) = match rows.as_ref() {
+        Some(s) => (
+            s.column_names(),
+            (0..s.column_count())
+                .map(|i| ColumnType::of(&s.column_logical_type(i)))
+                .collect(),
+        ),
+        None => (Vec::new(), Vec::new()),
+    };
     let mut table = super::output::TextTable::with_headers(columns.clone());
-    let mut shown = 0usize;
-    let mut total = 0usize;
-    if format == QueryFormat::Csv {
-        writeln!(
+    table.align_right(types.iter().map(value_text::right_aligned).collect());
+    let mut read = 0usize;
+    let mut more = false;
+    match format {
+        QueryFormat::Csv => writeln!(
             out,
             "{}",
             columns
                 .iter()
-                .map(|c| csv_cell(c))
+                .map(|c| csv_field(Some(c)))
                 .collect::<Vec<_>>()
                 .join(",")
-        )?;
+        )?,
+        QueryFormat::Json => write!(out, "[")?,
+        _ => {}
     }
-    while let Some(row) = rows.next().context("query failed")? {
-        total += 1;
+    loop {
+        if limit.is_some_and(|n| read >= n) {
+            more = rows.next().context("query failed")?.is_some();
+            break;
+        }
+        let Some(row) = rows.next().context("query failed")? else {
+            break;
+        };
         let values: Vec<Value> = (0..columns.len())
             .map(|i| row.get::<_, Value>(i))
             .collect::<Result<_, _>>()?;
+        read += 1;
         match format {
-            QueryFormat::Table => {
-                if shown < max_rows {
-                    table.row(
-                        values
-                            .iter()
-                            .map(|v| super::output::truncate(&readable(v), 60))
-                            .collect(),
-                    );
-                    shown += 1;
-                }
-            }
+            QueryFormat::Table => table.row(
+                values
+                    .iter()
+                    .zip(&types)
+                    .map(|(v, t)| {
+                        let text = value_text::text(v, t, zone).unwrap_or_else(|| "NULL".into());
+                        super::output::truncate(&text, 60)
+                    })
+                    .collect(),
+            ),
             QueryFormat::Csv => {
                 let cells: Vec<String> = values
                     .iter()
-                    .map(|v| match v {
-                        Value::Null => String::new(),
-                        v => csv_cell(&text(v)),
-                    })
+                    .zip(&types)
+                    .map(|(v, t)| csv_field(value_text::text(v, t, zone).as_deref()))
                     .collect();
                 writeln!(out, "{}", cells.join(","))?;
             }
-            QueryFormat::Json => {
-                let obj: serde_json::Map<String, serde_json::Value> = columns
-                    .iter()
-                    .cloned()
-                    .zip(values.iter().map(json))
-                    .collect();
-                writeln!(out, "{}", serde_json::Value::Object(obj))?;
+            QueryFormat::Json | QueryFormat::Ndjson => {
+                let obj = value_json::row(&columns, &values, &types, zone);
+                if format == QueryFormat::Json {
+                    write!(out, "{}\n  {obj}", if read > 1 { "," } else { "" })?;
+                } else {
+                    writeln!(out, "{obj}")?;
+                }
             }
         }
     }
-    if format == QueryFormat::Table {
-        write!(out, "{}", table.render())?;
-        let more = if total > shown {
-            format!(" ({shown} shown; --max-rows to see more)")
-        } else {
-            String::new()
-        };
-        writeln!(out, "{total} row(s){more}")?;
+    match format {
+        QueryFormat::Table => {
+            write!(out, "{}", table.render())?;
+            let rows_word = if read == 1 { "row" } else { "rows" };
+            if more {
+                writeln!(
+                    out,
+                    "{read} {rows_word} shown (more rows not read; --max-rows N to see more)"
+                )?;
+            } else {
+                writeln!(out, "{read} {rows_word}")?;
+            }
+        }
+        QueryFormat::Json => writeln!(out, "{}]", if read > 0 { "\n" } else { "" })?,
+        _ => {}
+    }
+    if more && format != QueryFormat::Table {
+        eprintln!("note: stopped after {read} rows (--max-rows)");
     }
     out.flush()?;
     Ok(())
 }
 
-fn csv_cell(s: &str) -> String {
-    if s.contains([',', '"', '\n', '\r']) {
-        format!("\"{}\"", s.replace('"', "\"\""))
-    } else {
-        s.to_string()
-    }
-}
-
-/// A value for a table on screen: floating-point noise rounded away (CSV and JSON keep every digit).
-fn readable(v: &Value) -> String {
-    let round = |f: f64| {
-        let s = format!("{f:.6}");
-        let s = s.trim_end_matches('0').trim_end_matches('.');
-        if s == "-0" {
-            "0".to_string()
-        } else {
-            s.to_string()
-        }
-    };
+/// A CSV field (RFC 4180): NULL is empty; a value is quoted when it holds a comma, a quote, a line
+/// break, or surrounding spaces, or is empty (so that `""` — an empty string — differs from NULL).
+pub fn csv_field(v: Option<&str>) -> String {
     match v {
-        Value::Double(f) if f.is_finite() => round(*f),
-        Value::Float(f) if f.is_finite() => round(*f as f64),
-        other => text(other),
+        None => String::new(),
+        Some(s)
+            if s.is_empty()
+                || s.contains([',', '"', '\n', '\r'])
+                || s.starts_with(' ')
+                || s.ends_with(' ') =>
+        {
+            format!("\"{}\"", s.replace('"', "\"\""))
+        }
+        Some(s) => s.to_string(),
     }
 }
 
-/// A value as people read it.
-fn text(v: &Value) -> String {
-    match json(v) {
-        serde_json::Value::Null => "NULL".into(),
-        serde_json::Value::String(s) => s,
-        other => other.to_string(),
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run(
+        conn: &duckdb::Connection,
+        sql: &str,
+        format: QueryFormat,
+        limit: Option<usize>,
+    ) -> String {
+        let mut out = Vec::new();
+        write_result(conn, sql, format, limit, &mut out).unwrap();
+        String::from_utf8(out).unwrap()
+    }
+
+    /// One row per DuckDB type family, written as CSV by us and read back by DuckDB's CSV reader:
+    /// every value comes back as DuckDB's own text of it, NULL as NULL and '' as ''.
+    #[test]
+    fn csv_round_trips_through_duckdbs_reader() {
+        let conn = duckdb::Connection::open_in_memory().unwrap();
+        let select = "SELECT 1::INTEGER AS i, 1.50::DECIMAL(10,2) AS d, 0.1::DOUBLE AS f, \
+             'a, \"quoted\"\nline' AS s, '' AS empty, NULL::VARCHAR AS nothing, ' padded ' AS pad, \
+             '\\xFF,'::BLOB AS b, DATE '2024-01-02' AS day, TIME '12:00:00.5' AS t, \
+             TIMESTAMP '2024-01-02 03:04:05' AS ts, TIMESTAMPTZ '2024-01-02 03:04:05+00' AS tz, \
+             INTERVAL 36 HOUR AS iv, UUID '123e4567-e89b-12d3-a456-426614174000' AS u, \
+             [1, NULL] AS l, {'a': 'x, y'} AS st, MAP {'k': 1} AS m";
+        let csv = run(&conn, select, QueryFormat::Csv, None);
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("out.csv");
+        std::fs::write(&file, &csv).unwrap();
+        let expected: Vec<Option<String>> = {
+            let mut stmt = conn
+                .prepare(&format!("SELECT COLUMNS(*)::VARCHAR FROM ({select})"))
+                .unwrap();
+            let mut rows = stmt.query([]).unwrap();
+            let row = rows.next().unwrap().unwrap();
+            (0..17).map(|i| row.get(i).unwrap()).collect()
+        };
+        let mut stmt = conn
+            // allow_quoted_nulls = false: `""` is the empty string, an empty field NULL.
+            .prepare(
+                "SELECT * FROM read_csv(?, all_varchar = true, header = true, \
+                 allow_quoted_nulls = false)",
+            )
+            .unwrap();
+        let mut rows = stmt.query([file.to_str().unwrap()]).unwrap();
+        let row = rows.next().unwrap().unwrap();
+        let back: Vec<Option<String>> = (0..17).map(|i| row.get(i).unwrap()).collect();
+        assert_eq!(back, expected, "{csv}");
+        assert!(rows.next().unwrap().is_none());
+    }
+
+    #[test]
+    fn table_output_right_aligns_numbers_and_json_is_one_document() {
+        let conn = duckdb::Connection::open_in_memory().unwrap();
+        let sql =
+            "SELECT * FROM (VALUES ('a', 1.50::DECIMAL(6,2)), ('bbbb', 100.00)) t(name, amount)";
+        let table = anstream::adapter::strip_str(&run(&conn, sql, QueryFormat::Table, Some(10)))
+            .to_string();
+        assert!(table.contains("a       1.50\n"), "{table}");
+        assert!(table.contains("bbbb  100.00\n"), "{table}");
+        let json: serde_json::Value =
+            serde_json::from_str(&run(&conn, sql, QueryFormat::Json, None)).unwrap();
+        assert_eq!(
+            json,
+            serde_json::json!([{"name": "a", "amount": 1.5}, {"name": "bbbb", "amount": 100.0}])
+        );
+        let raw = run(&conn, sql, QueryFormat::Ndjson, None);
+        assert_eq!(
+            raw,
+            "{\"name\":\"a\",\"amount\":1.50}\n{\"name\":\"bbbb\",\"amount\":100.00}\n"
+        );
+        let empty = run(&conn, "SELECT 1 AS x WHERE false", QueryFormat::Json, None);
+        assert_eq!(
+            serde_json::from_str::<serde_json::Value>(&empty).unwrap(),
+            serde_json::json!([])
+        );
+    }
+
+    /// Rows past the limit are never computed: the rows after the first million fail, which a query
+    /// run to completion before printing would reach.
+    #[test]
+    fn the_result_streams_and_stops_at_the_limit() {
+        let conn = duckdb::Connection::open_in_memory().unwrap();
+        let sql = "SELECT CASE WHEN i < 1000000 THEN i ELSE error('read past the limit') END AS i \
+                   FROM range(100000000) t(i)";
+        let out = run(&conn, sql, QueryFormat::Table, Some(3));
+        let out = anstream::adapter::strip_str(&out).to_string();
+        assert!(out.contains("3 rows shown (more rows not read"), "{out}");
+        assert_eq!(
+            run(&conn, sql, QueryFormat::Ndjson, Some(2)),
+            "{\"i\":0}\n{\"i\":1}\n"
+        );
+        // Without a limit the same query does reach the failing rows.
+        let mut sink = Vec::new();
+        assert!(write_result(&conn, sql, QueryFormat::Csv, None, &mut sink).is_err());
     }
 }

@@ -15,7 +15,10 @@ Examples:
   pipeline validate --format github        annotations on the pull request's changed lines
   pipeline validate --format json          a stable structure for tools (docs/validate.md)
 
-Exit status: 0 when valid (warnings allowed), 1 when any error was found.";
+Exit status: 0 when valid (warnings allowed), 1 when any error was found.
+
+What DuckDB's parser said about each SQL text is cached across runs (~/.cache/pipeline, or
+$PIPELINE_SQL_CACHE; PIPELINE_SQL_CACHE=off disables it): the diagnostics are the same either way.";
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
@@ -34,7 +37,8 @@ enum Format {
 /// `quiet`: print diagnostics only, without the summary line.
 pub fn run(dir: &Path, args: Args, quiet: bool) -> Result<ExitCode> {
     let started = Instant::now();
-    let (specs, _analysis, diags) = spec::check(dir);
+    let cache = spec::sql_cache::SqlCache::dir_from_env();
+    let (specs, _analysis, diags) = spec::check_cached(dir, cache.as_deref());
     let elapsed = started.elapsed();
     let transforms = specs.transforms().count();
     let mut out = anstream::stdout().lock();

@@ -55,13 +55,20 @@ pub struct SourceFile {
     pub display: String,
     pub path: PathBuf,
     pub text: String,
-    line_starts: Vec<usize>,
+    /// Byte offset of each line's start. `u32`, counted exactly: an instance of thousands of files
+    /// keeps these for every line, and spec files are far below 4 GiB (`limits`).
+    line_starts: Vec<u32>,
 }
 
 impl SourceFile {
     pub fn new(display: String, path: PathBuf, text: String) -> Self {
-        let mut line_starts = vec![0];
-        line_starts.extend(text.match_indices('\n').map(|(i, _)| i + 1));
+        let lines = text.bytes().filter(|&b| b == b'\n').count();
+        let mut line_starts = Vec::with_capacity(lines + 1);
+        line_starts.push(0);
+        line_starts.extend(
+            text.match_indices('\n')
+                .map(|(i, _)| u32::try_from(i + 1).unwrap_or(u32::MAX)),
+        );
         SourceFile {
             display,
             path,
@@ -84,12 +91,11 @@ impl SourceFile {
     /// The text of a 1-based line, without its line terminator.
     pub fn line(&self, line: u32) -> Option<&str> {
         let idx = (line as usize).checked_sub(1)?;
-        let start = *self.line_starts.get(idx)?;
+        let start = *self.line_starts.get(idx)? as usize;
         let end = self
             .line_starts
             .get(idx + 1)
-            .copied()
-            .unwrap_or(self.text.len());
+            .map_or(self.text.len(), |&e| e as usize);
         Some(self.text[start..end].trim_end_matches(['\n', '\r']))
     }
 
@@ -103,11 +109,12 @@ impl SourceFile {
             return Pos { line: 1, col: 1 };
         }
         let offset = offset.min(self.text.len());
-        let idx = match self.line_starts.binary_search(&offset) {
+        let key = u32::try_from(offset).unwrap_or(u32::MAX);
+        let idx = match self.line_starts.binary_search(&key) {
             Ok(i) => i,
             Err(i) => i - 1,
         };
-        let start = self.line_starts[idx];
+        let start = self.line_starts[idx] as usize;
         let col = self
             .text
             .get(start..offset)

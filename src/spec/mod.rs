@@ -14,6 +14,8 @@ pub mod model;
 pub mod node;
 pub mod schedule;
 pub mod sql;
+pub mod sql_cache;
+pub mod sql_json;
 pub mod template;
 pub mod toml;
 pub mod validate;
@@ -41,14 +43,43 @@ pub fn check_keeping_db(
     Diagnostics,
     Option<duckdb::Connection>,
 ) {
+    check_with(root, None)
+}
+
+/// [`check`] that answers SQL checks from, and adds to, the SQL cache in `sql_cache` (see
+/// [`sql_cache`]): what `pipeline validate` runs. The diagnostics are the same with or without it.
+pub fn check_cached(
+    root: &Path,
+    sql_cache: Option<&Path>,
+) -> (Specs, validate::Analysis, Diagnostics) {
+    let (specs, analysis, diags, _) = check_with(root, sql_cache);
+    (specs, analysis, diags)
+}
+
+fn check_with(
+    root: &Path,
+    sql_cache: Option<&Path>,
+) -> (
+    Specs,
+    validate::Analysis,
+    Diagnostics,
+    Option<duckdb::Connection>,
+) {
     // Starting DuckDB takes tens of milliseconds: do it while the files load.
-    let parser = std::thread::spawn(sql::SqlParser::new);
+    let cache = sql_cache.map(Path::to_path_buf);
+    let parser = std::thread::spawn(move || match cache {
+        Some(dir) => sql::SqlParser::with_cache(&dir),
+        None => sql::SqlParser::new(),
+    });
     let (specs, mut diags) = load::load(root);
     let parser = parser
         .join()
         .unwrap_or_else(|_| Err(sql::ParserUnavailable::Panicked));
     let analysis = validate::validate(&specs, &parser, &mut diags);
     diags.sort();
-    let conn = parser.ok().map(sql::SqlParser::into_connection);
+    if let Ok(parser) = &parser {
+        parser.save_cache();
+    }
+    let conn = parser.ok().and_then(sql::SqlParser::into_connection);
     (specs, analysis, diags, conn)
 }

@@ -773,11 +773,13 @@ pub fn decode_source(
     }
     let schedule = dec.schedule(&obj, "schedule");
     let source_name = name.as_ref().map(|n| n.value.clone()).unwrap_or_default();
-    let transforms = dec
+    let mut transforms: Vec<TransformSpec> = dec
         .list(&obj, "transforms")
         .iter()
         .filter_map(|t| decode_transform(dec, t, file, &source_name))
         .collect();
+    // Kept for the whole run; a source may hold hundreds.
+    transforms.shrink_to_fit();
     Some(SourceSpec {
         file,
         name: name?,

@@ -15,8 +15,9 @@ use std::sync::{Mutex, OnceLock};
 
 #[derive(Clone, Debug)]
 pub enum Schedule {
-    /// A cron expression (or macro), kept with its text for display.
-    Cron(Box<Cron>, String),
+    /// A cron expression (or macro), kept with its text for display. Shared: thousands of tables
+    /// often use one expression, and a parsed one takes kilobytes.
+    Cron(std::sync::Arc<Cron>, String),
     Every(Duration),
     Daily(Vec<NaiveTime>),
 }
@@ -86,7 +87,7 @@ impl Schedule {
         let parser = CronParser::builder().seconds(Seconds::Disallowed).build();
         parser
             .parse(t)
-            .map(|c| Schedule::Cron(Box::new(c), t.to_owned()))
+            .map(|c| Schedule::Cron(std::sync::Arc::new(c), t.to_owned()))
             .map_err(|e| err(format!("invalid cron expression `{t}`: {e}")))
     }
 

@@ -19,13 +19,15 @@
 //! in [`Reads::uncertain`] instead of being skipped, and callers treat such a query as reading
 //! something they cannot name.
 
+use super::sql_cache::{digest, Digest, SqlCache};
+use super::sql_json::{Json, Object};
 use duckdb::Connection;
-use serde_json::{Map, Value as Json};
+use serde::{Deserialize, Serialize};
 use std::cell::RefCell;
 use std::collections::{BTreeSet, HashMap, HashSet};
 
 /// A table a query reads, as written.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct TableRef {
     pub catalog: String,
     pub schema: String,
@@ -50,7 +52,7 @@ impl TableRef {
     }
 }
 
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SqlError {
     pub message: String,
     /// Byte offset of the error in the SQL, when known.
@@ -65,10 +67,10 @@ pub enum ParserUnavailable {
     Panicked,
 }
 
-type Parsed = Result<Reads, SqlError>;
+pub(super) type Parsed = Result<Reads, SqlError>;
 
 /// Everything a SELECT reads from or reveals, as far as the syntax tree tells.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Reads {
     /// Tables and views it names, CTEs resolved away per scope; sorted by name, one entry per name
     /// (the first occurrence's offset).
@@ -127,83 +129,247 @@ pub fn introspection(name: &str) -> Option<&'static str> {
 
 /// A DuckDB in-memory connection used only for parsing.
 pub struct SqlParser {
-    conn: Connection,
-    /// Results parsed ahead by [`SqlParser::prefetch`], by SQL text.
-    ahead: RefCell<HashMap<String, Parsed>>,
+    /// Opened at once by [`SqlParser::new`]; by [`SqlParser::with_cache`] only when a text is not in
+    /// the cache (an in-memory DuckDB costs tens of milliseconds and megabytes to start).
+    conn: std::cell::OnceCell<Connection>,
+    /// Results parsed ahead by [`SqlParser::prefetch`], by the SHA-256 of the SQL text (an instance
+    /// of 10,000 statements would otherwise keep a second copy of all its SQL). With a cache, results
+    /// live in the cache instead.
+    ahead: RefCell<HashMap<Digest, Parsed>>,
+    /// Results of earlier runs, when the caller asked for them ([`SqlParser::with_cache`]).
+    cache: Option<RefCell<SqlCache>>,
 }
 
 /// Below this many statements, parsing on one thread beats starting others.
 const PARALLEL_FROM: usize = 16;
 
+/// Statements serialized by one query. Each costs DuckDB a fixed overhead (planning, a result
+/// chunk), which a batch shares; a batch's JSON (about 8 KiB per statement) is decoded and dropped
+/// before the next, which bounds memory.
+const BATCH: usize = 128;
+
+fn open_parser_db() -> Result<Connection, ParserUnavailable> {
+    let conn = Connection::open_in_memory()?;
+    // Parsing runs no operator that DuckDB's worker threads could share, and the threads that parse
+    // are ours ([`SqlParser::prefetch`]): DuckDB's own would only spin beside them.
+    conn.execute_batch("SET threads = 1")?;
+    Ok(conn)
+}
+
 impl SqlParser {
     pub fn new() -> Result<Self, ParserUnavailable> {
-        Ok(SqlParser {
-            conn: Connection::open_in_memory()?,
+        let parser = SqlParser {
+            conn: std::cell::OnceCell::new(),
             ahead: RefCell::new(HashMap::new()),
-        })
+            cache: None,
+        };
+        parser.conn()?;
+        Ok(parser)
     }
 
-    /// Parses `sqls` on all cores (one DuckDB connection per thread) so that the following
-    /// [`parse_select`](Self::parse_select) calls, which callers make one by one in their own order,
-    /// find the results ready. Parsing is most of the time `validate` spends on SQL-heavy instances.
-    pub fn prefetch(&self, sqls: impl IntoIterator<Item = String>) {
-        let mut todo: Vec<String> = sqls.into_iter().collect();
-        todo.sort_unstable();
-        todo.dedup();
-        let threads = std::thread::available_parallelism().map_or(1, |n| n.get().min(8));
-        if todo.len() < PARALLEL_FROM || threads < 2 {
-            return;
+    /// A parser that answers from, and adds to, the SQL cache in `dir` (see [`SqlCache`]). A cache
+    /// that cannot be read is ignored. DuckDB starts now only when the cache is empty; otherwise when
+    /// a text is first missing from it.
+    pub fn with_cache(dir: &std::path::Path) -> Result<Self, ParserUnavailable> {
+        let cache = SqlCache::open(dir, &super::sql_cache::duckdb_version());
+        let empty = cache.is_empty();
+        let parser = SqlParser {
+            conn: std::cell::OnceCell::new(),
+            ahead: RefCell::new(HashMap::new()),
+            cache: Some(RefCell::new(cache)),
+        };
+        if empty {
+            parser.conn()?;
         }
-        let chunk = todo.len().div_ceil(threads);
-        let conns: Vec<Connection> = (0..threads)
-            .map_while(|_| self.conn.try_clone().ok())
-            .collect();
-        let parsed: Vec<(String, Parsed)> = std::thread::scope(|scope| {
-            let workers: Vec<_> = conns
-                .into_iter()
-                .zip(todo.chunks(chunk))
-                .map(|(conn, part)| {
-                    scope.spawn(move || {
-                        part.iter()
-                            .map(|sql| (sql.clone(), reads_with(&conn, sql)))
-                            .collect::<Vec<_>>()
-                    })
-                })
-                .collect();
-            workers
-                .into_iter()
-                .filter_map(|w| w.join().ok())
-                .flatten()
-                .collect()
-        });
-        self.ahead.borrow_mut().extend(parsed);
+        Ok(parser)
+    }
+
+    /// The parsing connection, opened on first use.
+    fn conn(&self) -> Result<&Connection, ParserUnavailable> {
+        if let Some(conn) = self.conn.get() {
+            return Ok(conn);
+        }
+        let conn = open_parser_db()?;
+        Ok(self.conn.get_or_init(|| conn))
+    }
+
+    /// Writes what this parser learnt to its cache, if it has one. Best effort: a cache that cannot
+    /// be written only makes the next run slower.
+    pub fn save_cache(&self) {
+        if let Some(cache) = &self.cache {
+            if let Err(e) = cache.borrow_mut().save() {
+                tracing::debug!("SQL cache not saved: {e}");
+            }
+        }
+    }
+
+    /// A result parsed earlier (ahead or in a previous run).
+    fn known(&self, key: &Digest) -> Option<Parsed> {
+        if let Some(done) = self.ahead.borrow().get(key) {
+            return Some(done.clone());
+        }
+        self.cache.as_ref().and_then(|c| c.borrow_mut().get(key))
+    }
+
+    fn remember(&self, key: Digest, result: Parsed, cacheable: bool) {
+        match (&self.cache, cacheable) {
+            (Some(cache), true) => cache.borrow_mut().put(key, result),
+            _ => {
+                self.ahead.borrow_mut().insert(key, result);
+            }
+        }
+    }
+
+    /// Parses `sqls` on all cores (one DuckDB connection per thread, many statements per query) so
+    /// that the following [`parse_select`](Self::parse_select) calls, which callers make one by one
+    /// in their own order, find the results ready. Parsing is most of the time `validate` spends on
+    /// SQL-heavy instances. Fails only when DuckDB, needed for texts the cache does not hold, does
+    /// not start.
+    pub fn prefetch<'s>(
+        &self,
+        sqls: impl IntoIterator<Item = &'s str>,
+    ) -> Result<(), ParserUnavailable> {
+        let mut seen: HashSet<Digest> = HashSet::new();
+        let mut todo: Vec<(Digest, &str)> = Vec::new();
+        {
+            let mut cache = self.cache.as_ref().map(RefCell::borrow_mut);
+            let ahead = self.ahead.borrow();
+            for sql in sqls {
+                let key = digest(sql);
+                if !seen.insert(key) || ahead.contains_key(&key) {
+                    continue;
+                }
+                if !cache.as_mut().is_some_and(|c| c.touch(&key)) {
+                    todo.push((key, sql));
+                }
+            }
+        }
+        if todo.is_empty() {
+            return Ok(());
+        }
+        let conn = self.conn()?;
+        let threads = std::thread::available_parallelism().map_or(1, |n| n.get().min(8));
+        let parsed: Vec<(Digest, Parsed, bool)> = if todo.len() < PARALLEL_FROM || threads < 2 {
+            parse_many(conn, &todo)
+        } else {
+            let chunk = todo.len().div_ceil(threads);
+            let conns: Vec<Connection> =
+                (0..threads).map_while(|_| conn.try_clone().ok()).collect();
+            std::thread::scope(|scope| {
+                let workers: Vec<_> = conns
+                    .into_iter()
+                    .zip(todo.chunks(chunk))
+                    .map(|(conn, part)| scope.spawn(move || parse_many(&conn, part)))
+                    .collect();
+                workers
+                    .into_iter()
+                    .filter_map(|w| w.join().ok())
+                    .flatten()
+                    .collect()
+            })
+        };
+        for (key, result, cacheable) in parsed {
+            self.remember(key, result, cacheable);
+        }
+        Ok(())
     }
 
     /// The DuckDB connection, for callers that need one after validation (starting another DuckDB
-    /// instance costs tens of milliseconds).
-    pub fn into_connection(self) -> Connection {
-        self.conn
+    /// instance costs tens of milliseconds); `None` when it was never needed and does not start now.
+    pub fn into_connection(self) -> Option<Connection> {
+        self.conn().ok()?;
+        let conn = self.conn.into_inner()?;
+        if let Err(e) = conn.execute_batch("RESET threads") {
+            tracing::debug!("could not reset DuckDB's threads after parsing: {e}");
+        }
+        Some(conn)
     }
 
     /// Parses `sql`, which must be exactly one SELECT (or WITH … SELECT, DESCRIBE, SUMMARIZE, SHOW)
     /// statement, and returns what it reads.
     pub fn parse_select(&self, sql: &str) -> Result<Reads, SqlError> {
-        if let Some(done) = self.ahead.borrow().get(sql) {
-            return done.clone();
+        let key = digest(sql);
+        if let Some(done) = self.known(&key) {
+            return done;
         }
-        reads_with(&self.conn, sql)
+        let conn = self.conn().map_err(|e| SqlError {
+            message: e.to_string(),
+            offset: None,
+        })?;
+        let (result, cacheable) = reads_with(conn, sql);
+        self.remember(key, result.clone(), cacheable);
+        result
     }
 }
 
-fn reads_with(conn: &Connection, sql: &str) -> Parsed {
-    let json: String = conn
+/// Parses `sqls` in batches on `conn`: each with whether the result may be cached (DuckDB answered;
+/// a failure to run the query at all is not the statement's fault).
+fn parse_many(conn: &Connection, sqls: &[(Digest, &str)]) -> Vec<(Digest, Parsed, bool)> {
+    let mut out = Vec::with_capacity(sqls.len());
+    for batch in sqls.chunks(BATCH) {
+        let texts: Vec<&str> = batch.iter().map(|(_, sql)| *sql).collect();
+        match serialize_batch(conn, &texts) {
+            Some(trees) => {
+                for ((key, _), tree) in batch.iter().zip(trees) {
+                    out.push((*key, reads_of_text(&tree), true));
+                }
+            }
+            // One statement at a time, so that a failure is attributed to its statement.
+            None => {
+                for (key, sql) in batch {
+                    let (result, cacheable) = reads_with(conn, sql);
+                    out.push((*key, result, cacheable));
+                }
+            }
+        }
+    }
+    out
+}
+
+/// `json_serialize_sql` of every statement of `batch`, in one query; `None` when the query fails
+/// (or a statement holds a NUL, which the batch's JSON list could not carry faithfully).
+fn serialize_batch(conn: &Connection, batch: &[&str]) -> Option<Vec<String>> {
+    if batch.iter().any(|s| s.contains('\0')) {
+        return None;
+    }
+    let list = serde_json::to_string(batch).ok()?;
+    // The index keeps the order: DuckDB does not promise to return the list's rows in list order.
+    let mut stmt = conn
+        .prepare_cached(
+            "WITH batch AS (SELECT CAST(?::JSON AS VARCHAR[]) AS l) \
+             SELECT i, json_serialize_sql(l[i]) FROM batch, range(1, len(l) + 1) r(i)",
+        )
+        .ok()?;
+    let mut trees: Vec<Option<String>> = vec![None; batch.len()];
+    let mut rows = stmt.query([list]).ok()?;
+    while let Some(row) = rows.next().ok()? {
+        let i: i64 = row.get(0).ok()?;
+        let slot = trees.get_mut(usize::try_from(i - 1).ok()?)?;
+        *slot = Some(row.get(1).ok()?);
+    }
+    trees.into_iter().collect()
+}
+
+/// Parses one statement on its own: the result, and whether it may be cached.
+fn reads_with(conn: &Connection, sql: &str) -> (Parsed, bool) {
+    let json: Result<String, _> = conn
         .prepare_cached("SELECT json_serialize_sql(?::VARCHAR)")
-        .and_then(|mut stmt| stmt.query_row([sql], |row| row.get(0)))
-        .map_err(|e| SqlError {
-            message: format!("DuckDB could not parse the statement: {e}"),
-            offset: None,
-        })?;
-    let tree: Json = serde_json::from_str(&json).map_err(|e| SqlError {
+        .and_then(|mut stmt| stmt.query_row([sql], |row| row.get(0)));
+    match json {
+        Ok(json) => (reads_of_text(&json), true),
+        Err(e) => (
+            Err(SqlError {
+                message: format!("DuckDB could not parse the statement: {e}"),
+                offset: None,
+            }),
+            false,
+        ),
+    }
+}
+
+/// What the statement `json_serialize_sql` described as `json` reads, or its syntax error.
+fn reads_of_text(json: &str) -> Parsed {
+    let tree = Json::parse(json).map_err(|e| SqlError {
         message: format!("unexpected parser output: {e}"),
         offset: None,
     })?;
@@ -220,7 +386,7 @@ fn reads_with(conn: &Connection, sql: &str) -> Parsed {
             .or_else(|| tree["position"].as_u64().map(|p| p as usize));
         return Err(SqlError { message, offset });
     }
-    let statements = tree["statements"].as_array().map_or(0, Vec::len);
+    let statements = tree["statements"].as_array().map_or(0, <[Json]>::len);
     if statements != 1 {
         return Err(SqlError {
             message: format!("expected exactly one SELECT statement, found {statements}"),
@@ -260,7 +426,10 @@ fn reads_of(statement: &Json) -> Reads {
     ] {
         list.sort();
         list.dedup();
+        list.shrink_to_fit();
     }
+    // Kept for every statement of the instance: no spare capacity.
+    r.tables.shrink_to_fit();
     r
 }
 
@@ -339,10 +508,15 @@ impl<'a> Scope<'a> {
 struct Walk {
     reads: Reads,
     /// Relations (query nodes and table references) the scoped walk reached, by address.
-    handled: HashSet<*const Json>,
+    handled: HashSet<usize>,
 }
 
-fn kind_of(o: &Map<String, Json>) -> Option<&str> {
+/// A node's identity while one tree is walked: its address.
+fn address(v: &Json) -> usize {
+    v as *const Json as usize
+}
+
+fn kind_of<'o>(o: &'o Object) -> Option<&'o str> {
     // Expressions carry a `class`; query nodes, table references and modifiers only a `type`.
     if o.contains_key("class") {
         return None;
@@ -351,11 +525,11 @@ fn kind_of(o: &Map<String, Json>) -> Option<&str> {
 }
 
 /// Adds the kinds of relations under `v` that the walk did not reach to `missed`.
-fn relations_not_in(v: &Json, handled: &HashSet<*const Json>, missed: &mut BTreeSet<String>) {
+fn relations_not_in(v: &Json, handled: &HashSet<usize>, missed: &mut BTreeSet<String>) {
     match v {
         Json::Object(o) => {
             if let Some(kind) = kind_of(o) {
-                if RELATION_KINDS.contains(&kind) && !handled.contains(&(v as *const Json)) {
+                if RELATION_KINDS.contains(&kind) && !handled.contains(&address(v)) {
                     missed.insert(kind.to_string());
                 }
             }
@@ -388,7 +562,7 @@ impl Walk {
                 "a query node of kind `{kind}`, which the access check does not know"
             ));
         }
-        self.handled.insert(v as *const Json);
+        self.handled.insert(address(v));
         let ctes = self.with_clause(o.get("cte_map"), scope);
         let inner = scope.child(ctes, None);
         match kind {
@@ -530,12 +704,12 @@ impl Walk {
                 ));
             }
         };
-        self.handled.insert(v as *const Json);
+        self.handled.insert(address(v));
         self.rest(o, structural, scope);
     }
 
     /// A named table, unless a CTE in scope has that name.
-    fn table(&mut self, o: &Map<String, Json>, scope: &Scope) {
+    fn table(&mut self, o: &Object, scope: &Scope) {
         let s = |k: &str| o.get(k).and_then(Json::as_str).unwrap_or("").to_string();
         let (catalog, schema, name) = (s("catalog_name"), s("schema_name"), s("table_name"));
         if name.is_empty() {
@@ -564,7 +738,7 @@ impl Walk {
     }
 
     /// `SHOW TABLES`, `SHOW ALL TABLES`, `SHOW DATABASES`, `SHOW TABLES FROM s`…: the catalogue.
-    fn listing(&mut self, o: &Map<String, Json>) {
+    fn listing(&mut self, o: &Object) {
         let s = |k: &str| o.get(k).and_then(Json::as_str).unwrap_or("");
         let what = match (s("show_type"), s("table_name")) {
             ("SHOW_FROM", _) => {
@@ -589,9 +763,9 @@ impl Walk {
     }
 
     /// The fields of `o` other than `skip`, as expressions.
-    fn rest(&mut self, o: &Map<String, Json>, skip: &[&str], scope: &Scope) {
-        for (key, v) in o {
-            if !skip.contains(&key.as_str()) {
+    fn rest(&mut self, o: &Object, skip: &[&str], scope: &Scope) {
+        for (key, v) in o.iter() {
+            if !skip.contains(&key) {
                 self.expr(v, scope);
             }
         }
@@ -648,6 +822,14 @@ impl Walk {
 mod tests {
     use super::*;
 
+    /// Trees the tests alter are `serde_json` values; the walk reads them through the borrowed tree.
+    type Json = serde_json::Value;
+
+    fn reads_of(statement: &Json) -> Reads {
+        let text = statement.to_string();
+        super::reads_of(&super::Json::parse(&text).unwrap())
+    }
+
     #[test]
     fn prefetched_results_equal_direct_parsing() {
         let parser = SqlParser::new().unwrap();
@@ -657,7 +839,7 @@ mod tests {
         sqls.push("select * from".into());
         sqls.push("delete from t".into());
         let direct = SqlParser::new().unwrap();
-        parser.prefetch(sqls.clone());
+        parser.prefetch(sqls.iter().map(String::as_str)).unwrap();
         assert!(
             parser.ahead.borrow().len() == sqls.len(),
             "prefetch parsed everything"
@@ -915,7 +1097,8 @@ mod tests {
         let parser = SqlParser::new().unwrap();
         let tree = |sql: &str| -> Json {
             let text: String = parser
-                .conn
+                .conn()
+                .unwrap()
                 .query_row("SELECT json_serialize_sql(?::VARCHAR)", [sql], |r| r.get(0))
                 .unwrap();
             serde_json::from_str::<Json>(&text).unwrap()["statements"][0].clone()

@@ -63,15 +63,23 @@ pub fn validate(
         diags,
         view_names: HashMap::new(),
         analysis: Analysis::default(),
+        rendered: HashMap::new(),
     };
     v.sources();
     v.tables();
     v.transform_names();
     match parser {
         Ok(parser) => {
-            parser.prefetch(v.sql_texts());
-            v.transform_sql(parser);
-            v.metrics(parser);
+            v.render_templates();
+            match parser.prefetch(v.sql_texts()) {
+                Ok(()) => {
+                    v.transform_sql(parser);
+                    v.metrics(parser);
+                }
+                Err(e) => v
+                    .diags
+                    .push(Diagnostic::error(Code::Sql, None, e.to_string())),
+            }
         }
         Err(e) => v
             .diags
@@ -96,6 +104,25 @@ struct Validator<'a> {
     /// Lowercase view name → (kind, where defined). DuckDB identifiers are case-insensitive.
     view_names: HashMap<String, (&'static str, Span)>,
     analysis: Analysis,
+    /// Metric templates rendered ahead by [`Validator::sql_texts`], by (template, grain,
+    /// dimension), so that the checks do not render each case a second time.
+    rendered: HashMap<RenderCase, Result<String, super::template::TemplateError>>,
+}
+
+/// One render of a metric template: the template's address (each is its own spec value), the grain
+/// and the dimension.
+type RenderCase = (usize, &'static str, Option<String>);
+
+fn render_case(
+    template: &Located<String>,
+    grain: &'static str,
+    dimension: Option<&str>,
+) -> RenderCase {
+    (
+        template as *const Located<String> as usize,
+        grain,
+        dimension.map(String::from),
+    )
 }
 
 /// Reports the second and later occurrences of each key.
@@ -689,29 +716,30 @@ impl Validator<'_> {
         );
     }
 
-    /// Every SQL text the checks below will parse (metric templates rendered for each grain), so the
-    /// parser can work through them on all cores first.
-    fn sql_texts(&self) -> Vec<String> {
-        let mut out: Vec<String> = self
-            .specs
-            .transforms()
-            .map(|t| t.sql.value.clone())
-            .collect();
-        for m in &self.specs.metrics {
+    /// Renders every metric template for each case the checks below parse (every grain, every
+    /// declared dimension), once, keeping the results for them.
+    fn render_templates(&mut self) {
+        let specs = self.specs;
+        for m in &specs.metrics {
             let time_column = m.time_column.as_ref().map(|c| c.as_str());
             let sqls = std::iter::once(&m.sql).chain(m.variants.iter().map(|(_, sql)| sql));
             for sql in sqls {
                 for grain in metric_grains(m) {
                     for dimension in metric_dimensions(m, &sql.value) {
-                        if let Ok(r) = render_metric_for(&sql.value, grain, time_column, dimension)
-                        {
-                            out.push(r);
-                        }
+                        let r = render_metric_for(&sql.value, grain, time_column, dimension);
+                        self.rendered.insert(render_case(sql, grain, dimension), r);
                     }
                 }
             }
         }
-        out
+    }
+
+    /// Every SQL text the checks below will parse (metric templates as rendered by
+    /// [`Validator::render_templates`]), so the parser can work through them on all cores first.
+    fn sql_texts(&self) -> impl Iterator<Item = &str> {
+        let transforms = self.specs.transforms().map(|t| t.sql.value.as_str());
+        let rendered = self.rendered.values().filter_map(|r| r.as_deref().ok());
+        transforms.chain(rendered)
     }
 
     fn transform_sql(&mut self, parser: &SqlParser) {
@@ -824,13 +852,16 @@ impl Validator<'_> {
             };
             for (sql, what) in sqls {
                 for (grain, dimension) in cases(&sql.value) {
+                    let ahead = self.rendered.remove(&render_case(sql, grain, dimension));
                     let grain = &grain;
-                    let rendered = match render_metric_for(
-                        &sql.value,
-                        grain,
-                        m.time_column.as_ref().map(|c| c.as_str()),
-                        dimension,
-                    ) {
+                    let rendered = match ahead.unwrap_or_else(|| {
+                        render_metric_for(
+                            &sql.value,
+                            grain,
+                            m.time_column.as_ref().map(|c| c.as_str()),
+                            dimension,
+                        )
+                    }) {
                         Ok(r) => r,
                         Err(e) => {
                             let span = e.offset.map_or(sql.span, |o| self.sql_span(sql, o, 1));

@@ -94,7 +94,7 @@ fn run(inst: &Instance, args: &[&str]) -> Run {
 fn query(inst: &Instance, sql: &str) -> Vec<Value> {
     let out = inst
         .cmd()
-        .args(["query", "--format", "json", sql])
+        .args(["query", "--format", "ndjson", sql])
         .output()
         .unwrap();
     assert!(

@@ -93,7 +93,7 @@ fn entry<'a>(status: &'a Value, list: &str, key: &str, name: &str) -> &'a Value 
 fn query(inst: &Instance, sql: &str) -> Vec<Value> {
     let out = inst
         .cmd()
-        .args(["query", "--format", "json", sql])
+        .args(["query", "--format", "ndjson", sql])
         .output()
         .unwrap();
     assert!(

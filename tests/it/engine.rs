@@ -123,7 +123,7 @@ fn run_cmd(mut cmd: assert_cmd::Command, args: &[&str]) -> Run {
 fn query(inst: &Instance, sql: &str) -> Vec<Value> {
     let out = inst
         .cmd()
-        .args(["query", "--format", "json", sql])
+        .args(["query", "--format", "ndjson", sql])
         .output()
         .unwrap();
     assert!(

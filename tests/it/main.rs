@@ -11,6 +11,7 @@ mod databases;
 mod demo;
 mod downstream;
 mod engine;
+mod everyday;
 mod jira;
 mod keboola;
 mod metrics;

@@ -97,7 +97,7 @@ fn metric_results_equal_hand_written_sql_over_the_same_data() {
             "--dim",
             "country",
             "--format",
-            "json",
+            "ndjson",
         ],
     ));
     let first: serde_json::Value =
@@ -157,7 +157,7 @@ fn metric_results_equal_hand_written_sql_over_the_same_data() {
         .collect();
     assert_eq!(ids.len(), 10);
     for id in ids {
-        let rows = stdout(&run(dir, &["metrics", "run", id, "--format", "json"]));
+        let rows = stdout(&run(dir, &["metrics", "run", id, "--format", "ndjson"]));
         let row: serde_json::Value = serde_json::from_str(rows.lines().next().unwrap()).unwrap();
         assert!(row["value"].is_number(), "{id}: {row}");
     }

@@ -75,7 +75,7 @@ fn imported_legacy_metrics_validate_in_the_demo_instance() {
         let out = pipeline()
             .arg("--dir")
             .arg(dir.path())
-            .args(["metrics", "run", &id, "--format", "json"])
+            .args(["metrics", "run", &id, "--format", "ndjson"])
             .output()
             .unwrap();
         assert!(
