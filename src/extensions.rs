@@ -6,7 +6,7 @@
 //! optionally, a repository to install a missing one from (`extensions.repository`). This module
 //! points a connection at that directory and LOADs an extension by name; a missing one is one error
 //! naming the PyPI package that ships it and the command that installs it. It does not decide which
-//! extensions an extract may attach: that is `remote_attach.extensions` ([`crate::contract::remote`]).
+//! extensions an extract may attach: that is `remote_attach.extensions` ([`crate::extract_db::remote`]).
 //!
 //! DuckDB finds `LOAD postgres` at `<directory>/<version>/<platform>/postgres_scanner.duckdb_extension`
 //! (the extension's canonical name); `scripts/fetch-extensions` places the official builds there

@@ -4,7 +4,7 @@
 //! New data is written beside the old (`<t>.parquet.tmp`, `<t>.tmp/`), checked, made durable, and
 //! only then renamed over it: a failed, interrupted or killed extract leaves the previous Parquet
 //! whole and queryable. Before the rename the staged file's schema is compared with the one last
-//! published ([`crate::contract::schema`]); a change the table's contract refuses fails the extract.
+//! published ([`crate::extract_db::schema`]); a change the table's contract refuses fails the extract.
 //! Incremental sync re-reads rows from the last cursor (minus `window_days`), merges them by primary
 //! key and applies the table's `where` filters to the merged result, so re-runs never duplicate rows
 //! and a row that stops matching the filters leaves the table. An extract whose input is unchanged is
@@ -13,8 +13,8 @@
 
 use crate::checks;
 use crate::connectors::{Connector, ConnectorError, Scan, Session};
-use crate::contract::schema::{self, Change, Column};
-use crate::contract::{sync_dir, ExtractDir, LocalData};
+use crate::extract_db::schema::{self, Change, Column};
+use crate::extract_db::{sync_dir, ExtractDir, LocalData};
 use crate::quote;
 use crate::registry::registered::{Filter, SourceDef, TableDef};
 use crate::spec::model::{Granularity, SchemaChanges, SyncMode};

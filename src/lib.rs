@@ -7,7 +7,7 @@
 pub mod checks;
 pub mod cli;
 pub mod connectors;
-pub mod contract;
+pub mod extract_db;
 pub mod daemon;
 pub mod diag;
 pub mod duck;
@@ -18,7 +18,7 @@ pub mod fslock;
 pub mod instance;
 pub mod metrics;
 pub mod names;
-pub mod orchestrator;
+pub mod analytics;
 pub mod plan;
 pub mod quote;
 pub mod redact;

@@ -2,7 +2,7 @@
 
 use super::output::{self, Format};
 use super::query::{print_result, QueryFormat};
-use crate::contract::RemotePolicy;
+use crate::extract_db::RemotePolicy;
 use crate::diag::{render, Diagnostics};
 use crate::metrics::{self, Request};
 use crate::plan;
@@ -318,7 +318,7 @@ fn live(d: &plan::Desired) -> Result<duckdb::Connection> {
         bail!("there is no analytics.duckdb yet: run `pipeline apply` (or `pipeline run`) first");
     }
     let (conn, problems) =
-        crate::orchestrator::open_live(&inst.data, &RemotePolicy::of_instance(inst))?;
+        crate::analytics::open_live(&inst.data, &RemotePolicy::of_instance(inst))?;
     for p in problems {
         eprintln!("warning: {p} (views that read through it will fail)");
     }

@@ -1,8 +1,8 @@
 //! `pipeline query "SQL"`: run SQL on analytics.duckdb, read-only, with the attachments remote views
 //! need, and print the result as a table, CSV or JSON.
 
-use crate::contract::RemotePolicy;
-use crate::orchestrator;
+use crate::extract_db::RemotePolicy;
+use crate::analytics;
 use crate::value_json;
 use crate::value_text::{self, ColumnType, Zone};
 use anyhow::{bail, Context, Result};
@@ -67,7 +67,7 @@ pub fn run(dir: &Path, args: Args) -> Result<ExitCode> {
     } else {
         args.sql.clone()
     };
-    let (conn, problems) = orchestrator::open_live(&inst.data, &RemotePolicy::of_instance(&inst))?;
+    let (conn, problems) = analytics::open_live(&inst.data, &RemotePolicy::of_instance(&inst))?;
     for p in problems {
         eprintln!("warning: {p} (views that read through it will fail)");
     }

@@ -111,7 +111,7 @@ pub fn run(dir: &Path, args: Args, quiet: bool) -> Result<ExitCode> {
     if reg.tables.is_empty() && reg.transforms.is_empty() {
         // Extracts other tools wrote are published all the same (docs/engine.md); with none
         // either, there is nothing to do.
-        if !crate::orchestrator::has_extracts(&inst.data) {
+        if !crate::analytics::has_extracts(&inst.data) {
             bail!("nothing is registered yet: run `pipeline apply` first");
         }
         if !quiet && args.format == output::Format::Human {

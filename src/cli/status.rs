@@ -99,7 +99,7 @@ pub fn run(dir: &Path, args: Args) -> Result<ExitCode> {
             });
     }
     let report = Report {
-        analytics_problems: crate::orchestrator::live_skipped(&data),
+        analytics_problems: crate::analytics::live_skipped(&data),
         instance,
         daemon: crate::daemon::Presence::running(&data),
         timezone: tz.name().to_string(),

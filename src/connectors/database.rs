@@ -22,7 +22,7 @@
 use super::{
     Connector, ConnectorError, DiscoveredColumn, DiscoveredTable, RemoteTable, Scan, Session,
 };
-use crate::contract::RemoteAttach;
+use crate::extract_db::RemoteAttach;
 use crate::quote;
 use crate::registry::registered::{SourceDef, TableDef};
 use duckdb::Connection;
@@ -100,7 +100,7 @@ impl Dialect {
             // TIMESTAMP values in UTC (the run's DuckDB time zone too), and no MAX_EXECUTION_TIME
             // hint: the extension caps each query at 5 minutes by default, and extracting a big
             // table legitimately takes longer. Aggregate push-down is off as for remote tables
-            // (contract::remote: it mis-binds aliased aggregates over views in 1.5.5).
+            // (extract_db::remote: it mis-binds aliased aggregates over views in 1.5.5).
             Dialect::Mysql => {
                 "SET mysql_session_time_zone = '+00:00'; SET mysql_query_timeout_enabled = false; \
                  SET mysql_aggregate_pushdown_enabled = false;"

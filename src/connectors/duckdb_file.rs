@@ -5,7 +5,7 @@
 //! and `remote` leaves it there: the extract's `_remote_attach` row ATTACHes the file at query time.
 
 use super::{file_stamp, fingerprint_of, Connector, ConnectorError, RemoteTable, Scan, Session};
-use crate::contract::{remote::NATIVE, RemoteAttach};
+use crate::extract_db::{remote::NATIVE, RemoteAttach};
 use crate::quote;
 use crate::registry::registered::TableDef;
 use duckdb::Connection;
@@ -70,7 +70,7 @@ impl Connector for DuckdbFile {
     ) -> Result<Option<String>, ConnectorError> {
         let file = self.absolute()?;
         let mut parts = vec![file_stamp(&file)?];
-        let wal = crate::contract::wal_of(&file);
+        let wal = crate::extract_db::wal_of(&file);
         if wal.exists() {
             parts.push(file_stamp(&wal)?);
         }

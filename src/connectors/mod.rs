@@ -18,7 +18,7 @@ mod files;
 pub mod jira;
 pub mod keboola;
 
-use crate::contract::{RemoteAttach, ViewTarget};
+use crate::extract_db::{RemoteAttach, ViewTarget};
 use crate::extensions::ExtensionStore;
 use crate::registry::registered::{SourceDef, TableDef};
 use crate::spec::model::SourceType;

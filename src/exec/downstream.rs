@@ -5,12 +5,12 @@
 //! run, or its last one) and that kept its previous data, an input transform that is itself stale or
 //! failed, or a publish that did not happen. A stale or failed transform never vanishes: when it was not
 //! rebuilt, its previous result is copied from the live analytics file into the new one
-//! ([`crate::orchestrator::Staged::keep_previous`]). A metric check is judged the same way from the
+//! ([`crate::analytics::Staged::keep_previous`]). A metric check is judged the same way from the
 //! tables and transforms its SQL reads. [`judge`] only decides; `exec::execute` keeps the previous
 //! results, writes `_pipeline.transforms` and records the verdicts in the state.
 
 use super::scheduler::{Finished, Status};
-use crate::orchestrator::Report;
+use crate::analytics::Report;
 use crate::registry::registered::Registered;
 use crate::registry::task::TaskKind;
 use crate::state::downstream::TablePublish;

@@ -8,7 +8,7 @@ pub mod progress;
 pub mod scheduler;
 pub mod work;
 
-use crate::contract::RemotePolicy;
+use crate::extract_db::RemotePolicy;
 use crate::extract::{Extracted, Previous};
 use crate::fslock::{self, Lock};
 use crate::instance::Instance;
@@ -238,7 +238,7 @@ pub fn execute(
         ctx.keep_previous(&not_built)
     };
     downstream::settle(&mut judged, &kept, staged.is_some());
-    let metas: Vec<crate::orchestrator::TransformMeta> = ctx
+    let metas: Vec<crate::analytics::TransformMeta> = ctx
         .registered
         .transforms
         .keys()
@@ -249,7 +249,7 @@ pub fn execute(
                 Some(v) => v.state.as_str(),
                 None => "ok",
             };
-            crate::orchestrator::TransformMeta {
+            crate::analytics::TransformMeta {
                 name: name.clone(),
                 status: status.into(),
                 reason: v.and_then(|v| v.reason.clone()),
@@ -429,9 +429,9 @@ fn synced(x: &Extracted) -> state::sync::Synced {
 /// analytics at the next publish. Their Parquet stays (apply --purge removes it).
 pub fn retire_sources(extracts: &Path, sources: &[String]) -> std::io::Result<()> {
     for s in sources {
-        if let Some(dir) = crate::contract::ExtractDir::new(extracts, s) {
-            crate::contract::remove_db_files(&dir.db()).map_err(|e| match e {
-                crate::contract::ContractError::Io(_, io) => io,
+        if let Some(dir) = crate::extract_db::ExtractDir::new(extracts, s) {
+            crate::extract_db::remove_db_files(&dir.db()).map_err(|e| match e {
+                crate::extract_db::ContractError::Io(_, io) => io,
                 other => std::io::Error::other(other.to_string()),
             })?;
         }

@@ -4,11 +4,11 @@
 
 use super::scheduler::Done;
 use crate::connectors::{self, Session};
-use crate::contract::{self, Entry, ExtractDir, MetaRow, RemoteAttach, RemotePolicy, ViewTarget};
+use crate::extract_db::{self, Entry, ExtractDir, MetaRow, RemoteAttach, RemotePolicy, ViewTarget};
 use crate::extract::{self, Extracted, Previous};
 use crate::fslock::Lock;
 use crate::instance::DataDir;
-use crate::orchestrator::{self, Rules, Staged};
+use crate::analytics::{self, Rules, Staged};
 use crate::quote;
 use crate::registry::registered::{Registered, TableDef};
 use crate::registry::task::{Task, TaskKind};
@@ -52,7 +52,7 @@ pub struct Context {
     publish: Mutex<Publish>,
     analytics_lock: Mutex<Option<Lock>>,
     /// What the published rebuild published and skipped, and its ownership changes.
-    published: Mutex<Option<orchestrator::Report>>,
+    published: Mutex<Option<analytics::Report>>,
 }
 
 type Claims = (BTreeMap<String, String>, Vec<String>);
@@ -166,7 +166,7 @@ impl Context {
         }
         if !x.schema_changes.is_empty() {
             let by = x.schema_accepted_by.as_deref().unwrap_or("?");
-            let changes = crate::contract::schema::summary(&x.schema_changes);
+            let changes = crate::extract_db::schema::summary(&x.schema_changes);
             notes.push(format!("schema changed ({by}): {changes}"));
             // Changes beyond the default contract are worth a word at the end of the run.
             let beyond = x
@@ -217,7 +217,7 @@ impl Context {
             .ok_or_else(|| format!("source `{source_name}` is not registered"))?;
         let dir = self.extract_dir(source_name)?;
         let conn = lock(&self.engine).try_clone().map_err(|e| e.to_string())?;
-        let existing = contract::read_with(&conn, &dir).ok().flatten();
+        let existing = extract_db::read_with(&conn, &dir).ok().flatten();
         let before = existing.clone().unwrap_or_default();
         let before: HashMap<&str, &MetaRow> = before
             .meta
@@ -243,7 +243,7 @@ impl Context {
                     .map_err(|e| e.to_string())
                     .and_then(|c| c.remote(t).map_err(|e| e.to_string()))
                     .and_then(|r| {
-                        if contract::remote::attaches_at_read_time(&r.attach) {
+                        if extract_db::remote::attaches_at_read_time(&r.attach) {
                             return Ok(r);
                         }
                         if probe.is_none() {
@@ -310,7 +310,7 @@ impl Context {
                 view: ViewTarget::Local(data),
             });
         }
-        let written = contract::write(&dir, &entries, &remotes, &self.policy, existing.as_ref())
+        let written = extract_db::write(&dir, &entries, &remotes, &self.policy, existing.as_ref())
             .map_err(|e| e.to_string())?;
         let mut warnings = Vec::new();
         if !missing.is_empty() {
@@ -362,13 +362,13 @@ impl Context {
 
     fn stage(&self) -> Result<Done, String> {
         let rules = self.rules();
-        let fingerprint = orchestrator::fingerprint(&self.data, &rules, &self.transform_keys());
+        let fingerprint = analytics::fingerprint(&self.data, &rules, &self.transform_keys());
         if !self.full_refresh
-            && orchestrator::live_fingerprint(&self.data).as_deref() == Some(fingerprint.as_str())
+            && analytics::live_fingerprint(&self.data).as_deref() == Some(fingerprint.as_str())
         {
             *lock(&self.publish) = Publish::UpToDate;
             // What the live file left out still is left out: say so at every run, not only once.
-            let warnings: Vec<String> = orchestrator::live_skipped(&self.data)
+            let warnings: Vec<String> = analytics::live_skipped(&self.data)
                 .into_iter()
                 .map(|w| format!("{w} (not published since the last rebuild)"))
                 .collect();
@@ -394,7 +394,7 @@ impl Context {
         )
         .map_err(|e| e.to_string())?;
         *lock(&self.analytics_lock) = Some(held);
-        let staged = orchestrator::stage(&self.data, &rules).map_err(|e| e.to_string())?;
+        let staged = analytics::stage(&self.data, &rules).map_err(|e| e.to_string())?;
         let r = &staged.report;
         let done = Done {
             rows: Some(r.published.len() as i64),
@@ -497,13 +497,13 @@ impl Context {
         if !self.data.analytics().is_file() {
             return Err("there is no analytics.duckdb yet; run `pipeline run` first".into());
         }
-        orchestrator::open_live(&self.data, &self.policy)
+        analytics::open_live(&self.data, &self.policy)
             .map(|(conn, _)| conn)
             .map_err(|e| e.to_string())
     }
 
     /// What the staged file publishes and skips (`None` unless a new file was staged).
-    pub fn staged_report(&self) -> Option<orchestrator::Report> {
+    pub fn staged_report(&self) -> Option<analytics::Report> {
         match &*lock(&self.publish) {
             Publish::Staged(s) => Some(s.report.clone()),
             _ => None,
@@ -527,7 +527,7 @@ impl Context {
     pub fn finish(
         &self,
         cancelled: bool,
-        transforms: &[orchestrator::TransformMeta],
+        transforms: &[analytics::TransformMeta],
         complete: bool,
     ) -> Result<bool, String> {
         let state = std::mem::replace(&mut *lock(&self.publish), Publish::Done);
@@ -538,7 +538,7 @@ impl Context {
             }
             Publish::Staged(staged) => {
                 let fingerprint = if complete {
-                    orchestrator::fingerprint(&self.data, &self.rules(), &self.transform_keys())
+                    analytics::fingerprint(&self.data, &self.rules(), &self.transform_keys())
                 } else {
                     "incomplete".into()
                 };
@@ -559,7 +559,7 @@ impl Context {
 
 impl Context {
     /// What the new analytics file publishes and skips, once published.
-    pub fn published_report(&self) -> Option<orchestrator::Report> {
+    pub fn published_report(&self) -> Option<analytics::Report> {
         lock(&self.published).clone()
     }
 
@@ -597,7 +597,7 @@ impl RemoteProbe {
         self.attached
             .entry(alias.clone())
             .or_insert_with(|| {
-                contract::remote::attach(conn, &remote.attach, policy).map_err(|e| e.to_string())
+                extract_db::remote::attach(conn, &remote.attach, policy).map_err(|e| e.to_string())
             })
             .clone()?;
         let (Some(a), Some(s), Some(t)) = (

@@ -19,11 +19,11 @@
 
 use super::diff::Change;
 use super::{Desired, Plan, Summary};
-use crate::contract::{ExtractDir, RemotePolicy};
+use crate::extract_db::{ExtractDir, RemotePolicy};
 use crate::diag::source::Span;
 use crate::instance::DataDir;
 use crate::metrics;
-use crate::orchestrator;
+use crate::analytics;
 use crate::quote;
 use crate::registry::document::{Action, Kind, Object, Objects};
 use crate::spec::Specs;
@@ -369,7 +369,7 @@ impl<'a> Assessment<'a> {
         }
         let clock = std::time::Instant::now();
         let opened = if live {
-            orchestrator::open_live(layout, policy)
+            analytics::open_live(layout, policy)
                 .map(|(conn, _)| conn)
                 .map_err(|e| e.to_string())
         } else {
@@ -705,7 +705,7 @@ fn published_columns(
             .query_row(
                 &format!(
                     "SELECT source FROM analytics.{}.tables WHERE lower(name) = lower(?)",
-                    orchestrator::META_SCHEMA
+                    analytics::META_SCHEMA
                 ),
                 [name],
                 |r| r.get(0),

@@ -26,7 +26,7 @@ use super::{
     fingerprint_of, Connector, ConnectorError, DiscoveredColumn, DiscoveredTable, RemoteTable,
     Scan, Session,
 };
-use crate::contract::{RemoteAttach, ViewTarget};
+use crate::extract_db::{RemoteAttach, ViewTarget};
 use crate::registry::registered::{SourceDef, TableDef};
 use crate::spec::model::{QueryMode, SyncMode};
 use auth::ServiceAccount;

@@ -31,7 +31,7 @@
 //! into typed structs.
 
 use super::rows::{parse_content_digest, Column, IssueRows, Schema, Table};
-use crate::contract::{self, ContractError, Entry, ExtractDir, LocalData, MetaRow, ViewTarget};
+use crate::extract_db::{self, ContractError, Entry, ExtractDir, LocalData, MetaRow, ViewTarget};
 use crate::fslock::{Lock, LockError};
 use crate::quote;
 use duckdb::{params, Connection};
@@ -707,13 +707,13 @@ impl PartitionStore {
                 view: ViewTarget::Local(data),
             });
         }
-        let existing = contract::read_with(&conn, &self.dir)?;
+        let existing = extract_db::read_with(&conn, &self.dir)?;
         drop(conn);
-        Ok(contract::write(
+        Ok(extract_db::write(
             &self.dir,
             &entries,
             &[],
-            &contract::RemotePolicy::default(),
+            &extract_db::RemotePolicy::default(),
             existing.as_ref(),
         )?)
     }
@@ -804,14 +804,14 @@ fn write_file(conn: &Connection, select: &str, target: &Path) -> Result<(), Stor
         let _ = std::fs::remove_file(&tmp);
         return Err(e);
     }
-    contract::sync_dir(target);
+    extract_db::sync_dir(target);
     Ok(())
 }
 
 fn remove_file(path: &Path) -> Result<(), StoreError> {
     match std::fs::remove_file(path) {
         Ok(()) => {
-            contract::sync_dir(path);
+            extract_db::sync_dir(path);
             Ok(())
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
@@ -1028,7 +1028,7 @@ mod tests {
         .unwrap();
         assert!(s.publish().unwrap());
         assert!(!s.publish().unwrap(), "nothing changed since");
-        let contents = contract::read_file(s.extract_dir()).unwrap().unwrap();
+        let contents = extract_db::read_file(s.extract_dir()).unwrap().unwrap();
         let meta: Vec<(String, Option<i64>)> = contents
             .meta
             .iter()
@@ -1050,7 +1050,7 @@ mod tests {
             "{}",
             contents.views["issues"]
         );
-        assert!(!contract::wal_of(&s.extract_dir().db()).exists());
+        assert!(!extract_db::wal_of(&s.extract_dir().db()).exists());
         let versions = s.issue_versions().unwrap();
         assert_eq!(
             versions["OPS-1"].as_deref(),

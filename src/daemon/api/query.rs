@@ -191,7 +191,7 @@ fn sandbox(job: &Job) -> Result<(Connection, Vec<String>), String> {
     .map_err(|e| format!("cannot open analytics.duckdb: {e}"))?;
     let mut problems = Vec::new();
     if !job.remote_sources.is_empty() {
-        let policy = crate::contract::RemotePolicy {
+        let policy = crate::extract_db::RemotePolicy {
             extensions: job.extensions.clone(),
             token_envs: job.token_envs.clone(),
             store: crate::extensions::ExtensionStore {
@@ -199,12 +199,12 @@ fn sandbox(job: &Job) -> Result<(Connection, Vec<String>), String> {
                 repository: job.extension_repository.clone(),
             },
         };
-        let list = crate::orchestrator::attach::read(&conn, Some("analytics")).unwrap_or_default();
+        let list = crate::analytics::attach::read(&conn, Some("analytics")).unwrap_or_default();
         let list: Vec<_> = list
             .into_iter()
             .filter(|a| job.remote_sources.contains(&a.source))
             .collect();
-        problems = crate::orchestrator::attach::attach_all(&conn, &list, &policy);
+        problems = crate::analytics::attach::attach_all(&conn, &list, &policy);
     }
     conn.execute_batch(&format!(
         "SET allowed_paths = {}; SET allowed_directories = {};

@@ -13,7 +13,7 @@
 
 pub mod attach;
 
-use crate::contract::{self, remote, ContractError, ExtractDir, MetaRow, RemotePolicy};
+use crate::extract_db::{self, remote, ContractError, ExtractDir, MetaRow, RemotePolicy};
 use crate::instance::DataDir;
 use crate::quote;
 use duckdb::Connection;
@@ -159,7 +159,7 @@ pub fn stage(layout: &DataDir, rules: &Rules) -> Result<Staged, OrchestratorErro
     if let Some(dir) = tmp.parent() {
         std::fs::create_dir_all(dir).map_err(|e| OrchestratorError::Io(dir.into(), e))?;
     }
-    contract::remove_db_files(&tmp)?;
+    extract_db::remove_db_files(&tmp)?;
     let conn = Connection::open(&tmp).map_err(db_err(&tmp))?;
     conn.execute_batch(&format!(
         "SET TimeZone = 'UTC'; CREATE SCHEMA {META_SCHEMA};"
@@ -225,7 +225,7 @@ fn add_source(
         );
         return;
     }
-    let contents = match contract::read(conn, &source, &path, false) {
+    let contents = match extract_db::read(conn, &source, &path, false) {
         Ok(c) => c,
         Err(e) => {
             skip(report, None, format!("{e}; skipped"));
@@ -521,7 +521,7 @@ impl Staged {
         } = self;
         conn.close().map_err(|(_, e)| db_err(&tmp)(e))?;
         tracing::debug!(elapsed = ?clock.elapsed(), "analytics: closed");
-        contract::replace_db_file(&tmp, &layout.analytics())?;
+        extract_db::replace_db_file(&tmp, &layout.analytics())?;
         Ok(report)
     }
 
@@ -529,7 +529,7 @@ impl Staged {
     pub fn abandon(self) {
         let tmp = self.layout.staging();
         drop(self.conn);
-        let _ = contract::remove_db_files(&tmp);
+        let _ = extract_db::remove_db_files(&tmp);
     }
 }
 
@@ -753,7 +753,7 @@ pub fn rebuild_source(
         });
     };
     let tmp = layout.staging();
-    contract::remove_db_files(&tmp)?;
+    extract_db::remove_db_files(&tmp)?;
     if layout.analytics().is_file() {
         std::fs::copy(layout.analytics(), &tmp)
             .map_err(|e| OrchestratorError::Io(tmp.clone(), e))?;
@@ -876,14 +876,14 @@ pub fn rebuild_source(
     }
     conn.execute_batch("CHECKPOINT").map_err(&err)?;
     conn.close().map_err(|(_, e)| db_err(&tmp)(e))?;
-    contract::replace_db_file(&tmp, &layout.analytics())?;
+    extract_db::replace_db_file(&tmp, &layout.analytics())?;
     Ok(report)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::contract::{Entry, LocalData, ViewTarget};
+    use crate::extract_db::{Entry, LocalData, ViewTarget};
 
     /// An extract with one local table `name` holding `rows` rows.
     fn extract(extracts: &Path, source: &str, name: &str, rows: i64) {
@@ -904,7 +904,7 @@ mod tests {
             query_mode: "local".into(),
         };
         let view = ViewTarget::Local(LocalData::File(dir.parquet(name)));
-        contract::write(
+        extract_db::write(
             &dir,
             &[Entry { meta, view }],
             &[],
@@ -970,7 +970,7 @@ mod tests {
             report.claimed,
             BTreeMap::from([("two".to_string(), "b".to_string())])
         );
-        assert!(!contract::wal_of(&l.analytics()).exists());
+        assert!(!extract_db::wal_of(&l.analytics()).exists());
         assert_eq!(live_fingerprint(&l).as_deref(), Some("fp"));
     }
 

@@ -4,7 +4,7 @@
 //! (`pipeline query`, metric checks, the API).
 
 use super::META_SCHEMA;
-use crate::contract::{remote, RemoteAttach, RemotePolicy};
+use crate::extract_db::{remote, RemoteAttach, RemotePolicy};
 use crate::quote;
 use duckdb::Connection;
 use serde::Serialize;

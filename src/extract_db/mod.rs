@@ -1,4 +1,4 @@
-//! The extract.duckdb contract (DESIGN.md §4): how every source hands its tables to the orchestrator,
+//! The extract.duckdb contract (DESIGN.md §4): how every source hands its tables to the analytics rebuild,
 //! and how other tools hand theirs to us.
 //!
 //! `data/extracts/<source>/extract.duckdb` holds a `_meta` table (one row per table), an optional
