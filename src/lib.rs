@@ -4,21 +4,21 @@
 //! The crate reads like the data flows (see docs/architecture.md): [`spec`] loads and validates the
 //! spec files, [`diag`] reports problems, [`cli`] is the thin command-line edge.
 
+pub mod analytics;
 pub mod checks;
 pub mod cli;
 pub mod connectors;
-pub mod extract_db;
 pub mod daemon;
 pub mod diag;
 pub mod duck;
 pub mod exec;
 pub mod extensions;
 pub mod extract;
+pub mod extract_db;
 pub mod fslock;
 pub mod instance;
 pub mod metrics;
 pub mod names;
-pub mod analytics;
 pub mod plan;
 pub mod quote;
 pub mod redact;

@@ -2,8 +2,8 @@
 
 use super::output::{self, Format};
 use super::query::{print_result, QueryFormat};
-use crate::extract_db::RemotePolicy;
 use crate::diag::{render, Diagnostics};
+use crate::extract_db::RemotePolicy;
 use crate::metrics::{self, Request};
 use crate::plan;
 use crate::registry::document::Kind;

@@ -1,8 +1,8 @@
 //! `pipeline query "SQL"`: run SQL on analytics.duckdb, read-only, with the attachments remote views
 //! need, and print the result as a table, CSV or JSON.
 
-use crate::extract_db::RemotePolicy;
 use crate::analytics;
+use crate::extract_db::RemotePolicy;
 use crate::value_json;
 use crate::value_text::{self, ColumnType, Zone};
 use anyhow::{bail, Context, Result};

@@ -18,8 +18,8 @@ mod files;
 pub mod jira;
 pub mod keboola;
 
-use crate::extract_db::{RemoteAttach, ViewTarget};
 use crate::extensions::ExtensionStore;
+use crate::extract_db::{RemoteAttach, ViewTarget};
 use crate::registry::registered::{SourceDef, TableDef};
 use crate::spec::model::SourceType;
 use duckdb::Connection;

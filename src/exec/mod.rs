@@ -8,8 +8,8 @@ pub mod progress;
 pub mod scheduler;
 pub mod work;
 
-use crate::extract_db::RemotePolicy;
 use crate::extract::{Extracted, Previous};
+use crate::extract_db::RemotePolicy;
 use crate::fslock::{self, Lock};
 use crate::instance::Instance;
 use crate::registry::registered::Registered;

@@ -3,12 +3,12 @@
 //! results for the rebuilds).
 
 use super::scheduler::Done;
+use crate::analytics::{self, Rules, Staged};
 use crate::connectors::{self, Session};
-use crate::extract_db::{self, Entry, ExtractDir, MetaRow, RemoteAttach, RemotePolicy, ViewTarget};
 use crate::extract::{self, Extracted, Previous};
+use crate::extract_db::{self, Entry, ExtractDir, MetaRow, RemoteAttach, RemotePolicy, ViewTarget};
 use crate::fslock::Lock;
 use crate::instance::DataDir;
-use crate::analytics::{self, Rules, Staged};
 use crate::quote;
 use crate::registry::registered::{Registered, TableDef};
 use crate::registry::task::{Task, TaskKind};

@@ -19,11 +19,11 @@
 
 use super::diff::Change;
 use super::{Desired, Plan, Summary};
-use crate::extract_db::{ExtractDir, RemotePolicy};
+use crate::analytics;
 use crate::diag::source::Span;
+use crate::extract_db::{ExtractDir, RemotePolicy};
 use crate::instance::DataDir;
 use crate::metrics;
-use crate::analytics;
 use crate::quote;
 use crate::registry::document::{Action, Kind, Object, Objects};
 use crate::spec::Specs;
