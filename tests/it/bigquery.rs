@@ -125,8 +125,9 @@ fn a_bigquery_table_syncs_in_full_then_incrementally_without_duplicates() {
     s.ok(&["apply", "--auto-approve", "-q"]);
     assert_eq!(
         s.query("select order_id, status, amount, updated_at from orders order by 1"),
-        "order_id,status,amount,updated_at\n1,paid,10.5,2026-01-01 10:00:00\n\
-         2,paid,7.0,2026-01-02 10:00:00\n3,open,1.25,2026-01-03 10:00:00\n"
+        // NUMERIC keeps its scale and TIMESTAMP (a timestamptz) its offset, as DuckDB renders them.
+        "order_id,status,amount,updated_at\n1,paid,10.500000000,2026-01-01 10:00:00+00\n\
+         2,paid,7.000000000,2026-01-02 10:00:00+00\n3,open,1.250000000,2026-01-03 10:00:00+00\n"
     );
     // The first read is a whole stored table: tabledata.list, no query (nothing billed), and
     // every request carried a token the endpoint issued for a correctly signed assertion.
