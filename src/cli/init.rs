@@ -1,5 +1,6 @@
 //! `pipeline init [DIR]`: scaffold a new instance whose commented example files validate.
 
+use crate::spec::{fields, json_schema};
 use anyhow::{bail, Context, Result};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -9,6 +10,8 @@ Examples:
   pipeline init                 scaffold into the current directory
   pipeline init acme-data --name \"Acme Data\"
 
+Besides the example specs, init writes the JSON Schemas of the spec files to .schemas/ and starts
+each example with a `# yaml-language-server: $schema=` line, so editors validate specs out of the box.
 Existing files are never overwritten: init stops if any file it would write exists.";
 
 #[derive(clap::Args, Debug)]
@@ -22,34 +25,66 @@ pub struct Args {
     name: Option<String>,
 }
 
+/// Where init writes the JSON Schemas, relative to the instance root.
+const SCHEMA_DIR: &str = ".schemas";
+
+/// A spec file's text with the modeline that lets YAML editors (the yaml-language-server in VS
+/// Code, Neovim, Helix, Zed…) validate and complete it against `kind`'s schema, found relative to
+/// the file at `rel`.
+fn with_modeline(rel: &str, kind: &str, text: &str) -> String {
+    let up = "../".repeat(rel.matches('/').count());
+    format!("# yaml-language-server: $schema={up}{SCHEMA_DIR}/{kind}.json\n{text}")
+}
+
 /// (path inside the instance, contents)
-fn files(name: &str) -> Vec<(&'static str, String)> {
-    vec![
+fn files(name: &str) -> Result<Vec<(String, String)>> {
+    let specs = [
         (
             "config/instance.yaml",
+            "instance",
             include_str!("init_templates/instance.yaml").replace("{{NAME}}", name),
         ),
         (
             "pipelines/files.yaml",
+            "source",
             include_str!("init_templates/files.yaml").into(),
         ),
         (
             "registry/files.yaml",
+            "registry",
             include_str!("init_templates/registry.yaml").into(),
         ),
         (
             "metrics/customers/customer_count.yaml",
+            "metric",
             include_str!("init_templates/metric.yaml").into(),
         ),
-        (
-            "examples/data/files/customers.csv",
-            include_str!("init_templates/customers.csv").into(),
-        ),
-        (
-            ".gitignore",
-            include_str!("init_templates/gitignore").into(),
-        ),
-    ]
+    ];
+    let mut out: Vec<(String, String)> = specs
+        .iter()
+        .map(|(rel, kind, text)| (rel.to_string(), with_modeline(rel, kind, text)))
+        .collect();
+    for (kind, _) in fields::spec_kinds() {
+        let schema = json_schema::for_kind(kind).context("a kind from the fixed list")?;
+        out.push((
+            format!("{SCHEMA_DIR}/{kind}.json"),
+            serde_json::to_string_pretty(&schema)? + "\n",
+        ));
+    }
+    out.extend(
+        [
+            (
+                "examples/data/files/customers.csv",
+                include_str!("init_templates/customers.csv").into(),
+            ),
+            (
+                ".gitignore",
+                include_str!("init_templates/gitignore").into(),
+            ),
+        ]
+        .map(|(rel, text): (&str, String)| (rel.to_string(), text)),
+    );
+    Ok(out)
 }
 
 fn default_name(dir: &Path) -> String {
@@ -75,10 +110,10 @@ fn yaml_string(s: &str) -> String {
 
 pub fn run(args: Args) -> Result<ExitCode> {
     let name = args.name.unwrap_or_else(|| default_name(&args.dir));
-    let files = files(&yaml_string(&name));
+    let files = files(&yaml_string(&name))?;
     let existing: Vec<&str> = files
         .iter()
-        .map(|(p, _)| *p)
+        .map(|(p, _)| p.as_str())
         .filter(|p| args.dir.join(p).exists())
         .collect();
     if !existing.is_empty() {
@@ -100,6 +135,10 @@ pub fn run(args: Args) -> Result<ExitCode> {
     for (rel, _) in &files {
         println!("  {rel}");
     }
+    println!(
+        "\nEditors with the YAML language server check the specs against {SCHEMA_DIR}/ as you type \
+         (refresh after an upgrade: pipeline schema --out-dir {SCHEMA_DIR})."
+    );
     println!("\nNext: cd {} && pipeline validate", args.dir.display());
     Ok(ExitCode::SUCCESS)
 }

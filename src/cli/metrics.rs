@@ -121,22 +121,14 @@ pub fn run(dir: &Path, args: Args) -> Result<ExitCode> {
     }
 }
 
+/// The specs, or their errors. Warnings are `validate`'s and `plan`'s to show: repeating them on
+/// every `metrics` command would bury its output.
 fn desired(dir: &Path, format: Format) -> Result<plan::Desired> {
-    let d = output::specs_or_report(plan::desired(dir), format)?;
-    output::warnings(&d.specs, &d.diags);
-    Ok(d)
+    output::specs_or_report(plan::desired(dir), format)
 }
 
 fn find<'a>(d: &'a plan::Desired, id: &str) -> Result<&'a MetricSpec> {
-    if let Some(m) = d.specs.metrics.iter().find(|m| m.id == id) {
-        return Ok(m);
-    }
-    let ids: Vec<&str> = d.specs.metrics.iter().map(|m| m.id.as_str()).collect();
-    let hint = match crate::diag::suggest(id, ids.iter().copied()) {
-        Some(s) => format!("; did you mean `{s}`?"),
-        None => "; `pipeline metrics list` shows them".into(),
-    };
-    bail!("no metric `{id}`{hint}")
+    Ok(crate::metrics::lookup(&d.specs.metrics, id)?)
 }
 
 /// The last check of each registered metric, when there is a state.
@@ -319,9 +311,7 @@ fn live(d: &plan::Desired) -> Result<duckdb::Connection> {
     }
     let (conn, problems) =
         crate::analytics::open_live(&inst.data, &RemotePolicy::of_instance(inst))?;
-    for p in problems {
-        eprintln!("warning: {p} (views that read through it will fail)");
-    }
+    output::runtime_warnings(&problems);
     Ok(conn)
 }
 

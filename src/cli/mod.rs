@@ -166,6 +166,7 @@ pub fn main() -> ExitCode {
     let cli = Cli::parse();
     let service = matches!(cli.command, Command::Daemon(_));
     init_tracing(cli.verbose, cli.quiet, service, cli.log_format);
+    output::set_quiet(cli.quiet);
     let result = match cli.command {
         Command::Validate(args) => validate::run(&cli.dir, args, cli.quiet),
         Command::Plan(args) => plan::run(&cli.dir, args),

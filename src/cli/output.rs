@@ -49,11 +49,34 @@ fn invalid_specs(specs: &Specs, diags: &Diagnostics, format: Format) -> anyhow::
     )
 }
 
-/// Prints warnings (if any) on stderr, so they never mix with data on stdout.
+/// Whether `-q` was given: errors only. Set once at start-up; commands read it through the
+/// printing helpers here rather than threading a flag through every call.
+static QUIET: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+pub fn set_quiet(quiet: bool) {
+    QUIET.store(quiet, std::sync::atomic::Ordering::Relaxed);
+}
+
+pub fn quiet() -> bool {
+    QUIET.load(std::sync::atomic::Ordering::Relaxed)
+}
+
+/// Prints warnings (if any) on stderr, so they never mix with data on stdout; nothing under `-q`.
 pub fn warnings(specs: &Specs, diags: &Diagnostics) {
-    if diags.warning_count() > 0 {
+    if diags.warning_count() > 0 && !quiet() {
         let mut err = anstream::stderr().lock();
         let _ = write!(err, "{}", render::human(diags, &specs.files));
+    }
+}
+
+/// Problems met opening the published analytics (a remote source that did not attach), on stderr
+/// unless `-q`.
+pub fn runtime_warnings(problems: &[impl std::fmt::Display]) {
+    if quiet() {
+        return;
+    }
+    for p in problems {
+        eprintln!("warning: {p} (views that read through it will fail)");
     }
 }
 

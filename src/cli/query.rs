@@ -68,9 +68,7 @@ pub fn run(dir: &Path, args: Args) -> Result<ExitCode> {
         args.sql.clone()
     };
     let (conn, problems) = analytics::open_live(&inst.data, &RemotePolicy::of_instance(&inst))?;
-    for p in problems {
-        eprintln!("warning: {p} (views that read through it will fail)");
-    }
+    super::output::runtime_warnings(&problems);
     let limit = match (args.max_rows, args.format) {
         (Some(n), _) => Some(n),
         (None, QueryFormat::Table) => Some(DEFAULT_TABLE_ROWS),

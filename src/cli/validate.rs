@@ -34,11 +34,15 @@ enum Format {
     Github,
 }
 
-/// `quiet`: print diagnostics only, without the summary line.
+/// `quiet`: print errors only, without the summary line (the JSON report stays whole: a program
+/// asked for it).
 pub fn run(dir: &Path, args: Args, quiet: bool) -> Result<ExitCode> {
     let started = Instant::now();
     let cache = spec::sql_cache::SqlCache::dir_from_env();
-    let (specs, _analysis, diags) = spec::check_cached(dir, cache.as_deref());
+    let (specs, _analysis, mut diags) = spec::check_cached(dir, cache.as_deref());
+    if quiet && args.format != Format::Json {
+        diags.retain_errors();
+    }
     let elapsed = started.elapsed();
     let transforms = specs.transforms().count();
     let mut out = anstream::stdout().lock();

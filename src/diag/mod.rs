@@ -153,6 +153,11 @@ impl Diagnostics {
         self.items.extend(other.items);
     }
 
+    /// Drops every diagnostic but the errors (what `-q` shows).
+    pub fn retain_errors(&mut self) {
+        self.items.retain(|d| d.severity == Severity::Error);
+    }
+
     pub fn has_errors(&self) -> bool {
         self.items.iter().any(|d| d.severity == Severity::Error)
     }

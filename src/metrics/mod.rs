@@ -45,6 +45,50 @@ pub enum MetricError {
 }
 
 /// How to compute a metric.
+/// Why [`lookup`] found no single metric.
+#[derive(Debug, thiserror::Error, PartialEq)]
+pub enum LookupError {
+    #[error("no metric `{given}`{hint}")]
+    Unknown { given: String, hint: String },
+    #[error("`{given}` is the name of several metrics ({ids}); give the full id")]
+    Ambiguous { given: String, ids: String },
+}
+
+/// The metric `given` names: its full id (`<category>/<name>`), or its name alone when exactly one
+/// metric has it. An unknown name suggests the closest id.
+pub fn lookup<'m>(metrics: &'m [MetricSpec], given: &str) -> Result<&'m MetricSpec, LookupError> {
+    if let Some(m) = metrics.iter().find(|m| m.id == given) {
+        return Ok(m);
+    }
+    let named: Vec<&MetricSpec> = metrics
+        .iter()
+        .filter(|m| !given.contains('/') && m.name.value == given)
+        .collect();
+    match named.as_slice() {
+        [one] => Ok(one),
+        [] => {
+            let ids = metrics.iter().map(|m| m.id.as_str());
+            let names = metrics.iter().map(|m| m.name.value.as_str());
+            let hint = match crate::diag::suggest(given, ids.chain(names)) {
+                Some(s) => format!("; did you mean `{s}`?"),
+                None => "; `pipeline metrics list` shows them".into(),
+            };
+            Err(LookupError::Unknown {
+                given: given.to_string(),
+                hint,
+            })
+        }
+        several => Err(LookupError::Ambiguous {
+            given: given.to_string(),
+            ids: several
+                .iter()
+                .map(|m| m.id.as_str())
+                .collect::<Vec<_>>()
+                .join(", "),
+        }),
+    }
+}
+
 #[derive(Clone, Debug, Default)]
 pub struct Request {
     pub grain: Option<String>,

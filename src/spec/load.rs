@@ -8,7 +8,7 @@
 use super::decode::Decoder;
 use super::limits::{self, Cost, Meter, Shared, Stop, INSTANCE_LIMIT};
 use super::model::{self, InstanceSpec, MetricSpec, SourceSpec, TableSpec};
-use super::node::Node;
+use super::node::{Node, Value};
 use super::walk::{self, Found, ReadError};
 use super::{toml as toml_fmt, yaml};
 use crate::diag::source::{display_path, FileId, SourceFile, SourceMap, Span};
@@ -26,6 +26,84 @@ pub struct Specs {
     pub sources: Vec<SourceSpec>,
     pub tables: Vec<TableSpec>,
     pub metrics: Vec<MetricSpec>,
+    /// What the files meant to define but did not, because a file could not be read or parsed or
+    /// an object in it was invalid. Validation says nothing about references to these: the error
+    /// that dropped them is the one to fix, and it is already reported.
+    pub unresolved: Unresolved,
+}
+
+/// Names the specs failed to define (see [`Specs::unresolved`]).
+#[derive(Debug, Default)]
+pub struct Unresolved {
+    /// A pipelines file was not read or not parsed: any source name may be one it defines.
+    pub any_source: bool,
+    /// A pipelines or registry file was not read or not parsed: any view may be one it defines.
+    pub any_view: bool,
+    /// Source names declared in files that had errors.
+    pub sources: std::collections::BTreeSet<String>,
+    /// View names (lowercase) of tables and transforms declared in files that had errors.
+    pub views: std::collections::BTreeSet<String>,
+}
+
+impl Unresolved {
+    /// Whether a missing source called `name` may be one an erroneous file meant to define.
+    pub fn source(&self, name: &str) -> bool {
+        self.any_source || self.sources.contains(name)
+    }
+
+    /// Whether a missing view called `name` (any case) may be one an erroneous file meant to define.
+    pub fn view(&self, name: &str) -> bool {
+        self.any_view || self.views.contains(&name.to_lowercase())
+    }
+
+    fn merge(&mut self, other: Unresolved) {
+        self.any_source |= other.any_source;
+        self.any_view |= other.any_view;
+        self.sources.extend(other.sources);
+        self.views.extend(other.views);
+    }
+
+    /// A file of `kind` defined nothing at all (not read, not parsed).
+    fn whole_file(&mut self, kind: &Kind) {
+        match kind {
+            Kind::Source { .. } => {
+                self.any_source = true;
+                self.any_view = true;
+            }
+            Kind::Registry => self.any_view = true,
+            Kind::Instance | Kind::Metric { .. } => {}
+        }
+    }
+
+    /// A file of `kind` parsed as `node` but had errors: what it declares may be missing, so its
+    /// declared names (read straight from the tree, valid or not) are remembered.
+    fn declared_in(&mut self, kind: &Kind, node: &Node) {
+        let text = |n: Option<&Node>| match n.map(|n| &n.value) {
+            Some(Value::Str(s)) => Some(s.clone()),
+            _ => None,
+        };
+        let items = |n: Option<&Node>| match n.map(|n| &n.value) {
+            Some(Value::Seq(items)) => items.clone(),
+            _ => Vec::new(),
+        };
+        match kind {
+            Kind::Source { stem } => {
+                self.sources
+                    .insert(text(node.get("name")).unwrap_or_else(|| stem.clone()));
+                for t in items(node.get("transforms")) {
+                    self.views
+                        .extend(text(t.get("name")).map(|n| n.to_lowercase()));
+                }
+            }
+            Kind::Registry => {
+                for t in items(node.get("tables")) {
+                    let name = text(t.get("name")).or_else(|| text(t.get("source_table")));
+                    self.views.extend(name.map(|n| n.to_lowercase()));
+                }
+            }
+            Kind::Instance | Kind::Metric { .. } => {}
+        }
+    }
 }
 
 impl Specs {
@@ -71,6 +149,8 @@ struct FileResult {
     decoded: Option<Decoded>,
     diags: Diagnostics,
     cost: Cost,
+    /// What it failed to define, when it had errors.
+    unresolved: Unresolved,
 }
 
 /// Parses and decodes one file, charging `meter`; `None` when the shared instance budget ran out
@@ -94,10 +174,13 @@ fn decode_file(
         Err(Stop::Interrupted) => return None,
         Err(Stop::Invalid(d)) => {
             diags.push(*d);
+            let mut unresolved = Unresolved::default();
+            unresolved.whole_file(kind);
             return Some(FileResult {
                 decoded: None,
                 diags,
                 cost,
+                unresolved,
             });
         }
     };
@@ -110,10 +193,15 @@ fn decode_file(
             Decoded::Metric(model::decode_metric(&mut dec, &node, id, stem, folder).map(Box::new))
         }
     };
+    let mut unresolved = Unresolved::default();
+    if diags.error_count() > 0 {
+        unresolved.declared_in(kind, &node);
+    }
     Some(FileResult {
         decoded: Some(decoded),
         diags,
         cost,
+        unresolved,
     })
 }
 
@@ -164,9 +252,21 @@ fn load_files(root: &Path, only_instance: bool) -> (Specs, Diagnostics) {
         }
     };
     let jobs = list(root, tree, only_instance, &mut specs.files, &mut diags);
-    let work = read_all(root, jobs, &mut specs.files, &mut diags);
-    for (decoded, d) in parse_all(&specs.files, &work) {
+    let work = read_all(
+        root,
+        jobs,
+        &mut specs.files,
+        &mut diags,
+        &mut specs.unresolved,
+    );
+    let results = parse_all(&specs.files, &work);
+    // Files after one that crossed the instance's limits were not decoded.
+    for (_, kind) in work.iter().skip(results.len()) {
+        specs.unresolved.whole_file(kind);
+    }
+    for (decoded, d, unresolved) in results {
         diags.extend(d);
+        specs.unresolved.merge(unresolved);
         match decoded {
             Some(Decoded::Instance(i)) => specs.instance = i,
             Some(Decoded::Source(s)) => specs.sources.extend(s),
@@ -311,10 +411,12 @@ fn read_all(
     jobs: Vec<(PathBuf, Kind)>,
     files: &mut SourceMap,
     diags: &mut Diagnostics,
+    unresolved: &mut Unresolved,
 ) -> Vec<(FileId, Kind)> {
     let mut work: Vec<(FileId, Kind)> = Vec::with_capacity(jobs.len());
     let mut read_bytes: u64 = 0;
-    for (path, kind) in jobs {
+    let mut jobs = jobs.into_iter();
+    while let Some((path, kind)) = jobs.next() {
         let display = display_path(root, &path);
         let left = limits::MAX_INSTANCE_BYTES.saturating_sub(read_bytes);
         let limit = limits::MAX_FILE_BYTES.min(left);
@@ -344,6 +446,10 @@ fn read_all(
                          copied files that do not belong there (limits: docs/security.md)",
                     ),
                 );
+                unresolved.whole_file(&kind);
+                for (_, rest) in jobs.by_ref() {
+                    unresolved.whole_file(&rest);
+                }
                 break;
             }
             Err(ReadError::TooLarge(size)) => (
@@ -372,6 +478,7 @@ fn read_all(
             ),
         };
         let (code, message, hint) = problem;
+        unresolved.whole_file(&kind);
         let span = at_file(files, root, &path);
         diags.push(Diagnostic::error(code, span, message).with_hint(hint));
     }
@@ -387,7 +494,10 @@ fn read_all(
 /// past the limit, is parsed again on its own against exactly what the files before it left — so the
 /// file and the value reported, and everything else in the output, never depend on timing. Files
 /// after the one that crosses the limit are not reported on.
-fn parse_all(files: &SourceMap, work: &[(FileId, Kind)]) -> Vec<(Option<Decoded>, Diagnostics)> {
+fn parse_all(
+    files: &SourceMap,
+    work: &[(FileId, Kind)],
+) -> Vec<(Option<Decoded>, Diagnostics, Unresolved)> {
     let workers = std::thread::available_parallelism()
         .map_or(1, |n| n.get())
         .min(work.len().div_ceil(8).max(1));
@@ -426,14 +536,17 @@ fn parse_all(files: &SourceMap, work: &[(FileId, Kind)]) -> Vec<(Option<Decoded>
                 let again = decode_file(files.get(*id), *id, kind, &mut meter)
                     .expect("a meter of its own is never interrupted");
                 if meter.crossed_instance() {
-                    out.push((again.decoded, again.diags));
+                    // Whatever it decoded before the limit stopped it is not the whole file.
+                    let mut unresolved = again.unresolved;
+                    unresolved.whole_file(kind);
+                    out.push((again.decoded, again.diags, unresolved));
                     break;
                 }
                 again
             }
         };
         total = total.plus(result.cost);
-        out.push((result.decoded, result.diags));
+        out.push((result.decoded, result.diags, result.unresolved));
     }
     out
 }

@@ -74,6 +74,8 @@ pub struct TemplateError {
     pub message: String,
     /// Byte offset in the template text.
     pub offset: Option<usize>,
+    /// Bytes from `offset` that are at fault (the undefined name, say); 0 when only a point is known.
+    pub len: usize,
     /// 1-based line in the template text.
     pub line: Option<usize>,
 }
@@ -100,11 +102,30 @@ impl TemplateError {
         TemplateError {
             message,
             offset,
+            len: 0,
             line,
         }
     }
 
     fn from_engine(e: &Error, template: &str) -> TemplateError {
+        // An undefined name: say which, and mark all of it (minijinja's own text is only
+        // "undefined value").
+        let undefined = (e.kind() == ErrorKind::UndefinedError)
+            .then(|| e.range())
+            .flatten()
+            .and_then(|r| Some((r.start, template.get(r)?.trim())))
+            .filter(|(_, name)| {
+                !name.is_empty()
+                    && name
+                        .chars()
+                        .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '.')
+            });
+        if let Some((start, name)) = undefined {
+            let mut err =
+                TemplateError::at(format!("`{name}` is not defined"), template, Some(start));
+            err.len = name.len();
+            return err;
+        }
         let message = match e.detail() {
             Some(detail) => format!("{}: {detail}", e.kind()),
             None => e.kind().to_string(),

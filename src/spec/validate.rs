@@ -293,7 +293,7 @@ impl Validator<'_> {
         for t in &specs.tables {
             self.claim_view(&t.name, "table");
             let source = specs.source(&t.source.value);
-            if source.is_none() {
+            if source.is_none() && !specs.unresolved.source(&t.source.value) {
                 self.diags.push(
                     Diagnostic::error(
                         Code::UnknownReference,
@@ -570,9 +570,16 @@ impl Validator<'_> {
         }
     }
 
-    /// "did you mean" among the known view names, or `fallback` when none is close.
-    fn view_hint(&self, name: &str, fallback: &str) -> String {
-        match suggest(name, self.view_names.keys().map(String::as_str)) {
+    /// "did you mean" among the known view names other than `me` (the object that reads `name`: a
+    /// suggestion to read itself would be a cycle), or `fallback` when none is close.
+    fn view_hint(&self, name: &str, me: Option<&str>, fallback: &str) -> String {
+        let me = me.map(str::to_lowercase);
+        let candidates = self
+            .view_names
+            .keys()
+            .filter(|k| Some(k.as_str()) != me.as_deref())
+            .map(String::as_str);
+        match suggest(name, candidates) {
             Some(s) => format!("did you mean `{s}`?"),
             None => fallback.to_owned(),
         }
@@ -618,6 +625,7 @@ impl Validator<'_> {
         sql: &Located<String>,
         exact_offsets: bool,
         owner: &str,
+        me: Option<&str>,
     ) -> (BTreeSet<String>, Vec<String>) {
         let specs = self.specs;
         let mut inputs = BTreeSet::new();
@@ -657,6 +665,7 @@ impl Validator<'_> {
                         }
                         found.is_some()
                     }
+                    None if specs.unresolved.source(&source) => continue,
                     None => {
                         // information_schema, pg_catalog, a database attached by hand: it exists or
                         // not at run time, but no registered table's access covers it.
@@ -668,7 +677,8 @@ impl Validator<'_> {
                     }
                 },
             };
-            if known {
+            // A name an erroneous file meant to define: that file's error is the one to fix.
+            if known || specs.unresolved.view(&r.name) {
                 continue;
             }
             let span = r
@@ -686,6 +696,7 @@ impl Validator<'_> {
                 )
                 .with_hint(self.view_hint(
                     &r.name,
+                    me,
                     "register the table in registry/, or define a transform with that name",
                 )),
             );
@@ -748,7 +759,8 @@ impl Validator<'_> {
             let owner = format!("transform `{}`", t.name.value);
             match parser.parse_select(&t.sql.value) {
                 Ok(reads) => {
-                    let (inputs, uncertain) = self.resolve(&reads, &t.sql, true, &owner);
+                    let (inputs, uncertain) =
+                        self.resolve(&reads, &t.sql, true, &owner, Some(&t.name.value));
                     let name = t.name.value.to_lowercase();
                     self.analysis.transform_inputs.insert(name.clone(), inputs);
                     if !uncertain.is_empty() {
@@ -788,6 +800,36 @@ impl Validator<'_> {
         }
     }
 
+    /// A declared dimension that neither the main template (through `dimension`) nor a
+    /// `by_<dimension>` variant handles: `metrics run --dimension` would refuse it, the same rule
+    /// `metrics::select` applies at run time. A warning, since the metric itself still runs.
+    fn unhandled_dimensions(&mut self, m: &MetricSpec) {
+        if m.sql.value.contains("dimension") {
+            return;
+        }
+        for d in &m.dimensions {
+            let variant = format!("by_{}", d.value);
+            if m.variants.iter().any(|(k, _)| k.value == variant) {
+                continue;
+            }
+            self.diags.push(
+                Diagnostic::warning(
+                    Code::InvalidValue,
+                    d.span,
+                    format!(
+                        "metric `{}` declares dimension `{}`, but no SQL handles it",
+                        m.id, d.value
+                    ),
+                )
+                .with_hint(format!(
+                    "use {{{{ dimension }}}} in `sql`, or add `variants: {{ {variant}: ... }}`; \
+                     until then `metrics run --dimension {}` fails",
+                    d.value
+                )),
+            );
+        }
+    }
+
     fn metrics(&mut self, parser: &SqlParser) {
         let specs = self.specs;
         let mut seen: HashMap<&str, Span> = HashMap::new();
@@ -813,8 +855,11 @@ impl Validator<'_> {
                     .with_hint("add `owner:` so people know whom to ask about it"),
                 );
             }
+            self.unhandled_dimensions(m);
             for t in &m.tables {
-                if !self.view_names.contains_key(&t.value.to_lowercase()) {
+                if !self.view_names.contains_key(&t.value.to_lowercase())
+                    && !specs.unresolved.view(&t.value)
+                {
                     self.diags.push(
                         Diagnostic::error(
                             Code::UnknownReference,
@@ -824,12 +869,11 @@ impl Validator<'_> {
                                 m.id, t.value
                             ),
                         )
-                        .with_hint(
-                            self.view_hint(
-                                &t.value,
-                                "register the table in registry/ or fix the name",
-                            ),
-                        ),
+                        .with_hint(self.view_hint(
+                            &t.value,
+                            None,
+                            "register the table in registry/ or fix the name",
+                        )),
                     );
                 }
             }
@@ -864,7 +908,7 @@ impl Validator<'_> {
                     }) {
                         Ok(r) => r,
                         Err(e) => {
-                            let span = e.offset.map_or(sql.span, |o| self.sql_span(sql, o, 1));
+                            let span = e.offset.map_or(sql.span, |o| self.sql_span(sql, o, e.len));
                             self.diags.push(
                                 Diagnostic::error(
                                     Code::Template,
@@ -886,7 +930,7 @@ impl Validator<'_> {
                         Ok(reads) => {
                             let before = self.diags.len();
                             let (read, why) =
-                                self.resolve(&reads, sql, rendered == sql.value, &what);
+                                self.resolve(&reads, sql, rendered == sql.value, &what, None);
                             inputs.extend(read);
                             if !why.is_empty() {
                                 uncertain_at.get_or_insert(sql);

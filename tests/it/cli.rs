@@ -27,6 +27,26 @@ fn init_scaffolds_an_instance_that_validates_cleanly() {
     assert_eq!(report["objects"]["metrics"], 1);
     let config = std::fs::read_to_string(target.join("config/instance.yaml")).unwrap();
     assert!(config.contains("name: \"Acme: data\""), "{config}");
+    // Editors validate out of the box: every example starts with a modeline whose relative path
+    // reaches the schema init wrote for its kind, and that schema is `pipeline schema`'s.
+    for (rel, kind) in [
+        ("config/instance.yaml", "instance"),
+        ("pipelines/files.yaml", "source"),
+        ("registry/files.yaml", "registry"),
+        ("metrics/customers/customer_count.yaml", "metric"),
+    ] {
+        let text = std::fs::read_to_string(target.join(rel)).unwrap();
+        let first = text.lines().next().unwrap();
+        let schema_rel = first
+            .strip_prefix("# yaml-language-server: $schema=")
+            .unwrap_or_else(|| panic!("{rel} starts with {first}"));
+        let schema_path = target.join(rel).parent().unwrap().join(schema_rel);
+        let written: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&schema_path).unwrap()).unwrap();
+        let printed = pipeline().args(["schema", kind]).output().unwrap();
+        let printed: serde_json::Value = serde_json::from_slice(&printed.stdout).unwrap();
+        assert_eq!(written, printed, "{rel}");
+    }
 }
 
 #[test]

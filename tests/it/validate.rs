@@ -767,3 +767,163 @@ fn quiet_valid_run_prints_nothing() {
         .success()
         .stdout("");
 }
+
+/// The codes of every diagnostic of a report.
+fn codes(report: &serde_json::Value) -> Vec<String> {
+    report["diagnostics"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["code"].as_str().unwrap().to_string())
+        .collect()
+}
+
+#[test]
+fn a_file_that_does_not_parse_causes_no_follow_on_errors() {
+    let inst = Instance::new(Fmt::Yaml);
+    // The source `crm` and the table `accounts` live in files that do not parse; what refers to
+    // them is not reported again, so the one error to fix is the syntax error.
+    inst.write_spec("pipelines/crm", "type: csv\nconnection: [\n");
+    inst.write_spec(
+        "registry/crm",
+        "tables:\n  - source: crm\n    source_table: accounts\n",
+    );
+    inst.write_spec("registry/broken", "tables: {\n");
+    inst.write_spec(
+        "pipelines/shop",
+        "type: csv\nconnection:\n  path: files\ntransforms:\n  - name: daily\n    sql: select * from orders join leads using (id)\n",
+    );
+    let (status, report) = inst.validate();
+    assert_eq!(status, 1);
+    assert_eq!(codes(&report), ["syntax", "syntax"], "{report:#}");
+}
+
+#[test]
+fn an_object_with_an_invalid_name_causes_no_unknown_reference() {
+    let inst = Instance::new(Fmt::Yaml);
+    inst.write_spec(
+        "pipelines/shop",
+        "type: csv\nconnection:\n  path: files\ntransforms:\n  - name: bad name\n    sql: select 1 as x\n  - name: reader\n    sql: select * from \"bad name\"\n",
+    );
+    let (status, report) = inst.validate();
+    assert_eq!(status, 1);
+    assert_eq!(codes(&report), ["invalid-name"], "{report:#}");
+}
+
+#[test]
+fn did_you_mean_never_suggests_the_reader_itself() {
+    let inst = Instance::new(Fmt::Yaml);
+    // `dayly` is one letter from the transform `daily` that reads it: suggesting `daily` would be
+    // a self-reference. The other near name, `orders`, is not close; so no suggestion at all.
+    inst.write_spec(
+        "pipelines/shop",
+        "type: csv\nconnection:\n  path: files\ntransforms:\n  - name: daily\n    sql: select * from dayly\n",
+    );
+    let d = inst.expect_error("unknown-reference", "pipelines/shop", 6, None);
+    let hint = d["hint"].as_str().unwrap();
+    assert!(!hint.contains("`daily`"), "{hint}");
+}
+
+#[test]
+fn an_undefined_template_variable_is_named_with_a_caret_under_it() {
+    let inst = Instance::new(Fmt::Yaml);
+    inst.write_spec(
+        "metrics/sales/order_count",
+        "description: Orders placed\nowner: data@example.com\nsql: select count(*) as value from orders where {{ granularity }} = 1\n",
+    );
+    let d = inst.expect_error("template", "metrics/sales/order_count", 3, Some(52));
+    let message = d["message"].as_str().unwrap();
+    assert!(
+        message.contains("`granularity` is not defined"),
+        "{message}"
+    );
+    let out = pipeline()
+        .arg("--dir")
+        .arg(inst.path())
+        .arg("validate")
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    // The caret marks the whole name.
+    assert!(
+        text.contains(&format!("{}^^^^^^^^^^^", " ".repeat(50))),
+        "{text}"
+    );
+}
+
+#[test]
+fn a_dimension_no_sql_handles_is_a_warning_shown_by_validate_only() {
+    let inst = Instance::new(Fmt::Yaml);
+    inst.write_spec(
+        "metrics/sales/order_count",
+        "description: Orders placed\nowner: data@example.com\nsql: select count(*) as value from orders\ndimensions: [region, channel]\nvariants:\n  by_channel: select channel, count(*) as value from orders group by 1\n",
+    );
+    let (status, report) = inst.validate();
+    assert_eq!(status, 0, "{report:#}");
+    let warnings: Vec<&str> = report["diagnostics"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|d| d["severity"] == "warning")
+        .map(|d| d["message"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        warnings,
+        ["metric `sales/order_count` declares dimension `region`, but no SQL handles it"]
+    );
+    // `metrics list` does not repeat validate's warnings; `-q validate` prints none.
+    let list = pipeline()
+        .arg("--dir")
+        .arg(inst.path())
+        .args(["metrics", "list"])
+        .output()
+        .unwrap();
+    assert!(list.status.success());
+    assert!(
+        !String::from_utf8_lossy(&list.stderr).contains("warning"),
+        "{}",
+        String::from_utf8_lossy(&list.stderr)
+    );
+    let quiet = pipeline()
+        .arg("--dir")
+        .arg(inst.path())
+        .args(["-q", "validate"])
+        .output()
+        .unwrap();
+    assert!(quiet.status.success());
+    assert_eq!(String::from_utf8_lossy(&quiet.stderr), "");
+    assert_eq!(String::from_utf8_lossy(&quiet.stdout), "");
+}
+
+#[test]
+fn a_metric_is_found_by_its_name_alone_when_that_is_unique() {
+    let inst = Instance::new(Fmt::Yaml);
+    let show = |name: &str| {
+        pipeline()
+            .arg("--dir")
+            .arg(inst.path())
+            .args(["metrics", "show", name])
+            .output()
+            .unwrap()
+    };
+    let out = show("order_count");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("sales/order_count"));
+    // A second metric of that name elsewhere: the name alone no longer says which.
+    inst.write_spec(
+        "metrics/finance/order_count",
+        "description: Orders booked\nowner: data@example.com\nsql: select count(*) as value from orders\n",
+    );
+    let out = show("order_count");
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("several metrics (finance/order_count, sales/order_count); give the full id"),
+        "{err}"
+    );
+    assert!(show("finance/order_count").status.success());
+}
