@@ -4,7 +4,7 @@ use super::output::{self, Format, TextTable};
 use super::status::local;
 use crate::instance::{DataDir, Instance};
 use crate::state::{report, StateStore};
-use anyhow::Result;
+use anyhow::{bail, Result};
 use chrono_tz::Tz;
 use std::io::Write;
 use std::path::Path;
@@ -14,6 +14,7 @@ pub const AFTER_HELP: &str = "\
 Examples:
   pipeline history                        the last 20 applies and syncs
   pipeline history --table shop.orders    applies that changed it, and its syncs
+  pipeline history --table orders         the same, by the table's view name
   pipeline history --limit 100 --format json";
 
 #[derive(clap::Args, Debug)]
@@ -21,8 +22,8 @@ pub struct Args {
     /// How many entries of each kind to show, newest first.
     #[arg(long, default_value_t = 20)]
     limit: usize,
-    /// Only this table (its id): the applies that changed it and its syncs.
-    #[arg(long, value_name = "TABLE_ID")]
+    /// Only this table (its id, or its view name): the applies that changed it and its syncs.
+    #[arg(long, value_name = "TABLE")]
     table: Option<String>,
     #[arg(long, value_enum, default_value_t)]
     format: Format,
@@ -34,10 +35,26 @@ pub fn run(dir: &Path, args: Args) -> Result<ExitCode> {
         Ok(i) => (i.data, i.tz),
         Err(_) => (DataDir::new(dir.join("data")), Tz::UTC),
     };
-    let (applies, syncs) = match StateStore::of(&data).read_if_exists()? {
-        Some(r) => report::history(&r, args.limit, args.table.as_deref())?,
+    let reader = StateStore::of(&data).read_if_exists()?;
+    let table = match (&args.table, &reader) {
+        (Some(given), Some(r)) => match report::table_name(r, given)? {
+            report::TableName::Found(id) => Some(id),
+            report::TableName::Unknown { closest } => bail!(
+                "no table `{given}` is registered or was ever synced{}",
+                closest.map_or(
+                    "; `pipeline status` lists the tables".to_string(),
+                    |c| format!("; did you mean `{c}`?")
+                )
+            ),
+        },
+        (Some(given), None) => bail!("no table `{given}`: nothing was applied here yet"),
+        (None, _) => None,
+    };
+    let (applies, syncs) = match &reader {
+        Some(r) => report::history(r, args.limit, table.as_deref())?,
         None => (Vec::new(), Vec::new()),
     };
+    drop(reader);
     let mut out = anstream::stdout().lock();
     if args.format == Format::Json {
         let v = serde_json::json!({"applies": applies, "syncs": syncs});

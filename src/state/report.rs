@@ -411,3 +411,41 @@ fn list(v: duckdb::types::ValueRef) -> Vec<String> {
         _ => Vec::new(),
     }
 }
+
+/// What a `--table` argument names: a table id, or a view name (any case) of a registered table.
+#[derive(Debug, PartialEq, Eq)]
+pub enum TableName {
+    /// The table's id.
+    Found(String),
+    /// Nothing registered or synced has that id or view name; the closest id or view name, if any.
+    Unknown { closest: Option<String> },
+}
+
+/// Resolves a table given by id or by view name against the registered tables and, for tables
+/// since removed, the ids in the sync history.
+pub fn table_name(r: &Reader, given: &str) -> StateResult<TableName> {
+    let known: Vec<(String, Option<String>)> = r
+        .conn
+        .prepare(
+            "SELECT id, name FROM table_registry
+             UNION SELECT DISTINCT table_id, NULL FROM sync_history
+               WHERE table_id NOT IN (SELECT id FROM table_registry)",
+        )?
+        .query_map([], |row| Ok((row.get(0)?, row.get(1)?)))?
+        .collect::<Result<_, _>>()?;
+    if known.iter().any(|(id, _)| id == given) {
+        return Ok(TableName::Found(given.to_string()));
+    }
+    if let Some((id, _)) = known.iter().find(|(_, name)| {
+        name.as_deref()
+            .is_some_and(|n| n.eq_ignore_ascii_case(given))
+    }) {
+        return Ok(TableName::Found(id.clone()));
+    }
+    let candidates = known
+        .iter()
+        .flat_map(|(id, name)| std::iter::once(id.as_str()).chain(name.as_deref()));
+    Ok(TableName::Unknown {
+        closest: crate::diag::suggest(given, candidates).map(str::to_string),
+    })
+}

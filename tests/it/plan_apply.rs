@@ -494,6 +494,27 @@ fn status_and_history_report_the_registry() {
     );
     let text = stdout(&inst.cmd().arg("history").output().unwrap());
     assert!(text.contains("+5 ~0 -0"), "{text}");
+    // A view name works like the id; an unknown name is an error that suggests the closest.
+    let by_view = inst
+        .cmd()
+        .args(["history", "--table", "ORDERS", "--format", "json"])
+        .output()
+        .unwrap();
+    assert!(by_view.status.success());
+    let history: Value = serde_json::from_slice(&by_view.stdout).unwrap();
+    assert!(history["syncs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|s| s["table_id"] == "shop.orders"));
+    let unknown = inst
+        .cmd()
+        .args(["history", "--table", "shop.ordrs"])
+        .output()
+        .unwrap();
+    assert_eq!(unknown.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&unknown.stderr);
+    assert!(err.contains("did you mean `shop.orders`?"), "{err}");
 }
 
 fn binary() -> std::path::PathBuf {
