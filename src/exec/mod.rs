@@ -72,6 +72,7 @@ impl Options {
 }
 
 /// A finished run.
+#[derive(Debug)]
 pub struct Outcome {
     pub run_id: String,
     pub tasks: Vec<Finished>,
