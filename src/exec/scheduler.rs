@@ -132,9 +132,9 @@ pub async fn run(
     let mut running = tokio::task::JoinSet::new();
     let mut told_cancel = false;
 
+    // One stream for the whole run: a second signal arriving while the first is handled is
+    // buffered, not lost.
     let mut signals = Signals::new(signals);
-    // After the first signal: the second one, which means "now".
-    let mut again: Option<Signals> = None;
     loop {
         // Decide what to do with every ready task: skip it, cancel it, or start it.
         while let Some(&i) = ready.front() {
@@ -197,7 +197,18 @@ pub async fn run(
         if running.is_empty() {
             break;
         }
+        // Signals first: a pending second signal must win over tasks finishing meanwhile.
         tokio::select! {
+            biased;
+            _ = signals.next() => {
+                // A second signal means "now": leave; staged files are cleaned up by the next run.
+                if told_cancel {
+                    return Err(Interrupted);
+                }
+                cancel.store(true, Ordering::SeqCst);
+                told_cancel = true;
+                observer.cancelling(running.len());
+            }
             joined = running.join_next() => {
                 let Some(Ok((i, task, started_at, duration, outcome))) = joined else { continue };
                 let f = match outcome {
@@ -221,16 +232,6 @@ pub async fn run(
                 observer.finished(&f);
                 results[i] = Some(f);
                 release(i, &dependents, &mut waiting, &mut ready);
-            }
-            _ = signals.next(), if !told_cancel => {
-                cancel.store(true, Ordering::SeqCst);
-                told_cancel = true;
-                observer.cancelling(running.len());
-                again = Some(Signals::new(true));
-            }
-            // A second signal means "now": leave; staged files are cleaned up by the next run.
-            _ = async { again.as_mut().expect("guarded").next().await }, if again.is_some() => {
-                return Err(Interrupted);
             }
         }
     }
