@@ -4,9 +4,9 @@
 //! checked against the published data; fixing a failed extract's spec queues it again; transforms
 //! and metric checks keep their last good result and say `stale`; one bad table fails alone.
 
+use crate::common::count;
 use crate::common::daemon::{call, ok, status, token, wait_for, Daemon};
 use crate::common::Instance;
-use crate::common::{count, query};
 use serde_json::Value;
 use std::path::Path;
 use std::time::Duration;
