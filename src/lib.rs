@@ -19,6 +19,7 @@ pub mod fslock;
 pub mod instance;
 pub mod metrics;
 pub mod names;
+pub mod ops;
 pub mod plan;
 pub mod quote;
 pub mod redact;

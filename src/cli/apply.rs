@@ -1,15 +1,14 @@
-//! `pipeline apply`: take the state lock, plan (or check a saved plan), confirm, write the registry
-//! changes and queue their tasks, all in one state transaction; then run the tasks (extract, rebuild,
-//! publish, transforms, checks) unless `--queue-only`.
+//! `pipeline apply`: parses, calls [`crate::ops::apply`] (state lock, plan or saved plan, confirm,
+//! one state transaction, then the tasks unless `--queue-only`) and renders what it reports.
 
 use super::output::{self, Format};
-use crate::fslock::{self, Lock};
-use crate::instance::DataDir;
+use crate::fslock::{self, Holder};
+use crate::instance::Instance;
+use crate::ops::apply::{self as ops_apply, ApplyOptions, ApplyOutcome, Hooks, Refused, RunAfter};
 use crate::plan::{self, render, Plan};
-use crate::registry::document::Action;
-use crate::registry::document::Kind;
-use crate::state::{self, sync::read_before, StateStore};
-use anyhow::{bail, Context, Result};
+use crate::registry::registered::Registered;
+use crate::registry::task::Task;
+use anyhow::{bail, Result};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -67,13 +66,6 @@ fn in_ci() -> bool {
 pub fn run(dir: &Path, args: Args, quiet: bool) -> Result<ExitCode> {
     let desired = output::specs_or_report(plan::desired(dir), args.format)?;
     output::warnings(&desired.specs, &desired.diags);
-    let unset = desired.unset_env_vars();
-    if !unset.is_empty() {
-        bail!(
-            "apply needs every environment variable the specs name; {} unset (see the warnings above)",
-            unset.len()
-        );
-    }
     let saved = match &args.plan_file {
         Some(path) => Some(plan::load(path)?),
         None => None,
@@ -84,103 +76,161 @@ pub fn run(dir: &Path, args: Args, quiet: bool) -> Result<ExitCode> {
              then run `pipeline apply --auto-approve`, or save a plan with `pipeline plan --out FILE` and apply it"
         );
     }
-
-    let lock = Lock::acquire(
-        &desired.instance.data.state_lock(),
-        "pipeline apply",
-        args.lock_timeout,
-        |holder| {
-            let who = holder.map_or("another process".to_string(), |h| h.to_string());
-            if !quiet {
-                eprintln!(
-                    "Waiting up to {:?} for the state lock held by {who}…",
-                    args.lock_timeout
-                );
-            }
+    let opts = ApplyOptions {
+        saved,
+        purge: args.purge,
+        allow_breaking: args.allow_breaking,
+        run: if args.queue_only {
+            RunAfter::Never
+        } else {
+            RunAfter::Always
         },
-    )?;
-    if let Some(h) = &lock.took_over_from {
-        eprintln!("note: took over the state lock left by {h}, which is no longer running");
-    }
-
-    let mut plan = match saved {
-        Some(plan) => {
-            check_saved(&plan, &desired)?;
-            plan
-        }
-        None => plan::against_state(&desired, &[])?,
+        lock_timeout: args.lock_timeout,
+        ..ApplyOptions::new(&fslock::os_user(), "pipeline apply")
     };
-    // A saved plan keeps the labels that were reviewed; one saved by an older binary has none yet.
-    if plan::impact::needs_assessment(&plan) {
-        plan::impact::assess(&desired, &mut plan);
-    }
+    let mut cli = Cli {
+        dir,
+        args: &args,
+        quiet,
+        ask: args.plan_file.is_none() && !args.auto_approve,
+        declined: None,
+        applied: false,
+    };
+    let outcome = ops_apply::apply(&desired, &opts, &mut cli)?;
     let mut out = anstream::stdout().lock();
-    if !plan.has_changes() {
-        // Nothing applied yet and nothing to apply (an instance of config only): nothing pending.
-        let pending = match StateStore::of(&desired.instance.data).read_if_exists()? {
-            Some(r) => read_before(&r)?.pending,
-            None => Vec::new(),
-        };
-        if !pending.is_empty() && !args.queue_only {
-            drop(out);
-            if !quiet && args.format == Format::Human {
-                eprintln!(
-                    "No changes. {} task(s) left pending by an earlier apply; running them.",
-                    pending.len()
-                );
+    match outcome {
+        ApplyOutcome::Refused(Refused::MissingEnv(unset)) => bail!(
+            "apply needs every environment variable the specs name; {} unset (see the warnings above)",
+            unset.len()
+        ),
+        ApplyOutcome::Refused(Refused::StalePlan(why)) => bail!("stale plan: {why}"),
+        ApplyOutcome::Refused(Refused::Breaking { plan, lines }) => {
+            if args.format == Format::Human {
+                write!(out, "{}", render::human(&plan))?;
+                out.flush()?;
             }
-            // Still under the state lock: one apply at a time, tasks included (as Terraform does).
-            let code = run_tasks(dir, &desired, Vec::new(), &args, quiet);
-            drop(lock);
-            return code;
+            let lines: Vec<String> = lines.into_iter().map(|l| format!("  {l}")).collect();
+            bail!(
+                "refusing to apply: the plan has {} breaking change(s):\n{}\nFix the specs, or pass \
+                 --allow-breaking to apply anyway (what breaks keeps its last good result until fixed)",
+                plan.summary.breaking,
+                lines.join("\n")
+            )
         }
-        match args.format {
-            Format::Json => writeln!(
-                out,
-                "{}",
-                serde_json::json!({"applied": false, "serial": plan.state_serial, "changes": 0})
-            )?,
-            Format::Human => write!(out, "{}", render::human(&plan))?,
+        ApplyOutcome::Refused(Refused::Declined(_)) => Err(cli
+            .declined
+            .take()
+            .unwrap_or_else(|| anyhow::anyhow!("apply cancelled: nothing was changed"))),
+        ApplyOutcome::NothingToDo {
+            run: Some(code), ..
+        } => code,
+        ApplyOutcome::NothingToDo { plan, .. } => {
+            match args.format {
+                Format::Json => writeln!(
+                    out,
+                    "{}",
+                    serde_json::json!({"applied": false, "serial": plan.state_serial, "changes": 0})
+                )?,
+                Format::Human => write!(out, "{}", render::human(&plan))?,
+            }
+            Ok(ExitCode::SUCCESS)
         }
-        return Ok(ExitCode::SUCCESS);
+        ApplyOutcome::Applied { run: Some(code), .. } => code,
+        ApplyOutcome::Applied { .. } => Ok(ExitCode::SUCCESS),
     }
-    let ask = args.plan_file.is_none() && !args.auto_approve;
-    let breaking = plan.summary.breaking > 0 && !args.allow_breaking;
-    if args.format == Format::Human && (ask || !quiet || breaking) {
-        write!(out, "{}", render::human(&plan))?;
-        out.flush()?;
+}
+
+/// The command line's side of an apply: questions and messages on stderr, results on stdout.
+struct Cli<'a> {
+    dir: &'a Path,
+    args: &'a Args,
+    quiet: bool,
+    ask: bool,
+    /// Why the review said no (the answer was not `yes`, or stdin failed).
+    declined: Option<anyhow::Error>,
+    applied: bool,
+}
+
+impl Hooks for Cli<'_> {
+    type Ran = Result<ExitCode>;
+
+    fn waiting_for_lock(&mut self, holder: Option<&Holder>) {
+        let who = holder.map_or("another process".to_string(), |h| h.to_string());
+        if !self.quiet {
+            eprintln!(
+                "Waiting up to {:?} for the state lock held by {who}…",
+                self.args.lock_timeout
+            );
+        }
     }
-    if breaking {
-        let lines: Vec<String> = render::breaking_lines(&plan)
-            .into_iter()
-            .map(|l| format!("  {l}"))
-            .collect();
-        bail!(
-            "refusing to apply: the plan has {} breaking change(s):\n{}\nFix the specs, or pass \
-             --allow-breaking to apply anyway (what breaks keeps its last good result until fixed)",
-            plan.summary.breaking,
-            lines.join("\n")
+
+    fn took_over_lock(&mut self, from: &Holder) {
+        eprintln!("note: took over the state lock left by {from}, which is no longer running");
+    }
+
+    fn review(&mut self, plan: &Plan) -> bool {
+        if self.args.format == Format::Human && (self.ask || !self.quiet) {
+            let mut out = anstream::stdout().lock();
+            let shown = write!(out, "{}", render::human(plan)).and_then(|()| out.flush());
+            if let Err(e) = shown {
+                self.declined = Some(e.into());
+                return false;
+            }
+        }
+        if self.ask {
+            if let Err(e) = output::confirm("\nApply these changes?") {
+                self.declined = Some(e);
+                return false;
+            }
+        }
+        true
+    }
+
+    fn applied(&mut self, applied: &ops_apply::Applied) {
+        self.applied = true;
+        let mut out = anstream::stdout().lock();
+        let _ = render_applied(&mut out, applied, self.args);
+    }
+
+    fn run(
+        &mut self,
+        instance: &Instance,
+        registered: Registered,
+        tasks: Vec<Task>,
+    ) -> Result<ExitCode> {
+        let human = self.args.format == Format::Human && !self.quiet;
+        if !self.applied && human {
+            eprintln!(
+                "No changes. {} task(s) left pending by an earlier apply; running them.",
+                tasks.len()
+            );
+        }
+        let opts = crate::exec::Options::cli(
+            "apply",
+            self.args.jobs.map(usize::from),
+            false,
+            self.args.lock_timeout.max(Duration::from_secs(60)),
         );
+        if human {
+            println!();
+        }
+        let outcome = super::run::execute(
+            instance,
+            registered,
+            tasks,
+            &opts,
+            self.args.format,
+            self.quiet,
+        )?;
+        super::run::report(&outcome, self.args.format, self.quiet, self.dir)
     }
-    if ask {
-        drop(out);
-        output::confirm("\nApply these changes?")?;
-        out = anstream::stdout().lock();
-    }
+}
 
-    let who = fslock::os_user();
-    let applied = state::registry::apply(
-        &mut StateStore::of(&desired.instance.data).write()?,
-        &plan.write_set(&who),
-    )?;
-
-    let purged = if args.purge {
-        purge(&desired.instance.data, &plan)?
-    } else {
-        0
-    };
-    crate::exec::retire_sources(&desired.instance.data.extracts(), &plan.deleted_sources())
-        .context("removing the extracts of deleted sources")?;
+fn render_applied(
+    out: &mut impl Write,
+    applied: &ops_apply::Applied,
+    args: &Args,
+) -> std::io::Result<()> {
     match args.format {
         Format::Json => writeln!(
             out,
@@ -188,15 +238,15 @@ pub fn run(dir: &Path, args: Args, quiet: bool) -> Result<ExitCode> {
             serde_json::json!({
                 "applied": true,
                 "serial": applied.serial,
-                "changes": plan.changes.len(),
-                "summary": plan.summary,
+                "changes": applied.changes,
+                "summary": applied.summary,
                 "queued_tasks": applied.queued_tasks,
-                "purged_files": purged,
+                "purged_files": applied.purged,
             })
-        )?,
+        ),
         Format::Human => {
             let ok = anstyle::AnsiColor::Green.on_default().bold();
-            let s = plan.summary;
+            let s = applied.summary;
             writeln!(
                 out,
                 "\n{ok}Apply complete!{ok:#} {} added, {} changed, {} destroyed. State serial {}.",
@@ -209,102 +259,14 @@ pub fn run(dir: &Path, args: Args, quiet: bool) -> Result<ExitCode> {
                     applied.queued_tasks
                 )?;
             }
-            if purged > 0 {
-                writeln!(out, "Purged the data of deleted tables ({purged} path(s)).")?;
+            if applied.purged > 0 {
+                writeln!(
+                    out,
+                    "Purged the data of deleted tables ({} path(s)).",
+                    applied.purged
+                )?;
             }
+            Ok(())
         }
     }
-    if applied.queued_tasks == 0 || args.queue_only {
-        return Ok(ExitCode::SUCCESS);
-    }
-    drop(out);
-    // The state lock is held until the tasks are done: another apply waits for this one as a whole.
-    let code = run_tasks(dir, &desired, plan.tasks.clone(), &args, quiet);
-    drop(lock);
-    code
-}
-
-/// Runs the applied plan's tasks together with any left pending by an earlier apply.
-fn run_tasks(
-    dir: &Path,
-    desired: &plan::Desired,
-    tasks: Vec<crate::registry::task::Task>,
-    args: &Args,
-    quiet: bool,
-) -> Result<ExitCode> {
-    let mut inst = desired.instance.clone();
-    inst.create_data_dir()?;
-    let reg = crate::registry::registered::Registered::from_objects(&desired.objects)?;
-    let pending = read_before(&StateStore::of(&inst.data).read()?)?.pending;
-    let tasks = crate::registry::dag::merge(tasks, &pending);
-    let opts = crate::exec::Options::cli(
-        "apply",
-        args.jobs.map(usize::from),
-        false,
-        args.lock_timeout.max(Duration::from_secs(60)),
-    );
-    if args.format == Format::Human && !quiet {
-        println!();
-    }
-    let outcome = super::run::execute(&inst, reg, tasks, &opts, args.format, quiet)?;
-    super::run::report(&outcome, args.format, quiet, dir)
-}
-
-/// A saved plan applies only to the specs it was made from; the serial is checked again inside the
-/// write transaction.
-fn check_saved(plan: &Plan, desired: &plan::Desired) -> Result<()> {
-    let digest = desired.digest();
-    if plan.spec_digest != digest {
-        bail!(
-            "stale plan: the specs changed since this plan was made (digest {} then, {} now). Run \
-             `pipeline plan --out FILE` again and review the new plan",
-            short(&plan.spec_digest),
-            short(&digest)
-        );
-    }
-    let serial = StateStore::of(&desired.instance.data).serial()?;
-    if serial != plan.state_serial {
-        bail!(
-            "stale plan: it was made at state serial {} but the state is at serial {serial} (another apply \
-             ran since). Run `pipeline plan --out FILE` again and review the new plan",
-            plan.state_serial
-        );
-    }
-    Ok(())
-}
-
-fn short(digest: &str) -> &str {
-    let hex = digest.strip_prefix("sha256:").unwrap_or(digest);
-    &hex[..hex.len().min(12)]
-}
-
-/// Removes the extracted data of deleted tables. Returns how many paths were removed.
-fn purge(data: &DataDir, plan: &Plan) -> Result<usize> {
-    let mut removed = 0;
-    for c in &plan.changes {
-        if c.kind != Kind::Table || c.action != Action::Delete {
-            continue;
-        }
-        let Some(before) = &c.before else { continue };
-        let (Some(source), Some(name)) = (before.str("source"), before.str("name")) else {
-            continue;
-        };
-        // Names were validated when they were applied; never follow anything else.
-        if !crate::names::is_source_name(source) || !crate::names::is_identifier(name) {
-            continue;
-        }
-        let base = data.extracts().join(source).join("data");
-        for path in [base.join(format!("{name}.parquet")), base.join(name)] {
-            let result = if path.is_dir() {
-                std::fs::remove_dir_all(&path)
-            } else if path.exists() {
-                std::fs::remove_file(&path)
-            } else {
-                continue;
-            };
-            result.with_context(|| format!("purging {}", path.display()))?;
-            removed += 1;
-        }
-    }
-    Ok(removed)
 }

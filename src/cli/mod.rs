@@ -188,6 +188,11 @@ pub fn main() -> ExitCode {
         Ok(code) => code,
         // `pipeline plan | head`: the reader left; that is not an error worth a message.
         Err(e) if is_broken_pipe(&e) => ExitCode::SUCCESS,
+        // A second Ctrl-C during a run: leave at once, as a shell expects of SIGINT.
+        Err(e) if is_interrupted(&e) => {
+            eprintln!("\nAborted.");
+            ExitCode::from(130)
+        }
         Err(e) => {
             let style = anstyle::AnsiColor::Red.on_default().bold();
             // The net under every error message: a credential that slipped into one is masked.
@@ -196,6 +201,13 @@ pub fn main() -> ExitCode {
             ExitCode::from(1)
         }
     }
+}
+
+fn is_interrupted(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        c.downcast_ref::<crate::exec::scheduler::Interrupted>()
+            .is_some()
+    })
 }
 
 fn is_broken_pipe(e: &anyhow::Error) -> bool {

@@ -3,6 +3,7 @@
 
 use crate::diag::{render, Diagnostics};
 use crate::instance::{Instance, InstanceError};
+use crate::ops::plan::PlanStateError;
 use crate::plan::PlanError;
 use crate::spec::Specs;
 use anyhow::{bail, Result};
@@ -19,10 +20,15 @@ pub enum Format {
 
 /// `result`'s value; when the specs were invalid, their diagnostics are printed first (see
 /// [`invalid_specs`]).
-pub fn specs_or_report<T>(result: Result<T, PlanError>, format: Format) -> Result<T> {
-    match result {
+pub fn specs_or_report<T, E: Into<PlanStateError>>(
+    result: Result<T, E>,
+    format: Format,
+) -> Result<T> {
+    match result.map_err(Into::into) {
         Ok(v) => Ok(v),
-        Err(PlanError::Invalid { specs, diags }) => Err(invalid_specs(&specs, &diags, format)),
+        Err(PlanStateError::Plan(PlanError::Invalid { specs, diags })) => {
+            Err(invalid_specs(&specs, &diags, format))
+        }
         Err(e) => Err(e.into()),
     }
 }

@@ -41,7 +41,7 @@ pub struct Args {
 
 pub fn run(dir: &Path, args: Args) -> Result<ExitCode> {
     let (desired, recorded) =
-        output::specs_or_report(plan::desired_and_recorded(dir), args.format)?;
+        output::specs_or_report(crate::ops::plan::desired_and_recorded(dir), args.format)?;
     output::warnings(&desired.specs, &desired.diags);
     let mut plan = plan::against(&desired, &recorded, &args.targets)?;
     if plan.has_changes() {

@@ -4,12 +4,12 @@
 use super::output::{self, Format};
 use crate::exec::{self, progress, scheduler::Status, Options, Outcome};
 use crate::instance::Instance;
+use crate::ops;
 use crate::registry::dag;
-use crate::registry::document::Objects;
 use crate::registry::registered::Registered;
 use crate::registry::task::Task;
-use crate::state::{sync::read_before, StateStore};
-use anyhow::{bail, Context, Result};
+use crate::state::StateStore;
+use anyhow::{bail, Result};
 use std::io::Write;
 use std::path::Path;
 use std::process::ExitCode;
@@ -62,7 +62,7 @@ pub struct Args {
 /// The instance and what is registered in its state. Says so when the specs differ from what was
 /// applied: a run syncs what was applied.
 pub(super) fn registered(dir: &Path, quiet: bool) -> Result<(Instance, Registered)> {
-    let (drift, declared) = match crate::plan::desired_and_recorded(dir) {
+    let (drift, declared) = match crate::ops::plan::desired_and_recorded(dir) {
         Ok((desired, recorded)) => {
             let plan = crate::plan::against(&desired, &recorded, &[])?;
             let drift = if recorded.serial == 0 {
@@ -79,7 +79,7 @@ pub(super) fn registered(dir: &Path, quiet: bool) -> Result<(Instance, Registere
             };
             (drift, Some(desired.instance))
         }
-        Err(crate::plan::PlanError::Invalid { .. }) => (
+        Err(crate::ops::plan::PlanStateError::Plan(crate::plan::PlanError::Invalid { .. })) => (
             Some(
                 "the specs are invalid (`pipeline validate` says why); this run syncs what was \
                  applied"
@@ -102,8 +102,7 @@ pub(super) fn registered(dir: &Path, quiet: bool) -> Result<(Instance, Registere
     if let (Some(note), false) = (drift, quiet) {
         eprintln!("note: {note}");
     }
-    let reg = Registered::from_objects(&state.recorded(&Objects::new())?.objects)?;
-    Ok((inst, reg))
+    Ok((inst, ops::sync::registered(&state)?))
 }
 
 pub fn run(dir: &Path, args: Args, quiet: bool) -> Result<ExitCode> {
@@ -122,23 +121,26 @@ pub fn run(dir: &Path, args: Args, quiet: bool) -> Result<ExitCode> {
             );
         }
         // The run is recorded like any other (view ownership included).
-        drop(StateStore::of(&inst.data).write()?);
+        ops::sync::ensure_state(&StateStore::of(&inst.data))?;
     }
     let selection = dag::Selection {
         sources: args.source.clone(),
         tables: args.table.clone(),
     };
-    let mut tasks = dag::sync_tasks(&reg, &selection)?;
-    let pending = read_before(&StateStore::of(&inst.data).read()?)?.pending;
-    if selection.is_all() {
-        tasks = dag::merge(tasks, &pending);
-    } else if !pending.is_empty() && !quiet {
+    let assembled = ops::sync::assemble(
+        &StateStore::of(&inst.data),
+        &reg,
+        &ops::sync::Request::Select(selection),
+        ops::sync::Pending::WhenAll,
+    )?;
+    if assembled.pending_left_out > 0 && !quiet {
         eprintln!(
             "note: {} task(s) left pending by an earlier apply are not part of this partial run; \
              `pipeline run` with no selection runs them",
-            pending.len()
+            assembled.pending_left_out
         );
     }
+    let tasks = assembled.tasks;
     let mut opts = Options::cli(
         "run",
         args.jobs.map(usize::from),
@@ -199,12 +201,16 @@ pub(super) fn execute(
             opts.jobs.unwrap_or(inst.concurrency)
         );
     }
-    let outcome = match format {
-        Format::Json => exec::execute(inst, reg, tasks, opts, &mut progress::Json),
-        Format::Human => exec::execute(inst, reg, tasks, opts, &mut progress::Human::new(quiet)),
+    let ran = match format {
+        Format::Json => ops::sync::run(inst, reg, tasks, opts, &mut progress::Json),
+        Format::Human => ops::sync::run(inst, reg, tasks, opts, &mut progress::Human::new(quiet)),
+    };
+    match ran {
+        Ok(outcome) => Ok(outcome),
+        // Not "could not start": the second Ctrl-C ends the command with status 130.
+        Err(ops::sync::SyncError::Exec(exec::ExecError::Interrupted(i))) => Err(i.into()),
+        Err(e) => Err(anyhow::Error::new(e).context("the run could not start")),
     }
-    .context("the run could not start")?;
-    Ok(outcome)
 }
 
 /// Prints the end of a run; the exit code says whether everything succeeded.

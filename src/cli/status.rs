@@ -3,6 +3,7 @@
 
 use super::output::{self, Format, TextTable};
 use crate::instance::{DataDir, Instance};
+use crate::ops::plan::PlanStateError;
 use crate::plan::{self, PlanError, Summary};
 use crate::spec::schedule::Schedule;
 use crate::state::{report, StateStore};
@@ -50,7 +51,7 @@ struct Report {
 }
 
 pub fn run(dir: &Path, args: Args) -> Result<ExitCode> {
-    let (desired, drift) = match plan::desired_and_recorded(dir) {
+    let (desired, drift) = match crate::ops::plan::desired_and_recorded(dir) {
         Ok((d, recorded)) => {
             let plan = plan::against(&d, &recorded, &[])?;
             let drift = if plan.has_changes() {
@@ -62,7 +63,7 @@ pub fn run(dir: &Path, args: Args) -> Result<ExitCode> {
             };
             (Some(d), drift)
         }
-        Err(PlanError::Invalid { diags, .. }) => (
+        Err(PlanStateError::Plan(PlanError::Invalid { diags, .. })) => (
             None,
             Drift::InvalidSpecs {
                 errors: diags.error_count(),

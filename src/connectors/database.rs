@@ -398,6 +398,10 @@ impl Connector for Database {
         })
     }
 
+    fn can_discover(&self) -> bool {
+        true
+    }
+
     fn discover(
         &self,
         conn: &Connection,

@@ -202,6 +202,11 @@ pub trait Connector: Send + Sync {
         ))
     }
 
+    /// Whether [`Connector::discover`] is implemented (asked before connecting).
+    fn can_discover(&self) -> bool {
+        false
+    }
+
     /// The tables the source holds (only those of `bucket` when given), with their columns and
     /// primary keys, for `pipeline sources discover`.
     fn discover(

@@ -4,6 +4,7 @@
 use super::Shared;
 use crate::exec;
 use crate::exec::scheduler::{Finished, Observer, Status};
+use crate::ops::sync;
 use crate::registry::dag;
 use crate::registry::task::{Task, TaskKind};
 use crate::timestamp::rfc3339;
@@ -297,10 +298,11 @@ fn execute(shared: &Arc<Shared>, run_id: &str, req: Request) -> Result<exec::Out
         run: run_id.to_string(),
         shared: shared.clone(),
     };
-    exec::execute(&instance, registered, req.tasks, &opts, &mut observer).map_err(|e| e.to_string())
+    sync::run(&instance, registered, req.tasks, &opts, &mut observer).map_err(|e| e.to_string())
 }
 
-/// Tasks for a sync of `tables` (ids), with what earlier applies left pending when `with_pending`.
+/// Tasks for a sync of `tables` (ids), with what earlier applies left pending when `with_pending`
+/// ([`ops::sync::assemble`]).
 pub fn sync_request(
     shared: &Shared,
     tables: &[String],
@@ -309,31 +311,31 @@ pub fn sync_request(
     who: &str,
 ) -> Result<Request, String> {
     let snapshot = shared.snapshot();
-    let selection = dag::Selection {
-        sources: Vec::new(),
-        tables: tables.to_vec(),
-    };
-    let mut tasks = if tables.is_empty() {
-        Vec::new()
+    let request = if tables.is_empty() {
+        sync::Request::Planned(Vec::new())
     } else {
-        dag::sync_tasks(&snapshot.registered, &selection).map_err(|e| e.to_string())?
+        sync::Request::Select(dag::Selection {
+            sources: Vec::new(),
+            tables: tables.to_vec(),
+        })
     };
-    if with_pending {
-        tasks = dag::merge(tasks, &pending(shared)?);
-    }
+    let pending = if with_pending {
+        sync::Pending::Merge
+    } else {
+        sync::Pending::Leave
+    };
+    let assembled = sync::assemble(&shared.state, &snapshot.registered, &request, pending)
+        .map_err(|e| e.to_string())?;
     Ok(Request {
         trigger: trigger.into(),
         who: who.into(),
-        tasks,
+        tasks: assembled.tasks,
     })
 }
 
 /// Tasks an apply queued that no run has done yet.
 pub fn pending(shared: &Shared) -> Result<Vec<Task>, String> {
-    let read = || -> Result<Vec<Task>, crate::state::StateError> {
-        Ok(crate::state::sync::read_before(&shared.state.read()?)?.pending)
-    };
-    read().map_err(|e| e.to_string())
+    sync::pending_tasks(&shared.state).map_err(|e| e.to_string())
 }
 
 /// Logs a daemon run's tasks and feeds the metrics.

@@ -1,5 +1,10 @@
 //! The spec watcher: a change under config/, pipelines/, registry/ or metrics/ is validated, planned
-//! and applied (who = "watcher"), then its tasks run.
+//! and applied (who = "watcher") by [`crate::ops::apply`], then its tasks run, all under the state lock.
+//!
+//! The notify callback only signals; one reload path ([`reload`]) handles every trigger (start, a
+//! spec change, a retry), on a blocking thread. Failures are classified: a transient one (the state
+//! or its lock busy) is retried with a doubling backoff; a permanent one (a state written by a newer
+//! binary, unreadable specs) is logged once and waits for the next change to the spec files.
 //!
 //! Events are debounced: an editor saving a file (temp file, rename, chmod…) or `git checkout`
 //! touching twenty files gives one apply, after the files have been quiet for a moment. Invalid specs
@@ -9,10 +14,11 @@
 use super::runs::{self, Refused};
 use super::Shared;
 use crate::diag::{render, Diagnostics, Severity};
-use crate::fslock::Lock;
+use crate::ops::apply::{self as ops_apply, ApplyOptions, ApplyOutcome, Refused as NotApplied};
 use crate::plan::{self, PlanError};
+use crate::registry::registered::Registered;
+use crate::registry::task::Task;
 use crate::spec::Specs;
-use crate::state;
 use crate::timestamp::rfc3339;
 use notify::{EventKind, RecursiveMode, Watcher};
 use std::collections::BTreeSet;
@@ -70,234 +76,246 @@ fn relevant(root: &Path, path: &Path) -> bool {
     }
 }
 
-/// The outcome of one validate → plan → apply.
-#[derive(Debug)]
-pub enum Applied {
-    Invalid(Vec<String>),
-    /// The plan has breaking changes: never applied unattended (each line names one, with what it
-    /// breaks); `pipeline apply --allow-breaking` from a shell applies it.
-    Breaking(Vec<String>),
-    Unchanged,
-    Applied {
-        serial: i64,
-        summary: String,
-        tasks: Vec<crate::registry::task::Task>,
-        /// Milliseconds spent validating, planning and writing the state.
-        timings: [u64; 3],
-    },
-    Failed(String),
+/// What one reload decided about trying again.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Next {
+    /// Done (applied, unchanged, or refused for a reason only a spec change can fix).
+    Wait,
+    /// A transient failure (the state or its lock busy): try again after a backoff.
+    Retry,
 }
 
-/// Validates, plans and applies the specs under the state lock. Blocking.
-pub fn apply_once(shared: &Shared) -> Applied {
+/// The daemon's side of [`crate::ops::apply`]: logs, the watcher status, and runs through the
+/// [`runs::RunManager`] (one run per table at a time), waited for under the state lock.
+struct DaemonHooks<'a> {
+    shared: &'a Arc<Shared>,
+    validate_ms: u64,
+}
+
+impl ops_apply::Hooks for DaemonHooks<'_> {
+    type Ran = ();
+
+    fn waiting_for_lock(&mut self, holder: Option<&crate::fslock::Holder>) {
+        let who = holder.map_or("another process".to_string(), |h| h.to_string());
+        tracing::info!(%who, "waiting for the state lock to apply a spec change");
+    }
+
+    fn took_over_lock(&mut self, from: &crate::fslock::Holder) {
+        tracing::warn!(%from, "took over the state lock left by a process that is gone");
+    }
+
+    fn applied(&mut self, a: &ops_apply::Applied) {
+        let shared = self.shared;
+        let s = a.summary;
+        tracing::info!(
+            serial = a.serial,
+            summary = %format!("{} added, {} changed, {} destroyed", s.add, s.change, s.destroy),
+            tasks = a.queued_tasks,
+            validate_ms = self.validate_ms,
+            plan_ms = a.plan_ms,
+            write_ms = a.write_ms,
+            "spec change applied"
+        );
+        shared.stats.apply_result("applied");
+        set_status(shared, |st| {
+            st.last_result = Some("applied".into());
+            st.last_applied_serial = Some(a.serial);
+            st.errors.clear();
+        });
+        // Runs read the snapshot: it must show what was just applied before they start.
+        if let Err(e) = shared.reload_snapshot() {
+            tracing::error!(error = %e, "could not read the registry after applying");
+        }
+    }
+
+    fn run(&mut self, _: &crate::instance::Instance, _: Registered, tasks: Vec<Task>) {
+        // Called on a blocking thread (never a runtime worker): waiting here is fine.
+        let shared = self.shared.clone();
+        match tokio::runtime::Handle::try_current() {
+            Ok(handle) => handle.block_on(run_and_wait(&shared, tasks)),
+            Err(e) => {
+                tracing::error!(error = %e, "cannot run the applied change's tasks; they stay queued")
+            }
+        }
+    }
+}
+
+fn set_status(shared: &Shared, f: impl FnOnce(&mut super::WatcherStatus)) {
+    if let Ok(mut w) = shared.watcher.lock() {
+        f(&mut w);
+    }
+}
+
+/// The one reload path, for every trigger (start, a spec change, a retry): validate, then
+/// [`crate::ops::apply`] (who = watcher, the state lock held through the run). Blocking.
+fn reload(shared: &Arc<Shared>, told_permanent: &mut Option<String>) -> Next {
     let started = std::time::Instant::now();
-    let desired = match plan::desired(&shared.root) {
+    set_status(shared, |st| {
+        st.last_change_at = Some(rfc3339(chrono::Utc::now()))
+    });
+    let mut desired = match plan::desired(&shared.root) {
         Ok(d) => d,
         Err(PlanError::Invalid { specs, diags }) => {
             let lines = diagnostic_lines(&specs, &diags)
                 .into_iter()
                 .filter(|l| l.contains(": error: "))
                 .collect();
-            return Applied::Invalid(lines);
+            not_applied(shared, "invalid", "the specs are invalid", lines);
+            return Next::Wait;
         }
-        Err(e) => return Applied::Failed(e.to_string()),
+        Err(e) => {
+            // Reading the spec files failed (I/O): a change to them is what can fix it.
+            failed(shared, &e.to_string(), false, told_permanent);
+            return Next::Wait;
+        }
     };
-    let unset = desired.unset_env_vars();
-    if !unset.is_empty() {
-        let mut lines = diagnostic_lines(&desired.specs, &desired.diags);
-        lines.retain(|l| unset.iter().any(|d| l.contains(&d.message)));
-        lines.insert(
-            0,
-            "not applied: the daemon's environment lacks variables the specs name (add them to the \
-             service's environment and restart the daemon)"
-                .into(),
-        );
-        return Applied::Invalid(lines);
-    }
     let mut instance = shared.config.applied_to(desired.instance.clone());
     if instance.data != shared.data {
         tracing::warn!("data_dir changed: the daemon keeps using the old one until it restarts");
     }
     instance.data = shared.data.clone();
-    shared.set_instance(instance);
-    let lock = match Lock::acquire(
-        &shared.data.state_lock(),
-        "pipeline daemon (watcher)",
-        Duration::from_secs(60),
-        |holder| {
-            let who = holder.map_or("another process".to_string(), |h| h.to_string());
-            tracing::info!(%who, "waiting for the state lock to apply a spec change");
-        },
-    ) {
-        Ok(l) => l,
-        Err(e) => return Applied::Failed(e.to_string()),
+    shared.set_instance(instance.clone());
+    desired.instance = instance;
+    let opts = ApplyOptions {
+        lock_timeout: Duration::from_secs(60),
+        ..ApplyOptions::new("watcher", "pipeline daemon (watcher)")
     };
-    let validated = started.elapsed();
-    let result = (|| -> Result<Applied, String> {
-        // Read, then plan without holding the state open (binding changed SQL against analytics
-        // takes a while, and this process's readers must not wait for it); the state lock keeps
-        // other applies out meanwhile, and the write checks the serial again.
-        let recorded = shared
-            .state
-            .recorded(&desired.objects)
-            .map_err(|e| e.to_string())?;
-        let mut plan = plan::against(&desired, &recorded, &[]).map_err(|e| e.to_string())?;
-        if !plan.has_changes() {
-            return Ok(Applied::Unchanged);
-        }
-        // Nobody reviews what the watcher applies, so a change that would break what reads it
-        // waits for a person: reported, never applied silently.
-        plan::impact::assess(&desired, &mut plan);
-        let planned = started.elapsed();
-        if plan.breaking().next().is_some() {
-            let mut lines = plan::render::breaking_lines(&plan);
-            lines.push(
-                "not applied: the plan has breaking changes. Fix the specs, or apply them from a \
-                 shell with `pipeline apply --allow-breaking`"
-                    .into(),
-            );
-            return Ok(Applied::Breaking(lines));
-        }
-        let applied = shared
-            .state
-            .write()
-            .and_then(|mut w| state::registry::apply(&mut w, &plan.write_set("watcher")))
-            .map_err(|e| e.to_string())?;
-        crate::exec::retire_sources(&shared.data.extracts(), &plan.deleted_sources())
-            .map_err(|e| format!("removing the extracts of deleted sources: {e}"))?;
-        let s = plan.summary;
-        let ms = |d: Duration| d.as_millis() as u64;
-        Ok(Applied::Applied {
-            serial: applied.serial,
-            summary: format!(
-                "{} added, {} changed, {} destroyed",
-                s.add, s.change, s.destroy
-            ),
-            tasks: plan.tasks.clone(),
-            timings: [
-                ms(validated),
-                ms(planned - validated),
-                ms(started.elapsed() - planned),
-            ],
-        })
-    })();
-    drop(lock);
-    result.unwrap_or_else(Applied::Failed)
-}
-
-/// How long after a failed apply (the state lock held by a long shell apply, say) it is tried again.
-const RETRY_AFTER: Duration = Duration::from_secs(10);
-
-/// Handles one (debounced) change: apply, report, then run what the apply queued. Returns whether
-/// the apply failed (not: was invalid) and should be tried again.
-async fn handle_change(shared: &Arc<Shared>) -> bool {
-    let s = shared.clone();
-    let outcome = tokio::task::spawn_blocking(move || apply_once(&s))
-        .await
-        .unwrap_or_else(|e| Applied::Failed(format!("the apply panicked: {e}")));
-    let mut status = super::WatcherStatus {
-        last_change_at: Some(rfc3339(chrono::Utc::now())),
-        ..shared.watcher.lock().map(|w| w.clone()).unwrap_or_default()
+    let mut hooks = DaemonHooks {
+        shared,
+        validate_ms: started.elapsed().as_millis() as u64,
     };
-    let failed = matches!(outcome, Applied::Failed(_));
-    let tasks = match outcome {
-        Applied::Invalid(lines) => {
-            tracing::error!(
-                errors = lines.len(),
-                "spec change NOT applied: the specs are invalid; the last applied state keeps serving"
-            );
-            for line in &lines {
-                tracing::error!("{line}");
-            }
-            shared.stats.apply_result("invalid");
-            status.last_result = Some("invalid".into());
-            status.errors = lines;
-            None
+    match ops_apply::apply(&desired, &opts, &mut hooks) {
+        Ok(ApplyOutcome::Applied { .. }) => {
+            *told_permanent = None;
+            Next::Wait
         }
-        Applied::Breaking(lines) => {
-            tracing::error!(
-                changes = lines.len() - 1,
-                "spec change NOT applied: it has breaking changes; the last applied state keeps serving"
-            );
-            for line in &lines {
-                tracing::error!("{line}");
-            }
-            shared.stats.apply_result("breaking");
-            status.last_result = Some("breaking".into());
-            status.errors = lines;
-            None
-        }
-        Applied::Unchanged => {
+        Ok(ApplyOutcome::NothingToDo { .. }) => {
             // Unchanged because a shell applied the same change first: serve it.
-            let s = shared.clone();
-            let _ = tokio::task::spawn_blocking(move || follow_state(&s)).await;
-            if matches!(status.last_result.as_deref(), Some("invalid" | "failed")) {
+            follow_state(shared);
+            let was_bad = shared
+                .watcher
+                .lock()
+                .map(|w| {
+                    matches!(
+                        w.last_result.as_deref(),
+                        Some("invalid" | "failed" | "breaking")
+                    )
+                })
+                .unwrap_or(false);
+            if was_bad {
                 tracing::info!(
                     "the specs are valid again and match what is applied: nothing to apply"
                 );
             } else {
                 tracing::debug!("specs changed on disk but not in substance: nothing to apply");
             }
-            status.last_result = Some("unchanged".into());
-            status.errors.clear();
+            set_status(shared, |st| {
+                st.last_result = Some("unchanged".into());
+                st.errors.clear();
+            });
+            *told_permanent = None;
             shared.reload.notify_one();
-            None
+            Next::Wait
         }
-        Applied::Failed(e) => {
-            tracing::error!(error = %e, retry_in = ?RETRY_AFTER, "spec change NOT applied");
-            shared.stats.apply_result("failed");
-            status.last_result = Some("failed".into());
-            status.errors = vec![e];
-            None
-        }
-        Applied::Applied {
-            serial,
-            summary,
-            tasks,
-            timings: [validate_ms, plan_ms, write_ms],
-        } => {
-            tracing::info!(
-                serial, %summary, tasks = tasks.len(), validate_ms, plan_ms, write_ms,
-                "spec change applied"
+        Ok(ApplyOutcome::Refused(NotApplied::MissingEnv(messages))) => {
+            let mut lines = diagnostic_lines(&desired.specs, &desired.diags);
+            lines.retain(|l| messages.iter().any(|m| l.contains(m.as_str())));
+            lines.insert(
+                0,
+                "not applied: the daemon's environment lacks variables the specs name (add them to \
+                 the service's environment and restart the daemon)"
+                    .into(),
             );
-            shared.stats.apply_result("applied");
-            status.last_result = Some("applied".into());
-            status.last_applied_serial = Some(serial);
-            status.errors.clear();
-            if let Err(e) = shared.reload_snapshot() {
-                tracing::error!(error = %e, "could not read the registry after applying");
-            }
-            Some(tasks)
+            not_applied(
+                shared,
+                "invalid",
+                "the specs name unset environment variables",
+                lines,
+            );
+            Next::Wait
         }
-    };
-    if let Ok(mut w) = shared.watcher.lock() {
-        *w = status;
+        Ok(ApplyOutcome::Refused(NotApplied::Breaking { lines, .. })) => {
+            // Nobody reviews what the watcher applies, so a change that would break what reads it
+            // waits for a person: reported, never applied silently.
+            let mut lines = lines;
+            lines.push(
+                "not applied: the plan has breaking changes. Fix the specs, or apply them from a \
+                 shell with `pipeline apply --allow-breaking`"
+                    .into(),
+            );
+            not_applied(shared, "breaking", "it has breaking changes", lines);
+            Next::Wait
+        }
+        // The watcher neither saves plans nor declines: a refusal of that kind is a bug's.
+        Ok(ApplyOutcome::Refused(other)) => {
+            failed(shared, &other.to_string(), false, told_permanent);
+            Next::Wait
+        }
+        Err(e) => {
+            let transient = e.is_transient();
+            failed(shared, &e.to_string(), transient, told_permanent);
+            if transient {
+                Next::Retry
+            } else {
+                Next::Wait
+            }
+        }
     }
-    if let Some(tasks) = tasks {
-        let shared = shared.clone();
-        tokio::spawn(async move { run_applied(&shared, tasks).await });
-    }
-    failed
 }
 
-/// Runs what an apply queued (with anything left pending), waiting for busy tables to be free.
-async fn run_applied(shared: &Arc<Shared>, tasks: Vec<crate::registry::task::Task>) {
+/// Invalid or breaking specs: every line logged, the status says why; the last applied state keeps
+/// serving.
+fn not_applied(shared: &Shared, result: &str, why: &str, lines: Vec<String>) {
+    tracing::error!(
+        errors = lines.len(),
+        "spec change NOT applied: {why}; the last applied state keeps serving"
+    );
+    for line in &lines {
+        tracing::error!("{line}");
+    }
+    shared.stats.apply_result(result);
+    set_status(shared, |st| {
+        st.last_result = Some(result.into());
+        st.errors = lines;
+    });
+}
+
+/// A failed apply. A transient failure is retried (logged each time, with the delay); a permanent
+/// one (a state written by a newer binary, unreadable specs) is logged once and waits for the next
+/// file change.
+fn failed(shared: &Shared, error: &str, transient: bool, told_permanent: &mut Option<String>) {
+    if transient {
+        tracing::warn!(
+            error,
+            "spec change NOT applied yet (transient); trying again"
+        );
+    } else if told_permanent.as_deref() != Some(error) {
+        tracing::error!(
+            error,
+            "spec change NOT applied; waiting for the next change to the spec files"
+        );
+        *told_permanent = Some(error.to_string());
+    }
+    shared.stats.apply_result("failed");
+    set_status(shared, |st| {
+        st.last_result = Some("failed".into());
+        st.errors = vec![error.to_string()];
+    });
+}
+
+/// Runs what an apply queued (with anything left pending), waiting for busy tables to be free,
+/// then for the run to end.
+async fn run_and_wait(shared: &Arc<Shared>, tasks: Vec<Task>) {
     let mut changes = shared.runs.changes();
-    loop {
-        let pending = match tokio::task::block_in_place(|| runs::pending(shared)) {
-            Ok(p) => p,
-            Err(e) => {
-                tracing::error!(error = %e, "could not read the queued tasks; `pipeline run` runs them");
-                return;
-            }
-        };
+    let id = loop {
         let req = runs::Request {
             trigger: "watcher".into(),
             who: "watcher".into(),
-            tasks: crate::registry::dag::merge(tasks.clone(), &pending),
+            tasks: tasks.clone(),
         };
         match shared.runs.start(shared, req) {
-            Ok(_) | Err(Refused::Nothing) => return,
+            Ok(id) => break id,
+            Err(Refused::Nothing) => return,
             Err(Refused::ShuttingDown) => {
                 tracing::info!(
                     "shutting down: the applied change's tasks stay queued for the next run"
@@ -311,6 +329,11 @@ async fn run_applied(shared: &Arc<Shared>, tasks: Vec<crate::registry::task::Tas
                     return;
                 }
             }
+        }
+    };
+    while shared.runs.get(&id).is_some_and(|r| r.status == "running") {
+        if changes.changed().await.is_err() {
+            return;
         }
     }
 }
@@ -344,17 +367,15 @@ fn follow_state(shared: &Shared) {
     }
 }
 
-/// Watches the spec directories (and the state file) until shutdown.
+/// How long after a transient failure (the state lock held by a long shell apply, say) the reload
+/// is tried again: doubling from the first delay up to the last.
+const RETRY_FIRST: Duration = Duration::from_secs(2);
+const RETRY_MAX: Duration = Duration::from_secs(60);
+
+/// Watches the spec directories (and the state file) until shutdown. The notify callback only
+/// signals; this loop debounces and hands every trigger to the one [`reload`] path.
 pub async fn run(shared: Arc<Shared>) {
     let (tx, mut rx) = mpsc::unbounded_channel::<Change>();
-    let retry = tx.clone();
-    let retry_later = move || {
-        let tx = retry.clone();
-        tokio::spawn(async move {
-            tokio::time::sleep(RETRY_AFTER).await;
-            let _ = tx.send(Change::Specs);
-        });
-    };
     let root = shared.root.clone();
     let filter_root = root.clone();
     let state_db = shared.state.path().to_path_buf();
@@ -396,35 +417,59 @@ pub async fn run(shared: Arc<Shared>) {
     }
     let debounce = shared.config.debounce;
     let mut shutdown = shared.shutdown.subscribe();
+    let mut told_permanent: Option<String> = None;
+    let mut retry: Option<(tokio::time::Instant, Duration)> = None;
 
     // Converge first: apply whatever changed while the daemon was down.
-    if handle_change(&shared).await {
-        retry_later();
-    }
+    let mut changes: BTreeSet<Change> = [Change::Specs].into();
     loop {
-        let mut changes = std::collections::BTreeSet::new();
-        tokio::select! {
-            got = rx.recv() => match got {
-                Some(c) => changes.insert(c),
-                None => return,
-            },
-            _ = shutdown.wait_for(|s| *s) => return,
-        };
-        // Debounce: wait until the files have been quiet for `debounce`.
-        while let Ok(Some(c)) = tokio::time::timeout(debounce, rx.recv()).await {
-            changes.insert(c);
-        }
         if shared.shutting_down() {
             return;
         }
         if changes.contains(&Change::Specs) {
             add_watches(&mut watcher, &root, &mut watched);
-            if handle_change(&shared).await {
-                retry_later();
+            let s = shared.clone();
+            let mut told = told_permanent.take();
+            let (next, told) = tokio::task::spawn_blocking(move || (reload(&s, &mut told), told))
+                .await
+                .unwrap_or_else(|e| {
+                    tracing::error!(error = %e, "the reload panicked (a bug: please report it)");
+                    (Next::Wait, None)
+                });
+            told_permanent = told;
+            retry = match (next, retry) {
+                (Next::Wait, _) => None,
+                (Next::Retry, None) => {
+                    Some((tokio::time::Instant::now() + RETRY_FIRST, RETRY_FIRST))
+                }
+                (Next::Retry, Some((_, last))) => {
+                    let delay = (last * 2).min(RETRY_MAX);
+                    Some((tokio::time::Instant::now() + delay, delay))
+                }
+            };
+            if let Some((_, delay)) = retry {
+                tracing::info!(retry_in = ?delay, "the spec change will be tried again");
             }
-        } else {
+        } else if changes.contains(&Change::State) {
             let s = shared.clone();
             let _ = tokio::task::spawn_blocking(move || follow_state(&s)).await;
+        }
+        changes.clear();
+        let retry_at = retry.map(|(at, _)| at);
+        tokio::select! {
+            got = rx.recv() => match got {
+                Some(c) => { changes.insert(c); }
+                None => return,
+            },
+            _ = async { tokio::time::sleep_until(retry_at.expect("guarded")).await }, if retry_at.is_some() => {
+                changes.insert(Change::Specs);
+                continue;
+            }
+            _ = shutdown.wait_for(|s| *s) => return,
+        };
+        // Debounce: wait until the files have been quiet for `debounce`.
+        while let Ok(Some(c)) = tokio::time::timeout(debounce, rx.recv()).await {
+            changes.insert(c);
         }
     }
 }

@@ -29,6 +29,8 @@ pub enum ExecError {
     Lock(#[from] fslock::LockError),
     #[error("{0}")]
     Setup(String),
+    #[error(transparent)]
+    Interrupted(#[from] scheduler::Interrupted),
 }
 
 pub struct Options {
@@ -70,6 +72,7 @@ impl Options {
 }
 
 /// A finished run.
+#[derive(Debug)]
 pub struct Outcome {
     pub run_id: String,
     pub tasks: Vec<Finished>,
@@ -168,7 +171,7 @@ pub fn execute(
             opts.lock_timeout,
             |h| {
                 let who = h.map_or("another process".to_string(), |h| h.to_string());
-                eprintln!("Waiting for source {s}, which {who} is syncing…");
+                observer.waiting(&format!("source {s}"), &who);
             },
         )?);
     }
@@ -205,7 +208,7 @@ pub fn execute(
         .enable_all()
         .build()
         .map_err(|e| ExecError::Setup(e.to_string()))?;
-    let mut finished = runtime.block_on(scheduler::run(
+    let ran = runtime.block_on(scheduler::run(
         tasks,
         jobs,
         body,
@@ -213,6 +216,14 @@ pub fn execute(
         cancel.clone(),
         opts.cancel.is_none(),
     ));
+    let mut finished = match ran {
+        Ok(f) => f,
+        Err(interrupted) => {
+            // Running task bodies are abandoned, not waited for: the caller ends the process.
+            runtime.shutdown_background();
+            return Err(interrupted.into());
+        }
+    };
     let cancelled = cancel.load(std::sync::atomic::Ordering::SeqCst);
 
     // Keep last good downstream: judge every transform and check, keep the previous result of each

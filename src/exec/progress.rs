@@ -142,6 +142,10 @@ impl Observer for Human {
         }
     }
 
+    fn waiting(&mut self, what: &str, holder: &str) {
+        self.print(&format!("Waiting for {what}, which {holder} is syncing…"));
+    }
+
     fn cancelling(&mut self, running: usize) {
         self.print(&format!(
             "\nStopping: no new tasks start; waiting for {running} running task(s) to finish. \
@@ -184,6 +188,14 @@ impl Observer for Json {
             "warnings": f.done.warnings,
             "error": f.error,
         }));
+    }
+
+    fn waiting(&mut self, what: &str, holder: &str) {
+        // stderr: stdout carries only the documented events.
+        let _ = writeln!(
+            anstream::stderr(),
+            "Waiting for {what}, which {holder} is syncing…"
+        );
     }
 
     fn cancelling(&mut self, running: usize) {

@@ -73,7 +73,18 @@ pub trait Observer: Send {
     fn cancelling(&mut self, running: usize);
     /// The staged analytics file was checkpointed and swapped in (after every task).
     fn published(&mut self, duration: Duration);
+    /// The run waits for a lock another run holds (`what`: `source shop`), held by `holder`.
+    fn waiting(&mut self, what: &str, holder: &str) {
+        tracing::info!(what, holder, "waiting for a lock another run holds");
+    }
 }
+
+/// A second Ctrl-C (or SIGTERM) asked to stop at once: the run was abandoned with tasks still
+/// running; nothing was published or recorded (the next run cleans up staged files). The command
+/// line turns this into exit status 130.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("interrupted: the run was aborted at once (second signal); nothing was published")]
+pub struct Interrupted;
 
 pub type Body = Arc<dyn Fn(&Task) -> Result<Done, String> + Send + Sync>;
 
@@ -83,7 +94,8 @@ fn gathers(kind: TaskKind) -> bool {
 }
 
 /// Runs `tasks` (ordered, dependencies first) with at most `jobs` at once. Returns every task's
-/// outcome in the given order.
+/// outcome in the given order, or [`Interrupted`] when a second signal asked to stop at once (the
+/// caller then abandons the running tasks).
 pub async fn run(
     tasks: Vec<Task>,
     jobs: usize,
@@ -91,7 +103,7 @@ pub async fn run(
     observer: &mut dyn Observer,
     cancel: Arc<AtomicBool>,
     signals: bool,
-) -> Vec<Finished> {
+) -> Result<Vec<Finished>, Interrupted> {
     let n = tasks.len();
     let index: BTreeMap<String, usize> = tasks
         .iter()
@@ -120,6 +132,8 @@ pub async fn run(
     let mut running = tokio::task::JoinSet::new();
     let mut told_cancel = false;
 
+    // One stream for the whole run: a second signal arriving while the first is handled is
+    // buffered, not lost.
     let mut signals = Signals::new(signals);
     loop {
         // Decide what to do with every ready task: skip it, cancel it, or start it.
@@ -183,7 +197,18 @@ pub async fn run(
         if running.is_empty() {
             break;
         }
+        // Signals first: a pending second signal must win over tasks finishing meanwhile.
         tokio::select! {
+            biased;
+            _ = signals.next() => {
+                // A second signal means "now": leave; staged files are cleaned up by the next run.
+                if told_cancel {
+                    return Err(Interrupted);
+                }
+                cancel.store(true, Ordering::SeqCst);
+                told_cancel = true;
+                observer.cancelling(running.len());
+            }
             joined = running.join_next() => {
                 let Some(Ok((i, task, started_at, duration, outcome))) = joined else { continue };
                 let f = match outcome {
@@ -208,21 +233,9 @@ pub async fn run(
                 results[i] = Some(f);
                 release(i, &dependents, &mut waiting, &mut ready);
             }
-            _ = signals.next(), if !told_cancel => {
-                cancel.store(true, Ordering::SeqCst);
-                told_cancel = true;
-                observer.cancelling(running.len());
-                // A second signal means "now": leave; staged files are cleaned up by the next run.
-                tokio::spawn(async {
-                    let mut again = Signals::new(true);
-                    again.next().await;
-                    eprintln!("\nAborted.");
-                    std::process::exit(130);
-                });
-            }
         }
     }
-    results
+    Ok(results
         .into_iter()
         .zip(tasks)
         .map(|(r, task)| {
@@ -235,7 +248,7 @@ pub async fn run(
                 error: None,
             })
         })
-        .collect()
+        .collect())
 }
 
 fn release(
@@ -326,6 +339,7 @@ mod tests {
             Arc::new(AtomicBool::new(false)),
             false,
         ))
+        .unwrap()
     }
 
     #[test]

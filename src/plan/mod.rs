@@ -8,6 +8,9 @@
 //! changed is refused instead of doing something nobody reviewed. [`impact`] is a separate step that
 //! labels each change breaking or not by binding against the published analytics (the plan itself
 //! never opens a data file).
+//!
+//! Plans are values: this module never opens the state. [`crate::ops::plan`] reads the recorded
+//! documents and hands them here; [`crate::ops::apply`] turns a plan into the state's write set.
 
 pub mod diff;
 pub mod impact;
@@ -17,11 +20,11 @@ pub mod work;
 use crate::diag::Diagnostics;
 use crate::instance::Instance;
 use crate::registry::dag;
+use crate::registry::document::Recorded;
 use crate::registry::document::{self, Action, Kind, Objects};
 use crate::registry::registered::{Malformed, Registered};
 use crate::registry::task::Task;
 use crate::spec::{self, Specs};
-use crate::state::{self, registry::Recorded, registry::WriteSet, StateStore};
 use diff::Change;
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
@@ -89,29 +92,6 @@ impl Plan {
             .collect()
     }
 
-    /// What applying this plan writes to the state, as `who`.
-    pub fn write_set(&self, who: &str) -> WriteSet {
-        WriteSet {
-            expected_serial: self.state_serial,
-            spec_digest: self.spec_digest.clone(),
-            writes: self
-                .changes
-                .iter()
-                .map(|c| state::registry::ObjectWrite {
-                    kind: c.kind,
-                    id: c.id.clone(),
-                    action: c.action,
-                    object: c.object.clone(),
-                    before: c.before.clone(),
-                    detail: serde_json::to_value(&c.fields).expect("field changes serialize"),
-                })
-                .collect(),
-            tasks: self.tasks.clone(),
-            record: serde_json::to_string(self).expect("plans serialize"),
-            who: who.to_string(),
-        }
-    }
-
     pub fn has_changes(&self) -> bool {
         !self.changes.is_empty()
     }
@@ -132,8 +112,6 @@ pub enum PlanError {
     },
     #[error("{0}")]
     UnknownTarget(String),
-    #[error(transparent)]
-    State(#[from] state::StateError),
     #[error(transparent)]
     Malformed(#[from] Malformed),
     #[error("{0}: {1}")]
@@ -177,7 +155,9 @@ pub fn desired(root: &Path) -> Result<Desired, PlanError> {
     finish_desired(specs, &analysis, diags)
 }
 
-fn finish_desired(
+/// [`desired`] from specs already loaded and checked (by a caller that kept the validator's
+/// DuckDB instance, say).
+pub fn finish_desired(
     specs: Specs,
     analysis: &spec::validate::Analysis,
     diags: Diagnostics,
@@ -202,27 +182,6 @@ fn finish_desired(
         diags,
         objects,
     })
-}
-
-/// [`desired`] and the recorded state, read through the DuckDB instance validation already started
-/// (a no-op plan costs little more than `validate`). For reading only: apply re-reads the state under
-/// its lock.
-pub fn desired_and_recorded(root: &Path) -> Result<(Desired, Recorded), PlanError> {
-    let (specs, analysis, diags, conn) = spec::check_keeping_db(root);
-    let desired = finish_desired(specs, &analysis, diags)?;
-    let store = StateStore::of(&desired.instance.data);
-    let recorded = match conn {
-        Some(conn) => store.recorded_through(conn, &desired.objects)?,
-        None => store.recorded(&desired.objects)?,
-    };
-    Ok((desired, recorded))
-}
-
-/// Plans `desired` against the recorded state. `targets` narrows the plan to the named objects (a
-/// source name includes its tables and transforms).
-pub fn against_state(desired: &Desired, targets: &[String]) -> Result<Plan, PlanError> {
-    let recorded = StateStore::of(&desired.instance.data).recorded(&desired.objects)?;
-    against(desired, &recorded, targets)
 }
 
 /// Plans `desired` against `recorded`.

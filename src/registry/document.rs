@@ -177,6 +177,18 @@ impl Object {
 /// All objects of one side, ordered by kind then id (the order plans are printed in).
 pub type Objects = BTreeMap<(Kind, String), Object>;
 
+/// The recorded side of a plan: what the state says, as far as planning needs it.
+#[derive(Clone, Debug, Default)]
+pub struct Recorded {
+    /// The apply serial (0 for no state).
+    pub serial: i64,
+    /// The registered objects.
+    pub objects: Objects,
+    /// Tables whose last extract failed: a change to one queues its extract again, so fixing the
+    /// spec that made it fail is tried at once.
+    pub failed_extracts: std::collections::BTreeSet<String>,
+}
+
 /// `list` keyed as [`Objects`].
 pub fn index(list: impl IntoIterator<Item = Object>) -> Objects {
     list.into_iter()

@@ -8,7 +8,6 @@ use crate::registry::document::{Action, Kind, Object, Objects};
 use crate::registry::task::Task;
 use duckdb::{params, Transaction};
 use serde_json::{Map, Value};
-use std::collections::BTreeSet;
 
 /// Where each kind lives, and how its typed columns derive from the document `s`.
 struct KindTable {
@@ -79,17 +78,7 @@ fn table_of(kind: Kind) -> &'static KindTable {
     }
 }
 
-/// The recorded side of a plan: what the state says, as far as planning needs it.
-#[derive(Clone, Debug, Default)]
-pub struct Recorded {
-    /// The apply serial (0 for no state).
-    pub serial: i64,
-    /// The registered objects.
-    pub objects: Objects,
-    /// Tables whose last extract failed: a change to one queues its extract again, so fixing the
-    /// spec that made it fail is tried at once.
-    pub failed_extracts: BTreeSet<String>,
-}
+pub use crate::registry::document::Recorded;
 
 impl StateStore {
     /// The recorded side of the state (empty when there is none yet: planning never creates it).

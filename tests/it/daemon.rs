@@ -32,7 +32,14 @@ fn the_watcher_applies_saved_edits_once_and_never_applies_invalid_specs() {
     });
     let (_, table) = call("GET", &d.url("/api/tables/orders"), Some(&t), None);
     assert_eq!(table["description"], "Every order");
-    std::thread::sleep(Duration::from_millis(400));
+    // One save, one apply: the watcher handles changes in order, so once a later change that
+    // alters nothing has been handled ("unchanged"), a second apply of the save would show.
+    std::fs::write(&registry, &edited).unwrap();
+    wait_for(
+        Duration::from_secs(10),
+        "the no-op rewrite to be handled",
+        || (status(&d, &t)["watcher"]["last_result"] == "unchanged").then_some(()),
+    );
     assert_eq!(status(&d, &t)["serial"], 2, "one save, one apply");
 
     // An invalid edit is reported with file:line:col and not applied.
@@ -103,7 +110,17 @@ fn a_fast_schedule_fires_never_overlaps_and_records_history() {
             .as_str()
             .map(str::to_string)
     });
-    std::thread::sleep(Duration::from_millis(3000));
+    // Runs accumulate: wait (bounded) until due times have landed during a sync and several
+    // runs have finished.
+    wait_for(
+        Duration::from_secs(30),
+        "coalesced due times and three runs",
+        || {
+            let log = d.log();
+            (log.contains("coalesced") && log.matches("\"run finished\"").count() >= 3)
+                .then_some(())
+        },
+    );
     assert!(d.stop(Duration::from_secs(30)).success());
     assert!(d.log().contains("coalesced"), "{}", d.log());
     let conn = inst.state();
@@ -153,12 +170,13 @@ fn a_time_missed_while_down_runs_once_at_start_unless_skipped() {
 
     age();
     let mut d = Daemon::start(&inst, &["--missed-runs", "skip"], &[]);
+    // The scheduler decides what runs at start before it first publishes next run times: once one
+    // shows, a start-time run would have been started (and a stop waits for running syncs).
     wait_for(Duration::from_secs(10), "the scheduler", || {
         status(&d, &t)["tables"][0]["next_run"]
             .as_str()
             .map(str::to_string)
     });
-    std::thread::sleep(Duration::from_millis(500));
     assert!(d.stop(Duration::from_secs(30)).success());
     assert_eq!(scheduled(), 0, "skip: nothing runs at start");
 
@@ -166,7 +184,13 @@ fn a_time_missed_while_down_runs_once_at_start_unless_skipped() {
     wait_for(Duration::from_secs(20), "the missed run", || {
         d.log().contains("\"run finished\"").then_some(())
     });
-    std::thread::sleep(Duration::from_millis(500));
+    // Start-time runs are decided before next run times show (see above); an hourly schedule
+    // is not due again for an hour.
+    wait_for(Duration::from_secs(10), "the scheduler", || {
+        status(&d, &t)["tables"][0]["next_run"]
+            .as_str()
+            .map(str::to_string)
+    });
     assert!(d.stop(Duration::from_secs(30)).success());
     assert_eq!(scheduled(), 1, "three missed hours run once");
 }

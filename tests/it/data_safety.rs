@@ -5,6 +5,7 @@
 //! by another tool is published with nothing registered; and a run whose state directory vanishes
 //! fails instead of recording into a new empty state.
 
+use crate::common::query;
 use crate::common::{daemon::wait_for, Instance};
 use serde_json::Value;
 use std::io::{BufRead, BufReader};
@@ -88,24 +89,6 @@ fn run(inst: &Instance, args: &[&str]) -> Run {
         events,
         stderr,
     }
-}
-
-/// `pipeline query --format json`: one object per row.
-fn query(inst: &Instance, sql: &str) -> Vec<Value> {
-    let out = inst
-        .cmd()
-        .args(["query", "--format", "ndjson", sql])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "query `{sql}` failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect()
 }
 
 fn status_json(inst: &Instance) -> Value {

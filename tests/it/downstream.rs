@@ -4,6 +4,7 @@
 //! checked against the published data; fixing a failed extract's spec queues it again; transforms
 //! and metric checks keep their last good result and say `stale`; one bad table fails alone.
 
+use crate::common::count;
 use crate::common::daemon::{call, ok, status, token, wait_for, Daemon};
 use crate::common::Instance;
 use serde_json::Value;
@@ -87,30 +88,6 @@ fn entry<'a>(status: &'a Value, list: &str, key: &str, name: &str) -> &'a Value 
         .iter()
         .find(|e| e[key] == name)
         .unwrap_or_else(|| panic!("no {name} in {list}: {status:#}"))
-}
-
-/// Rows of `pipeline query --format json`.
-fn query(inst: &Instance, sql: &str) -> Vec<Value> {
-    let out = inst
-        .cmd()
-        .args(["query", "--format", "ndjson", sql])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "query `{sql}` failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect()
-}
-
-fn count(inst: &Instance, relation: &str) -> i64 {
-    query(inst, &format!("SELECT count(*) AS n FROM {relation}"))[0]["n"]
-        .as_i64()
-        .unwrap()
 }
 
 /// Runs `pipeline <args>`; (exit code, stdout, stderr).

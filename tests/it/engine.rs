@@ -3,6 +3,7 @@
 //! SIGKILL, and `query`/`graph` show the result.
 
 use crate::common::Instance;
+use crate::common::{count, query};
 use serde_json::Value;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -117,31 +118,6 @@ fn run_cmd(mut cmd: assert_cmd::Command, args: &[&str]) -> Run {
         events,
         stderr,
     }
-}
-
-/// `pipeline query --format json`: one object per row.
-fn query(inst: &Instance, sql: &str) -> Vec<Value> {
-    let out = inst
-        .cmd()
-        .args(["query", "--format", "ndjson", sql])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "query `{sql}` failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect()
-}
-
-/// Rows of `relation` through `pipeline query`.
-fn count(inst: &Instance, relation: &str) -> i64 {
-    query(inst, &format!("SELECT count(*) AS n FROM {relation}"))[0]["n"]
-        .as_i64()
-        .unwrap()
 }
 
 /// Rows of each relation, in one `pipeline query`.

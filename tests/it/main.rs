@@ -16,6 +16,7 @@ mod jira;
 mod keboola;
 mod metrics;
 mod metrics_import;
+mod ops;
 mod plan_apply;
 mod security_access;
 mod security_daemon;

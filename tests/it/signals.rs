@@ -107,3 +107,50 @@ fn sigterm_stops_starting_tasks_and_publishes_nothing() {
         5
     );
 }
+
+#[test]
+fn a_second_signal_aborts_at_once_with_status_130_and_publishes_nothing() {
+    let inst = Instance::busy(100_000);
+    inst.apply();
+    let before = built_at(&inst);
+    let mut child = Command::new(assert_cmd::cargo::cargo_bin("pipeline"))
+        .arg("--dir")
+        .arg(inst.path())
+        .args(["run", "--full-refresh", "-j", "1", "--format", "json"])
+        .env_remove("CI")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    for line in lines.by_ref() {
+        let event: serde_json::Value = serde_json::from_str(&line.unwrap()).unwrap();
+        let term = || {
+            let status = Command::new("kill")
+                .args(["-TERM", &child.id().to_string()])
+                .status()
+                .unwrap();
+            assert!(status.success());
+        };
+        // The first signal stops starting tasks; once the run says so, the second means "now"
+        // (waiting for that event keeps the two from being merged into one).
+        if event["event"] == "task_started" {
+            term();
+        }
+        if event["event"] == "cancelling" {
+            term();
+            break;
+        }
+    }
+    // Read to the end, so the run never writes into a closed pipe.
+    let rest: Vec<String> = lines.map(|l| l.unwrap()).collect();
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(130), "{stderr}\n{rest:?}");
+    assert!(
+        !rest.iter().any(|l| l.contains("run_finished")),
+        "an aborted run reports no end: {rest:?}"
+    );
+    assert!(stderr.contains("Aborted."), "{stderr}");
+    assert_eq!(built_at(&inst), before, "nothing was published");
+}

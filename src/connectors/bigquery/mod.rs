@@ -444,6 +444,10 @@ pub fn cursor_condition(
 }
 
 impl Connector for Bigquery {
+    fn can_discover(&self) -> bool {
+        true
+    }
+
     fn discover(
         &self,
         _conn: &Connection,

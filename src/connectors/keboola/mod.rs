@@ -309,6 +309,10 @@ impl Connector for Keboola {
         })
     }
 
+    fn can_discover(&self) -> bool {
+        true
+    }
+
     fn discover(
         &self,
         _conn: &Connection,

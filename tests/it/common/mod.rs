@@ -254,6 +254,31 @@ impl Instance {
     }
 }
 
+/// Rows of `pipeline query --format ndjson`, one JSON object each (the query must succeed).
+pub fn query(inst: &Instance, sql: &str) -> Vec<Value> {
+    let out = inst
+        .cmd()
+        .args(["query", "--format", "ndjson", sql])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "query `{sql}` failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+/// Rows of `relation` through `pipeline query`.
+pub fn count(inst: &Instance, relation: &str) -> i64 {
+    query(inst, &format!("SELECT count(*) AS n FROM {relation}"))[0]["n"]
+        .as_i64()
+        .unwrap()
+}
+
 /// Copies the directory tree at `src` to `dst` (created as needed).
 pub fn copy_tree(src: &Path, dst: &Path) {
     std::fs::create_dir_all(dst).unwrap();
