@@ -159,3 +159,57 @@ fn a_broken_variant_fails_metrics_check_and_the_run_check_alike() {
     assert!(!out.status.success(), "{text}");
     assert!(text.contains("variant `by_order_id`"), "{text}");
 }
+
+/// What a push connector does after writing a source's data: `exec::publish_source` republishes
+/// that source alone, as a run the state records (trigger `push`).
+#[test]
+fn a_push_republishes_its_source_and_is_recorded() {
+    use pipeline::registry::document::Objects;
+    use pipeline::registry::registered::Registered;
+    use pipeline::state::StateStore;
+
+    let inst = instance();
+    inst.apply();
+    // The connector rewrote shop's data: four orders now.
+    let parquet = inst.path().join("data/extracts/shop/data/orders.parquet");
+    duckdb::Connection::open_in_memory()
+        .unwrap()
+        .execute_batch(&format!(
+            "COPY (SELECT range AS order_id, 2.0 AS amount FROM range(4)) TO '{}' (FORMAT parquet)",
+            parquet.display()
+        ))
+        .unwrap();
+    let instance = pipeline::instance::Instance::open(inst.path()).unwrap();
+    let store = StateStore::of(&instance.data);
+    let registered =
+        Registered::from_objects(&store.recorded(&Objects::new()).unwrap().objects).unwrap();
+    let outcome =
+        pipeline::exec::publish::publish_source(&instance, &registered, "shop", "test push")
+            .unwrap();
+    assert!(outcome.ok() && outcome.published);
+    let publish = outcome
+        .tasks
+        .iter()
+        .find(|f| f.task.id == "publish:analytics")
+        .unwrap();
+    assert!(
+        publish
+            .done
+            .detail
+            .as_deref()
+            .unwrap_or_default()
+            .contains("shop republished"),
+        "{:?}",
+        publish.done
+    );
+    assert!(!outcome
+        .tasks
+        .iter()
+        .any(|f| f.task.id == "transform:people"));
+    assert_eq!(int(&inst, "select n from daily"), 4);
+    assert_eq!(int(&inst, "select n from people"), 3);
+    assert_eq!(
+        inst.state_int("select count(*) from runs where trigger = 'push' and published"),
+        1
+    );
+}
