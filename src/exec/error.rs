@@ -57,17 +57,19 @@ pub enum TaskError {
 impl TaskError {
     /// Whether the same task may succeed if tried again unchanged.
     pub fn is_transient(&self) -> bool {
-        match self {
+        // Sources that did not answer, locks and files: another try may go through. Everything
+        // else fails the same way until someone changes the spec, the source or the data.
+        matches!(
+            self,
             TaskError::Source(_)
-            | TaskError::Remote(_)
-            | TaskError::Busy(_)
-            | TaskError::Cancelled => true,
-            TaskError::Extract(ExtractError::Connector(ConnectorError::Source { .. })) => true,
-            TaskError::Extract(ExtractError::Io(..))
-            | TaskError::Contract(ContractError::Io(..)) => true,
-            TaskError::Analytics(AnalyticsError::Io(..) | AnalyticsError::Lock(_)) => true,
-            _ => false,
-        }
+                | TaskError::Remote(_)
+                | TaskError::Busy(_)
+                | TaskError::Cancelled
+                | TaskError::Extract(ExtractError::Connector(ConnectorError::Source { .. }))
+                | TaskError::Extract(ExtractError::Io(..))
+                | TaskError::Contract(ContractError::Io(..))
+                | TaskError::Analytics(AnalyticsError::Io(..) | AnalyticsError::Lock(_))
+        )
     }
 
     pub(crate) fn internal(e: impl std::fmt::Display) -> TaskError {
