@@ -8,6 +8,52 @@
 
 use std::time::{Duration, Instant};
 
+/// What one run engine (a DuckDB database a run opens: the in-memory engine of extracts, the staged
+/// analytics file) may use. `None` leaves DuckDB's own default.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct EngineLimits {
+    pub memory_mb: Option<u64>,
+    pub threads: Option<u64>,
+}
+
+impl EngineLimits {
+    /// The SQL that applies the limits to a database (all its connections).
+    pub fn sql(&self) -> String {
+        let mut out = String::new();
+        if let Some(mb) = self.memory_mb {
+            out.push_str(&format!("SET memory_limit = '{mb}MiB'; "));
+        }
+        if let Some(t) = self.threads {
+            out.push_str(&format!("SET threads = {t}; "));
+        }
+        out
+    }
+
+    /// Applies the limits to the database `conn` belongs to.
+    pub fn apply(&self, conn: &duckdb::Connection) -> duckdb::Result<()> {
+        let sql = self.sql();
+        if sql.is_empty() {
+            return Ok(());
+        }
+        conn.execute_batch(&sql)
+    }
+}
+
+/// The host's RAM in MiB (`None` when it cannot be read) and CPU cores, for defaults.
+pub fn host_memory_and_cores() -> (Option<u64>, u64) {
+    // SAFETY: sysconf only reads system configuration values.
+    let (pages, size) = unsafe {
+        (
+            libc::sysconf(libc::_SC_PHYS_PAGES),
+            libc::sysconf(libc::_SC_PAGESIZE),
+        )
+    };
+    let memory =
+        (pages > 0 && size > 0).then(|| (pages as u64).saturating_mul(size as u64) / (1024 * 1024));
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get() as u64);
+    (memory, cores)
+}
+
 /// How long an open retries when another process holds the file.
 pub const LOCK_RETRY: Duration = Duration::from_secs(10);
 
@@ -47,6 +93,28 @@ pub fn retry_locked<T>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn engine_limits_reach_duckdb() {
+        let conn = duckdb::Connection::open_in_memory().unwrap();
+        let limits = EngineLimits {
+            memory_mb: Some(300),
+            threads: Some(1),
+        };
+        limits.apply(&conn).unwrap();
+        let other = conn.try_clone().unwrap();
+        let (memory, threads): (String, i64) = other
+            .query_row(
+                "SELECT current_setting('memory_limit'), current_setting('threads')",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .unwrap();
+        assert_eq!(threads, 1);
+        // DuckDB shows 300 MiB in its own rounding ("300.0 MiB" or "314.5 MB").
+        assert!(memory.contains("MiB") || memory.contains("MB"), "{memory}");
+        assert!(EngineLimits::default().sql().is_empty());
+    }
 
     #[test]
     fn a_conflict_is_retried_until_it_clears_and_other_errors_return_at_once() {

@@ -100,6 +100,23 @@ impl DataDir {
     }
 }
 
+/// Runs the daemon works on at once unless `scheduler.max_concurrent_runs` says otherwise.
+pub const DEFAULT_CONCURRENT_RUNS: usize = 2;
+
+/// The run engines' limits: what `run:` sets, else from the host — a quarter of the RAM (two runs
+/// at once take half of it), at least 256 MiB; half the cores, at least 1.
+pub fn run_limits(
+    set: crate::spec::model::RunSettings,
+    (memory_mb, cores): (Option<u64>, u64),
+) -> crate::duck::EngineLimits {
+    crate::duck::EngineLimits {
+        memory_mb: set
+            .memory_limit_mb
+            .or_else(|| memory_mb.map(|m| (m / 4).max(256))),
+        threads: Some(set.threads.unwrap_or((cores / 2).max(1))),
+    }
+}
+
 /// The instance and its settings (`config/instance.*`), with paths resolved against its root.
 #[derive(Clone, Debug)]
 pub struct Instance {
@@ -116,6 +133,10 @@ pub struct Instance {
     pub listen: String,
     pub server: ServerSettings,
     pub missed_runs: MissedRuns,
+    /// `scheduler.max_concurrent_runs`: runs the daemon works on at once (default 2).
+    pub max_concurrent_runs: usize,
+    /// `run:`: each run engine's memory and threads, defaults resolved against the host.
+    pub run_limits: crate::duck::EngineLimits,
     /// `remote_attach.extensions`: the DuckDB extensions analytics may attach remote databases with.
     pub remote_extensions: Vec<String>,
     /// `remote_attach.token_envs`: the environment variables a remote attachment may read a token from.
@@ -159,6 +180,10 @@ impl Instance {
             listen: spec.listen.value.clone(),
             server: ServerSettings::clone(&spec.server),
             missed_runs: spec.missed_runs,
+            max_concurrent_runs: spec
+                .max_concurrent_runs
+                .map_or(DEFAULT_CONCURRENT_RUNS, |n| n as usize),
+            run_limits: run_limits(spec.run, crate::duck::host_memory_and_cores()),
             remote_extensions: values(&spec.remote_extensions),
             remote_token_envs: values(&spec.remote_token_envs),
             extensions: ExtensionStore {
@@ -194,6 +219,27 @@ impl Instance {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn run_limits_come_from_the_spec_else_from_the_host() {
+        use crate::spec::model::RunSettings;
+        let host = (Some(16 * 1024), 8);
+        let limits = run_limits(RunSettings::default(), host);
+        assert_eq!((limits.memory_mb, limits.threads), (Some(4096), Some(4)));
+        let small = run_limits(RunSettings::default(), (Some(512), 1));
+        assert_eq!((small.memory_mb, small.threads), (Some(256), Some(1)));
+        let set = RunSettings {
+            memory_limit_mb: Some(1000),
+            threads: Some(3),
+        };
+        let limits = run_limits(set, host);
+        assert_eq!((limits.memory_mb, limits.threads), (Some(1000), Some(3)));
+        // Unknown RAM: DuckDB's own default memory limit stays.
+        assert_eq!(
+            run_limits(RunSettings::default(), (None, 2)).memory_mb,
+            None
+        );
+    }
 
     fn instance(dir: &Path, yaml: &str) {
         std::fs::create_dir_all(dir.join("config")).unwrap();

@@ -8,14 +8,20 @@
 //! another source owns, or a remote that may not be attached is reported and skipped while the rest
 //! publishes. Transforms then build in the staged file ([`Staged::connection`]), and
 //! [`Staged::finish`] checkpoints it and renames it over the live file: readers holding the old file
-//! keep it, new readers get the new one, nobody sees half a rebuild. [`rebuild_source`] refreshes one
-//! source's views the same way without touching the others'.
+//! keep it, new readers get the new one, nobody sees half a rebuild. [`publish_source`]
+//! (`publish.rs`) republishes one source in a copy of the live file: its views, and the transforms
+//! that read them.
 
 pub mod attach;
+pub mod publish;
+
+pub use publish::{publish_source, stage_source, PublishReport};
 
 use crate::extract_db::{self, remote, ContractError, ExtractDir, MetaRow, RemotePolicy};
 use crate::instance::DataDir;
 use crate::quote;
+use crate::registry::registered::TransformDef;
+use crate::spec::model::Materialized;
 use duckdb::Connection;
 use serde::Serialize;
 use std::collections::{BTreeMap, BTreeSet};
@@ -25,13 +31,15 @@ use std::path::{Path, PathBuf};
 pub const META_SCHEMA: &str = "_pipeline";
 
 #[derive(Debug, thiserror::Error)]
-pub enum OrchestratorError {
+pub enum AnalyticsError {
     #[error("analytics database {path}: {message}")]
     Db { path: PathBuf, message: String },
     #[error(transparent)]
     Contract(#[from] ContractError),
     #[error("{0}: {1}")]
     Io(PathBuf, std::io::Error),
+    #[error("{0}")]
+    Lock(String),
 }
 
 /// Inputs of a rebuild besides the files.
@@ -42,6 +50,8 @@ pub struct Rules {
     pub owners: BTreeMap<String, String>,
     /// Names taken by transforms: no source may publish them.
     pub reserved: BTreeSet<String>,
+    /// Memory and threads of the staged file's engine (the instance's `run:` limits).
+    pub limits: crate::duck::EngineLimits,
 }
 
 /// A published table.
@@ -105,8 +115,8 @@ impl Report {
     }
 }
 
-fn db_err(path: &Path) -> impl Fn(duckdb::Error) -> OrchestratorError + '_ {
-    move |e| OrchestratorError::Db {
+fn db_err(path: &Path) -> impl Fn(duckdb::Error) -> AnalyticsError + '_ {
+    move |e| AnalyticsError::Db {
         path: path.to_path_buf(),
         message: e.to_string(),
     }
@@ -117,6 +127,9 @@ pub struct Staged {
     conn: Connection,
     layout: DataDir,
     pub report: Report,
+    /// `Some` for a one-source publish ([`stage_source`]): what it republishes, and the state of the
+    /// live file it started from.
+    pub scope: Option<publish::Scope>,
 }
 
 /// Source directories under `extracts`, sorted; unsafe names are reported in `skipped`.
@@ -154,15 +167,16 @@ fn extract_dirs(extracts: &Path, skipped: &mut Vec<Skipped>) -> Vec<ExtractDir> 
 }
 
 /// Builds a new analytics file from every extract (views only; transforms come after).
-pub fn stage(layout: &DataDir, rules: &Rules) -> Result<Staged, OrchestratorError> {
+pub fn stage(layout: &DataDir, rules: &Rules) -> Result<Staged, AnalyticsError> {
     let tmp = layout.staging();
     if let Some(dir) = tmp.parent() {
-        std::fs::create_dir_all(dir).map_err(|e| OrchestratorError::Io(dir.into(), e))?;
+        std::fs::create_dir_all(dir).map_err(|e| AnalyticsError::Io(dir.into(), e))?;
     }
     extract_db::remove_db_files(&tmp)?;
     let conn = Connection::open(&tmp).map_err(db_err(&tmp))?;
     conn.execute_batch(&format!(
-        "SET TimeZone = 'UTC'; CREATE SCHEMA {META_SCHEMA};"
+        "SET TimeZone = 'UTC'; {} CREATE SCHEMA {META_SCHEMA};",
+        rules.limits.sql()
     ))
     .map_err(db_err(&tmp))?;
     let mut report = Report::default();
@@ -184,6 +198,7 @@ pub fn stage(layout: &DataDir, rules: &Rules) -> Result<Staged, OrchestratorErro
         conn,
         layout: layout.clone(),
         report,
+        scope: None,
     })
 }
 
@@ -430,13 +445,46 @@ fn has_relation(conn: &Connection, catalog: &str, name: &str) -> bool {
     .is_ok_and(|n| n > 0)
 }
 
+/// Why a transform was not built.
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    /// Its SQL failed (or its name is unsafe).
+    #[error("{0}")]
+    Sql(String),
+    /// It built, and one of its checks failed; the result was dropped.
+    #[error("{0}")]
+    Check(String),
+}
+
+/// Builds one transform in the staged file on `conn` and runs its checks; returns its rows. A result
+/// that fails its checks is dropped (the caller keeps the previous one, [`Staged::keep_previous`]).
+pub fn build_transform(conn: &Connection, name: &str, t: &TransformDef) -> Result<i64, BuildError> {
+    let sql_err = |e: duckdb::Error| BuildError::Sql(e.to_string());
+    let id = quote::ident(name)
+        .ok_or_else(|| BuildError::Sql(format!("`{name}` is not a safe name")))?;
+    let sql = t.sql.trim().trim_end_matches(';');
+    let kind = match t.materialized() {
+        Materialized::Table => "TABLE",
+        Materialized::View => "VIEW",
+    };
+    conn.execute_batch(&format!("CREATE OR REPLACE {kind} {id} AS {sql}"))
+        .map_err(sql_err)?;
+    if let Err(e) = crate::checks::run(conn, &id, &t.checks) {
+        // The failed result must not be published; the previous one is kept instead.
+        let _ = conn.execute_batch(&format!("DROP {kind} IF EXISTS {id}"));
+        return Err(BuildError::Check(e));
+    }
+    conn.query_row(&format!("SELECT count(*) FROM {id}"), [], |r| r.get(0))
+        .map_err(sql_err)
+}
+
 fn first_line(s: &str) -> String {
     s.lines().next().unwrap_or(s).to_string()
 }
 
 impl Staged {
     /// A connection to the staged file, for transforms and checks.
-    pub fn connection(&self) -> Result<Connection, OrchestratorError> {
+    pub fn connection(&self) -> Result<Connection, AnalyticsError> {
         self.conn
             .try_clone()
             .map_err(db_err(&self.layout.staging()))
@@ -502,15 +550,17 @@ impl Staged {
     }
 
     /// Records what was published inside the file, checkpoints it and swaps it over the live one.
+    /// `stamps`: what the file was built from, when it is complete (every transform built);
+    /// `None` records no fingerprint, so the next run publishes again.
     pub fn finish(
         self,
-        fingerprint: &str,
+        stamps: Option<&Stamps>,
         transforms: &[TransformMeta],
-    ) -> Result<Report, OrchestratorError> {
+    ) -> Result<Report, AnalyticsError> {
         let tmp = self.layout.staging();
         let err = db_err(&tmp);
         let clock = std::time::Instant::now();
-        write_meta(&self.conn, &self.report, fingerprint, transforms).map_err(&err)?;
+        write_meta(&self.conn, &self.report, stamps, transforms).map_err(&err)?;
         tracing::debug!(elapsed = ?clock.elapsed(), "analytics: metadata written");
         self.conn.execute_batch("CHECKPOINT").map_err(&err)?;
         tracing::debug!(elapsed = ?clock.elapsed(), "analytics: checkpointed");
@@ -518,6 +568,7 @@ impl Staged {
             conn,
             layout,
             report,
+            ..
         } = self;
         conn.close().map_err(|(_, e)| db_err(&tmp)(e))?;
         tracing::debug!(elapsed = ?clock.elapsed(), "analytics: closed");
@@ -536,9 +587,13 @@ impl Staged {
 fn write_meta(
     conn: &Connection,
     report: &Report,
-    fingerprint: &str,
+    stamps: Option<&Stamps>,
     transforms: &[TransformMeta],
 ) -> duckdb::Result<()> {
+    let fingerprint = stamps.map_or_else(|| INCOMPLETE.to_string(), Stamps::fingerprint);
+    // The stamps themselves, so a one-source publish can tell that every other source is as
+    // this file published it.
+    let stamps_json = stamps.map(|s| serde_json::to_string(s).expect("serializes"));
     let s = META_SCHEMA;
     // Rows go in as one JSON array per table: one statement, however many tables were published.
     let rows = |v: Vec<serde_json::Value>| serde_json::Value::Array(v).to_string();
@@ -555,6 +610,7 @@ fn write_meta(
         serde_json::json!({"key": "built_at", "value": now}),
         serde_json::json!({"key": "fingerprint", "value": fingerprint}),
         serde_json::json!({"key": "pipeline_version", "value": env!("CARGO_PKG_VERSION")}),
+        serde_json::json!({"key": "stamps", "value": stamps_json}),
     ]);
     let transforms = rows(
         transforms
@@ -613,7 +669,7 @@ fn write_meta(
 pub fn open_live(
     layout: &DataDir,
     policy: &RemotePolicy,
-) -> Result<(Connection, Vec<String>), OrchestratorError> {
+) -> Result<(Connection, Vec<String>), AnalyticsError> {
     let path = &layout.analytics();
     let err = db_err(path);
     let conn = Connection::open_in_memory().map_err(&err)?;
@@ -649,26 +705,63 @@ pub fn live_fingerprint(layout: &DataDir) -> Option<String> {
     .ok()
 }
 
-/// What a rebuild would read, summarised: each extract file's size and modification time, the same
-/// for every file under the extract's `data/` (the Parquet its views read: a deleted or truncated
-/// file, ours or another tool's, changes the fingerprint, so the next run publishes again and
-/// reports the view that no longer binds instead of calling analytics up to date), the transforms
-/// and the rules. Equal fingerprints mean a rebuild would produce the same file.
-pub fn fingerprint(layout: &DataDir, rules: &Rules, transforms: &[String]) -> String {
-    let mut parts = Vec::new();
+/// The fingerprint of a file that is not known to be complete (a transform was not built): the
+/// next run publishes again instead of calling it up to date.
+pub const INCOMPLETE: &str = "incomplete";
+
+/// What a rebuild would read, summarised per source and for the rest. Each source's stamp covers
+/// its extract file's size and modification time and the same for every file under the extract's
+/// `data/` (the Parquet its views read: a deleted or truncated file, ours or another tool's,
+/// changes it, so the next run publishes again and reports the view that no longer binds instead
+/// of calling analytics up to date); `rest` covers the transforms and the rules. Equal stamps mean
+/// a rebuild would produce the same file; a one-source publish compares the other sources' stamps
+/// with the ones the live file recorded.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub struct Stamps {
+    pub sources: BTreeMap<String, String>,
+    pub rest: String,
+}
+
+impl Stamps {
+    /// One value for all of it (recorded as `_pipeline.info.fingerprint`).
+    pub fn fingerprint(&self) -> String {
+        let mut parts: Vec<String> = self
+            .sources
+            .iter()
+            .map(|(s, stamp)| format!("{s}={stamp}"))
+            .collect();
+        parts.push(self.rest.clone());
+        crate::connectors::fingerprint_of(&parts)
+    }
+}
+
+/// The [`Stamps`] of what a rebuild would read now.
+pub fn stamps(layout: &DataDir, rules: &Rules, transforms: &[String]) -> Stamps {
+    let mut out = Stamps::default();
     let mut ignored = Vec::new();
     for dir in extract_dirs(&layout.extracts(), &mut ignored) {
+        let mut parts = Vec::new();
         let stamp = crate::connectors::file_stamp(&dir.db()).unwrap_or_else(|_| "missing".into());
-        parts.push(format!("{}={stamp}", dir.source));
+        parts.push(stamp);
         data_stamps(&dir.data(), 0, &mut parts);
+        out.sources.insert(
+            dir.source.clone(),
+            crate::connectors::fingerprint_of(&parts),
+        );
     }
     // Ownership is not part of it: a claim only changes when an extract (part of it) changes.
-    parts.push(format!(
+    let mut rest = vec![format!(
         "{:?}/{:?}",
         rules.policy.extensions, rules.policy.token_envs
-    ));
-    parts.extend(transforms.iter().cloned());
-    crate::connectors::fingerprint_of(&parts)
+    )];
+    rest.extend(transforms.iter().cloned());
+    out.rest = crate::connectors::fingerprint_of(&rest);
+    out
+}
+
+/// [`Stamps::fingerprint`] of what a rebuild would read now.
+pub fn fingerprint(layout: &DataDir, rules: &Rules, transforms: &[String]) -> String {
+    stamps(layout, rules, transforms).fingerprint()
 }
 
 /// Stamps (path, size, mtime) of the files under an extract's `data/`, in name order: the table files
@@ -733,165 +826,24 @@ pub fn live_skipped(layout: &DataDir) -> Vec<String> {
     read().unwrap_or_default()
 }
 
-/// Refreshes one source's views in the live analytics file without touching the others': a copy of
-/// the live file gets that source's views dropped and re-created, then replaces the live file.
-pub fn rebuild_source(
-    layout: &DataDir,
-    rules: &Rules,
-    source: &str,
-) -> Result<Report, OrchestratorError> {
-    let dir = ExtractDir::new(&layout.extracts(), source)
-        .filter(|_| !remote::is_reserved_catalog(source));
-    let Some(dir) = dir else {
-        return Ok(Report {
-            skipped: vec![Skipped {
-                source: source.escape_debug().to_string(),
-                table: None,
-                reason: "not a safe source name; refused".into(),
-            }],
-            ..Report::default()
-        });
-    };
-    let tmp = layout.staging();
-    extract_db::remove_db_files(&tmp)?;
-    if layout.analytics().is_file() {
-        std::fs::copy(layout.analytics(), &tmp)
-            .map_err(|e| OrchestratorError::Io(tmp.clone(), e))?;
-    }
-    let err = db_err(&tmp);
-    let conn = Connection::open(&tmp).map_err(&err)?;
-    conn.execute_batch(&format!(
-        "SET TimeZone = 'UTC'; CREATE SCHEMA IF NOT EXISTS {META_SCHEMA};"
-    ))
-    .map_err(&err)?;
-    let s = META_SCHEMA;
-    let had_meta = conn
-        .query_row(
-            &format!("SELECT count(*) FROM duckdb_tables() WHERE schema_name = '{s}' AND table_name = 'tables'"),
-            [],
-            |r| r.get::<_, i64>(0),
-        )
-        .map_err(&err)?
-        > 0;
-    // The other sources' rows stay as they are; this source's are replaced.
-    let mut report = Report::default();
-    let mut kept = Report::default();
-    if had_meta {
-        let mut stmt = conn
-            .prepare(&format!(
-                "SELECT name, source, query_mode, description, rows, size_bytes, CAST(extracted_at AS VARCHAR), needs_attach FROM {s}.tables"
-            ))
-            .map_err(&err)?;
-        let rows = stmt
-            .query_map([], |r| {
-                Ok(Published {
-                    name: r.get(0)?,
-                    source: r.get(1)?,
-                    query_mode: r.get(2)?,
-                    description: r.get(3)?,
-                    rows: r.get(4)?,
-                    size_bytes: r.get(5)?,
-                    extracted_at: r.get(6)?,
-                    needs_attach: r.get(7)?,
-                })
-            })
-            .and_then(|r| r.collect::<Result<Vec<_>, _>>())
-            .map_err(&err)?;
-        for p in rows {
-            if p.source == source {
-                if let Some(v) = quote::ident(&p.name) {
-                    conn.execute_batch(&format!("DROP VIEW IF EXISTS {v}"))
-                        .map_err(&err)?;
-                }
-            } else {
-                kept.published.push(p);
-            }
-        }
-        kept.attachments = attach::read(&conn, None)
-            .map_err(&err)?
-            .into_iter()
-            .filter(|a| a.source != source)
-            .collect();
-        // Files published before `reason` existed have only name and status.
-        let read = |sql: String| {
-            conn.prepare(&sql).and_then(|mut st| {
-                st.query_map([], |r| {
-                    Ok(TransformMeta {
-                        name: r.get(0)?,
-                        status: r.get(1)?,
-                        reason: r.get(2)?,
-                    })
-                })
-                .and_then(|r| r.collect::<Result<Vec<_>, _>>())
-            })
-        };
-        let info: Vec<TransformMeta> =
-            read(format!("SELECT name, status, reason FROM {s}.transforms"))
-                .or_else(|_| read(format!("SELECT name, status, NULL FROM {s}.transforms")))
-                .map_err(&err)?;
-        // The other sources' problems still hold; this source's are found again below.
-        let skipped_before: Vec<Skipped> = conn
-            .prepare(&format!(
-                "SELECT source, table_name, reason FROM {s}.skipped WHERE source <> ?"
-            ))
-            .and_then(|mut st| {
-                st.query_map([source], |r| {
-                    Ok(Skipped {
-                        source: r.get(0)?,
-                        table: r.get(1)?,
-                        reason: r.get(2)?,
-                    })
-                })
-                .and_then(|r| r.collect::<Result<Vec<_>, _>>())
-            })
-            .unwrap_or_default();
-        conn.execute_batch(&format!(
-            "DROP TABLE {s}.tables; DROP TABLE {s}.transforms; DROP TABLE {s}.info; DROP TABLE IF EXISTS {s}.attachments; DROP TABLE IF EXISTS {s}.skipped;"
-        ))
-        .map_err(&err)?;
-        // Catalogs the kept views read must be attached for the new views to bind beside them.
-        let catalogs: BTreeSet<String> = std::iter::once(source.to_string())
-            .chain(
-                extract_dirs(&layout.extracts(), &mut Vec::new())
-                    .into_iter()
-                    .map(|d| d.source),
-            )
-            .collect();
-        let mut taken = folded(&rules.owners);
-        for p in &kept.published {
-            taken.insert(fold(&p.name), p.source.clone());
-        }
-        add_source(&conn, &dir, rules, &catalogs, &mut taken, &mut report);
-        let mut all = kept;
-        all.published.extend(report.published.iter().cloned());
-        all.attachments.extend(report.attachments.iter().cloned());
-        all.skipped = skipped_before;
-        all.skipped.extend(report.skipped.iter().cloned());
-        write_meta(&conn, &all, "partial", &info).map_err(&err)?;
-    } else {
-        let mut taken = folded(&rules.owners);
-        let catalogs = BTreeSet::from([source.to_string()]);
-        add_source(&conn, &dir, rules, &catalogs, &mut taken, &mut report);
-        write_meta(&conn, &report, "partial", &[]).map_err(&err)?;
-    }
-    conn.execute_batch("CHECKPOINT").map_err(&err)?;
-    conn.close().map_err(|(_, e)| db_err(&tmp)(e))?;
-    extract_db::replace_db_file(&tmp, &layout.analytics())?;
-    Ok(report)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::extract_db::{Entry, LocalData, ViewTarget};
 
-    /// An extract with one local table `name` holding `rows` rows.
-    fn extract(extracts: &Path, source: &str, name: &str, rows: i64) {
+    /// An extract with one local table `name` holding `rows` rows (one column, `id`).
+    pub(crate) fn extract(extracts: &Path, source: &str, name: &str, rows: i64) {
+        let select = format!("SELECT range AS id FROM range({rows})");
+        extract_from(extracts, source, name, &select, rows);
+    }
+
+    /// An extract with one local table `name` holding what `select` returns.
+    pub(crate) fn extract_from(extracts: &Path, source: &str, name: &str, select: &str, rows: i64) {
         let dir = ExtractDir::new(extracts, source).unwrap();
         std::fs::create_dir_all(dir.data()).unwrap();
         let c = Connection::open_in_memory().unwrap();
         c.execute_batch(&format!(
-            "COPY (SELECT range AS id FROM range({rows})) TO {} (FORMAT parquet)",
+            "COPY ({select}) TO {} (FORMAT parquet)",
             quote::path(&dir.parquet(name))
         ))
         .unwrap();
@@ -914,7 +866,7 @@ mod tests {
         .unwrap();
     }
 
-    fn count(analytics: &Path, table: &str) -> i64 {
+    pub(crate) fn count(analytics: &Path, table: &str) -> i64 {
         let c = Connection::open_with_flags(
             analytics,
             duckdb::Config::default()
@@ -949,7 +901,11 @@ mod tests {
             ..Rules::default()
         };
         let staged = stage(&l, &rules).unwrap();
-        let report = staged.finish("fp", &[]).unwrap();
+        let stamps = Stamps {
+            rest: "fp".into(),
+            ..Stamps::default()
+        };
+        let report = staged.finish(Some(&stamps), &[]).unwrap();
         assert_eq!(report.published.len(), 2);
         assert_eq!(count(&l.analytics(), "one"), 3);
         assert_eq!(count(&l.analytics(), "two"), 5);
@@ -971,39 +927,6 @@ mod tests {
             BTreeMap::from([("two".to_string(), "b".to_string())])
         );
         assert!(!extract_db::wal_of(&l.analytics()).exists());
-        assert_eq!(live_fingerprint(&l).as_deref(), Some("fp"));
-    }
-
-    #[test]
-    fn rebuild_source_refreshes_one_source_and_keeps_the_others() {
-        let tmp = tempfile::tempdir().unwrap();
-        let l = layout(tmp.path());
-        extract(&l.extracts(), "a", "one", 3);
-        extract(&l.extracts(), "b", "two", 5);
-        stage(&l, &Rules::default())
-            .unwrap()
-            .finish("fp", &[])
-            .unwrap();
-        // Both change on disk, only `a` is rebuilt: `two`'s view keeps reading its (new) Parquet,
-        // but `_pipeline.tables` still describes b as it was published.
-        extract(&l.extracts(), "a", "one", 7);
-        let report = rebuild_source(&l, &Rules::default(), "a").unwrap();
-        assert_eq!(report.published.len(), 1);
-        assert_eq!(count(&l.analytics(), "one"), 7);
-        assert_eq!(count(&l.analytics(), "two"), 5);
-        let c = Connection::open_in_memory().unwrap();
-        c.execute_batch(&format!(
-            "ATTACH {} AS x (READ_ONLY)",
-            quote::path(&l.analytics())
-        ))
-        .unwrap();
-        let rows: Vec<(String, i64)> = c
-            .prepare("SELECT name, rows FROM x._pipeline.tables ORDER BY name")
-            .unwrap()
-            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
-            .unwrap()
-            .collect::<Result<_, _>>()
-            .unwrap();
-        assert_eq!(rows, [("one".to_string(), 7), ("two".to_string(), 5)]);
+        assert_eq!(live_fingerprint(&l), Some(stamps.fingerprint()));
     }
 }

@@ -18,7 +18,7 @@ use std::time::Duration;
 pub const AFTER_HELP: &str = "\
 Examples:
   pipeline run                         sync every registered table, publish, build transforms
-  pipeline run --source shop           only the tables of source shop (then publish as usual)
+  pipeline run --source shop           only the tables of source shop, then republish only shop
   pipeline run --table orders -j 8     one table, up to 8 tasks at once
   pipeline run --full-refresh          re-extract everything, ignoring fingerprints and cursors
   pipeline run --accept-schema orders  publish orders' new columns/types once, though its contract refuses them
@@ -31,6 +31,8 @@ previous data of a failed table stays queryable. A table whose new data drops a 
 type its `schema_changes` contract does not allow fails with the column-level difference and keeps its
 published data; `--accept-schema TABLE` accepts that new shape once (recorded in the audit log).
 With nothing registered, a run publishes the extracts other tools wrote under data/extracts.
+A run of one source republishes only that source in a copy of analytics.duckdb, with the transforms
+that read it; when anything else changed since the live file was built, it rebuilds the whole file.
 Exit status: 0 all tasks succeeded, 1 otherwise.
 Ctrl-C stops starting tasks and publishes nothing half-done; a second Ctrl-C aborts at once.";
 

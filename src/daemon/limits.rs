@@ -10,7 +10,7 @@
 
 use crate::spec::model::ServerSettings;
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Condvar, Mutex, OnceLock};
 use std::time::Duration;
 
 /// What the host offers, read once.
@@ -217,9 +217,120 @@ impl Drop for QuerySlot {
     }
 }
 
+/// Caps the runs the daemon works on at once (`scheduler.max_concurrent_runs`). A run over the cap
+/// waits in line on its own thread, first come first served; none is dropped. The cap is read at
+/// each look, so a settings change applies to the runs still waiting.
+#[derive(Default)]
+pub struct RunGate {
+    state: Mutex<Line>,
+    changed: Condvar,
+}
+
+#[derive(Default)]
+struct Line {
+    running: usize,
+    next: u64,
+    waiting: std::collections::VecDeque<u64>,
+}
+
+impl RunGate {
+    /// Waits for a place; `None` when `give_up` turns true first (the daemon is stopping).
+    pub fn acquire(
+        self: &Arc<Self>,
+        max: impl Fn() -> usize,
+        give_up: impl Fn() -> bool,
+    ) -> Option<RunSlot> {
+        let mut line = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        let ticket = line.next;
+        line.next += 1;
+        line.waiting.push_back(ticket);
+        loop {
+            if line.waiting.front() == Some(&ticket) && line.running < max().max(1) {
+                line.waiting.pop_front();
+                line.running += 1;
+                // The next in line may fit too.
+                self.changed.notify_all();
+                return Some(RunSlot { gate: self.clone() });
+            }
+            if give_up() {
+                line.waiting.retain(|t| *t != ticket);
+                self.changed.notify_all();
+                return None;
+            }
+            // Woken when a place frees; the timeout also notices a new cap or a shutdown.
+            line = self
+                .changed
+                .wait_timeout(line, Duration::from_millis(250))
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
+        }
+    }
+
+    /// Runs working now, and runs waiting for a place.
+    pub fn counts(&self) -> (usize, usize) {
+        let line = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        (line.running, line.waiting.len())
+    }
+}
+
+/// A run's place in the [`RunGate`]; dropping it lets the next one in.
+pub struct RunSlot {
+    gate: Arc<RunGate>,
+}
+
+impl Drop for RunSlot {
+    fn drop(&mut self) {
+        let mut line = self.gate.state.lock().unwrap_or_else(|e| e.into_inner());
+        line.running = line.running.saturating_sub(1);
+        self.gate.changed.notify_all();
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_run_gate_lets_in_at_most_max_and_queues_the_rest_in_order() {
+        let gate = Arc::new(RunGate::default());
+        let first = gate.acquire(|| 2, || false).unwrap();
+        let second = gate.acquire(|| 2, || false).unwrap();
+        assert_eq!(gate.counts(), (2, 0));
+        let order = Arc::new(Mutex::new(Vec::new()));
+        let mut waiters = Vec::new();
+        for i in 0..3 {
+            // Each waiter is in line before the next one starts.
+            let (g, o) = (gate.clone(), order.clone());
+            waiters.push(std::thread::spawn(move || {
+                let slot = g.acquire(|| 2, || false).unwrap();
+                o.lock().unwrap().push(i);
+                slot
+            }));
+            let deadline = std::time::Instant::now() + Duration::from_secs(5);
+            while gate.counts().1 < i + 1 {
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "waiter {i} never queued"
+                );
+                std::thread::sleep(Duration::from_millis(1));
+            }
+        }
+        assert_eq!(gate.counts(), (2, 3));
+        drop(first);
+        let a = waiters.remove(0).join().unwrap();
+        assert_eq!(*order.lock().unwrap(), [0]);
+        drop(second);
+        drop(a);
+        let rest: Vec<RunSlot> = waiters.into_iter().map(|w| w.join().unwrap()).collect();
+        assert_eq!(*order.lock().unwrap(), [0, 1, 2]);
+        assert_eq!(gate.counts(), (2, 0));
+        drop(rest);
+        assert_eq!(gate.counts(), (0, 0));
+        // Giving up leaves the line.
+        let _held = (gate.acquire(|| 1, || false).unwrap(),);
+        assert!(gate.acquire(|| 1, || true).is_none());
+        assert_eq!(gate.counts(), (1, 0));
+    }
 
     fn host(memory_mb: u64, cores: u64, open_files: u64) -> Host {
         Host {

@@ -89,6 +89,8 @@ pub struct RunManager {
     /// Bumped whenever a run starts or ends; waiters watch it.
     generation: watch::Sender<u64>,
     cancel: Arc<AtomicBool>,
+    /// `scheduler.max_concurrent_runs`: runs over it wait for a place on their thread.
+    gate: Arc<super::limits::RunGate>,
 }
 
 impl RunManager {
@@ -97,6 +99,7 @@ impl RunManager {
             inner: Mutex::new(Inner::default()),
             generation: watch::channel(0).0,
             cancel: Arc::new(AtomicBool::new(false)),
+            gate: Arc::default(),
         }
     }
 
@@ -204,6 +207,13 @@ impl RunManager {
             .spawn(move || {
                 // A panic must not leave the tables marked busy for the rest of the daemon's life.
                 let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    let gate = for_thread.runs.gate.clone();
+                    let Some(_slot) = gate.acquire(
+                        || for_thread.instance().max_concurrent_runs,
+                        || for_thread.shutting_down(),
+                    ) else {
+                        return Err("the daemon stopped before the run could start".into());
+                    };
                     execute(&for_thread, &run_id, req)
                 }))
                 .unwrap_or_else(|_| Err("the run panicked (a bug: please report it)".into()));

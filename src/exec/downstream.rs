@@ -361,6 +361,7 @@ mod tests {
             duration: Duration::ZERO,
             done: Done::default(),
             error: error.map(String::from),
+            cause: None,
         }
     }
 

@@ -4,7 +4,9 @@
 //! the staged analytics file, and records the run in the state.
 
 pub mod downstream;
+pub mod error;
 pub mod progress;
+pub mod publish;
 pub mod scheduler;
 pub mod work;
 
@@ -15,6 +17,7 @@ use crate::instance::Instance;
 use crate::registry::registered::Registered;
 use crate::registry::task::{Task, TaskKind};
 use crate::state::{self, sync, StateStore};
+pub use error::TaskError;
 use scheduler::{Finished, Observer, Status};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
@@ -176,6 +179,8 @@ pub fn execute(
         )?);
     }
 
+    let (tasks, scope, pruned) = one_source(inst, &registered, tasks, &sources, opts);
+
     let cancel = opts
         .cancel
         .clone()
@@ -196,6 +201,8 @@ pub fn execute(
                 full_refresh: opts.full_refresh,
                 accept_schema: opts.accept_schema.clone(),
                 lock_timeout: opts.lock_timeout,
+                scope,
+                limits: inst.run_limits,
             },
             cancel.clone(),
         )
@@ -238,11 +245,19 @@ pub fn execute(
             .unwrap_or_default(),
     };
     let mut judged = downstream::judge(&ctx.registered, &finished, &inputs);
-    let not_built: Vec<String> = finished
-        .iter()
-        .filter(|f| f.task.kind == TaskKind::Transform && !f.status.succeeded())
-        .map(|f| f.task.target.clone())
-        .collect();
+    // Transforms left out of a one-source run are in its copy of the live file; if it had to
+    // rebuild the whole file after all, they are kept from the live one like unbuilt ones (they
+    // come first: nothing they read was built in this run).
+    let mut not_built: Vec<String> = match ctx.staged_full() {
+        Some(true) => pruned,
+        _ => Vec::new(),
+    };
+    not_built.extend(
+        finished
+            .iter()
+            .filter(|f| f.task.kind == TaskKind::Transform && !f.status.succeeded())
+            .map(|f| f.task.target.clone()),
+    );
     let kept = if cancelled {
         Vec::new()
     } else {
@@ -255,15 +270,21 @@ pub fn execute(
         .keys()
         .map(|name| {
             let v = judged.transforms.get(name);
-            let status = match v {
-                Some(v) if v.not_built && !kept.contains(name) => "missing",
-                Some(v) => v.state.as_str(),
-                None => "ok",
+            // A transform this run did not judge (a one-source run leaves out what does not read
+            // the source) keeps the state recorded before.
+            let before = inputs.transforms_before.get(name);
+            let (status, reason) = match v {
+                Some(v) if v.not_built && !kept.contains(name) => ("missing", v.reason.clone()),
+                Some(v) => (v.state.as_str(), v.reason.clone()),
+                None => match before {
+                    Some((status, reason)) => (status.as_str(), reason.clone()),
+                    None => ("ok", None),
+                },
             };
             crate::analytics::TransformMeta {
                 name: name.clone(),
                 status: status.into(),
-                reason: v.and_then(|v| v.reason.clone()),
+                reason,
             }
         })
         .collect();
@@ -400,6 +421,48 @@ pub fn execute(
         analytics: inst.data.analytics(),
         record_error,
     })
+}
+
+/// When the run syncs exactly one source (`run --source X`, a push), it republishes only that one
+/// ([`crate::analytics::stage_source`]): the transform tasks that do not read the source are left
+/// out (their results stay in the copy of the live file). Returns the tasks, the source and the
+/// transforms left out. A full refresh, or a live file that does not say what the source
+/// published, keeps every task.
+fn one_source(
+    inst: &Instance,
+    registered: &Registered,
+    tasks: Vec<Task>,
+    sources: &[String],
+    opts: &Options,
+) -> (Vec<Task>, Option<String>, Vec<String>) {
+    let [source] = sources else {
+        return (tasks, None, Vec::new());
+    };
+    if opts.full_refresh || !tasks.iter().any(|t| t.kind == TaskKind::Publish) {
+        return (tasks, None, Vec::new());
+    }
+    let Some(mut names) = crate::analytics::publish::live_views(&inst.data, source) else {
+        return (tasks, None, Vec::new());
+    };
+    names.extend(registered.tables_of(source).map(|t| t.name.to_lowercase()));
+    let affected: std::collections::BTreeSet<String> =
+        crate::registry::dag::transforms_reading(registered, Some(&names))
+            .into_iter()
+            .collect();
+    let (kept, pruned): (Vec<Task>, Vec<Task>) = tasks
+        .into_iter()
+        .partition(|t| t.kind != TaskKind::Transform || affected.contains(&t.target));
+    let pruned_ids: std::collections::BTreeSet<&str> =
+        pruned.iter().map(|t| t.id.as_str()).collect();
+    let kept = kept
+        .into_iter()
+        .map(|mut t| {
+            t.after.retain(|a| !pruned_ids.contains(a.as_str()));
+            t
+        })
+        .collect();
+    let pruned = pruned.into_iter().map(|t| t.target).collect();
+    (kept, Some(source.clone()), pruned)
 }
 
 /// A table's last extract as the state recorded it, as extraction compares with it.

@@ -7,6 +7,7 @@
 //! from publishing. Once cancelled (Ctrl-C, SIGTERM), nothing new starts; running tasks finish (each
 //! is atomic on its own) and the rest are reported as cancelled.
 
+use super::error::TaskError;
 use crate::registry::task::{Task, TaskKind};
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -64,6 +65,9 @@ pub struct Finished {
     pub duration: Duration,
     pub done: Done,
     pub error: Option<String>,
+    /// Why the task body failed, typed (`None` when it did not run or the failure came from
+    /// outside it): transient or not, see [`TaskError::is_transient`].
+    pub cause: Option<Arc<TaskError>>,
 }
 
 /// Progress reporting; called from the scheduler loop only.
@@ -86,7 +90,7 @@ pub trait Observer: Send {
 #[error("interrupted: the run was aborted at once (second signal); nothing was published")]
 pub struct Interrupted;
 
-pub type Body = Arc<dyn Fn(&Task) -> Result<Done, String> + Send + Sync>;
+pub type Body = Arc<dyn Fn(&Task) -> Result<Done, TaskError> + Send + Sync>;
 
 /// Whether a task runs even when some predecessor did not succeed.
 fn gathers(kind: TaskKind) -> bool {
@@ -164,6 +168,7 @@ pub async fn run(
                     done: Done::default(),
                     error: (status == Status::Skipped)
                         .then(|| format!("not run: {} did not succeed", why.join(", "))),
+                    cause: None,
                 };
                 observer.finished(&f);
                 results[i] = Some(f);
@@ -189,7 +194,9 @@ pub async fn run(
                                 .cloned()
                                 .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
                                 .unwrap_or_default();
-                            Err(format!("internal error (a bug; please report it): {what}"))
+                            Err(TaskError::Internal(format!(
+                                "internal error (a bug; please report it): {what}"
+                            )))
                         });
                 (i, task, started_at, clock.elapsed(), outcome)
             });
@@ -219,6 +226,7 @@ pub async fn run(
                         duration,
                         done,
                         error: None,
+                        cause: None,
                     },
                     Err(e) => Finished {
                         task,
@@ -226,7 +234,8 @@ pub async fn run(
                         started_at,
                         duration,
                         done: Done::default(),
-                        error: Some(e),
+                        error: Some(e.to_string()),
+                        cause: Some(Arc::new(e)),
                     },
                 };
                 observer.finished(&f);
@@ -246,6 +255,7 @@ pub async fn run(
                 duration: Duration::ZERO,
                 done: Done::default(),
                 error: None,
+                cause: None,
             })
         })
         .collect())
@@ -354,7 +364,7 @@ mod tests {
         ];
         let body: Body = Arc::new(|t: &Task| {
             if t.id == "a" {
-                Err("corrupt".into())
+                Err(TaskError::Internal("corrupt".into()))
             } else {
                 Ok(Done::default())
             }

@@ -2,6 +2,7 @@
 //! state they share during one run (the run's DuckDB instance, the staged analytics file, extract
 //! results for the rebuilds).
 
+use super::error::TaskError;
 use super::scheduler::Done;
 use crate::analytics::{self, Rules, Staged};
 use crate::connectors::{self, Session};
@@ -12,7 +13,7 @@ use crate::instance::DataDir;
 use crate::quote;
 use crate::registry::registered::{Registered, TableDef};
 use crate::registry::task::{Task, TaskKind};
-use crate::spec::model::{Materialized, QueryMode};
+use crate::spec::model::QueryMode;
 use duckdb::Connection;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::PathBuf;
@@ -44,6 +45,11 @@ pub struct Context {
     /// Tables (ids) whose new schema is published whatever it is (`--accept-schema`).
     pub accept_schema: BTreeSet<String>,
     pub lock_timeout: Duration,
+    /// Memory and threads of every DuckDB engine the run opens (the instance's `run:`).
+    pub limits: crate::duck::EngineLimits,
+    /// The one source this run republishes, when it synced only that one
+    /// ([`analytics::stage_source`]).
+    pub scope: Option<String>,
     pub cancel: Arc<AtomicBool>,
     /// The run's DuckDB instance; tasks work on clones of this connection.
     engine: Mutex<Connection>,
@@ -71,6 +77,8 @@ pub struct ContextParts {
     pub full_refresh: bool,
     pub accept_schema: BTreeSet<String>,
     pub lock_timeout: Duration,
+    pub scope: Option<String>,
+    pub limits: crate::duck::EngineLimits,
 }
 
 impl Context {
@@ -81,8 +89,9 @@ impl Context {
         std::fs::create_dir_all(&temp_dir).map_err(|e| format!("{}: {e}", temp_dir.display()))?;
         engine
             .execute_batch(&format!(
-                "SET temp_directory = {}; SET TimeZone = 'UTC';",
-                quote::path(&temp_dir)
+                "SET temp_directory = {}; SET TimeZone = 'UTC'; {}",
+                quote::path(&temp_dir),
+                p.limits.sql()
             ))
             .map_err(|e| e.to_string())?;
         let extensions = p.policy.store.clone();
@@ -96,6 +105,8 @@ impl Context {
             full_refresh: p.full_refresh,
             accept_schema: p.accept_schema,
             lock_timeout: p.lock_timeout,
+            scope: p.scope,
+            limits: p.limits,
             cancel,
             engine: Mutex::new(engine),
             session: Session::with_scratch(temp_dir).with_extensions(extensions),
@@ -106,7 +117,7 @@ impl Context {
         })
     }
 
-    pub fn run(&self, task: &Task) -> Result<Done, String> {
+    pub fn run(&self, task: &Task) -> Result<Done, TaskError> {
         match task.kind {
             TaskKind::Extract => self.extract(&task.target),
             TaskKind::Attach => self.attach(&task.target),
@@ -117,29 +128,31 @@ impl Context {
         }
     }
 
-    fn table(&self, id: &str) -> Result<&TableDef, String> {
-        self.registered
-            .tables
-            .get(id)
-            .ok_or_else(|| format!("table `{id}` is no longer registered"))
+    /// A connection to the run's DuckDB instance.
+    fn engine_connection(&self) -> Result<Connection, TaskError> {
+        lock(&self.engine).try_clone().map_err(TaskError::internal)
     }
 
-    fn extract_dir(&self, source: &str) -> Result<ExtractDir, String> {
-        ExtractDir::new(&self.data.extracts(), source)
-            .ok_or_else(|| format!("`{source}` is not a safe source name"))
+    fn table(&self, id: &str) -> Result<&TableDef, TaskError> {
+        self.registered.tables.get(id).ok_or_else(|| {
+            TaskError::NotRegistered(format!("table `{id}` is no longer registered"))
+        })
     }
 
-    fn extract(&self, id: &str) -> Result<Done, String> {
+    fn extract_dir(&self, source: &str) -> Result<ExtractDir, TaskError> {
+        ExtractDir::new(&self.data.extracts(), source).ok_or_else(|| {
+            TaskError::NotRegistered(format!("`{source}` is not a safe source name"))
+        })
+    }
+
+    fn extract(&self, id: &str) -> Result<Done, TaskError> {
         let table = self.table(id)?;
-        let source = self
-            .registered
-            .sources
-            .get(&table.source)
-            .ok_or_else(|| format!("source `{}` is not registered", table.source))?;
-        let connector =
-            connectors::connector_for(source, table, &self.root).map_err(|e| e.to_string())?;
+        let source = self.registered.sources.get(&table.source).ok_or_else(|| {
+            TaskError::NotRegistered(format!("source `{}` is not registered", table.source))
+        })?;
+        let connector = connectors::connector_for(source, table, &self.root)?;
         let dir = self.extract_dir(&table.source)?;
-        let conn = lock(&self.engine).try_clone().map_err(|e| e.to_string())?;
+        let conn = self.engine_connection()?;
         let req = extract::Request {
             source,
             table,
@@ -149,7 +162,7 @@ impl Context {
             full_refresh: self.full_refresh,
             accept_schema: self.accept_schema.contains(id),
         };
-        let x = extract::extract(&conn, &self.session, &req).map_err(|e| e.to_string())?;
+        let x = extract::extract(&conn, &self.session, &req)?;
         let mut notes = Vec::new();
         if x.unchanged {
             notes.push("input unchanged".to_string());
@@ -192,15 +205,17 @@ impl Context {
         Ok(done)
     }
 
-    fn attach(&self, id: &str) -> Result<Done, String> {
+    fn attach(&self, id: &str) -> Result<Done, TaskError> {
         let table = self.table(id)?;
         let source = &self.registered.sources[&table.source];
-        let connector =
-            connectors::connector_for(source, table, &self.root).map_err(|e| e.to_string())?;
-        let remote = connector.remote(table).map_err(|e| e.to_string())?;
+        let connector = connectors::connector_for(source, table, &self.root)?;
+        let remote = connector.remote(table)?;
         // Check now that it can be attached and that the table is there, so a broken remote fails
         // here with its own message (and alone: the rebuild leaves it out, its siblings publish).
-        RemoteProbe::new()?.check(&remote, &self.policy)?;
+        RemoteProbe::new()
+            .map_err(TaskError::Internal)?
+            .check(&remote, &self.policy)
+            .map_err(TaskError::Remote)?;
         Ok(Done {
             detail: Some(format!("remote: {}.{}", remote.schema, remote.table)),
             ..Done::default()
@@ -209,14 +224,12 @@ impl Context {
 
     /// Rewrites one source's extract.duckdb from its registered tables: this run's extracts, else what
     /// the previous extract said.
-    fn rebuild(&self, source_name: &str) -> Result<Done, String> {
-        let source = self
-            .registered
-            .sources
-            .get(source_name)
-            .ok_or_else(|| format!("source `{source_name}` is not registered"))?;
+    fn rebuild(&self, source_name: &str) -> Result<Done, TaskError> {
+        let source = self.registered.sources.get(source_name).ok_or_else(|| {
+            TaskError::NotRegistered(format!("source `{source_name}` is not registered"))
+        })?;
         let dir = self.extract_dir(source_name)?;
-        let conn = lock(&self.engine).try_clone().map_err(|e| e.to_string())?;
+        let conn = self.engine_connection()?;
         let existing = extract_db::read_with(&conn, &dir).ok().flatten();
         let before = existing.clone().unwrap_or_default();
         let before: HashMap<&str, &MetaRow> = before
@@ -247,10 +260,12 @@ impl Context {
                             return Ok(r);
                         }
                         if probe.is_none() {
-                            probe = Some(RemoteProbe::new()?);
+                            probe = Some(RemoteProbe::new().map_err(|e| e.to_string())?);
                         }
                         let p = probe.as_mut().expect("just made");
-                        p.check(&r, &self.policy).map(|()| r)
+                        p.check(&r, &self.policy)
+                            .map(|()| r)
+                            .map_err(|e| e.to_string())
                     });
                 let remote = match remote {
                     Ok(r) => r,
@@ -310,8 +325,7 @@ impl Context {
                 view: ViewTarget::Local(data),
             });
         }
-        let written = extract_db::write(&dir, &entries, &remotes, &self.policy, existing.as_ref())
-            .map_err(|e| e.to_string())?;
+        let written = extract_db::write(&dir, &entries, &remotes, &self.policy, existing.as_ref())?;
         let mut warnings = Vec::new();
         if !missing.is_empty() {
             warnings.push(format!(
@@ -340,27 +354,16 @@ impl Context {
             policy: self.policy.clone(),
             owners: self.owners.clone(),
             reserved: self.registered.transforms.keys().cloned().collect(),
+            limits: self.limits,
         }
     }
 
     /// The transforms' definitions, for the analytics fingerprint.
     fn transform_keys(&self) -> Vec<String> {
-        self.registered
-            .transforms
-            .values()
-            .map(|t| {
-                format!(
-                    "{}|{}|{}|{:?}",
-                    t.name,
-                    t.materialized().as_str(),
-                    t.sql,
-                    t.checks
-                )
-            })
-            .collect()
+        analytics::publish::transform_keys(&self.registered)
     }
 
-    fn stage(&self) -> Result<Done, String> {
+    fn stage(&self) -> Result<Done, TaskError> {
         let rules = self.rules();
         let fingerprint = analytics::fingerprint(&self.data, &rules, &self.transform_keys());
         if !self.full_refresh
@@ -391,17 +394,31 @@ impl Context {
                 let who = h.map_or("another process".to_string(), |h| h.to_string());
                 tracing::warn!("waiting for the analytics lock held by {who}");
             },
-        )
-        .map_err(|e| e.to_string())?;
+        )?;
         *lock(&self.analytics_lock) = Some(held);
-        let staged = analytics::stage(&self.data, &rules).map_err(|e| e.to_string())?;
+        // A run that synced one source republishes only it, when nothing else changed since the
+        // live file was built; else, and when it cannot, the whole file is rebuilt.
+        let one_source = match &self.scope {
+            Some(source) => {
+                analytics::stage_source(&self.data, &rules, &self.transform_keys(), source)?
+            }
+            None => None,
+        };
+        let staged = match one_source {
+            Some(s) => s,
+            None => analytics::stage(&self.data, &rules)?,
+        };
         let r = &staged.report;
         let done = Done {
             rows: Some(r.published.len() as i64),
             detail: Some(format!(
-                "{} table(s) from {} source(s){}",
+                "{} table(s) from {} source(s){}{}",
                 r.published.len(),
                 r.sources().len(),
+                match &staged.scope {
+                    Some(s) => format!(", {} republished", s.source),
+                    None => String::new(),
+                },
                 if r.skipped.is_empty() {
                     String::new()
                 } else {
@@ -416,20 +433,20 @@ impl Context {
     }
 
     /// A connection to the staged analytics file, `Ok(None)` when the live one is up to date.
-    fn staged_connection(&self) -> Result<Option<Connection>, String> {
+    fn staged_connection(&self) -> Result<Option<Connection>, TaskError> {
         match &*lock(&self.publish) {
-            Publish::Staged(s) => s.connection().map(Some).map_err(|e| e.to_string()),
+            Publish::Staged(s) => Ok(Some(s.connection()?)),
             Publish::UpToDate => Ok(None),
-            _ => Err("analytics was not staged in this run".into()),
+            _ => Err(TaskError::Internal(
+                "analytics was not staged in this run".into(),
+            )),
         }
     }
 
-    fn transform(&self, name: &str) -> Result<Done, String> {
-        let t = self
-            .registered
-            .transforms
-            .get(name)
-            .ok_or_else(|| format!("transform `{name}` is not registered"))?;
+    fn transform(&self, name: &str) -> Result<Done, TaskError> {
+        let t = self.registered.transforms.get(name).ok_or_else(|| {
+            TaskError::NotRegistered(format!("transform `{name}` is not registered"))
+        })?;
         let Some(conn) = self.staged_connection()? else {
             return Ok(Done {
                 unchanged: true,
@@ -437,22 +454,7 @@ impl Context {
                 ..Done::default()
             });
         };
-        let id = quote::ident(name).ok_or_else(|| format!("`{name}` is not a safe name"))?;
-        let sql = t.sql.trim().trim_end_matches(';');
-        let kind = match t.materialized() {
-            Materialized::Table => "TABLE",
-            Materialized::View => "VIEW",
-        };
-        conn.execute_batch(&format!("CREATE OR REPLACE {kind} {id} AS {sql}"))
-            .map_err(|e| e.to_string())?;
-        if let Err(e) = crate::checks::run(&conn, &id, &t.checks) {
-            // The failed result must not be published; the previous one is kept instead.
-            let _ = conn.execute_batch(&format!("DROP {kind} IF EXISTS {id}"));
-            return Err(e);
-        }
-        let rows: i64 = conn
-            .query_row(&format!("SELECT count(*) FROM {id}"), [], |r| r.get(0))
-            .map_err(|e| e.to_string())?;
+        let rows = analytics::build_transform(&conn, name, t)?;
         Ok(Done {
             rows: Some(rows),
             ..Done::default()
@@ -461,45 +463,42 @@ impl Context {
 
     /// Binds a metric's SQL (each grain, dimension and variant) against the analytics schema without
     /// running it: the same check as `pipeline metrics check` ([`crate::metrics::bind`]).
-    fn check(&self, id: &str) -> Result<Done, String> {
-        let m = self
-            .registered
-            .metrics
-            .get(id)
-            .ok_or_else(|| format!("metric `{id}` is not registered"))?;
+    fn check(&self, id: &str) -> Result<Done, TaskError> {
+        let m =
+            self.registered.metrics.get(id).ok_or_else(|| {
+                TaskError::NotRegistered(format!("metric `{id}` is not registered"))
+            })?;
         let conn = match self.staged_connection() {
             Ok(Some(c)) => c,
             _ => self.live_connection()?,
         };
-        let templates = crate::metrics::Templates {
-            id: &m.id,
-            sql: &m.sql,
-            variants: m
-                .variants
-                .iter()
-                .map(|(k, v)| (k.as_str(), v.as_str()))
-                .collect(),
-            grains: if m.grain.is_empty() {
-                vec!["month".into()]
-            } else {
-                m.grain.clone()
-            },
-            time_column: m.time_column.as_deref(),
-            dimensions: m.dimensions.iter().map(|d| d.as_str()).collect(),
-        };
-        match crate::metrics::bind(&conn, &templates).first() {
-            None => Ok(Done::default()),
-            Some(u) => Err(u.summary()),
+        let templates = crate::metrics::Templates::of_registered(m);
+        // Every SQL that does not bind, as `metrics check` lists them.
+        let unbound = crate::metrics::bind(&conn, &templates);
+        if unbound.is_empty() {
+            Ok(Done::default())
+        } else {
+            let all: Vec<String> = unbound.iter().map(|u| u.summary()).collect();
+            Err(TaskError::CheckFailed(all.join("; ")))
         }
     }
 
-    fn live_connection(&self) -> Result<Connection, String> {
+    fn live_connection(&self) -> Result<Connection, TaskError> {
         if !self.data.analytics().is_file() {
-            return Err("there is no analytics.duckdb yet; run `pipeline run` first".into());
+            return Err(TaskError::Missing(
+                "there is no analytics.duckdb yet; run `pipeline run` first".into(),
+            ));
         }
-        analytics::open_live(&self.data, &self.policy)
-            .map(|(conn, _)| conn)
-            .map_err(|e| e.to_string())
+        Ok(analytics::open_live(&self.data, &self.policy).map(|(conn, _)| conn)?)
+    }
+
+    /// Whether the staged file is a full rebuild (`Some(true)`), a one-source copy (`Some(false)`),
+    /// or there is none.
+    pub fn staged_full(&self) -> Option<bool> {
+        match &*lock(&self.publish) {
+            Publish::Staged(s) => Some(s.scope.is_none()),
+            _ => None,
+        }
     }
 
     /// What the staged file publishes and skips (`None` unless a new file was staged).
@@ -537,13 +536,20 @@ impl Context {
                 Ok(false)
             }
             Publish::Staged(staged) => {
-                let fingerprint = if complete {
-                    analytics::fingerprint(&self.data, &self.rules(), &self.transform_keys())
-                } else {
-                    "incomplete".into()
+                // A one-source file is built from the other sources as the live file recorded
+                // them; it is complete only if the live file was.
+                let stamps = match &staged.scope {
+                    Some(s) if complete && s.live_complete => Some(s.stamps.clone()),
+                    Some(_) => None,
+                    None if complete => Some(analytics::stamps(
+                        &self.data,
+                        &self.rules(),
+                        &self.transform_keys(),
+                    )),
+                    None => None,
                 };
                 staged
-                    .finish(&fingerprint, transforms)
+                    .finish(stamps.as_ref(), transforms)
                     .map(|report| {
                         *lock(&self.published) = Some(report);
                         true

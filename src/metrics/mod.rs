@@ -6,6 +6,7 @@ pub mod import;
 
 use crate::diag::source::{Pos, SourceMap, Span};
 use crate::diag::{Code, Diagnostic};
+use crate::registry::registered::MetricDef;
 use crate::spec::decode::Located;
 use crate::spec::model::MetricSpec;
 use crate::spec::template::{self, Params};
@@ -97,15 +98,20 @@ pub struct Request {
     pub date_to: Option<String>,
 }
 
-/// The grains a metric is computed at: its declared ones, else `month`.
+/// The grain of a metric that declares none.
+pub const DEFAULT_GRAIN: &str = "month";
+
+/// The grains a metric is computed at: its declared ones, else [`DEFAULT_GRAIN`].
 pub fn grains(m: &MetricSpec) -> Vec<String> {
-    if m.grain.is_empty() {
-        vec!["month".into()]
+    declared_or_default(m.grain.iter().map(|g| g.value.as_str()))
+}
+
+fn declared_or_default<'a>(declared: impl Iterator<Item = &'a str>) -> Vec<String> {
+    let out: Vec<String> = declared.map(String::from).collect();
+    if out.is_empty() {
+        vec![DEFAULT_GRAIN.into()]
     } else {
-        m.grain
-            .iter()
-            .map(|g| g.value.as_str().to_string())
-            .collect()
+        out
     }
 }
 
@@ -234,6 +240,22 @@ impl<'a> Templates<'a> {
             grains: grains(m),
             time_column: m.time_column.as_ref().map(|t| t.value.as_str()),
             dimensions: m.dimensions.iter().map(|d| d.value.as_str()).collect(),
+        }
+    }
+
+    /// The same templates from what apply recorded (a run's `check:` task).
+    pub fn of_registered(m: &'a MetricDef) -> Templates<'a> {
+        Templates {
+            id: &m.id,
+            sql: &m.sql,
+            variants: m
+                .variants
+                .iter()
+                .map(|(k, v)| (k.as_str(), v.as_str()))
+                .collect(),
+            grains: declared_or_default(m.grain.iter().map(String::as_str)),
+            time_column: m.time_column.as_deref(),
+            dimensions: m.dimensions.iter().map(String::as_str).collect(),
         }
     }
 }

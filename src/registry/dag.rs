@@ -207,6 +207,63 @@ pub fn sync_tasks(reg: &Registered, sel: &Selection) -> Result<Vec<Task>, Select
     Ok(tasks(reg, &Work::sync(reg, sel)?))
 }
 
+/// The transforms that read any of `names` (lower-case table or view names), directly or through
+/// other transforms, in dependency order (what a transform reads comes first); every transform
+/// when `names` is `None`. A transform whose inputs are uncertain counts as reading everything.
+/// What a one-source publish builds again.
+pub fn transforms_reading(reg: &Registered, names: Option<&BTreeSet<String>>) -> Vec<String> {
+    let lookup = TransformNames::of(reg);
+    let mut chosen: BTreeSet<&String> = BTreeSet::new();
+    // Grow the set until nothing new reads what is in it.
+    loop {
+        let before = chosen.len();
+        for (name, t) in &reg.transforms {
+            if chosen.contains(name) {
+                continue;
+            }
+            let reads = match names {
+                None => true,
+                Some(names) => {
+                    !t.inputs_uncertain.is_empty()
+                        || t.inputs.iter().any(|i| {
+                            names.contains(&i.to_lowercase())
+                                || lookup.get(i).is_some_and(|n| chosen.contains(n))
+                        })
+                }
+            };
+            if reads {
+                chosen.insert(name);
+            }
+        }
+        if chosen.len() == before {
+            break;
+        }
+    }
+    // Dependency order: repeatedly take those whose chosen inputs are all placed.
+    let mut placed: Vec<String> = Vec::new();
+    let mut left: Vec<&String> = chosen.into_iter().collect();
+    while !left.is_empty() {
+        let (ready, wait): (Vec<&String>, Vec<&String>) = left.iter().partition(|&&name| {
+            reg.transforms[name.as_str()]
+                .inputs
+                .iter()
+                .all(|i| match lookup.get(i) {
+                    // What it reads is placed, is itself, or is not among those to build.
+                    Some(n) => n == name || placed.contains(n) || !left.contains(&n),
+                    None => true,
+                })
+        });
+        if ready.is_empty() {
+            // A cycle (validate refuses them): keep the rest in name order.
+            placed.extend(wait.into_iter().cloned());
+            break;
+        }
+        placed.extend(ready.into_iter().cloned());
+        left = wait;
+    }
+    placed
+}
+
 /// Transform names by their lower-cased form. What a transform or metric reads (`inputs`,
 /// `tables`) is recorded lower-cased, as DuckDB resolves names without regard to case, while a
 /// transform keeps its name as written: `Daily` reading `facts` must wait for `Facts`.

@@ -220,12 +220,42 @@ pub static SERVER: Object = Object {
 pub static SCHEDULER: Object = Object {
     name: "scheduler",
     doc: "How `pipeline daemon` runs the schedules.",
-    fields: &[f(
-        "missed_runs",
-        Ty::Enum(MISSED_RUNS),
-        "Tables whose scheduled time passed while the daemon was down: run_once (at start, once \
-         however many were missed) or skip (wait for the next time). Default: run_once.",
-    )],
+    fields: &[
+        f(
+            "missed_runs",
+            Ty::Enum(MISSED_RUNS),
+            "Tables whose scheduled time passed while the daemon was down: run_once (at start, once \
+             however many were missed) or skip (wait for the next time). Default: run_once.",
+        ),
+        f(
+            "max_concurrent_runs",
+            Ty::Int { min: 1, max: 64 },
+            "Runs the daemon works on at once (scheduled, API, watcher, push); more wait in line, \
+             in the order they came, and none is dropped. Default: 2.",
+        ),
+    ],
+};
+
+pub static RUN: Object = Object {
+    name: "run",
+    doc: "Resources of each run's DuckDB engines (extract, rebuild, publish, transforms).",
+    fields: &[
+        f(
+            "memory_limit_mb",
+            Ty::Int {
+                min: 64,
+                max: 16_777_216,
+            },
+            "DuckDB memory_limit of each engine a run opens, in MiB; beyond it DuckDB spills to \
+             data/tmp or fails the task. Default: a quarter of the RAM (two runs at once take half), \
+             at least 256.",
+        ),
+        f(
+            "threads",
+            Ty::Int { min: 1, max: 256 },
+            "DuckDB threads of each engine a run opens. Default: half the CPU cores, at least 1.",
+        ),
+    ],
 };
 
 pub static REMOTE_ATTACH: Object = Object {
@@ -275,6 +305,7 @@ pub static INSTANCE: Object = Object {
         f("defaults", Ty::Object(&DEFAULTS), "Defaults for sources and tables."),
         f("server", Ty::Object(&SERVER), "HTTP server settings for `pipeline daemon`."),
         f("scheduler", Ty::Object(&SCHEDULER), "Scheduling settings for `pipeline daemon`."),
+        f("run", Ty::Object(&RUN), "Memory and threads of each run's DuckDB engines."),
         f("remote_attach", Ty::Object(&REMOTE_ATTACH), "Allowlists for remote attachments."),
         f("extensions", Ty::Object(&EXTENSIONS), "Where DuckDB extensions are installed and come from."),
     ],
@@ -722,6 +753,8 @@ pub fn all_objects() -> Vec<&'static Object> {
         &INSTANCE,
         &DEFAULTS,
         &SERVER,
+        &SCHEDULER,
+        &RUN,
         &REMOTE_ATTACH,
         &EXTENSIONS,
         &SOURCE,

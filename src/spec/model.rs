@@ -175,10 +175,21 @@ pub struct InstanceSpec {
     /// Boxed: most of an instance's size, and `InstanceSpec` travels in enums beside smaller specs.
     pub server: Box<ServerSettings>,
     pub missed_runs: MissedRuns,
+    /// `scheduler.max_concurrent_runs`.
+    pub max_concurrent_runs: Option<u64>,
+    /// `run:`: the run engines' limits; `None` where the host decides.
+    pub run: RunSettings,
     pub remote_extensions: Vec<Located<String>>,
     pub remote_token_envs: Vec<Located<String>>,
     /// `extensions:`, when given (boxed: most instances have none).
     pub extensions: Option<Box<ExtensionSettings>>,
+}
+
+/// `run:` of the instance: each run engine's DuckDB `memory_limit` and `threads`, when set.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RunSettings {
+    pub memory_limit_mb: Option<u64>,
+    pub threads: Option<u64>,
 }
 
 /// `extensions:` of the instance: where DuckDB extensions are installed and come from.
@@ -653,18 +664,27 @@ pub fn decode_instance(dec: &mut Decoder, node: &Node, file: FileId) -> Option<I
             listen = l;
         }
     }
-    let missed_runs = obj
+    let scheduler = obj
         .get("scheduler")
-        .and_then(|n| dec.object(n, &fields::SCHEDULER))
+        .and_then(|n| dec.object(n, &fields::SCHEDULER));
+    let missed_runs = scheduler
+        .as_ref()
         .and_then(|sch| {
-            dec.enum_value(
-                &sch,
-                "missed_runs",
-                MissedRuns::NAMES,
-                MissedRuns::from_name,
-            )
+            dec.enum_value(sch, "missed_runs", MissedRuns::NAMES, MissedRuns::from_name)
         })
         .map_or(MissedRuns::RunOnce, |m| m.value);
+    // The schema's ranges are positive, so the casts never wrap.
+    let max_concurrent_runs = scheduler
+        .as_ref()
+        .and_then(|sch| dec.int(sch, "max_concurrent_runs"))
+        .map(|n| n.value as u64);
+    let run = match obj.get("run").and_then(|n| dec.object(n, &fields::RUN)) {
+        Some(r) => RunSettings {
+            memory_limit_mb: dec.int(&r, "memory_limit_mb").map(|n| n.value as u64),
+            threads: dec.int(&r, "threads").map(|n| n.value as u64),
+        },
+        None => RunSettings::default(),
+    };
     let (mut remote_extensions, mut remote_token_envs) = (Vec::new(), Vec::new());
     if let Some(ra) = obj
         .get("remote_attach")
@@ -715,6 +735,8 @@ pub fn decode_instance(dec: &mut Decoder, node: &Node, file: FileId) -> Option<I
         listen,
         server: Box::new(settings),
         missed_runs,
+        max_concurrent_runs,
+        run,
         remote_extensions,
         remote_token_envs,
         extensions,

@@ -16,6 +16,7 @@ mod jira;
 mod keboola;
 mod metrics;
 mod metrics_import;
+mod one_source;
 mod ops;
 mod plan_apply;
 mod security_access;

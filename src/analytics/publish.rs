@@ -1,0 +1,641 @@
+//! The one-source publish: republish one source in a copy of the live analytics file instead of
+//! rebuilding it from every extract (`pipeline run --source X`, push connectors after each event).
+//!
+//! [`stage_source`] copies the live file aside (a reflink where the file system has them, else a
+//! plain copy), drops that source's views and creates them again from its extract (with its
+//! `_remote_attach` attachments), keeping every other object as it is. It refuses — and the caller
+//! falls back to the full rebuild ([`super::stage`]) — when there is no live file, when the live file
+//! does not record what it was built from, or when anything else changed since it was built: another
+//! source's extract, the set of sources, the transforms or the rules. So a one-source publish always
+//! yields the file a full rebuild would, only faster. The transforms that read the source (and what
+//! reads them, [`crate::registry::dag::transforms_reading`]) are built again in the copy; the others
+//! keep their result. [`super::Staged::finish`] then checkpoints the copy and renames it over the
+//! live file, as for a full rebuild: readers never see half a state, a crash leaves the previous
+//! file whole.
+//!
+//! [`publish_source`] does all of it for one source, for callers without a run (benchmarks, tools);
+//! a run (`exec`) stages with [`stage_source`] and builds the transforms as tasks, and
+//! `exec::publish_source` records the result in the state.
+
+use super::{
+    add_source, attach, db_err, extract_dirs, fold, folded, AnalyticsError, Published, Report,
+    Rules, Skipped, Staged, Stamps, TransformMeta, META_SCHEMA,
+};
+use crate::extract_db::{self, remote, ExtractDir};
+use crate::fslock::Lock;
+use crate::instance::DataDir;
+use crate::quote;
+use crate::registry::registered::Registered;
+use duckdb::Connection;
+use serde::Serialize;
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+/// What a one-source publish republishes, and the live file it started from.
+#[derive(Clone, Debug)]
+pub struct Scope {
+    pub source: String,
+    /// The stamps of what the new file is built from (the other sources as the live file recorded
+    /// them, this source as it is now).
+    pub stamps: Stamps,
+    /// The live file recorded a fingerprint (every transform was built then): the new one is
+    /// complete when every transform it rebuilds builds.
+    pub live_complete: bool,
+    /// `_pipeline.transforms` of the live file: the status of the transforms not rebuilt.
+    pub previous_transforms: Vec<TransformMeta>,
+    /// The views the source published before (lower-case).
+    pub views_before: BTreeSet<String>,
+}
+
+/// What [`publish_source`] did.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct PublishReport {
+    pub source: String,
+    /// `true`: the whole file was rebuilt (no live file, or something besides this source changed).
+    pub full: bool,
+    /// Every published table of the new file, what was skipped, and the ownership changes.
+    pub report: Report,
+    /// The transforms built again, in the order they were built, with their status (`ok`; `failed`
+    /// or `stale` keep their previous result).
+    pub transforms: Vec<TransformMeta>,
+    pub elapsed_ms: u128,
+}
+
+/// Copies `from` to `to`: a reflink (`FICLONE`: the copy shares the blocks until either side
+/// writes) where the file system supports it, else a plain copy.
+pub fn clone_file(from: &Path, to: &Path) -> std::io::Result<()> {
+    #[cfg(target_os = "linux")]
+    {
+        use std::os::fd::AsRawFd;
+        let src = std::fs::File::open(from)?;
+        let dst = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(to)?;
+        // FICLONE = _IOW(0x94, 9, int).
+        const FICLONE: libc::c_ulong = 0x4004_9409;
+        // SAFETY: both descriptors are open for the duration of the call; FICLONE reads only the
+        // source descriptor passed as its argument.
+        let rc = unsafe { libc::ioctl(dst.as_raw_fd(), FICLONE as _, src.as_raw_fd()) };
+        if rc == 0 {
+            return Ok(());
+        }
+        drop(dst);
+        std::fs::remove_file(to)?;
+    }
+    std::fs::copy(from, to).map(|_| ())
+}
+
+/// Key in `_pipeline.info` holding the [`Stamps`] the file was built from.
+const STAMPS_KEY: &str = "stamps";
+
+/// Stages a copy of the live file with `source` republished, or `Ok(None)` when the full rebuild
+/// is needed instead (see the module documentation). `transforms` are the transform keys of the
+/// fingerprint ([`super::stamps`]). The caller holds the analytics lock.
+pub fn stage_source(
+    layout: &DataDir,
+    rules: &Rules,
+    transforms: &[String],
+    source: &str,
+) -> Result<Option<Staged>, AnalyticsError> {
+    let Some(dir) = ExtractDir::new(&layout.extracts(), source)
+        .filter(|_| !remote::is_reserved_catalog(source))
+    else {
+        return Ok(None);
+    };
+    let live = layout.analytics();
+    if !live.is_file() {
+        return Ok(None);
+    }
+    let now = super::stamps(layout, rules, transforms);
+    let tmp = layout.staging();
+    if let Some(parent) = tmp.parent() {
+        std::fs::create_dir_all(parent).map_err(|e| AnalyticsError::Io(parent.into(), e))?;
+    }
+    extract_db::remove_db_files(&tmp)?;
+    clone_file(&live, &tmp).map_err(|e| AnalyticsError::Io(tmp.clone(), e))?;
+    let err = db_err(&tmp);
+    let give_up = |conn: Connection, why: &str| -> Result<Option<Staged>, AnalyticsError> {
+        tracing::debug!(
+            source,
+            "one-source publish not possible ({why}); full rebuild"
+        );
+        drop(conn);
+        extract_db::remove_db_files(&tmp)?;
+        Ok(None)
+    };
+    let conn = Connection::open(&tmp).map_err(&err)?;
+    conn.execute_batch(&format!("SET TimeZone = 'UTC'; {}", rules.limits.sql()))
+        .map_err(&err)?;
+    let s = META_SCHEMA;
+    let info: BTreeMap<String, Option<String>> = conn
+        .prepare(&format!("SELECT key, value FROM {s}.info"))
+        .and_then(|mut st| {
+            st.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+                .and_then(|r| r.collect())
+        })
+        .unwrap_or_default();
+    let recorded: Option<Stamps> = info
+        .get(STAMPS_KEY)
+        .cloned()
+        .flatten()
+        .and_then(|v| serde_json::from_str(&v).ok());
+    let Some(recorded) = recorded else {
+        return give_up(conn, "the live file does not record what it was built from");
+    };
+    if recorded.rest != now.rest {
+        return give_up(conn, "the transforms or the rules changed");
+    }
+    let others = |st: &Stamps| -> BTreeMap<String, String> {
+        st.sources
+            .iter()
+            .filter(|(k, _)| k.as_str() != source)
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect()
+    };
+    if others(&recorded) != others(&now) {
+        return give_up(conn, "another source changed since the live file was built");
+    }
+    let live_complete = info
+        .get("fingerprint")
+        .cloned()
+        .flatten()
+        .is_some_and(|f| f == recorded.fingerprint());
+
+    // The live file's description of itself: the other sources' rows stay, this source's go.
+    let read_published = || -> duckdb::Result<Vec<Published>> {
+        let mut stmt = conn.prepare(&format!(
+            "SELECT name, source, query_mode, description, rows, size_bytes, \
+             CAST(extracted_at AS VARCHAR), needs_attach FROM {s}.tables"
+        ))?;
+        let rows = stmt.query_map([], |r| {
+            Ok(Published {
+                name: r.get(0)?,
+                source: r.get(1)?,
+                query_mode: r.get(2)?,
+                description: r.get(3)?,
+                rows: r.get(4)?,
+                size_bytes: r.get(5)?,
+                extracted_at: r.get(6)?,
+                needs_attach: r.get(7)?,
+            })
+        })?;
+        rows.collect()
+    };
+    let Ok(all_before) = read_published() else {
+        return give_up(conn, "the live file has no readable _pipeline.tables");
+    };
+    let previous_transforms: Vec<TransformMeta> = conn
+        .prepare(&format!("SELECT name, status, reason FROM {s}.transforms"))
+        .and_then(|mut st| {
+            st.query_map([], |r| {
+                Ok(TransformMeta {
+                    name: r.get(0)?,
+                    status: r.get(1)?,
+                    reason: r.get(2)?,
+                })
+            })
+            .and_then(|r| r.collect())
+        })
+        .map_err(&err)?;
+    let skipped_before: Vec<Skipped> = conn
+        .prepare(&format!(
+            "SELECT source, table_name, reason FROM {s}.skipped WHERE source <> ?"
+        ))
+        .and_then(|mut st| {
+            st.query_map([source], |r| {
+                Ok(Skipped {
+                    source: r.get(0)?,
+                    table: r.get(1)?,
+                    reason: r.get(2)?,
+                })
+            })
+            .and_then(|r| r.collect())
+        })
+        .map_err(&err)?;
+    let attachments_before = attach::read(&conn, None).map_err(&err)?;
+
+    let mut kept = Report::default();
+    let mut views_before = BTreeSet::new();
+    let mut drops = String::new();
+    for p in all_before {
+        if p.source == source {
+            views_before.insert(fold(&p.name));
+            if let Some(v) = quote::ident(&p.name) {
+                drops.push_str(&format!("DROP VIEW IF EXISTS {v};\n"));
+            }
+        } else {
+            kept.published.push(p);
+        }
+    }
+    kept.attachments = attachments_before
+        .into_iter()
+        .filter(|a| a.source != source)
+        .collect();
+    // One transaction: the old views go and the metadata tables are written anew at finish.
+    conn.execute_batch(&format!(
+        "BEGIN;\n{drops}DROP TABLE {s}.tables; DROP TABLE {s}.transforms; DROP TABLE {s}.info; \
+         DROP TABLE IF EXISTS {s}.attachments; DROP TABLE IF EXISTS {s}.skipped;\nCOMMIT;"
+    ))
+    .map_err(&err)?;
+    // What the kept views read through must be attached for the transforms built on them to bind.
+    for problem in attach::attach_all(&conn, &kept.attachments, &rules.policy) {
+        tracing::warn!(source, "one-source publish: {problem}");
+    }
+    // Catalog names in use: every extract directory and every kept attachment.
+    let catalogs: BTreeSet<String> = std::iter::once(source.to_string())
+        .chain(
+            extract_dirs(&layout.extracts(), &mut Vec::new())
+                .into_iter()
+                .map(|d| d.source),
+        )
+        .chain(kept.attachments.iter().map(|a| a.alias.clone()))
+        .collect();
+    let mut taken = folded(&rules.owners);
+    for p in &kept.published {
+        taken.insert(fold(&p.name), p.source.clone());
+    }
+    let mut fresh = Report::default();
+    add_source(&conn, &dir, rules, &catalogs, &mut taken, &mut fresh);
+    let mut all = kept;
+    all.published.extend(fresh.published);
+    all.attachments.extend(fresh.attachments);
+    all.skipped = skipped_before;
+    all.skipped.extend(fresh.skipped);
+    all.claimed = fresh.claimed;
+    all.released = fresh.released;
+    // The new file is built from the others as recorded and this source as it is now.
+    let mut stamps = recorded;
+    match now.sources.get(source) {
+        Some(v) => stamps.sources.insert(source.to_string(), v.clone()),
+        None => stamps.sources.remove(source),
+    };
+    Ok(Some(Staged {
+        conn,
+        layout: layout.clone(),
+        report: all,
+        scope: Some(Scope {
+            source: source.to_string(),
+            stamps,
+            live_complete,
+            previous_transforms,
+            views_before,
+        }),
+    }))
+}
+
+/// The names a source's republish may change: the views it published before, the ones it
+/// publishes now and its registered tables' names (lower-case).
+pub fn changed_names(registered: &Registered, staged: &Staged, source: &str) -> BTreeSet<String> {
+    let mut names: BTreeSet<String> = registered
+        .tables_of(source)
+        .map(|t| fold(&t.name))
+        .collect();
+    if let Some(scope) = &staged.scope {
+        names.extend(scope.views_before.iter().cloned());
+    }
+    names.extend(
+        staged
+            .report
+            .published
+            .iter()
+            .filter(|p| p.source == source)
+            .map(|p| fold(&p.name)),
+    );
+    names
+}
+
+/// Republishes one source: takes the analytics lock (waiting up to `lock_timeout`), stages a copy
+/// of the live file with that source's views replaced ([`stage_source`]; the full rebuild when it
+/// refuses), builds the transforms that read them again in dependency order (one that fails keeps
+/// its previous result, marked `failed`; what reads it keeps its own, marked `stale`), and swaps the
+/// copy in. Records nothing in the state: `exec::publish_source` does that.
+pub fn publish_source(
+    layout: &DataDir,
+    rules: &Rules,
+    registered: &Registered,
+    source: &str,
+    lock_timeout: Duration,
+) -> Result<PublishReport, AnalyticsError> {
+    let clock = Instant::now();
+    let _held = Lock::acquire(
+        &layout.analytics_lock(),
+        "pipeline publish (one source)",
+        lock_timeout,
+        |h| {
+            let who = h.map_or("another process".to_string(), |h| h.to_string());
+            tracing::warn!("waiting for the analytics lock held by {who}");
+        },
+    )
+    .map_err(|e| AnalyticsError::Lock(e.to_string()))?;
+    let keys = transform_keys(registered);
+    let (staged, full) = match stage_source(layout, rules, &keys, source)? {
+        Some(s) => (s, false),
+        None => (super::stage(layout, rules)?, true),
+    };
+    // A full rebuild starts from nothing: every transform is built.
+    let order: Vec<String> = if full {
+        crate::registry::dag::transforms_reading(registered, None)
+    } else {
+        let names = changed_names(registered, &staged, source);
+        crate::registry::dag::transforms_reading(registered, Some(&names))
+    };
+    let conn = staged.connection()?;
+    let mut built: Vec<TransformMeta> = Vec::new();
+    let mut not_ok: BTreeMap<String, String> = BTreeMap::new();
+    for name in &order {
+        let Some(t) = registered.transforms.get(name) else {
+            continue;
+        };
+        let bad_input = t
+            .inputs
+            .iter()
+            .find_map(|i| not_ok.get(&fold(i)).map(|why| (i.clone(), why.clone())));
+        let meta = match bad_input {
+            Some((input, why)) => TransformMeta {
+                name: name.clone(),
+                status: "stale".into(),
+                reason: Some(format!("`{input}` is {why}")),
+            },
+            None => match super::build_transform(&conn, name, t) {
+                Ok(_) => TransformMeta {
+                    name: name.clone(),
+                    status: "ok".into(),
+                    reason: None,
+                },
+                Err(e) => TransformMeta {
+                    name: name.clone(),
+                    status: "failed".into(),
+                    reason: Some(e.to_string().lines().next().unwrap_or_default().to_string()),
+                },
+            },
+        };
+        if meta.status != "ok" {
+            not_ok.insert(fold(name), meta.status.clone());
+        }
+        built.push(meta);
+    }
+    drop(conn);
+    let not_built: Vec<String> = built
+        .iter()
+        .filter(|m| m.status != "ok")
+        .map(|m| m.name.clone())
+        .collect();
+    let kept = staged.keep_previous(&not_built);
+    // Every transform's status: the rebuilt ones' new one, the others' as the live file said.
+    let mut metas: BTreeMap<String, TransformMeta> = staged
+        .scope
+        .as_ref()
+        .map(|s| {
+            s.previous_transforms
+                .iter()
+                .map(|m| (m.name.clone(), m.clone()))
+                .collect()
+        })
+        .unwrap_or_default();
+    for m in &built {
+        let mut m = m.clone();
+        if m.status != "ok" && !kept.contains(&m.name) {
+            m.status = "missing".into();
+        }
+        metas.insert(m.name.clone(), m);
+    }
+    metas.retain(|name, _| registered.transforms.contains_key(name));
+    let metas: Vec<TransformMeta> = metas.into_values().collect();
+    let complete = not_built.is_empty();
+    let stamps = match &staged.scope {
+        Some(s) if complete && s.live_complete => Some(s.stamps.clone()),
+        Some(_) => None,
+        None if complete => Some(super::stamps(layout, rules, &keys)),
+        None => None,
+    };
+    let report = staged.finish(stamps.as_ref(), &metas)?;
+    Ok(PublishReport {
+        source: source.to_string(),
+        full,
+        report,
+        transforms: built,
+        elapsed_ms: clock.elapsed().as_millis(),
+    })
+}
+
+/// The transforms' definitions, for the analytics fingerprint ([`super::stamps`]): a changed
+/// transform means a full rebuild.
+pub fn transform_keys(registered: &Registered) -> Vec<String> {
+    registered
+        .transforms
+        .values()
+        .map(|t| {
+            format!(
+                "{}|{}|{}|{:?}",
+                t.name,
+                t.materialized().as_str(),
+                t.sql,
+                t.checks
+            )
+        })
+        .collect()
+}
+
+/// The views `source` published in the live file (lower-case); `None` when there is no live file or
+/// it does not say (a one-source publish is then not possible).
+pub fn live_views(layout: &DataDir, source: &str) -> Option<BTreeSet<String>> {
+    let live = layout.analytics();
+    if !live.is_file() {
+        return None;
+    }
+    let conn = Connection::open_in_memory().ok()?;
+    conn.execute_batch(&format!(
+        "ATTACH {} AS live (READ_ONLY)",
+        quote::path(&live)
+    ))
+    .ok()?;
+    let mut stmt = conn
+        .prepare(&format!(
+            "SELECT lower(name) FROM live.{META_SCHEMA}.tables WHERE source = ?"
+        ))
+        .ok()?;
+    let rows = stmt.query_map([source], |r| r.get(0)).ok()?;
+    rows.collect::<Result<BTreeSet<String>, _>>().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::analytics::tests::{count, extract, extract_from};
+    use crate::registry::registered::TransformDef;
+
+    fn transform(name: &str, sql: &str, inputs: &[&str]) -> (String, TransformDef) {
+        (
+            name.to_string(),
+            TransformDef {
+                name: name.into(),
+                checks: Vec::new(),
+                source: "x".into(),
+                materialized: None,
+                sql: sql.into(),
+                inputs: inputs.iter().map(|s| s.to_string()).collect(),
+                inputs_uncertain: Vec::new(),
+                description: None,
+            },
+        )
+    }
+
+    /// `a` publishes `one`, `b` publishes `two`; `t1` reads one, `t2` reads t1, `t3` reads two.
+    fn setup(dir: &Path) -> (DataDir, Registered) {
+        let l = DataDir::new(dir);
+        extract(&l.extracts(), "a", "one", 3);
+        extract(&l.extracts(), "b", "two", 5);
+        let reg = Registered {
+            transforms: [
+                transform("t1", "select count(id) as n from one", &["one"]),
+                transform("t2", "select n * 10 as n from t1", &["t1"]),
+                transform("t3", "select count(*) as n from two", &["two"]),
+            ]
+            .into(),
+            ..Registered::default()
+        };
+        (l, reg)
+    }
+
+    fn rules(reg: &Registered) -> Rules {
+        Rules {
+            reserved: reg.transforms.keys().cloned().collect(),
+            ..Rules::default()
+        }
+    }
+
+    fn status(l: &DataDir) -> Vec<(String, String)> {
+        let c = Connection::open_in_memory().unwrap();
+        c.execute_batch(&format!(
+            "ATTACH {} AS x (READ_ONLY)",
+            quote::path(&l.analytics())
+        ))
+        .unwrap();
+        c.prepare("SELECT name, status FROM x._pipeline.transforms ORDER BY name")
+            .unwrap()
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap()
+    }
+
+    const WAIT: Duration = Duration::from_secs(5);
+
+    #[test]
+    fn one_source_is_republished_with_what_reads_it_and_the_rest_is_kept() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (l, reg) = setup(tmp.path());
+        let first = publish_source(&l, &rules(&reg), &reg, "a", WAIT).unwrap();
+        assert!(first.full, "no live file yet: a full rebuild");
+        assert_eq!(count(&l.analytics(), "t3"), 1);
+
+        extract(&l.extracts(), "a", "one", 7);
+        let r = publish_source(&l, &rules(&reg), &reg, "a", WAIT).unwrap();
+        assert!(!r.full);
+        let built: Vec<&str> = r.transforms.iter().map(|t| t.name.as_str()).collect();
+        assert_eq!(built, ["t1", "t2"], "t3 reads only b");
+        assert_eq!(count(&l.analytics(), "one"), 7);
+        assert_eq!(count(&l.analytics(), "two"), 5);
+        let n = |t: &str| -> i64 {
+            let policy = crate::extract_db::RemotePolicy::default();
+            let (c, _) = crate::analytics::open_live(&l, &policy).unwrap();
+            c.query_row(&format!("SELECT n FROM {t}"), [], |r| r.get(0))
+                .unwrap()
+        };
+        assert_eq!(n("t1"), 7);
+        assert_eq!(n("t2"), 70);
+        assert_eq!(n("t3"), 5);
+        assert_eq!(r.report.published.len(), 2, "both sources stay described");
+        // The file is the one a full rebuild would make: its fingerprint says so.
+        let keys = transform_keys(&reg);
+        assert_eq!(
+            crate::analytics::live_fingerprint(&l),
+            Some(crate::analytics::fingerprint(&l, &rules(&reg), &keys))
+        );
+    }
+
+    #[test]
+    fn a_failing_transform_keeps_its_result_and_what_reads_it_goes_stale() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (l, reg) = setup(tmp.path());
+        publish_source(&l, &rules(&reg), &reg, "a", WAIT).unwrap();
+        // `one` loses its column `id`, which t1 reads.
+        extract_from(
+            &l.extracts(),
+            "a",
+            "one",
+            "SELECT range AS other FROM range(4)",
+            4,
+        );
+        let r = publish_source(&l, &rules(&reg), &reg, "a", WAIT).unwrap();
+        assert!(!r.full);
+        let by: BTreeMap<&str, &str> = r
+            .transforms
+            .iter()
+            .map(|t| (t.name.as_str(), t.status.as_str()))
+            .collect();
+        assert_eq!(by, BTreeMap::from([("t1", "failed"), ("t2", "stale")]));
+        assert_eq!(
+            status(&l),
+            [("t1", "failed"), ("t2", "stale"), ("t3", "ok")]
+                .map(|(a, b)| (a.to_string(), b.to_string()))
+        );
+        // Last good results stay published.
+        assert_eq!(count(&l.analytics(), "t1"), 1);
+        assert_eq!(count(&l.analytics(), "t2"), 1);
+        // Not complete: the next run publishes again.
+        assert_eq!(
+            crate::analytics::live_fingerprint(&l).as_deref(),
+            Some(crate::analytics::INCOMPLETE)
+        );
+    }
+
+    #[test]
+    fn another_changed_source_means_a_full_rebuild() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (l, reg) = setup(tmp.path());
+        publish_source(&l, &rules(&reg), &reg, "a", WAIT).unwrap();
+        extract(&l.extracts(), "b", "two", 6);
+        extract(&l.extracts(), "a", "one", 8);
+        let r = publish_source(&l, &rules(&reg), &reg, "a", WAIT).unwrap();
+        assert!(r.full, "b changed too");
+        assert_eq!(count(&l.analytics(), "two"), 6);
+        assert_eq!(count(&l.analytics(), "one"), 8);
+        // A new source is a change of the set of sources: full again.
+        extract(&l.extracts(), "c", "three", 2);
+        let r = publish_source(&l, &rules(&reg), &reg, "a", WAIT).unwrap();
+        assert!(r.full);
+        assert_eq!(count(&l.analytics(), "three"), 2);
+        // Then only `a` again: one source.
+        extract(&l.extracts(), "a", "one", 9);
+        let r = publish_source(&l, &rules(&reg), &reg, "a", WAIT).unwrap();
+        assert!(!r.full);
+        assert_eq!(count(&l.analytics(), "one"), 9);
+        assert_eq!(count(&l.analytics(), "three"), 2);
+    }
+
+    #[test]
+    fn transforms_reading_follows_dependants_in_order() {
+        let reg = Registered {
+            transforms: [
+                transform("b2", "", &["b1", "x"]),
+                transform("b1", "", &["one"]),
+                transform("c", "", &["two"]),
+                transform("a", "", &["B2"]),
+            ]
+            .into(),
+            ..Registered::default()
+        };
+        let names = BTreeSet::from(["one".to_string()]);
+        assert_eq!(
+            crate::registry::dag::transforms_reading(&reg, Some(&names)),
+            ["b1", "b2", "a"]
+        );
+        assert_eq!(
+            crate::registry::dag::transforms_reading(&reg, None),
+            ["b1", "c", "b2", "a"]
+        );
+    }
+}

@@ -1,0 +1,215 @@
+//! The one-source publish (issue 16 stage B2), end to end: `pipeline run --source X` republishes
+//! only X in a copy of the live analytics file and rebuilds only the transforms that read it; the
+//! file it leaves is the one a full rebuild would (the next full run finds analytics up to date);
+//! with no live file it rebuilds everything. And the run's metric check is `metrics check`: a broken
+//! variant fails both.
+
+use crate::common::daemon::ok;
+use crate::common::Instance;
+use serde_json::Value;
+
+const CONFIG: (&str, &str) = ("config/instance.yaml", "name: Test\ntimezone: UTC\n");
+
+/// `facts` reads shop's orders, `daily` reads facts; `people` reads crm's contacts.
+const SHOP: &str = "type: csv
+connection:
+  path: files/shop
+transforms:
+  - name: facts
+    sql: select order_id, amount from orders
+  - name: daily
+    sql: select count(*) as n, sum(amount) as total from facts
+  - name: people
+    sql: select count(*) as n from contacts
+";
+const CRM: &str = "type: csv\nconnection:\n  path: files/crm\n";
+const REGISTRY: &str = "tables:
+  - source: shop
+    source_table: orders
+  - source: crm
+    source_table: contacts
+";
+const ORDERS: &str = "order_id,amount\n1,5.5\n2,7.25\n";
+const CONTACTS: &str = "id,name\n1,Ann\n2,Bo\n3,Cy\n";
+
+fn instance() -> Instance {
+    Instance::from_files(&[
+        CONFIG,
+        ("pipelines/shop.yaml", SHOP),
+        ("pipelines/crm.yaml", CRM),
+        ("registry/all.yaml", REGISTRY),
+        ("files/shop/orders.csv", ORDERS),
+        ("files/crm/contacts.csv", CONTACTS),
+    ])
+}
+
+/// The `task_finished` events of a `run --format json`, by task id.
+fn run_json(inst: &Instance, args: &[&str]) -> std::collections::BTreeMap<String, Value> {
+    let mut all = vec!["run", "--format", "json"];
+    all.extend_from_slice(args);
+    ok(inst, &all)
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|e| e["event"] == "task_finished")
+        .map(|e| (e["task"].as_str().unwrap_or_default().to_string(), e))
+        .collect()
+}
+
+fn int(inst: &Instance, sql: &str) -> i64 {
+    inst.analytics().query_row(sql, [], |r| r.get(0)).unwrap()
+}
+
+#[test]
+fn run_source_republishes_one_source_and_what_reads_it() {
+    let inst = instance();
+    inst.apply();
+    assert_eq!(int(&inst, "select n from daily"), 2);
+    assert_eq!(int(&inst, "select n from people"), 3);
+
+    inst.write("files/shop/orders.csv", &format!("{ORDERS}3,1.0\n"));
+    let tasks = run_json(&inst, &["--source", "shop"]);
+    let publish = &tasks["publish:analytics"];
+    assert_eq!(publish["status"], "ok", "{publish}");
+    assert!(
+        publish["detail"]
+            .as_str()
+            .unwrap()
+            .contains("shop republished"),
+        "{publish}"
+    );
+    // Only the transforms that read shop ran; `people` kept its result.
+    assert_eq!(tasks["transform:facts"]["status"], "ok");
+    assert_eq!(tasks["transform:daily"]["status"], "ok");
+    assert!(!tasks.contains_key("transform:people"), "{tasks:?}");
+    assert_eq!(int(&inst, "select n from daily"), 3);
+    assert_eq!(int(&inst, "select count(*) from orders"), 3);
+    assert_eq!(int(&inst, "select n from people"), 3);
+    assert_eq!(int(&inst, "select count(*) from contacts"), 3);
+    let statuses: Vec<(String, String)> = inst
+        .analytics()
+        .prepare("select name, status from _pipeline.transforms order by name")
+        .unwrap()
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    assert_eq!(
+        statuses,
+        [("daily", "ok"), ("facts", "ok"), ("people", "ok")]
+            .map(|(a, b)| (a.to_string(), b.to_string()))
+    );
+    let sources: i64 = int(
+        &inst,
+        "select count(*) from _pipeline.tables where name in ('orders', 'contacts')",
+    );
+    assert_eq!(sources, 2);
+
+    // What it left is what a full rebuild would leave: nothing to publish.
+    let tasks = run_json(&inst, &[]);
+    let publish = &tasks["publish:analytics"];
+    assert_eq!(publish["status"], "unchanged", "{publish}");
+    assert!(
+        publish["detail"].as_str().unwrap().contains("up to date"),
+        "{publish}"
+    );
+}
+
+#[test]
+fn run_source_without_a_live_file_rebuilds_everything() {
+    let inst = instance();
+    inst.apply();
+    std::fs::remove_file(inst.analytics_path()).unwrap();
+    let tasks = run_json(&inst, &["--source", "shop"]);
+    let publish = &tasks["publish:analytics"];
+    assert_eq!(publish["status"], "ok", "{publish}");
+    assert!(
+        !publish["detail"].as_str().unwrap().contains("republished"),
+        "{publish}"
+    );
+    assert_eq!(tasks["transform:people"]["status"], "ok");
+    assert_eq!(int(&inst, "select n from people"), 3);
+    assert_eq!(int(&inst, "select n from daily"), 2);
+}
+
+#[test]
+fn a_broken_variant_fails_metrics_check_and_the_run_check_alike() {
+    let inst = instance();
+    inst.write(
+        "metrics/sales/revenue.yaml",
+        "description: Revenue\nowner: data@example.com\ndimensions: [order_id]\n\
+         sql: select sum(amount) as value from facts\n\
+         variants:\n  by_order_id: select order_id, sum(no_such_column) as value from facts group by 1\n",
+    );
+    // Apply registers it; its check binds every variant, so the run fails on the variant.
+    let out = inst
+        .cmd()
+        .args(["apply", "--auto-approve"])
+        .output()
+        .unwrap();
+    let text =
+        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{text}");
+    assert!(
+        text.contains("variant `by_order_id` (grain month) does not bind"),
+        "{text}"
+    );
+    let out = inst.cmd().args(["metrics", "check"]).output().unwrap();
+    let text =
+        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{text}");
+    assert!(text.contains("variant `by_order_id`"), "{text}");
+}
+
+/// What a push connector does after writing a source's data: `exec::publish_source` republishes
+/// that source alone, as a run the state records (trigger `push`).
+#[test]
+fn a_push_republishes_its_source_and_is_recorded() {
+    use pipeline::registry::document::Objects;
+    use pipeline::registry::registered::Registered;
+    use pipeline::state::StateStore;
+
+    let inst = instance();
+    inst.apply();
+    // The connector rewrote shop's data: four orders now.
+    let parquet = inst.path().join("data/extracts/shop/data/orders.parquet");
+    duckdb::Connection::open_in_memory()
+        .unwrap()
+        .execute_batch(&format!(
+            "COPY (SELECT range AS order_id, 2.0 AS amount FROM range(4)) TO '{}' (FORMAT parquet)",
+            parquet.display()
+        ))
+        .unwrap();
+    let instance = pipeline::instance::Instance::open(inst.path()).unwrap();
+    let store = StateStore::of(&instance.data);
+    let registered =
+        Registered::from_objects(&store.recorded(&Objects::new()).unwrap().objects).unwrap();
+    let outcome =
+        pipeline::exec::publish::publish_source(&instance, &registered, "shop", "test push")
+            .unwrap();
+    assert!(outcome.ok() && outcome.published);
+    let publish = outcome
+        .tasks
+        .iter()
+        .find(|f| f.task.id == "publish:analytics")
+        .unwrap();
+    assert!(
+        publish
+            .done
+            .detail
+            .as_deref()
+            .unwrap_or_default()
+            .contains("shop republished"),
+        "{:?}",
+        publish.done
+    );
+    assert!(!outcome
+        .tasks
+        .iter()
+        .any(|f| f.task.id == "transform:people"));
+    assert_eq!(int(&inst, "select n from daily"), 4);
+    assert_eq!(int(&inst, "select n from people"), 3);
+    assert_eq!(
+        inst.state_int("select count(*) from runs where trigger = 'push' and published"),
+        1
+    );
+}
