@@ -266,7 +266,7 @@ pub fn render_state(out: &mut String, status: &report::Status, now: DateTime<Utc
         }
     }
     let age = |t: &report::TableStatus| {
-        t.last_ok_attempt
+        t.last_success_at
             .as_deref()
             .and_then(|at| DateTime::parse_from_rfc3339(at).ok())
             .map(|at| (now - at.with_timezone(&Utc)).num_milliseconds() as f64 / 1000.0)

@@ -28,7 +28,7 @@ pub struct TableStatus {
     pub last_error: Option<String>,
     /// When the table last synced successfully (new data or none: `unchanged` counts), RFC 3339 in
     /// UTC: what freshness is measured from. `last_sync` moves only when new data arrived.
-    pub last_ok_attempt: Option<String>,
+    pub last_success_at: Option<String>,
     /// Filled in by [`Status::with_times`], which knows the instance time zone.
     pub next_run: Option<String>,
     /// Against the schedule, at the time of the report (filled in by [`Status::with_times`]).
@@ -93,7 +93,7 @@ impl Status {
                 .and_then(|s| s.next_after(local))
                 .map(|n| crate::timestamp::rfc3339(n.with_timezone(&Utc)));
             let last_ok = t
-                .last_ok_attempt
+                .last_success_at
                 .as_deref()
                 .and_then(|at| DateTime::parse_from_rfc3339(at).ok())
                 .map(|at| at.with_timezone(&Utc));
@@ -142,7 +142,7 @@ pub fn status(r: &Reader) -> StateResult<Status> {
                 rows: r.get(8)?,
                 size_bytes: r.get(9)?,
                 last_error: r.get(10)?,
-                last_ok_attempt: r.get(11)?,
+                last_success_at: r.get(11)?,
                 next_run: None,
                 freshness: None,
             })

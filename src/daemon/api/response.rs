@@ -108,7 +108,7 @@ impl TableState {
             next_run: next_run.or(t.next_run),
             running_in,
             last_sync: t.last_sync,
-            last_success_at: t.last_ok_attempt,
+            last_success_at: t.last_success_at,
             last_status: t.last_status,
             rows: t.rows,
             size_bytes: t.size_bytes,
