@@ -168,7 +168,9 @@ pub fn execute(
             opts.lock_timeout,
             |h| {
                 let who = h.map_or("another process".to_string(), |h| h.to_string());
-                eprintln!("Waiting for source {s}, which {who} is syncing…");
+                // Through tracing, not stderr: the daemon's log stays one JSON event per line
+                // (found by scripts/soak-daemon); a shell shows warnings by default.
+                tracing::warn!(source = %s, holder = %who, "waiting for source {s}, which {who} is syncing…");
             },
         )?);
     }
