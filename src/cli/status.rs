@@ -5,7 +5,7 @@ use super::output::{self, Format, TextTable};
 use crate::instance::{DataDir, Instance};
 use crate::ops::plan::PlanStateError;
 use crate::plan::{self, PlanError, Summary};
-use crate::spec::schedule::Schedule;
+use crate::spec::schedule::Freshness;
 use crate::state::{report, StateStore};
 use anyhow::Result;
 use chrono_tz::Tz;
@@ -16,8 +16,10 @@ use std::process::ExitCode;
 
 pub const AFTER_HELP: &str = "\
 Examples:
-  pipeline status                  registered tables, last sync, next run, transforms and metric
-                                   checks (ok / stale / failed, with the reason), pending tasks
+  pipeline status                  registered tables (last sync, status, rows, freshness against
+                                   the schedule, next run), transforms and metric checks (ok /
+                                   stale / failed, with the reason), pending tasks and the error
+                                   of their last attempt
   pipeline status --format json    the same as JSON (times in UTC, RFC 3339)";
 
 #[derive(clap::Args, Debug)]
@@ -86,18 +88,8 @@ pub fn run(dir: &Path, args: Args) -> Result<ExitCode> {
         Some(r) => Some(report::status(&r)?),
         None => None,
     };
-    let now = chrono::Utc::now().with_timezone(&tz);
-    for t in status.iter_mut().flat_map(|s| s.tables.iter_mut()) {
-        t.next_run = t
-            .schedule
-            .as_deref()
-            .and_then(|s| Schedule::parse_cached(s).ok())
-            .and_then(|s| s.next_after(now))
-            .map(|n| {
-                n.with_timezone(&chrono::Utc)
-                    .format("%Y-%m-%dT%H:%M:%SZ")
-                    .to_string()
-            });
+    if let Some(s) = status.as_mut() {
+        s.with_times(chrono::Utc::now(), tz);
     }
     let report = Report {
         analytics_problems: crate::analytics::live_skipped(&data),
@@ -194,6 +186,7 @@ fn human(r: &Report, tz: Tz) -> String {
             "last sync",
             "status",
             "rows",
+            "freshness",
             "next run",
         ]);
         for row in &s.tables {
@@ -207,6 +200,7 @@ fn human(r: &Report, tz: Tz) -> String {
                     .map_or("never".into(), |x| local(x, tz)),
                 row.last_status.clone().unwrap_or_else(|| "-".into()),
                 row.rows.map_or("-".into(), |n| n.to_string()),
+                freshness_text(row.freshness.as_ref()),
                 row.next_run.as_deref().map_or("-".into(), |x| local(x, tz)),
             ]);
         }
@@ -274,18 +268,59 @@ fn human(r: &Report, tz: Tz) -> String {
             "{} pending task(s), queued by apply:\n",
             s.pending_tasks.len()
         ));
-        let mut t = TextTable::new(vec!["task", "target", "reason", "serial"]);
+        let mut t = TextTable::new(vec!["task", "target", "reason", "serial", "last attempt"]);
         for p in &s.pending_tasks {
             t.row(vec![
                 p.kind.clone(),
                 p.target.clone(),
                 p.reason.clone(),
                 p.serial.to_string(),
+                p.last_attempt.as_ref().map_or("not yet run".into(), |a| {
+                    format!("{} {}", a.status, local(&a.at, tz))
+                }),
             ]);
         }
         out.push_str(&t.render());
+        // Why a task is still pending: the error of its last attempt.
+        for p in &s.pending_tasks {
+            if let Some(error) = p.last_attempt.as_ref().and_then(|a| a.error.as_deref()) {
+                out.push_str(&format!(
+                    "  {} ({}): {}\n",
+                    p.task,
+                    p.last_attempt.as_ref().map_or("", |a| a.status.as_str()),
+                    output::truncate(error, 200)
+                ));
+            }
+        }
     }
     out
+}
+
+/// `fresh`, `late 2h 5m`, `never synced`, `-` (no schedule).
+fn freshness_text(f: Option<&Freshness>) -> String {
+    match f {
+        Some(Freshness::Fresh) => "fresh".into(),
+        Some(Freshness::Late {
+            late_by_seconds, ..
+        }) => format!("late {}", span(*late_by_seconds)),
+        Some(Freshness::NeverSynced) => "never synced".into(),
+        Some(Freshness::Unscheduled) | None => "-".into(),
+    }
+}
+
+/// Seconds for people: `45s`, `12m`, `3h 5m`, `2d 4h`.
+fn span(seconds: i64) -> String {
+    let (d, h, m) = (
+        seconds / 86_400,
+        seconds % 86_400 / 3600,
+        seconds % 3600 / 60,
+    );
+    match (d, h, m) {
+        (0, 0, 0) => format!("{seconds}s"),
+        (0, 0, m) => format!("{m}m"),
+        (0, h, m) => format!("{h}h {m}m"),
+        (d, h, _) => format!("{d}d {h}h"),
+    }
 }
 
 /// A table's last error for people: a refused schema change keeps its column-by-column lines (that
@@ -297,5 +332,30 @@ fn error_lines(row: &report::TableStatus) -> String {
         lines.join("\n    ")
     } else {
         output::truncate(error, 200)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn freshness_reads_as_people_say_it() {
+        let late = |s| Freshness::Late {
+            expected_at: String::new(),
+            late_by_seconds: s,
+        };
+        assert_eq!(freshness_text(Some(&late(40))), "late 40s");
+        assert_eq!(freshness_text(Some(&late(3 * 3600 + 300))), "late 3h 5m");
+        assert_eq!(
+            freshness_text(Some(&late(2 * 86_400 + 4 * 3600))),
+            "late 2d 4h"
+        );
+        assert_eq!(freshness_text(Some(&Freshness::Fresh)), "fresh");
+        assert_eq!(
+            freshness_text(Some(&Freshness::NeverSynced)),
+            "never synced"
+        );
+        assert_eq!(freshness_text(None), "-");
     }
 }

@@ -99,11 +99,12 @@ fn warn_now(last: &mut Option<Instant>) -> bool {
 fn refuse(stream: TcpStream) {
     static ANSWER: OnceLock<Vec<u8>> = OnceLock::new();
     let answer = ANSWER.get_or_init(|| {
-        let body = serde_json::json!({
-            "error": "too_many_connections",
+        // The API's error body (docs/api.md); no request id, since no request was read.
+        let body = serde_json::json!({"error": {
+            "code": "too_many_connections",
             "message": "the daemon has as many connections open as it allows \
                         (server.max_connections); retry in a moment",
-        })
+        }})
         .to_string();
         format!(
             "HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\n\

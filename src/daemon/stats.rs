@@ -6,7 +6,9 @@
 use super::runs::RunView;
 use crate::exec::scheduler::{Finished, Status};
 use crate::registry::task::TaskKind;
-use crate::state::StateStore;
+use crate::spec::schedule::Freshness;
+use crate::state::{report, StateStore};
+use chrono::{DateTime, Utc};
 use std::collections::BTreeMap;
 use std::fmt::Write;
 use std::sync::Mutex;
@@ -238,6 +240,141 @@ impl Stats {
         }
         out
     }
+}
+
+/// The families read from the state at each scrape: each table's last status and freshness against
+/// its schedule, each transform's and metric check's state, pending tasks. `status` has its times
+/// filled in ([`report::Status::with_times`]) at `now`.
+pub fn render_state(out: &mut String, status: &report::Status, now: DateTime<Utc>) {
+    let one = |b: bool| if b { "1" } else { "0" };
+    metric_header(
+        out,
+        "pipeline_table_last_status",
+        "gauge",
+        "Each table's last sync: 1 on its status (ok, or failed: the extract failed or the table is not in the published file).",
+    );
+    for t in &status.tables {
+        let failed = matches!(t.last_status.as_deref(), Some("error" | "failed"));
+        let ok = t.last_status.as_deref() == Some("ok");
+        for (name, on) in [("ok", ok), ("failed", failed)] {
+            let _ = writeln!(
+                out,
+                "pipeline_table_last_status{{table=\"{}\",status=\"{name}\"}} {}",
+                label(&t.id),
+                one(on)
+            );
+        }
+    }
+    let age = |t: &report::TableStatus| {
+        t.last_success_at
+            .as_deref()
+            .and_then(|at| DateTime::parse_from_rfc3339(at).ok())
+            .map(|at| (now - at.with_timezone(&Utc)).num_milliseconds() as f64 / 1000.0)
+    };
+    family(
+        out,
+        ("pipeline_table_freshness_age_seconds", "gauge"),
+        "Seconds since each table's last successful sync (with new data or without).",
+        "table",
+        status
+            .tables
+            .iter()
+            .filter_map(|t| age(t).map(|a| (&t.id, format!("{:.3}", a.max(0.0))))),
+    );
+    let late = |t: &report::TableStatus| match &t.freshness {
+        Some(Freshness::Late {
+            late_by_seconds, ..
+        }) => Some(*late_by_seconds),
+        _ => None,
+    };
+    family(
+        out,
+        ("pipeline_table_late", "gauge"),
+        "1 when a table's schedule fired and no sync has succeeded since.",
+        "table",
+        status
+            .tables
+            .iter()
+            .map(|t| (&t.id, one(late(t).is_some()).to_string())),
+    );
+    family(
+        out,
+        ("pipeline_table_late_seconds", "gauge"),
+        "How long ago the missed scheduled sync was due (0 when fresh).",
+        "table",
+        status
+            .tables
+            .iter()
+            .map(|t| (&t.id, late(t).unwrap_or(0).to_string())),
+    );
+    family(
+        out,
+        ("pipeline_table_never_synced", "gauge"),
+        "1 for a scheduled table that has never synced successfully.",
+        "table",
+        status.tables.iter().map(|t| {
+            (
+                &t.id,
+                one(t.freshness == Some(Freshness::NeverSynced)).to_string(),
+            )
+        }),
+    );
+    let states = ["ok", "stale", "failed"];
+    metric_header(
+        out,
+        "pipeline_transform_status",
+        "gauge",
+        "Each transform's last outcome: 1 on its status (ok, stale: the last good result kept, failed).",
+    );
+    for t in &status.transform_states {
+        for s in states {
+            let _ = writeln!(
+                out,
+                "pipeline_transform_status{{transform=\"{}\",status=\"{s}\"}} {}",
+                label(&t.name),
+                one(t.status.as_deref() == Some(s))
+            );
+        }
+    }
+    metric_header(
+        out,
+        "pipeline_metric_check_status",
+        "gauge",
+        "Each metric's last check: 1 on its status (ok, stale, failed).",
+    );
+    for c in &status.metric_checks {
+        for s in states {
+            let _ = writeln!(
+                out,
+                "pipeline_metric_check_status{{metric=\"{}\",status=\"{s}\"}} {}",
+                label(&c.metric),
+                one(c.status.as_deref() == Some(s))
+            );
+        }
+    }
+    metric_header(
+        out,
+        "pipeline_pending_tasks",
+        "gauge",
+        "Tasks an apply queued that have not completed.",
+    );
+    let _ = writeln!(out, "pipeline_pending_tasks {}", status.pending_tasks.len());
+    metric_header(
+        out,
+        "pipeline_pending_tasks_failed",
+        "gauge",
+        "Pending tasks whose last attempt failed.",
+    );
+    let failed = status
+        .pending_tasks
+        .iter()
+        .filter(|p| {
+            p.last_attempt
+                .as_ref()
+                .is_some_and(|a| a.status != "ok" && a.status != "unchanged")
+        })
+        .count();
+    let _ = writeln!(out, "pipeline_pending_tasks_failed {failed}");
 }
 
 fn metric_header(out: &mut String, name: &str, kind: &str, help: &str) {

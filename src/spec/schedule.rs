@@ -131,6 +131,98 @@ impl Schedule {
     }
 }
 
+impl Schedule {
+    /// The last fire time at or before `at`, in zone `at`'s: when a sync was last due. None only
+    /// for a cron expression with no time in the last five years.
+    pub fn previous_at_or_before(&self, at: DateTime<Tz>) -> Option<DateTime<Tz>> {
+        match self {
+            Schedule::Cron(c, _) => c
+                .find_previous_occurrence(&at, true)
+                .ok()
+                .filter(|t| at.signed_duration_since(*t) < Duration::days(5 * 366)),
+            Schedule::Every(step) => {
+                // Fire times are local midnight + k × step, k ≥ 0, within the day.
+                let tz = at.timezone();
+                let midnight = at_local(tz, at.date_naive().and_time(NaiveTime::MIN))?;
+                if midnight > at {
+                    // `at` is in a gap before a midnight skipped by DST: yesterday's last.
+                    let day = at.date_naive().pred_opt()?;
+                    return self.previous_at_or_before(at_local(tz, day.and_hms_opt(23, 59, 59)?)?);
+                }
+                let elapsed = at.signed_duration_since(midnight).num_seconds();
+                let k = elapsed / step.num_seconds();
+                Some(midnight + *step * k as i32)
+            }
+            Schedule::Daily(times) => {
+                let tz = at.timezone();
+                let mut day = at.date_naive();
+                for _ in 0..3 {
+                    for t in times.iter().rev() {
+                        if let Some(fire) = at_local(tz, day.and_time(*t)).filter(|f| *f <= at) {
+                            return Some(fire);
+                        }
+                    }
+                    day = day.pred_opt()?;
+                }
+                None
+            }
+        }
+    }
+}
+
+/// How a table's last successful sync compares with its schedule (`pipeline status`,
+/// `GET /api/status`, `/metrics`).
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(tag = "state", rename_all = "snake_case")]
+pub enum Freshness {
+    /// No scheduled time has passed since the last successful sync.
+    Fresh,
+    /// The schedule fired at `expected_at` (RFC 3339, UTC) and no sync has succeeded since.
+    Late {
+        expected_at: String,
+        late_by_seconds: i64,
+    },
+    /// It has a schedule and has never synced successfully.
+    NeverSynced,
+    /// No schedule: synced only when asked.
+    Unscheduled,
+}
+
+impl Freshness {
+    /// `schedule` (as resolved at apply) evaluated in `tz`; `last_ok` is when the last successful
+    /// sync started.
+    pub fn of(
+        schedule: Option<&str>,
+        last_ok: Option<DateTime<chrono::Utc>>,
+        now: DateTime<chrono::Utc>,
+        tz: Tz,
+    ) -> Freshness {
+        let Some(schedule) = schedule.and_then(|s| Schedule::parse_cached(s).ok()) else {
+            return Freshness::Unscheduled;
+        };
+        let Some(last_ok) = last_ok else {
+            return Freshness::NeverSynced;
+        };
+        match schedule.previous_at_or_before(now.with_timezone(&tz)) {
+            // Schedules fire on the second; a sync that started within it counts.
+            Some(expected) if last_ok.timestamp() < expected.timestamp() => Freshness::Late {
+                expected_at: crate::timestamp::rfc3339(expected.with_timezone(&chrono::Utc)),
+                late_by_seconds: now.signed_duration_since(expected).num_seconds().max(0),
+            },
+            _ => Freshness::Fresh,
+        }
+    }
+
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Freshness::Fresh => "fresh",
+            Freshness::Late { .. } => "late",
+            Freshness::NeverSynced => "never_synced",
+            Freshness::Unscheduled => "unscheduled",
+        }
+    }
+}
+
 /// The instant of a local time; a time skipped by a DST change (some zones skip midnight itself) is
 /// taken at the first instant after the gap, a repeated one at its first occurrence.
 fn at_local(tz: Tz, local: NaiveDateTime) -> Option<DateTime<Tz>> {
@@ -279,5 +371,49 @@ mod tests {
             cron.next_after(at(2026, 3, 28, 18, 0)),
             Some(at(2026, 3, 29, 5, 0))
         );
+    }
+
+    #[test]
+    fn the_previous_fire_time_is_the_last_one_at_or_before() {
+        let now = at(2026, 3, 29, 5, 7);
+        let prev = |text: &str| Schedule::parse(text).unwrap().previous_at_or_before(now);
+        assert_eq!(prev("every 15m"), Some(at(2026, 3, 29, 5, 0)));
+        assert_eq!(prev("daily 05:00,17:00"), Some(at(2026, 3, 29, 5, 0)));
+        assert_eq!(prev("daily 06:00"), Some(at(2026, 3, 28, 6, 0)));
+        assert_eq!(prev("0 5 * * *"), Some(at(2026, 3, 29, 5, 0)));
+        assert_eq!(prev("@hourly"), Some(at(2026, 3, 29, 5, 0)));
+        // A fire time exactly now counts.
+        assert_eq!(prev("7 5 * * *"), Some(now));
+        assert_eq!(prev("every 1m"), Some(now));
+    }
+
+    #[test]
+    fn freshness_measures_the_last_successful_sync_against_the_schedule() {
+        use chrono::Utc;
+        let tz = chrono_tz::Europe::Prague;
+        let now = at(2026, 3, 29, 5, 7).with_timezone(&Utc);
+        let fire = at(2026, 3, 29, 5, 0).with_timezone(&Utc);
+        let daily = Some("daily 05:00");
+        assert_eq!(
+            Freshness::of(daily, Some(fire), now, tz),
+            Freshness::Fresh,
+            "synced at the fire time"
+        );
+        let before = fire - Duration::minutes(30);
+        assert_eq!(
+            Freshness::of(daily, Some(before), now, tz),
+            Freshness::Late {
+                expected_at: "2026-03-29T03:00:00.000Z".into(),
+                late_by_seconds: 7 * 60
+            }
+        );
+        assert_eq!(Freshness::of(daily, None, now, tz), Freshness::NeverSynced);
+        assert_eq!(
+            Freshness::of(None, Some(before), now, tz),
+            Freshness::Unscheduled
+        );
+        let json = serde_json::to_value(Freshness::of(daily, Some(before), now, tz)).unwrap();
+        assert_eq!(json["state"], "late");
+        assert_eq!(json["late_by_seconds"], 420);
     }
 }

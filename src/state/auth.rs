@@ -66,7 +66,7 @@ fn random_hex(bytes: usize) -> std::io::Result<String> {
 }
 
 fn ts(col: &str) -> String {
-    format!("strftime({col}, '%Y-%m-%dT%H:%M:%SZ')")
+    super::ts(col)
 }
 
 /// Creates a token for `user` (created if new), adding the user to `groups`. Returns the token's

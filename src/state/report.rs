@@ -5,6 +5,9 @@
 
 use super::downstream::{CheckState, TransformState};
 use super::{ts, Reader, StateResult};
+use crate::spec::schedule::{Freshness, Schedule};
+use chrono::{DateTime, Utc};
+use chrono_tz::Tz;
 use serde::Serialize;
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -23,8 +26,13 @@ pub struct TableStatus {
     pub rows: Option<i64>,
     pub size_bytes: Option<i64>,
     pub last_error: Option<String>,
-    /// Filled in by the caller, which knows the instance time zone.
+    /// When the table last synced successfully (new data or none: `unchanged` counts), RFC 3339 in
+    /// UTC: what freshness is measured from. `last_sync` moves only when new data arrived.
+    pub last_success_at: Option<String>,
+    /// Filled in by [`Status::with_times`], which knows the instance time zone.
     pub next_run: Option<String>,
+    /// Against the schedule, at the time of the report (filled in by [`Status::with_times`]).
+    pub freshness: Option<Freshness>,
 }
 
 #[derive(Debug, Serialize)]
@@ -34,6 +42,21 @@ pub struct PendingTask {
     pub target: String,
     pub reason: String,
     pub serial: i64,
+    /// RFC 3339, UTC.
+    pub queued_at: String,
+    /// The last run that tried it since it was queued (it stays pending when that failed).
+    pub last_attempt: Option<TaskAttempt>,
+}
+
+/// A run's attempt at a task.
+#[derive(Debug, Serialize)]
+pub struct TaskAttempt {
+    pub run_id: String,
+    /// RFC 3339, UTC.
+    pub at: String,
+    /// failed | skipped | cancelled | ok | unchanged
+    pub status: String,
+    pub error: Option<String>,
 }
 
 #[derive(Debug, Serialize)]
@@ -58,6 +81,27 @@ pub struct Status {
     pub pending_tasks: Vec<PendingTask>,
 }
 
+impl Status {
+    /// Fills in each table's next scheduled run and its freshness at `now`, evaluating schedules in
+    /// the instance zone `tz`.
+    pub fn with_times(&mut self, now: DateTime<Utc>, tz: Tz) {
+        let local = now.with_timezone(&tz);
+        for t in &mut self.tables {
+            let schedule = t.schedule.as_deref();
+            t.next_run = schedule
+                .and_then(|s| Schedule::parse_cached(s).ok())
+                .and_then(|s| s.next_after(local))
+                .map(|n| crate::timestamp::rfc3339(n.with_timezone(&Utc)));
+            let last_ok = t
+                .last_success_at
+                .as_deref()
+                .and_then(|at| DateTime::parse_from_rfc3339(at).ok())
+                .map(|at| at.with_timezone(&Utc));
+            t.freshness = Some(Freshness::of(schedule, last_ok, now, tz));
+        }
+    }
+}
+
 pub fn status(r: &Reader) -> StateResult<Status> {
     let conn = &r.conn;
     let count = |table: &str| -> StateResult<i64> {
@@ -71,11 +115,17 @@ pub fn status(r: &Reader) -> StateResult<Status> {
                      THEN 'failed' ELSE s.status END,
                 s.rows, s.size_bytes,
                 CASE WHEN p.status = 'failed' AND coalesce(s.status, '') NOT IN ('error', 'failed')
-                     THEN 'not published: ' || p.reason ELSE s.error END
+                     THEN 'not published: ' || p.reason ELSE s.error END,
+                {ok_attempt}
          FROM table_registry r LEFT JOIN sync_state s ON s.table_id = r.id
              LEFT JOIN publish_state p ON p.table_id = r.id
+             LEFT JOIN (SELECT table_id, max(started_at) AS at FROM sync_history
+                        WHERE split_part(task, ':', 1) IN ('extract', 'attach')
+                          AND status IN ('ok', 'unchanged')
+                        GROUP BY table_id) a ON a.table_id = r.id
          ORDER BY r.source, r.id",
-        last = ts("s.last_sync")
+        last = ts("s.last_sync"),
+        ok_attempt = ts("a.at")
     );
     let mut stmt = conn.prepare(&sql)?;
     let tables = stmt
@@ -92,22 +142,46 @@ pub fn status(r: &Reader) -> StateResult<Status> {
                 rows: r.get(8)?,
                 size_bytes: r.get(9)?,
                 last_error: r.get(10)?,
+                last_success_at: r.get(11)?,
                 next_run: None,
+                freshness: None,
             })
         })?
         .collect::<Result<Vec<_>, _>>()?;
-    let mut stmt = conn.prepare(
-        "SELECT task, kind, target, reason, serial FROM pending_tasks
-         ORDER BY serial, position",
-    )?;
+    // A pending task's last attempt since it was (re)queued: why it is still pending.
+    let sql = format!(
+        "SELECT p.task, p.kind, p.target, p.reason, p.serial, {queued},
+                h.run_id, {started}, h.status, h.error
+         FROM pending_tasks p
+         LEFT JOIN (SELECT task, run_id, started_at, status, error,
+                           row_number() OVER (PARTITION BY task ORDER BY started_at DESC) AS n
+                    FROM sync_history WHERE task IN (SELECT task FROM pending_tasks)) h
+             ON h.task = p.task AND h.n = 1 AND h.started_at >= p.queued_at
+         ORDER BY p.serial, p.position",
+        queued = ts("p.queued_at"),
+        started = ts("h.started_at")
+    );
+    let mut stmt = conn.prepare(&sql)?;
     let pending_tasks = stmt
         .query_map([], |r| {
+            let run_id: Option<String> = r.get(6)?;
+            let last_attempt = match run_id {
+                Some(run_id) => Some(TaskAttempt {
+                    run_id,
+                    at: r.get(7)?,
+                    status: r.get(8)?,
+                    error: r.get(9)?,
+                }),
+                None => None,
+            };
             Ok(PendingTask {
                 task: r.get(0)?,
                 kind: r.get(1)?,
                 target: r.get(2)?,
                 reason: r.get(3)?,
                 serial: r.get(4)?,
+                queued_at: r.get(5)?,
+                last_attempt,
             })
         })?
         .collect::<Result<Vec<_>, _>>()?;

@@ -357,10 +357,11 @@ pub struct LastCheck {
 
 /// The last check of each registered metric, by id.
 pub fn last_checks(r: &Reader) -> StateResult<HashMap<String, LastCheck>> {
-    let mut stmt = r.conn.prepare(
-        "SELECT id, last_check_status, strftime(last_check_at, '%Y-%m-%dT%H:%M:%SZ'), last_check_error
+    let mut stmt = r.conn.prepare(&format!(
+        "SELECT id, last_check_status, {}, last_check_error
          FROM metric_definitions WHERE last_check_status IS NOT NULL",
-    )?;
+        super::ts("last_check_at")
+    ))?;
     let rows = stmt
         .query_map([], |r| {
             Ok((

@@ -250,7 +250,7 @@ fn the_query_sandbox_and_access_groups_hold() {
     ] {
         let (code, body) = query(&analyst, sql);
         assert_eq!(code, want, "{sql}: {body}");
-        assert!(body["message"].is_string(), "{sql}: {body}");
+        assert!(body["error"]["message"].is_string(), "{sql}: {body}");
         assert!(!body.to_string().contains("root:"), "{sql} leaked: {body}");
     }
     // Even past the relation check (admins), the engine refuses files.
@@ -272,7 +272,10 @@ fn the_query_sandbox_and_access_groups_hold() {
     let (code, body) = call("GET", &d.url("/api/tables/orders"), Some(&analyst), None);
     assert_eq!(code, 403);
     assert!(
-        body["message"].as_str().unwrap().contains("finance"),
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("finance"),
         "{body}"
     );
     let (code, body) = call("GET", &d.url("/api/tables/customers"), Some(&analyst), None);
@@ -361,7 +364,10 @@ fn the_query_sandbox_and_access_groups_hold() {
     let (code, body) = call("GET", &d.url("/api/tables"), None, None);
     assert_eq!(code, 401);
     assert!(
-        body["message"].as_str().unwrap().contains("Bearer"),
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("Bearer"),
         "{body}"
     );
     let (code, _) = call("GET", &d.url("/api/tables"), Some("pl_0000"), None);
@@ -381,7 +387,10 @@ fn the_query_sandbox_and_access_groups_hold() {
     let (code, body) = call("GET", &d.url("/api/tables"), Some(&analyst), None);
     assert_eq!(code, 401);
     assert!(
-        body["message"].as_str().unwrap().contains("revoked"),
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("revoked"),
         "{body}"
     );
 
@@ -426,7 +435,10 @@ fn trigger_conflicts_cli_access_and_sigterm_during_a_run() {
     );
     assert_eq!(code, 409, "{body}");
     assert!(
-        body["message"].as_str().unwrap().contains("big.t0"),
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("big.t0"),
         "{body}"
     );
     let (code, body) = call(

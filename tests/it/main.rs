@@ -23,4 +23,5 @@ mod security_access;
 mod security_daemon;
 mod security_specs;
 mod signals;
+mod status;
 mod validate;

@@ -104,7 +104,7 @@ fn cte_names_do_not_hide_restricted_tables_or_transforms() {
         let (code, body) = query(&d, &analyst, sql);
         assert_eq!(code, 403, "{sql}: {body}");
         assert!(
-            body["message"].as_str().unwrap().contains(names),
+            body["error"]["message"].as_str().unwrap().contains(names),
             "{sql}: {body}"
         );
         assert!(body.get("rows").is_none(), "{sql} leaked: {body}");
@@ -156,7 +156,10 @@ fn cte_names_do_not_hide_restricted_tables_or_transforms() {
         let (code, body) = query(&d, tok, "select * from peek");
         assert_eq!(code, 403, "{body}");
         assert!(
-            body["message"].as_str().unwrap().contains("only by admins"),
+            body["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("only by admins"),
             "{body}"
         );
     }
@@ -231,7 +234,7 @@ fn catalogue_settings_and_runs_disclose_only_what_the_caller_may_read() {
             let (code, body) = query(&d, tok, sql);
             assert_eq!(code, 403, "{sql}: {body}");
             assert!(
-                body["message"].as_str().unwrap().contains(says),
+                body["error"]["message"].as_str().unwrap().contains(says),
                 "{sql}: {body}"
             );
             assert!(
@@ -325,7 +328,7 @@ fn catalogue_settings_and_runs_disclose_only_what_the_caller_may_read() {
     let (unknown_code, unknown) =
         call("GET", &d.url("/api/runs/no-such-run"), Some(&analyst), None);
     assert_eq!((code, unknown_code), (404, 404), "{hidden}");
-    assert_eq!(hidden["error"], unknown["error"]);
+    assert_eq!(hidden["error"]["code"], unknown["error"]["code"]);
     assert!(!hidden.to_string().contains("orders"), "{hidden}");
     // The same from the state, once the daemon no longer holds the run in memory.
     drop(d);

@@ -133,7 +133,7 @@ fn a_query_past_its_timeout_is_killed_and_gives_its_slot_back() {
     let started = Instant::now();
     let (code, body) = query(&d, &t, STUCK);
     assert_eq!(
-        (code, body["error"].as_str()),
+        (code, body["error"]["code"].as_str()),
         (408, Some("timeout")),
         "{body}"
     );
@@ -159,7 +159,7 @@ fn a_huge_value_stops_at_the_memory_limit_outside_the_daemon() {
     // 2 GB in one string: far past the query process's 256 MiB.
     let (code, body) = query(&d, &t, "SELECT length(repeat('x', 2000000000)) AS n");
     assert_eq!(
-        (code, body["error"].as_str()),
+        (code, body["error"]["code"].as_str()),
         (400, Some("memory_limit")),
         "{body}"
     );
@@ -255,9 +255,9 @@ fn concurrent_queries_are_capped_in_total_and_per_token() {
     let (code, retry, text) = post_query(&d, &a, &json!({"sql": "SELECT 1"}));
     assert_eq!((code, retry.as_deref()), (429, Some("2")), "{text}");
     let body: Value = serde_json::from_str(&text).unwrap();
-    assert_eq!(body["error"], "too_many_queries");
+    assert_eq!(body["error"]["code"], "too_many_queries");
     assert!(
-        body["message"]
+        body["error"]["message"]
             .as_str()
             .unwrap()
             .contains("max_concurrent_queries_per_token"),
@@ -379,11 +379,14 @@ fn nul_bytes_and_axum_rejections_answer_json() {
     ] {
         let (code, body) = query(&d, &t, sql);
         assert_eq!(
-            (code, body["error"].as_str()),
+            (code, body["error"]["code"].as_str()),
             (400, Some("bad_request")),
             "{body}"
         );
-        assert!(body["message"].as_str().unwrap().contains("NUL"), "{body}");
+        assert!(
+            body["error"]["message"].as_str().unwrap().contains("NUL"),
+            "{body}"
+        );
     }
 
     // 405 with `Allow`, from axum's method routing.
@@ -397,15 +400,18 @@ fn nul_bytes_and_axum_rejections_answer_json() {
         "{answer}"
     );
     let body = body_of(&answer);
-    assert_eq!(body["error"], "method_not_allowed");
-    assert!(body["message"].as_str().unwrap().contains("GET"), "{body}");
+    assert_eq!(body["error"]["code"], "method_not_allowed");
+    assert!(
+        body["error"]["message"].as_str().unwrap().contains("GET"),
+        "{body}"
+    );
     let answer = raw(
         &d,
         format!("GET /api/query HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {t}\r\nConnection: close\r\n\r\n")
             .as_bytes(),
     );
     assert!(answer.starts_with("HTTP/1.1 405"), "{answer}");
-    assert_eq!(body_of(&answer)["error"], "method_not_allowed");
+    assert_eq!(body_of(&answer)["error"]["code"], "method_not_allowed");
 
     // 413 for a body over the limit, answered before any of it is sent.
     let answer = raw(
@@ -417,12 +423,12 @@ fn nul_bytes_and_axum_rejections_answer_json() {
         .as_bytes(),
     );
     assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
-    assert_eq!(body_of(&answer)["error"], "payload_too_large");
+    assert_eq!(body_of(&answer)["error"]["code"], "payload_too_large");
 
     // Extractor rejections: a path that is not UTF-8, a malformed query string.
     let (code, body) = call("GET", &d.url("/api/runs/%FF"), Some(&t), None);
     assert_eq!(
-        (code, body["error"].as_str()),
+        (code, body["error"]["code"].as_str()),
         (400, Some("bad_request")),
         "{body}"
     );
@@ -433,13 +439,13 @@ fn nul_bytes_and_axum_rejections_answer_json() {
         None,
     );
     assert_eq!(
-        (code, body["error"].as_str()),
+        (code, body["error"]["code"].as_str()),
         (400, Some("bad_request")),
         "{body}"
     );
     let (code, body) = call("GET", &d.url("/nope"), None, None);
     assert_eq!(
-        (code, body["error"].as_str()),
+        (code, body["error"]["code"].as_str()),
         (404, Some("not_found")),
         "{body}"
     );

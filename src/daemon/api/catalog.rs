@@ -1,15 +1,19 @@
 //! `GET /api/tables[/{name}]` and `GET /api/metrics[/{category}/{name}]`: what is registered and
 //! documented, limited to what the caller may read.
 
-use super::{blocking, ApiError, ApiResult, AppState, Auth, RecordedTask};
+use super::response::{
+    Column, ExtractMeta, HistoryEntry, LastSync, Metric, Metrics, TableDetail, TableInfo,
+    TableItem, Tables, TransformItem,
+};
+use super::{blocking, ApiError, ApiResult, AppState, Auth};
 use crate::registry::document::Kind;
 use crate::registry::registered::Registered;
 use crate::state::auth::{Caller, ADMIN_GROUP};
+use crate::state::report::TableStatus;
 use crate::state::Reader;
 use axum::extract::{Path, State};
 use axum::Json;
-use serde_json::{json, Value};
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 /// Lower-cased names of the tables and transforms `caller` may read.
 ///
@@ -51,28 +55,8 @@ fn is_admin(caller: &Caller) -> bool {
     caller.groups.iter().any(|g| g == ADMIN_GROUP)
 }
 
-fn table_json(reg: &Registered, id: &str) -> Value {
-    let Some(t) = reg.tables.get(id) else {
-        return Value::Null;
-    };
-    json!({
-        "id": t.id,
-        "name": t.name,
-        "source": t.source,
-        "description": t.description,
-        "query_mode": t.query_mode().as_str(),
-        "sync_mode": t.sync_mode().as_str(),
-        "schedule": t.schedule,
-        "primary_key": t.primary_key,
-        "access": t.access,
-        "tags": t.tags,
-    })
-}
-
-/// Last sync per table id from the state: (last_sync, status, rows, size_bytes, error).
-fn last_syncs(
-    r: &Reader,
-) -> ApiResult<std::collections::BTreeMap<String, crate::state::report::TableStatus>> {
+/// Last sync per table id from the state.
+fn last_syncs(r: &Reader) -> ApiResult<BTreeMap<String, TableStatus>> {
     Ok(crate::state::report::status(r)
         .map_err(ApiError::internal)?
         .tables
@@ -81,53 +65,42 @@ fn last_syncs(
         .collect())
 }
 
-pub async fn tables(State(shared): State<AppState>, Auth(caller): Auth) -> ApiResult<Json<Value>> {
+pub async fn tables(State(shared): State<AppState>, Auth(caller): Auth) -> ApiResult<Json<Tables>> {
     let snapshot = shared.snapshot();
     let state = shared.state.clone();
     let syncs = blocking(move || last_syncs(&state.read().map_err(ApiError::internal)?)).await?;
-    let list: Vec<Value> = snapshot
+    let tables: Vec<TableItem> = snapshot
         .registered
         .tables
         .values()
         .filter(|t| caller.may_read(&t.access))
         .map(|t| {
-            let mut v = table_json(&snapshot.registered, &t.id);
-            if let (Some(o), Some(s)) = (v.as_object_mut(), syncs.get(&t.id)) {
-                o.insert("last_sync".into(), json!(s.last_sync));
-                o.insert("last_status".into(), json!(s.last_status));
-                o.insert("rows".into(), json!(s.rows));
-                o.insert("size_bytes".into(), json!(s.size_bytes));
+            let s = syncs.get(&t.id);
+            TableItem {
+                table: TableInfo::from(t),
+                last_sync: s.and_then(|s| s.last_sync.clone()),
+                last_status: s.and_then(|s| s.last_status.clone()),
+                rows: s.and_then(|s| s.rows),
+                size_bytes: s.and_then(|s| s.size_bytes),
             }
-            v
         })
         .collect();
-    let transforms: Vec<Value> = {
-        let ok = readable(&snapshot.registered, &caller);
-        snapshot
-            .registered
-            .transforms
-            .values()
-            .filter(|t| ok.contains(&t.name.to_lowercase()))
-            .map(|t| {
-                let mut v = json!({"name": t.name, "source": t.source,
-                    "description": t.description, "materialized": t.materialized().as_str(),
-                    "inputs": t.inputs});
-                if !t.inputs_uncertain.is_empty() {
-                    // Only admins see such a transform: say why others do not.
-                    v["inputs_uncertain"] = json!(t.inputs_uncertain);
-                }
-                v
-            })
-            .collect()
-    };
-    Ok(Json(json!({"tables": list, "transforms": transforms})))
+    let ok = readable(&snapshot.registered, &caller);
+    let transforms: Vec<TransformItem> = snapshot
+        .registered
+        .transforms
+        .values()
+        .filter(|t| ok.contains(&t.name.to_lowercase()))
+        .map(TransformItem::from)
+        .collect();
+    Ok(Json(Tables { tables, transforms }))
 }
 
 pub async fn table(
     State(shared): State<AppState>,
     Auth(caller): Auth,
     Path(name): Path<String>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<TableDetail>> {
     let snapshot = shared.snapshot();
     let reg = &snapshot.registered;
     let Some(t) = reg.table(&name) else {
@@ -138,93 +111,118 @@ pub async fn table(
     if !caller.may_read(&t.access) {
         return Err(super::forbidden_table(t, &caller));
     }
-    let mut v = table_json(reg, &t.id);
+    let info = TableInfo::from(t);
     let (id, view, source) = (t.id.clone(), t.name.clone(), t.source.clone());
     let docs = t.columns.clone();
     let state = shared.state.clone();
     let analytics = shared.data.analytics();
-    let extract = shared.data.extracts().join(&source).join("extract.duckdb");
+    let extracts = shared.data.extracts();
     let (sync, history, columns, meta) = blocking(move || {
         let (syncs, history) = {
             let r = state.read().map_err(ApiError::internal)?;
-            let history: Vec<RecordedTask> = crate::state::report::table_tasks(&r, &id, 10)
+            let history: Vec<HistoryEntry> = crate::state::report::table_tasks(&r, &id, 10)
                 .map_err(ApiError::internal)?
                 .into_iter()
-                .map(RecordedTask::from)
+                .map(HistoryEntry::from)
                 .collect();
             (last_syncs(&r)?, history)
         };
-        let history = serde_json::to_value(history).map_err(ApiError::internal)?;
-        Ok((
-            syncs.get(&id).map(|s| {
-                json!({"last_sync": s.last_sync, "status": s.last_status, "rows": s.rows,
-                       "size_bytes": s.size_bytes, "error": s.last_error})
-            }),
-            history,
-            schema(&analytics, &view),
-            meta_row(&extract, &view),
-        ))
+        let sync = syncs.get(&id).map(|s| LastSync {
+            last_sync: s.last_sync.clone(),
+            status: s.last_status.clone(),
+            rows: s.rows,
+            size_bytes: s.size_bytes,
+            error: s.last_error.clone(),
+        });
+        let columns = schema(&analytics, &view).map_err(ApiError::internal)?;
+        let meta = meta_row(&extracts, &source, &view).map_err(ApiError::internal)?;
+        Ok((sync, history, columns, meta))
     })
     .await?;
-    let columns: Vec<Value> = columns
+    let columns = columns
         .into_iter()
-        .map(|(c, ty)| json!({"name": c, "type": ty, "description": docs.get(&c)}))
+        .map(|(c, ty)| Column {
+            description: docs.get(&c).cloned(),
+            name: c,
+            ty,
+        })
         .collect();
-    if let Some(o) = v.as_object_mut() {
-        o.insert("columns".into(), Value::Array(columns));
-        o.insert("meta".into(), meta.unwrap_or(Value::Null));
-        o.insert("last_sync".into(), sync.unwrap_or(Value::Null));
-        o.insert("history".into(), history);
-    }
-    Ok(Json(v))
+    Ok(Json(TableDetail {
+        table: info,
+        columns,
+        meta,
+        last_sync: sync,
+        history,
+    }))
 }
 
-/// Column names and types of a published view, from the catalogue (no data is read).
-fn schema(analytics: &std::path::Path, view: &str) -> Vec<(String, String)> {
-    let read = || -> duckdb::Result<Vec<(String, String)>> {
-        let conn = duckdb::Connection::open_in_memory()?;
+/// Column names and types of a published view, from the catalogue (no data is read); none before
+/// the first publish, or when the view is not in it.
+fn schema(analytics: &std::path::Path, view: &str) -> duckdb::Result<Vec<(String, String)>> {
+    if !analytics.is_file() {
+        return Ok(Vec::new());
+    }
+    let conn = duckdb::Connection::open_in_memory()?;
+    // A publish renames a new file into place; the old one stays readable to whoever opened it.
+    crate::duck::retry_locked(crate::duck::LOCK_RETRY, || {
         conn.execute_batch(&format!(
             "ATTACH {} AS analytics (READ_ONLY)",
             crate::quote::path(analytics)
-        ))?;
-        let mut stmt = conn.prepare(
-            "SELECT column_name, data_type FROM information_schema.columns
-             WHERE table_catalog = 'analytics' AND table_schema = 'main' AND lower(table_name) = lower(?)
-             ORDER BY ordinal_position",
-        )?;
-        let rows = stmt
-            .query_map([view], |r| Ok((r.get(0)?, r.get(1)?)))?
-            .collect();
-        rows
-    };
-    if !analytics.is_file() {
-        return Vec::new();
-    }
-    read().unwrap_or_else(|e| {
-        tracing::debug!(error = %e, view, "could not read the schema");
-        Vec::new()
-    })
+        ))
+    })?;
+    let mut stmt = conn.prepare(
+        "SELECT column_name, data_type FROM information_schema.columns
+         WHERE table_catalog = 'analytics' AND table_schema = 'main' AND lower(table_name) = lower(?)
+         ORDER BY ordinal_position",
+    )?;
+    let rows = stmt
+        .query_map([view], |r| Ok((r.get(0)?, r.get(1)?)))?
+        .collect();
+    rows
 }
 
-/// The table's `_meta` row in its source's extract.duckdb.
-fn meta_row(extract: &std::path::Path, view: &str) -> Option<Value> {
-    if !extract.is_file() {
-        return None;
+/// The table's `_meta` entry in its source's extract.duckdb; none before its first extract.
+fn meta_row(
+    extracts: &std::path::Path,
+    source: &str,
+    view: &str,
+) -> Result<Option<ExtractMeta>, crate::extract_db::ContractError> {
+    let Some(dir) = crate::extract_db::ExtractDir::new(extracts, source) else {
+        return Ok(None);
+    };
+    let path = dir.db();
+    if !path.is_file() {
+        return Ok(None);
     }
-    let conn = duckdb::Connection::open_in_memory().ok()?;
+    let db_err = |e: duckdb::Error| crate::extract_db::ContractError::Db {
+        path: path.clone(),
+        message: e.to_string(),
+    };
+    let conn = duckdb::Connection::open_in_memory().map_err(db_err)?;
     conn.execute_batch(&format!(
         "SET TimeZone = 'UTC'; ATTACH {} AS x (READ_ONLY)",
-        crate::quote::path(extract)
+        crate::quote::path(&path)
     ))
-    .ok()?;
-    let text: String = conn
-        .query_row(
-            "SELECT to_json(m)::VARCHAR FROM x._meta m WHERE table_name = ?",
-            [view],
-            |r| r.get(0),
-        )
-        .ok()?;
-    serde_json::from_str(&text).ok()
+    .map_err(db_err)?;
+    let contents = crate::extract_db::read(&conn, "x", &path, false)?;
+    Ok(contents
+        .meta
+        .into_iter()
+        .find(|m| m.table_name == view)
+        .map(|m| ExtractMeta {
+            description: m.description,
+            rows: m.rows,
+            size_bytes: m.size_bytes,
+            extracted_at: m.extracted_at.as_deref().map(utc_text_to_rfc3339),
+            query_mode: m.query_mode,
+        }))
+}
+
+/// `YYYY-MM-DD HH:MM:SS[.f]` (UTC, as `_meta` stores it) as RFC 3339; other text unchanged.
+fn utc_text_to_rfc3339(text: &str) -> String {
+    chrono::NaiveDateTime::parse_from_str(text, "%Y-%m-%d %H:%M:%S%.f")
+        .map(|t| crate::timestamp::rfc3339(t.and_utc()))
+        .unwrap_or_else(|_| text.to_string())
 }
 
 /// Whether a metric's tables are all in `readable` (the caller's, from [`readable`]) and certain;
@@ -246,33 +244,35 @@ pub(super) fn metric_visible(
     })
 }
 
-fn metric_json(o: &crate::registry::document::Object) -> Value {
-    let mut v = Value::Object(o.fields().clone());
-    if let Some(m) = v.as_object_mut() {
-        m.insert("id".into(), json!(o.id));
-        m.insert("file".into(), json!(o.file));
+fn metric_of(o: &crate::registry::document::Object) -> Metric {
+    Metric {
+        id: o.id.clone(),
+        file: o.file.clone(),
+        spec: o.fields().clone(),
     }
-    v
 }
 
-pub async fn metrics(State(shared): State<AppState>, Auth(caller): Auth) -> ApiResult<Json<Value>> {
+pub async fn metrics(
+    State(shared): State<AppState>,
+    Auth(caller): Auth,
+) -> ApiResult<Json<Metrics>> {
     let snapshot = shared.snapshot();
     let ok = readable(&snapshot.registered, &caller);
-    let list: Vec<Value> = snapshot
+    let metrics = snapshot
         .objects
         .values()
         .filter(|o| o.kind == Kind::Metric)
         .filter(|o| metric_visible(&snapshot.registered, &caller, &ok, &o.id))
-        .map(metric_json)
+        .map(metric_of)
         .collect();
-    Ok(Json(json!({"metrics": list})))
+    Ok(Json(Metrics { metrics }))
 }
 
 pub async fn metric(
     State(shared): State<AppState>,
     Auth(caller): Auth,
     Path((category, name)): Path<(String, String)>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<Metric>> {
     let snapshot = shared.snapshot();
     let id = format!("{category}/{name}");
     let Some(o) = snapshot.objects.get(&(Kind::Metric, id.clone())) else {
@@ -302,5 +302,5 @@ pub async fn metric(
             ),
         }));
     }
-    Ok(Json(metric_json(o)))
+    Ok(Json(metric_of(o)))
 }

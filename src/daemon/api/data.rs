@@ -6,6 +6,7 @@
 //! `If-None-Match` gets `304` until then. A download streams from a handle opened before the first
 //! byte is sent, so a sync that replaces the file meanwhile never produces a torn copy.
 
+use super::response::{Manifest, ManifestFile, ManifestTable};
 use super::{forbidden_table, ApiError, ApiResult, AppState, Auth};
 use crate::registry::registered::TableDef;
 use crate::spec::model::QueryMode;
@@ -14,7 +15,6 @@ use axum::extract::{Path, Query, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use serde_json::{json, Value};
 use std::os::unix::fs::MetadataExt;
 use std::path::PathBuf;
 
@@ -55,33 +55,44 @@ pub struct FileParam {
 pub async fn manifest(
     State(shared): State<AppState>,
     Auth(caller): Auth,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<Manifest>> {
     let snapshot = shared.snapshot();
     let extracts = shared.data.extracts();
-    let tables: Vec<Value> = snapshot
+    let tables: Vec<ManifestTable> = snapshot
         .registered
         .tables
         .values()
         .filter(|t| caller.may_read(&t.access) && t.query_mode() != QueryMode::Remote)
         .map(|t| {
             let (partitioned, files) = files_of(&extracts, t);
-            let files: Vec<Value> = files
+            let files: Vec<ManifestFile> = files
                 .into_iter()
                 .filter_map(|(name, path)| {
+                    // A file renamed away since the listing is simply left out.
                     let meta = path.metadata().ok()?;
                     let url = if partitioned {
                         format!("/api/data/{}?file={name}", t.name)
                     } else {
                         format!("/api/data/{}", t.name)
                     };
-                    Some(json!({"file": name, "size_bytes": meta.len(), "etag": etag(&meta), "url": url}))
+                    Some(ManifestFile {
+                        size_bytes: meta.len(),
+                        etag: etag(&meta),
+                        file: name,
+                        url,
+                    })
                 })
                 .collect();
-            json!({"id": t.id, "name": t.name, "source": t.source, "description": t.description,
-                   "files": files})
+            ManifestTable {
+                id: t.id.clone(),
+                name: t.name.clone(),
+                source: t.source.clone(),
+                description: t.description.clone(),
+                files,
+            }
         })
         .collect();
-    Ok(Json(json!({"tables": tables})))
+    Ok(Json(Manifest { tables }))
 }
 
 pub async fn data(
@@ -133,9 +144,16 @@ pub async fn data(
                 ))
             })?,
     };
-    let file = tokio::fs::File::open(&chosen)
-        .await
-        .map_err(|e| ApiError::not_found(format!("the file went away: {e}; try again")))?;
+    let file = tokio::fs::File::open(&chosen).await.map_err(|e| {
+        if e.kind() == std::io::ErrorKind::NotFound {
+            ApiError::not_found(format!(
+                "`{}`'s file went away (a sync replaced or removed it); GET /api/manifest again",
+                t.name
+            ))
+        } else {
+            ApiError::internal(format!("cannot open {}: {e}", chosen.display()))
+        }
+    })?;
     let meta = file.metadata().await.map_err(ApiError::internal)?;
     let tag = etag(&meta);
     let fresh = headers

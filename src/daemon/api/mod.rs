@@ -1,103 +1,36 @@
-//! The daemon's HTTP API (axum, JSON). Every `/api` route needs a bearer token; `/health` and
-//! `/metrics` need one unless `server.public` lists them. Errors are `{"error": code, "message": why}`
-//! with the status that fits: 400 bad request, 401 no or bad token, 403 not allowed, 404 unknown,
-//! 405 wrong method, 408 query timeout, 409 already running, 413 body too large, 429 too many
-//! queries (with `Retry-After`), 503 shutting down. Axum's own rejections get the same body
-//! ([`json_errors`]). Connections are served by `daemon::http`.
+//! The daemon's HTTP API (axum, JSON; docs/api.md). Every `/api` route needs a bearer token;
+//! `/health` and `/metrics` need one unless `server.public` lists them. Every answer is a typed
+//! struct of [`response`]; every error is `{"error": {"code", "message", "request_id"}}`
+//! ([`error`]) with the status that fits: 400 bad request, 401 no or bad token, 403 not allowed,
+//! 404 unknown, 405 wrong method, 408 query timeout, 409 already running, 413 body too large, 429
+//! too many queries (with `Retry-After`), 500 internal (logged with the request id, answered
+//! generically), 503 shutting down. Connections are served by `daemon::http`.
 
 mod catalog;
 mod data;
+pub mod error;
 mod query;
+pub mod response;
+mod status;
+#[cfg(test)]
+mod tests;
 
+pub use error::{ApiError, ApiResult, RequestId, MAX_REQUEST_BODY};
 pub use query::worker_main as query_worker_main;
 
 use super::runs::{self, Refused};
 use super::Shared;
 use crate::state::auth::{self, Caller, Verdict};
-use crate::state::report;
-use crate::timestamp::rfc3339;
 use axum::extract::{DefaultBodyLimit, FromRequestParts, Path, State};
-use axum::http::{header, request::Parts, HeaderMap, HeaderValue, StatusCode};
+use axum::http::{header, request::Parts, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use serde::Serialize;
-use serde_json::{json, Value};
+use response::{Health, Run, RunTask, Triggered};
+use serde_json::Value;
 use std::sync::Arc;
 
 pub type AppState = Arc<Shared>;
-
-/// An API error: status, a stable code and a message that says what to do.
-#[derive(Debug)]
-pub struct ApiError {
-    pub status: StatusCode,
-    pub code: &'static str,
-    pub message: String,
-    /// Seconds for a `Retry-After` header (429, 503).
-    pub retry_after: Option<u64>,
-}
-
-impl ApiError {
-    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
-        ApiError {
-            status,
-            code,
-            message: message.into(),
-            retry_after: None,
-        }
-    }
-
-    pub fn retry_after(self, seconds: u64) -> Self {
-        ApiError {
-            retry_after: Some(seconds),
-            ..self
-        }
-    }
-
-    pub fn bad_request(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::BAD_REQUEST, "bad_request", message)
-    }
-
-    pub fn forbidden(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::FORBIDDEN, "forbidden", message)
-    }
-
-    pub fn not_found(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::NOT_FOUND, "not_found", message)
-    }
-
-    pub fn internal(message: impl std::fmt::Display) -> Self {
-        Self::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "internal",
-            message.to_string(),
-        )
-    }
-
-    fn unauthorized(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::UNAUTHORIZED, "unauthorized", message)
-    }
-}
-
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
-        let body = Json(json!({"error": self.code, "message": self.message}));
-        let mut response = (self.status, body).into_response();
-        let headers = response.headers_mut();
-        if self.status == StatusCode::UNAUTHORIZED {
-            headers.insert(
-                header::WWW_AUTHENTICATE,
-                HeaderValue::from_static("Bearer realm=\"pipeline\""),
-            );
-        }
-        if let Some(s) = self.retry_after {
-            headers.insert(header::RETRY_AFTER, HeaderValue::from(s));
-        }
-        response
-    }
-}
-
-pub type ApiResult<T> = Result<T, ApiError>;
 
 /// Runs blocking work (DuckDB) off the async workers.
 pub async fn blocking<T: Send + 'static>(
@@ -106,73 +39,6 @@ pub async fn blocking<T: Send + 'static>(
     tokio::task::spawn_blocking(f)
         .await
         .unwrap_or_else(|e| Err(ApiError::internal(format!("request handler failed: {e}"))))
-}
-
-/// A run's task as recorded in the state, as the API shows it (`GET /api/runs/{id}` of a finished
-/// run, a table's `history`).
-#[derive(Debug, Serialize)]
-pub struct RecordedTask {
-    pub run_id: String,
-    pub table_id: String,
-    pub task: String,
-    pub started_at: String,
-    pub finished_at: Option<String>,
-    pub rows: Option<i64>,
-    pub size_bytes: Option<i64>,
-    pub status: String,
-    pub error: Option<String>,
-    pub duration_ms: Option<i64>,
-    pub detail: Option<String>,
-}
-
-impl From<report::TaskRow> for RecordedTask {
-    fn from(t: report::TaskRow) -> Self {
-        RecordedTask {
-            run_id: t.run_id,
-            table_id: t.table_id,
-            task: t.task,
-            started_at: t.started_at,
-            finished_at: t.finished_at,
-            rows: t.rows,
-            size_bytes: t.size_bytes,
-            status: t.status,
-            error: t.error,
-            duration_ms: t.duration_ms,
-            detail: t.detail,
-        }
-    }
-}
-
-/// A finished run as recorded in the state (runs before this daemon started, or from a shell).
-#[derive(Debug, Serialize)]
-struct RecordedRun {
-    run_id: String,
-    trigger: String,
-    who: String,
-    started_at: String,
-    finished_at: String,
-    status: String,
-    failed: i64,
-    skipped: i64,
-    published: bool,
-    tasks: Vec<RecordedTask>,
-}
-
-impl RecordedRun {
-    fn of(run: report::RunRow, tasks: Vec<report::TaskRow>) -> Self {
-        RecordedRun {
-            run_id: run.run_id,
-            trigger: run.trigger,
-            who: run.who,
-            started_at: run.started_at,
-            finished_at: run.finished_at,
-            status: run.status,
-            failed: run.failed,
-            skipped: run.skipped,
-            published: run.published,
-            tasks: tasks.into_iter().map(RecordedTask::from).collect(),
-        }
-    }
 }
 
 /// Checks the `Authorization: Bearer …` header against the tokens in the state.
@@ -260,7 +126,7 @@ pub fn router(shared: Arc<Shared>) -> Router {
     let routes = Router::new()
         .route("/health", get(health))
         .route("/metrics", get(prometheus))
-        .route("/api/status", get(status))
+        .route("/api/status", get(status::status))
         .route("/api/sync/trigger", post(trigger))
         .route("/api/runs/{id}", get(run))
         .route("/api/tables", get(catalog::tables))
@@ -272,17 +138,17 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .route("/api/data/{table}", get(data::data))
         .fallback(|| async {
             ApiError::not_found(
-                "no such route; see docs/daemon.md for the API (GET /api/status, /api/tables, …)",
+                "no such route; see docs/api.md for the API (GET /api/status, /api/tables, …)",
             )
         })
         .layer(DefaultBodyLimit::max(MAX_REQUEST_BODY))
         .with_state(shared);
     // Around the whole router, not each route: a route's 405 gets its `Allow` header outside
-    // the route's own layers.
+    // the route's own layers, and every error answer passes through `request_scope`.
     Router::new()
         .fallback_service(routes)
         .layer(axum::middleware::from_fn(refuse_large_bodies))
-        .layer(axum::middleware::map_response(json_errors))
+        .layer(axum::middleware::from_fn(error::request_scope))
 }
 
 /// 413 at once for a body whose `Content-Length` is over [`MAX_REQUEST_BODY`], before any of it
@@ -297,7 +163,7 @@ async fn refuse_large_bodies(
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.trim().parse::<u64>().ok());
     if declared.is_some_and(|n| n > MAX_REQUEST_BODY as u64) {
-        let (code, message) = rejection(
+        let (code, message) = error::rejection(
             StatusCode::PAYLOAD_TOO_LARGE,
             &HeaderMap::new(),
             String::new(),
@@ -307,94 +173,21 @@ async fn refuse_large_bodies(
     next.run(request).await
 }
 
-/// The most a request body may be (`POST /api/query`, `/api/sync/trigger`); more is 413.
-pub const MAX_REQUEST_BODY: usize = 2 * 1024 * 1024;
-
-/// Gives every error answer the documented JSON body. Handlers answer [`ApiError`] already; this
-/// catches what axum answers by itself — 405 for a method a route does not take, 413 for a body
-/// over [`MAX_REQUEST_BODY`], an extractor's rejection of a malformed path or query string — so no
-/// plain-text error leaks through. Headers (`Allow`, `WWW-Authenticate`) are kept.
-async fn json_errors(response: Response) -> Response {
-    let status = response.status();
-    let is_json = response
-        .headers()
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.starts_with("application/json"));
-    if !(status.is_client_error() || status.is_server_error()) || is_json {
-        return response;
-    }
-    let (mut parts, body) = response.into_parts();
-    // Rejection texts are a line or two; anything longer is cut, not buffered.
-    let text = axum::body::to_bytes(body, 4096)
-        .await
-        .map(|b| String::from_utf8_lossy(&b).trim().to_string())
-        .unwrap_or_default();
-    let (code, message) = rejection(status, &parts.headers, text);
-    let body = json!({"error": code, "message": message}).to_string();
-    parts.headers.remove(header::CONTENT_LENGTH);
-    parts.headers.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
-    Response::from_parts(parts, axum::body::Body::from(body))
-}
-
-/// The code and message of an answer axum made itself.
-fn rejection(status: StatusCode, headers: &HeaderMap, text: String) -> (&'static str, String) {
-    match status {
-        StatusCode::METHOD_NOT_ALLOWED => {
-            let allowed = headers
-                .get(header::ALLOW)
-                .and_then(|v| v.to_str().ok())
-                .unwrap_or("another method");
-            (
-                "method_not_allowed",
-                format!("this route does not take that method; it takes {allowed}"),
-            )
-        }
-        StatusCode::PAYLOAD_TOO_LARGE => (
-            "payload_too_large",
-            format!(
-                "the request body is larger than {} MiB, the most this API reads",
-                MAX_REQUEST_BODY / (1024 * 1024)
-            ),
-        ),
-        _ => {
-            let code = match status {
-                StatusCode::NOT_FOUND => "not_found",
-                StatusCode::UNSUPPORTED_MEDIA_TYPE => "unsupported_media_type",
-                StatusCode::UNPROCESSABLE_ENTITY => "unprocessable",
-                s if s.is_client_error() => "bad_request",
-                _ => "internal",
-            };
-            let message = if text.is_empty() {
-                status
-                    .canonical_reason()
-                    .unwrap_or("request refused")
-                    .to_string()
-            } else {
-                text
-            };
-            (code, message)
-        }
-    }
-}
-
 async fn health(State(shared): State<AppState>, headers: HeaderMap) -> ApiResult<Response> {
     if !shared.instance().server.public_health {
         authenticate(&shared, &headers).await?;
     }
-    let status = if shared.shutting_down() {
+    let down = shared.shutting_down();
+    let status = if down {
         StatusCode::SERVICE_UNAVAILABLE
     } else {
         StatusCode::OK
     };
-    let body = json!({
-        "status": if shared.shutting_down() { "shutting_down" } else { "ok" },
-        "version": env!("CARGO_PKG_VERSION"),
-        "uptime_seconds": (chrono::Utc::now() - shared.started_at).num_seconds(),
-    });
+    let body = Health {
+        status: if down { "shutting_down" } else { "ok" },
+        version: env!("CARGO_PKG_VERSION"),
+        uptime_seconds: (chrono::Utc::now() - shared.started_at).num_seconds(),
+    };
     Ok((status, Json(body)).into_response())
 }
 
@@ -403,7 +196,34 @@ async fn prometheus(State(shared): State<AppState>, headers: HeaderMap) -> ApiRe
         authenticate(&shared, &headers).await?;
     }
     let uptime = (chrono::Utc::now() - shared.started_at).num_milliseconds() as f64 / 1000.0;
-    let text = shared.stats.render(shared.runs.running_count(), uptime);
+    let mut text = shared.stats.render(shared.runs.running_count(), uptime);
+    // Statuses, freshness and downstream states come from the state at each scrape, so they hold
+    // whatever ran them (this daemon, a shell) and survive restarts.
+    let state = shared.state.clone();
+    let (now, tz) = (shared.clock.now(), shared.instance().tz);
+    let read = blocking(move || {
+        let r = state.read().map_err(ApiError::internal)?;
+        let mut status = crate::state::report::status(&r).map_err(ApiError::internal)?;
+        status.with_times(now, tz);
+        Ok(status)
+    })
+    .await;
+    let readable = match read {
+        Ok(status) => {
+            super::stats::render_state(&mut text, &status, now);
+            true
+        }
+        Err(e) => {
+            // The counters are still worth scraping; the gauge says what is missing.
+            tracing::warn!(error = %e.detail(), "/metrics: could not read the state");
+            false
+        }
+    };
+    text.push_str(&format!(
+        "# HELP pipeline_state_readable 1 when the state could be read for this scrape.\n\
+         # TYPE pipeline_state_readable gauge\npipeline_state_readable {}\n",
+        u8::from(readable)
+    ));
     Ok((
         [(
             header::CONTENT_TYPE,
@@ -414,89 +234,6 @@ async fn prometheus(State(shared): State<AppState>, headers: HeaderMap) -> ApiRe
         .into_response())
 }
 
-async fn status(State(shared): State<AppState>, Auth(caller): Auth) -> ApiResult<Json<Value>> {
-    let instance = shared.instance();
-    let snapshot = shared.snapshot();
-    let next = shared
-        .next_runs
-        .lock()
-        .map(|n| n.clone())
-        .unwrap_or_default();
-    let busy = shared.runs.busy();
-    let state = shared.state.clone();
-    let recorded = blocking(move || {
-        let r = state.read().map_err(ApiError::internal)?;
-        report::status(&r).map_err(ApiError::internal)
-    })
-    .await?;
-    let tables: Vec<Value> = recorded
-        .tables
-        .iter()
-        .filter(|t| {
-            snapshot
-                .registered
-                .tables
-                .get(&t.id)
-                .is_some_and(|d| caller.may_read(&d.access))
-        })
-        .map(|t| {
-            json!({
-                "id": t.id,
-                "name": t.name,
-                "source": t.source,
-                "schedule": t.schedule,
-                "next_run": next.get(&t.id).map(|n| rfc3339(*n)),
-                "running_in": busy.get(&t.id),
-                "last_sync": t.last_sync,
-                "last_status": t.last_status,
-                "rows": t.rows,
-                "last_error": t.last_error,
-            })
-        })
-        .collect();
-    // Transforms and metric checks the caller may read, with their state (ok / stale / failed).
-    let readable = catalog::readable(&snapshot.registered, &caller);
-    let transform_states: Vec<&crate::state::downstream::TransformState> = recorded
-        .transform_states
-        .iter()
-        .filter(|t| readable.contains(&t.name.to_lowercase()))
-        .collect();
-    let metric_checks: Vec<&crate::state::downstream::CheckState> = recorded
-        .metric_checks
-        .iter()
-        .filter(|c| catalog::metric_visible(&snapshot.registered, &caller, &readable, &c.metric))
-        .collect();
-    let watcher = shared.watcher.lock().map(|w| w.clone()).unwrap_or_default();
-    // Running runs as `GET /api/runs/{id}` shows them to this caller.
-    let filter = RunFilter::new(&snapshot.registered, &caller);
-    let runs: Vec<Value> = shared
-        .runs
-        .running()
-        .into_iter()
-        .filter_map(|r| serde_json::to_value(r).ok())
-        .filter_map(|r| filter.apply(r))
-        .collect();
-    Ok(Json(json!({
-        "instance": instance.name,
-        "version": env!("CARGO_PKG_VERSION"),
-        "timezone": instance.tz.name(),
-        "started_at": rfc3339(shared.started_at),
-        "shutting_down": shared.shutting_down(),
-        "user": caller.user,
-        "groups": caller.groups,
-        // What this daemon serves (it follows applies from shells within moments).
-        "serial": snapshot.serial,
-        "last_apply": recorded.last_apply,
-        "watcher": watcher,
-        "pending_tasks": recorded.pending_tasks.len(),
-        // Running runs as `GET /api/runs/{id}` shows them to this caller.
-        "runs": runs,
-        "tables": tables,
-        "transform_states": transform_states,
-        "metric_checks": metric_checks,
-    })))
-}
-
 /// `POST /api/sync/trigger`: no body (the tables that are due), a JSON list of table names or ids,
 /// or `{"tables": [...], "source": "..."}`. An explicit list ignores schedules.
 async fn trigger(
@@ -505,8 +242,7 @@ async fn trigger(
     body: axum::body::Bytes,
 ) -> ApiResult<Response> {
     if shared.shutting_down() {
-        return Err(ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
+        return Err(ApiError::unavailable(
             "shutting_down",
             "the daemon is shutting down; try again once it is back",
         ));
@@ -565,7 +301,12 @@ async fn trigger(
         };
         return Ok((
             StatusCode::OK,
-            Json(json!({"run_id": null, "tables": [], "message": message})),
+            Json(Triggered {
+                run_id: None,
+                tables: Vec::new(),
+                status: None,
+                message: Some(message),
+            }),
         )
             .into_response());
     }
@@ -575,7 +316,12 @@ async fn trigger(
         Ok(run_id) => Ok((
             StatusCode::ACCEPTED,
             [(header::LOCATION, format!("/api/runs/{run_id}"))],
-            Json(json!({"run_id": run_id, "tables": ids, "status": format!("/api/runs/{run_id}")})),
+            Json(Triggered {
+                status: Some(format!("/api/runs/{run_id}")),
+                run_id: Some(run_id),
+                tables: ids,
+                message: None,
+            }),
         )
             .into_response()),
         Err(Refused::Busy(busy)) => Err(ApiError::new(
@@ -589,14 +335,18 @@ async fn trigger(
                     .join(", ")
             ),
         )),
-        Err(Refused::ShuttingDown) => Err(ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
+        Err(Refused::ShuttingDown) => Err(ApiError::unavailable(
             "shutting_down",
             "the daemon is shutting down",
         )),
         Err(Refused::Nothing) => Ok((
             StatusCode::OK,
-            Json(json!({"run_id": null, "tables": ids, "message": "nothing to do"})),
+            Json(Triggered {
+                run_id: None,
+                tables: ids,
+                status: None,
+                message: Some("nothing to do"),
+            }),
         )
             .into_response()),
     }
@@ -681,28 +431,29 @@ async fn run(
     State(shared): State<AppState>,
     Auth(caller): Auth,
     Path(id): Path<String>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<Run>> {
     let snapshot = shared.snapshot();
     let filter = RunFilter::new(&snapshot.registered, &caller);
     let unknown = |id: &str| ApiError::not_found(format!("no run `{id}`"));
     if let Some(view) = shared.runs.get(&id) {
-        let view = serde_json::to_value(view).map_err(ApiError::internal)?;
-        return filter.apply(view).map(Json).ok_or_else(|| unknown(&id));
+        return filter
+            .apply(Run::live(view))
+            .map(Json)
+            .ok_or_else(|| unknown(&id));
     }
     // Runs before this daemon started, or from the command line: from the state.
     let state = shared.state.clone();
     let key = id.clone();
     let found = blocking(move || {
-        let read = || -> Result<Option<RecordedRun>, crate::state::StateError> {
+        let read = || -> Result<Option<Run>, crate::state::StateError> {
             let r = state.read()?;
-            let Some(run) = report::run(&r, &key)? else {
+            let Some(run) = crate::state::report::run(&r, &key)? else {
                 return Ok(None);
             };
-            Ok(Some(RecordedRun::of(run, report::run_tasks(&r, &key)?)))
+            let tasks = crate::state::report::run_tasks(&r, &key)?;
+            Ok(Some(Run::recorded(run, tasks)))
         };
-        let run = read().map_err(ApiError::internal)?;
-        run.map(|r| serde_json::to_value(r).map_err(ApiError::internal))
-            .transpose()
+        read().map_err(ApiError::internal)
     })
     .await?;
     found
@@ -718,14 +469,17 @@ async fn run(
 /// the run's) only when nothing was hidden, since they may name any table. A run none of whose tables
 /// (or, without tables, tasks) the caller may read is answered like an unknown run: its existence is
 /// not disclosed.
-struct RunFilter<'a> {
+pub(super) struct RunFilter<'a> {
     reg: &'a crate::registry::registered::Registered,
     caller: &'a Caller,
     readable: std::collections::BTreeSet<String>,
 }
 
 impl<'a> RunFilter<'a> {
-    fn new(reg: &'a crate::registry::registered::Registered, caller: &'a Caller) -> Self {
+    pub(super) fn new(
+        reg: &'a crate::registry::registered::Registered,
+        caller: &'a Caller,
+    ) -> Self {
         RunFilter {
             reg,
             caller,
@@ -742,7 +496,7 @@ impl<'a> RunFilter<'a> {
 
     /// `task` is `<kind>:<target>`, as runs and sync_history name tasks. Unknown targets (since
     /// removed) and kinds are hidden.
-    fn task_visible(&self, task: &str) -> bool {
+    pub(super) fn task_visible(&self, task: &str) -> bool {
         let Some((kind, target)) = task.split_once(':') else {
             return false;
         };
@@ -762,26 +516,24 @@ impl<'a> RunFilter<'a> {
         }
     }
 
-    /// The run (a `RunView` or a state row with its `tasks`) as the caller may see it, or None
-    /// when it must look unknown.
-    fn apply(&self, mut run: Value) -> Option<Value> {
-        let tasks = run["tasks"].as_array().cloned().unwrap_or_default();
-        let name = |t: &Value| t["task"].as_str().unwrap_or("").to_string();
-        let mut tables: Vec<String> = run["tables"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter_map(|t| t.as_str().map(str::to_string))
-            .chain(tasks.iter().filter_map(|t| {
-                let task = name(t);
-                let (kind, target) = task.split_once(':')?;
-                matches!(kind, "extract" | "attach").then(|| target.to_string())
-            }))
+    /// The run as the caller may see it, or None when it must look unknown.
+    pub(super) fn apply(&self, mut run: Run) -> Option<Run> {
+        let mut tables: Vec<String> = run
+            .tables
+            .iter()
+            .cloned()
+            .chain(
+                run.tasks
+                    .iter()
+                    .filter(|t| matches!(t.kind.as_str(), "extract" | "attach"))
+                    .map(|t| t.target.clone()),
+            )
             .collect();
         tables.sort();
         tables.dedup();
-        let (shown, hidden): (Vec<Value>, Vec<Value>) =
-            tasks.into_iter().partition(|t| self.task_visible(&name(t)));
+        let (mut shown, hidden): (Vec<RunTask>, Vec<RunTask>) = std::mem::take(&mut run.tasks)
+            .into_iter()
+            .partition(|t| self.task_visible(&t.task));
         let shown_tables: Vec<String> = tables
             .iter()
             .filter(|t| self.table_readable(t))
@@ -796,94 +548,20 @@ impl<'a> RunFilter<'a> {
             return None;
         }
         let partial = !hidden.is_empty() || shown_tables.len() < tables.len();
-        let mut shown = shown;
         if partial {
             const HIDDEN: &str = "hidden: it may concern tables you may not read";
-            for t in shown.iter_mut().filter(|t| name(t).starts_with("publish:")) {
-                if !t["error"].is_null() {
-                    t["error"] = json!(HIDDEN);
+            for t in shown.iter_mut().filter(|t| t.kind == "publish") {
+                if t.error.is_some() {
+                    t.error = Some(HIDDEN.into());
                 }
             }
-            if !run["error"].is_null() {
-                run["error"] = json!(HIDDEN);
+            if run.error.is_some() {
+                run.error = Some(HIDDEN.into());
             }
         }
-        let count = |status: &str| shown.iter().filter(|t| t["status"] == status).count();
-        let (failed, skipped) = (count("failed"), count("skipped"));
-        let o = run.as_object_mut()?;
-        // A state row counts every task; count only the shown ones.
-        for (key, n) in [("failed", failed), ("skipped", skipped)] {
-            if o.get(key).is_some_and(Value::is_number) {
-                o.insert(key.into(), json!(n));
-            }
-        }
-        if o.contains_key("tables") {
-            o.insert("tables".into(), json!(shown_tables));
-        }
-        o.insert("hidden_tasks".into(), json!(hidden.len()));
-        o.insert("tasks".into(), Value::Array(shown));
-        Some(run)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    async fn rewritten(response: Response) -> (StatusCode, HeaderMap, Value) {
-        let r = json_errors(response).await;
-        let (parts, body) = r.into_parts();
-        let bytes = axum::body::to_bytes(body, 1 << 20).await.unwrap();
-        (
-            parts.status,
-            parts.headers,
-            serde_json::from_slice(&bytes).unwrap_or(Value::Null),
-        )
-    }
-
-    #[tokio::test]
-    async fn axum_rejections_get_the_json_error_body() {
-        // 405 as method routing answers it: no body, an Allow header.
-        let mut r = StatusCode::METHOD_NOT_ALLOWED.into_response();
-        r.headers_mut()
-            .insert(header::ALLOW, HeaderValue::from_static("GET,HEAD"));
-        let (status, headers, body) = rewritten(r).await;
-        assert_eq!(status, StatusCode::METHOD_NOT_ALLOWED);
-        assert_eq!(headers[header::ALLOW], "GET,HEAD");
-        assert_eq!(headers[header::CONTENT_TYPE], "application/json");
-        assert_eq!(body["error"], "method_not_allowed");
-        assert!(body["message"].as_str().unwrap().contains("GET,HEAD"));
-
-        // 413 as the body limit answers it: plain text.
-        let r = (StatusCode::PAYLOAD_TOO_LARGE, "length limit exceeded").into_response();
-        let (status, _, body) = rewritten(r).await;
-        assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
-        assert_eq!(body["error"], "payload_too_large");
-        assert!(body["message"].as_str().unwrap().contains("2 MiB"));
-
-        // An extractor's rejection keeps its explanation.
-        let r = (
-            StatusCode::BAD_REQUEST,
-            "Failed to deserialize query string: duplicate field `file`",
-        )
-            .into_response();
-        let (_, _, body) = rewritten(r).await;
-        assert_eq!(
-            body,
-            json!({"error": "bad_request", "message": "Failed to deserialize query string: duplicate field `file`"})
-        );
-    }
-
-    #[tokio::test]
-    async fn answers_that_are_not_plain_errors_pass_unchanged() {
-        let api = ApiError::forbidden("no").retry_after(3).into_response();
-        let (status, headers, body) = rewritten(api).await;
-        assert_eq!(status, StatusCode::FORBIDDEN);
-        assert_eq!(headers[header::RETRY_AFTER], "3");
-        assert_eq!(body, json!({"error": "forbidden", "message": "no"}));
-        let metrics = (StatusCode::OK, "pipeline_build_info 1").into_response();
-        let r = json_errors(metrics).await;
-        let bytes = axum::body::to_bytes(r.into_body(), 1024).await.unwrap();
-        assert_eq!(&bytes[..], b"pipeline_build_info 1");
+        run.tables = shown_tables;
+        run.hidden_tasks = hidden.len();
+        run.tasks = shown;
+        Some(run.recount())
     }
 }

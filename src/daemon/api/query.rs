@@ -308,8 +308,10 @@ fn fetch(
     Ok(out)
 }
 
-/// Maps DuckDB's refusal of a sandboxed operation to 403, its memory limit to 400 `memory_limit`,
-/// anything else to 400.
+/// Maps DuckDB's refusal of a sandboxed operation to 403, its memory limit to 400 `memory_limit`, a
+/// problem with the query itself (it does not bind, a value does not convert…) to 400 with DuckDB's
+/// explanation, since that is about the caller's own SQL; anything else (a file that cannot be read,
+/// an internal error) is the daemon's problem: 500, logged, not shown.
 fn query_error(e: duckdb::Error) -> ApiError {
     let text = e.to_string();
     if text.contains("Permission Error") || text.contains("disabled by configuration") {
@@ -323,9 +325,31 @@ fn query_error(e: duckdb::Error) -> ApiError {
                  ({text})"
             ),
         )
-    } else {
+    } else if about_the_query(&text) {
         ApiError::bad_request(format!("query failed: {text}"))
+    } else {
+        ApiError::internal(format!("query failed: {text}"))
     }
+}
+
+/// DuckDB's error classes that describe the SQL or its values, not the engine or the files.
+fn about_the_query(text: &str) -> bool {
+    const CLASSES: &[&str] = &[
+        "Binder Error",
+        "Parser Error",
+        "Conversion Error",
+        "Invalid Input Error",
+        "Out of Range Error",
+        "Catalog Error",
+        "Constraint Error",
+        "Not implemented Error",
+        "Syntax Error",
+        "Invalid type Error",
+        "Mismatch Type Error",
+        "Interrupted",
+        "Divide by zero",
+    ];
+    CLASSES.iter().any(|c| text.contains(c))
 }
 
 /// What the daemon hands a query process (JSON on its stdin).
@@ -413,16 +437,19 @@ pub fn worker_main() -> std::process::ExitCode {
     }
 }
 
+/// The outcome line of a failure. An internal error's detail goes to the daemon, which logs it and
+/// answers generically ([`reported`]).
 fn failure(e: ApiError) -> Outcome {
     Outcome {
         status: e.status.as_u16(),
         error: e.code.to_string(),
-        message: e.message,
+        message: e.detail().to_string(),
         warnings: Vec::new(),
     }
 }
 
-/// An error a query process reported, as the API answers it.
+/// An error a query process reported, as the API answers it: what it says of the caller's query
+/// is passed on; anything else is internal.
 fn reported(o: Outcome) -> ApiError {
     let code = match o.error.as_str() {
         "forbidden" => "forbidden",
@@ -430,8 +457,12 @@ fn reported(o: Outcome) -> ApiError {
         "bad_request" => "bad_request",
         _ => "internal",
     };
-    let status = StatusCode::from_u16(o.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-    ApiError::new(status, code, o.message)
+    match StatusCode::from_u16(o.status) {
+        Ok(status) if status.is_client_error() && code != "internal" => {
+            ApiError::new(status, code, o.message)
+        }
+        _ => ApiError::internal(format!("query process: {}", o.message)),
+    }
 }
 
 /// Seconds of CPU a query process may use beyond `threads × timeout` (start-up, DuckDB's own
