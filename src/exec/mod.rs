@@ -4,6 +4,7 @@
 //! the staged analytics file, and records the run in the state.
 
 pub mod downstream;
+pub mod jira;
 pub mod progress;
 pub mod scheduler;
 pub mod work;

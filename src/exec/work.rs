@@ -53,6 +53,9 @@ pub struct Context {
     analytics_lock: Mutex<Option<Lock>>,
     /// What the published rebuild published and skipped, and its ownership changes.
     published: Mutex<Option<analytics::Report>>,
+    /// Jira sources synced in this run (check + extract.duckdb), by name: the source's six tables
+    /// share one sync.
+    jira_synced: Mutex<HashMap<String, Result<String, String>>>,
 }
 
 type Claims = (BTreeMap<String, String>, Vec<String>);
@@ -103,6 +106,7 @@ impl Context {
             publish: Mutex::new(Publish::NotRun),
             analytics_lock: Mutex::new(None),
             published: Mutex::new(None),
+            jira_synced: Mutex::new(HashMap::new()),
         })
     }
 
@@ -136,6 +140,9 @@ impl Context {
             .sources
             .get(&table.source)
             .ok_or_else(|| format!("source `{}` is not registered", table.source))?;
+        if source.kind() == Some(crate::spec::model::SourceType::Jira) {
+            return self.jira_sync(source);
+        }
         let connector =
             connectors::connector_for(source, table, &self.root).map_err(|e| e.to_string())?;
         let dir = self.extract_dir(&table.source)?;
@@ -192,6 +199,31 @@ impl Context {
         Ok(done)
     }
 
+    /// A jira table's sync: the source's consistency check and extract.duckdb refresh, once per
+    /// run for all its tables (the rows come from the connector, see `exec::jira`).
+    fn jira_sync(&self, source: &crate::registry::registered::SourceDef) -> Result<Done, String> {
+        let mut synced = lock(&self.jira_synced);
+        let result = synced
+            .entry(source.name.clone())
+            .or_insert_with(|| {
+                super::jira::sync(self.data.dir(), source).map(|(r, published)| {
+                    format!(
+                        "consistency check: {} issue(s) listed, {} refetched, {} removed, {} failed{}",
+                        r.listed,
+                        r.refetched,
+                        r.removed.len(),
+                        r.failed.len(),
+                        if published { "; extract refreshed" } else { "" }
+                    )
+                })
+            })
+            .clone();
+        result.map(|detail| Done {
+            detail: Some(detail),
+            ..Done::default()
+        })
+    }
+
     fn attach(&self, id: &str) -> Result<Done, String> {
         let table = self.table(id)?;
         let source = &self.registered.sources[&table.source];
@@ -215,6 +247,10 @@ impl Context {
             .sources
             .get(source_name)
             .ok_or_else(|| format!("source `{source_name}` is not registered"))?;
+        if source.kind() == Some(crate::spec::model::SourceType::Jira) {
+            // The partition store writes its own extract.duckdb (all six tables).
+            return self.jira_sync(source);
+        }
         let dir = self.extract_dir(source_name)?;
         let conn = lock(&self.engine).try_clone().map_err(|e| e.to_string())?;
         let existing = extract_db::read_with(&conn, &dir).ok().flatten();
