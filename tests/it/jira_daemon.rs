@@ -53,6 +53,7 @@ fn instance(fake: &FakeJira) -> Instance {
     ]);
     inst.cmd()
         .env(TOKEN_ENV, fake.token())
+        .env(SECRET_ENV, fake_jira::FAKE_WEBHOOK_SECRET)
         .args(["apply", "--auto-approve"])
         .assert()
         .success();
@@ -488,6 +489,7 @@ fn jira_backfill_fills_publishes_and_is_idempotent() {
         let out = inst
             .cmd()
             .env(TOKEN_ENV, fake.token())
+            .env(SECRET_ENV, fake_jira::FAKE_WEBHOOK_SECRET)
             .args(["jira", "backfill", "tracker"])
             .args(args)
             .assert()
