@@ -10,12 +10,16 @@
 //! event id, event, issue key and id, received at) *before* it is queued, and answered 202 at once.
 //! The work happens on threads of its own: events are sharded by issue, so the events of one issue
 //! are processed in the order they arrived, by one thread, while other issues go on in parallel.
-//! A shard takes every event waiting for it at once, refetches each issue once (a delete is a
-//! delete; a refetch answering 404 is one too), and writes them with one
+//! A shard takes every event waiting for it at once and refetches each issue once (a delete is a
+//! delete; a refetch answering 404 is one too); one writer thread gathers what the shards fetched
+//! meanwhile and writes it with one
 //! [`PartitionStore::apply`](crate::connectors::jira::partition::PartitionStore::apply) under the
-//! store's per-month locks. A publisher thread per source then refreshes `extract.duckdb` and only
-//! this source's views in analytics.duckdb ([`exec::jira::republish`]), coalescing whatever was
-//! written meanwhile, and appends a `published` line naming the events it made queryable.
+//! store's per-month locks (each month file rewritten once per batch). analytics.duckdb's views of
+//! the source read `data/<table>/*.parquet`, so a written month file is queryable at once; the
+//! writer appends a `written` line (event ids, each one's latency from arrival) to the audit log.
+//! A publisher thread per source then refreshes `extract.duckdb` and only this source's rows of
+//! analytics.duckdb ([`republish`]: `_meta` row counts and times, new views), at most once a second,
+//! coalescing what was written meanwhile, and appends a `published` line.
 //!
 //! Duplicates (Jira retries a delivery with the same `X-Atlassian-Webhook-Identifier`) are
 //! answered 202 and logged, but not processed again. Because every event is handled by refetching
@@ -52,6 +56,8 @@ use std::time::{Duration, Instant};
 const SHARDS: usize = 4;
 /// Most events one shard takes at once.
 const BATCH: usize = 500;
+/// Most often the publisher refreshes extract.duckdb and analytics.duckdb's metadata.
+const PUBLISH_EVERY: Duration = Duration::from_secs(1);
 /// Event ids remembered per source to recognise a redelivery.
 const RECENT: usize = 10_000;
 
@@ -137,6 +143,12 @@ fn hub() -> &'static Hub {
 struct Job {
     event: Event,
     received: Instant,
+}
+
+/// What a shard fetched: the changes to write and the events they answer.
+struct Fetched {
+    changes: Vec<Change>,
+    events: Vec<(String, Instant)>,
 }
 
 /// One source's queues, audit log and publisher.
@@ -250,13 +262,20 @@ impl Hub {
             wake: Condvar::new(),
             stop: AtomicBool::new(false),
         });
+        let (writer, written) = mpsc::channel::<Fetched>();
         for (i, rx) in receivers.into_iter().enumerate() {
             let q = queue.clone();
+            let writer = writer.clone();
             std::thread::Builder::new()
                 .name(format!("jira-{}-{i}", def.name))
-                .spawn(move || q.work(rx))
+                .spawn(move || q.work(rx, writer))
                 .map_err(|e| e.to_string())?;
         }
+        let q = queue.clone();
+        std::thread::Builder::new()
+            .name(format!("jira-{}-write", def.name))
+            .spawn(move || q.write_loop(written))
+            .map_err(|e| e.to_string())?;
         let q = queue.clone();
         let shared = shared.clone();
         std::thread::Builder::new()
@@ -296,8 +315,8 @@ impl SourceQueue {
         Ok(j)
     }
 
-    /// A shard: takes what is waiting, writes it, tells the publisher.
-    fn work(&self, rx: mpsc::Receiver<Job>) {
+    /// A shard: takes what is waiting for it, refetches, hands the changes to the writer.
+    fn work(&self, rx: mpsc::Receiver<Job>, writer: mpsc::Sender<Fetched>) {
         while let Ok(first) = rx.recv() {
             let mut jobs = vec![first];
             while jobs.len() < BATCH {
@@ -306,23 +325,76 @@ impl SourceQueue {
                     Err(_) => break,
                 }
             }
-            let done: Vec<(String, Instant)> = jobs
+            let events: Vec<(String, Instant)> = jobs
                 .iter()
                 .map(|j| (j.event.event_id.clone(), j.received))
                 .collect();
-            match self.jira() {
-                Ok(jira) => {
-                    if let Err(e) = apply(&jira, &jobs) {
-                        tracing::warn!(source = %self.name, error = %e, events = jobs.len(),
-                            "Jira webhooks not written; the consistency check will heal them");
-                    }
-                }
+            let changes = match self.jira() {
+                Ok(jira) => changes(&jira, &jobs),
                 Err(e) => {
                     tracing::warn!(source = %self.name, error = %e, events = jobs.len(),
                         "Jira webhooks not written; the consistency check will heal them");
+                    Vec::new()
+                }
+            };
+            if writer.send(Fetched { changes, events }).is_err() {
+                return;
+            }
+        }
+    }
+
+    /// The writer: everything the shards fetched meanwhile, in one apply (each month file it
+    /// touches rewritten once), then the publisher is told. One writer, so shards never queue on
+    /// each other's month locks; an issue's changes arrive in its shard's order.
+    fn write_loop(&self, rx: mpsc::Receiver<Fetched>) {
+        while let Ok(first) = rx.recv() {
+            let mut all = vec![first];
+            while let Ok(more) = rx.try_recv() {
+                all.push(more);
+            }
+            let mut changes = Vec::new();
+            let mut events = Vec::new();
+            for f in all {
+                changes.extend(f.changes);
+                events.extend(f.events);
+            }
+            let mut written_ok = true;
+            if !changes.is_empty() {
+                let started = Instant::now();
+                let n = changes.len();
+                let result = self
+                    .jira()
+                    .and_then(|j| j.store.apply(changes).map_err(|e| e.to_string()));
+                match result {
+                    Ok(r) => tracing::debug!(source = %self.name, issues = n,
+                        files_written = r.files_written, ms = started.elapsed().as_millis() as u64,
+                        "Jira webhooks written"),
+                    Err(e) => {
+                        written_ok = false;
+                        tracing::warn!(source = %self.name, error = %e, issues = n,
+                            "Jira webhooks not written; the consistency check will heal them");
+                    }
                 }
             }
-            lock(&self.written).extend(done);
+            // analytics.duckdb's views read `data/<table>/*.parquet`: a month file renamed into
+            // place is queryable there now. The publisher refreshes the metadata (rows, times).
+            if written_ok && !events.is_empty() {
+                let now = Instant::now();
+                let mut latencies: Vec<u128> = events
+                    .iter()
+                    .map(|(_, t)| now.duration_since(*t).as_millis())
+                    .collect();
+                latencies.sort_unstable();
+                let line = json!({
+                    "written_at": crate::timestamp::rfc3339(chrono::Utc::now()),
+                    "event_ids": events.iter().map(|(id, _)| id).collect::<Vec<_>>(),
+                    "latency_ms": latencies,
+                });
+                if let Err(e) = self.log(&line) {
+                    tracing::warn!(source = %self.name, error = %e, "Jira audit log");
+                }
+            }
+            lock(&self.written).extend(events);
             self.wake.notify_all();
         }
     }
@@ -344,20 +416,14 @@ impl SourceQueue {
                 }
                 std::mem::take(&mut *written)
             };
+            let publishing = Instant::now();
             if let Err(e) = self.publish(shared) {
                 tracing::warn!(source = %self.name, error = %e, "Jira publish failed; the next event or sync retries");
                 continue;
             }
-            let now = Instant::now();
-            let mut latencies: Vec<u128> = batch
-                .iter()
-                .map(|(_, t)| now.duration_since(*t).as_millis())
-                .collect();
-            latencies.sort_unstable();
             let line = json!({
                 "published_at": crate::timestamp::rfc3339(chrono::Utc::now()),
                 "event_ids": batch.iter().map(|(id, _)| id).collect::<Vec<_>>(),
-                "latency_ms": latencies,
             });
             if let Err(e) = self.log(&line) {
                 tracing::warn!(source = %self.name, error = %e, "Jira audit log");
@@ -365,15 +431,23 @@ impl SourceQueue {
             tracing::info!(
                 source = %self.name,
                 events = batch.len(),
-                max_latency_ms = latencies.last().copied().unwrap_or(0) as u64,
+                publish_ms = publishing.elapsed().as_millis() as u64,
                 "Jira webhooks published"
             );
+            // The data is queryable once written; this refresh of extract.duckdb and of the
+            // source's rows in analytics is metadata, so a storm need not pay for it per batch.
+            let pause = PUBLISH_EVERY.saturating_sub(publishing.elapsed());
+            if !pause.is_zero() && !self.stop.load(Ordering::SeqCst) {
+                std::thread::sleep(pause);
+            }
         }
     }
 
     fn publish(&self, shared: &Arc<Shared>) -> Result<(), String> {
         let jira = self.jira()?;
+        let started = Instant::now();
         jira.store.publish().map_err(|e| e.to_string())?;
+        let extract_ms = started.elapsed().as_millis() as u64;
         let inst = shared.instance();
         let snapshot = shared.snapshot();
         republish(
@@ -382,13 +456,19 @@ impl SourceQueue {
             &self.name,
             Duration::from_secs(600),
         )?;
+        tracing::debug!(
+            source = %self.name,
+            extract_ms,
+            analytics_ms = started.elapsed().as_millis() as u64 - extract_ms,
+            "Jira source published"
+        );
         Ok(())
     }
 }
 
 /// What one shard's batch means for the store: per issue, the last thing asked (a delete, or a
-/// refetch of its current state), fetched once and written in one apply.
-fn apply(jira: &JiraSource, jobs: &[Job]) -> Result<(), String> {
+/// refetch of its current state), fetched once.
+fn changes(jira: &JiraSource, jobs: &[Job]) -> Vec<Change> {
     let mut order: Vec<IssueRef> = Vec::new();
     let mut last: HashMap<IssueRef, Option<Option<String>>> = HashMap::new();
     for job in jobs {
@@ -418,18 +498,16 @@ fn apply(jira: &JiraSource, jobs: &[Job]) -> Result<(), String> {
             None => match jira.client.fetch_issue(r.as_str()) {
                 Ok(Some(f)) => match jira.mapper.map(&f) {
                     Ok(rows) => changes.push(Change::Upsert(Box::new(rows))),
-                    Err(e) => tracing::warn!(issue = %r.as_str(), error = %e, "Jira issue not mapped"),
+                    Err(e) => {
+                        tracing::warn!(issue = %r.as_str(), error = %e, "Jira issue not mapped")
+                    }
                 },
                 Ok(None) => changes.push(delete(None)),
                 Err(e) => {
-                    tracing::warn!(issue = %r.as_str(), error = %e, "Jira issue not refetched");
+                    tracing::warn!(issue = %r.as_str(), error = %e, "Jira issue not refetched; the consistency check will heal it");
                 }
             },
         }
     }
-    if changes.is_empty() {
-        return Ok(());
-    }
-    jira.store.apply(changes).map_err(|e| e.to_string())?;
-    Ok(())
+    changes
 }

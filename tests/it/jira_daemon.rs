@@ -145,7 +145,9 @@ fn jira_webhooks_create_update_comment_delete_reach_analytics() {
     let key = fake.create_issue("OPS", "Disk full on db-1", "2024-03-05T10:00:00.000+0000");
     wait_rows(
         &inst,
-        &format!("SELECT summary || '|' || issue_created_month FROM issues WHERE issue_key = '{key}'"),
+        &format!(
+            "SELECT summary || '|' || issue_created_month FROM issues WHERE issue_key = '{key}'"
+        ),
         &["Disk full on db-1|2024-03"],
         within,
     );
@@ -202,9 +204,25 @@ fn jira_webhooks_create_update_comment_delete_reach_analytics() {
     );
     // Every accepted delivery was logged before it was processed, and later published.
     let audit = audit_lines(&inst);
-    let received = audit.iter().filter(|l| l["received_at"].is_string()).count();
+    let received = audit
+        .iter()
+        .filter(|l| l["received_at"].is_string())
+        .count();
     assert_eq!(received, fake.deliveries().len(), "{audit:#?}");
     assert!(audit.iter().any(|l| l["published_at"].is_string()));
+    let mut latencies: Vec<u64> = audit
+        .iter()
+        .filter_map(|l| l["latency_ms"].as_array().cloned())
+        .flatten()
+        .filter_map(|v| v.as_u64())
+        .collect();
+    latencies.sort_unstable();
+    println!(
+        "one at a time: webhook -> queryable p50 {} ms, p95 {} ms over {} events",
+        percentile(&latencies, 0.5),
+        percentile(&latencies, 0.95),
+        latencies.len()
+    );
     assert!(fake.deliveries().iter().all(|d| d.status == Some(202)));
 }
 
@@ -323,7 +341,10 @@ fn analytics_state(inst: &Instance) -> BTreeMap<String, String> {
          (SELECT count(*) FROM comments c WHERE c.issue_key = i.issue_key) FROM issues i",
     )
     .into_iter()
-    .filter_map(|r| r.split_once('=').map(|(k, v)| (k.to_string(), v.to_string())))
+    .filter_map(|r| {
+        r.split_once('=')
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+    })
     .collect()
 }
 
@@ -422,6 +443,20 @@ fn jira_webhook_storm_ends_consistent_with_jira() {
         .filter_map(|v| v.as_u64())
         .collect();
     latencies.sort_unstable();
+    let publishes = audit_lines(&inst)
+        .iter()
+        .filter(|l| l["published_at"].is_string())
+        .count();
+    let publish_ms: Vec<u64> = d
+        .log()
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter_map(|l| l["publish_ms"].as_u64())
+        .collect();
+    println!(
+        "storm: {publishes} publishes, publish ms avg {}",
+        publish_ms.iter().sum::<u64>() / publish_ms.len().max(1) as u64
+    );
     println!(
         "storm: 1000 webhooks sent in {sent:?}, consistent after {converged:?}; \
          webhook -> queryable p50 {} ms, p95 {} ms, max {} ms over {} events",

@@ -593,9 +593,11 @@ both_formats!(
     }
 );
 
-both_formats!(a_jira_source_validates_and_names_only_its_six_tables, |fmt: Fmt| {
-    let inst = Instance::new(fmt);
-    inst.write_spec(
+both_formats!(
+    a_jira_source_validates_and_names_only_its_six_tables,
+    |fmt: Fmt| {
+        let inst = Instance::new(fmt);
+        inst.write_spec(
         "pipelines/tracker",
         pick(
             fmt,
@@ -603,7 +605,7 @@ both_formats!(a_jira_source_validates_and_names_only_its_six_tables, |fmt: Fmt| 
             "type = \"jira\"\nschedule = \"every 1h\"\n[connection]\nurl = \"https://acme.atlassian.net\"\nemail = \"bot@acme.example\"\ntoken_env = \"JIRA_TOKEN\"\nwebhook_secret_env = \"JIRA_SECRET\"\npromote = [\"Team\"]\n",
         ),
     );
-    inst.write_spec(
+        inst.write_spec(
         "registry/tracker",
         pick(
             fmt,
@@ -611,30 +613,34 @@ both_formats!(a_jira_source_validates_and_names_only_its_six_tables, |fmt: Fmt| 
             "[[tables]]\nsource = \"tracker\"\nsource_table = \"issues\"\n[[tables]]\nsource = \"tracker\"\nsource_table = \"worklogs\"\n",
         ),
     );
-    let line = match fmt {
-        Fmt::Yaml => 5,
-        Fmt::Toml => 6,
-    };
-    let d = inst.expect_error("invalid-value", "registry/tracker", line, None);
-    let message = d["message"].as_str().unwrap();
-    assert!(message.contains("`worklogs`"), "{message}");
-    assert!(
-        d["hint"].as_str().unwrap().contains("issues, comments, changelog"),
-        "{d}"
-    );
-    // Only the unknown table is wrong: the source and `issues` are fine.
-    let (_, report) = inst.validate();
-    assert_eq!(errors(&report).len(), 1, "{report:#}");
-    // The schema editors use offers jira.
-    let out = inst.cmd().args(["schema", "source"]).output().unwrap();
-    let schema: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(
-        schema["properties"]["type"]["enum"],
-        serde_json::json!([
-            "csv", "parquet", "duckdb", "keboola", "postgres", "mysql", "bigquery", "jira"
-        ])
-    );
-});
+        let line = match fmt {
+            Fmt::Yaml => 5,
+            Fmt::Toml => 6,
+        };
+        let d = inst.expect_error("invalid-value", "registry/tracker", line, None);
+        let message = d["message"].as_str().unwrap();
+        assert!(message.contains("`worklogs`"), "{message}");
+        assert!(
+            d["hint"]
+                .as_str()
+                .unwrap()
+                .contains("issues, comments, changelog"),
+            "{d}"
+        );
+        // Only the unknown table is wrong: the source and `issues` are fine.
+        let (_, report) = inst.validate();
+        assert_eq!(errors(&report).len(), 1, "{report:#}");
+        // The schema editors use offers jira.
+        let out = inst.cmd().args(["schema", "source"]).output().unwrap();
+        let schema: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(
+            schema["properties"]["type"]["enum"],
+            serde_json::json!([
+                "csv", "parquet", "duckdb", "keboola", "postgres", "mysql", "bigquery", "jira"
+            ])
+        );
+    }
+);
 
 both_formats!(
     a_query_mode_the_source_type_cannot_run_is_an_error,

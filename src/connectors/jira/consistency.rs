@@ -110,7 +110,9 @@ pub fn check(
         for _ in 0..threads.max(1) {
             scope.spawn(|| loop {
                 let next = queue.lock().unwrap_or_else(|p| p.into_inner()).next();
-                let Some((key, was_listed)) = next else { return };
+                let Some((key, was_listed)) = next else {
+                    return;
+                };
                 let result = match client.fetch_issue(&key) {
                     Ok(Some(f)) => {
                         // Not selected by the JQL although it exists, and unchanged since before
