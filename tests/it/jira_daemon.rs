@@ -3,13 +3,9 @@
 //! deliveries; duplicates and disorder; a storm; SIGKILL mid-storm healed by the consistency check;
 //! `pipeline jira backfill`.
 
-#[path = "../support/fake_jira.rs"]
-#[allow(dead_code)]
-mod fake_jira;
-
 use crate::common::daemon::{call, token, wait_for, Daemon};
 use crate::common::Instance;
-use fake_jira::{text_adf, FakeJira};
+use crate::jira::fake_jira::{self, text_adf, FakeJira};
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -380,7 +376,7 @@ fn storm(fake: &FakeJira, keys: &[String], from: usize, to: usize) {
                 for n in (from..to).filter(|n| n % 4 == t) {
                     let key = &keys[n % keys.len()];
                     match n % 5 {
-                        0 | 1 | 2 => fake.update_summary(key, &format!("edit {n}")),
+                        0..=2 => fake.update_summary(key, &format!("edit {n}")),
                         3 => {
                             fake.add_comment(key, text_adf(&format!("comment {n}")));
                         }

@@ -42,6 +42,9 @@ pub struct CheckReport {
     pub apply: ApplyReport,
 }
 
+/// An issue refetched: its rows, `None` to remove it, or why it could not be fetched.
+type Refetched = Result<Option<super::rows::IssueRows>, String>;
+
 /// Milliseconds since the epoch of a stored `updated` (`YYYY-MM-DD HH:MM:SS.mmm+00`, UTC).
 fn stored_ms(text: &str) -> Option<i64> {
     let t = text.trim().trim_end_matches("+00");
@@ -104,8 +107,7 @@ pub fn check(
     }
 
     let queue = Mutex::new(drift.into_iter());
-    let results: Mutex<Vec<(String, bool, Result<Option<super::rows::IssueRows>, String>)>> =
-        Mutex::new(Vec::new());
+    let results: Mutex<Vec<(String, Refetched)>> = Mutex::new(Vec::new());
     std::thread::scope(|scope| {
         for _ in 0..threads.max(1) {
             scope.spawn(|| loop {
@@ -134,12 +136,12 @@ pub fn check(
                 results
                     .lock()
                     .unwrap_or_else(|p| p.into_inner())
-                    .push((key, was_listed, result));
+                    .push((key, result));
             });
         }
     });
     let mut changes = Vec::new();
-    for (key, _, result) in results.into_inner().unwrap_or_else(|p| p.into_inner()) {
+    for (key, result) in results.into_inner().unwrap_or_else(|p| p.into_inner()) {
         match result {
             Ok(Some(rows)) => changes.push(Change::Upsert(Box::new(rows))),
             Ok(None) => {
