@@ -317,7 +317,16 @@ impl SourceQueue {
 
     /// A shard: takes what is waiting for it, refetches, hands the changes to the writer.
     fn work(&self, rx: mpsc::Receiver<Job>, writer: mpsc::Sender<Fetched>) {
-        while let Ok(first) = rx.recv() {
+        loop {
+            // The queue holds its own senders, so a replaced source's threads end on `stop` (after
+            // what was queued), and the writer with them.
+            let first = match rx.recv_timeout(Duration::from_millis(500)) {
+                Ok(j) => j,
+                Err(mpsc::RecvTimeoutError::Timeout) if !self.stop.load(Ordering::SeqCst) => {
+                    continue
+                }
+                Err(_) => return,
+            };
             let mut jobs = vec![first];
             while jobs.len() < BATCH {
                 match rx.try_recv() {
