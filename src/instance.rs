@@ -74,6 +74,12 @@ impl DataDir {
         self.locks().join("analytics.lock")
     }
 
+    /// `state/jira/<source>.webhooks.ndjson`: the audit log of a jira source's webhook deliveries
+    /// (one JSON line per accepted event, written before it is processed; docs/jira.md).
+    pub fn jira_webhook_log(&self, source: &str) -> PathBuf {
+        self.0.join(format!("state/jira/{source}.webhooks.ndjson"))
+    }
+
     /// `state/daemon.json`: which daemon serves the instance.
     pub fn daemon_presence(&self) -> PathBuf {
         self.0.join("state/daemon.json")

@@ -10,6 +10,7 @@ mod daemon;
 mod graph;
 mod history;
 mod init;
+mod jira;
 mod metrics;
 mod output;
 mod plan;
@@ -38,6 +39,7 @@ Examples:
   pipeline graph --format mermaid    the task DAG
   pipeline status                    registered tables, last and next sync, pending tasks
   pipeline daemon                    run schedules, apply saved spec changes, serve the HTTP API
+  pipeline jira backfill tracker     fill a jira source from a JQL search
   pipeline --dir my-instance validate --format github
   pipeline schema --out-dir .schemas write JSON Schemas for your editor
 
@@ -113,6 +115,9 @@ enum Command {
     /// Run schedules, apply spec changes as they are saved, and serve the HTTP API.
     #[command(after_help = daemon::AFTER_HELP)]
     Daemon(daemon::Args),
+    /// Jira sources: `jira backfill <source>` fills the partitions from a JQL search.
+    #[command(after_help = jira::AFTER_HELP)]
+    Jira(jira::Args),
     /// Administration: API tokens for users and groups.
     #[command(after_help = admin::AFTER_HELP)]
     Admin(admin::Args),
@@ -180,6 +185,7 @@ pub fn main() -> ExitCode {
         Command::History(args) => history::run(&cli.dir, args),
         Command::Daemon(args) => daemon::run(&cli.dir, args),
         Command::Admin(args) => admin::run(&cli.dir, args),
+        Command::Jira(args) => jira::run(&cli.dir, args, cli.quiet),
         Command::Schema(args) => schema::run(args),
         Command::Completions(args) => completions::run(args),
         Command::Init(args) => init::run(args),

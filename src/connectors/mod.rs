@@ -9,7 +9,7 @@
 //! ([`Connector::remote`]); and lists what the source holds for `pipeline sources discover`
 //! ([`Connector::discover`]). There is one connector per [`SourceType`]; which query modes each type
 //! runs is stated once, beside the type ([`SourceType::query_modes`]), and checked here and by
-//! `validate` alike. Planned types (Jira) will implement the same trait.
+//! `validate` alike. Jira sources are not pulled: their tables come from `connectors::jira` (see `exec::jira`).
 
 pub mod bigquery;
 mod database;
@@ -260,6 +260,13 @@ pub fn connector(source: &SourceDef, root: &Path) -> Result<Box<dyn Connector>, 
             database::Dialect::Mysql,
         )?)),
         SourceType::Bigquery => Ok(Box::new(bigquery::Bigquery::new(source, root)?)),
+        // A Jira source's tables are written by the connector itself (webhooks, backfill,
+        // consistency check) into its partition store; the run syncs them through `exec::jira`.
+        SourceType::Jira => Err(ConnectorError::Config(format!(
+            "source `{}` is a jira source: its tables are produced by webhooks, `pipeline jira \
+             backfill` and the consistency check, not pulled",
+            source.name
+        ))),
     }
 }
 

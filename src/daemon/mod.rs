@@ -9,6 +9,7 @@
 pub mod api;
 pub mod clock;
 pub mod http;
+pub mod jira;
 pub mod limits;
 pub mod runs;
 pub mod scheduler;

@@ -17,6 +17,9 @@ pub enum TaskError {
     /// A remote database could not be attached, or its table not read.
     #[error("{0}")]
     Remote(String),
+    /// A push source's consistency check (a Jira search and refetch) failed.
+    #[error("{0}")]
+    Push(String),
     /// The source is not set up right (unknown type, bad connection settings, missing file).
     #[error(transparent)]
     Config(ConnectorError),
@@ -63,6 +66,7 @@ impl TaskError {
             self,
             TaskError::Source(_)
                 | TaskError::Remote(_)
+                | TaskError::Push(_)
                 | TaskError::Busy(_)
                 | TaskError::Cancelled
                 | TaskError::Extract(ExtractError::Connector(ConnectorError::Source { .. }))

@@ -5,6 +5,7 @@
 
 pub mod downstream;
 pub mod error;
+pub mod jira;
 pub mod progress;
 pub mod publish;
 pub mod scheduler;

@@ -59,6 +59,9 @@ pub struct Context {
     analytics_lock: Mutex<Option<Lock>>,
     /// What the published rebuild published and skipped, and its ownership changes.
     published: Mutex<Option<analytics::Report>>,
+    /// Jira sources synced in this run (check + extract.duckdb), by name: the source's six tables
+    /// share one sync.
+    jira_synced: Mutex<HashMap<String, Result<String, String>>>,
 }
 
 type Claims = (BTreeMap<String, String>, Vec<String>);
@@ -114,6 +117,7 @@ impl Context {
             publish: Mutex::new(Publish::NotRun),
             analytics_lock: Mutex::new(None),
             published: Mutex::new(None),
+            jira_synced: Mutex::new(HashMap::new()),
         })
     }
 
@@ -150,6 +154,9 @@ impl Context {
         let source = self.registered.sources.get(&table.source).ok_or_else(|| {
             TaskError::NotRegistered(format!("source `{}` is not registered", table.source))
         })?;
+        if source.kind() == Some(crate::spec::model::SourceType::Jira) {
+            return self.jira_sync(source);
+        }
         let connector = connectors::connector_for(source, table, &self.root)?;
         let dir = self.extract_dir(&table.source)?;
         let conn = self.engine_connection()?;
@@ -205,6 +212,36 @@ impl Context {
         Ok(done)
     }
 
+    /// A jira table's sync: the source's consistency check and extract.duckdb refresh, once per
+    /// run for all its tables (the rows come from the connector, see `exec::jira`).
+    fn jira_sync(
+        &self,
+        source: &crate::registry::registered::SourceDef,
+    ) -> Result<Done, TaskError> {
+        let mut synced = lock(&self.jira_synced);
+        let result = synced
+            .entry(source.name.clone())
+            .or_insert_with(|| {
+                super::jira::sync(self.data.dir(), source).map(|(r, published)| {
+                    format!(
+                        "consistency check: {} issue(s) listed, {} refetched, {} removed, {} failed{}",
+                        r.listed,
+                        r.refetched,
+                        r.removed.len(),
+                        r.failed.len(),
+                        if published { "; extract refreshed" } else { "" }
+                    )
+                })
+            })
+            .clone();
+        result
+            .map(|detail| Done {
+                detail: Some(detail),
+                ..Done::default()
+            })
+            .map_err(TaskError::Push)
+    }
+
     fn attach(&self, id: &str) -> Result<Done, TaskError> {
         let table = self.table(id)?;
         let source = &self.registered.sources[&table.source];
@@ -228,6 +265,10 @@ impl Context {
         let source = self.registered.sources.get(source_name).ok_or_else(|| {
             TaskError::NotRegistered(format!("source `{source_name}` is not registered"))
         })?;
+        if source.kind() == Some(crate::spec::model::SourceType::Jira) {
+            // The partition store writes its own extract.duckdb (all six tables).
+            return self.jira_sync(source);
+        }
         let dir = self.extract_dir(source_name)?;
         let conn = self.engine_connection()?;
         let existing = extract_db::read_with(&conn, &dir).ok().flatten();

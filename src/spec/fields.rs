@@ -84,7 +84,7 @@ const fn req(key: &'static str, ty: Ty, doc: &'static str) -> Field {
 pub const QUERY_MODES: &[&str] = &["local", "remote", "materialized"];
 /// Only types with a connector (see `model::SourceType`); planned ones are not in the schema.
 pub const SOURCE_TYPES: &[&str] = &[
-    "csv", "parquet", "duckdb", "keboola", "postgres", "mysql", "bigquery",
+    "csv", "parquet", "duckdb", "keboola", "postgres", "mysql", "bigquery", "jira",
 ];
 pub const SSL_MODES: &[&str] = &[
     "disable",
@@ -518,6 +518,58 @@ pub static CONN_BIGQUERY: Object = Object {
     ],
 };
 
+pub static CONN_JIRA: Object = Object {
+    name: "jira connection",
+    doc: "A Jira Cloud site: tables produced by the connector from webhooks, a backfill and a consistency check.",
+    fields: &[
+        req(
+            "url",
+            Ty::Str,
+            "The site, e.g. https://acme.atlassian.net.",
+        ),
+        f(
+            "email",
+            Ty::Str,
+            "The Atlassian account e-mail for basic auth (or email_env).",
+        ),
+        f(
+            "email_env",
+            Ty::EnvVar,
+            "Environment variable holding the account e-mail (instead of email).",
+        ),
+        req(
+            "token_env",
+            Ty::EnvVar,
+            "Environment variable holding the Atlassian API token.",
+        ),
+        f(
+            "webhook_secret_env",
+            Ty::EnvVar,
+            "Environment variable holding the webhook secret; without it every webhook is refused (401).",
+        ),
+        f(
+            "jql",
+            Ty::Str,
+            "Which issues a backfill and the consistency check read. Default: project IS NOT EMPTY (every issue visible).",
+        ),
+        f(
+            "promote",
+            Ty::StrList,
+            "Custom fields (readable names or ids) that also get a column of their own in `issues`.",
+        ),
+    ],
+};
+
+/// The six tables a `type: jira` source produces: a registry entry's `source_table` names one.
+pub const JIRA_TABLES: &[&str] = &[
+    "issues",
+    "comments",
+    "changelog",
+    "issuelinks",
+    "remote_links",
+    "attachments",
+];
+
 /// The connection object for a source type.
 pub fn connection_object(source_type: &str) -> Option<&'static Object> {
     Some(match source_type {
@@ -528,6 +580,7 @@ pub fn connection_object(source_type: &str) -> Option<&'static Object> {
         "postgres" => &CONN_POSTGRES,
         "mysql" => &CONN_MYSQL,
         "bigquery" => &CONN_BIGQUERY,
+        "jira" => &CONN_JIRA,
         _ => return None,
     })
 }
@@ -766,6 +819,7 @@ pub fn all_objects() -> Vec<&'static Object> {
         &CONN_POSTGRES,
         &CONN_MYSQL,
         &CONN_BIGQUERY,
+        &CONN_JIRA,
         &TRANSFORM,
         &REGISTRY,
         &TABLE,

@@ -55,6 +55,7 @@ spec_enum!(
         Postgres = "postgres",
         Mysql = "mysql",
         Bigquery = "bigquery",
+        Jira = "jira",
     }
 );
 spec_enum!(SyncMode { Full = "full", Incremental = "incremental", Partitioned = "partitioned" });
@@ -91,7 +92,7 @@ pub const BIGQUERY_REMOTE_ALIAS: &str = "bq";
 
 /// Source types on the roadmap that this version has no connector for. Named so that `validate` can
 /// say "not in this version" instead of "unknown"; they are not in the schema.
-pub const PLANNED_SOURCE_TYPES: &[&str] = &["jira"];
+pub const PLANNED_SOURCE_TYPES: &[&str] = &[];
 
 impl SourceType {
     /// What this version can run: the query modes a table of this source type may use. The one
@@ -104,7 +105,10 @@ impl SourceType {
     /// Keboola tables are exported, files are read.
     pub fn query_modes(self) -> &'static [QueryMode] {
         match self {
-            SourceType::Csv | SourceType::Parquet | SourceType::Keboola => &[QueryMode::Local],
+            // Jira tables are produced by the connector (webhooks, backfill) into monthly Parquet.
+            SourceType::Csv | SourceType::Parquet | SourceType::Keboola | SourceType::Jira => {
+                &[QueryMode::Local]
+            }
             SourceType::Duckdb
             | SourceType::Postgres
             | SourceType::Mysql

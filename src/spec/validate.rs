@@ -323,6 +323,7 @@ impl Validator<'_> {
             if let Some(source) = source {
                 self.runnable_mode(t, source, mode, mode_span);
                 self.source_table_inside(t, source);
+                self.jira_table(t, source);
             }
             match mode {
                 QueryMode::Materialized if t.query.is_none() => self.diags.push(
@@ -449,6 +450,33 @@ impl Validator<'_> {
                 } else {
                     needs.join(" or ")
                 }
+            )),
+        );
+    }
+
+    /// A Jira source's tables are the six the connector produces: a registry entry names one of
+    /// them (its description, access and schedule apply; the rows come from webhooks, a backfill
+    /// and the consistency check, never from a pull).
+    fn jira_table(&mut self, t: &TableSpec, source: &SourceSpec) {
+        if source.source_type.value != SourceType::Jira {
+            return;
+        }
+        let Some(st) = &t.source_table else { return };
+        if super::fields::JIRA_TABLES.contains(&st.value.as_str()) {
+            return;
+        }
+        self.diags.push(
+            Diagnostic::error(
+                Code::InvalidValue,
+                st.span,
+                format!(
+                    "table `{}`: `{}` is not a table of jira source `{}`",
+                    t.id.value, st.value, source.name.value
+                ),
+            )
+            .with_hint(format!(
+                "a jira source produces {} (docs/jira.md)",
+                super::fields::JIRA_TABLES.join(", ")
             )),
         );
     }

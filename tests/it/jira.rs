@@ -4,7 +4,7 @@
 
 #[path = "../support/fake_jira.rs"]
 #[allow(dead_code)]
-mod fake_jira;
+pub mod fake_jira;
 
 use duckdb::Connection;
 use fake_jira::{text_adf, FakeJira, Route};

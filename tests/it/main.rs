@@ -13,6 +13,7 @@ mod downstream;
 mod engine;
 mod everyday;
 mod jira;
+mod jira_daemon;
 mod keboola;
 mod metrics;
 mod metrics_import;

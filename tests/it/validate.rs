@@ -593,37 +593,54 @@ both_formats!(
     }
 );
 
-both_formats!(a_source_type_without_a_connector_is_an_error, |fmt: Fmt| {
-    let inst = Instance::new(fmt);
-    inst.write_spec(
-        "pipelines/db",
+both_formats!(
+    a_jira_source_validates_and_names_only_its_six_tables,
+    |fmt: Fmt| {
+        let inst = Instance::new(fmt);
+        inst.write_spec(
+        "pipelines/tracker",
         pick(
             fmt,
-            "type: jira\nconnection:\n  host: localhost\n",
-            "type = \"jira\"\n[connection]\nhost = \"localhost\"\n",
+            "type: jira\nconnection:\n  url: https://acme.atlassian.net\n  email: bot@acme.example\n  token_env: JIRA_TOKEN\n  webhook_secret_env: JIRA_SECRET\n  promote: [Team]\nschedule: every 1h\n",
+            "type = \"jira\"\nschedule = \"every 1h\"\n[connection]\nurl = \"https://acme.atlassian.net\"\nemail = \"bot@acme.example\"\ntoken_env = \"JIRA_TOKEN\"\nwebhook_secret_env = \"JIRA_SECRET\"\npromote = [\"Team\"]\n",
         ),
     );
-    let col = match fmt {
-        Fmt::Yaml => 7,
-        Fmt::Toml => 8,
-    };
-    let d = inst.expect_error("invalid-value", "pipelines/db", 1, Some(col));
-    assert!(d["message"]
-        .as_str()
-        .unwrap()
-        .contains("`jira` is not available in this version"));
-    assert!(d["hint"]
-        .as_str()
-        .unwrap()
-        .contains("csv, parquet, duckdb, keboola, postgres, mysql, bigquery"));
-    // The schema editors use offers only what runs.
-    let out = inst.cmd().args(["schema", "source"]).output().unwrap();
-    let schema: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(
-        schema["properties"]["type"]["enum"],
-        serde_json::json!(["csv", "parquet", "duckdb", "keboola", "postgres", "mysql", "bigquery"])
+        inst.write_spec(
+        "registry/tracker",
+        pick(
+            fmt,
+            "tables:\n  - source: tracker\n    source_table: issues\n  - source: tracker\n    source_table: worklogs\n",
+            "[[tables]]\nsource = \"tracker\"\nsource_table = \"issues\"\n[[tables]]\nsource = \"tracker\"\nsource_table = \"worklogs\"\n",
+        ),
     );
-});
+        let line = match fmt {
+            Fmt::Yaml => 5,
+            Fmt::Toml => 6,
+        };
+        let d = inst.expect_error("invalid-value", "registry/tracker", line, None);
+        let message = d["message"].as_str().unwrap();
+        assert!(message.contains("`worklogs`"), "{message}");
+        assert!(
+            d["hint"]
+                .as_str()
+                .unwrap()
+                .contains("issues, comments, changelog"),
+            "{d}"
+        );
+        // Only the unknown table is wrong: the source and `issues` are fine.
+        let (_, report) = inst.validate();
+        assert_eq!(errors(&report).len(), 1, "{report:#}");
+        // The schema editors use offers jira.
+        let out = inst.cmd().args(["schema", "source"]).output().unwrap();
+        let schema: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(
+            schema["properties"]["type"]["enum"],
+            serde_json::json!([
+                "csv", "parquet", "duckdb", "keboola", "postgres", "mysql", "bigquery", "jira"
+            ])
+        );
+    }
+);
 
 both_formats!(
     a_query_mode_the_source_type_cannot_run_is_an_error,

@@ -18,6 +18,7 @@
 pub mod adf;
 pub mod backfill;
 pub mod client;
+pub mod consistency;
 pub mod partition;
 pub mod rows;
 pub mod webhook;

@@ -136,6 +136,7 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .route("/api/query", post(query::query))
         .route("/api/manifest", get(data::manifest))
         .route("/api/data/{table}", get(data::data))
+        .route("/webhooks/jira/{source}", post(super::jira::webhook))
         .fallback(|| async {
             ApiError::not_found(
                 "no such route; see docs/api.md for the API (GET /api/status, /api/tables, …)",
