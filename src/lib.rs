@@ -28,3 +28,4 @@ pub mod state;
 pub mod timestamp;
 pub mod value_json;
 pub mod value_text;
+pub mod workspace;
