@@ -63,7 +63,10 @@ fn read_hidden(prompt: &str) -> Result<String> {
 
 pub fn run(args: Args) -> Result<ExitCode> {
     let server = credentials::normalize_server(&args.server)?;
-    let token = match std::env::var(TOKEN_ENV).ok().filter(|t| !t.trim().is_empty()) {
+    let token = match std::env::var(TOKEN_ENV)
+        .ok()
+        .filter(|t| !t.trim().is_empty())
+    {
         Some(t) => t.trim().to_string(),
         None if std::io::stdin().is_terminal() => read_hidden(&format!("Token for {server}: "))?,
         None => {
@@ -84,10 +87,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
     });
     client.verify()?;
     let path = credentials::store(&server, &token)?;
-    anstream::println!(
-        "logged in to {server} (token stored in {})",
-        path.display()
-    );
+    anstream::println!("logged in to {server} (token stored in {})", path.display());
     Ok(ExitCode::SUCCESS)
 }
 
@@ -99,7 +99,10 @@ pub fn logout(args: LogoutArgs) -> Result<ExitCode> {
         .transpose()?;
     match credentials::forget(server.as_deref())? {
         Some(s) => anstream::println!("logged out of {s}"),
-        None => anstream::println!("not logged in{}", server.map(|s| format!(" to {s}")).unwrap_or_default()),
+        None => anstream::println!(
+            "not logged in{}",
+            server.map(|s| format!(" to {s}")).unwrap_or_default()
+        ),
     }
     Ok(ExitCode::SUCCESS)
 }

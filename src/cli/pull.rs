@@ -91,7 +91,12 @@ pub fn run(dir: &Path, args: Args, quiet: bool) -> Result<ExitCode> {
     };
     if report.dry_run {
         for t in &report.transfers {
-            anstream::println!("would download {} ({}, {})", t.path, t.reason, human_bytes(t.size_bytes));
+            anstream::println!(
+                "would download {} ({}, {})",
+                t.path,
+                t.reason,
+                human_bytes(t.size_bytes)
+            );
         }
         for p in &report.removed {
             anstream::println!("would remove {p}");

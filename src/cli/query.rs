@@ -247,14 +247,19 @@ pub fn write_answer(answer: &QueryAnswer, format: QueryFormat, mut out: impl Wri
                 (0..columns.len())
                     .map(|i| {
                         !answer.rows.is_empty()
-                            && answer.rows.iter().all(|r| r.get(i).is_none_or(|v| v.is_number() || v.is_null()))
+                            && answer
+                                .rows
+                                .iter()
+                                .all(|r| r.get(i).is_none_or(|v| v.is_number() || v.is_null()))
                     })
                     .collect(),
             );
             for r in &answer.rows {
                 table.row(
                     r.iter()
-                        .map(|v| super::output::truncate(&text(v).unwrap_or_else(|| "NULL".into()), 60))
+                        .map(|v| {
+                            super::output::truncate(&text(v).unwrap_or_else(|| "NULL".into()), 60)
+                        })
                         .collect(),
                 );
             }

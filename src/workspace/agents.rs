@@ -32,7 +32,11 @@ fn column_types(ws: &Workspace) -> Result<BTreeMap<String, Vec<(String, String)>
          WHERE table_schema = 'main' ORDER BY table_name, ordinal_position",
     )?;
     let rows = stmt.query_map([], |r| {
-        Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, String>(2)?))
+        Ok((
+            r.get::<_, String>(0)?,
+            r.get::<_, String>(1)?,
+            r.get::<_, String>(2)?,
+        ))
     })?;
     let mut out: BTreeMap<String, Vec<(String, String)>> = BTreeMap::new();
     for row in rows {
@@ -47,7 +51,11 @@ fn text(v: &Value) -> Option<String> {
         Value::String(s) if !s.trim().is_empty() => Some(s.trim().to_string()),
         Value::Array(a) if !a.is_empty() => Some(
             a.iter()
-                .map(|x| x.as_str().map(String::from).unwrap_or_else(|| x.to_string()))
+                .map(|x| {
+                    x.as_str()
+                        .map(String::from)
+                        .unwrap_or_else(|| x.to_string())
+                })
                 .collect::<Vec<_>>()
                 .join(", "),
         ),
@@ -136,7 +144,11 @@ pub fn render(state: &LocalState, types: &BTreeMap<String, Vec<(String, String)>
             if let Some(d) = t.description.as_deref().filter(|d| !d.trim().is_empty()) {
                 let _ = writeln!(o, "{}\n", d.trim());
             }
-            let _ = writeln!(o, "Source `{}` · remote: rows stay at the source.\n", t.source);
+            let _ = writeln!(
+                o,
+                "Source `{}` · remote: rows stay at the source.\n",
+                t.source
+            );
             columns_table(&mut o, None, &t.columns);
         }
     }
@@ -148,7 +160,11 @@ pub fn render(state: &LocalState, types: &BTreeMap<String, Vec<(String, String)>
                 o,
                 "### `{}`{}\n",
                 t.name,
-                if local { "" } else { " (server only: query with `--server`)" }
+                if local {
+                    ""
+                } else {
+                    " (server only: query with `--server`)"
+                }
             );
             if let Some(d) = t.description.as_deref().filter(|d| !d.trim().is_empty()) {
                 let _ = writeln!(o, "{}\n", d.trim());
@@ -189,7 +205,10 @@ pub fn render(state: &LocalState, types: &BTreeMap<String, Vec<(String, String)>
         }
         let _ = writeln!(o);
         if let Some(sql) = m["sql"].as_str() {
-            let _ = writeln!(o, "Canonical SQL (a template: `{{{{ grain }}}}` is one of the grains above):\n");
+            let _ = writeln!(
+                o,
+                "Canonical SQL (a template: `{{{{ grain }}}}` is one of the grains above):\n"
+            );
             let _ = writeln!(o, "```sql\n{}\n```\n", sql.trim());
         }
         if let Some(variants) = m["variants"].as_object().filter(|v| !v.is_empty()) {
@@ -215,7 +234,13 @@ fn columns_table(
     let rows: Vec<(String, String, String)> = match typed {
         Some(cols) => cols
             .iter()
-            .map(|(c, ty)| (c.clone(), ty.clone(), docs.get(c).cloned().unwrap_or_default()))
+            .map(|(c, ty)| {
+                (
+                    c.clone(),
+                    ty.clone(),
+                    docs.get(c).cloned().unwrap_or_default(),
+                )
+            })
             .collect(),
         None => docs
             .iter()

@@ -111,7 +111,10 @@ impl Client {
         self.agent
             .request(method, &format!("{}{path}", self.login.server))
             .set("Authorization", &format!("Bearer {}", self.login.token))
-            .set("User-Agent", concat!("pipeline/", env!("CARGO_PKG_VERSION")))
+            .set(
+                "User-Agent",
+                concat!("pipeline/", env!("CARGO_PKG_VERSION")),
+            )
     }
 
     fn error(&self, what: &str, e: ureq::Error) -> WorkspaceError {
@@ -211,8 +214,7 @@ impl Client {
             .call()
             .map_err(|e| self.error(&what, e))?;
         let result = (|| {
-            let mut file =
-                std::fs::File::create(dest).map_err(|e| WorkspaceError::io(dest, e))?;
+            let mut file = std::fs::File::create(dest).map_err(|e| WorkspaceError::io(dest, e))?;
             let mut reader = resp.into_reader();
             let mut hasher = sha2::Sha256::new();
             let mut buf = vec![0u8; 1 << 18];

@@ -49,7 +49,11 @@ impl std::fmt::Debug for Login {
 
 /// The user's config directory for pipeline.
 pub fn config_dir() -> Result<PathBuf, WorkspaceError> {
-    let var = |k: &str| std::env::var_os(k).filter(|v| !v.is_empty()).map(PathBuf::from);
+    let var = |k: &str| {
+        std::env::var_os(k)
+            .filter(|v| !v.is_empty())
+            .map(PathBuf::from)
+    };
     if let Some(d) = var("PIPELINE_CONFIG_DIR") {
         return Ok(d);
     }
@@ -76,7 +80,9 @@ pub fn normalize_server(url: &str) -> Result<String, WorkspaceError> {
         .strip_prefix("http://")
         .or_else(|| url.strip_prefix("https://"));
     match rest {
-        Some(host) if !host.is_empty() && !host.contains(['?', '#', ' ', '@']) => Ok(url.to_string()),
+        Some(host) if !host.is_empty() && !host.contains(['?', '#', ' ', '@']) => {
+            Ok(url.to_string())
+        }
         _ => Err(WorkspaceError::Invalid(format!(
             "`{url}` is not a server URL: write it as http://HOST:PORT or https://HOST"
         ))),
@@ -172,7 +178,10 @@ pub fn resolve(server: Option<&str>) -> Result<Login, WorkspaceError> {
             )
         })?,
     };
-    if let Some(token) = std::env::var(TOKEN_ENV).ok().filter(|t| !t.trim().is_empty()) {
+    if let Some(token) = std::env::var(TOKEN_ENV)
+        .ok()
+        .filter(|t| !t.trim().is_empty())
+    {
         return Ok(Login {
             server,
             token: token.trim().to_string(),

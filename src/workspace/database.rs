@@ -32,7 +32,11 @@ pub fn build(ws: &Workspace, state: &LocalState) -> Result<Vec<String>, Workspac
     Ok(notes)
 }
 
-fn fill(conn: &Connection, ws: &Workspace, state: &LocalState) -> Result<Vec<String>, WorkspaceError> {
+fn fill(
+    conn: &Connection,
+    ws: &Workspace,
+    state: &LocalState,
+) -> Result<Vec<String>, WorkspaceError> {
     let mut notes = Vec::new();
     conn.execute_batch(&format!(
         "SET TimeZone = 'UTC'; SET file_search_path = {}; CREATE SCHEMA {META};",
@@ -43,11 +47,17 @@ fn fill(conn: &Connection, ws: &Workspace, state: &LocalState) -> Result<Vec<Str
     let mut per_table: Vec<(String, String)> = Vec::new();
     for t in &state.tables {
         let Some(view) = quote::ident(&t.name) else {
-            notes.push(format!("table `{}`: not a safe identifier; no view", t.name));
+            notes.push(format!(
+                "table `{}`: not a safe identifier; no view",
+                t.name
+            ));
             continue;
         };
         if t.files.is_empty() {
-            notes.push(format!("table `{}`: no data on the server yet; no view", t.name));
+            notes.push(format!(
+                "table `{}`: no data on the server yet; no view",
+                t.name
+            ));
             continue;
         }
         let mut sql = format!(
@@ -55,12 +65,18 @@ fn fill(conn: &Connection, ws: &Workspace, state: &LocalState) -> Result<Vec<Str
             quote::literal(&t.relative_scan_path())
         );
         if let Some(d) = &t.description {
-            sql.push_str(&format!("COMMENT ON VIEW {view} IS {};\n", quote::literal(d)));
+            sql.push_str(&format!(
+                "COMMENT ON VIEW {view} IS {};\n",
+                quote::literal(d)
+            ));
         }
         per_table.push((t.name.clone(), sql));
     }
     let all: String = per_table.iter().map(|(_, s)| s.as_str()).collect();
-    if conn.execute_batch(&format!("BEGIN;\n{all}COMMIT;")).is_err() {
+    if conn
+        .execute_batch(&format!("BEGIN;\n{all}COMMIT;"))
+        .is_err()
+    {
         let _ = conn.execute_batch("ROLLBACK");
         for (name, sql) in &per_table {
             if let Err(e) = conn.execute_batch(&format!("BEGIN;\n{sql}COMMIT;")) {
@@ -72,7 +88,9 @@ fn fill(conn: &Connection, ws: &Workspace, state: &LocalState) -> Result<Vec<Str
     // Column comments one by one: a documented column the data lacks costs only its comment.
     conn.execute_batch("BEGIN")?;
     for t in &state.tables {
-        let Some(view) = quote::ident(&t.name) else { continue };
+        let Some(view) = quote::ident(&t.name) else {
+            continue;
+        };
         for (col, doc) in &t.columns {
             if let Some(c) = quote::ident(col) {
                 let _ = conn.execute_batch(&format!(
@@ -200,7 +218,9 @@ fn write_meta(
         duckdb::params![text(tables), state.pulled_at],
     )?;
     conn.execute(
-        &format!("INSERT INTO {s}.transforms SELECT d->>'name', d->>'status', d->>'reason' FROM {from}"),
+        &format!(
+            "INSERT INTO {s}.transforms SELECT d->>'name', d->>'status', d->>'reason' FROM {from}"
+        ),
         [text(transforms)],
     )?;
     conn.execute(
@@ -266,7 +286,10 @@ pub fn query_json(
             break;
         }
         let values: Vec<serde_json::Value> = (0..names.len())
-            .map(|i| row.get::<_, duckdb::types::Value>(i).map(|v| crate::value_json::json(&v)))
+            .map(|i| {
+                row.get::<_, duckdb::types::Value>(i)
+                    .map(|v| crate::value_json::json(&v))
+            })
             .collect::<Result<_, _>>()?;
         out.push(serde_json::Value::Array(values));
     }
@@ -275,6 +298,8 @@ pub fn query_json(
         .zip(&types)
         .map(|(n, t)| serde_json::json!({"name": n, "type": t}))
         .collect();
-    Ok(serde_json::json!({"columns": columns, "row_count": out.len(), "rows": out,
-                          "truncated": truncated}))
+    Ok(
+        serde_json::json!({"columns": columns, "row_count": out.len(), "rows": out,
+                          "truncated": truncated}),
+    )
 }

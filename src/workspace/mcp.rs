@@ -159,9 +159,15 @@ impl McpServer {
             .as_str()
             .ok_or_else(|| WorkspaceError::Invalid("describe_table needs `name`".into()))?;
         let st = self.ws.require()?;
-        if let Some(t) = st.remote_tables.iter().find(|t| t.name.eq_ignore_ascii_case(name)) {
-            return Ok(json!({"name": t.name, "source": t.source, "description": t.description,
-                "location": "remote: query it with server=true", "columns": t.columns}));
+        if let Some(t) = st
+            .remote_tables
+            .iter()
+            .find(|t| t.name.eq_ignore_ascii_case(name))
+        {
+            return Ok(
+                json!({"name": t.name, "source": t.source, "description": t.description,
+                "location": "remote: query it with server=true", "columns": t.columns}),
+            );
         }
         let conn = database::open(&self.ws)?;
         let mut stmt = conn.prepare(
@@ -171,18 +177,28 @@ impl McpServer {
         )?;
         let columns: Vec<Value> = stmt
             .query_map([name], |r| {
-                Ok(json!({"name": r.get::<_, String>(0)?, "type": r.get::<_, String>(1)?,
-                          "description": r.get::<_, Option<String>>(2)?}))
+                Ok(
+                    json!({"name": r.get::<_, String>(0)?, "type": r.get::<_, String>(1)?,
+                          "description": r.get::<_, Option<String>>(2)?}),
+                )
             })?
             .collect::<Result<_, _>>()?;
         if let Some(t) = st.tables.iter().find(|t| t.name.eq_ignore_ascii_case(name)) {
-            return Ok(json!({"name": t.name, "source": t.source, "description": t.description,
+            return Ok(
+                json!({"name": t.name, "source": t.source, "description": t.description,
                 "location": "local", "rows": t.freshness.rows, "last_sync": t.freshness.last_sync,
-                "columns": columns}));
+                "columns": columns}),
+            );
         }
-        if let Some(t) = st.transforms.iter().find(|t| t.name.eq_ignore_ascii_case(name)) {
-            return Ok(json!({"name": t.name, "description": t.description, "kind": "transform",
-                "inputs": t.inputs, "sql": t.sql, "columns": columns}));
+        if let Some(t) = st
+            .transforms
+            .iter()
+            .find(|t| t.name.eq_ignore_ascii_case(name))
+        {
+            return Ok(
+                json!({"name": t.name, "description": t.description, "kind": "transform",
+                "inputs": t.inputs, "sql": t.sql, "columns": columns}),
+            );
         }
         Err(WorkspaceError::Invalid(format!(
             "no table `{name}` in this workspace; list_tables lists them"
@@ -204,9 +220,9 @@ impl McpServer {
     }
 
     fn show_metric(&self, args: &Value) -> Result<Value, WorkspaceError> {
-        let id = args["id"]
-            .as_str()
-            .ok_or_else(|| WorkspaceError::Invalid("show_metric needs `id` (CATEGORY/NAME)".into()))?;
+        let id = args["id"].as_str().ok_or_else(|| {
+            WorkspaceError::Invalid("show_metric needs `id` (CATEGORY/NAME)".into())
+        })?;
         let st = self.ws.require()?;
         st.metric(id).cloned().ok_or_else(|| {
             WorkspaceError::Invalid(format!("no metric `{id}`; list_metrics lists them"))

@@ -153,10 +153,7 @@ pub fn write_aside(path: &Path, bytes: &[u8]) -> Result<(), WorkspaceError> {
     use std::io::Write;
     let dir = path.parent().unwrap_or(Path::new("."));
     std::fs::create_dir_all(dir).map_err(|e| WorkspaceError::io(dir, e))?;
-    let name = path
-        .file_name()
-        .and_then(|n| n.to_str())
-        .unwrap_or("file");
+    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("file");
     let aside = dir.join(format!(".{name}.{}.tmp", std::process::id()));
     let mut f = std::fs::File::create(&aside).map_err(|e| WorkspaceError::io(&aside, e))?;
     f.write_all(bytes)

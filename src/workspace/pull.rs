@@ -77,12 +77,12 @@ pub struct Transfer {
     sha256: String,
 }
 
-/// The state the manifest describes, and the file behind each path.
+/// The state the manifest describes, and the download URL of each path.
 fn desired(
     server: &str,
     manifest: Manifest,
     metrics: Vec<serde_json::Value>,
-) -> Result<(LocalState, BTreeMap<String, (String, String)>), WorkspaceError> {
+) -> Result<(LocalState, BTreeMap<String, String>), WorkspaceError> {
     let mut state = LocalState::new(server);
     let mut urls = BTreeMap::new();
     let bad = |what: &str| {
@@ -111,7 +111,7 @@ fn desired(
             } else {
                 format!("data/{}/{}.parquet", t.source, t.name)
             };
-            urls.insert(path.clone(), (t.name.clone(), f.url));
+            urls.insert(path.clone(), f.url);
             files.push(LocalFile {
                 path,
                 sha256: sha,
@@ -215,7 +215,7 @@ pub fn pull(
                     path: f.path.clone(),
                     size_bytes: f.size_bytes,
                     reason,
-                    url: urls[&f.path].1.clone(),
+                    url: urls[&f.path].clone(),
                     sha256: f.sha256.clone(),
                 }),
                 None => unchanged += 1,

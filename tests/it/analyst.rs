@@ -84,7 +84,9 @@ fn snapshot(dir: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
 
 fn create_token(inst: &Instance, user: &str, groups: &[&str]) -> (String, String) {
     let mut cmd = inst.cmd();
-    cmd.args(["admin", "token", "create", "--user", user, "--format", "json"]);
+    cmd.args([
+        "admin", "token", "create", "--user", user, "--format", "json",
+    ]);
     for g in groups {
         cmd.args(["--group", g]);
     }
@@ -168,7 +170,10 @@ fn login_pull_query_update_move_revoke_and_outage() {
         "--server",
         "never invent",
     ] {
-        assert!(agents.contains(needle), "AGENTS.md lacks {needle:?}:\n{agents}");
+        assert!(
+            agents.contains(needle),
+            "AGENTS.md lacks {needle:?}:\n{agents}"
+        );
     }
     assert!(std::fs::read_to_string(ws.join("CLAUDE.md"))
         .unwrap()
@@ -203,7 +208,10 @@ fn login_pull_query_update_move_revoke_and_outage() {
         ),
         vec![vec![json!("Order total in USD")]]
     );
-    let fresh = a.local_rows(&ws, "SELECT name, rows, last_sync IS NOT NULL FROM _pipeline.tables ORDER BY name");
+    let fresh = a.local_rows(
+        &ws,
+        "SELECT name, rows, last_sync IS NOT NULL FROM _pipeline.tables ORDER BY name",
+    );
     assert_eq!(
         fresh,
         vec![
@@ -215,7 +223,10 @@ fn login_pull_query_update_move_revoke_and_outage() {
     let listed = stdout_of(a.cmd(&ws).args(["metrics", "list"]));
     assert!(listed.contains("sales/order_count"), "{listed}");
     let shown = stdout_of(a.cmd(&ws).args(["metrics", "show", "sales/order_count"]));
-    assert!(shown.contains("select count(*) as value from orders"), "{shown}");
+    assert!(
+        shown.contains("select count(*) as value from orders"),
+        "{shown}"
+    );
 
     // A second pull transfers nothing and rewrites nothing.
     let before = snapshot(&ws);
@@ -241,7 +252,10 @@ fn login_pull_query_update_move_revoke_and_outage() {
     assert_eq!(changed["transfers"][0]["reason"], "changed");
     let sql = "SELECT * FROM orders ORDER BY ALL";
     assert_eq!(a.local_rows(&ws, sql), server_rows(&d, &tok, sql));
-    assert_eq!(a.local_rows(&ws, "SELECT n FROM daily"), vec![vec![json!(4)]]);
+    assert_eq!(
+        a.local_rows(&ws, "SELECT n FROM daily"),
+        vec![vec![json!(4)]]
+    );
 
     // A table the analyst may no longer read is removed.
     let registry = inst.path().join("registry/shop.yaml");
@@ -253,12 +267,20 @@ fn login_pull_query_update_move_revoke_and_outage() {
         ),
     )
     .unwrap();
-    wait_for(Duration::from_secs(20), "customers to leave the manifest", || {
-        let (_, m) = call("GET", &d.url("/api/manifest"), Some(&tok), None);
-        (m["tables"].as_array().map(|t| t.len()) == Some(1)).then_some(())
-    });
+    wait_for(
+        Duration::from_secs(20),
+        "customers to leave the manifest",
+        || {
+            let (_, m) = call("GET", &d.url("/api/manifest"), Some(&tok), None);
+            (m["tables"].as_array().map(|t| t.len()) == Some(1)).then_some(())
+        },
+    );
     let removed = a.pull();
-    assert_eq!(removed["removed"], json!(["data/shop/customers.parquet"]), "{removed}");
+    assert_eq!(
+        removed["removed"],
+        json!(["data/shop/customers.parquet"]),
+        "{removed}"
+    );
     assert!(!ws.join("data/shop/customers.parquet").exists());
     assert!(!std::fs::read_to_string(ws.join("AGENTS.md"))
         .unwrap()
@@ -382,10 +404,20 @@ fn mcp_answers_over_stdio() {
         .collect();
     assert_eq!(
         names,
-        vec!["list_tables", "describe_table", "list_metrics", "show_metric", "query", "pull"]
+        vec![
+            "list_tables",
+            "describe_table",
+            "list_metrics",
+            "show_metric",
+            "query",
+            "pull"
+        ]
     );
     // Before a pull, tools say what to do.
-    let early = mcp.send("tools/call", json!({"name": "list_tables", "arguments": {}}));
+    let early = mcp.send(
+        "tools/call",
+        json!({"name": "list_tables", "arguments": {}}),
+    );
     assert_eq!(early["result"]["isError"], true, "{early}");
     assert!(early["result"]["content"][0]["text"]
         .as_str()
@@ -408,7 +440,10 @@ fn mcp_answers_over_stdio() {
     assert_eq!(metrics["metrics"][0]["id"], "sales/order_count");
     let metric = mcp.tool("show_metric", json!({"id": "sales/order_count"}));
     assert!(metric["sql"].as_str().unwrap().contains("count(*)"));
-    let local = mcp.tool("query", json!({"sql": "SELECT sum(amount) AS s FROM orders"}));
+    let local = mcp.tool(
+        "query",
+        json!({"sql": "SELECT sum(amount) AS s FROM orders"}),
+    );
     assert_eq!(local["rows"], json!([[13.75]]), "{local}");
     assert_eq!(local["where"], "local");
     let remote = mcp.tool(
@@ -422,7 +457,10 @@ fn mcp_answers_over_stdio() {
     writeln!(mcp.child.stdin.as_mut().unwrap(), "{{not json").unwrap();
     let mut line = String::new();
     mcp.out.read_line(&mut line).unwrap();
-    assert_eq!(serde_json::from_str::<Value>(&line).unwrap()["error"]["code"], -32700);
+    assert_eq!(
+        serde_json::from_str::<Value>(&line).unwrap()["error"]["code"],
+        -32700
+    );
     assert_eq!(mcp.send("ping", json!({}))["result"], json!({}));
     drop(mcp.child.stdin.take());
     assert!(mcp.child.wait().unwrap().success());

@@ -66,10 +66,11 @@ fn describe(path: &std::path::Path) -> std::io::Result<(u64, String, String)> {
     let mut file = std::fs::File::open(path)?;
     let meta = file.metadata()?;
     let tag = etag(&meta);
-    let cached = known
-        .lock()
-        .ok()
-        .and_then(|m| m.get(path).filter(|(t, _)| *t == tag).map(|(_, h)| h.clone()));
+    let cached = known.lock().ok().and_then(|m| {
+        m.get(path)
+            .filter(|(t, _)| *t == tag)
+            .map(|(_, h)| h.clone())
+    });
     if let Some(hex) = cached {
         return Ok((meta.len(), tag, hex));
     }
@@ -118,7 +119,10 @@ pub async fn manifest(
             .filter(|t| caller.may_read(&t.access))
             .collect();
         let mut tables = Vec::new();
-        for t in readable.iter().filter(|t| t.query_mode() != QueryMode::Remote) {
+        for t in readable
+            .iter()
+            .filter(|t| t.query_mode() != QueryMode::Remote)
+        {
             let (partitioned, files) = files_of(&extracts, t);
             let mut listed = Vec::new();
             for (name, path) in files {
