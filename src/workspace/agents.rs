@@ -256,3 +256,79 @@ fn columns_table(
     }
     let _ = writeln!(o);
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::workspace::{LocalFile, LocalTable, RemoteTable, TransformDoc};
+    use serde_json::json;
+
+    fn state() -> LocalState {
+        let mut s = LocalState::new("http://data.example");
+        s.tables.push(LocalTable {
+            name: "orders".into(),
+            source: "shop".into(),
+            description: Some("One row per order".into()),
+            columns: [("note".to_string(), "Free | text\nover lines".to_string())].into(),
+            freshness: crate::workspace::Freshness {
+                last_sync: Some("2026-01-02T03:04:05.000Z".into()),
+                rows: Some(42),
+            },
+            partitioned: false,
+            files: vec![LocalFile {
+                path: "data/shop/orders.parquet".into(),
+                sha256: "a".repeat(64),
+                size_bytes: 100,
+                etag: None,
+            }],
+        });
+        s.remote_tables.push(RemoteTable {
+            name: "clicks".into(),
+            source: "wh".into(),
+            description: Some("Every click".into()),
+            columns: [("url".to_string(), "Page".to_string())].into(),
+        });
+        s.transforms.push(TransformDoc {
+            name: "daily".into(),
+            description: None,
+            inputs: vec!["clicks".into()],
+            sql: "select 1".into(),
+        });
+        s.metrics.push(json!({"id": "sales/revenue", "display_name": "Revenue",
+            "description": "Sum of amounts", "grain": ["day", "month"], "synonyms": ["sales"],
+            "sql": "select date_trunc('{{ grain }}', at) as period, sum(amount) as value from orders group by 1",
+            "variants": {"by_country": "select country, sum(amount) from orders group by 1"}}));
+        s
+    }
+
+    #[test]
+    fn agents_md_says_what_an_agent_needs_and_is_deterministic() {
+        let types: BTreeMap<String, Vec<(String, String)>> = [(
+            "orders".to_string(),
+            vec![
+                ("id".to_string(), "BIGINT".to_string()),
+                ("note".to_string(), "VARCHAR".to_string()),
+            ],
+        )]
+        .into();
+        let text = render(&state(), &types);
+        assert_eq!(text, render(&state(), &types), "same state, same text");
+        for needle in [
+            "never invent one",
+            "### `orders`",
+            "42 rows · last synced 2026-01-02T03:04:05.000Z",
+            "| `id` | BIGINT |  |",
+            "| `note` | VARCHAR | Free \\| text over lines |",
+            "## Remote tables (query with `--server`)",
+            "| `url` |  | Page |",
+            "### `daily` (server only: query with `--server`)",
+            "### `sales/revenue` — Revenue",
+            "- Grains: day, month",
+            "date_trunc('{{ grain }}', at)",
+            "Variant `by_country`",
+            "pipeline metrics show sales/revenue",
+        ] {
+            assert!(text.contains(needle), "{needle:?} missing:\n{text}");
+        }
+    }
+}

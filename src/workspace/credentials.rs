@@ -90,7 +90,11 @@ pub fn normalize_server(url: &str) -> Result<String, WorkspaceError> {
 }
 
 fn read_file() -> Result<File, WorkspaceError> {
-    let path = credentials_path()?;
+    read_at(&credentials_path()?)
+}
+
+fn read_at(path: &std::path::Path) -> Result<File, WorkspaceError> {
+    let path = path.to_path_buf();
     let text = match std::fs::read_to_string(&path) {
         Ok(t) => t,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(File::default()),
@@ -114,7 +118,11 @@ fn read_file() -> Result<File, WorkspaceError> {
 }
 
 fn write_file(file: &File) -> Result<PathBuf, WorkspaceError> {
-    let path = credentials_path()?;
+    write_at(&credentials_path()?, file)
+}
+
+fn write_at(path: &std::path::Path, file: &File) -> Result<PathBuf, WorkspaceError> {
+    let path = path.to_path_buf();
     let dir = path.parent().expect("a file in a directory").to_path_buf();
     std::fs::create_dir_all(&dir).map_err(|e| WorkspaceError::io(&dir, e))?;
     // Only when we made it private do we keep it so; an existing directory is the user's choice.
@@ -195,5 +203,62 @@ pub fn resolve(server: Option<&str>) -> Result<Login, WorkspaceError> {
         None => Err(WorkspaceError::NotLoggedIn(format!(
             "not logged in to {server}: run `pipeline login --server {server}` (or set {TOKEN_ENV})"
         ))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn server_urls_are_normalized_and_checked() {
+        assert_eq!(
+            normalize_server(" http://127.0.0.1:8080/ ").unwrap(),
+            "http://127.0.0.1:8080"
+        );
+        assert_eq!(
+            normalize_server("https://data.example.com").unwrap(),
+            "https://data.example.com"
+        );
+        for bad in [
+            "127.0.0.1:8080",
+            "ftp://x",
+            "http://",
+            "http://u:p@host",
+            "http://h?x=1",
+        ] {
+            assert!(normalize_server(bad).is_err(), "{bad}");
+        }
+    }
+
+    /// The file is private (0600), round-trips, and a damaged one is reported without its text.
+    #[test]
+    fn the_credentials_file_is_private_and_never_quoted() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("sub/credentials.toml");
+        let mut file = File::default();
+        file.servers.insert(
+            "http://a".into(),
+            Entry {
+                token: "secret-token-1".into(),
+                logged_in_at: None,
+            },
+        );
+        file.default = Some("http://a".into());
+        write_at(&path, &file).unwrap();
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+        let back = read_at(&path).unwrap();
+        assert_eq!(back.default.as_deref(), Some("http://a"));
+        assert_eq!(back.servers["http://a"].token, "secret-token-1");
+        std::fs::write(&path, "token = \"secret-token-1\"\n[[[").unwrap();
+        let err = read_at(&path).err().unwrap().to_string();
+        assert!(!err.contains("secret-token-1"), "{err}");
+        assert!(err.contains("not valid TOML"), "{err}");
+        let login = Login {
+            server: "http://a".into(),
+            token: "secret-token-1".into(),
+        };
+        assert!(!format!("{login:?}").contains("secret"));
     }
 }

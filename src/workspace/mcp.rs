@@ -290,3 +290,83 @@ fn tools() -> Value {
          "inputSchema": none}
     ])
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn server() -> (tempfile::TempDir, McpServer) {
+        let dir = tempfile::tempdir().unwrap();
+        let s = McpServer::new(Workspace::at(dir.path()), Some("http://127.0.0.1:1".into()));
+        (dir, s)
+    }
+
+    fn ask(s: &McpServer, msg: Value) -> Value {
+        s.handle_line(&msg.to_string()).expect("an answer")
+    }
+
+    #[test]
+    fn the_protocol_subset() {
+        let (_d, s) = server();
+        let init = ask(
+            &s,
+            json!({"jsonrpc": "2.0", "id": 1, "method": "initialize",
+                   "params": {"protocolVersion": "2024-11-05"}}),
+        );
+        assert_eq!(init["result"]["protocolVersion"], "2024-11-05");
+        let newer = ask(
+            &s,
+            json!({"jsonrpc": "2.0", "id": "x", "method": "initialize",
+                   "params": {"protocolVersion": "2099-01-01"}}),
+        );
+        assert_eq!(newer["id"], "x");
+        assert_eq!(newer["result"]["protocolVersion"], PROTOCOL_VERSIONS[0]);
+        assert!(s
+            .handle_line(r#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#)
+            .is_none());
+        assert_eq!(s.handle_line("{oops").unwrap()["error"]["code"], -32700);
+        assert_eq!(s.handle_line("[1]").unwrap()["error"]["code"], -32600);
+        let unknown = ask(&s, json!({"jsonrpc": "2.0", "id": 2, "method": "nope"}));
+        assert_eq!(unknown["error"]["code"], -32601);
+        let bad_tool = ask(
+            &s,
+            json!({"jsonrpc": "2.0", "id": 3, "method": "tools/call", "params": {"name": "rm"}}),
+        );
+        assert_eq!(bad_tool["error"]["code"], -32602);
+        let tools = ask(
+            &s,
+            json!({"jsonrpc": "2.0", "id": 4, "method": "tools/list"}),
+        );
+        for t in tools["result"]["tools"].as_array().unwrap() {
+            assert_eq!(t["inputSchema"]["type"], "object", "{t}");
+            assert!(t["description"].as_str().is_some_and(|d| !d.is_empty()));
+        }
+    }
+
+    /// Tool failures are results with `isError`, saying what to do; an unreachable server too.
+    #[test]
+    fn tool_failures_are_readable_results() {
+        let (_d, s) = server();
+        let call = |name: &str, args: Value| {
+            ask(
+                &s,
+                json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call",
+                       "params": {"name": name, "arguments": args}}),
+            )["result"]
+                .clone()
+        };
+        let r = call("list_tables", json!({}));
+        assert_eq!(r["isError"], true);
+        assert!(r["content"][0]["text"]
+            .as_str()
+            .unwrap()
+            .contains("pipeline pull"));
+        let r = call("describe_table", json!({}));
+        assert!(r["content"][0]["text"]
+            .as_str()
+            .unwrap()
+            .contains("needs `name`"));
+        let r = call("query", json!({"sql": "select 1", "server": true}));
+        assert_eq!(r["isError"], true, "{r}");
+    }
+}

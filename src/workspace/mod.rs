@@ -288,3 +288,44 @@ pub fn safe_segment(s: &str) -> bool {
         && s.chars()
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.' | '='))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_from_a_server_cannot_leave_data() {
+        for ok in ["orders", "t_1", "month=2024-01.parquet", "a-b.parquet"] {
+            assert!(safe_segment(ok), "{ok}");
+        }
+        for bad in ["", "..", ".hidden", "a/b", "a\\b", "../x", "x y", "é"] {
+            assert!(!safe_segment(bad), "{bad}");
+        }
+    }
+
+    #[test]
+    fn a_workspace_is_found_from_below_and_round_trips_its_state() {
+        let dir = tempfile::tempdir().unwrap();
+        let ws = Workspace::at(dir.path());
+        assert!(ws.load().unwrap().is_none());
+        assert!(ws
+            .require()
+            .unwrap_err()
+            .to_string()
+            .contains("pipeline pull"));
+        let mut st = LocalState::new("http://x");
+        st.pulled_at = "2026-01-01T00:00:00.000Z".into();
+        ws.save(&st).unwrap();
+        let deep = dir.path().join("data/shop");
+        std::fs::create_dir_all(&deep).unwrap();
+        let found = Workspace::find(&deep).unwrap();
+        assert_eq!(found.root, ws.root);
+        let back = found.load().unwrap().unwrap();
+        assert_eq!(back, st);
+        let later = LocalState {
+            pulled_at: "2027-01-01T00:00:00.000Z".into(),
+            ..st.clone()
+        };
+        assert!(later.same_content(&st));
+    }
+}
