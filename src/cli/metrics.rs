@@ -201,9 +201,39 @@ fn in_workspace(ws: &crate::workspace::Workspace, command: Command) -> Result<Ex
             }
             Ok(ExitCode::SUCCESS)
         }
+        Command::Run {
+            id,
+            grain,
+            dimension,
+            from,
+            to,
+            format,
+            sql,
+        } => {
+            let Some(m) = st.metric(&id) else {
+                bail!("no metric `{id}` in this workspace; `pipeline metrics list` shows them");
+            };
+            let parts = metrics::MetricParts::of_json(m)
+                .with_context(|| format!("metric `{id}` has no SQL in this workspace"))?;
+            let req = Request {
+                grain,
+                dimension,
+                date_from: from,
+                date_to: to,
+            };
+            let text = metrics::select_parts(&parts, &req)?;
+            if sql {
+                writeln!(out, "{text}")?;
+                return Ok(ExitCode::SUCCESS);
+            }
+            drop(out);
+            let conn = crate::workspace::database::open(ws)?;
+            print_result(&conn, &text, format, None)?;
+            Ok(ExitCode::SUCCESS)
+        }
         _ => bail!(
-            "in a workspace, `metrics` lists and shows the pulled definitions; run, check and import \
-             need the instance (or use the SQL from `pipeline metrics show` with `pipeline query`)"
+            "in a workspace, `metrics` lists, shows and runs the pulled definitions; check and import \
+             need the instance"
         ),
     }
 }

@@ -108,6 +108,7 @@ pub fn render(state: &LocalState, types: &BTreeMap<String, Vec<(String, String)>
          pipeline query --server \"SELECT … FROM remote_table\"  # on the server (remote tables)\n\
          pipeline metrics list                                   # the metric definitions\n\
          pipeline metrics show CATEGORY/NAME                     # one metric, with its SQL\n\
+         pipeline metrics run CATEGORY/NAME --grain month        # compute it with its canonical SQL\n\
          pipeline pull                                           # refresh (fast when nothing changed)\n\
          ```\n\n\
          Or `duckdb analytics.duckdb` started in this directory (the views read `data/` by relative \
@@ -220,7 +221,8 @@ pub fn render(state: &LocalState, types: &BTreeMap<String, Vec<(String, String)>
         }
         let _ = writeln!(
             o,
-            "Run it: `pipeline metrics show {id}` prints the SQL; put it in `pipeline query \"…\"`.\n"
+            "Run it: `pipeline metrics run {id} [--grain G] [--from DATE] [--to DATE]` (on the local copy; \
+             `--sql` prints the SQL instead).\n"
         );
     }
     o
@@ -326,7 +328,7 @@ mod tests {
             "- Grains: day, month",
             "date_trunc('{{ grain }}', at)",
             "Variant `by_country`",
-            "pipeline metrics show sales/revenue",
+            "pipeline metrics run sales/revenue",
         ] {
             assert!(text.contains(needle), "{needle:?} missing:\n{text}");
         }

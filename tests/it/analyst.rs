@@ -227,6 +227,25 @@ fn login_pull_query_update_move_revoke_and_outage() {
         shown.contains("select count(*) as value from orders"),
         "{shown}"
     );
+    let ran =
+        stdout_of(
+            a.cmd(&ws)
+                .args(["metrics", "run", "sales/order_count", "--format", "json"]),
+        );
+    assert_eq!(
+        serde_json::from_str::<Value>(&ran).unwrap(),
+        json!([{"value": 3}])
+    );
+    // The same metric run by the server, with the caller's permissions.
+    let url = d.url("/api/metrics/sales/order_count/run");
+    let (code, body) = call("POST", &url, Some(&tok), Some("{}"));
+    assert_eq!(code, 200, "{body}");
+    assert_eq!(body["metric"], "sales/order_count");
+    assert_eq!(body["rows"], json!([[3]]), "{body}");
+    assert!(body["sql"].as_str().unwrap().contains("count(*)"), "{body}");
+    let (code, body) = call("POST", &url, Some(&tok), Some(r#"{"grain": "hour"}"#));
+    assert_eq!(code, 400, "{body}");
+    assert!(body["message"].as_str().unwrap().contains("hour"), "{body}");
 
     // A second pull transfers nothing and rewrites nothing.
     let before = snapshot(&ws);

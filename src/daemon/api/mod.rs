@@ -7,6 +7,7 @@
 
 mod catalog;
 mod data;
+mod metrics_run;
 mod query;
 
 pub use query::worker_main as query_worker_main;
@@ -267,6 +268,7 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .route("/api/tables/{name}", get(catalog::table))
         .route("/api/metrics", get(catalog::metrics))
         .route("/api/metrics/{category}/{name}", get(catalog::metric))
+        .route("/api/metrics/{category}/{name}/run", post(metrics_run::run))
         .route("/api/query", post(query::query))
         .route("/api/manifest", get(data::manifest))
         .route("/api/data/{table}", get(data::data))
