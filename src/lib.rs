@@ -29,3 +29,4 @@ pub mod state;
 pub mod timestamp;
 pub mod value_json;
 pub mod value_text;
+pub mod workspace;

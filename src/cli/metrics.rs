@@ -93,6 +93,9 @@ enum Command {
 }
 
 pub fn run(dir: &Path, args: Args) -> Result<ExitCode> {
+    if let Some(ws) = super::pull::workspace_here(dir) {
+        return in_workspace(&ws, args.command);
+    }
     match args.command {
         Command::List { category, format } => list(dir, category.as_deref(), format),
         Command::Show { id, format } => show(dir, &id, format),
@@ -118,6 +121,120 @@ pub fn run(dir: &Path, args: Args) -> Result<ExitCode> {
             legacy_dir,
             dry_run,
         } => import(dir, &legacy_dir, dry_run),
+    }
+}
+
+/// `metrics list` and `show` in a workspace: the definitions the last pull brought.
+fn in_workspace(ws: &crate::workspace::Workspace, command: Command) -> Result<ExitCode> {
+    let st = ws.require()?;
+    let field = |m: &serde_json::Value, k: &str| match &m[k] {
+        serde_json::Value::String(s) => s.clone(),
+        serde_json::Value::Array(a) => a
+            .iter()
+            .filter_map(|x| x.as_str())
+            .collect::<Vec<_>>()
+            .join(", "),
+        _ => String::new(),
+    };
+    let mut out = anstream::stdout().lock();
+    match command {
+        Command::List { category, format } => {
+            let chosen: Vec<&serde_json::Value> = st
+                .metrics
+                .iter()
+                .filter(|m| {
+                    category.as_deref().is_none_or(|c| {
+                        m["id"].as_str().is_some_and(|id| id.split('/').next() == Some(c))
+                    })
+                })
+                .collect();
+            if format == Format::Json {
+                writeln!(out, "{}", serde_json::to_string_pretty(&chosen)?)?;
+                return Ok(ExitCode::SUCCESS);
+            }
+            let mut t = output::TextTable::new(vec!["id", "name", "unit", "grains", "owner"]);
+            for m in &chosen {
+                t.row(vec![
+                    field(m, "id"),
+                    output::truncate(&field(m, "display_name"), 30),
+                    field(m, "unit"),
+                    field(m, "grain"),
+                    field(m, "owner"),
+                ]);
+            }
+            write!(out, "{}", t.render())?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Show { id, format } => {
+            let Some(m) = st.metric(&id) else {
+                bail!("no metric `{id}` in this workspace; `pipeline metrics list` shows them");
+            };
+            if format == Format::Json {
+                writeln!(out, "{}", serde_json::to_string_pretty(m)?)?;
+                return Ok(ExitCode::SUCCESS);
+            }
+            writeln!(out, "{id}: {}", field(m, "display_name"))?;
+            for (k, label) in [
+                ("description", "description"),
+                ("unit", "unit"),
+                ("grain", "grains"),
+                ("dimensions", "dimensions"),
+                ("synonyms", "synonyms"),
+                ("owner", "owner"),
+            ] {
+                let v = field(m, k);
+                if !v.is_empty() {
+                    writeln!(out, "  {label}: {v}")?;
+                }
+            }
+            writeln!(
+                out,
+                "\nSQL (canonical; {{{{ grain }}}} is one of the grains):\n{}",
+                field(m, "sql").trim_end()
+            )?;
+            if let Some(variants) = m["variants"].as_object() {
+                for (name, v) in variants {
+                    if let Some(sql) = v.as_str() {
+                        writeln!(out, "\nvariant {name}:\n{}", sql.trim_end())?;
+                    }
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Run {
+            id,
+            grain,
+            dimension,
+            from,
+            to,
+            format,
+            sql,
+        } => {
+            let Some(m) = st.metric(&id) else {
+                bail!("no metric `{id}` in this workspace; `pipeline metrics list` shows them");
+            };
+            let parts = metrics::MetricParts::of_json(m)
+                .with_context(|| format!("metric `{id}` has no SQL in this workspace"))?;
+            let req = Request {
+                grain,
+                dimension,
+                date_from: from,
+                date_to: to,
+            };
+            let text = metrics::select_parts(&parts, &req)?;
+            if sql {
+                writeln!(out, "{text}")?;
+                return Ok(ExitCode::SUCCESS);
+            }
+            drop(out);
+            let conn = crate::workspace::database::open(ws)?;
+            print_result(&conn, &text, format, None)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        _ => bail!(
+            "in a workspace, `metrics` lists, shows and runs the pulled definitions; check and import \
+             need the instance"
+        ),
     }
 }
 

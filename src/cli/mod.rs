@@ -11,9 +11,12 @@ mod graph;
 mod history;
 mod init;
 mod jira;
+mod login;
+mod mcp;
 mod metrics;
 mod output;
 mod plan;
+mod pull;
 mod query;
 mod run;
 mod schema;
@@ -42,6 +45,7 @@ Examples:
   pipeline jira backfill tracker     fill a jira source from a JQL search
   pipeline --dir my-instance validate --format github
   pipeline schema --out-dir .schemas write JSON Schemas for your editor
+  pipeline login --server URL && pipeline pull --workspace ~/data   analysts: a local copy (docs/analyst.md)
 
 Docs: docs/specs.md (every spec key), docs/validate.md (checks and output formats),
 docs/plan-apply.md (plans, the state lock, saved plans, status and history), docs/engine.md (runs),
@@ -130,6 +134,18 @@ enum Command {
     /// Create a new instance with commented example specs that validate.
     #[command(after_help = init::AFTER_HELP)]
     Init(init::Args),
+    /// Analysts: store a token for a server (checked first; never echoed).
+    #[command(after_help = login::AFTER_HELP)]
+    Login(login::Args),
+    /// Analysts: forget a server's stored token.
+    #[command(after_help = login::LOGOUT_AFTER_HELP)]
+    Logout(login::LogoutArgs),
+    /// Analysts: download what you may read into a workspace, with analytics.duckdb and AGENTS.md.
+    #[command(after_help = pull::AFTER_HELP)]
+    Pull(pull::Args),
+    /// Analysts: serve the workspace to AI agents as an MCP server on stdio.
+    #[command(after_help = mcp::AFTER_HELP)]
+    Mcp(mcp::Args),
 }
 
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
@@ -189,6 +205,10 @@ pub fn main() -> ExitCode {
         Command::Schema(args) => schema::run(args),
         Command::Completions(args) => completions::run(args),
         Command::Init(args) => init::run(args),
+        Command::Login(args) => login::run(args),
+        Command::Logout(args) => login::logout(args),
+        Command::Pull(args) => pull::run(&cli.dir, args, cli.quiet),
+        Command::Mcp(args) => mcp::run(&cli.dir, args),
     };
     match result {
         Ok(code) => code,

@@ -5,6 +5,8 @@ use crate::analytics;
 use crate::extract_db::RemotePolicy;
 use crate::value_json;
 use crate::value_text::{self, ColumnType, Zone};
+use crate::workspace::client::{Client, QueryAnswer};
+use crate::workspace::credentials;
 use anyhow::{bail, Context, Result};
 use duckdb::types::Value;
 use std::io::Write;
@@ -18,6 +20,10 @@ Examples:
   pipeline query --format csv \"from orders\" > orders.csv
   pipeline query --format ndjson \"from orders\" | jq .amount
   pipeline query --format json \"select * from _pipeline.tables\"
+  pipeline query --server \"select count(*) from big_remote_table\"   on the server (docs/analyst.md)
+
+In a workspace made by `pipeline pull`, the query runs on the workspace's analytics.duckdb (the local
+copy); --server sends it to the server's /api/query instead, with your token's permissions.
 
 The database is opened read-only: a query never changes analytics.duckdb. `_pipeline.tables` lists
 what was published (source, rows, extraction time). Rows stream: the query stops after --max-rows
@@ -50,16 +56,17 @@ pub struct Args {
     /// Most rows to read: the query stops there. Default: 1000 in table format, no limit otherwise.
     #[arg(long, value_name = "N")]
     max_rows: Option<usize>,
+    /// Run on the server (`POST /api/query`, with your token's permissions) instead of locally:
+    /// for remote tables, or data too big to pull. The server is the workspace's, else
+    /// $PIPELINE_SERVER, else the one you last logged in to.
+    #[arg(long)]
+    server: bool,
 }
 
 /// Rows shown in table format when --max-rows is not given.
 pub const DEFAULT_TABLE_ROWS: usize = 1000;
 
 pub fn run(dir: &Path, args: Args) -> Result<ExitCode> {
-    let inst = super::output::instance(dir)?;
-    if !inst.data.analytics().is_file() {
-        bail!("there is no analytics.duckdb yet: run `pipeline run` (or `pipeline apply`) first");
-    }
     let sql = if args.sql == "-" {
         let mut s = String::new();
         std::io::Read::read_to_string(&mut std::io::stdin(), &mut s)?;
@@ -67,13 +74,41 @@ pub fn run(dir: &Path, args: Args) -> Result<ExitCode> {
     } else {
         args.sql.clone()
     };
-    let (conn, problems) = analytics::open_live(&inst.data, &RemotePolicy::of_instance(&inst))?;
-    super::output::runtime_warnings(&problems);
+    let workspace = super::pull::workspace_here(dir);
+    if args.server {
+        let server = match &workspace {
+            Some(ws) => ws.load()?.map(|s| s.server),
+            None => None,
+        };
+        let client = Client::new(credentials::resolve(server.as_deref())?);
+        let answer = client.query(&sql, args.max_rows)?;
+        let out = std::io::BufWriter::new(anstream::stdout().lock());
+        write_answer(&answer, args.format, out)?;
+        if answer.truncated {
+            eprintln!(
+                "note: the server stopped after {} rows ({})",
+                answer.rows.len(),
+                answer.truncated_by.as_deref().unwrap_or("its limits")
+            );
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
     let limit = match (args.max_rows, args.format) {
         (Some(n), _) => Some(n),
         (None, QueryFormat::Table) => Some(DEFAULT_TABLE_ROWS),
         (None, _) => None,
     };
+    if let Some(ws) = workspace {
+        let conn = crate::workspace::database::open(&ws)?;
+        print_result(&conn, &sql, args.format, limit)?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    let inst = super::output::instance(dir)?;
+    if !inst.data.analytics().is_file() {
+        bail!("there is no analytics.duckdb yet: run `pipeline run` (or `pipeline apply`) first");
+    }
+    let (conn, problems) = analytics::open_live(&inst.data, &RemotePolicy::of_instance(&inst))?;
+    super::output::runtime_warnings(&problems);
     print_result(&conn, &sql, args.format, limit)?;
     Ok(ExitCode::SUCCESS)
 }
@@ -189,6 +224,73 @@ pub fn write_result(
     }
     if more && format != QueryFormat::Table {
         eprintln!("note: stopped after {read} rows (--max-rows)");
+    }
+    out.flush()?;
+    Ok(())
+}
+
+/// A server's answer (`POST /api/query`) in `format`: the values as the server's JSON gives them
+/// (strings as they are, NULL as in local output).
+pub fn write_answer(answer: &QueryAnswer, format: QueryFormat, mut out: impl Write) -> Result<()> {
+    let columns: Vec<String> = answer.columns.iter().map(|c| c.name.clone()).collect();
+    let text = |v: &serde_json::Value| match v {
+        serde_json::Value::Null => None,
+        serde_json::Value::String(s) => Some(s.clone()),
+        other => Some(other.to_string()),
+    };
+    match format {
+        QueryFormat::Table => {
+            let mut table = super::output::TextTable::with_headers(columns.clone());
+            table.align_right(
+                (0..columns.len())
+                    .map(|i| {
+                        !answer.rows.is_empty()
+                            && answer
+                                .rows
+                                .iter()
+                                .all(|r| r.get(i).is_none_or(|v| v.is_number() || v.is_null()))
+                    })
+                    .collect(),
+            );
+            for r in &answer.rows {
+                table.row(
+                    r.iter()
+                        .map(|v| {
+                            super::output::truncate(&text(v).unwrap_or_else(|| "NULL".into()), 60)
+                        })
+                        .collect(),
+                );
+            }
+            write!(out, "{}", table.render())?;
+            let n = answer.rows.len();
+            writeln!(out, "{n} {}", if n == 1 { "row" } else { "rows" })?;
+        }
+        QueryFormat::Csv => {
+            let header: Vec<String> = columns.iter().map(|c| csv_field(Some(c))).collect();
+            writeln!(out, "{}", header.join(","))?;
+            for r in &answer.rows {
+                let cells: Vec<String> = r.iter().map(|v| csv_field(text(v).as_deref())).collect();
+                writeln!(out, "{}", cells.join(","))?;
+            }
+        }
+        QueryFormat::Json | QueryFormat::Ndjson => {
+            let objects: Vec<serde_json::Value> = answer
+                .rows
+                .iter()
+                .map(|r| {
+                    serde_json::Value::Object(
+                        columns.iter().cloned().zip(r.iter().cloned()).collect(),
+                    )
+                })
+                .collect();
+            if format == QueryFormat::Json {
+                writeln!(out, "{}", serde_json::to_string_pretty(&objects)?)?;
+            } else {
+                for o in objects {
+                    writeln!(out, "{o}")?;
+                }
+            }
+        }
     }
     out.flush()?;
     Ok(())

@@ -124,11 +124,105 @@ fn date(text: &Option<String>) -> Result<Option<String>, MetricError> {
     }
 }
 
+/// What [`select`] needs of a metric, as plain values: from its spec ([`MetricParts::of_spec`]),
+/// from what apply recorded ([`MetricParts::of_registered`], the API), or from the definition a
+/// workspace pulled (`GET /api/metrics`'s JSON, [`MetricParts::of_json`]).
+#[derive(Clone, Debug, Default)]
+pub struct MetricParts {
+    pub id: String,
+    /// Declared grains (empty: `month`).
+    pub grains: Vec<String>,
+    pub sql: String,
+    pub time_column: Option<String>,
+    pub dimensions: Vec<String>,
+    /// Variant name → SQL template.
+    pub variants: Vec<(String, String)>,
+}
+
+impl MetricParts {
+    pub fn of_spec(m: &MetricSpec) -> MetricParts {
+        MetricParts {
+            id: m.id.clone(),
+            grains: m
+                .grain
+                .iter()
+                .map(|g| g.value.as_str().to_string())
+                .collect(),
+            sql: m.sql.value.clone(),
+            time_column: m.time_column.as_ref().map(|t| t.value.clone()),
+            dimensions: m.dimensions.iter().map(|d| d.value.clone()).collect(),
+            variants: m
+                .variants
+                .iter()
+                .map(|(k, v)| (k.value.clone(), v.value.clone()))
+                .collect(),
+        }
+    }
+
+    pub fn of_registered(m: &crate::registry::registered::MetricDef) -> MetricParts {
+        MetricParts {
+            id: m.id.clone(),
+            grains: m.grain.clone(),
+            sql: m.sql.clone(),
+            time_column: m.time_column.clone(),
+            dimensions: m.dimensions.clone(),
+            variants: m
+                .variants
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
+        }
+    }
+
+    /// From a metric document as the API lists it (`id`, `sql`, `grain`, `time_column`,
+    /// `dimensions`, `variants`); `None` without `id` and `sql`.
+    pub fn of_json(v: &serde_json::Value) -> Option<MetricParts> {
+        let strings = |k: &str| -> Vec<String> {
+            match &v[k] {
+                serde_json::Value::String(s) => vec![s.clone()],
+                serde_json::Value::Array(a) => a
+                    .iter()
+                    .filter_map(|x| x.as_str().map(String::from))
+                    .collect(),
+                _ => Vec::new(),
+            }
+        };
+        Some(MetricParts {
+            id: v["id"].as_str()?.to_string(),
+            sql: v["sql"].as_str()?.to_string(),
+            grains: strings("grain"),
+            time_column: v["time_column"].as_str().map(String::from),
+            dimensions: strings("dimensions"),
+            variants: v["variants"]
+                .as_object()
+                .map(|o| {
+                    o.iter()
+                        .filter_map(|(k, x)| {
+                            x.as_str()
+                                .or_else(|| x["sql"].as_str())
+                                .map(|s| (k.clone(), s.to_string()))
+                        })
+                        .collect()
+                })
+                .unwrap_or_default(),
+        })
+    }
+}
+
 /// The SQL `m` runs for `req`: the main template, or the `by_<dimension>` variant for a dimension
 /// the main template does not handle. A date range the template does not use itself filters the
 /// result's `period` column.
 pub fn select(m: &MetricSpec, req: &Request) -> Result<String, MetricError> {
-    let declared = grains(m);
+    select_parts(&MetricParts::of_spec(m), req)
+}
+
+/// [`select`] over a metric's plain parts.
+pub fn select_parts(m: &MetricParts, req: &Request) -> Result<String, MetricError> {
+    let declared = if m.grains.is_empty() {
+        vec!["month".to_string()]
+    } else {
+        m.grains.clone()
+    };
     let grain = match &req.grain {
         Some(g) if declared.iter().any(|d| d == g) => g.clone(),
         Some(g) => {
@@ -141,10 +235,10 @@ pub fn select(m: &MetricSpec, req: &Request) -> Result<String, MetricError> {
         None => declared[0].clone(),
     };
     let (from, to) = (date(&req.date_from)?, date(&req.date_to)?);
-    let mut template = m.sql.value.as_str();
+    let mut template = m.sql.as_str();
     if let Some(d) = &req.dimension {
         // The dimension becomes SQL: only the declared ones, which are column names.
-        let declared_dims: Vec<&str> = m.dimensions.iter().map(|x| x.value.as_str()).collect();
+        let declared_dims: Vec<&str> = m.dimensions.iter().map(|x| x.as_str()).collect();
         if !declared_dims.contains(&d.as_str()) || !crate::names::is_identifier(d) {
             return Err(MetricError::UndeclaredDimension {
                 id: m.id.clone(),
@@ -161,29 +255,22 @@ pub fn select(m: &MetricSpec, req: &Request) -> Result<String, MetricError> {
             template = m
                 .variants
                 .iter()
-                .find(|(k, _)| k.value == variant)
-                .map(|(_, v)| v.value.as_str())
+                .find(|(k, _)| *k == variant)
+                .map(|(_, v)| v.as_str())
                 .ok_or_else(|| MetricError::Dimension {
                     id: m.id.clone(),
                     dimension: d.clone(),
                     listed: if m.dimensions.is_empty() {
                         String::new()
                     } else {
-                        format!(
-                            " (its dimensions: {})",
-                            m.dimensions
-                                .iter()
-                                .map(|x| x.value.as_str())
-                                .collect::<Vec<_>>()
-                                .join(", ")
-                        )
+                        format!(" (its dimensions: {})", m.dimensions.join(", "))
                     },
                 })?;
         }
     }
     let params = Params {
         grain,
-        time_column: m.time_column.as_ref().map(|t| t.value.clone()),
+        time_column: m.time_column.clone(),
         dimension: req.dimension.clone(),
         date_from: from.clone(),
         date_to: to.clone(),

@@ -3,6 +3,7 @@
 
 mod common;
 
+mod analyst;
 mod bigquery;
 mod cli;
 mod daemon;

@@ -6,8 +6,10 @@
 //! `If-None-Match` gets `304` until then. A download streams from a handle opened before the first
 //! byte is sent, so a sync that replaces the file meanwhile never produces a torn copy.
 
-use super::response::{Manifest, ManifestFile, ManifestTable};
-use super::{forbidden_table, ApiError, ApiResult, AppState, Auth};
+use super::response::{
+    Manifest, ManifestFile, ManifestFreshness, ManifestRemote, ManifestTable, ManifestTransform,
+};
+use super::{blocking, forbidden_table, ApiError, ApiResult, AppState, Auth};
 use crate::registry::registered::TableDef;
 use crate::spec::model::QueryMode;
 use axum::body::Body;
@@ -52,47 +54,146 @@ pub struct FileParam {
     file: Option<String>,
 }
 
+/// Size, ETag and SHA-256 of a published file, all of the one version an open handle holds.
+///
+/// Hashes are remembered per path with the ETag they were computed for: files are replaced by
+/// rename, never rewritten in place, so an unchanged ETag means unchanged bytes, and each version
+/// is hashed once, not once per manifest request.
+fn describe(path: &std::path::Path) -> std::io::Result<(u64, String, String)> {
+    use sha2::Digest;
+    use std::collections::HashMap;
+    use std::sync::{Mutex, OnceLock};
+    static KNOWN: OnceLock<Mutex<HashMap<PathBuf, (String, String)>>> = OnceLock::new();
+    let known = KNOWN.get_or_init(Default::default);
+    let mut file = std::fs::File::open(path)?;
+    let meta = file.metadata()?;
+    let tag = etag(&meta);
+    let cached = known.lock().ok().and_then(|m| {
+        m.get(path)
+            .filter(|(t, _)| *t == tag)
+            .map(|(_, h)| h.clone())
+    });
+    if let Some(hex) = cached {
+        return Ok((meta.len(), tag, hex));
+    }
+    let mut hasher = sha2::Sha256::new();
+    std::io::copy(&mut file, &mut hasher)?;
+    let hex: String = hasher
+        .finalize()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    if let Ok(mut m) = known.lock() {
+        m.insert(path.to_path_buf(), (tag.clone(), hex.clone()));
+    }
+    Ok((meta.len(), tag, hex))
+}
+
+/// The caller's readable tables with their files (each with size, ETag, SHA-256 and URL), column
+/// documentation and freshness; `remote_tables` (readable, nothing to download) and the readable
+/// `transforms` with their SQL, so a local copy can offer the same views (docs/analyst.md).
 pub async fn manifest(
     State(shared): State<AppState>,
     Auth(caller): Auth,
 ) -> ApiResult<Json<Manifest>> {
     let snapshot = shared.snapshot();
     let extracts = shared.data.extracts();
-    let tables: Vec<ManifestTable> = snapshot
-        .registered
-        .tables
-        .values()
-        .filter(|t| caller.may_read(&t.access) && t.query_mode() != QueryMode::Remote)
-        .map(|t| {
-            let (partitioned, files) = files_of(&extracts, t);
-            let files: Vec<ManifestFile> = files
+    let state = shared.state.clone();
+    blocking(move || {
+        let syncs: std::collections::BTreeMap<String, crate::state::report::TableStatus> = {
+            let r = state.read().map_err(ApiError::internal)?;
+            crate::state::report::status(&r)
+                .map_err(ApiError::internal)?
+                .tables
                 .into_iter()
-                .filter_map(|(name, path)| {
-                    // A file renamed away since the listing is simply left out.
-                    let meta = path.metadata().ok()?;
-                    let url = if partitioned {
-                        format!("/api/data/{}?file={name}", t.name)
-                    } else {
-                        format!("/api/data/{}", t.name)
-                    };
-                    Some(ManifestFile {
-                        size_bytes: meta.len(),
-                        etag: etag(&meta),
-                        file: name,
-                        url,
-                    })
-                })
-                .collect();
-            ManifestTable {
+                .map(|t| (t.id.clone(), t))
+                .collect()
+        };
+        let fresh = |t: &TableDef| {
+            let s = syncs.get(&t.id);
+            ManifestFreshness {
+                last_sync: s.and_then(|s| s.last_sync.clone()),
+                rows: s.and_then(|s| s.rows),
+            }
+        };
+        let readable: Vec<&TableDef> = snapshot
+            .registered
+            .tables
+            .values()
+            .filter(|t| caller.may_read(&t.access))
+            .collect();
+        let mut tables = Vec::new();
+        for t in readable
+            .iter()
+            .filter(|t| t.query_mode() != QueryMode::Remote)
+        {
+            let (partitioned, files) = files_of(&extracts, t);
+            let mut listed = Vec::new();
+            for (name, path) in files {
+                // A file replaced or removed meanwhile is left out; the next manifest lists it.
+                let Ok((size, tag, sha)) = describe(&path) else {
+                    continue;
+                };
+                let url = if partitioned {
+                    format!("/api/data/{}?file={name}", t.name)
+                } else {
+                    format!("/api/data/{}", t.name)
+                };
+                listed.push(ManifestFile {
+                    file: name,
+                    size_bytes: size,
+                    etag: tag,
+                    sha256: sha,
+                    url,
+                });
+            }
+            tables.push(ManifestTable {
                 id: t.id.clone(),
                 name: t.name.clone(),
                 source: t.source.clone(),
                 description: t.description.clone(),
-                files,
-            }
-        })
-        .collect();
-    Ok(Json(Manifest { tables }))
+                query_mode: t.query_mode().as_str(),
+                partitioned,
+                columns: t.columns.clone(),
+                freshness: fresh(t),
+                files: listed,
+            });
+        }
+        let remote_tables: Vec<ManifestRemote> = readable
+            .iter()
+            .filter(|t| t.query_mode() == QueryMode::Remote)
+            .map(|t| ManifestRemote {
+                id: t.id.clone(),
+                name: t.name.clone(),
+                source: t.source.clone(),
+                description: t.description.clone(),
+                query_mode: "remote",
+                columns: t.columns.clone(),
+                freshness: fresh(t),
+            })
+            .collect();
+        let ok = super::catalog::readable(&snapshot.registered, &caller);
+        let transforms: Vec<ManifestTransform> = snapshot
+            .registered
+            .transforms
+            .values()
+            .filter(|t| ok.contains(&t.name.to_lowercase()))
+            .map(|t| ManifestTransform {
+                name: t.name.clone(),
+                source: t.source.clone(),
+                description: t.description.clone(),
+                materialized: t.materialized().as_str(),
+                inputs: t.inputs.clone(),
+                sql: t.sql.clone(),
+            })
+            .collect();
+        Ok(Json(Manifest {
+            tables,
+            remote_tables,
+            transforms,
+        }))
+    })
+    .await
 }
 
 pub async fn data(

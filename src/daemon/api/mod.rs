@@ -9,6 +9,7 @@
 mod catalog;
 mod data;
 pub mod error;
+mod metrics_run;
 mod query;
 pub mod response;
 mod status;
@@ -133,6 +134,7 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .route("/api/tables/{name}", get(catalog::table))
         .route("/api/metrics", get(catalog::metrics))
         .route("/api/metrics/{category}/{name}", get(catalog::metric))
+        .route("/api/metrics/{category}/{name}/run", post(metrics_run::run))
         .route("/api/query", post(query::query))
         .route("/api/manifest", get(data::manifest))
         .route("/api/data/{table}", get(data::data))

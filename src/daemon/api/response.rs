@@ -10,6 +10,7 @@ use crate::spec::schedule::Freshness;
 use crate::state::downstream::{CheckState, TransformState};
 use crate::state::report::{self, LastApply, PendingTask, TableStatus, TaskRow};
 use serde::Serialize;
+use std::collections::BTreeMap;
 
 /// `GET /health`.
 #[derive(Debug, Serialize)]
@@ -512,10 +513,15 @@ pub struct Metric {
     pub spec: serde_json::Map<String, serde_json::Value>,
 }
 
-/// `GET /api/manifest`.
+/// `GET /api/manifest`: what `pipeline pull` reads (docs/analyst.md).
 #[derive(Debug, Serialize)]
 pub struct Manifest {
+    /// Local tables the caller may read, with their Parquet files.
     pub tables: Vec<ManifestTable>,
+    /// Remote tables the caller may read: nothing to download, queried on the server.
+    pub remote_tables: Vec<ManifestRemote>,
+    /// Transforms the caller may read, with their SQL, so a local copy can offer the same views.
+    pub transforms: Vec<ManifestTransform>,
 }
 
 #[derive(Debug, Serialize)]
@@ -524,7 +530,40 @@ pub struct ManifestTable {
     pub name: String,
     pub source: String,
     pub description: Option<String>,
+    pub query_mode: &'static str,
+    pub partitioned: bool,
+    /// Column → its documented description.
+    pub columns: BTreeMap<String, String>,
+    pub freshness: ManifestFreshness,
     pub files: Vec<ManifestFile>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct ManifestRemote {
+    pub id: String,
+    pub name: String,
+    pub source: String,
+    pub description: Option<String>,
+    pub query_mode: &'static str,
+    pub columns: BTreeMap<String, String>,
+    pub freshness: ManifestFreshness,
+}
+
+#[derive(Debug, Serialize)]
+pub struct ManifestTransform {
+    pub name: String,
+    pub source: String,
+    pub description: Option<String>,
+    pub materialized: &'static str,
+    pub inputs: Vec<String>,
+    pub sql: String,
+}
+
+/// A table's last successful sync (RFC 3339) and row count, when it has one.
+#[derive(Debug, Serialize)]
+pub struct ManifestFreshness {
+    pub last_sync: Option<String>,
+    pub rows: Option<i64>,
 }
 
 #[derive(Debug, Serialize)]
@@ -532,6 +571,8 @@ pub struct ManifestFile {
     pub file: String,
     pub size_bytes: u64,
     pub etag: String,
+    /// Hex SHA-256 of the file's bytes: a pull verifies every download against it.
+    pub sha256: String,
     pub url: String,
 }
 
