@@ -18,7 +18,6 @@ use crate::connectors::jira::partition::PartitionStore;
 use crate::connectors::jira::rows::Mapper;
 use crate::connectors::jira::JiraConfig;
 use crate::extract_db::RemotePolicy;
-use crate::fslock::Lock;
 use crate::instance::Instance;
 use crate::registry::registered::{Registered, SourceDef};
 use crate::spec::model::SourceType;
@@ -102,8 +101,9 @@ pub fn sync(data_dir: &std::path::Path, source: &SourceDef) -> Result<(CheckRepo
     Ok((report, published))
 }
 
-/// Refreshes only `source`'s views in analytics.duckdb (after webhooks or a backfill), under the
-/// analytics lock. The one place to switch to `analytics::publish_source` when it lands.
+/// Refreshes only `source`'s views in analytics.duckdb (after webhooks or a backfill): the
+/// one-source publish ([`analytics::publish_source`]: a copy of the live file with this source's
+/// views replaced and the transforms that read them rebuilt), under the analytics lock.
 pub fn republish(
     inst: &Instance,
     registered: &Registered,
@@ -121,16 +121,9 @@ pub fn republish(
         policy: RemotePolicy::of_instance(inst),
         owners,
         reserved: registered.transforms.keys().cloned().collect(),
+        limits: inst.run_limits,
     };
-    let _held = Lock::acquire(
-        &inst.data.analytics_lock(),
-        &format!("pipeline jira publish {source}"),
-        lock_timeout,
-        |h| {
-            let who = h.map_or("another process".to_string(), |h| h.to_string());
-            tracing::debug!("waiting for the analytics lock held by {who}");
-        },
-    )
-    .map_err(|e| e.to_string())?;
-    analytics::rebuild_source(&inst.data, &rules, source).map_err(|e| e.to_string())
+    analytics::publish_source(&inst.data, &rules, registered, source, lock_timeout)
+        .map(|published| published.report)
+        .map_err(|e| e.to_string())
 }

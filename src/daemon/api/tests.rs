@@ -5,6 +5,8 @@
 use super::*;
 use crate::daemon::{read_snapshot, Config, Shared, WatcherStatus};
 use crate::instance::Instance;
+use crate::registry::registered::Registered;
+use crate::registry::task::Task;
 use crate::state::StateStore;
 use axum::body::Body;
 use axum::http::{Method, Request};
@@ -104,8 +106,17 @@ impl Fixture {
             token_use: Mutex::new(Default::default()),
             queries: Arc::new(crate::daemon::limits::QueryGate::default()),
         });
-        match crate::daemon::watcher::apply_once(&shared) {
-            crate::daemon::watcher::Applied::Applied { .. } => {}
+        // Applied as the watcher applies, with the tasks left queued for the tests to run.
+        struct QueueOnly;
+        impl crate::ops::apply::Hooks for QueueOnly {
+            type Ran = ();
+            fn run(&mut self, _: &Instance, _: Registered, _: Vec<Task>) {}
+        }
+        let desired = crate::plan::desired(dir.path()).expect("the test specs are valid");
+        let mut opts = crate::ops::apply::ApplyOptions::new("watcher", "test");
+        opts.run = crate::ops::apply::RunAfter::Never;
+        match crate::ops::apply::apply(&desired, &opts, &mut QueueOnly) {
+            Ok(crate::ops::apply::ApplyOutcome::Applied { .. }) => {}
             other => panic!("the specs did not apply: {other:?}"),
         }
         shared.reload_snapshot().unwrap();
