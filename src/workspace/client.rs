@@ -124,7 +124,8 @@ impl Client {
                 let text = resp.into_string().unwrap_or_default();
                 let message = serde_json::from_str::<Value>(&text)
                     .ok()
-                    .and_then(|v| v["message"].as_str().map(String::from))
+                    // The daemon's error body: {"error": {"code", "message", "request_id"}}.
+                    .and_then(|v| v["error"]["message"].as_str().map(String::from))
                     .unwrap_or_else(|| text.chars().take(300).collect());
                 if status == 401 {
                     WorkspaceError::Refused {
