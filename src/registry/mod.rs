@@ -8,5 +8,6 @@
 
 pub mod dag;
 pub mod document;
+pub mod lineage;
 pub mod registered;
 pub mod task;

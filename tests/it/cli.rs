@@ -111,3 +111,51 @@ fn specs_doc_covers_every_key() {
     }
     assert!(missing.is_empty(), "undocumented keys: {missing:?}");
 }
+
+#[test]
+fn graph_lineage_draws_what_reads_each_table() {
+    use crate::common::{Fmt, Instance};
+    let inst = Instance::new(Fmt::Yaml);
+    let lineage = |format: Option<&str>| {
+        let mut cmd = inst.cmd();
+        cmd.args(["graph", "--lineage"]);
+        if let Some(f) = format {
+            cmd.args(["--format", f]);
+        }
+        let out = cmd.output().unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
+    assert_eq!(
+        lineage(None),
+        "shop\n\
+         ├── customers (table)\n\
+         └── orders (table)\n    \
+             ├── daily (transform)\n    \
+             └── sales/order_count (metric)\n"
+    );
+    let json: serde_json::Value = serde_json::from_str(&lineage(Some("json"))).unwrap();
+    let name = |i: &serde_json::Value| json["nodes"][i.as_u64().unwrap() as usize]["name"].clone();
+    let edges: Vec<(serde_json::Value, serde_json::Value)> = json["edges"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| (name(&e[0]), name(&e[1])))
+        .collect();
+    assert_eq!(edges.len(), 2, "{json:#}");
+    assert!(edges.contains(&("orders".into(), "daily".into())));
+    assert!(edges.contains(&("orders".into(), "sales/order_count".into())));
+    assert!(lineage(Some("dot")).contains("\"table:orders\" -> \"transform:daily\";"));
+    // The tree is the lineage's: without --lineage it is refused with a hint.
+    let out = inst
+        .cmd()
+        .args(["graph", "--format", "tree"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("add --lineage"));
+}

@@ -1,0 +1,217 @@
+//! Data lineage: which transforms and metrics read each table, as `pipeline graph --lineage` shows
+//! it. Values only, from the typed registry: tables → transforms (in the order their SQL reads each
+//! other) → metrics.
+
+use super::registered::Registered;
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt::Write;
+
+/// What a lineage node is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum NodeKind {
+    Table,
+    Transform,
+    Metric,
+}
+
+impl NodeKind {
+    fn as_str(self) -> &'static str {
+        match self {
+            NodeKind::Table => "table",
+            NodeKind::Transform => "transform",
+            NodeKind::Metric => "metric",
+        }
+    }
+}
+
+/// A table (by view name), a transform (by name) or a metric (by id).
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, serde::Serialize)]
+pub struct Node {
+    pub kind: NodeKind,
+    pub name: String,
+    /// The source a table or transform belongs to.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub source: Option<String>,
+}
+
+/// Nodes and "is read by" edges.
+#[derive(Debug, Default, serde::Serialize)]
+pub struct Lineage {
+    pub nodes: Vec<Node>,
+    /// (index of what is read, index of what reads it).
+    pub edges: Vec<(usize, usize)>,
+}
+
+impl Lineage {
+    pub fn of(reg: &Registered) -> Lineage {
+        let mut nodes: Vec<Node> = Vec::new();
+        // Lower-case view name → node: DuckDB resolves names without regard to case.
+        let mut by_view: BTreeMap<String, usize> = BTreeMap::new();
+        for t in reg.tables.values() {
+            by_view.insert(t.name.to_lowercase(), nodes.len());
+            nodes.push(Node {
+                kind: NodeKind::Table,
+                name: t.name.clone(),
+                source: Some(t.source.clone()),
+            });
+        }
+        for (name, t) in &reg.transforms {
+            by_view.insert(name.to_lowercase(), nodes.len());
+            nodes.push(Node {
+                kind: NodeKind::Transform,
+                name: name.clone(),
+                source: Some(t.source.clone()),
+            });
+        }
+        let mut edges = BTreeSet::new();
+        for (name, t) in &reg.transforms {
+            let to = by_view[&name.to_lowercase()];
+            for input in &t.inputs {
+                if let Some(&from) = by_view.get(&input.to_lowercase()) {
+                    edges.insert((from, to));
+                }
+            }
+        }
+        for (id, m) in &reg.metrics {
+            let to = nodes.len();
+            nodes.push(Node {
+                kind: NodeKind::Metric,
+                name: id.clone(),
+                source: None,
+            });
+            for input in &m.tables {
+                if let Some(&from) = by_view.get(&input.to_lowercase()) {
+                    edges.insert((from, to));
+                }
+            }
+        }
+        Lineage {
+            nodes,
+            edges: edges.into_iter().collect(),
+        }
+    }
+
+    fn readers(&self) -> BTreeMap<usize, Vec<usize>> {
+        let mut out: BTreeMap<usize, Vec<usize>> = BTreeMap::new();
+        for &(from, to) in &self.edges {
+            out.entry(from).or_default().push(to);
+        }
+        for list in out.values_mut() {
+            list.sort_by(|a, b| self.nodes[*a].cmp(&self.nodes[*b]));
+        }
+        out
+    }
+
+    /// A terminal tree per source: each table with what reads it, recursively (like `cargo tree
+    /// -i`). A node already expanded above is marked `(*)` instead of repeated.
+    pub fn tree(&self) -> String {
+        let readers = self.readers();
+        let mut out = String::new();
+        let mut by_source: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
+        for (i, n) in self.nodes.iter().enumerate() {
+            if n.kind == NodeKind::Table {
+                by_source
+                    .entry(n.source.as_deref().unwrap_or(""))
+                    .or_default()
+                    .push(i);
+            }
+        }
+        let mut shown = BTreeSet::new();
+        for (source, mut tables) in by_source {
+            tables.sort_by(|a, b| self.nodes[*a].name.cmp(&self.nodes[*b].name));
+            let _ = writeln!(out, "{source}");
+            let last = tables.len().saturating_sub(1);
+            for (k, &t) in tables.iter().enumerate() {
+                self.branch(&mut out, &readers, &mut shown, t, "", k == last);
+            }
+        }
+        // Transforms that read no table (constants, table functions) still belong in the picture.
+        let orphans: Vec<usize> = (0..self.nodes.len())
+            .filter(|i| self.nodes[*i].kind != NodeKind::Table && !shown.contains(i))
+            .filter(|i| !self.edges.iter().any(|(_, to)| to == i))
+            .collect();
+        if !orphans.is_empty() {
+            let _ = writeln!(out, "(reading no registered table)");
+            let last = orphans.len() - 1;
+            for (k, &i) in orphans.iter().enumerate() {
+                self.branch(&mut out, &readers, &mut shown, i, "", k == last);
+            }
+        }
+        out
+    }
+
+    fn branch(
+        &self,
+        out: &mut String,
+        readers: &BTreeMap<usize, Vec<usize>>,
+        shown: &mut BTreeSet<usize>,
+        node: usize,
+        prefix: &str,
+        last: bool,
+    ) {
+        let n = &self.nodes[node];
+        let again = !shown.insert(node);
+        let children = readers.get(&node).map(Vec::as_slice).unwrap_or(&[]);
+        let mark = if again && !children.is_empty() {
+            " (*)"
+        } else {
+            ""
+        };
+        let elbow = if last { "└── " } else { "├── " };
+        let _ = writeln!(out, "{prefix}{elbow}{} ({}){mark}", n.name, n.kind.as_str());
+        if again {
+            return;
+        }
+        let deeper = format!("{prefix}{}", if last { "    " } else { "│   " });
+        let end = children.len().saturating_sub(1);
+        for (k, &c) in children.iter().enumerate() {
+            self.branch(out, readers, shown, c, &deeper, k == end);
+        }
+    }
+
+    fn id(&self, i: usize) -> String {
+        let n = &self.nodes[i];
+        format!("{}:{}", n.kind.as_str(), n.name)
+    }
+
+    /// Graphviz DOT: tables as boxes, transforms as ellipses, metrics as diamonds.
+    pub fn dot(&self) -> String {
+        let mut out = String::from("digraph lineage {\n  rankdir=LR;\n");
+        for (i, n) in self.nodes.iter().enumerate() {
+            let shape = match n.kind {
+                NodeKind::Table => "box",
+                NodeKind::Transform => "ellipse",
+                NodeKind::Metric => "diamond",
+            };
+            let _ = writeln!(
+                out,
+                "  \"{}\" [label=\"{}\", shape={shape}];",
+                self.id(i),
+                n.name
+            );
+        }
+        for &(a, b) in &self.edges {
+            let _ = writeln!(out, "  \"{}\" -> \"{}\";", self.id(a), self.id(b));
+        }
+        out.push_str("}\n");
+        out
+    }
+
+    /// A Mermaid flowchart, left to right.
+    pub fn mermaid(&self) -> String {
+        let mut out = String::from("flowchart LR\n");
+        for (i, n) in self.nodes.iter().enumerate() {
+            let (open, close) = match n.kind {
+                NodeKind::Table => ("[", "]"),
+                NodeKind::Transform => ("(", ")"),
+                NodeKind::Metric => ("{{", "}}"),
+            };
+            let _ = writeln!(out, "  n{i}{open}\"{}\"{close}", n.name);
+        }
+        for &(a, b) in &self.edges {
+            let _ = writeln!(out, "  n{a} --> n{b}");
+        }
+        out
+    }
+}
