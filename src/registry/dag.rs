@@ -300,6 +300,27 @@ pub fn merge(tasks: Vec<Task>, pending: &[Task]) -> Vec<Task> {
             }
         }
     }
+    // A transform builds in the analytics file its run stages: a pending transform whose publish
+    // already ran (in the run that left it pending) needs one again in this run.
+    let publish = Task::id_of(TaskKind::Publish, ANALYTICS);
+    let builds = all.values().any(|t| t.kind == TaskKind::Transform);
+    if builds && !all.contains_key(&publish) {
+        all.insert(
+            publish.clone(),
+            Task {
+                id: publish.clone(),
+                kind: TaskKind::Publish,
+                target: ANALYTICS.to_string(),
+                after: Vec::new(),
+                reason: "stage analytics for the pending transforms".into(),
+            },
+        );
+        for t in all.values_mut() {
+            if t.kind == TaskKind::Transform && !t.after.contains(&publish) {
+                t.after.push(publish.clone());
+            }
+        }
+    }
     order(all)
 }
 
@@ -377,6 +398,23 @@ mod tests {
     use super::*;
     use crate::registry::document::{index, Kind, Object};
     use serde_json::json;
+
+    #[test]
+    fn a_pending_transform_alone_gets_a_publish_to_build_in() {
+        let pending = Task {
+            id: "transform:daily".into(),
+            kind: TaskKind::Transform,
+            target: "daily".into(),
+            after: vec!["publish:analytics".into()],
+            reason: "its input changed".into(),
+        };
+        let merged = merge(Vec::new(), &[pending]);
+        let ids: Vec<&str> = merged.iter().map(|t| t.id.as_str()).collect();
+        assert_eq!(ids, ["publish:analytics", "transform:daily"]);
+        assert_eq!(merged[1].after, ["publish:analytics"]);
+        // Nothing to build: no publish is added.
+        assert!(merge(Vec::new(), &[]).is_empty());
+    }
 
     fn obj(kind: Kind, id: &str, fields: serde_json::Value) -> Object {
         Object::new(

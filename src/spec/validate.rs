@@ -829,7 +829,7 @@ impl Validator<'_> {
     }
 
     /// A declared dimension that neither the main template (through `dimension`) nor a
-    /// `by_<dimension>` variant handles: `metrics run --dimension` would refuse it, the same rule
+    /// `by_<dimension>` variant handles: `metrics run --dim` would refuse it, the same rule
     /// `metrics::select` applies at run time. A warning, since the metric itself still runs.
     fn unhandled_dimensions(&mut self, m: &MetricSpec) {
         if m.sql.value.contains("dimension") {
@@ -851,7 +851,7 @@ impl Validator<'_> {
                 )
                 .with_hint(format!(
                     "use {{{{ dimension }}}} in `sql`, or add `variants: {{ {variant}: ... }}`; \
-                     until then `metrics run --dimension {}` fails",
+                     until then `metrics run --dim {}` fails",
                     d.value
                 )),
             );

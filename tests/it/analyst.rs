@@ -245,7 +245,10 @@ fn login_pull_query_update_move_revoke_and_outage() {
     assert!(body["sql"].as_str().unwrap().contains("count(*)"), "{body}");
     let (code, body) = call("POST", &url, Some(&tok), Some(r#"{"grain": "hour"}"#));
     assert_eq!(code, 400, "{body}");
-    assert!(body["message"].as_str().unwrap().contains("hour"), "{body}");
+    assert!(
+        body["error"]["message"].as_str().unwrap().contains("hour"),
+        "{body}"
+    );
 
     // A second pull transfers nothing and rewrites nothing.
     let before = snapshot(&ws);
