@@ -25,6 +25,7 @@ Examples:
   pipeline apply --purge               also delete the Parquet files of deleted tables
   pipeline apply --queue-only          register only; `pipeline run` runs the queued tasks later
   pipeline apply --allow-breaking      apply even changes `plan` labels [breaking]
+  pipeline apply --target shop.orders  apply only this object's changes (as `plan --target`)
 
 Only one apply runs at a time per instance: the state lock (data/state/state.lock) names its holder,
 and a lock left by a process that died is taken over automatically.";
@@ -56,6 +57,10 @@ pub struct Args {
     /// Output of the plan and the result.
     #[arg(long, value_enum, default_value_t)]
     format: Format,
+    /// Apply only this object's changes: a table id or name, a source (with its tables and
+    /// transforms), a transform or a metric id (category/name). Repeatable; as `plan --target`.
+    #[arg(long = "target", value_name = "NAME", conflicts_with = "plan_file")]
+    targets: Vec<String>,
 }
 
 /// True when the environment says no one is there to answer a question.
@@ -86,6 +91,7 @@ pub fn run(dir: &Path, args: Args, quiet: bool) -> Result<ExitCode> {
             RunAfter::Always
         },
         lock_timeout: args.lock_timeout,
+        targets: args.targets.clone(),
         ..ApplyOptions::new(&fslock::os_user(), "pipeline apply")
     };
     let mut cli = Cli {

@@ -745,3 +745,38 @@ fn plan_and_apply_help_teach() {
         "{text}"
     );
 }
+
+#[test]
+fn apply_target_applies_only_the_named_objects_changes() {
+    let inst = Instance::new(Fmt::Yaml);
+    inst.cmd()
+        .args(["apply", "--auto-approve", "--queue-only", "-q"])
+        .assert()
+        .success();
+    inst.write_spec(
+        "registry/shop",
+        "tables:\n  - source: shop\n    source_table: orders\n    description: Orders\n  - source: shop\n    source_table: customers\n    description: Customers\n",
+    );
+    let changed = |plan: &Value| -> Vec<String> {
+        plan["changes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| c["id"].as_str().unwrap().to_string())
+            .collect()
+    };
+    assert_eq!(changed(&inst.plan(&[])), ["shop.customers", "shop.orders"]);
+    inst.cmd()
+        .args([
+            "apply",
+            "--auto-approve",
+            "--queue-only",
+            "-q",
+            "--target",
+            "orders",
+        ])
+        .assert()
+        .success();
+    // Only the targeted table was applied; the other change is still to come.
+    assert_eq!(changed(&inst.plan(&[])), ["shop.customers"]);
+}
