@@ -258,25 +258,73 @@ impl Client {
         let Some(changelog) = issue.get("changelog") else {
             return Ok(());
         };
-        let have = changelog
-            .get("histories")
+        let Some(all) = self.complete(
+            key,
+            changelog,
+            "histories",
+            "changelog",
+            "values",
+            "changelog",
+        )?
+        else {
+            return Ok(());
+        };
+        issue["changelog"] = serde_json::json!({
+            "startAt": 0, "maxResults": all.len(), "total": all.len(), "histories": all
+        });
+        Ok(())
+    }
+
+    /// Replaces a truncated `fields.comment.comments` with every comment from
+    /// `GET /rest/api/3/issue/{key}/comment` (paginated by `startAt`).
+    fn complete_comments(&self, key: &str, issue: &mut Value) -> Result<(), JiraError> {
+        let Some(comment) = issue.pointer("/fields/comment") else {
+            return Ok(());
+        };
+        let Some(all) =
+            self.complete(key, comment, "comments", "comment", "comments", "comments")?
+        else {
+            return Ok(());
+        };
+        issue["fields"]["comment"] = serde_json::json!({
+            "startAt": 0, "maxResults": all.len(), "total": all.len(), "comments": all
+        });
+        Ok(())
+    }
+
+    /// Every item of an issue's list that the issue itself carries truncated (`embedded[list]`
+    /// shorter than `embedded.total`), read from `GET /rest/api/3/issue/{key}/{endpoint}` page by
+    /// page (`startAt`) under `page_list` (`noun` names them in errors); `None` when the embedded list is already whole. A page
+    /// ends the list when it is empty, says `isLast: true`, or brings the count to its `total`
+    /// (without `isLast` or `total`, one page is all there is).
+    fn complete(
+        &self,
+        key: &str,
+        embedded: &Value,
+        list: &str,
+        endpoint: &str,
+        page_list: &str,
+        noun: &str,
+    ) -> Result<Option<Vec<Value>>, JiraError> {
+        let have = embedded
+            .get(list)
             .and_then(Value::as_array)
             .map_or(0, Vec::len);
-        let total = changelog.get("total").and_then(Value::as_u64).unwrap_or(0) as usize;
+        let total = embedded.get("total").and_then(Value::as_u64).unwrap_or(0) as usize;
         if total <= have {
-            return Ok(());
+            return Ok(None);
         }
-        let what = format!("changelog of {key}");
+        let what = format!("{noun} of {key}");
         let mut all = Vec::with_capacity(total);
         loop {
             let path = format!(
-                "/rest/api/3/issue/{}/changelog?startAt={}&maxResults={PAGE}",
+                "/rest/api/3/issue/{}/{endpoint}?startAt={}&maxResults={PAGE}",
                 enc(key),
                 all.len()
             );
             let page = self.get_json(&what, &path)?;
             let values = page
-                .get("values")
+                .get(page_list)
                 .and_then(Value::as_array)
                 .cloned()
                 .unwrap_or_default();
@@ -295,54 +343,7 @@ impl Client {
                 break;
             }
         }
-        issue["changelog"] = serde_json::json!({
-            "startAt": 0, "maxResults": all.len(), "total": all.len(), "histories": all
-        });
-        Ok(())
-    }
-
-    /// Replaces a truncated `fields.comment.comments` with every comment from
-    /// `GET /rest/api/3/issue/{key}/comment` (paginated by `startAt`).
-    fn complete_comments(&self, key: &str, issue: &mut Value) -> Result<(), JiraError> {
-        let Some(comment) = issue.pointer("/fields/comment") else {
-            return Ok(());
-        };
-        let have = comment
-            .get("comments")
-            .and_then(Value::as_array)
-            .map_or(0, Vec::len);
-        let total = comment.get("total").and_then(Value::as_u64).unwrap_or(0) as usize;
-        if total <= have {
-            return Ok(());
-        }
-        let what = format!("comments of {key}");
-        let mut all = Vec::with_capacity(total);
-        loop {
-            let path = format!(
-                "/rest/api/3/issue/{}/comment?startAt={}&maxResults={PAGE}",
-                enc(key),
-                all.len()
-            );
-            let page = self.get_json(&what, &path)?;
-            let values = page
-                .get("comments")
-                .and_then(Value::as_array)
-                .cloned()
-                .unwrap_or_default();
-            let page_total = page
-                .get("total")
-                .and_then(Value::as_u64)
-                .map(|t| t as usize);
-            let got = values.len();
-            all.extend(values);
-            if got == 0 || page_total.is_none_or(|t| all.len() >= t) {
-                break;
-            }
-        }
-        issue["fields"]["comment"] = serde_json::json!({
-            "startAt": 0, "maxResults": all.len(), "total": all.len(), "comments": all
-        });
-        Ok(())
+        Ok(Some(all))
     }
 
     fn get_json(&self, what: &str, path_and_query: &str) -> Result<Value, JiraError> {
