@@ -250,7 +250,7 @@ pub fn select_parts(m: &MetricParts, req: &Request) -> Result<String, MetricErro
                 },
             });
         }
-        if !template.contains("dimension") {
+        if !template::uses_dimension(template) {
             let variant = format!("by_{d}");
             template = m
                 .variants
@@ -390,7 +390,7 @@ pub fn bind(conn: &Connection, t: &Templates) -> Vec<Unbound> {
     );
     for (variant, sql) in sqls {
         let mut dimensions = vec![None];
-        if sql.contains("dimension") {
+        if template::uses_dimension(sql) {
             dimensions.extend(t.dimensions.iter().map(|d| Some(d.to_string())));
         }
         let cases = t

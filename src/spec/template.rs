@@ -161,6 +161,12 @@ fn column_arg(arg: Option<String>, time_column: &Option<String>) -> Result<Strin
     Ok(col)
 }
 
+/// Whether a metric template handles a dimension itself (by using the `dimension` variable); if
+/// not, a dimension needs a `by_<dimension>` variant. The one rule for validate, check and run.
+pub fn uses_dimension(template: &str) -> bool {
+    template.contains("dimension")
+}
+
 /// Renders a metric template within the bounds described above.
 pub fn render(template: &str, p: &Params) -> Result<String, TemplateError> {
     render_within(template, p, FUEL, MAX_OUTPUT)

@@ -832,7 +832,7 @@ impl Validator<'_> {
     /// `by_<dimension>` variant handles: `metrics run --dim` would refuse it, the same rule
     /// `metrics::select` applies at run time. A warning, since the metric itself still runs.
     fn unhandled_dimensions(&mut self, m: &MetricSpec) {
-        if m.sql.value.contains("dimension") {
+        if super::template::uses_dimension(&m.sql.value) {
             return;
         }
         for d in &m.dimensions {
@@ -1118,7 +1118,7 @@ pub fn render_metric_for(
 /// The dimensions a template is rendered for: none, plus each declared one when it uses `dimension`.
 fn metric_dimensions<'m>(m: &'m MetricSpec, template: &str) -> Vec<Option<&'m str>> {
     let mut out = vec![None];
-    if template.contains("dimension") {
+    if super::template::uses_dimension(template) {
         out.extend(m.dimensions.iter().map(|d| Some(d.value.as_str())));
     }
     out
