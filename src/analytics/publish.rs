@@ -32,19 +32,20 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-/// What a one-source publish republishes, and the live file it started from.
+/// What a scoped publish republishes (one source, or none for a run that only builds chosen
+/// transforms), and the live file it started from.
 #[derive(Clone, Debug)]
 pub struct Scope {
-    pub source: String,
+    pub sources: BTreeSet<String>,
     /// The stamps of what the new file is built from (the other sources as the live file recorded
-    /// them, this source as it is now).
+    /// them, these sources as they are now).
     pub stamps: Stamps,
     /// The live file recorded a fingerprint (every transform was built then): the new one is
     /// complete when every transform it rebuilds builds.
     pub live_complete: bool,
     /// `_pipeline.transforms` of the live file: the status of the transforms not rebuilt.
     pub previous_transforms: Vec<TransformMeta>,
-    /// The views the source published before (lower-case).
+    /// The views these sources published before (lower-case).
     pub views_before: BTreeSet<String>,
 }
 
@@ -99,11 +100,33 @@ pub fn stage_source(
     transforms: &[String],
     source: &str,
 ) -> Result<Option<Staged>, AnalyticsError> {
-    let Some(dir) = ExtractDir::new(&layout.extracts(), source)
-        .filter(|_| !remote::is_reserved_catalog(source))
-    else {
-        return Ok(None);
-    };
+    stage_sources(
+        layout,
+        rules,
+        transforms,
+        &BTreeSet::from([source.to_string()]),
+    )
+}
+
+/// [`stage_source`] for a set of sources. With none, the copy keeps every view and only the
+/// transforms a run chose are built in it (`pipeline run --select`); it is refused like the others
+/// when anything changed since the live file was built.
+pub fn stage_sources(
+    layout: &DataDir,
+    rules: &Rules,
+    transforms: &[String],
+    sources: &BTreeSet<String>,
+) -> Result<Option<Staged>, AnalyticsError> {
+    let mut dirs = Vec::new();
+    for source in sources {
+        match ExtractDir::new(&layout.extracts(), source)
+            .filter(|_| !remote::is_reserved_catalog(source))
+        {
+            Some(dir) => dirs.push(dir),
+            None => return Ok(None),
+        }
+    }
+    let scope_names = || sources.iter().cloned().collect::<Vec<_>>().join(", ");
     let live = layout.analytics();
     if !live.is_file() {
         return Ok(None);
@@ -118,8 +141,8 @@ pub fn stage_source(
     let err = db_err(&tmp);
     let give_up = |conn: Connection, why: &str| -> Result<Option<Staged>, AnalyticsError> {
         tracing::debug!(
-            source,
-            "one-source publish not possible ({why}); full rebuild"
+            sources = %scope_names(),
+            "scoped publish not possible ({why}); full rebuild"
         );
         drop(conn);
         extract_db::remove_db_files(&tmp)?;
@@ -150,7 +173,7 @@ pub fn stage_source(
     let others = |st: &Stamps| -> BTreeMap<String, String> {
         st.sources
             .iter()
-            .filter(|(k, _)| k.as_str() != source)
+            .filter(|(k, _)| !sources.contains(k.as_str()))
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect()
     };
@@ -201,26 +224,29 @@ pub fn stage_source(
         .map_err(&err)?;
     let skipped_before: Vec<Skipped> = conn
         .prepare(&format!(
-            "SELECT source, table_name, reason FROM {s}.skipped WHERE source <> ?"
+            "SELECT source, table_name, reason FROM {s}.skipped"
         ))
         .and_then(|mut st| {
-            st.query_map([source], |r| {
+            st.query_map([], |r| {
                 Ok(Skipped {
                     source: r.get(0)?,
                     table: r.get(1)?,
                     reason: r.get(2)?,
                 })
             })
-            .and_then(|r| r.collect())
+            .and_then(|r| r.collect::<duckdb::Result<Vec<Skipped>>>())
         })
-        .map_err(&err)?;
+        .map_err(&err)?
+        .into_iter()
+        .filter(|k| !sources.contains(&k.source))
+        .collect();
     let attachments_before = attach::read(&conn, None).map_err(&err)?;
 
     let mut kept = Report::default();
     let mut views_before = BTreeSet::new();
     let mut drops = String::new();
     for p in all_before {
-        if p.source == source {
+        if sources.contains(&p.source) {
             views_before.insert(fold(&p.name));
             if let Some(v) = quote::ident(&p.name) {
                 drops.push_str(&format!("DROP VIEW IF EXISTS {v};\n"));
@@ -231,7 +257,7 @@ pub fn stage_source(
     }
     kept.attachments = attachments_before
         .into_iter()
-        .filter(|a| a.source != source)
+        .filter(|a| !sources.contains(&a.source))
         .collect();
     // One transaction: the old views go and the metadata tables are written anew at finish.
     conn.execute_batch(&format!(
@@ -241,10 +267,12 @@ pub fn stage_source(
     .map_err(&err)?;
     // What the kept views read through must be attached for the transforms built on them to bind.
     for problem in attach::attach_all(&conn, &kept.attachments, &rules.policy) {
-        tracing::warn!(source, "one-source publish: {problem}");
+        tracing::warn!(sources = %scope_names(), "scoped publish: {problem}");
     }
     // Catalog names in use: every extract directory and every kept attachment.
-    let catalogs: BTreeSet<String> = std::iter::once(source.to_string())
+    let catalogs: BTreeSet<String> = sources
+        .iter()
+        .cloned()
         .chain(
             extract_dirs(&layout.extracts(), &mut Vec::new())
                 .into_iter()
@@ -257,7 +285,9 @@ pub fn stage_source(
         taken.insert(fold(&p.name), p.source.clone());
     }
     let mut fresh = Report::default();
-    add_source(&conn, &dir, rules, &catalogs, &mut taken, &mut fresh);
+    for dir in &dirs {
+        add_source(&conn, dir, rules, &catalogs, &mut taken, &mut fresh);
+    }
     let mut all = kept;
     all.published.extend(fresh.published);
     all.attachments.extend(fresh.attachments);
@@ -265,18 +295,20 @@ pub fn stage_source(
     all.skipped.extend(fresh.skipped);
     all.claimed = fresh.claimed;
     all.released = fresh.released;
-    // The new file is built from the others as recorded and this source as it is now.
+    // The new file is built from the others as recorded and these sources as they are now.
     let mut stamps = recorded;
-    match now.sources.get(source) {
-        Some(v) => stamps.sources.insert(source.to_string(), v.clone()),
-        None => stamps.sources.remove(source),
-    };
+    for source in sources {
+        match now.sources.get(source) {
+            Some(v) => stamps.sources.insert(source.clone(), v.clone()),
+            None => stamps.sources.remove(source),
+        };
+    }
     Ok(Some(Staged {
         conn,
         layout: layout.clone(),
         report: all,
         scope: Some(Scope {
-            source: source.to_string(),
+            sources: sources.clone(),
             stamps,
             live_complete,
             previous_transforms,

@@ -28,13 +28,21 @@ pub struct Args {
 #[derive(clap::Subcommand, Debug)]
 enum Command {
     /// API bearer tokens: create, list, revoke.
-    #[command(subcommand)]
+    #[command(
+        subcommand,
+        after_help = "Examples:\n  pipeline admin token create --user ann@example.com --group analysts\n  \
+        pipeline admin token list\n  pipeline admin token revoke 3f2a"
+    )]
     Token(TokenCommand),
 }
 
 #[derive(clap::Subcommand, Debug)]
 enum TokenCommand {
     /// Create a token for a user (created if new), optionally adding the user to groups.
+    #[command(
+        after_help = "Examples:\n  pipeline admin token create --user ann@example.com --group analysts\n  \
+        pipeline admin token create --user ci-bot --format json   token, id, user and groups as JSON"
+    )]
     Create {
         /// The user the token acts as (e.g. an e-mail or a service name).
         #[arg(long)]
@@ -47,12 +55,18 @@ enum TokenCommand {
         format: Format,
     },
     /// List tokens (never the tokens themselves).
+    #[command(
+        after_help = "Examples:\n  pipeline admin token list\n  pipeline admin token list --format json"
+    )]
     List {
         /// human: a table; json: a list of tokens (never the secrets).
         #[arg(long, value_enum, default_value_t)]
         format: Format,
     },
     /// Revoke a token by id (or by the prefix shown in `list`).
+    #[command(
+        after_help = "Examples:\n  pipeline admin token revoke 3f2a   the id prefix `pipeline admin token list` shows"
+    )]
     Revoke {
         #[arg(value_name = "ID")]
         id: String,

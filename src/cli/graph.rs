@@ -17,6 +17,7 @@ Examples:
   pipeline graph | dot -Tsvg > dag.svg   render it
   pipeline graph --format mermaid        paste into a GitHub comment or markdown file
   pipeline graph --source shop           only what syncing source shop runs
+  pipeline graph --select order_facts+   what `pipeline run --select order_facts+` runs
   pipeline graph --plan plan.json        the tasks of a saved plan
   pipeline graph --lineage               tables → transforms → metrics, as a tree per source
   pipeline graph --lineage --format dot  the same for Graphviz (or mermaid, json)
@@ -41,7 +42,7 @@ pub struct Args {
     #[arg(long, value_enum)]
     format: Option<GraphFormat>,
     /// The data lineage instead of the tasks: which transforms and metrics read each table.
-    #[arg(long, conflicts_with_all = ["source", "table", "plan"])]
+    #[arg(long, conflicts_with_all = ["source", "table", "plan", "select"])]
     lineage: bool,
     /// Only the tasks of syncing this source (repeatable).
     #[arg(long, short = 's', value_name = "SOURCE")]
@@ -49,8 +50,11 @@ pub struct Args {
     /// Only the tasks of syncing this table, by id or name (repeatable).
     #[arg(long, short = 't', value_name = "TABLE")]
     table: Vec<String>,
+    /// Only what `pipeline run --select SELECTOR` runs: NAME, NAME+, +NAME or +NAME+ (repeatable).
+    #[arg(long, value_name = "SELECTOR", conflicts_with_all = ["source", "table"])]
+    select: Vec<crate::registry::select::Selector>,
     /// Show the tasks of a plan saved with `pipeline plan --out FILE` instead.
-    #[arg(long, value_name = "FILE", conflicts_with_all = ["source", "table"])]
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["source", "table", "select"])]
     plan: Option<PathBuf>,
 }
 
@@ -66,6 +70,7 @@ pub fn run(dir: &Path, args: Args) -> Result<ExitCode> {
             let sel = Selection {
                 sources: args.source,
                 tables: args.table,
+                select: args.select,
             };
             dag::sync_tasks(&reg, &sel)?
         }

@@ -36,6 +36,9 @@ pub struct Args {
 #[derive(clap::Subcommand, Debug)]
 enum Command {
     /// List the metrics defined in metrics/.
+    #[command(
+        after_help = "Examples:\n  pipeline metrics list\n  pipeline metrics list --category revenue --format json"
+    )]
     List {
         /// Only this category (the folder under metrics/).
         #[arg(long)]
@@ -44,6 +47,11 @@ enum Command {
         format: Format,
     },
     /// Everything about one metric, with its SQL as rendered for each grain.
+    #[command(
+        after_help = "Examples:\n  pipeline metrics show revenue/total_revenue\n  \
+        pipeline metrics show total_revenue            a unique short name is enough\n  \
+        pipeline metrics show revenue/total_revenue --format json"
+    )]
     Show {
         /// The metric id, `<category>/<name>`.
         id: String,
@@ -51,6 +59,12 @@ enum Command {
         format: Format,
     },
     /// Compute a metric on analytics.duckdb and print the result.
+    #[command(
+        after_help = "Examples:\n  pipeline metrics run revenue/total_revenue\n  \
+        pipeline metrics run total_revenue --grain month --from 2025-01-01 --to 2025-06-30\n  \
+        pipeline metrics run total_revenue --dim country --format csv\n  \
+        pipeline metrics run total_revenue --grain week --sql   print the SQL it would run"
+    )]
     Run {
         /// The metric id, `<category>/<name>`.
         id: String,
@@ -74,6 +88,9 @@ enum Command {
     },
     /// Bind each metric's SQL (every grain and variant) against analytics.duckdb, without running it;
     /// report unknown columns and tables at their file:line. Exit 1 if any fails.
+    #[command(after_help = "Examples:\n  pipeline metrics check\n  \
+        pipeline metrics check revenue/total_revenue orders/order_count\n  \
+        pipeline metrics check --format json")]
     Check {
         /// Only these metrics (default: all).
         ids: Vec<String>,
@@ -82,6 +99,10 @@ enum Command {
     },
     /// Convert metric definitions in the older layout (<dir>/<category>/<metric>.yml) into spec files
     /// under metrics/. Re-importing the same directory changes nothing.
+    #[command(
+        after_help = "Examples:\n  pipeline metrics import old-metrics/ --dry-run   show what would be written\n  \
+        pipeline metrics import old-metrics/             write metrics/<category>/<name>.yaml"
+    )]
     Import {
         /// The directory holding the older definitions.
         #[arg(value_name = "DIR")]

@@ -242,3 +242,36 @@ fn is_broken_pipe(e: &anyhow::Error) -> bool {
             .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
     })
 }
+
+#[cfg(test)]
+mod help_tests {
+    use super::Cli;
+    use clap::CommandFactory;
+
+    /// Every command and subcommand has a summary and teaches by example (issue 20: "examples in
+    /// every --help").
+    #[test]
+    fn every_command_has_examples_in_its_help() {
+        fn walk(cmd: &clap::Command, path: &str, missing: &mut Vec<String>) {
+            for sub in cmd.get_subcommands() {
+                let name = format!("{path} {}", sub.get_name());
+                let after = sub
+                    .get_after_help()
+                    .map(|h| h.to_string())
+                    .unwrap_or_default();
+                if !after.contains("Example") {
+                    missing.push(format!("{name}: no examples"));
+                }
+                if sub.get_about().is_none() {
+                    missing.push(format!("{name}: no summary"));
+                }
+                walk(sub, &name, missing);
+            }
+        }
+        let mut missing = Vec::new();
+        walk(&Cli::command(), "pipeline", &mut missing);
+        // clap's generated `help` subcommand has neither.
+        missing.retain(|m| !m.contains(" help"));
+        assert!(missing.is_empty(), "{}", missing.join("\n"));
+    }
+}

@@ -20,6 +20,9 @@ Examples:
   pipeline run                         sync every registered table, publish, build transforms
   pipeline run --source shop           only the tables of source shop, then republish only shop
   pipeline run --table orders -j 8     one table, up to 8 tasks at once
+  pipeline run --select order_facts    build one transform on the published data (nothing extracted)
+  pipeline run --select order_facts+   it and every transform and metric check that reads it
+  pipeline run --select +daily_revenue it and every transform it reads
   pipeline run --full-refresh          re-extract everything, ignoring fingerprints and cursors
   pipeline run --accept-schema orders  publish orders' new columns/types once, though its contract refuses them
   pipeline run --format json           one JSON event per line (task_started, task_finished, run_finished)
@@ -33,6 +36,9 @@ published data; `--accept-schema TABLE` accepts that new shape once (recorded in
 With nothing registered, a run publishes the extracts other tools wrote under data/extracts.
 A run of one source republishes only that source in a copy of analytics.duckdb, with the transforms
 that read it; when anything else changed since the live file was built, it rebuilds the whole file.
+--select takes dbt's selector shapes (NAME, NAME+, +NAME, +NAME+) over transforms; the transforms it
+does not choose keep their published results. A table NAME syncs that table and builds everything
+that reads it.
 Exit status: 0 all tasks succeeded, 1 otherwise.
 Ctrl-C stops starting tasks and publishes nothing half-done; a second Ctrl-C aborts at once.";
 
@@ -44,6 +50,10 @@ pub struct Args {
     /// Sync only this table, by id or name (repeatable).
     #[arg(long, short = 't', value_name = "TABLE")]
     table: Vec<String>,
+    /// Build only these transforms: NAME, NAME+ (and what reads it), +NAME (and what it reads),
+    /// +NAME+ (repeatable). A table NAME syncs it and builds what reads it.
+    #[arg(long, value_name = "SELECTOR", conflicts_with_all = ["source", "table", "full_refresh"])]
+    select: Vec<crate::registry::select::Selector>,
     /// Tasks to run at once (default: `defaults.concurrency` of the instance).
     #[arg(long, short = 'j', value_name = "N", value_parser = clap::value_parser!(u16).range(1..))]
     jobs: Option<u16>,
@@ -125,9 +135,17 @@ pub fn run(dir: &Path, args: Args, quiet: bool) -> Result<ExitCode> {
         // The run is recorded like any other (view ownership included).
         ops::sync::ensure_state(&StateStore::of(&inst.data))?;
     }
+    if !args.select.is_empty() && !inst.data.analytics().is_file() {
+        // The transforms not chosen keep their published results: there must be some.
+        bail!(
+            "--select builds transforms in the published analytics.duckdb, and there is none yet: \
+             run `pipeline run` first"
+        );
+    }
     let selection = dag::Selection {
         sources: args.source.clone(),
         tables: args.table.clone(),
+        select: args.select.clone(),
     };
     let assembled = ops::sync::assemble(
         &StateStore::of(&inst.data),
@@ -150,6 +168,7 @@ pub fn run(dir: &Path, args: Args, quiet: bool) -> Result<ExitCode> {
         args.lock_timeout,
     );
     opts.accept_schema = accepted_tables(&reg, &tasks, &args.accept_schema)?;
+    opts.chosen_transforms = !args.select.is_empty();
     let outcome = execute(&inst, reg, tasks, &opts, args.format, quiet)?;
     report(&outcome, args.format, quiet, dir)
 }

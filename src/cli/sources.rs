@@ -37,6 +37,7 @@ pub struct Args {
 #[derive(clap::Subcommand, Debug)]
 enum Command {
     /// List the tables of a source; with --write, write registry entries for them.
+    #[command(after_help = AFTER_HELP)]
     Discover {
         /// The source (its name in pipelines/).
         source: String,

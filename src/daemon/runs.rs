@@ -303,6 +303,8 @@ fn execute(shared: &Arc<Shared>, run_id: &str, req: Request) -> Result<exec::Out
         lock_timeout: Duration::from_secs(600),
         cancel: Some(shared.runs.cancel.clone()),
         run_id: Some(run_id.to_string()),
+
+        chosen_transforms: false,
     };
     let mut observer = Logger {
         run: run_id.to_string(),
@@ -325,8 +327,8 @@ pub fn sync_request(
         sync::Request::Planned(Vec::new())
     } else {
         sync::Request::Select(dag::Selection {
-            sources: Vec::new(),
             tables: tables.to_vec(),
+            ..dag::Selection::default()
         })
     };
     let pending = if with_pending {

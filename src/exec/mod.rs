@@ -20,6 +20,7 @@ use crate::registry::task::{Task, TaskKind};
 use crate::state::{self, sync, StateStore};
 pub use error::TaskError;
 use scheduler::{Finished, Observer, Status};
+use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
@@ -52,6 +53,9 @@ pub struct Options {
     pub cancel: Option<Arc<AtomicBool>>,
     /// Id for the run; a new one when `None`.
     pub run_id: Option<String>,
+    /// The caller chose which transforms the run builds (`pipeline run --select`): build exactly
+    /// those, never narrow them to what a one-source run would rebuild.
+    pub chosen_transforms: bool,
 }
 
 impl Options {
@@ -71,6 +75,7 @@ impl Options {
             lock_timeout,
             cancel: None,
             run_id: None,
+            chosen_transforms: false,
         }
     }
 }
@@ -180,7 +185,7 @@ pub fn execute(
         )?);
     }
 
-    let (tasks, scope, pruned) = one_source(inst, &registered, tasks, &sources, opts);
+    let (tasks, scope, pruned) = scoped(inst, &registered, tasks, &sources, opts);
 
     let cancel = opts
         .cancel
@@ -200,6 +205,7 @@ pub fn execute(
                     .collect(),
                 owners: before.owners,
                 full_refresh: opts.full_refresh,
+                chosen_transforms: opts.chosen_transforms,
                 accept_schema: opts.accept_schema.clone(),
                 lock_timeout: opts.lock_timeout,
                 scope,
@@ -424,46 +430,71 @@ pub fn execute(
     })
 }
 
-/// When the run syncs exactly one source (`run --source X`, a push), it republishes only that one
-/// ([`crate::analytics::stage_source`]): the transform tasks that do not read the source are left
-/// out (their results stay in the copy of the live file). Returns the tasks, the source and the
-/// transforms left out. A full refresh, or a live file that does not say what the source
-/// published, keeps every task.
-fn one_source(
+/// Whether the run republishes in a copy of the live file ([`crate::analytics::publish::stage_sources`])
+/// instead of rebuilding it: when it syncs exactly one source (`run --source X`, a push), that
+/// source is republished and the transform tasks that do not read it are left out (their results
+/// stay in the copy); when it syncs none but builds transforms (`run --select`, pending transforms),
+/// the copy keeps every view and only those transforms are built. Returns the tasks, the scope and
+/// the registered transforms the run does not build (kept from the live file should the copy be
+/// refused and the whole file rebuilt). A full refresh, several sources, or a live file that does
+/// not say what the source published keep every task and rebuild the whole file.
+fn scoped(
     inst: &Instance,
     registered: &Registered,
     tasks: Vec<Task>,
     sources: &[String],
     opts: &Options,
-) -> (Vec<Task>, Option<String>, Vec<String>) {
-    let [source] = sources else {
-        return (tasks, None, Vec::new());
-    };
+) -> (Vec<Task>, Option<BTreeSet<String>>, Vec<String>) {
+    let whole = |tasks| (tasks, None, Vec::new());
     if opts.full_refresh || !tasks.iter().any(|t| t.kind == TaskKind::Publish) {
-        return (tasks, None, Vec::new());
+        return whole(tasks);
     }
-    let Some(mut names) = crate::analytics::publish::live_views(&inst.data, source) else {
-        return (tasks, None, Vec::new());
+    let (tasks, scope) = match sources {
+        [] => (tasks, BTreeSet::new()),
+        [source] => {
+            let Some(mut names) = crate::analytics::publish::live_views(&inst.data, source) else {
+                return whole(tasks);
+            };
+            let tasks = if opts.chosen_transforms {
+                tasks
+            } else {
+                names.extend(registered.tables_of(source).map(|t| t.name.to_lowercase()));
+                let affected: BTreeSet<String> =
+                    crate::registry::dag::transforms_reading(registered, Some(&names))
+                        .into_iter()
+                        .collect();
+                prune_transforms(tasks, |name| affected.contains(name))
+            };
+            (tasks, BTreeSet::from([source.clone()]))
+        }
+        _ => return whole(tasks),
     };
-    names.extend(registered.tables_of(source).map(|t| t.name.to_lowercase()));
-    let affected: std::collections::BTreeSet<String> =
-        crate::registry::dag::transforms_reading(registered, Some(&names))
-            .into_iter()
-            .collect();
+    let built: BTreeSet<&str> = tasks
+        .iter()
+        .filter(|t| t.kind == TaskKind::Transform)
+        .map(|t| t.target.as_str())
+        .collect();
+    let not_built = registered
+        .transforms
+        .keys()
+        .filter(|name| !built.contains(name.as_str()))
+        .cloned()
+        .collect();
+    (tasks, Some(scope), not_built)
+}
+
+/// `tasks` without the transform tasks `keep` refuses, and without waits on them.
+fn prune_transforms(tasks: Vec<Task>, keep: impl Fn(&str) -> bool) -> Vec<Task> {
     let (kept, pruned): (Vec<Task>, Vec<Task>) = tasks
         .into_iter()
-        .partition(|t| t.kind != TaskKind::Transform || affected.contains(&t.target));
-    let pruned_ids: std::collections::BTreeSet<&str> =
-        pruned.iter().map(|t| t.id.as_str()).collect();
-    let kept = kept
-        .into_iter()
+        .partition(|t| t.kind != TaskKind::Transform || keep(&t.target));
+    let pruned_ids: BTreeSet<&str> = pruned.iter().map(|t| t.id.as_str()).collect();
+    kept.into_iter()
         .map(|mut t| {
             t.after.retain(|a| !pruned_ids.contains(a.as_str()));
             t
         })
-        .collect();
-    let pruned = pruned.into_iter().map(|t| t.target).collect();
-    (kept, Some(source.clone()), pruned)
+        .collect()
 }
 
 /// A table's last extract as the state recorded it, as extraction compares with it.

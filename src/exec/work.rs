@@ -42,14 +42,18 @@ pub struct Context {
     pub previous: HashMap<String, Previous>,
     pub owners: BTreeMap<String, String>,
     pub full_refresh: bool,
+    /// The run builds transforms the caller chose (`run --select`): stage a new file even when the
+    /// live one is up to date, since building them is what was asked.
+    pub chosen_transforms: bool,
     /// Tables (ids) whose new schema is published whatever it is (`--accept-schema`).
     pub accept_schema: BTreeSet<String>,
     pub lock_timeout: Duration,
     /// Memory and threads of every DuckDB engine the run opens (the instance's `run:`).
     pub limits: crate::duck::EngineLimits,
-    /// The one source this run republishes, when it synced only that one
-    /// ([`analytics::stage_source`]).
-    pub scope: Option<String>,
+    /// The sources this run republishes in a copy of the live file: the one it synced, or none when
+    /// it only builds chosen transforms ([`analytics::publish::stage_sources`]). `None`: a full
+    /// rebuild.
+    pub scope: Option<BTreeSet<String>>,
     pub cancel: Arc<AtomicBool>,
     /// The run's DuckDB instance; tasks work on clones of this connection.
     engine: Mutex<Connection>,
@@ -78,9 +82,12 @@ pub struct ContextParts {
     pub previous: HashMap<String, Previous>,
     pub owners: BTreeMap<String, String>,
     pub full_refresh: bool,
+    /// The run builds transforms the caller chose (`run --select`): stage a new file even when the
+    /// live one is up to date, since building them is what was asked.
+    pub chosen_transforms: bool,
     pub accept_schema: BTreeSet<String>,
     pub lock_timeout: Duration,
-    pub scope: Option<String>,
+    pub scope: Option<BTreeSet<String>>,
     pub limits: crate::duck::EngineLimits,
 }
 
@@ -106,6 +113,7 @@ impl Context {
             previous: p.previous,
             owners: p.owners,
             full_refresh: p.full_refresh,
+            chosen_transforms: p.chosen_transforms,
             accept_schema: p.accept_schema,
             lock_timeout: p.lock_timeout,
             scope: p.scope,
@@ -408,6 +416,7 @@ impl Context {
         let rules = self.rules();
         let fingerprint = analytics::fingerprint(&self.data, &rules, &self.transform_keys());
         if !self.full_refresh
+            && !self.chosen_transforms
             && analytics::live_fingerprint(&self.data).as_deref() == Some(fingerprint.as_str())
         {
             *lock(&self.publish) = Publish::UpToDate;
@@ -439,14 +448,27 @@ impl Context {
         *lock(&self.analytics_lock) = Some(held);
         // A run that synced one source republishes only it, when nothing else changed since the
         // live file was built; else, and when it cannot, the whole file is rebuilt.
-        let one_source = match &self.scope {
-            Some(source) => {
-                analytics::stage_source(&self.data, &rules, &self.transform_keys(), source)?
-            }
+        let scoped = match &self.scope {
+            Some(sources) => analytics::publish::stage_sources(
+                &self.data,
+                &rules,
+                &self.transform_keys(),
+                sources,
+            )?,
             None => None,
         };
-        let staged = match one_source {
+        let staged = match scoped {
             Some(s) => s,
+            // Chosen transforms are built on the published file as it is; rebuilding it from the
+            // extracts would need the transforms they read, which this run does not build.
+            None if self.chosen_transforms => {
+                return Err(TaskError::Missing(
+                    "--select builds on the published analytics.duckdb, and it is out of date (an \
+                     extract, a transform or a rule changed since it was built): run `pipeline run` \
+                     first"
+                        .into(),
+                ))
+            }
             None => analytics::stage(&self.data, &rules)?,
         };
         let r = &staged.report;
@@ -457,7 +479,11 @@ impl Context {
                 r.published.len(),
                 r.sources().len(),
                 match &staged.scope {
-                    Some(s) => format!(", {} republished", s.source),
+                    Some(s) if s.sources.is_empty() => ", a copy of the live file".to_string(),
+                    Some(s) => format!(
+                        ", {} republished",
+                        s.sources.iter().cloned().collect::<Vec<_>>().join(", ")
+                    ),
                     None => String::new(),
                 },
                 if r.skipped.is_empty() {

@@ -9,6 +9,11 @@ use serde_json::Value;
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct FieldChange {
     pub field: String,
+    /// For a map field (`columns`, `variants`, a connection, a settings group): the one entry that
+    /// differs. Maps are diffed entry by entry, as SQL is diffed line by line, so changing one
+    /// column's description shows that column, not the whole map twice.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<String>,
     /// `null` when the field was unset.
     pub old: Value,
     /// `null` when the field becomes unset.
@@ -127,18 +132,33 @@ fn field_changes(have: &Object, want: &Object) -> Vec<FieldChange> {
             .keys()
             .filter(|k| !want.fields().contains_key(*k)),
     );
-    let mut out: Vec<FieldChange> = names
-        .into_iter()
-        .filter(|k| have.get(k) != want.get(k))
-        .map(|k| FieldChange {
-            field: k.clone(),
-            old: have.get(k).clone(),
-            new: want.get(k).clone(),
-            forces_replace: replace.contains(&k.as_str()),
-        })
-        .collect();
+    let mut out = Vec::new();
+    for k in names {
+        let (old, new) = (have.get(k), want.get(k));
+        if old == new {
+            continue;
+        }
+        let forces_replace = replace.contains(&k.as_str());
+        match map_entries(old, new) {
+            Some(entries) => out.extend(entries.into_iter().map(|(key, old, new)| FieldChange {
+                field: k.clone(),
+                key: Some(key),
+                old,
+                new,
+                forces_replace,
+            })),
+            None => out.push(FieldChange {
+                field: k.clone(),
+                key: None,
+                old: old.clone(),
+                new: new.clone(),
+                forces_replace,
+            }),
+        }
+    }
     if have.file != want.file {
         out.push(FieldChange {
+            key: None,
             field: FILE_FIELD.into(),
             old: Value::String(have.file.clone()),
             new: Value::String(want.file.clone()),
@@ -146,6 +166,29 @@ fn field_changes(have: &Object, want: &Object) -> Vec<FieldChange> {
         });
     }
     out
+}
+
+/// The entries that differ between two maps (`(key, old, new)`, unset as null), in the new map's order
+/// then the removed ones; `None` unless both sides are maps (an unset map counts as an empty one).
+fn map_entries(old: &Value, new: &Value) -> Option<Vec<(String, Value, Value)>> {
+    let empty = serde_json::Map::new();
+    let (a, b) = match (old, new) {
+        (Value::Object(a), Value::Object(b)) => (a, b),
+        (Value::Null, Value::Object(b)) => (&empty, b),
+        (Value::Object(a), Value::Null) => (a, &empty),
+        _ => return None,
+    };
+    let removed = a.keys().filter(|k| !b.contains_key(*k));
+    let entries = b
+        .keys()
+        .chain(removed)
+        .filter(|k| a.get(*k) != b.get(*k))
+        .map(|k| {
+            let get = |m: &serde_json::Map<String, Value>| m.get(k).cloned().unwrap_or(Value::Null);
+            (k.clone(), get(a), get(b))
+        })
+        .collect();
+    Some(entries)
 }
 
 #[cfg(test)]
@@ -193,6 +236,7 @@ mod tests {
             changes[0].fields,
             vec![FieldChange {
                 field: "description".into(),
+                key: None,
                 old: json!("old"),
                 new: json!("new"),
                 forces_replace: false
@@ -210,6 +254,39 @@ mod tests {
         assert_eq!(changes[0].action, Action::Replace);
         assert_eq!(changes[0].fields[0].field, "cursor");
         assert_eq!(changes[0].fields[0].new, Value::Null);
+    }
+
+    #[test]
+    fn maps_are_diffed_entry_by_entry() {
+        let recorded = index(vec![table(
+            "a",
+            json!({"name": "a", "columns": {"id": "key", "amount": "old", "gone": "x"}}),
+        )]);
+        let desired = index(vec![table(
+            "a",
+            json!({"name": "a", "columns": {"id": "key", "amount": "new", "added": "y"}}),
+        )]);
+        let changes = diff(&desired, &recorded);
+        let got: Vec<(Option<&str>, Value, Value)> = changes[0]
+            .fields
+            .iter()
+            .map(|f| (f.key.as_deref(), f.old.clone(), f.new.clone()))
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                (Some("amount"), json!("old"), json!("new")),
+                (Some("added"), Value::Null, json!("y")),
+                (Some("gone"), json!("x"), Value::Null),
+            ]
+        );
+        assert!(changes[0].fields.iter().all(|f| f.field == "columns"));
+        assert!(changes[0].needs_rebuild());
+        // A map that appears where there was none lists its entries as added.
+        let bare = index(vec![table("a", json!({"name": "a"}))]);
+        let changes = diff(&desired, &bare);
+        assert_eq!(changes[0].fields.len(), 3);
+        assert!(changes[0].fields.iter().all(|f| f.old.is_null()));
     }
 
     #[test]

@@ -184,21 +184,58 @@ fn field(out: &mut String, f: &FieldChange) {
     } else {
         String::new()
     };
-    let y = style(Action::Update);
+    let name = match &f.key {
+        Some(k) => format!("{}{}", f.field, entry_suffix(k)),
+        None => f.field.clone(),
+    };
+    // A map entry that appears or goes away reads as an addition or a removal, as a resource does.
+    let action = match (&f.key, &f.old, &f.new) {
+        (Some(_), Value::Null, _) => Action::Create,
+        (Some(_), _, Value::Null) => Action::Delete,
+        _ => Action::Update,
+    };
+    let y = style(action);
+    let mark = match action {
+        Action::Create => "+",
+        Action::Delete => "-",
+        _ => "~",
+    };
     match (&f.old, &f.new) {
         (Value::String(a), Value::String(b)) if a.contains('\n') || b.contains('\n') => {
-            let _ = writeln!(out, "      {y}~{y:#} {}:{tag}", f.field);
+            let _ = writeln!(out, "      {y}~{y:#} {name}:{tag}");
             line_diff(out, a, b);
+        }
+        (_, new) if action == Action::Create => {
+            let _ = writeln!(out, "      {y}{mark}{y:#} {name} = {}{tag}", inline(new));
+        }
+        _ if action == Action::Delete => {
+            let _ = writeln!(
+                out,
+                "      {y}{mark}{y:#} {name}  {DIM}(was {}){DIM:#}{tag}",
+                inline(&f.old)
+            );
         }
         _ => {
             let _ = writeln!(
                 out,
-                "      {y}~{y:#} {}: {} → {}{tag}",
-                f.field,
+                "      {y}{mark}{y:#} {name}: {} → {}{tag}",
                 inline(&f.old),
                 inline(&f.new)
             );
         }
+    }
+}
+
+/// `.key` for a plain name, `["key"]` for anything else (a column name with a space or a dot).
+fn entry_suffix(key: &str) -> String {
+    let plain = !key.is_empty()
+        && key
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
+    if plain {
+        format!(".{key}")
+    } else {
+        format!("[{key:?}]")
     }
 }
 

@@ -7,6 +7,7 @@
 //! publish analytics → every transform (in the order their SQL reads each other) → metric checks.
 
 use super::registered::Registered;
+use super::select::{Selector, SelectorError};
 use super::task::{order, Task, TaskKind, ANALYTICS};
 use crate::spec::model::QueryMode;
 use petgraph::graph::{DiGraph, NodeIndex};
@@ -19,11 +20,14 @@ pub struct Selection {
     pub sources: Vec<String>,
     /// Table ids or view names.
     pub tables: Vec<String>,
+    /// `run --select`: transforms (and tables) in dbt's selector shapes ([`super::select`]). With
+    /// any, only the transforms they choose are built.
+    pub select: Vec<Selector>,
 }
 
 impl Selection {
     pub fn is_all(&self) -> bool {
-        self.sources.is_empty() && self.tables.is_empty()
+        self.sources.is_empty() && self.tables.is_empty() && self.select.is_empty()
     }
 }
 
@@ -33,6 +37,8 @@ pub enum SelectionError {
     UnknownSource { name: String, hint: String },
     #[error("no registered table `{name}` (by id or name){hint}")]
     UnknownTable { name: String, hint: String },
+    #[error(transparent)]
+    Selector(#[from] SelectorError),
 }
 
 fn hint(name: &str, candidates: impl Iterator<Item = String>) -> String {
@@ -67,8 +73,11 @@ pub struct Work {
     /// changed). A sync always publishes.
     pub publish: BTreeSet<String>,
     /// Metrics to check whether or not analytics is published, each with why. When analytics is
-    /// published every metric is checked.
+    /// published every metric is checked (with [`Work::only_transforms`], every metric that reads
+    /// what the run builds or syncs).
     pub checks: BTreeMap<String, String>,
+    /// Build only these transforms (`run --select`); `None`: every transform when publishing.
+    pub only_transforms: Option<BTreeSet<String>>,
 }
 
 impl Work {
@@ -101,14 +110,38 @@ impl Work {
         if sel.is_all() {
             chosen.extend(reg.tables.keys().map(|k| k.as_str()));
         }
-        Ok(Work {
+        let mut work = Work {
             occasion: Occasion::Sync,
             tables: chosen
                 .into_iter()
                 .map(|id| (id.to_string(), "sync".to_string()))
                 .collect(),
             ..Work::default()
-        })
+        };
+        if !sel.select.is_empty() {
+            let selected = super::select::resolve(reg, &sel.select)?;
+            let reason = |id: &String| {
+                if work.tables.contains_key(id) {
+                    "sync".to_string()
+                } else {
+                    "selected".to_string()
+                }
+            };
+            let extra: Vec<(String, String)> = selected
+                .tables
+                .iter()
+                .map(|id| (id.clone(), reason(id)))
+                .collect();
+            work.tables.extend(extra);
+            if work.tables.is_empty() {
+                // Only transforms: nothing is synced, analytics is staged for them to build in.
+                work.occasion = Occasion::Changes;
+                let names: Vec<String> = sel.select.iter().map(|s| s.to_string()).collect();
+                work.publish.insert(format!("--select {}", names.join(" ")));
+            }
+            work.only_transforms = Some(selected.transforms);
+        }
+        Ok(work)
     }
 }
 
@@ -168,24 +201,48 @@ pub fn tasks(reg: &Registered, work: &Work) -> Vec<Task> {
     // A publish builds a new analytics file, so every transform is rebuilt and every metric
     // re-checked against it. Without one, only the metrics the work names are checked.
     let transforms = TransformNames::of(reg);
+    let built = |name: &str| {
+        work.only_transforms
+            .as_ref()
+            .is_none_or(|only| only.contains(name))
+    };
+    let (transform_reason, check_reason) = match work.only_transforms {
+        Some(_) => ("selected", "reads what this run builds"),
+        None => ("analytics is republished", "analytics is republished"),
+    };
     if let Some(p) = &publish {
-        for (name, t) in &reg.transforms {
+        for (name, t) in reg.transforms.iter().filter(|(n, _)| built(n)) {
             let mut after = vec![p.clone()];
             after.extend(
                 t.inputs
                     .iter()
                     .filter_map(|i| transforms.get(i))
-                    .filter(|i| *i != name)
+                    .filter(|i| *i != name && built(i))
                     .map(|i| Task::id_of(TaskKind::Transform, i)),
             );
-            add(TaskKind::Transform, name, "analytics is republished", after);
+            add(TaskKind::Transform, name, transform_reason, after);
         }
     }
+    // With chosen transforms, a metric is checked when it reads one of them or a synced table.
+    let fresh: Option<BTreeSet<String>> = work.only_transforms.as_ref().map(|only| {
+        only.iter()
+            .map(|n| n.to_lowercase())
+            .chain(
+                work.tables
+                    .keys()
+                    .filter_map(|id| reg.tables.get(id))
+                    .map(|t| t.name.to_lowercase()),
+            )
+            .collect()
+    });
     for (id, m) in &reg.metrics {
+        let reads_fresh = fresh
+            .as_ref()
+            .is_none_or(|f| m.tables.iter().any(|t| f.contains(&t.to_lowercase())));
         let reason = match (work.checks.get(id), &publish) {
             (Some(r), _) => r.as_str(),
-            (None, Some(_)) => "analytics is republished",
-            (None, None) => continue,
+            (None, Some(_)) if reads_fresh => check_reason,
+            (None, _) => continue,
         };
         let mut after = Vec::new();
         if let Some(p) = &publish {
@@ -194,6 +251,7 @@ pub fn tasks(reg: &Registered, work: &Work) -> Vec<Task> {
                 m.tables
                     .iter()
                     .filter_map(|t| transforms.get(t))
+                    .filter(|t| built(t))
                     .map(|t| Task::id_of(TaskKind::Transform, t)),
             );
         }
@@ -487,8 +545,8 @@ mod tests {
     #[test]
     fn a_selection_syncs_only_its_tables_and_names_unknown_ones() {
         let sel = Selection {
-            sources: vec![],
             tables: vec!["orders".into()],
+            ..Selection::default()
         };
         let tasks = sync_tasks(&registered(), &sel).unwrap();
         assert!(tasks.iter().any(|t| t.id == "extract:shop.orders"));
@@ -497,11 +555,82 @@ mod tests {
             &registered(),
             &Selection {
                 sources: vec!["shpo".into()],
-                tables: vec![],
+                ..Selection::default()
             },
         )
         .unwrap_err();
         assert!(err.to_string().contains("did you mean `shop`"), "{err}");
+    }
+
+    #[test]
+    fn select_builds_only_the_chosen_subgraph() {
+        let reg = registered();
+        let run = |sel: &[&str]| {
+            let sel = Selection {
+                select: sel.iter().map(|s| s.parse().unwrap()).collect(),
+                ..Selection::default()
+            };
+            ids(&sync_tasks(&reg, &sel).unwrap())
+                .into_iter()
+                .map(String::from)
+                .collect::<Vec<_>>()
+        };
+        // One transform: staged analytics and it; the metric reads `daily`, not `facts`.
+        assert_eq!(run(&["facts"]), ["publish:analytics", "transform:facts"]);
+        assert_eq!(
+            run(&["facts+"]),
+            [
+                "publish:analytics",
+                "transform:facts",
+                "transform:daily",
+                "check:r/rev"
+            ]
+        );
+        assert_eq!(
+            run(&["+daily"]),
+            [
+                "publish:analytics",
+                "transform:facts",
+                "transform:daily",
+                "check:r/rev"
+            ]
+        );
+        assert_eq!(
+            run(&["daily"]),
+            ["publish:analytics", "transform:daily", "check:r/rev"]
+        );
+        let t = sync_tasks(
+            &reg,
+            &Selection {
+                select: vec!["daily".parse().unwrap()],
+                ..Selection::default()
+            },
+        )
+        .unwrap();
+        // `facts` is not built: `daily` reads its published result and does not wait for it.
+        assert_eq!(t[1].after, ["publish:analytics"]);
+        assert_eq!(t[0].reason, "--select daily");
+        // A table syncs it and builds what reads it.
+        assert_eq!(
+            run(&["orders"]),
+            [
+                "extract:shop.orders",
+                "rebuild:shop",
+                "publish:analytics",
+                "transform:facts",
+                "transform:daily",
+                "check:r/rev"
+            ]
+        );
+        let err = sync_tasks(
+            &reg,
+            &Selection {
+                select: vec!["fatcs+".parse().unwrap()],
+                ..Selection::default()
+            },
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("did you mean `facts`"), "{err}");
     }
 
     #[test]
@@ -599,7 +728,7 @@ mod tests {
             &reg,
             &Selection {
                 sources: vec!["crm".into()],
-                tables: vec![],
+                ..Selection::default()
             },
         )
         .unwrap();

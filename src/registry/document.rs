@@ -6,7 +6,9 @@
 //! changed", so the document must contain everything that matters (resolved query mode and schedule,
 //! the tables a transform reads…) and nothing that does not (comments, key order, file layout).
 
-use crate::spec::model::{CheckKind, CheckSpec, Docs, SchemaChanges, SourceSpec, TableSpec, Text};
+use crate::spec::model::{
+    CheckKind, CheckSpec, Docs, InstanceSpec, SchemaChanges, SourceSpec, TableSpec, Text,
+};
 use crate::spec::validate::Analysis;
 use crate::spec::Specs;
 use serde::{Deserialize, Serialize};
@@ -29,6 +31,8 @@ use std::collections::BTreeMap;
 )]
 #[serde(rename_all = "snake_case")]
 pub enum Kind {
+    /// The instance's settings (`config/instance.yaml`): one object, id `instance`.
+    Settings,
     Source,
     Table,
     Transform,
@@ -36,10 +40,17 @@ pub enum Kind {
 }
 
 impl Kind {
-    pub const ALL: [Kind; 4] = [Kind::Source, Kind::Table, Kind::Transform, Kind::Metric];
+    pub const ALL: [Kind; 5] = [
+        Kind::Settings,
+        Kind::Source,
+        Kind::Table,
+        Kind::Transform,
+        Kind::Metric,
+    ];
 
     pub fn as_str(self) -> &'static str {
         match self {
+            Kind::Settings => "settings",
             Kind::Source => "source",
             Kind::Table => "table",
             Kind::Transform => "transform",
@@ -68,7 +79,7 @@ impl Kind {
                 // Accepting another schema contract starts it again from the data as it is now.
                 "schema_changes",
             ],
-            Kind::Transform | Kind::Metric => &[],
+            Kind::Settings | Kind::Transform | Kind::Metric => &[],
         }
     }
 
@@ -196,10 +207,16 @@ pub fn index(list: impl IntoIterator<Item = Object>) -> Objects {
         .collect()
 }
 
+/// The id of the one [`Kind::Settings`] object.
+pub const SETTINGS_ID: &str = "instance";
+
 /// The desired state: every object the specs declare. Call only on specs that validated.
 pub fn desired(specs: &Specs, analysis: &Analysis) -> Objects {
     let mut out = Vec::new();
     let mut add = |o: Object| out.push(o);
+    if let Some(i) = &specs.instance {
+        add(settings(specs, i));
+    }
     for s in &specs.sources {
         add(source(specs, s));
         for t in &s.transforms {
@@ -250,6 +267,94 @@ pub fn desired(specs: &Specs, analysis: &Analysis) -> Objects {
         add(f.object(specs, Kind::Metric, m.id.clone(), m.file));
     }
     index(out)
+}
+
+/// The instance's settings as one document, grouped as `config/instance.yaml` groups them so a plan
+/// can diff each group key by key. Everything here is a name or a number: secrets are only ever
+/// referenced by environment-variable name.
+fn settings(specs: &Specs, i: &InstanceSpec) -> Object {
+    use serde_json::json;
+    let mut f = Fields::default();
+    f.str("name", Some(i.name.value.as_str()));
+    f.text("description", &i.description);
+    f.str("timezone", Some(i.timezone.value.name()));
+    f.str("data_dir", Some(i.data_dir.value.as_str()));
+    let d = &i.defaults;
+    f.value(
+        "defaults",
+        json!({
+            "schedule": d.schedule.value.to_string(),
+            "query_mode": d.query_mode.value.as_str(),
+            "concurrency": d.concurrency,
+            "schema_changes": d.schema_changes.as_str(),
+        }),
+    );
+    let s = &i.server;
+    f.value(
+        "server",
+        compact(json!({
+            "listen": i.listen.value,
+            "public_health": s.public_health,
+            "public_metrics": s.public_metrics,
+            "query_max_rows": s.query_max_rows,
+            "query_timeout_seconds": s.query_timeout_seconds,
+            "query_memory_limit_mb": s.query_memory_limit_mb,
+            "query_threads": s.query_threads,
+            "query_max_bytes": s.query_max_bytes,
+            "max_concurrent_queries": s.max_concurrent_queries,
+            "max_concurrent_queries_per_token": s.max_concurrent_queries_per_token,
+            "header_read_timeout_seconds": s.header_read_timeout_seconds,
+            "idle_timeout_seconds": s.idle_timeout_seconds,
+            "max_connections": s.max_connections,
+        })),
+    );
+    f.value(
+        "scheduler",
+        compact(json!({
+            "missed_runs": i.missed_runs.as_str(),
+            "max_concurrent_runs": i.max_concurrent_runs,
+        })),
+    );
+    f.value(
+        "run",
+        compact(json!({
+            "memory_limit_mb": i.run.memory_limit_mb,
+            "threads": i.run.threads,
+        })),
+    );
+    let names = |v: &[crate::spec::decode::Located<String>]| -> Vec<String> {
+        v.iter().map(|x| x.value.clone()).collect()
+    };
+    f.value(
+        "remote",
+        compact(json!({
+            "extensions": names(&i.remote_extensions),
+            "token_envs": names(&i.remote_token_envs),
+        })),
+    );
+    if let Some(e) = &i.extensions {
+        f.value(
+            "extensions",
+            compact(json!({
+                "directory": e.directory.as_ref().map(|t| t.as_str()),
+                "repository": e.repository.as_ref().map(|t| t.as_str()),
+            })),
+        );
+    }
+    f.object(specs, Kind::Settings, SETTINGS_ID.to_string(), i.file)
+}
+
+/// `v` (an object) without its unset entries (null, empty list), so a setting left to its default
+/// reads as absent rather than as `null`.
+fn compact(v: Value) -> Value {
+    match v {
+        Value::Object(m) => Value::Object(
+            m.into_iter()
+                .filter(|(_, v)| !(v.is_null() || v.as_array().is_some_and(|a| a.is_empty())))
+                .collect(),
+        ),
+        other => other,
+    }
 }
 
 fn source(specs: &Specs, s: &SourceSpec) -> Object {

@@ -261,6 +261,8 @@ impl Registered {
         let mut r = Registered::default();
         for o in objects.values() {
             match o.kind {
+                // Settings configure the engine; nothing registered is derived from them.
+                Kind::Settings => {}
                 Kind::Source => {
                     let mut s: SourceDef = decode(o)?;
                     s.name = o.id.clone();

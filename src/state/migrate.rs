@@ -43,6 +43,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "downstream",
         sql: include_str!("migrations/0005_downstream.sql"),
     },
+    Migration {
+        version: 6,
+        name: "settings",
+        sql: include_str!("migrations/0006_settings.sql"),
+    },
 ];
 
 pub fn latest_version(migrations: &[Migration]) -> i64 {

@@ -18,6 +18,11 @@ struct KindTable {
 }
 
 fn table_of(kind: Kind) -> &'static KindTable {
+    const SETTINGS: KindTable = KindTable {
+        table: "instance_settings",
+        key: "id",
+        columns: &[],
+    };
     const SOURCES: KindTable = KindTable {
         table: "sources",
         key: "name",
@@ -71,6 +76,7 @@ fn table_of(kind: Kind) -> &'static KindTable {
         ],
     };
     match kind {
+        Kind::Settings => &SETTINGS,
         Kind::Source => &SOURCES,
         Kind::Table => &TABLES,
         Kind::Transform => &TRANSFORMS,
@@ -327,23 +333,22 @@ fn write_kind(
     if upserts.is_empty() {
         return Ok(());
     }
-    let cols: Vec<&str> = t.columns.iter().map(|c| c.0).collect();
-    let exprs: Vec<&str> = t.columns.iter().map(|c| c.1).collect();
+    // Each typed column with a leading comma, so a kind without any (settings) needs no other SQL.
+    let cols: String = t.columns.iter().map(|c| format!(", {}", c.0)).collect();
+    let exprs: String = t.columns.iter().map(|c| format!(", {}", c.1)).collect();
     // An upsert that leaves registered_at alone on update.
     let updates: Vec<String> = ["spec_file", "spec_hash", "spec", "updated_at"]
         .iter()
-        .chain(cols.iter())
+        .chain(t.columns.iter().map(|c| &c.0))
         .map(|c| format!("{c} = excluded.{c}"))
         .collect();
     let sql = format!(
-        "INSERT INTO {table} ({key}, spec_file, spec_hash, spec, updated_at, {cols})
-         SELECT id, file, hash, s, current_timestamp, {exprs}
+        "INSERT INTO {table} ({key}, spec_file, spec_hash, spec, updated_at{cols})
+         SELECT id, file, hash, s, current_timestamp{exprs}
          FROM (SELECT d->>'id' AS id, d->>'file' AS file, d->>'hash' AS hash, d->'fields' AS s FROM {ROWS})
          ON CONFLICT ({key}) DO UPDATE SET {updates}",
         table = t.table,
         key = t.key,
-        cols = cols.join(", "),
-        exprs = exprs.join(", "),
         updates = updates.join(", "),
     );
     tx.execute(&sql, params![json_rows(upserts)])?;
@@ -368,7 +373,7 @@ fn write_kind(
                 params![json_rows(upserts)],
             )?;
         }
-        Kind::Source | Kind::Transform => {}
+        Kind::Settings | Kind::Source | Kind::Transform => {}
     }
     Ok(())
 }

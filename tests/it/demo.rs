@@ -89,7 +89,7 @@ fn demo_applies_and_its_toml_twin_differs_only_in_file_names() {
     let plan = plan_json(dir.path());
     assert_eq!(
         plan["summary"],
-        serde_json::json!({"add": 20, "change": 0, "destroy": 0, "breaking": 0})
+        serde_json::json!({"add": 21, "change": 0, "destroy": 0, "breaking": 0})
     );
     pipeline()
         .arg("--dir")
@@ -112,7 +112,7 @@ fn demo_applies_and_its_toml_twin_differs_only_in_file_names() {
     }
     let plan = plan_json(dir.path());
     let changes = plan["changes"].as_array().unwrap();
-    assert_eq!(changes.len(), 20, "{plan:#}");
+    assert_eq!(changes.len(), 21, "{plan:#}");
     for c in changes {
         assert_eq!(c["action"], "update", "{c:#}");
         let fields = c["fields"].as_array().unwrap();

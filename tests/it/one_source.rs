@@ -1,8 +1,9 @@
 //! The one-source publish (issue 16 stage B2), end to end: `pipeline run --source X` republishes
 //! only X in a copy of the live analytics file and rebuilds only the transforms that read it; the
 //! file it leaves is the one a full rebuild would (the next full run finds analytics up to date);
-//! with no live file it rebuilds everything. And the run's metric check is `metrics check`: a broken
-//! variant fails both.
+//! with no live file it rebuilds everything. `pipeline run --select` builds only the chosen
+//! transforms in the same kind of copy (issue 20 point 6). And the run's metric check is `metrics
+//! check`: a broken variant fails both.
 
 use crate::common::daemon::ok;
 use crate::common::Instance;
@@ -129,6 +130,95 @@ fn run_source_without_a_live_file_rebuilds_everything() {
     assert_eq!(tasks["transform:people"]["status"], "ok");
     assert_eq!(int(&inst, "select n from people"), 3);
     assert_eq!(int(&inst, "select n from daily"), 2);
+}
+
+/// The transform tasks a `run --select` ran, in order.
+fn transforms_run(tasks: &std::collections::BTreeMap<String, Value>) -> Vec<String> {
+    let mut ran: Vec<(String, String)> = tasks
+        .iter()
+        .filter(|(id, _)| id.starts_with("transform:"))
+        .map(|(id, e)| (e["status"].as_str().unwrap_or("?").to_string(), id.clone()))
+        .collect();
+    ran.sort_by(|a, b| a.1.cmp(&b.1));
+    ran.into_iter()
+        .map(|(status, id)| format!("{id}={status}"))
+        .collect()
+}
+
+#[test]
+fn run_select_builds_only_the_chosen_subgraph() {
+    let inst = instance();
+    // --select needs a published file to keep the other transforms' results in.
+    let out = inst
+        .cmd()
+        .args(["run", "--select", "facts"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    inst.apply();
+
+    let tasks = run_json(&inst, &["--select", "facts"]);
+    assert_eq!(transforms_run(&tasks), ["transform:facts=ok"]);
+    assert!(
+        !tasks.keys().any(|k| k.starts_with("extract:")),
+        "{tasks:?}"
+    );
+    let detail = tasks["publish:analytics"]["detail"].as_str().unwrap();
+    assert!(detail.contains("a copy of the live file"), "{detail}");
+    assert_eq!(
+        transforms_run(&run_json(&inst, &["--select", "facts+"])),
+        ["transform:daily=ok", "transform:facts=ok"]
+    );
+    assert_eq!(
+        transforms_run(&run_json(&inst, &["--select", "+daily"])),
+        ["transform:daily=ok", "transform:facts=ok"]
+    );
+    // The copy was complete and nothing else changed: a full run finds nothing to publish.
+    let tasks = run_json(&inst, &[]);
+    assert_eq!(tasks["publish:analytics"]["status"], "unchanged");
+
+    // A table selector syncs the table and builds what reads it.
+    inst.write("files/shop/orders.csv", &format!("{ORDERS}3,1.0\n"));
+    let tasks = run_json(&inst, &["--select", "orders"]);
+    assert_eq!(tasks["extract:shop.orders"]["status"], "ok");
+    assert_eq!(
+        transforms_run(&tasks),
+        ["transform:daily=ok", "transform:facts=ok"]
+    );
+    assert_eq!(int(&inst, "select n from daily"), 3);
+    assert_eq!(int(&inst, "select n from people"), 3);
+
+    // Something else changed since the live file was built: the copy is refused, and with it the
+    // run (building `daily` alone on a file rebuilt from the extracts would need `facts`); nothing
+    // is published, every result stays. A full run then brings it up to date.
+    inst.write("data/extracts/crm/data/extra.txt", "changes crm's stamp");
+    let out = inst
+        .cmd()
+        .args(["run", "--select", "daily", "--format", "json"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("out of date"), "{text}");
+    assert!(text.contains("\"published\":false"), "{text}");
+    assert_eq!(int(&inst, "select n from people"), 3);
+    assert_eq!(int(&inst, "select n from daily"), 3);
+    let tasks = run_json(&inst, &[]);
+    assert_eq!(tasks["publish:analytics"]["status"], "ok");
+    assert_eq!(
+        transforms_run(&run_json(&inst, &["--select", "daily"])),
+        ["transform:daily=ok"]
+    );
+
+    // An unknown name is an error naming the closest one.
+    let out = inst
+        .cmd()
+        .args(["run", "--select", "dayly+"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("did you mean `daily`"), "{err}");
 }
 
 #[test]

@@ -2,7 +2,7 @@
 //! processes.
 
 use crate::common::{pipeline, Fmt, Instance};
-use serde_json::Value;
+use serde_json::{json, Value};
 use std::io::Write;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -45,6 +45,7 @@ fn fresh_instance_plans_everything_applies_then_has_no_changes() {
         assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
         let text = stdout(&out);
         for line in [
+            "+ settings instance",
             "+ source shop",
             "+ table shop.customers",
             "+ table shop.orders",
@@ -52,7 +53,7 @@ fn fresh_instance_plans_everything_applies_then_has_no_changes() {
             "+ metric sales/order_count",
             "extract shop.orders",
             "publish analytics",
-            "Plan: 5 to add, 0 to change, 0 to destroy.",
+            "Plan: 6 to add, 0 to change, 0 to destroy.",
         ] {
             assert!(text.contains(line), "`{line}` missing from:\n{text}");
         }
@@ -65,7 +66,7 @@ fn fresh_instance_plans_everything_applies_then_has_no_changes() {
             .unwrap();
         assert!(out.status.success(), "{}", stderr(&out));
         assert!(stdout(&out)
-            .contains("Apply complete! 5 added, 0 changed, 0 destroyed. State serial 1."));
+            .contains("Apply complete! 6 added, 0 changed, 0 destroyed. State serial 1."));
 
         let out = inst
             .cmd()
@@ -154,6 +155,99 @@ fn editing_one_field_shows_exactly_that_field() {
         )
         .unwrap();
     assert_eq!(registered, "Orders placed");
+}
+
+#[test]
+fn instance_settings_and_map_entries_show_in_the_plan() {
+    let inst = Instance::new(Fmt::Yaml);
+    inst.write_spec(
+        "registry/shop",
+        "tables:\n  - source: shop\n    source_table: orders\n    columns:\n      order_id: The order\n      \
+         amount: Order total\n  - source: shop\n    source_table: customers\n",
+    );
+    inst.apply();
+    // The time zone and a default change; a server limit is set for the first time.
+    inst.write_spec(
+        "config/instance",
+        "name: Test\ntimezone: Europe/Prague\ndefaults:\n  concurrency: 7\nserver:\n  query_max_rows: 500\n",
+    );
+    // One column's description changes, one is added.
+    inst.write_spec(
+        "registry/shop",
+        "tables:\n  - source: shop\n    source_table: orders\n    columns:\n      order_id: The order\n      \
+         amount: Total in EUR\n      customer_id: Who ordered\n  - source: shop\n    source_table: customers\n",
+    );
+    let plan = inst.plan(&[]);
+    assert_eq!(
+        change_ids(&plan),
+        [
+            ("settings instance".to_string(), "update".to_string()),
+            ("table shop.orders".to_string(), "update".to_string())
+        ]
+    );
+    let fields = |i: usize| -> Vec<(String, Value, Value)> {
+        plan["changes"][i]["fields"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|f| {
+                let name = match f["key"].as_str() {
+                    Some(k) => format!("{}.{k}", f["field"].as_str().unwrap()),
+                    None => f["field"].as_str().unwrap().to_string(),
+                };
+                (name, f["old"].clone(), f["new"].clone())
+            })
+            .collect()
+    };
+    assert_eq!(
+        fields(0),
+        [
+            ("timezone".into(), json!("UTC"), json!("Europe/Prague")),
+            ("defaults.concurrency".into(), json!(4), json!(7)),
+            ("server.query_max_rows".into(), json!(10000), json!(500)),
+        ]
+    );
+    assert_eq!(
+        fields(1),
+        [
+            (
+                "columns.amount".into(),
+                json!("Order total"),
+                json!("Total in EUR")
+            ),
+            (
+                "columns.customer_id".into(),
+                Value::Null,
+                json!("Who ordered")
+            ),
+        ]
+    );
+    // Settings need no task; the column descriptions rebuild the source's views.
+    let tasks: Vec<&str> = plan["tasks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(tasks[..2], ["rebuild:shop", "publish:analytics"]);
+
+    let human = stdout(&inst.cmd().arg("plan").output().unwrap());
+    for line in [
+        "~ settings instance  config/instance.yaml",
+        "~ timezone: \"UTC\" → \"Europe/Prague\"",
+        "~ defaults.concurrency: 4 → 7",
+        "~ columns.amount: \"Order total\" → \"Total in EUR\"",
+        "+ columns.customer_id = \"Who ordered\"",
+    ] {
+        assert!(human.contains(line), "`{line}` missing from:\n{human}");
+    }
+    inst.apply();
+    let after = inst.plan(&[]);
+    assert_eq!(change_ids(&after), []);
+    assert_eq!(
+        inst.state_int("SELECT count(*) FROM audit_log WHERE action = 'update settings'"),
+        1
+    );
 }
 
 #[test]
@@ -335,7 +429,7 @@ fn apply_asks_refuses_in_ci_and_accepts_only_yes() {
         .unwrap();
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(
-        stdout(&out).contains("Plan: 5 to add"),
+        stdout(&out).contains("Plan: 6 to add"),
         "the plan is shown before the question"
     );
     assert_eq!(inst.state_int("SELECT count(*) FROM table_registry"), 2);
@@ -472,7 +566,7 @@ fn status_and_history_report_the_registry() {
     assert_eq!(applies.len(), 2);
     assert_eq!(applies[0]["serial"], 2);
     assert_eq!(applies[0]["destroy"], 1);
-    assert_eq!(applies[1]["add"], 5);
+    assert_eq!(applies[1]["add"], 6);
     assert!(!applies[0]["who"].as_str().unwrap().is_empty());
     let out = inst
         .cmd()
@@ -493,7 +587,7 @@ fn status_and_history_report_the_registry() {
         "{syncs:?}"
     );
     let text = stdout(&inst.cmd().arg("history").output().unwrap());
-    assert!(text.contains("+5 ~0 -0"), "{text}");
+    assert!(text.contains("+6 ~0 -0"), "{text}");
     // A view name works like the id; an unknown name is an error that suggests the closest.
     let by_view = inst
         .cmd()
