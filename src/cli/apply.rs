@@ -39,7 +39,7 @@ pub struct Args {
     #[arg(long)]
     auto_approve: bool,
     /// How long to wait for the state lock when another apply holds it (e.g. 0, 30s, 5m).
-    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = output::parse_duration)]
+    #[arg(long, value_name = "DURATION", default_value = output::LOCK_TIMEOUT, value_parser = output::parse_duration)]
     lock_timeout: Duration,
     /// Delete the Parquet files of tables the plan deletes (kept by default).
     #[arg(long)]
@@ -101,8 +101,27 @@ pub fn run(dir: &Path, args: Args, quiet: bool) -> Result<ExitCode> {
         ask: args.plan_file.is_none() && !args.auto_approve,
         declined: None,
         applied: false,
+        document: None,
+        run_document: None,
     };
     let outcome = ops_apply::apply(&desired, &opts, &mut cli)?;
+    // JSON is one document: what was applied, and the run's result under `run`.
+    if args.format == Format::Json {
+        let base = match (&outcome, cli.document.take()) {
+            (_, Some(doc)) => Some(doc),
+            (ApplyOutcome::NothingToDo { plan, .. }, None) => Some(
+                serde_json::json!({"applied": false, "serial": plan.state_serial, "changes": 0}),
+            ),
+            _ => None,
+        };
+        if let Some(mut doc) = base {
+            if let (Some(d), Some(run)) = (doc.as_object_mut(), cli.run_document.take()) {
+                d.insert("run".into(), run);
+            }
+            let mut out = std::io::stdout().lock();
+            writeln!(out, "{}", serde_json::to_string_pretty(&doc)?)?;
+        }
+    }
     let mut out = anstream::stdout().lock();
     match outcome {
         ApplyOutcome::Refused(Refused::MissingEnv(unset)) => bail!(
@@ -131,13 +150,8 @@ pub fn run(dir: &Path, args: Args, quiet: bool) -> Result<ExitCode> {
             run: Some(code), ..
         } => code,
         ApplyOutcome::NothingToDo { plan, .. } => {
-            match args.format {
-                Format::Json => writeln!(
-                    out,
-                    "{}",
-                    serde_json::json!({"applied": false, "serial": plan.state_serial, "changes": 0})
-                )?,
-                Format::Human => write!(out, "{}", render::human(&plan))?,
+            if args.format == Format::Human {
+                write!(out, "{}", render::human(&plan))?;
             }
             Ok(ExitCode::SUCCESS)
         }
@@ -155,6 +169,10 @@ struct Cli<'a> {
     /// Why the review said no (the answer was not `yes`, or stdin failed).
     declined: Option<anyhow::Error>,
     applied: bool,
+    /// `--format json`: what was applied, printed with the run's result once everything is done.
+    document: Option<serde_json::Value>,
+    /// `--format json`: the run's result.
+    run_document: Option<serde_json::Value>,
 }
 
 impl Hooks for Cli<'_> {
@@ -194,8 +212,13 @@ impl Hooks for Cli<'_> {
 
     fn applied(&mut self, applied: &ops_apply::Applied) {
         self.applied = true;
-        let mut out = anstream::stdout().lock();
-        let _ = render_applied(&mut out, applied, self.args);
+        match self.args.format {
+            Format::Json => self.document = Some(applied_json(applied)),
+            Format::Human => {
+                let mut out = anstream::stdout().lock();
+                let _ = render_applied(&mut out, applied, self.args);
+            }
+        }
     }
 
     fn run(
@@ -225,54 +248,55 @@ impl Hooks for Cli<'_> {
             registered,
             tasks,
             &opts,
-            self.args.format,
+            self.args.format.into(),
             self.quiet,
         )?;
-        super::run::report(&outcome, self.args.format, self.quiet, self.dir)
+        if self.args.format == Format::Json {
+            self.run_document = Some(super::run::run_json(&outcome, true));
+            return Ok(super::run::exit_code(&outcome));
+        }
+        super::run::report(&outcome, self.args.format.into(), self.quiet, self.dir)
     }
 }
 
+/// What an apply recorded, as the JSON document's top level.
+fn applied_json(applied: &ops_apply::Applied) -> serde_json::Value {
+    serde_json::json!({
+        "applied": true,
+        "serial": applied.serial,
+        "changes": applied.changes,
+        "summary": applied.summary,
+        "queued_tasks": applied.queued_tasks,
+        "purged_files": applied.purged,
+    })
+}
+
+/// The human summary of what an apply recorded.
 fn render_applied(
     out: &mut impl Write,
     applied: &ops_apply::Applied,
     args: &Args,
 ) -> std::io::Result<()> {
-    match args.format {
-        Format::Json => writeln!(
+    let ok = anstyle::AnsiColor::Green.on_default().bold();
+    let s = applied.summary;
+    writeln!(
+        out,
+        "\n{ok}Apply complete!{ok:#} {} added, {} changed, {} destroyed. State serial {}.",
+        s.add, s.change, s.destroy, applied.serial
+    )?;
+    if applied.queued_tasks > 0 && args.queue_only {
+        writeln!(
             out,
-            "{}",
-            serde_json::json!({
-                "applied": true,
-                "serial": applied.serial,
-                "changes": applied.changes,
-                "summary": applied.summary,
-                "queued_tasks": applied.queued_tasks,
-                "purged_files": applied.purged,
-            })
-        ),
-        Format::Human => {
-            let ok = anstyle::AnsiColor::Green.on_default().bold();
-            let s = applied.summary;
-            writeln!(
-                out,
-                "\n{ok}Apply complete!{ok:#} {} added, {} changed, {} destroyed. State serial {}.",
-                s.add, s.change, s.destroy, applied.serial
-            )?;
-            if applied.queued_tasks > 0 && args.queue_only {
-                writeln!(
-                    out,
-                    "{} task(s) queued as pending; `pipeline run` runs them, `pipeline status` lists them.",
-                    applied.queued_tasks
-                )?;
-            }
-            if applied.purged > 0 {
-                writeln!(
-                    out,
-                    "Purged the data of deleted tables ({} path(s)).",
-                    applied.purged
-                )?;
-            }
-            Ok(())
-        }
+            "{} task(s) queued as pending; `pipeline run` runs them, `pipeline status` lists them.",
+            applied.queued_tasks
+        )?;
     }
+    if applied.purged > 0 {
+        writeln!(
+            out,
+            "Purged the data of deleted tables ({} path(s)).",
+            applied.purged
+        )?;
+    }
+    Ok(())
 }

@@ -53,7 +53,7 @@ struct BackfillArgs {
     #[arg(long, default_value_t = 6)]
     threads: usize,
     /// How long to wait for the analytics lock held by a run.
-    #[arg(long, value_name = "DURATION", default_value = "10m", value_parser = super::output::parse_duration)]
+    #[arg(long, value_name = "DURATION", default_value = super::output::LOCK_TIMEOUT, value_parser = super::output::parse_duration)]
     lock_timeout: Duration,
 }
 

@@ -10,6 +10,11 @@ use anyhow::{bail, Result};
 use std::io::Write;
 use std::time::Duration;
 
+/// The default of every `--lock-timeout`: how long a command waits for a lock another process
+/// holds (the state lock of an apply, a source or analytics during a run) before giving up. One
+/// value everywhere, long enough to outwait a normal run; the wait is announced and Ctrl-C stops it.
+pub const LOCK_TIMEOUT: &str = "10m";
+
 /// `--format` of commands whose output is data.
 #[derive(clap::ValueEnum, Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum Format {

@@ -25,7 +25,8 @@ Examples:
   pipeline run --select +daily_revenue it and every transform it reads
   pipeline run --full-refresh          re-extract everything, ignoring fingerprints and cursors
   pipeline run --accept-schema orders  publish orders' new columns/types once, though its contract refuses them
-  pipeline run --format json           one JSON event per line (task_started, task_finished, run_finished)
+  pipeline run --format json           one JSON document when the run ends: every task and the outcome
+  pipeline run --format ndjson         one JSON event per line as it goes (task_started, task_finished, …)
 
 A run syncs what `pipeline apply` registered, not unapplied edits. Tables whose input has not changed
 since their last extract are not read again, and analytics.duckdb is not rewritten when nothing it is
@@ -65,10 +66,32 @@ pub struct Args {
     #[arg(long, value_name = "TABLE")]
     accept_schema: Vec<String>,
     /// How long to wait for another run that holds a source or analytics (e.g. 30s, 10m).
-    #[arg(long, value_name = "DURATION", default_value = "10m", value_parser = output::parse_duration)]
+    #[arg(long, value_name = "DURATION", default_value = output::LOCK_TIMEOUT, value_parser = output::parse_duration)]
     lock_timeout: Duration,
     #[arg(long, value_enum, default_value_t)]
-    format: Format,
+    format: RunFormat,
+}
+
+/// `--format` of a run: what is printed as it goes and at the end.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum RunFormat {
+    /// Progress on stderr (a spinner per task on a terminal), a summary on stdout.
+    #[default]
+    Human,
+    /// One JSON document on stdout when the run ends: every task's result and the outcome.
+    Json,
+    /// One JSON event per line on stdout as the run goes: task_started, task_finished, cancelling,
+    /// published, and run_finished last.
+    Ndjson,
+}
+
+impl From<Format> for RunFormat {
+    fn from(f: Format) -> RunFormat {
+        match f {
+            Format::Human => RunFormat::Human,
+            Format::Json => RunFormat::Json,
+        }
+    }
 }
 
 /// The instance and what is registered in its state. Says so when the specs differ from what was
@@ -125,7 +148,7 @@ pub fn run(dir: &Path, args: Args, quiet: bool) -> Result<ExitCode> {
         if !crate::analytics::has_extracts(&inst.data) {
             bail!("nothing is registered yet: run `pipeline apply` first");
         }
-        if !quiet && args.format == output::Format::Human {
+        if !quiet && args.format == RunFormat::Human {
             eprintln!(
                 "note: nothing is registered (`pipeline apply` registers what the specs declare); \
                  publishing the extracts found under {}",
@@ -212,10 +235,10 @@ pub(super) fn execute(
     reg: Registered,
     tasks: Vec<Task>,
     opts: &Options,
-    format: Format,
+    format: RunFormat,
     quiet: bool,
 ) -> Result<Outcome> {
-    if format == Format::Human && !quiet {
+    if format == RunFormat::Human && !quiet {
         eprintln!(
             "Running {} task(s), {} at a time:",
             tasks.len(),
@@ -223,8 +246,11 @@ pub(super) fn execute(
         );
     }
     let ran = match format {
-        Format::Json => ops::sync::run(inst, reg, tasks, opts, &mut progress::Json),
-        Format::Human => ops::sync::run(inst, reg, tasks, opts, &mut progress::Human::new(quiet)),
+        RunFormat::Json => ops::sync::run(inst, reg, tasks, opts, &mut progress::Silent),
+        RunFormat::Ndjson => ops::sync::run(inst, reg, tasks, opts, &mut progress::Json),
+        RunFormat::Human => {
+            ops::sync::run(inst, reg, tasks, opts, &mut progress::Human::new(quiet))
+        }
     };
     match ran {
         Ok(outcome) => Ok(outcome),
@@ -234,28 +260,64 @@ pub(super) fn execute(
     }
 }
 
-/// Prints the end of a run; the exit code says whether everything succeeded.
-pub(super) fn report(o: &Outcome, format: Format, quiet: bool, dir: &Path) -> Result<ExitCode> {
-    let code = if o.ok() {
+/// The exit status of a finished run: 0 when everything succeeded.
+pub(super) fn exit_code(o: &Outcome) -> ExitCode {
+    if o.ok() {
         ExitCode::SUCCESS
     } else {
         ExitCode::from(1)
-    };
+    }
+}
+
+/// A finished run as JSON: its outcome and, with `tasks`, every task's result (else their count,
+/// as the `run_finished` event has it).
+pub(super) fn run_json(o: &Outcome, tasks: bool) -> serde_json::Value {
     let failures: Vec<_> = o.failures().collect();
-    if format == Format::Json {
-        progress::emit(serde_json::json!({
-            "event": "run_finished",
-            "run_id": o.run_id,
-            "status": if o.cancelled { "cancelled" } else if failures.is_empty() && o.record_error.is_none() { "ok" } else { "failed" },
-            "record_error": o.record_error,
-            "published": o.published,
-            "analytics": o.analytics,
-            "tasks": o.tasks.len(),
-            "failed": failures.iter().map(|f| serde_json::json!({"task": f.task.id, "error": f.error})).collect::<Vec<_>>(),
-            "skipped": o.count(Status::Skipped),
-            "warnings": o.warnings,
-        }));
-        return Ok(code);
+    let status = if o.cancelled {
+        "cancelled"
+    } else if failures.is_empty() && o.record_error.is_none() {
+        "ok"
+    } else {
+        "failed"
+    };
+    serde_json::json!({
+        "run_id": o.run_id,
+        "status": status,
+        "record_error": o.record_error,
+        "published": o.published,
+        "analytics": o.analytics,
+        "tasks": if tasks {
+            serde_json::Value::Array(o.tasks.iter().map(progress::task_json).collect())
+        } else {
+            serde_json::Value::from(o.tasks.len())
+        },
+        "failed": failures.iter().map(|f| serde_json::json!({"task": f.task.id, "error": f.error})).collect::<Vec<_>>(),
+        "skipped": o.count(Status::Skipped),
+        "warnings": o.warnings,
+    })
+}
+
+/// Prints the end of a run; the exit code says whether everything succeeded.
+pub(super) fn report(o: &Outcome, format: RunFormat, quiet: bool, dir: &Path) -> Result<ExitCode> {
+    let code = exit_code(o);
+    let failures: Vec<_> = o.failures().collect();
+    match format {
+        RunFormat::Json => {
+            let mut out = std::io::stdout().lock();
+            writeln!(out, "{}", serde_json::to_string_pretty(&run_json(o, true))?)?;
+            return Ok(code);
+        }
+        RunFormat::Ndjson => {
+            let mut event = serde_json::json!({"event": "run_finished"});
+            if let (Some(e), serde_json::Value::Object(run)) =
+                (event.as_object_mut(), run_json(o, false))
+            {
+                e.extend(run);
+            }
+            progress::emit(event);
+            return Ok(code);
+        }
+        RunFormat::Human => {}
     }
     let mut err = anstream::stderr().lock();
     if !o.warnings.is_empty() {

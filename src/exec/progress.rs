@@ -1,5 +1,6 @@
 //! Showing a run as it goes: a spinner per running task on a terminal, one line per finished task
-//! otherwise, or JSON events (one object per line) for programs.
+//! otherwise, JSON events (one object per line) for programs that follow a run, or nothing (a
+//! program that reads one document at the end).
 
 use super::scheduler::{Finished, Observer, Status};
 use super::work::thousands;
@@ -154,6 +155,43 @@ impl Observer for Human {
     }
 }
 
+/// One finished task as JSON: the `task_finished` event's fields, and an entry of a run's document.
+pub fn task_json(f: &Finished) -> serde_json::Value {
+    serde_json::json!({
+        "task": f.task.id,
+        "kind": f.task.kind,
+        "target": f.task.target,
+        "status": f.status,
+        "rows": f.done.rows,
+        "bytes": f.done.bytes,
+        "duration_ms": f.duration.as_millis() as u64,
+        "detail": f.done.detail,
+        "warnings": f.done.warnings,
+        "error": f.error,
+    })
+}
+
+/// Nothing while the run goes (the caller prints one document at the end); waiting for another
+/// process's lock is still said on stderr.
+pub struct Silent;
+
+impl Observer for Silent {
+    fn started(&mut self, _: &Task) {}
+
+    fn finished(&mut self, _: &Finished) {}
+
+    fn waiting(&mut self, what: &str, holder: &str) {
+        let _ = writeln!(
+            anstream::stderr(),
+            "Waiting for {what}, which {holder} is syncing…"
+        );
+    }
+
+    fn cancelling(&mut self, _: usize) {}
+
+    fn published(&mut self, _: Duration) {}
+}
+
 /// JSON events on stdout, one per line.
 pub struct Json;
 
@@ -175,19 +213,11 @@ impl Observer for Json {
     }
 
     fn finished(&mut self, f: &Finished) {
-        emit(serde_json::json!({
-            "event": "task_finished",
-            "task": f.task.id,
-            "kind": f.task.kind,
-            "target": f.task.target,
-            "status": f.status,
-            "rows": f.done.rows,
-            "bytes": f.done.bytes,
-            "duration_ms": f.duration.as_millis() as u64,
-            "detail": f.done.detail,
-            "warnings": f.done.warnings,
-            "error": f.error,
-        }));
+        let mut event = serde_json::json!({"event": "task_finished"});
+        if let (Some(e), serde_json::Value::Object(task)) = (event.as_object_mut(), task_json(f)) {
+            e.extend(task);
+        }
+        emit(event);
     }
 
     fn waiting(&mut self, what: &str, holder: &str) {

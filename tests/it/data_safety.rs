@@ -71,7 +71,7 @@ impl Run {
 fn run(inst: &Instance, args: &[&str]) -> Run {
     let out = inst
         .cmd()
-        .args(["run", "--format", "json"])
+        .args(["run", "--format", "ndjson"])
         .args(args)
         .output()
         .unwrap();
@@ -579,7 +579,7 @@ fn a_state_directory_removed_during_a_run_fails_the_run() {
     let mut child = Command::new(assert_cmd::cargo::cargo_bin("pipeline"))
         .arg("--dir")
         .arg(inst.path())
-        .args(["run", "--full-refresh", "-j", "1", "--format", "json"])
+        .args(["run", "--full-refresh", "-j", "1", "--format", "ndjson"])
         .env_remove("CI")
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())

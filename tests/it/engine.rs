@@ -99,7 +99,7 @@ fn run(inst: &Instance, args: &[&str]) -> Run {
 /// `cmd` (`pipeline --dir …`, its environment set) with `run --format json` plus `args`.
 fn run_cmd(mut cmd: assert_cmd::Command, args: &[&str]) -> Run {
     let out = cmd
-        .args(["run", "--format", "json"])
+        .args(["run", "--format", "ndjson"])
         .args(args)
         .output()
         .unwrap();
@@ -957,7 +957,7 @@ impl BulkRun {
                 "--lock-timeout",
                 "30s",
                 "--format",
-                "json",
+                "ndjson",
             ])
             .env_remove("CI")
             .stdout(Stdio::piped())

@@ -46,7 +46,7 @@ fn instance() -> Instance {
 
 /// The `task_finished` events of a `run --format json`, by task id.
 fn run_json(inst: &Instance, args: &[&str]) -> std::collections::BTreeMap<String, Value> {
-    let mut all = vec!["run", "--format", "json"];
+    let mut all = vec!["run", "--format", "ndjson"];
     all.extend_from_slice(args);
     ok(inst, &all)
         .lines()
@@ -194,7 +194,7 @@ fn run_select_builds_only_the_chosen_subgraph() {
     inst.write("data/extracts/crm/data/extra.txt", "changes crm's stamp");
     let out = inst
         .cmd()
-        .args(["run", "--select", "daily", "--format", "json"])
+        .args(["run", "--select", "daily", "--format", "ndjson"])
         .output()
         .unwrap();
     assert!(!out.status.success());
