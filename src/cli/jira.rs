@@ -122,12 +122,27 @@ fn backfill_cmd(dir: &Path, args: BackfillArgs, quiet: bool) -> Result<ExitCode>
     }
     let extract_changed = jira.store.publish().map_err(|e| anyhow!("{e}"))?;
     let published = if extract_changed || !inst.data.analytics().is_file() {
-        let r = republish(&inst, &registered, &args.source, args.lock_timeout)
-            .map_err(|e| anyhow!("{e}"))?;
-        for s in &r.skipped {
-            tracing::warn!("not published: {s}");
+        let outcome = republish(
+            &inst,
+            &registered,
+            &args.source,
+            "pipeline jira backfill",
+            args.lock_timeout,
+        )
+        .map_err(|e| anyhow!("{e}"))?;
+        for w in &outcome.warnings {
+            tracing::warn!("{w}");
         }
-        r.published.len()
+        for f in outcome.failures() {
+            tracing::warn!(task = %f.task.id, "{}", f.error.as_deref().unwrap_or("?"));
+        }
+        // The publish task counts the tables of the new analytics file.
+        outcome
+            .tasks
+            .iter()
+            .find(|f| f.task.kind == crate::registry::task::TaskKind::Publish)
+            .and_then(|f| f.done.rows)
+            .unwrap_or(0) as usize
     } else {
         0
     };

@@ -459,12 +459,16 @@ impl SourceQueue {
         let extract_ms = started.elapsed().as_millis() as u64;
         let inst = shared.instance();
         let snapshot = shared.snapshot();
-        republish(
+        let outcome = republish(
             &inst,
             &snapshot.registered,
             &self.name,
-            Duration::from_secs(600),
+            "jira webhook",
+            crate::exec::publish::PUSH_LOCK_TIMEOUT,
         )?;
+        for f in outcome.failures() {
+            tracing::warn!(source = %self.name, task = %f.task.id, "after Jira webhooks: {}", f.error.as_deref().unwrap_or("?"));
+        }
         tracing::debug!(
             source = %self.name,
             extract_ms,

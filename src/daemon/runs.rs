@@ -305,6 +305,7 @@ fn execute(shared: &Arc<Shared>, run_id: &str, req: Request) -> Result<exec::Out
         run_id: Some(run_id.to_string()),
 
         chosen_transforms: false,
+        pushed: false,
     };
     let mut observer = Logger {
         run: run_id.to_string(),

@@ -7,22 +7,18 @@
 //! - [`sync`]: what a run (scheduled, triggered, or the first after `apply`) does for a jira
 //!   source: the consistency check against a JQL search, then `extract.duckdb` refreshed over the
 //!   partitions. The run's own publish step then puts the source into analytics.
-//! - [`republish`]: after webhooks or a backfill, only this source's views in analytics.duckdb are
-//!   refreshed (`analytics::rebuild_source`), under the analytics lock runs take too.
+//! - [`republish`]: after webhooks or a backfill, a recorded push run republishes only this source
+//!   in analytics.duckdb, under the locks runs take too.
 
-use crate::analytics;
 use crate::connectors::jira::backfill;
 use crate::connectors::jira::client::{Client, Patience};
 use crate::connectors::jira::consistency::{self, CheckReport};
 use crate::connectors::jira::partition::PartitionStore;
 use crate::connectors::jira::rows::Mapper;
 use crate::connectors::jira::JiraConfig;
-use crate::extract_db::RemotePolicy;
 use crate::instance::Instance;
 use crate::registry::registered::{Registered, SourceDef};
 use crate::spec::model::SourceType;
-use crate::state::{self, StateStore};
-use std::time::Duration;
 
 /// One jira source, ready to fetch and write.
 pub struct JiraSource {
@@ -101,29 +97,34 @@ pub fn sync(data_dir: &std::path::Path, source: &SourceDef) -> Result<(CheckRepo
     Ok((report, published))
 }
 
-/// Refreshes only `source`'s views in analytics.duckdb (after webhooks or a backfill): the
-/// one-source publish ([`analytics::publish_source`]: a copy of the live file with this source's
-/// views replaced and the transforms that read them rebuilt), under the analytics lock.
+/// Republishes `source` after webhooks or a backfill wrote its data (and its extract.duckdb): a
+/// push run ([`super::publish::publish_source`], recorded in the state with trigger `push`) that
+/// republishes only this source in a copy of the live analytics file and rebuilds the transforms
+/// that read it, under the locks runs take (waiting up to `lock_timeout`). `who` names the caller
+/// in the run history. An error
+/// when the run could not start or its publish failed (the previous analytics file stays); a
+/// transform or check that fails keeps its last good result and is reported in the outcome.
 pub fn republish(
     inst: &Instance,
     registered: &Registered,
     source: &str,
-    lock_timeout: Duration,
-) -> Result<analytics::Report, String> {
-    let owners = {
-        let store = StateStore::of(&inst.data);
-        let r = store.read().map_err(|e| e.to_string())?;
-        state::sync::read_before(&r)
-            .map_err(|e| e.to_string())?
-            .owners
-    };
-    let rules = analytics::Rules {
-        policy: RemotePolicy::of_instance(inst),
-        owners,
-        reserved: registered.transforms.keys().cloned().collect(),
-        limits: inst.run_limits,
-    };
-    analytics::publish_source(&inst.data, &rules, registered, source, lock_timeout)
-        .map(|published| published.report)
-        .map_err(|e| e.to_string())
+    who: &str,
+    lock_timeout: std::time::Duration,
+) -> Result<super::Outcome, String> {
+    let outcome =
+        super::publish::publish_source_within(inst, registered, source, who, lock_timeout)
+            .map_err(|e| e.to_string())?;
+    let publish_failed = outcome
+        .failures()
+        .find(|f| f.task.kind == crate::registry::task::TaskKind::Publish);
+    if let Some(f) = publish_failed {
+        return Err(format!(
+            "publishing {source} failed: {}",
+            f.error.as_deref().unwrap_or("?")
+        ));
+    }
+    if let Some(e) = &outcome.record_error {
+        return Err(format!("the push run could not be recorded: {e}"));
+    }
+    Ok(outcome)
 }

@@ -56,6 +56,9 @@ pub struct Options {
     /// The caller chose which transforms the run builds (`pipeline run --select`): build exactly
     /// those, never narrow them to what a one-source run would rebuild.
     pub chosen_transforms: bool,
+    /// The run republishes sources their push connector has just written ([`publish::publish_source`]):
+    /// a push source's rebuild takes its extract.duckdb as written instead of syncing it again.
+    pub pushed: bool,
 }
 
 impl Options {
@@ -76,6 +79,7 @@ impl Options {
             cancel: None,
             run_id: None,
             chosen_transforms: false,
+            pushed: false,
         }
     }
 }
@@ -206,6 +210,7 @@ pub fn execute(
                 owners: before.owners,
                 full_refresh: opts.full_refresh,
                 chosen_transforms: opts.chosen_transforms,
+                pushed: opts.pushed,
                 accept_schema: opts.accept_schema.clone(),
                 lock_timeout: opts.lock_timeout,
                 scope,

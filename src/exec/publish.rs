@@ -28,6 +28,18 @@ pub fn publish_source(
     source: &str,
     who: &str,
 ) -> Result<Outcome, ExecError> {
+    publish_source_within(inst, registered, source, who, PUSH_LOCK_TIMEOUT)
+}
+
+/// [`publish_source`], waiting up to `lock_timeout` for the locks (`pipeline jira backfill
+/// --lock-timeout`).
+pub fn publish_source_within(
+    inst: &Instance,
+    registered: &Registered,
+    source: &str,
+    who: &str,
+    lock_timeout: Duration,
+) -> Result<Outcome, ExecError> {
     if !registered.sources.contains_key(source) {
         return Err(ExecError::Setup(format!(
             "no registered source `{source}` to publish"
@@ -45,12 +57,12 @@ pub fn publish_source(
         jobs: None,
         full_refresh: false,
         accept_schema: Default::default(),
-        lock_timeout: PUSH_LOCK_TIMEOUT,
+        lock_timeout,
         // The caller owns the signals (the daemon); nothing cancels a push but the process ending.
         cancel: Some(Arc::new(AtomicBool::new(false))),
         run_id: None,
-
         chosen_transforms: false,
+        pushed: true,
     };
     execute(inst, registered.clone(), tasks, &opts, &mut Logged)
 }

@@ -45,6 +45,8 @@ pub struct Context {
     /// The run builds transforms the caller chose (`run --select`): stage a new file even when the
     /// live one is up to date, since building them is what was asked.
     pub chosen_transforms: bool,
+    /// A push connector has just written the sources this run rebuilds ([`super::Options::pushed`]).
+    pub pushed: bool,
     /// Tables (ids) whose new schema is published whatever it is (`--accept-schema`).
     pub accept_schema: BTreeSet<String>,
     pub lock_timeout: Duration,
@@ -85,6 +87,8 @@ pub struct ContextParts {
     /// The run builds transforms the caller chose (`run --select`): stage a new file even when the
     /// live one is up to date, since building them is what was asked.
     pub chosen_transforms: bool,
+    /// A push connector has just written the sources this run rebuilds ([`super::Options::pushed`]).
+    pub pushed: bool,
     pub accept_schema: BTreeSet<String>,
     pub lock_timeout: Duration,
     pub scope: Option<BTreeSet<String>>,
@@ -114,6 +118,7 @@ impl Context {
             owners: p.owners,
             full_refresh: p.full_refresh,
             chosen_transforms: p.chosen_transforms,
+            pushed: p.pushed,
             accept_schema: p.accept_schema,
             lock_timeout: p.lock_timeout,
             scope: p.scope,
@@ -274,7 +279,14 @@ impl Context {
             TaskError::NotRegistered(format!("source `{source_name}` is not registered"))
         })?;
         if source.kind() == Some(crate::spec::model::SourceType::Jira) {
-            // The partition store writes its own extract.duckdb (all six tables).
+            // The partition store writes its own extract.duckdb (all six tables): after a push it
+            // has just done so; otherwise the run checks it against Jira and refreshes it.
+            if self.pushed {
+                return Ok(Done {
+                    detail: Some("extract.duckdb as the push connector wrote it".into()),
+                    ..Done::default()
+                });
+            }
             return self.jira_sync(source);
         }
         let dir = self.extract_dir(source_name)?;

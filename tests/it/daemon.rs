@@ -414,9 +414,11 @@ fn the_query_sandbox_and_access_groups_hold() {
 fn trigger_conflicts_cli_access_and_sigterm_during_a_run() {
     // Five tables of 200,000 rows synced one task at a time: a full sync takes a moment.
     let inst = Instance::busy(200_000);
+    // No scheduled run may start meanwhile (the default, every 6 hours, fires at midnight too):
+    // a schedule that fires only on 29 February.
     inst.write_spec(
         "config/instance",
-        "name: Test\ntimezone: UTC\ndefaults:\n  concurrency: 1\n",
+        "name: Test\ntimezone: UTC\ndefaults:\n  concurrency: 1\n  schedule: 0 0 29 2 *\n",
     );
     ok(&inst, &["apply", "--auto-approve", "--queue-only"]);
     let t = token(&inst, "ops", &[]);
