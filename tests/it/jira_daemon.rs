@@ -206,6 +206,21 @@ fn jira_webhooks_create_update_comment_delete_reach_analytics() {
         .count();
     assert_eq!(received, fake.deliveries().len(), "{audit:#?}");
     assert!(audit.iter().any(|l| l["published_at"].is_string()));
+    // Each publish after webhooks is a push run, recorded in the state like any other run.
+    // (The daemon writes the state between reads: retry until it lets a reader in.)
+    let pushes: i64 = wait_for(within, "a read of the state", || {
+        let config = duckdb::Config::default()
+            .access_mode(duckdb::AccessMode::ReadOnly)
+            .ok()?;
+        let conn = duckdb::Connection::open_with_flags(inst.state_path(), config).ok()?;
+        conn.query_row(
+            "SELECT count(*) FROM runs WHERE trigger = 'push' AND who = 'jira webhook' AND status = 'ok'",
+            [],
+            |r| r.get(0),
+        )
+        .ok()
+    });
+    assert!(pushes >= 1, "{pushes} push runs recorded");
     let mut latencies: Vec<u64> = audit
         .iter()
         .filter_map(|l| l["latency_ms"].as_array().cloned())
