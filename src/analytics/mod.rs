@@ -688,6 +688,11 @@ pub fn open_live(
 /// The fingerprint recorded in the live analytics file, if any (to skip a rebuild that would change
 /// nothing).
 pub fn live_fingerprint(layout: &DataDir) -> Option<String> {
+    live_info(layout, "fingerprint")
+}
+
+/// One value of the live file's `_pipeline.info`, read without opening the file for writing.
+pub fn live_info(layout: &DataDir, key: &str) -> Option<String> {
     if !layout.analytics().is_file() {
         return None;
     }
@@ -698,8 +703,8 @@ pub fn live_fingerprint(layout: &DataDir) -> Option<String> {
     ))
     .ok()?;
     conn.query_row(
-        &format!("SELECT value FROM live.{META_SCHEMA}.info WHERE key = 'fingerprint'"),
-        [],
+        &format!("SELECT value FROM live.{META_SCHEMA}.info WHERE key = ?"),
+        [key],
         |r| r.get(0),
     )
     .ok()

@@ -91,6 +91,35 @@ pub fn clone_file(from: &Path, to: &Path) -> std::io::Result<()> {
 /// Key in `_pipeline.info` holding the [`Stamps`] the file was built from.
 const STAMPS_KEY: &str = "stamps";
 
+/// The sources whose extracts changed since the live file was built, when republishing only them
+/// yields the file a full rebuild would: the live file records what it was built from, it was
+/// complete (every transform built, so every transform kept from it is good), and neither the
+/// transforms nor the rules changed since. `None` otherwise: rebuild it whole. A run that synced
+/// many sources but changed few republishes those few ([`stage_sources`]) and rebuilds only the
+/// transforms that read them.
+pub fn changed_since_live(
+    layout: &DataDir,
+    rules: &Rules,
+    transforms: &[String],
+) -> Option<BTreeSet<String>> {
+    let recorded: Stamps = serde_json::from_str(&super::live_info(layout, STAMPS_KEY)?).ok()?;
+    if super::live_fingerprint(layout)? != recorded.fingerprint() {
+        return None;
+    }
+    let now = super::stamps(layout, rules, transforms);
+    if now.rest != recorded.rest {
+        return None;
+    }
+    let changed = recorded
+        .sources
+        .keys()
+        .chain(now.sources.keys())
+        .filter(|s| recorded.sources.get(*s) != now.sources.get(*s))
+        .cloned()
+        .collect();
+    Some(changed)
+}
+
 /// Stages a copy of the live file with `source` republished, or `Ok(None)` when the full rebuild
 /// is needed instead (see the module documentation). `transforms` are the transform keys of the
 /// fingerprint ([`super::stamps`]). The caller holds the analytics lock.

@@ -62,6 +62,9 @@ pub struct Context {
     session: Session,
     extracted: Mutex<HashMap<String, Extracted>>,
     publish: Mutex<Publish>,
+    /// When the staged file is a copy with only the changed sources republished although the run
+    /// synced more: the transforms that read them. The others keep their result in the copy.
+    affected: Mutex<Option<BTreeSet<String>>>,
     analytics_lock: Mutex<Option<Lock>>,
     /// What the published rebuild published and skipped, and its ownership changes.
     published: Mutex<Option<analytics::Report>>,
@@ -128,6 +131,7 @@ impl Context {
             session: Session::with_scratch(temp_dir).with_extensions(extensions),
             extracted: Mutex::new(HashMap::new()),
             publish: Mutex::new(Publish::NotRun),
+            affected: Mutex::new(None),
             analytics_lock: Mutex::new(None),
             published: Mutex::new(None),
             jira_synced: Mutex::new(HashMap::new()),
@@ -460,13 +464,40 @@ impl Context {
         *lock(&self.analytics_lock) = Some(held);
         // A run that synced one source republishes only it, when nothing else changed since the
         // live file was built; else, and when it cannot, the whole file is rebuilt.
+        let keys = self.transform_keys();
         let scoped = match &self.scope {
-            Some(sources) => analytics::publish::stage_sources(
-                &self.data,
-                &rules,
-                &self.transform_keys(),
-                sources,
-            )?,
+            Some(sources) => analytics::publish::stage_sources(&self.data, &rules, &keys, sources)?,
+            // A run of several sources: when only some of their extracts changed, republish those
+            // and build only what reads them (the decision is made from the stamps, so the new file
+            // is still the one a full rebuild would make).
+            None if !self.full_refresh && !self.chosen_transforms => {
+                match analytics::publish::changed_since_live(&self.data, &rules, &keys) {
+                    Some(changed) if !changed.is_empty() => {
+                        let staged =
+                            analytics::publish::stage_sources(&self.data, &rules, &keys, &changed)?;
+                        if let Some(s) = &staged {
+                            let mut names = BTreeSet::new();
+                            for source in &changed {
+                                names.extend(analytics::publish::changed_names(
+                                    &self.registered,
+                                    s,
+                                    source,
+                                ));
+                            }
+                            *lock(&self.affected) = Some(
+                                crate::registry::dag::transforms_reading(
+                                    &self.registered,
+                                    Some(&names),
+                                )
+                                .into_iter()
+                                .collect(),
+                            );
+                        }
+                        staged
+                    }
+                    _ => None,
+                }
+            }
             None => None,
         };
         let staged = match scoped {
@@ -533,6 +564,16 @@ impl Context {
                 ..Done::default()
             });
         };
+        let kept = lock(&self.affected)
+            .as_ref()
+            .is_some_and(|affected| !affected.contains(name));
+        if kept {
+            return Ok(Done {
+                unchanged: true,
+                detail: Some("kept: reads nothing that changed".into()),
+                ..Done::default()
+            });
+        }
         let rows = analytics::build_transform(&conn, name, t)?;
         Ok(Done {
             rows: Some(rows),

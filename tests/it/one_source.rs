@@ -116,6 +116,48 @@ fn run_source_republishes_one_source_and_what_reads_it() {
 }
 
 #[test]
+fn a_full_run_republishes_only_the_sources_that_changed() {
+    let inst = instance();
+    inst.apply();
+    // Both sources are synced; only shop's data changed.
+    inst.write("files/shop/orders.csv", &format!("{ORDERS}3,1.0\n"));
+    let tasks = run_json(&inst, &[]);
+    assert_eq!(tasks["extract:crm.contacts"]["status"], "unchanged");
+    let detail = tasks["publish:analytics"]["detail"].as_str().unwrap();
+    assert!(detail.contains("shop republished"), "{detail}");
+    assert_eq!(tasks["transform:facts"]["status"], "ok");
+    assert_eq!(tasks["transform:daily"]["status"], "ok");
+    // `people` reads only crm: kept in the copy, not built again.
+    let people = &tasks["transform:people"];
+    assert_eq!(people["status"], "unchanged", "{people}");
+    assert!(
+        people["detail"].as_str().unwrap().contains("kept"),
+        "{people}"
+    );
+    assert_eq!(int(&inst, "select n from daily"), 3);
+    assert_eq!(int(&inst, "select n from people"), 3);
+    // The file is the one a full rebuild would leave.
+    let tasks = run_json(&inst, &[]);
+    assert_eq!(tasks["publish:analytics"]["status"], "unchanged");
+    // A transform whose definition changes still means a full rebuild.
+    inst.write(
+        "pipelines/crm.yaml",
+        "type: csv\nconnection:\n  path: files/crm\ntransforms:\n  - name: crm_count\n    sql: select count(*) as n from contacts\n",
+    );
+    inst.apply();
+    assert_eq!(int(&inst, "select n from crm_count"), 3);
+    inst.write("files/crm/contacts.csv", &format!("{CONTACTS}4,Di\n"));
+    let tasks = run_json(&inst, &[]);
+    let detail = tasks["publish:analytics"]["detail"].as_str().unwrap();
+    assert!(detail.contains("crm republished"), "{detail}");
+    assert_eq!(tasks["transform:facts"]["status"], "unchanged");
+    assert_eq!(tasks["transform:people"]["status"], "ok");
+    assert_eq!(int(&inst, "select n from people"), 4);
+    assert_eq!(int(&inst, "select n from crm_count"), 4);
+    assert_eq!(int(&inst, "select n from daily"), 3);
+}
+
+#[test]
 fn run_source_without_a_live_file_rebuilds_everything() {
     let inst = instance();
     inst.apply();
