@@ -198,6 +198,11 @@ pub struct TransformDef {
     pub inputs_uncertain: Vec<String>,
     #[serde(default)]
     pub description: Option<String>,
+    /// Documented columns (name → description).
+    #[serde(default)]
+    pub columns: BTreeMap<String, String>,
+    #[serde(default)]
+    pub tags: Vec<String>,
 }
 
 impl TransformDef {
