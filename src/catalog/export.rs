@@ -256,7 +256,10 @@ impl Catalog {
                 schedule: t.schedule.clone(),
                 access: t.access.clone(),
                 tags: t.tags.clone(),
-                columns: columns(observed.columns.get(&t.name.to_lowercase()), &t.columns),
+                columns: columns(
+                    observed.columns.get(&t.name.to_lowercase()),
+                    &t.column_descriptions(),
+                ),
                 file: t.file.clone(),
                 last_sync: observed.syncs.get(&t.id).cloned(),
                 read_by: read_by(NodeKind::Table, &t.name),

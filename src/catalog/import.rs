@@ -7,20 +7,23 @@
 //!   identical content is not rewritten, so a second import with no upstream change writes nothing.
 //! - **Tables** are matched to registered tables ([`match_table`]: the FQN's last two segments
 //!   against bucket and source table, else its last segment against source table or view name; no
-//!   match or several are reported, never guessed). Registry files declare much more than
-//!   descriptions and are written by hand, so they are not rewritten: the report lists, per
-//!   matched table, the description and column descriptions OpenMetadata has that its spec lacks,
-//!   for the author to take.
+//!   match or several are reported, never guessed). Registry files declaring tables are written by
+//!   hand and never touched: what OpenMetadata documents that a table's own spec does not (its
+//!   description, column descriptions) goes to one generated registry file of `descriptions:`
+//!   (`registry/openmetadata.yaml`, docs/specs.md), under the same marker and rules as the
+//!   metrics. The table's own spec always wins, so an entry only fills gaps.
 //!
 //! Values in, report out; the HTTP reading is [`super::openmetadata`], rendering is the CLI's.
 
 use super::openmetadata::{Metric, Table};
+use crate::metrics::import::scalar;
 use crate::metrics::import::{
     marker, normalise_name, plan_write, render_spec, template_warnings, write, ImportError,
     MetricDoc, Outcome,
 };
-use crate::registry::registered::{Registered, TableDef};
 use crate::spec::fields::GRAINS;
+use crate::spec::model::TableSpec;
+use crate::spec::Specs;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 
@@ -31,6 +34,8 @@ const COMMAND: &str = "catalog import";
 pub struct ImportOptions {
     /// The instance's `metrics/` directory.
     pub metrics_dir: PathBuf,
+    /// The generated registry file of table descriptions (`registry/openmetadata.yaml`).
+    pub descriptions_file: PathBuf,
     /// The category of metrics without a `MetricCategory.*` (or `Category.*`) tag.
     pub default_category: String,
     /// Compute the report but write nothing.
@@ -40,11 +45,12 @@ pub struct ImportOptions {
 /// What an import did (or, with `dry_run`, would do).
 #[derive(Debug, Default, PartialEq)]
 pub struct ImportReport {
-    /// Metric spec files created or changed.
+    /// Spec files created or changed: metrics, then the descriptions file.
     pub written: Vec<PathBuf>,
-    /// Metric spec files already identical.
+    /// Spec files already identical.
     pub unchanged: Vec<PathBuf>,
-    /// Metrics not imported (hand-written target, no SQL query, unusable name…), with why.
+    /// Metrics not imported (hand-written target, no SQL query, unusable name…), and the
+    /// descriptions file when a hand-written file is in its place, with why.
     pub skipped: Vec<Note>,
     /// Parts of imported metrics not carried over as written.
     pub warnings: Vec<Note>,
@@ -68,17 +74,17 @@ impl std::fmt::Display for Note {
     }
 }
 
-/// An OpenMetadata table and the registered table it describes.
+/// An OpenMetadata table, the registered table it describes, and what it documents that the
+/// table's own spec does not (what its `descriptions:` entry holds).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct TableMatch {
     pub entity: String,
     pub table_id: String,
-    /// The registry file declaring the table (relative to the instance root).
-    pub file: String,
-    /// OpenMetadata's description, when the spec has none or a different one.
+    /// OpenMetadata's description, when the table's spec has none.
     pub description: Option<String>,
-    /// Column → OpenMetadata's description, for columns the spec does not document (or documents
-    /// differently), by column name.
+    /// OpenMetadata's description when the table's spec has another one (which is kept).
+    pub other_description: Option<String>,
+    /// Column → OpenMetadata's description, for columns the table's spec does not document.
     pub columns: BTreeMap<String, String>,
 }
 
@@ -89,15 +95,16 @@ impl TableMatch {
     }
 }
 
-/// Imports `metrics` into spec files under `opts.metrics_dir` and compares `tables` with `reg`.
+/// Imports `metrics` into spec files under `opts.metrics_dir`, and what `tables` document beyond
+/// the registry (`specs.tables`, as the spec files declare them) into `opts.descriptions_file`.
 pub fn import(
-    reg: &Registered,
+    specs: &Specs,
     tables: &[Table],
     metrics: &[Metric],
     opts: &ImportOptions,
 ) -> Result<ImportReport, ImportError> {
     let mut report = ImportReport::default();
-    compare_tables(reg, tables, &mut report);
+    compare_tables(&specs.tables, tables, &mut report);
 
     let mut metrics: Vec<&Metric> = metrics.iter().collect();
     metrics.sort_by_key(|m| entity(m));
@@ -155,7 +162,67 @@ pub fn import(
                 message,
             }));
     }
+    write_descriptions(opts, &mut report)?;
     Ok(report)
+}
+
+/// The descriptions file: written when a matched table has something to add, or to bring an
+/// earlier import's file up to date; a hand-written file in its place is left alone.
+fn write_descriptions(opts: &ImportOptions, report: &mut ImportReport) -> Result<(), ImportError> {
+    let target = &opts.descriptions_file;
+    let news: Vec<&TableMatch> = report.tables.iter().filter(|m| m.has_news()).collect();
+    if news.is_empty() && !target.exists() {
+        return Ok(());
+    }
+    let content = render_descriptions(&news);
+    let (Some(dir), Some(name)) = (target.parent(), target.file_stem()) else {
+        return Ok(());
+    };
+    match plan_write(dir, &name.to_string_lossy(), target, &content) {
+        Outcome::Unchanged => report.unchanged.push(target.clone()),
+        Outcome::Write => {
+            if !opts.dry_run {
+                write(target, &content)?;
+            }
+            report.written.push(target.clone());
+        }
+        Outcome::Refuse(why) => report.skipped.push(Note {
+            entity: "table descriptions".into(),
+            message: why,
+        }),
+    }
+    Ok(())
+}
+
+/// A registry file of `descriptions:` only (docs/specs.md), tables by id.
+fn render_descriptions(news: &[&TableMatch]) -> String {
+    let mut out = marker("OpenMetadata tables", COMMAND);
+    out.push_str(
+        "\n# What OpenMetadata documents that the tables' own specs do not; their own words win.\n\
+         tables: []\n",
+    );
+    if news.is_empty() {
+        out.push_str("descriptions: []\n");
+        return out;
+    }
+    out.push_str("descriptions:\n");
+    for m in news {
+        out.push_str(&format!("  - table: {}\n", scalar(&m.table_id, 6, false)));
+        if let Some(d) = &m.description {
+            out.push_str(&format!("    description: {}\n", scalar(d, 6, false)));
+        }
+        if !m.columns.is_empty() {
+            out.push_str("    columns:\n");
+            for (c, d) in &m.columns {
+                out.push_str(&format!(
+                    "      {}: {}\n",
+                    scalar(c, 0, false),
+                    scalar(d, 8, false)
+                ));
+            }
+        }
+    }
+    out
 }
 
 fn entity(m: &Metric) -> String {
@@ -175,28 +242,26 @@ fn table_entity(t: &Table) -> String {
 /// The registered table `t` describes: the one whose bucket and source table are the FQN's last two
 /// segments, else the only one whose source table or view name is its last segment (names compare
 /// without regard to ASCII case). `Err` says why there is none.
-pub fn match_table<'a>(reg: &'a Registered, t: &Table) -> Result<&'a TableDef, String> {
+pub fn match_table<'a>(registered: &'a [TableSpec], t: &Table) -> Result<&'a TableSpec, String> {
     let fqn = table_entity(t);
     let segments: Vec<&str> = fqn.split('.').map(|s| s.trim_matches('"')).collect();
     let last = segments.last().copied().unwrap_or(t.name.as_str());
     let eq = |a: &str, b: &str| a.eq_ignore_ascii_case(b);
     if segments.len() >= 2 {
         let schema = segments[segments.len() - 2];
-        let exact: Vec<&TableDef> = reg
-            .tables
-            .values()
+        let exact: Vec<&TableSpec> = registered
+            .iter()
             .filter(|d| {
-                d.bucket.as_deref().is_some_and(|b| eq(b, schema)) && eq(d.source_table(), last)
+                d.bucket.as_ref().is_some_and(|b| eq(b, schema)) && eq(source_table(d), last)
             })
             .collect();
         if let [one] = exact.as_slice() {
             return Ok(one);
         }
     }
-    let by_name: Vec<&TableDef> = reg
-        .tables
-        .values()
-        .filter(|d| eq(d.source_table(), last) || eq(&d.name, last))
+    let by_name: Vec<&TableSpec> = registered
+        .iter()
+        .filter(|d| eq(source_table(d), last) || eq(&d.name, last))
         .collect();
     match by_name.as_slice() {
         [one] => Ok(one),
@@ -214,13 +279,20 @@ pub fn match_table<'a>(reg: &'a Registered, t: &Table) -> Result<&'a TableDef, S
     }
 }
 
-fn compare_tables(reg: &Registered, tables: &[Table], report: &mut ImportReport) {
+/// The name at the source: `source_table`, else the view name.
+fn source_table(t: &TableSpec) -> &str {
+    t.source_table
+        .as_ref()
+        .map_or(t.name.as_str(), |s| s.as_str())
+}
+
+fn compare_tables(registered: &[TableSpec], tables: &[Table], report: &mut ImportReport) {
     let mut tables: Vec<&Table> = tables.iter().collect();
     tables.sort_by_key(|t| table_entity(t));
     let mut seen: BTreeMap<String, String> = BTreeMap::new();
     for t in tables {
         let label = table_entity(t);
-        let def = match match_table(reg, t) {
+        let def = match match_table(registered, t) {
             Ok(d) => d,
             Err(message) => {
                 report.unmatched.push(Note {
@@ -230,41 +302,45 @@ fn compare_tables(reg: &Registered, tables: &[Table], report: &mut ImportReport)
                 continue;
             }
         };
-        if let Some(first) = seen.get(&def.id) {
+        let id = def.id.value.clone();
+        if let Some(first) = seen.get(&id) {
             report.unmatched.push(Note {
                 entity: label,
-                message: format!("{first} already describes table `{}`", def.id),
+                message: format!("{first} already describes table `{id}`"),
             });
             continue;
         }
-        seen.insert(def.id.clone(), label.clone());
-        let description = t
+        seen.insert(id.clone(), label.clone());
+        let upstream = t
             .description
             .as_deref()
             .map(plain_text)
-            .filter(|d| !d.is_empty())
-            .filter(|d| def.description.as_deref() != Some(d.as_str()));
-        let documented: BTreeMap<String, &String> = def
+            .filter(|d| !d.is_empty());
+        let (description, other_description) = match (&def.description, upstream) {
+            (None, d) => (d, None),
+            (Some(own), Some(d)) if own.value != d => (None, Some(d)),
+            _ => (None, None),
+        };
+        // Columns the spec documents itself (names compare as DuckDB compares them).
+        let documented: BTreeSet<String> = def
             .columns
             .iter()
-            .map(|(c, d)| (c.to_lowercase(), d))
+            .map(|(c, _)| c.value.to_lowercase())
             .collect();
         let columns: BTreeMap<String, String> = t
             .columns
             .iter()
+            .filter(|c| !documented.contains(&c.name.to_lowercase()))
             .filter_map(|c| {
                 let d = plain_text(c.description.as_deref()?);
-                let same = documented
-                    .get(&c.name.to_lowercase())
-                    .is_some_and(|x| **x == d);
-                (!d.is_empty() && !same).then(|| (c.name.clone(), d))
+                (!d.is_empty()).then(|| (c.name.clone(), d))
             })
             .collect();
         report.tables.push(TableMatch {
             entity: label,
-            table_id: def.id.clone(),
-            file: def.file.clone(),
+            table_id: id,
             description,
+            other_description,
             columns,
         });
     }
@@ -453,21 +529,15 @@ mod tests {
     use super::*;
     use crate::catalog::openmetadata::{EntityRef, Expression, Tag};
 
-    fn table_def(id: &str, bucket: Option<&str>, source_table: &str, name: &str) -> TableDef {
-        let v = serde_json::json!({
-            "source": "shop", "name": name, "source_table": source_table, "bucket": bucket,
-        });
-        let mut t: TableDef = serde_json::from_value(v).unwrap();
-        t.id = id.into();
-        t.file = "registry/shop.yaml".into();
-        t
-    }
-
-    fn reg(tables: Vec<TableDef>) -> Registered {
-        Registered {
-            tables: tables.into_iter().map(|t| (t.id.clone(), t)).collect(),
-            ..Registered::default()
-        }
+    /// The tables a registry file declares.
+    fn registry(yaml: &str) -> Vec<TableSpec> {
+        let node = crate::spec::yaml::parse(yaml, crate::diag::source::FileId(0)).unwrap();
+        let mut diags = crate::diag::Diagnostics::default();
+        let mut dec = crate::spec::decode::Decoder::new(&mut diags);
+        let (tables, _) =
+            crate::spec::model::decode_registry(&mut dec, &node, crate::diag::source::FileId(0));
+        assert_eq!(diags.error_count(), 0, "{diags:?}");
+        tables
     }
 
     fn om_table(fqn: &str) -> Table {
@@ -480,12 +550,13 @@ mod tests {
 
     #[test]
     fn tables_match_by_schema_and_name_else_by_a_unique_name() {
-        let r = reg(vec![
-            table_def("a.orders", Some("a"), "orders", "orders"),
-            table_def("b.orders", Some("b"), "orders", "b_orders"),
-            table_def("shop.customers", None, "customers", "customers"),
-        ]);
-        let id = |fqn: &str| match_table(&r, &om_table(fqn)).map(|t| t.id.clone());
+        let r = registry(
+            "tables:\n\
+             - { id: a.orders, source: shop, bucket: a, source_table: orders }\n\
+             - { id: b.orders, source: shop, bucket: b, source_table: orders, name: b_orders }\n\
+             - { id: shop.customers, source: shop, source_table: customers }\n",
+        );
+        let id = |fqn: &str| match_table(&r, &om_table(fqn)).map(|t| t.id.value.clone());
         assert_eq!(id("pg.db.b.orders").unwrap(), "b.orders");
         assert_eq!(id("pg.db.public.CUSTOMERS").unwrap(), "shop.customers");
         assert_eq!(id("pg.db.public.b_orders").unwrap(), "b.orders");
@@ -497,17 +568,19 @@ mod tests {
     }
 
     #[test]
-    fn only_what_the_spec_lacks_is_reported_for_a_table() {
-        let mut def = table_def("shop.orders", None, "orders", "orders");
-        def.description = Some("One row per order".into());
-        def.columns = [("order_id".to_string(), "Order identifier".to_string())].into();
-        let r = reg(vec![def]);
-        let mut t = om_table("svc.db.shop.orders");
-        t.description = Some("<p>One row per order</p>".into());
-        t.columns = vec![
+    fn only_what_the_spec_lacks_is_taken_for_a_table() {
+        let r = registry(
+            "tables:\n\
+             - id: shop.orders\n  source: shop\n  source_table: orders\n  \
+               description: One row per order\n  columns: { order_id: Order identifier }\n\
+             - { id: shop.customers, source: shop, source_table: customers }\n",
+        );
+        let mut orders = om_table("svc.db.shop.orders");
+        orders.description = Some("<p>One row per <i>placed</i> order</p>".into());
+        orders.columns = vec![
             crate::catalog::openmetadata::Column {
                 name: "ORDER_ID".into(),
-                description: Some("Order identifier".into()),
+                description: Some("Order id upstream".into()),
                 data_type: None,
             },
             crate::catalog::openmetadata::Column {
@@ -516,17 +589,41 @@ mod tests {
                 data_type: None,
             },
         ];
+        let mut customers = om_table("svc.db.shop.customers");
+        customers.description = Some("One row per customer".into());
         let mut report = ImportReport::default();
-        compare_tables(&r, &[t], &mut report);
+        compare_tables(&r, &[orders, customers], &mut report);
         assert_eq!(
             report.tables,
-            vec![TableMatch {
-                entity: "svc.db.shop.orders".into(),
-                table_id: "shop.orders".into(),
-                file: "registry/shop.yaml".into(),
-                description: None,
-                columns: [("amount".to_string(), "Total & tax".to_string())].into(),
-            }]
+            vec![
+                TableMatch {
+                    entity: "svc.db.shop.customers".into(),
+                    table_id: "shop.customers".into(),
+                    description: Some("One row per customer".into()),
+                    other_description: None,
+                    columns: BTreeMap::new(),
+                },
+                TableMatch {
+                    entity: "svc.db.shop.orders".into(),
+                    table_id: "shop.orders".into(),
+                    description: None,
+                    other_description: Some("One row per placed order".into()),
+                    columns: [("amount".to_string(), "Total & tax".to_string())].into(),
+                },
+            ]
+        );
+        let news: Vec<&TableMatch> = report.tables.iter().collect();
+        assert_eq!(
+            render_descriptions(&news),
+            "# Imported from OpenMetadata tables by pipeline catalog import; a re-import overwrites this file until you delete this line.\n\
+             # What OpenMetadata documents that the tables' own specs do not; their own words win.\n\
+             tables: []\n\
+             descriptions:\n\
+             \x20 - table: shop.customers\n\
+             \x20   description: One row per customer\n\
+             \x20 - table: shop.orders\n\
+             \x20   columns:\n\
+             \x20     amount: Total & tax\n"
         );
     }
 

@@ -5,7 +5,7 @@
 //! (tables → transforms → metrics, from [`crate::registry::lineage`]) as one [`export::Catalog`]
 //! value, rendered as a Markdown data dictionary or as JSON (docs/catalog.md). [`openmetadata`]
 //! reads an OpenMetadata server's REST API; [`import`] turns what it holds into metric spec files
-//! through the writer of `pipeline metrics import`, and reports the table descriptions it has.
+//! and a registry file of table `descriptions:`, through the writer of `pipeline metrics import`.
 //!
 //! Nothing here prints: `pipeline catalog` (src/cli/catalog.rs) loads the specs, opens the state
 //! and renders. Nothing here opens the state either: the CLI hands in what it observed.

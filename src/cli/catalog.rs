@@ -1,6 +1,6 @@
 //! `pipeline catalog`: `export` the data description with lineage (Markdown or JSON), `import
-//! openmetadata URL` metric specs and table descriptions from an OpenMetadata server
-//! (docs/catalog.md). The library does the work (`crate::catalog`); this file loads the specs,
+//! openmetadata URL` metric specs and table descriptions (a generated registry file of
+//! `descriptions:`) from an OpenMetadata server (docs/catalog.md). The library does the work (`crate::catalog`); this file loads the specs,
 //! reads what the state and the published file say, and renders.
 
 use super::output::{self, Format};
@@ -15,6 +15,9 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
+/// The generated registry file of table descriptions, under registry/.
+const DESCRIPTIONS_FILE: &str = "openmetadata.yaml";
+
 pub const AFTER_HELP: &str = "\
 Examples:
   pipeline catalog export                              a Markdown data dictionary on stdout
@@ -27,9 +30,10 @@ Examples:
 
 export works offline from the spec files; the last syncs and the published columns (with DuckDB
 types) are added when the state and analytics.duckdb exist. import writes metrics/<category>/<name>.yaml
-for OpenMetadata metrics whose expression is a SQL query, never replaces a hand-written file, and
-lists the table descriptions OpenMetadata has that the registry lacks (registry files are left as
-they are). A second import with no change upstream writes nothing.";
+for OpenMetadata metrics whose expression is a SQL query, and registry/openmetadata.yaml with the
+table and column descriptions the registered tables' own specs lack (`descriptions:`, docs/specs.md);
+it never replaces a hand-written file, and a second import with no change upstream writes nothing.
+Then `pipeline plan` / `pipeline apply`. Docs: docs/catalog.md.";
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
@@ -195,7 +199,6 @@ fn import_openmetadata(
         );
     };
     let desired = output::specs_or_report(plan::desired(dir), Format::Human)?;
-    let reg = Registered::from_objects(&desired.objects)?;
     let client = Client::new(url, Some(token), token_env);
     let tables = client.tables()?;
     let metrics = match client.metrics() {
@@ -210,10 +213,11 @@ fn import_openmetadata(
     };
     let opts = ImportOptions {
         metrics_dir: dir.join("metrics"),
+        descriptions_file: dir.join("registry").join(DESCRIPTIONS_FILE),
         default_category: category.to_string(),
         dry_run,
     };
-    let report = import(&reg, &tables, &metrics, &opts)?;
+    let report = import(&desired.specs, &tables, &metrics, &opts)?;
     render(dir, url, tables.len(), metrics.len(), &report, dry_run)?;
     if dry_run || report.written.is_empty() {
         return Ok(ExitCode::SUCCESS);
@@ -245,7 +249,39 @@ fn render(
         out,
         "OpenMetadata at {url}: {tables} table(s), {metrics} metric(s)."
     )?;
-    writeln!(out, "\nMetrics:")?;
+    writeln!(out, "\nTables:")?;
+    for m in &report.tables {
+        let mut news = Vec::new();
+        if m.description.is_some() {
+            news.push("description".to_string());
+        }
+        if !m.columns.is_empty() {
+            news.push(format!("{} column description(s)", m.columns.len()));
+        }
+        let news = if news.is_empty() {
+            "nothing the spec lacks".to_string()
+        } else {
+            news.join(", ")
+        };
+        writeln!(out, "  {} ← {}: {news}", m.table_id, m.entity)?;
+        if let Some(d) = &m.other_description {
+            writeln!(
+                out,
+                "      its spec's description is kept; OpenMetadata says: {}",
+                output::truncate(&d.replace('\n', " "), 100)
+            )?;
+        }
+    }
+    for n in &report.unmatched {
+        writeln!(out, "  not matched {n}")?;
+    }
+    writeln!(
+        out,
+        "  {} matched, {} not matched.",
+        report.tables.len(),
+        report.unmatched.len()
+    )?;
+    writeln!(out, "\nFiles:")?;
     let verb = if dry_run { "would write" } else { "wrote" };
     for p in &report.written {
         writeln!(out, "  {verb:<11} {}", shown(p))?;
@@ -266,50 +302,6 @@ fn render(
         if dry_run { "to write" } else { "written" },
         report.unchanged.len(),
         report.skipped.len()
-    )?;
-    writeln!(out, "\nTables:")?;
-    for m in &report.tables {
-        if !m.has_news() {
-            writeln!(
-                out,
-                "  {} ← {}: nothing the spec lacks",
-                m.table_id, m.entity
-            )?;
-            continue;
-        }
-        writeln!(
-            out,
-            "  {} ← {}: OpenMetadata documents what {} does not (registry files are written by \
-             hand and left as they are; add it there):",
-            m.table_id, m.entity, m.file
-        )?;
-        if let Some(d) = &m.description {
-            writeln!(
-                out,
-                "      description: {}",
-                crate::metrics::import::scalar(d, 8, false)
-            )?;
-        }
-        if !m.columns.is_empty() {
-            writeln!(out, "      columns:")?;
-            for (c, d) in &m.columns {
-                writeln!(
-                    out,
-                    "        {}: {}",
-                    crate::metrics::import::scalar(c, 0, false),
-                    crate::metrics::import::scalar(d, 10, false)
-                )?;
-            }
-        }
-    }
-    for n in &report.unmatched {
-        writeln!(out, "  not matched {n}")?;
-    }
-    writeln!(
-        out,
-        "  {} matched, {} not matched.",
-        report.tables.len(),
-        report.unmatched.len()
     )?;
     if report.written.is_empty() {
         writeln!(out, "\nNo changes.")?;

@@ -51,7 +51,7 @@ Examples:
 
 Docs: docs/specs.md (every spec key), docs/validate.md (checks and output formats),
 docs/plan-apply.md (plans, the state lock, saved plans, status and history), docs/engine.md (runs),
-docs/daemon.md (the daemon and its API).";
+docs/daemon.md (the daemon and its API), docs/catalog.md (catalogue export and import).";
 
 #[derive(Parser, Debug)]
 #[command(name = "pipeline", version, about = ABOUT, after_help = AFTER_HELP)]

@@ -129,6 +129,10 @@ pub struct TableDef {
     /// Documented columns (name → description): each must exist in the extracted data.
     #[serde(default)]
     pub columns: BTreeMap<String, String>,
+    /// Column descriptions from a registry file's `descriptions:` for columns `columns` does not
+    /// document: documentation only, never checked against the data.
+    #[serde(default)]
+    pub column_docs: BTreeMap<String, String>,
     /// The schema contract; absent means `additive`.
     #[serde(default)]
     pub schema_changes: Option<String>,
@@ -173,6 +177,13 @@ impl TableDef {
             .as_deref()
             .and_then(Granularity::from_name)
             .unwrap_or(Granularity::Month)
+    }
+
+    /// Every column description: the documented `columns`, then `column_docs` for the others.
+    pub fn column_descriptions(&self) -> BTreeMap<String, String> {
+        let mut all = self.column_docs.clone();
+        all.extend(self.columns.clone());
+        all
     }
 
     /// The name at the source: `source_table`, else the view name.

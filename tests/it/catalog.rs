@@ -402,6 +402,7 @@ fn openmetadata_import_writes_valid_metric_specs_once_and_leaves_hand_written_on
     let om = FakeServer::start(om_tables(), om_metrics());
     // The base instance has the transform `daily` and a hand-written metric sales/order_count.
     let inst = Instance::new(Fmt::Yaml);
+    inst.apply();
     let hand_written = inst.path().join("metrics/sales/order_count.yaml");
     let before = std::fs::read(&hand_written).unwrap();
 
@@ -414,6 +415,11 @@ fn openmetadata_import_writes_valid_metric_specs_once_and_leaves_hand_written_on
         "{dry}"
     );
     assert!(!inst.path().join("metrics/sales/order_total.yaml").exists());
+    assert!(
+        dry.contains("would write registry/openmetadata.yaml"),
+        "{dry}"
+    );
+    assert!(!inst.path().join("registry/openmetadata.yaml").exists());
 
     let out = import(&inst, &om.base, GOOD_TOKEN, &[]);
     let report = text(&out);
@@ -422,25 +428,36 @@ fn openmetadata_import_writes_valid_metric_specs_once_and_leaves_hand_written_on
     for needle in [
         "OpenMetadata at ",
         ": 3 table(s), 5 metric(s).",
-        "wrote       metrics/general/daily_orders.yaml",
-        "wrote       metrics/sales/customer_count.yaml",
-        "wrote       metrics/sales/order_total.yaml",
-        "skipped     Margin: its expression `SUM(amount) - SUM(cost)` is not a query",
-        "skipped     order_count: ",
-        "was not written by an import; left as it is",
-        "3 written, 0 unchanged, 2 skipped.",
-        // Tables: what OpenMetadata documents beyond the registry, never written into it.
-        "shop.orders ← pg.shop_db.public.orders: OpenMetadata documents what registry/shop.yaml does not",
-        "      description: One row per order placed",
-        "        customer_id: Who ordered",
-        "        order_id: Order identifier",
+        "shop.orders ← pg.shop_db.public.orders: description, 2 column description(s)",
         "shop.customers ← pg.shop_db.public.customers: nothing the spec lacks",
         "not matched pg.shop_db.public.invoices: no registered table has source table or view name `invoices`",
         "2 matched, 1 not matched.",
+        "wrote       metrics/general/daily_orders.yaml",
+        "wrote       metrics/sales/customer_count.yaml",
+        "wrote       metrics/sales/order_total.yaml",
+        "wrote       registry/openmetadata.yaml",
+        "skipped     Margin: its expression `SUM(amount) - SUM(cost)` is not a query",
+        "skipped     order_count: ",
+        "was not written by an import; left as it is",
+        "4 written, 0 unchanged, 2 skipped.",
     ] {
         assert!(report.contains(needle), "`{needle}` not in:\n{report}");
     }
     assert_eq!(std::fs::read(&hand_written).unwrap(), before);
+    // Table documentation goes to its own generated file; registry/shop.yaml is not touched.
+    assert_eq!(
+        std::fs::read_to_string(inst.path().join("registry/openmetadata.yaml")).unwrap(),
+        "# Imported from OpenMetadata tables by pipeline catalog import; a re-import overwrites \
+         this file until you delete this line.\n\
+         # What OpenMetadata documents that the tables' own specs do not; their own words win.\n\
+         tables: []\n\
+         descriptions:\n  \
+           - table: shop.orders\n    \
+             description: One row per order placed\n    \
+             columns:\n      \
+               customer_id: Who ordered\n      \
+               order_id: Order identifier\n"
+    );
     let total =
         std::fs::read_to_string(inst.path().join("metrics/sales/order_total.yaml")).unwrap();
     assert_eq!(
@@ -481,6 +498,32 @@ fn openmetadata_import_writes_valid_metric_specs_once_and_leaves_hand_written_on
     let (status, report) = inst.validate();
     assert_eq!(status, 0, "{report:#}");
     assert_eq!(report["objects"]["metrics"], 4, "{report:#}");
+    // The descriptions reach the registered table (its own spec had none) without a contract:
+    // `columns` stays as registry/shop.yaml wrote it.
+    let plan = inst.plan(&[]);
+    let orders = plan["changes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["id"] == "shop.orders")
+        .unwrap_or_else(|| panic!("{plan:#}"));
+    let change = orders.to_string();
+    assert!(change.contains("One row per order placed"), "{orders:#}");
+    assert!(change.contains("column_docs"), "{orders:#}");
+    inst.apply();
+    let doc: Value =
+        serde_json::from_str(&ok(&inst, &["catalog", "export", "--format", "json"])).unwrap();
+    let t = doc["tables"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["id"] == "shop.orders")
+        .unwrap();
+    assert_eq!(t["description"], "One row per order placed");
+    assert!(t["columns"]
+        .as_array()
+        .unwrap()
+        .contains(&json!({"name": "customer_id", "type": "BIGINT", "description": "Who ordered"})));
 
     // A second import with nothing changed upstream writes nothing.
     let written = std::fs::read(inst.path().join("metrics/general/daily_orders.yaml")).unwrap();
@@ -488,7 +531,7 @@ fn openmetadata_import_writes_valid_metric_specs_once_and_leaves_hand_written_on
     let again = text(&out);
     assert!(out.status.success(), "{again}");
     assert!(
-        again.contains("0 written, 3 unchanged, 2 skipped."),
+        again.contains("0 written, 4 unchanged, 2 skipped."),
         "{again}"
     );
     assert!(again.contains("No changes."), "{again}");
@@ -502,7 +545,7 @@ fn openmetadata_import_writes_valid_metric_specs_once_and_leaves_hand_written_on
     let out = import(&inst, &om.base, GOOD_TOKEN, &[]);
     let changed = text(&out);
     assert!(
-        changed.contains("1 written, 2 unchanged, 2 skipped."),
+        changed.contains("1 written, 3 unchanged, 2 skipped."),
         "{changed}"
     );
     assert!(
@@ -578,4 +621,50 @@ fn openmetadata_errors_name_the_url_never_the_token() {
     );
     // Nothing was written by any of these.
     assert!(!inst.path().join("metrics/general").exists());
+    assert!(!inst.path().join("registry/openmetadata.yaml").exists());
+}
+
+#[test]
+fn descriptions_must_name_registered_tables_once() {
+    let inst = Instance::new(Fmt::Yaml);
+    inst.write_spec(
+        "registry/docs",
+        "tables: []\ndescriptions:\n  - table: shop.order\n    description: Orders\n",
+    );
+    let d = inst.expect_error("unknown-reference", "registry/docs", 3, Some(12));
+    assert!(
+        d["hint"]
+            .as_str()
+            .unwrap()
+            .contains("did you mean `shop.orders`?"),
+        "{d:#}"
+    );
+    inst.write_spec(
+        "registry/docs",
+        "tables: []\ndescriptions:\n  - table: shop.orders\n    description: Orders\n  \
+         - table: shop.orders\n    columns: { amount: Total }\n",
+    );
+    inst.expect_error("duplicate", "registry/docs", 5, Some(12));
+    // Valid, and the table's own words win over an entry.
+    inst.write_spec(
+        "registry/shop",
+        "tables:\n  - source: shop\n    source_table: orders\n    description: Own words\n  \
+         - source: shop\n    source_table: customers\n",
+    );
+    inst.write_spec(
+        "registry/docs",
+        "tables: []\ndescriptions:\n  - table: shop.orders\n    description: Imported words\n    \
+         columns: { amount: Total }\n",
+    );
+    let (status, report) = inst.validate();
+    assert_eq!(status, 0, "{report:#}");
+    let doc: Value =
+        serde_json::from_str(&ok(&inst, &["catalog", "export", "--format", "json"])).unwrap();
+    let orders = &doc["tables"][1];
+    assert_eq!(orders["id"], "shop.orders");
+    assert_eq!(orders["description"], "Own words");
+    assert_eq!(
+        orders["columns"],
+        json!([{"name": "amount", "type": null, "description": "Total"}])
+    );
 }

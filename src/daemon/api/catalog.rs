@@ -187,7 +187,7 @@ pub async fn table(
     }
     let info = TableInfo::from(t);
     let (id, view, source) = (t.id.clone(), t.name.clone(), t.source.clone());
-    let docs = t.columns.clone();
+    let docs = t.column_descriptions();
     let state = shared.state.clone();
     let analytics = shared.data.analytics();
     let extracts = shared.data.extracts();
