@@ -81,7 +81,12 @@ pub async fn tables(State(shared): State<AppState>, Auth(caller): Auth) -> ApiRe
     let analytics = shared.data.analytics();
     let (syncs, mut published) = blocking(move || {
         let syncs = last_syncs(&state.read().map_err(ApiError::internal)?)?;
-        let published = schemas(&analytics, &shown).map_err(ApiError::internal)?;
+        // Columns are a courtesy of the listing: an unreadable published file leaves them out
+        // rather than failing the whole catalogue.
+        let published = schemas(&analytics, &shown).unwrap_or_else(|e| {
+            tracing::warn!("transform columns left out of GET /api/tables: {e}");
+            BTreeMap::new()
+        });
         Ok((syncs, published))
     })
     .await?;
