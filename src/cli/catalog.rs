@@ -45,6 +45,7 @@ pub struct Args {
 enum Command {
     /// Describe sources, tables, transforms and metrics with their lineage (table → transform →
     /// metric), from the spec files.
+    #[command(after_help = AFTER_HELP)]
     Export {
         /// markdown (a readable data dictionary) or json (one document, docs/catalog.md).
         #[arg(long, value_enum, default_value_t = ExportFormat::Markdown)]
@@ -54,6 +55,7 @@ enum Command {
         output: Option<PathBuf>,
     },
     /// Bring descriptions and metrics in from another catalogue.
+    #[command(after_help = AFTER_HELP)]
     Import {
         #[command(subcommand)]
         from: ImportFrom,
@@ -63,6 +65,7 @@ enum Command {
 #[derive(clap::Subcommand, Debug)]
 enum ImportFrom {
     /// From an OpenMetadata server's REST API (/api/v1/tables, /api/v1/metrics).
+    #[command(after_help = AFTER_HELP)]
     Openmetadata {
         /// The server, e.g. https://catalog.example.com (the API is under /api/v1).
         url: String,
