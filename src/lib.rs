@@ -5,6 +5,7 @@
 //! spec files, [`diag`] reports problems, [`cli`] is the thin command-line edge.
 
 pub mod analytics;
+pub mod catalog;
 pub mod checks;
 pub mod cli;
 pub mod connectors;

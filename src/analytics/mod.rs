@@ -795,6 +795,42 @@ fn data_stamps(dir: &Path, depth: usize, parts: &mut Vec<String>) {
 }
 
 /// Whether any extract directory holds an extract.duckdb (ours or another tool's).
+/// Lower-cased relation name → its columns (name, DuckDB type name) in the published
+/// analytics.duckdb at `live`, for the relations in `names` (case-insensitive) that are there.
+/// Reads the catalogue only, never data; nothing before the first publish. The API's catalogue and
+/// `pipeline catalog export` show these.
+pub fn published_columns(
+    live: &Path,
+    names: &[String],
+) -> duckdb::Result<BTreeMap<String, Vec<(String, String)>>> {
+    let mut out: BTreeMap<String, Vec<(String, String)>> = BTreeMap::new();
+    if names.is_empty() || !live.is_file() {
+        return Ok(out);
+    }
+    let wanted: BTreeSet<String> = names.iter().map(|v| v.to_lowercase()).collect();
+    let conn = Connection::open_in_memory()?;
+    // A publish renames a new file into place; the old one stays readable to whoever opened it.
+    crate::duck::retry_locked(crate::duck::LOCK_RETRY, || {
+        conn.execute_batch(&format!(
+            "ATTACH {} AS analytics (READ_ONLY)",
+            quote::path(live)
+        ))
+    })?;
+    let mut stmt = conn.prepare(
+        "SELECT lower(table_name), column_name, data_type FROM information_schema.columns
+         WHERE table_catalog = 'analytics' AND table_schema = 'main'
+         ORDER BY lower(table_name), ordinal_position",
+    )?;
+    let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get(1)?, r.get(2)?)))?;
+    for row in rows {
+        let (table, column, ty) = row?;
+        if wanted.contains(&table) {
+            out.entry(table).or_default().push((column, ty));
+        }
+    }
+    Ok(out)
+}
+
 pub fn has_extracts(layout: &DataDir) -> bool {
     extract_dirs(&layout.extracts(), &mut Vec::new())
         .iter()

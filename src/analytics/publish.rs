@@ -539,6 +539,8 @@ mod tests {
                 inputs: inputs.iter().map(|s| s.to_string()).collect(),
                 inputs_uncertain: Vec::new(),
                 description: None,
+                columns: Default::default(),
+                tags: Vec::new(),
             },
         )
     }

@@ -5,6 +5,7 @@
 
 mod admin;
 mod apply;
+mod catalog;
 mod completions;
 mod daemon;
 mod graph;
@@ -40,6 +41,7 @@ Examples:
   pipeline run                       sync every registered table now; publish analytics.duckdb
   pipeline query \"show tables\"     query analytics.duckdb (read-only)
   pipeline graph --format mermaid    the task DAG
+  pipeline catalog export            a data dictionary with lineage (Markdown or JSON)
   pipeline status                    registered tables, last and next sync, pending tasks
   pipeline daemon                    run schedules, apply saved spec changes, serve the HTTP API
   pipeline jira backfill tracker     fill a jira source from a JQL search
@@ -49,7 +51,7 @@ Examples:
 
 Docs: docs/specs.md (every spec key), docs/validate.md (checks and output formats),
 docs/plan-apply.md (plans, the state lock, saved plans, status and history), docs/engine.md (runs),
-docs/daemon.md (the daemon and its API).";
+docs/daemon.md (the daemon and its API), docs/catalog.md (catalogue export and import).";
 
 #[derive(Parser, Debug)]
 #[command(name = "pipeline", version, about = ABOUT, after_help = AFTER_HELP)]
@@ -104,6 +106,9 @@ enum Command {
     /// Business metrics: list, show, run, check against the data, import the older layout.
     #[command(after_help = metrics::AFTER_HELP)]
     Metrics(metrics::Args),
+    /// The data catalogue: export a data dictionary with lineage, import from OpenMetadata.
+    #[command(after_help = catalog::AFTER_HELP)]
+    Catalog(catalog::Args),
     /// Sources: discover the tables a source holds and write registry entries for them.
     #[command(after_help = sources::AFTER_HELP)]
     Sources(sources::Args),
@@ -196,6 +201,7 @@ pub fn main() -> ExitCode {
         Command::Query(args) => query::run(&cli.dir, args),
         Command::Graph(args) => graph::run(&cli.dir, args),
         Command::Metrics(args) => metrics::run(&cli.dir, args),
+        Command::Catalog(args) => catalog::run(&cli.dir, args),
         Command::Sources(args) => sources::run(&cli.dir, args),
         Command::Status(args) => status::run(&cli.dir, args),
         Command::History(args) => history::run(&cli.dir, args),

@@ -86,7 +86,7 @@ impl Kind {
     /// Fields of a table whose change needs its source's views rebuilt (but no new data).
     pub fn rebuild_fields(self) -> &'static [&'static str] {
         match self {
-            Kind::Table => &["name", "description", "columns"],
+            Kind::Table => &["name", "description", "columns", "column_docs"],
             _ => &[],
         }
     }
@@ -415,8 +415,30 @@ fn table(specs: &Specs, t: &TableSpec) -> Object {
         })
         .collect();
     f.value("filters", Value::Array(filters));
-    f.text("description", &t.description);
+    // `descriptions:` entries fill what the table's own spec leaves out; its own words win.
+    let docs = specs
+        .table_docs
+        .iter()
+        .find(|d| d.table.value == t.id.value);
+    f.text(
+        "description",
+        if t.description.is_some() {
+            &t.description
+        } else {
+            docs.map_or(&t.description, |d| &d.description)
+        },
+    );
     f.docs("columns", &t.columns);
+    // Documentation only, kept apart from `columns`, which every extract checks against the data.
+    if let Some(d) = docs {
+        let extra: Docs = d
+            .columns
+            .iter()
+            .filter(|(c, _)| !t.columns.iter().any(|(own, _)| own.value == c.value))
+            .cloned()
+            .collect();
+        f.docs("column_docs", &extra);
+    }
     // The contract that applies (the table's, else the instance default), left out when it is the
     // default `additive` so that documents recorded before the key existed compare equal.
     let contract = t

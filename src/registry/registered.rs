@@ -129,6 +129,10 @@ pub struct TableDef {
     /// Documented columns (name → description): each must exist in the extracted data.
     #[serde(default)]
     pub columns: BTreeMap<String, String>,
+    /// Column descriptions from a registry file's `descriptions:` for columns `columns` does not
+    /// document: documentation only, never checked against the data.
+    #[serde(default)]
+    pub column_docs: BTreeMap<String, String>,
     /// The schema contract; absent means `additive`.
     #[serde(default)]
     pub schema_changes: Option<String>,
@@ -175,6 +179,13 @@ impl TableDef {
             .unwrap_or(Granularity::Month)
     }
 
+    /// Every column description: the documented `columns`, then `column_docs` for the others.
+    pub fn column_descriptions(&self) -> BTreeMap<String, String> {
+        let mut all = self.column_docs.clone();
+        all.extend(self.columns.clone());
+        all
+    }
+
     /// The name at the source: `source_table`, else the view name.
     pub fn source_table(&self) -> &str {
         self.source_table.as_deref().unwrap_or(&self.name)
@@ -198,6 +209,11 @@ pub struct TransformDef {
     pub inputs_uncertain: Vec<String>,
     #[serde(default)]
     pub description: Option<String>,
+    /// Documented columns (name → description).
+    #[serde(default)]
+    pub columns: BTreeMap<String, String>,
+    #[serde(default)]
+    pub tags: Vec<String>,
 }
 
 impl TransformDef {

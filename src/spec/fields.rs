@@ -724,14 +724,31 @@ pub static TABLE: Object = Object {
     ],
 };
 
+pub static TABLE_DOCS: Object = Object {
+    name: "table description",
+    doc: "Documentation of a table registered elsewhere; the table's own spec wins.",
+    fields: &[
+        req("table", Ty::Str, "Id of the registered table described."),
+        f("description", Ty::Str, "What one row means; used when the table's own spec has none."),
+        f("columns", Ty::StrMap, "Column descriptions, for columns the table's own spec does not document; documentation only, not checked against the data."),
+    ],
+};
+
 pub static REGISTRY: Object = Object {
     name: "registry file",
-    doc: "registry/<anything>.yaml: a list of tables.",
-    fields: &[req(
-        "tables",
-        Ty::List(&TABLE),
-        "The tables registered by this file.",
-    )],
+    doc: "registry/<anything>.yaml: a list of tables, and descriptions of tables.",
+    fields: &[
+        req(
+            "tables",
+            Ty::List(&TABLE),
+            "The tables registered by this file (may be empty).",
+        ),
+        f(
+            "descriptions",
+            Ty::List(&TABLE_DOCS),
+            "Descriptions of tables registered in any registry file (`pipeline catalog import` writes them).",
+        ),
+    ],
 };
 
 // ---------------------------------------------------------------- metrics/<category>/<metric>.yaml
@@ -825,6 +842,7 @@ pub fn all_objects() -> Vec<&'static Object> {
         &TABLE,
         &SYNC,
         &WHERE,
+        &TABLE_DOCS,
         &METRIC,
     ]
 }

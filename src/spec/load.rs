@@ -25,6 +25,8 @@ pub struct Specs {
     pub instance: Option<InstanceSpec>,
     pub sources: Vec<SourceSpec>,
     pub tables: Vec<TableSpec>,
+    /// `descriptions:` of registry files, in reading order.
+    pub table_docs: Vec<super::model::TableDocsSpec>,
     pub metrics: Vec<MetricSpec>,
     /// What the files meant to define but did not, because a file could not be read or parsed or
     /// an object in it was invalid. Validation says nothing about references to these: the error
@@ -133,7 +135,7 @@ enum Kind {
 enum Decoded {
     Instance(Option<InstanceSpec>),
     Source(Option<SourceSpec>),
-    Registry(Vec<TableSpec>),
+    Registry((Vec<TableSpec>, Vec<super::model::TableDocsSpec>)),
     Metric(Option<Box<MetricSpec>>),
 }
 
@@ -270,7 +272,10 @@ fn load_files(root: &Path, only_instance: bool) -> (Specs, Diagnostics) {
         match decoded {
             Some(Decoded::Instance(i)) => specs.instance = i,
             Some(Decoded::Source(s)) => specs.sources.extend(s),
-            Some(Decoded::Registry(t)) => specs.tables.extend(t),
+            Some(Decoded::Registry((t, d))) => {
+                specs.tables.extend(t);
+                specs.table_docs.extend(d);
+            }
             Some(Decoded::Metric(m)) => specs.metrics.extend(m.map(|m| *m)),
             None => {}
         }

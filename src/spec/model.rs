@@ -954,14 +954,45 @@ fn decode_transform(
     })
 }
 
-pub fn decode_registry(dec: &mut Decoder, node: &Node, file: FileId) -> Vec<TableSpec> {
+/// `descriptions:` in a registry file: documentation of a table registered in any registry file,
+/// filling what the table's own spec leaves out (docs/specs.md).
+#[derive(Debug)]
+pub struct TableDocsSpec {
+    pub file: FileId,
+    /// The id of the table described.
+    pub table: Located<String>,
+    pub description: Text,
+    /// Descriptions only: unlike a table's `columns`, not a contract on the data.
+    pub columns: Docs,
+}
+
+pub fn decode_registry(
+    dec: &mut Decoder,
+    node: &Node,
+    file: FileId,
+) -> (Vec<TableSpec>, Vec<TableDocsSpec>) {
     let Some(obj) = dec.object(node, &fields::REGISTRY) else {
-        return Vec::new();
+        return (Vec::new(), Vec::new());
     };
-    dec.list(&obj, "tables")
+    let tables = dec
+        .list(&obj, "tables")
         .iter()
         .filter_map(|t| decode_table(dec, t, file))
-        .collect()
+        .collect();
+    let docs = dec
+        .list(&obj, "descriptions")
+        .iter()
+        .filter_map(|d| {
+            let obj = dec.object(d, &fields::TABLE_DOCS)?;
+            Some(TableDocsSpec {
+                file,
+                table: dec.str(&obj, "table")?,
+                description: dec.str(&obj, "description"),
+                columns: dec.str_map(&obj, "columns"),
+            })
+        })
+        .collect();
+    (tables, docs)
 }
 
 fn decode_table(dec: &mut Decoder, node: &Node, file: FileId) -> Option<TableSpec> {

@@ -67,6 +67,7 @@ pub fn validate(
     };
     v.sources();
     v.tables();
+    v.table_docs();
     v.transform_names();
     match parser {
         Ok(parser) => {
@@ -154,6 +155,37 @@ fn duplicates<'x>(
 impl Validator<'_> {
     fn files(&self) -> &SourceMap {
         &self.specs.files
+    }
+
+    /// `descriptions:` entries name registered tables, at most one entry per table.
+    fn table_docs(&mut self) {
+        let specs = self.specs;
+        duplicates(
+            self.diags,
+            specs
+                .table_docs
+                .iter()
+                .map(|d| (d.table.value.clone(), &d.table)),
+            "description of table",
+        );
+        let ids: Vec<&str> = specs.tables.iter().map(|t| t.id.as_str()).collect();
+        for d in &specs.table_docs {
+            // A registry file that did not load may declare it; its own error is the one to fix.
+            if ids.contains(&d.table.as_str()) || specs.unresolved.any_view {
+                continue;
+            }
+            self.diags.push(
+                Diagnostic::error(
+                    Code::UnknownReference,
+                    d.table.span,
+                    format!("`descriptions` names table `{}`, which is not registered", d.table.value),
+                )
+                .with_hint(match suggest(&d.table.value, ids.iter().copied()) {
+                    Some(s) => format!("did you mean `{s}`? (descriptions name tables by id)"),
+                    None => "descriptions name tables by id, as registered under `tables:`; remove the entry or register the table".to_string(),
+                }),
+            );
+        }
     }
 
     fn sources(&mut self) {

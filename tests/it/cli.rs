@@ -89,6 +89,8 @@ fn help_teaches_with_examples() {
         &["validate", "--help"],
         &["init", "--help"],
         &["schema", "--help"],
+        &["catalog", "export", "--help"],
+        &["catalog", "import", "openmetadata", "--help"],
     ] {
         let out = pipeline().args(args).output().unwrap();
         assert!(out.status.success());

@@ -5,6 +5,7 @@ mod common;
 
 mod analyst;
 mod bigquery;
+mod catalog;
 mod cli;
 mod daemon;
 mod data_safety;

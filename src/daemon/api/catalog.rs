@@ -1,9 +1,10 @@
 //! `GET /api/tables[/{name}]` and `GET /api/metrics[/{category}/{name}]`: what is registered and
-//! documented, limited to what the caller may read.
+//! documented, limited to what the caller may read. Transforms are catalogue entries like tables:
+//! listed with their published columns, and answered by `/api/tables/{transform}`.
 
 use super::response::{
     Column, ExtractMeta, HistoryEntry, LastSync, Metric, Metrics, TableDetail, TableInfo,
-    TableItem, Tables, TransformItem,
+    TableItem, Tables, TransformDetail, TransformInfo, TransformItem,
 };
 use super::{blocking, ApiError, ApiResult, AppState, Auth};
 use crate::registry::document::Kind;
@@ -12,6 +13,7 @@ use crate::state::auth::{Caller, ADMIN_GROUP};
 use crate::state::report::TableStatus;
 use crate::state::Reader;
 use axum::extract::{Path, State};
+use axum::response::{IntoResponse, Response};
 use axum::Json;
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -68,7 +70,26 @@ fn last_syncs(r: &Reader) -> ApiResult<BTreeMap<String, TableStatus>> {
 pub async fn tables(State(shared): State<AppState>, Auth(caller): Auth) -> ApiResult<Json<Tables>> {
     let snapshot = shared.snapshot();
     let state = shared.state.clone();
-    let syncs = blocking(move || last_syncs(&state.read().map_err(ApiError::internal)?)).await?;
+    let ok = readable(&snapshot.registered, &caller);
+    let shown: Vec<String> = snapshot
+        .registered
+        .transforms
+        .keys()
+        .filter(|name| ok.contains(&name.to_lowercase()))
+        .cloned()
+        .collect();
+    let analytics = shared.data.analytics();
+    let (syncs, mut published) = blocking(move || {
+        let syncs = last_syncs(&state.read().map_err(ApiError::internal)?)?;
+        // Columns are a courtesy of the listing: an unreadable published file leaves them out
+        // rather than failing the whole catalogue.
+        let published = schemas(&analytics, &shown).unwrap_or_else(|e| {
+            tracing::warn!("transform columns left out of GET /api/tables: {e}");
+            BTreeMap::new()
+        });
+        Ok((syncs, published))
+    })
+    .await?;
     let tables: Vec<TableItem> = snapshot
         .registered
         .tables
@@ -77,6 +98,7 @@ pub async fn tables(State(shared): State<AppState>, Auth(caller): Auth) -> ApiRe
         .map(|t| {
             let s = syncs.get(&t.id);
             TableItem {
+                kind: "table",
                 table: TableInfo::from(t),
                 last_sync: s.and_then(|s| s.last_sync.clone()),
                 last_status: s.and_then(|s| s.last_status.clone()),
@@ -85,27 +107,84 @@ pub async fn tables(State(shared): State<AppState>, Auth(caller): Auth) -> ApiRe
             }
         })
         .collect();
-    let ok = readable(&snapshot.registered, &caller);
     let transforms: Vec<TransformItem> = snapshot
         .registered
         .transforms
         .values()
         .filter(|t| ok.contains(&t.name.to_lowercase()))
-        .map(TransformItem::from)
+        .map(|t| {
+            let columns = published.remove(&t.name.to_lowercase()).unwrap_or_default();
+            TransformItem::of(t, columns)
+        })
         .collect();
     Ok(Json(Tables { tables, transforms }))
+}
+
+/// `GET /api/tables/{name}` for a transform (case-insensitive, as DuckDB resolves names): readable
+/// when the caller may read everything it reads ([`readable`]); its columns come from the published
+/// analytics.duckdb and its last build from the state.
+async fn transform(
+    shared: AppState,
+    caller: &Caller,
+    name: &str,
+) -> ApiResult<Option<Json<TransformDetail>>> {
+    let snapshot = shared.snapshot();
+    let Some(t) = snapshot
+        .registered
+        .transforms
+        .values()
+        .find(|t| t.name.eq_ignore_ascii_case(name))
+    else {
+        return Ok(None);
+    };
+    if !readable(&snapshot.registered, caller).contains(&t.name.to_lowercase()) {
+        return Err(ApiError::forbidden(match t.inputs_uncertain.first() {
+            Some(why) => format!(
+                "transform `{}` is readable only by admins: the tables it reads cannot be \
+                 determined with certainty ({why})",
+                t.name
+            ),
+            None => format!(
+                "transform `{}` reads tables you ({}) may not read",
+                t.name, caller.user
+            ),
+        }));
+    }
+    let t = t.clone();
+    let state = shared.state.clone();
+    let analytics = shared.data.analytics();
+    let view = t.name.clone();
+    let (columns, last) = blocking(move || {
+        let last = crate::state::downstream::transforms(&state.read().map_err(ApiError::internal)?)
+            .map_err(ApiError::internal)?
+            .into_iter()
+            .find(|s| s.name == view)
+            .filter(|s| s.status.is_some())
+            .map(TransformInfo::from);
+        let columns = schema(&analytics, &view).map_err(ApiError::internal)?;
+        Ok((columns, last))
+    })
+    .await?;
+    Ok(Some(Json(TransformDetail {
+        sql: t.sql.clone(),
+        transform: TransformItem::of(&t, columns),
+        state: last,
+    })))
 }
 
 pub async fn table(
     State(shared): State<AppState>,
     Auth(caller): Auth,
     Path(name): Path<String>,
-) -> ApiResult<Json<TableDetail>> {
+) -> ApiResult<Response> {
     let snapshot = shared.snapshot();
     let reg = &snapshot.registered;
     let Some(t) = reg.table(&name) else {
+        if let Some(detail) = transform(shared.clone(), &caller, &name).await? {
+            return Ok(detail.into_response());
+        }
         return Err(ApiError::not_found(format!(
-            "unknown table `{name}`; GET /api/tables lists the tables you can see"
+            "unknown table or transform `{name}`; GET /api/tables lists the ones you can see"
         )));
     };
     if !caller.may_read(&t.access) {
@@ -113,7 +192,7 @@ pub async fn table(
     }
     let info = TableInfo::from(t);
     let (id, view, source) = (t.id.clone(), t.name.clone(), t.source.clone());
-    let docs = t.columns.clone();
+    let docs = t.column_descriptions();
     let state = shared.state.clone();
     let analytics = shared.data.analytics();
     let extracts = shared.data.extracts();
@@ -139,46 +218,29 @@ pub async fn table(
         Ok((sync, history, columns, meta))
     })
     .await?;
-    let columns = columns
-        .into_iter()
-        .map(|(c, ty)| Column {
-            description: docs.get(&c).cloned(),
-            name: c,
-            ty,
-        })
-        .collect();
     Ok(Json(TableDetail {
         table: info,
-        columns,
+        columns: Column::documented(columns, &docs),
         meta,
         last_sync: sync,
         history,
-    }))
+    })
+    .into_response())
 }
 
 /// Column names and types of a published view, from the catalogue (no data is read); none before
 /// the first publish, or when the view is not in it.
 fn schema(analytics: &std::path::Path, view: &str) -> duckdb::Result<Vec<(String, String)>> {
-    if !analytics.is_file() {
-        return Ok(Vec::new());
-    }
-    let conn = duckdb::Connection::open_in_memory()?;
-    // A publish renames a new file into place; the old one stays readable to whoever opened it.
-    crate::duck::retry_locked(crate::duck::LOCK_RETRY, || {
-        conn.execute_batch(&format!(
-            "ATTACH {} AS analytics (READ_ONLY)",
-            crate::quote::path(analytics)
-        ))
-    })?;
-    let mut stmt = conn.prepare(
-        "SELECT column_name, data_type FROM information_schema.columns
-         WHERE table_catalog = 'analytics' AND table_schema = 'main' AND lower(table_name) = lower(?)
-         ORDER BY ordinal_position",
-    )?;
-    let rows = stmt
-        .query_map([view], |r| Ok((r.get(0)?, r.get(1)?)))?
-        .collect();
-    rows
+    Ok(schemas(analytics, &[view.to_string()])?
+        .remove(&view.to_lowercase())
+        .unwrap_or_default())
+}
+
+fn schemas(
+    analytics: &std::path::Path,
+    views: &[String],
+) -> duckdb::Result<BTreeMap<String, Vec<(String, String)>>> {
+    crate::analytics::published_columns(analytics, views)
 }
 
 /// The table's `_meta` entry in its source's extract.duckdb; none before its first extract.

@@ -154,7 +154,7 @@ pub async fn manifest(
                 description: t.description.clone(),
                 query_mode: t.query_mode().as_str(),
                 partitioned,
-                columns: t.columns.clone(),
+                columns: t.column_descriptions(),
                 freshness: fresh(t),
                 files: listed,
             });
@@ -168,7 +168,7 @@ pub async fn manifest(
                 source: t.source.clone(),
                 description: t.description.clone(),
                 query_mode: "remote",
-                columns: t.columns.clone(),
+                columns: t.column_descriptions(),
                 freshness: fresh(t),
             })
             .collect();

@@ -424,6 +424,8 @@ pub struct Tables {
 
 #[derive(Debug, Serialize)]
 pub struct TableItem {
+    /// Always `table`: the catalogue lists tables and transforms alike.
+    pub kind: &'static str,
     #[serde(flatten)]
     pub table: TableInfo,
     pub last_sync: Option<String>,
@@ -432,8 +434,11 @@ pub struct TableItem {
     pub size_bytes: Option<i64>,
 }
 
+/// A transform in `GET /api/tables`: a catalogue entry like a table.
 #[derive(Debug, Serialize)]
 pub struct TransformItem {
+    /// Always `transform`.
+    pub kind: &'static str,
     pub name: String,
     pub source: String,
     pub description: Option<String>,
@@ -442,19 +447,36 @@ pub struct TransformItem {
     /// Why the tables it reads cannot be determined (only admins see such a transform).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub inputs_uncertain: Vec<String>,
+    pub tags: Vec<String>,
+    /// The published relation's columns (empty before a run built it).
+    pub columns: Vec<Column>,
 }
 
-impl From<&TransformDef> for TransformItem {
-    fn from(t: &TransformDef) -> Self {
+impl TransformItem {
+    /// `published`: the relation's columns and DuckDB types in analytics.duckdb, if it is there.
+    pub fn of(t: &TransformDef, published: Vec<(String, String)>) -> Self {
         TransformItem {
+            kind: "transform",
             name: t.name.clone(),
             source: t.source.clone(),
             description: t.description.clone(),
             materialized: t.materialized().as_str(),
             inputs: t.inputs.clone(),
             inputs_uncertain: t.inputs_uncertain.clone(),
+            tags: t.tags.clone(),
+            columns: Column::documented(published, &t.columns),
         }
     }
+}
+
+/// `GET /api/tables/{transform}`: a transform as a catalogue entry.
+#[derive(Debug, Serialize)]
+pub struct TransformDetail {
+    #[serde(flatten)]
+    pub transform: TransformItem,
+    pub sql: String,
+    /// Its last build (null until a run built it): `ok`, `stale` (kept from before) or `failed`.
+    pub state: Option<TransformInfo>,
 }
 
 /// `GET /api/tables/{name}`.
@@ -478,6 +500,23 @@ pub struct Column {
     #[serde(rename = "type")]
     pub ty: String,
     pub description: Option<String>,
+}
+
+impl Column {
+    /// Published columns (name, DuckDB type) with their documented descriptions.
+    pub fn documented(
+        published: Vec<(String, String)>,
+        docs: &BTreeMap<String, String>,
+    ) -> Vec<Column> {
+        published
+            .into_iter()
+            .map(|(name, ty)| Column {
+                description: docs.get(&name).cloned(),
+                name,
+                ty,
+            })
+            .collect()
+    }
 }
 
 #[derive(Debug, Serialize)]

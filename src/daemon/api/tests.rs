@@ -224,6 +224,16 @@ async fn authentication_is_required_and_access_groups_are_enforced() {
     let (status, body) = f.get("/api/tables/customers", &f.finance).await;
     assert_eq!(status, StatusCode::OK, "{body}");
     assert_eq!(body["id"], "shop.customers");
+
+    // Transforms are catalogue entries too: listed with their kind, answered by name.
+    let (_, list) = f.get("/api/tables", &f.user).await;
+    assert_eq!(list["transforms"][0]["kind"], "transform", "{list}");
+    assert_eq!(list["tables"][0]["kind"], "table", "{list}");
+    let (status, body) = f.get("/api/tables/daily", &f.user).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["kind"], "transform");
+    assert_eq!(body["inputs"], serde_json::json!(["orders"]));
+    assert_eq!(body["sql"], "select count(*) as n from orders");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
