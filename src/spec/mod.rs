@@ -7,6 +7,7 @@
 
 pub mod decode;
 pub mod fields;
+pub mod fmt;
 pub mod json_schema;
 pub mod limits;
 pub mod load;
