@@ -233,3 +233,33 @@ fn demo_and_init_templates_are_fmt_clean() {
         );
     }
 }
+
+/// Every kind's keys written in reverse order, each under its own comment, come back in the
+/// schema's order with their comments; nested objects too.
+#[test]
+fn every_object_written_backwards_comes_back_in_schema_order() {
+    for object in fields::all_objects() {
+        let line = |f: &fields::Field| format!("# about {}\n{}: x\n", f.key, f.key);
+        let backwards: String = object.fields.iter().rev().map(line).collect();
+        let forwards: String = object.fields.iter().map(line).collect();
+        let schema = Schema::Object(object);
+        assert_eq!(fmt_as(&backwards, schema), forwards, "{}", object.name);
+        // The same one level down, under each key whose value is this object.
+        for parent in fields::all_objects() {
+            for f in parent.fields {
+                let fields::Ty::Object(inner) = &f.ty else {
+                    continue;
+                };
+                if !std::ptr::eq(*inner, object) {
+                    continue;
+                }
+                let indent = |s: &str| -> String {
+                    s.lines().map(|l| format!("  {l}\n")).collect()
+                };
+                let text = format!("{}:\n{}", f.key, indent(&backwards));
+                let expected = format!("{}:\n{}", f.key, indent(&forwards));
+                assert_eq!(fmt_as(&text, Schema::Object(parent)), expected, "{}", object.name);
+            }
+        }
+    }
+}

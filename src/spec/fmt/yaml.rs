@@ -242,6 +242,7 @@ impl Reader<'_, '_> {
 
     fn event(&mut self, event: Event<'_>, span: YSpan) -> Result<(), Unsupported> {
         let (start, end) = (self.t.byte(span.start), self.t.byte(span.end));
+        let is_map = matches!(event, Event::MappingStart(..));
         match event {
             Event::Alias(_) => {
                 return Err(unsupported(
@@ -259,7 +260,6 @@ impl Reader<'_, '_> {
                     ));
                 }
                 let scalar = self.scalar(value.into_owned(), style, start, end)?;
-                self.last_end = end;
                 self.add(Node::Scalar(scalar), start)?;
             }
             Event::SequenceStart(anchor, tag) | Event::MappingStart(anchor, tag) => {
@@ -272,7 +272,7 @@ impl Reader<'_, '_> {
                 }
                 let parent_flow = self.stack.last().is_some_and(|f| f.flow);
                 let opener = self.t.text[start..].chars().next();
-                let map = matches!(event, Event::MappingStart(..));
+                let map = is_map;
                 let flow = parent_flow || opener == Some(if map { '{' } else { '[' });
                 let id = self.id();
                 let parent = self.stack.last().map(|f| f.id);
@@ -291,6 +291,9 @@ impl Reader<'_, '_> {
             }
             Event::SequenceEnd | Event::MappingEnd => {
                 let frame = self.stack.pop().expect("balanced YAML events");
+                // A flow collection ends after its `]` or `}` (the event's span runs on over the
+                // spaces and comment after it).
+                let end = if frame.flow { start + 1 } else { end };
                 if frame.flow && !self.stack.last().is_some_and(|f| f.flow) {
                     self.flows.push((frame.start, end.max(frame.start)));
                     let (a, b) = (self.t.line_of(frame.start), self.t.line_of(end));
@@ -337,11 +340,18 @@ impl Reader<'_, '_> {
     ) -> Result<Scalar, Unsupported> {
         let t = self.t;
         if !matches!(style, ScalarStyle::Literal | ScalarStyle::Folded) {
+            // A quoted scalar's span runs on over the spaces and comment after its closing quote.
+            let end = match style {
+                ScalarStyle::DoubleQuoted => quoted_end(t.text, start, '"').unwrap_or(end),
+                ScalarStyle::SingleQuoted => quoted_end(t.text, start, '\'').unwrap_or(end),
+                _ => end,
+            };
             self.covered.push((start, end));
             let (a, b) = (t.line_of(start), t.line_of(end));
             if b > a {
                 self.inside.push((a + 1, b));
             }
+            self.last_end = end;
             return Ok(Scalar {
                 raw: t.text[start..end].to_string(),
                 value,
@@ -371,10 +381,7 @@ impl Reader<'_, '_> {
         if t.text[end_line_start..end].trim().is_empty() && last > 0 {
             last -= 1;
         }
-        let mut lines: Vec<&str> = (first..=last.max(first).min(t.lines() - 1))
-            .filter(|&l| l >= first && l <= last)
-            .map(|l| t.line(l))
-            .collect();
+        let mut lines: Vec<&str> = (first..=last).map(|l| t.line(l)).collect();
         if !header.contains('+') {
             while lines.last().is_some_and(|l| l.trim().is_empty()) {
                 lines.pop();
@@ -396,6 +403,7 @@ impl Reader<'_, '_> {
             self.covered.push((from, to.max(from)));
             self.inside.push((first, first + content.len() - 1));
         }
+        self.last_end = end;
         Ok(Scalar {
             raw: header,
             value,
@@ -450,6 +458,25 @@ impl Reader<'_, '_> {
         }
         Ok(())
     }
+}
+
+/// The byte just after the closing quote of the scalar quoted with `q` that starts at `start` (after
+/// its tag, if any).
+fn quoted_end(text: &str, start: usize, q: char) -> Option<usize> {
+    let open = start + text[start..].find(q)?;
+    let mut chars = text[open + 1..].char_indices().peekable();
+    while let Some((i, c)) = chars.next() {
+        if q == '"' && c == '\\' {
+            chars.next();
+        } else if c == q {
+            if q == '\'' && chars.peek().is_some_and(|&(_, n)| n == '\'') {
+                chars.next();
+            } else {
+                return Some(open + 1 + i + c.len_utf8());
+            }
+        }
+    }
+    None
 }
 
 /// Finds the comments and blank lines and attaches each to its entry or collection.
