@@ -30,8 +30,8 @@ fn check(schema: Schema, text: &str, expected: &str) {
 fn keys_follow_the_schema_order_and_comments_move_with_them() {
     check(
         Schema::Object(&fields::SOURCE),
-        "# The shop.\nschedule: every 2h   # often\nconnection:\n    path: x\n# what it is\ntype: csv\n",
-        "# The shop.\n# what it is\ntype: csv\nconnection:\n  path: x\nschedule: every 2h  # often\n",
+        "# The shop.\n\n# how often\nschedule: every 2h   # often\nconnection:\n    path: x\n# what it is\ntype: csv\n",
+        "# The shop.\n\n# what it is\ntype: csv\nconnection:\n  path: x\n# how often\nschedule: every 2h  # often\n",
     );
 }
 
@@ -39,6 +39,11 @@ fn keys_follow_the_schema_order_and_comments_move_with_them() {
 fn the_modeline_comment_stays_on_top() {
     let text = "# yaml-language-server: $schema=../.schemas/registry.json\n\ntables:\n  - source: a\n    source_table: b\n";
     assert_eq!(table(text), text);
+    check(
+        Schema::Object(&fields::SOURCE),
+        "# yaml-language-server: $schema=../.schemas/source.json\n# when\nschedule: x\ntype: csv\n",
+        "# yaml-language-server: $schema=../.schemas/source.json\ntype: csv\n# when\nschedule: x\n",
+    );
 }
 
 #[test]
@@ -100,7 +105,7 @@ fn end_of_line_comments_align_within_a_paragraph() {
     check(
         Schema::Object(&fields::INSTANCE),
         "name: x # the name\ntimezone: Europe/Prague    # zone\n\ndata_dir: data # here\n",
-        "name: x                   # the name\ntimezone: Europe/Prague    # zone\n\ndata_dir: data  # here\n",
+        "name: x                  # the name\ntimezone: Europe/Prague  # zone\n\ndata_dir: data  # here\n",
     );
 }
 

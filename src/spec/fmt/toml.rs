@@ -92,7 +92,7 @@ impl Printer {
         }
         let sep = match (self.prev, kind) {
             _ if first => " ".repeat(self.depth * STEP),
-            (_, K::Comma) => String::new(),
+            (_, K::Comma) | (Some(K::Comma), K::RightSquareBracket) => String::new(),
             (Some(K::Comma), _) => " ".into(),
             (Some(K::Equals), _) | (_, K::Equals) => " ".into(),
             (Some(K::LeftCurlyBracket), K::RightCurlyBracket) => String::new(),

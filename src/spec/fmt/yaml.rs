@@ -34,8 +34,9 @@ pub struct Unsupported {
 /// Writes `text` (a YAML spec of the kind `schema` describes) in the canonical layout. The text must
 /// already be valid YAML (the caller parses it with the spec parser first, for its diagnostics).
 pub fn format(text: &str, schema: Schema) -> Result<String, Unsupported> {
-    let doc = read(text)?;
+    let mut doc = read(text)?;
     let mut out = Printer::default();
+    out.trivia(&doc.take_header(), 0, true);
     match &doc.root {
         None => {}
         Some(root) => out.document(root, &doc, schema),
@@ -106,6 +107,31 @@ struct Doc {
     /// Trivia after a collection's last entry (comments indented as its entries), by collection id.
     trailing: HashMap<usize, Vec<Trivia>>,
     comments: Vec<String>,
+}
+
+impl Doc {
+    /// The file's header, which stays at the top whatever key comes first: the comments before the
+    /// first key down to the last blank line above it, or else the editor modeline
+    /// (`# yaml-language-server: $schema=…`). The comments right above the first key are its own.
+    fn take_header(&mut self) -> Vec<Trivia> {
+        let Some(Node::Map(m)) = &self.root else {
+            return Vec::new();
+        };
+        let Some(first) = m.items.first() else {
+            return Vec::new();
+        };
+        let Some(before) = self.before.get_mut(&first.id) else {
+            return Vec::new();
+        };
+        let split = match before.iter().rposition(|t| *t == Trivia::Blank) {
+            Some(blank) => blank + 1,
+            None => before
+                .iter()
+                .take_while(|t| matches!(t, Trivia::Comment(c) if c.starts_with("# yaml-language-server:")))
+                .count(),
+        };
+        before.drain(..split).collect()
+    }
 }
 
 /// Char index → byte offset, and line starts, of the text.
