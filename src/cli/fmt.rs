@@ -110,7 +110,11 @@ pub fn run(dir: &Path, args: Args, quiet: bool) -> Result<ExitCode> {
                     Ok(formatted) if formatted == file.text => Outcome::Unchanged,
                     Ok(formatted) => {
                         if args.diff {
-                            write!(out, "{}", fmt::unified_diff(&display, &file.text, &formatted))?;
+                            write!(
+                                out,
+                                "{}",
+                                fmt::unified_diff(&display, &file.text, &formatted)
+                            )?;
                         }
                         if args.check && !quiet {
                             writeln!(out, "would reformat {display}")?;
@@ -228,6 +232,8 @@ fn diagnostic(e: FmtError, id: FileId, display: &str) -> Diagnostic {
             Diagnostic::error(Code::Syntax, span, format!("cannot format: {what}"))
                 .with_hint(format!("{display} was left as it is"))
         }
-        FmtError::Changed(_) => Diagnostic::error(Code::Syntax, Span::file_start(id), e.to_string()),
+        FmtError::Changed(_) => {
+            Diagnostic::error(Code::Syntax, Span::file_start(id), e.to_string())
+        }
     }
 }

@@ -89,6 +89,7 @@ fn help_teaches_with_examples() {
         &["validate", "--help"],
         &["init", "--help"],
         &["schema", "--help"],
+        &["fmt", "--help"],
     ] {
         let out = pipeline().args(args).output().unwrap();
         assert!(out.status.success());

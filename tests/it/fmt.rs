@@ -34,16 +34,25 @@ tables:
 #[test]
 fn check_lists_unformatted_files_writes_nothing_and_fmt_fixes_them() {
     let inst = Instance::new(Fmt::Yaml);
-    // The fixture's files are formatted already.
+    // The fixture's registry lists its tables without a blank line between them.
+    inst.cmd().args(["fmt", "--check"]).assert().code(1);
+    inst.cmd().args(["fmt", "-q"]).assert().success().stdout("");
     inst.cmd().args(["fmt", "--check"]).assert().success();
 
     inst.write_spec("registry/shop", MESSY_REGISTRY);
     let out = inst.cmd().args(["fmt", "--check"]).output().unwrap();
     assert_eq!(out.status.code(), Some(1));
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(stdout.contains("would reformat registry/shop.yaml"), "{stdout}");
+    assert!(
+        stdout.contains("would reformat registry/shop.yaml"),
+        "{stdout}"
+    );
     assert!(!stdout.contains("pipelines/shop.yaml"), "{stdout}");
-    assert_eq!(read(&inst, "registry/shop.yaml"), MESSY_REGISTRY, "--check wrote");
+    assert_eq!(
+        read(&inst, "registry/shop.yaml"),
+        MESSY_REGISTRY,
+        "--check wrote"
+    );
 
     // --diff shows the change as a unified diff, and writes nothing either.
     let out = inst.cmd().args(["fmt", "--diff"]).output().unwrap();
@@ -51,7 +60,11 @@ fn check_lists_unformatted_files_writes_nothing_and_fmt_fixes_them() {
     let diff = String::from_utf8_lossy(&out.stdout);
     assert!(diff.contains("--- a/registry/shop.yaml"), "{diff}");
     assert!(diff.contains("+    source_table: customers"), "{diff}");
-    assert_eq!(read(&inst, "registry/shop.yaml"), MESSY_REGISTRY, "--diff wrote");
+    assert_eq!(
+        read(&inst, "registry/shop.yaml"),
+        MESSY_REGISTRY,
+        "--diff wrote"
+    );
 
     // Comments kept, keys in the documented order, items one blank line apart.
     let out = inst.cmd().arg("fmt").output().unwrap();

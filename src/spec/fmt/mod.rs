@@ -96,7 +96,9 @@ pub fn format_file(file: &SourceFile, id: FileId, schema: Schema) -> Result<Stri
 /// Whether two parsed files hold the same values: mappings compared by key, whatever the order.
 pub fn same(a: &Node, b: &Node) -> bool {
     match (&a.value, &b.value) {
-        (Value::Float(x), Value::Float(y)) => x.to_bits() == y.to_bits() || (x.is_nan() && y.is_nan()),
+        (Value::Float(x), Value::Float(y)) => {
+            x.to_bits() == y.to_bits() || (x.is_nan() && y.is_nan())
+        }
         (Value::Seq(x), Value::Seq(y)) => {
             x.len() == y.len() && x.iter().zip(y).all(|(a, b)| same(a, b))
         }
@@ -150,7 +152,15 @@ pub fn unified_diff(name: &str, old: &str, new: &str) -> String {
     let a: Vec<&str> = old.split_inclusive('\n').collect();
     let b: Vec<&str> = new.split_inclusive('\n').collect();
     let mut out = String::new();
-    for line in difflib::unified_diff(&a, &b, &format!("a/{name}"), &format!("b/{name}"), "", "", 3) {
+    for line in difflib::unified_diff(
+        &a,
+        &b,
+        &format!("a/{name}"),
+        &format!("b/{name}"),
+        "",
+        "",
+        3,
+    ) {
         out.push_str(&line);
         if !line.ends_with('\n') {
             out.push('\n');

@@ -148,23 +148,28 @@ fn trailing_whitespace_and_missing_final_newline() {
 #[test]
 fn an_empty_file_and_a_comment_only_file() {
     assert_eq!(fmt_as("", Schema::Free), "");
-    assert_eq!(fmt_as("# nothing yet  \n\n", Schema::Free), "# nothing yet\n");
+    assert_eq!(
+        fmt_as("# nothing yet  \n\n", Schema::Free),
+        "# nothing yet\n"
+    );
 }
 
 #[test]
 fn anchors_and_comments_in_flow_collections_are_left_alone() {
-    let r = format_file(
-        &file("x.yaml", "a: &x 1\nb: *x\n"),
-        FileId(0),
-        Schema::Free,
+    let r = format_file(&file("x.yaml", "a: &x 1\nb: *x\n"), FileId(0), Schema::Free);
+    assert!(
+        matches!(r, Err(FmtError::Unsupported { line: 1, .. })),
+        "{r:?}"
     );
-    assert!(matches!(r, Err(FmtError::Unsupported { line: 1, .. })), "{r:?}");
     let r = format_file(
         &file("x.yaml", "a: [1, # one\n  2]\n"),
         FileId(0),
         Schema::Free,
     );
-    assert!(matches!(r, Err(FmtError::Unsupported { line: 1, .. })), "{r:?}");
+    assert!(
+        matches!(r, Err(FmtError::Unsupported { line: 1, .. })),
+        "{r:?}"
+    );
 }
 
 #[test]
@@ -209,7 +214,12 @@ fn demo_and_init_templates_are_fmt_clean() {
     assert!(specs.len() >= 10);
     let templates = [
         ("instance.yaml", Kind::Instance),
-        ("files.yaml", Kind::Source { stem: "files".into() }),
+        (
+            "files.yaml",
+            Kind::Source {
+                stem: "files".into(),
+            },
+        ),
         ("registry.yaml", Kind::Registry),
         (
             "metric.yaml",
@@ -258,12 +268,16 @@ fn every_object_written_backwards_comes_back_in_schema_order() {
                 if !std::ptr::eq(*inner, object) {
                     continue;
                 }
-                let indent = |s: &str| -> String {
-                    s.lines().map(|l| format!("  {l}\n")).collect()
-                };
+                let indent =
+                    |s: &str| -> String { s.lines().map(|l| format!("  {l}\n")).collect() };
                 let text = format!("{}:\n{}", f.key, indent(&backwards));
                 let expected = format!("{}:\n{}", f.key, indent(&forwards));
-                assert_eq!(fmt_as(&text, Schema::Object(parent)), expected, "{}", object.name);
+                assert_eq!(
+                    fmt_as(&text, Schema::Object(parent)),
+                    expected,
+                    "{}",
+                    object.name
+                );
             }
         }
     }

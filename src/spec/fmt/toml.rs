@@ -34,7 +34,11 @@ pub fn comments(text: &str) -> Vec<String> {
     Source::new(text)
         .lex()
         .filter(|t| t.kind() == K::Comment)
-        .map(|t| text[t.span().start()..t.span().end()].trim_end().to_string())
+        .map(|t| {
+            text[t.span().start()..t.span().end()]
+                .trim_end()
+                .to_string()
+        })
         .collect()
 }
 

@@ -42,7 +42,9 @@ pub fn format(text: &str, schema: Schema) -> Result<String, Unsupported> {
         Some(root) => out.document(root, &doc, schema),
     }
     out.trivia(
-        doc.trailing.get(&ROOT_TRAILING).map_or(&[][..], Vec::as_slice),
+        doc.trailing
+            .get(&ROOT_TRAILING)
+            .map_or(&[][..], Vec::as_slice),
         0,
         false,
     );
@@ -127,7 +129,9 @@ impl Doc {
             Some(blank) => blank + 1,
             None => before
                 .iter()
-                .take_while(|t| matches!(t, Trivia::Comment(c) if c.starts_with("# yaml-language-server:")))
+                .take_while(
+                    |t| matches!(t, Trivia::Comment(c) if c.starts_with("# yaml-language-server:")),
+                )
                 .count(),
         };
         before.drain(..split).collect()
@@ -425,7 +429,8 @@ impl Reader<'_, '_> {
             .collect();
         if !content.is_empty() {
             let from = t.line_starts[first];
-            let to = t.line_starts[first + content.len() - 1] + t.line(first + content.len() - 1).len();
+            let to =
+                t.line_starts[first + content.len() - 1] + t.line(first + content.len() - 1).len();
             self.covered.push((from, to.max(from)));
             self.inside.push((first, first + content.len() - 1));
         }
@@ -591,13 +596,20 @@ fn attach(t: &Text, root: Option<Node>, r: &Reader) -> Result<Doc, Unsupported> 
     };
 
     // Full-line trivia, in line order: (line, Some((col, comment))) or (line, None) for a blank.
-    let full_comments: HashMap<usize, &Comment> =
-        comments.iter().filter(|c| !c.eol).map(|c| (c.line, c)).collect();
+    let full_comments: HashMap<usize, &Comment> = comments
+        .iter()
+        .filter(|c| !c.eol)
+        .map(|c| (c.line, c))
+        .collect();
     let eol_lines: std::collections::HashSet<usize> =
         comments.iter().filter(|c| c.eol).map(|c| c.line).collect();
     let mut full: Vec<(usize, Option<&Comment>)> = Vec::new();
     // The text's final line break leaves an empty last "line": not a blank line.
-    let last = if t.text.ends_with('\n') { t.lines() - 1 } else { t.lines() };
+    let last = if t.text.ends_with('\n') {
+        t.lines() - 1
+    } else {
+        t.lines()
+    };
     for (l, &ins) in inside.iter().enumerate().take(last) {
         if ins || eol_lines.contains(&l) {
             continue;
@@ -622,7 +634,11 @@ fn attach(t: &Text, root: Option<Node>, r: &Reader) -> Result<Doc, Unsupported> 
                 .iter()
                 .find(|(_, c)| *c <= col && floor.is_none_or(|f| *c > f));
             if let Some((cid, _)) = deeper {
-                return Target::Trailing(if Some(*cid) == root_coll { ROOT_TRAILING } else { *cid });
+                return Target::Trailing(if Some(*cid) == root_coll {
+                    ROOT_TRAILING
+                } else {
+                    *cid
+                });
             }
         }
         match next {
@@ -762,7 +778,15 @@ impl Printer {
             let key = e.key.as_ref().map_or("", |k| k.raw.as_str());
             let child = schema.child(key_of(e), kind);
             let prefix = format!("{}{key}:", " ".repeat(indent));
-            self.entry_value(prefix, &e.value, doc, indent, child, doc.eol.get(&e.id), top);
+            self.entry_value(
+                prefix,
+                &e.value,
+                doc,
+                indent,
+                child,
+                doc.eol.get(&e.id),
+                top,
+            );
         }
         if let Some(t) = doc.trailing.get(&m.id) {
             self.trivia(t, indent, false);
@@ -842,7 +866,15 @@ impl Printer {
             self.trivia(&before, indent, i == 0);
             if !nested {
                 let eol = doc.eol.get(&item.id);
-                self.entry_value(dash.clone(), &item.value, doc, indent, item_schema, eol, false);
+                self.entry_value(
+                    dash.clone(),
+                    &item.value,
+                    doc,
+                    indent,
+                    item_schema,
+                    eol,
+                    false,
+                );
                 continue;
             }
             // The nested collection's first line goes on the dash's line.
@@ -945,6 +977,9 @@ fn value_inline(node: &Node, indent: usize, schema: Schema, out: &mut Vec<Line>)
                 }));
             }
         },
-        other => out.push(Line::Text(flow_text(other, schema).unwrap_or_default(), None)),
+        other => out.push(Line::Text(
+            flow_text(other, schema).unwrap_or_default(),
+            None,
+        )),
     }
 }
