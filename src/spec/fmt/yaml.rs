@@ -721,7 +721,7 @@ fn type_of(m: &Coll<Entry>) -> Option<&str> {
 
 /// The entries of a mapping in canonical order: the schema's order, unknown keys after the known
 /// ones in their own order.
-fn sorted<'a>(m: &'a Coll<Entry>, schema: Schema) -> Vec<&'a Entry> {
+fn sorted(m: &Coll<Entry>, schema: Schema) -> Vec<&Entry> {
     let mut entries: Vec<&Entry> = m.items.iter().collect();
     entries.sort_by_key(|e| schema.rank(key_of(e)));
     entries
