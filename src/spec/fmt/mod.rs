@@ -161,6 +161,12 @@ pub fn unified_diff(name: &str, old: &str, new: &str) -> String {
         "",
         3,
     ) {
+        // difflib ends the `---`/`+++` lines with a tab before their (empty) dates.
+        let line = if line.starts_with("--- ") || line.starts_with("+++ ") {
+            line.trim_end().to_string()
+        } else {
+            line
+        };
         out.push_str(&line);
         if !line.ends_with('\n') {
             out.push('\n');

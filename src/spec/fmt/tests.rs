@@ -199,7 +199,10 @@ fn toml_files_are_formatted_and_checked() {
 #[test]
 fn a_unified_diff_names_the_file() {
     let d = unified_diff("registry/x.yaml", "a: 1\nb: 2\n", "a: 1\nb: 3\n");
-    assert!(d.starts_with("--- a/registry/x.yaml"), "{d}");
+    assert!(
+        d.starts_with("--- a/registry/x.yaml\n+++ b/registry/x.yaml\n"),
+        "{d}"
+    );
     assert!(d.contains("-b: 2\n+b: 3\n"), "{d}");
     assert_eq!(unified_diff("x", "same\n", "same\n"), "");
 }
