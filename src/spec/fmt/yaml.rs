@@ -538,7 +538,9 @@ fn attach(t: &Text, root: Option<Node>, r: &Reader) -> Result<Doc, Unsupported> 
             }
         }
         if bytes[i] == b'#' {
-            if r.flows.iter().any(|&(a, b)| a < i && i < b) {
+            // Flow collections recorded are the outermost ones, so they do not overlap.
+            let flow = r.flows.partition_point(|&(a, _)| a < i);
+            if flow > 0 && i < r.flows[flow - 1].1 {
                 return Err(unsupported(
                     t,
                     i,
@@ -621,8 +623,12 @@ fn attach(t: &Text, root: Option<Node>, r: &Reader) -> Result<Doc, Unsupported> 
         }
     }
 
-    let next_after = |line: usize| places.iter().find(|p| p.line > line);
-    let last_before = |line: usize| places.iter().rev().find(|p| p.line < line);
+    // Binary searches: a registry file may hold tens of thousands of entries.
+    let next_after = |line: usize| places.get(places.partition_point(|p| p.line <= line));
+    let last_before = |line: usize| {
+        let i = places.partition_point(|p| p.line < line);
+        i.checked_sub(1).map(|i| &places[i])
+    };
     // A comment goes before the entry that follows it, unless it is indented deeper than that entry
     // and as deep as a collection that ended above it: then it closes that collection.
     let target_of = |line: usize, col: usize| -> Target {
@@ -675,7 +681,12 @@ fn attach(t: &Text, root: Option<Node>, r: &Reader) -> Result<Doc, Unsupported> 
 
     // End-of-line comments: to the innermost entry starting on their line.
     for c in comments.iter().filter(|c| c.eol) {
-        let Some(p) = places.iter().rev().find(|p| p.line == c.line) else {
+        let on_line = places.partition_point(|p| p.line <= c.line);
+        let Some(p) = on_line
+            .checked_sub(1)
+            .map(|i| &places[i])
+            .filter(|p| p.line == c.line)
+        else {
             return Err(unsupported(
                 t,
                 t.line_starts[c.line],
