@@ -101,6 +101,15 @@ fn flow_collections_are_normalised_and_long_ones_become_block() {
 }
 
 #[test]
+fn flow_keys_without_values() {
+    check(
+        Schema::Free,
+        "a: {x}\nb: {y: , z: 1}\nc: [p: q]\n",
+        "a: { x }\nb: { y, z: 1 }\nc: [{ p: q }]\n",
+    );
+}
+
+#[test]
 fn end_of_line_comments_align_within_a_paragraph() {
     check(
         Schema::Object(&fields::INSTANCE),

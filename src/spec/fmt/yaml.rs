@@ -374,7 +374,15 @@ impl Reader<'_, '_> {
             let end = match style {
                 ScalarStyle::DoubleQuoted => quoted_end(t.text, start, '"').unwrap_or(end),
                 ScalarStyle::SingleQuoted => quoted_end(t.text, start, '\'').unwrap_or(end),
-                _ => end,
+                // A plain scalar ends with its last word; an empty one (`{k}`, `k:`) has no text
+                // (its span may cover the bracket after it).
+                _ if value.is_empty() => start,
+                _ => {
+                    let last = value.rsplit(' ').next().unwrap_or("");
+                    t.text[start..end]
+                        .rfind(last)
+                        .map_or(end, |i| start + i + last.len())
+                }
             };
             self.covered.push((start, end));
             let (a, b) = (t.line_of(start), t.line_of(end));
@@ -944,8 +952,9 @@ fn flow_text(node: &Node, schema: Schema) -> Option<String> {
                 .map(|e| {
                     let k = e.key.as_ref().map_or("", |k| k.raw.as_str());
                     let v = flow_text(&e.value, schema.child(key_of(e), kind))?;
+                    // `{ k }`: a key without a value (`{ k: }` is not valid YAML).
                     Some(if v.is_empty() {
-                        format!("{k}:")
+                        k.to_string()
                     } else {
                         format!("{k}: {v}")
                     })
