@@ -30,8 +30,9 @@ or parsed, or (with --check or --diff) when a file is not formatted.";
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
-    /// Spec files or directories to format (default: the whole instance). A directory holding
-    /// config/ is an instance root of its own; other paths must be spec files of the --dir instance.
+    /// Spec files or directories to format (default: the whole instance), relative to the current
+    /// directory or else to --dir. A directory holding config/ is an instance root of its own;
+    /// other paths must be spec files of the --dir instance or directories holding some.
     paths: Vec<PathBuf>,
 
     /// Write nothing; list the files that are not formatted and exit 1 if there are any (for CI).
@@ -169,13 +170,19 @@ fn selection(dir: &Path, paths: &[PathBuf]) -> Result<Vec<(PathBuf, Option<Vec<P
     let mut roots = Vec::new();
     let mut in_dir = Vec::new();
     for p in paths {
+        // Relative to the current directory, or else to the instance root.
+        let p = if !p.exists() && p.is_relative() && dir.join(p).exists() {
+            dir.join(p)
+        } else {
+            p.clone()
+        };
         if !p.exists() {
             bail!("{} does not exist", p.display());
         }
         if p.is_dir() && p.join("config").is_dir() {
-            roots.push((p.clone(), None));
+            roots.push((p, None));
         } else {
-            in_dir.push(p.clone());
+            in_dir.push(p);
         }
     }
     if !in_dir.is_empty() {

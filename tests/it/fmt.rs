@@ -107,10 +107,9 @@ fn paths_select_files_and_toml_is_formatted_too() {
         "# tables\n[[tables]]\nsource=\"shop\"\nsource_table = \"orders\"   # the orders\n",
     );
     inst.write_spec("metrics/sales/order_count", "description=\"Orders placed\"\nowner = \"data@example.com\"\nsql = \"select count(*) as value from orders\"\n");
-    // Only the file named.
+    // Only the file named (relative to --dir: the current directory has no such file).
     inst.cmd()
-        .args(["fmt", "-q"])
-        .arg(inst.path().join("registry/shop.toml"))
+        .args(["fmt", "-q", "registry/shop.toml"])
         .assert()
         .success();
     assert_eq!(
