@@ -101,6 +101,15 @@ fn flow_collections_are_normalised_and_long_ones_become_block() {
 }
 
 #[test]
+fn a_comment_after_a_lone_dash_goes_above_the_item() {
+    check(
+        Schema::Object(&fields::REGISTRY),
+        "tables:\n  - # the orders\n    source_table: o\n    source: s\n",
+        "tables:\n  # the orders\n  - source: s\n    source_table: o\n",
+    );
+}
+
+#[test]
 fn flow_keys_without_values() {
     check(
         Schema::Free,

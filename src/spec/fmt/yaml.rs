@@ -483,10 +483,7 @@ impl Reader<'_, '_> {
             // A block item starts at its dash.
             let mut at = start;
             if !frame.flow {
-                let before = t.text[..start].trim_end_matches([' ', '\t', '\n', '\r']);
-                if before.ends_with('-') {
-                    at = before.len() - 1;
-                }
+                at = dash_before(t.text, start).unwrap_or(start);
             }
             frame.starts.push(at);
             frame.items.push(Entry {
@@ -497,6 +494,26 @@ impl Reader<'_, '_> {
         }
         Ok(())
     }
+}
+
+/// Where the dash of the block list item starting at `start` is: back over blank space and
+/// comments (`- # note` with the item on the next line). `None` when something else comes first.
+fn dash_before(text: &str, start: usize) -> Option<usize> {
+    let mut before = &text[..start];
+    for _ in 0..64 {
+        before = before.trim_end_matches([' ', '\t', '\n', '\r']);
+        if before.ends_with('-') {
+            return Some(before.len() - 1);
+        }
+        let line_start = before.rfind('\n').map_or(0, |i| i + 1);
+        let line = &before[line_start..];
+        let hash = line
+            .char_indices()
+            .find(|&(i, c)| c == '#' && (i == 0 || line[..i].ends_with([' ', '\t'])))?
+            .0;
+        before = &before[..line_start + hash];
+    }
+    None
 }
 
 /// The byte just after the closing quote of the scalar quoted with `q` that starts at `start` (after
