@@ -70,7 +70,7 @@ pub fn format_file(file: &SourceFile, id: FileId, schema: Schema) -> Result<Stri
     };
     let before = parse(&file.text).map_err(FmtError::Invalid)?;
     let (formatted, comments_before, comments_after) = if toml {
-        let out = toml::format(&file.text)?;
+        let out = toml::format(&file.text, schema)?;
         let (a, b) = (toml::comments(&file.text), toml::comments(&out));
         (out, a, b)
     } else {
