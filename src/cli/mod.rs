@@ -8,6 +8,7 @@ mod apply;
 mod catalog;
 mod completions;
 mod daemon;
+mod fmt;
 mod graph;
 mod history;
 mod init;
@@ -36,6 +37,7 @@ const AFTER_HELP: &str = "\
 Examples:
   pipeline init my-instance          scaffold a new instance
   pipeline validate                  check the specs in the current directory (use in CI)
+  pipeline fmt --check               are the spec files in the canonical layout? (pipeline fmt rewrites them)
   pipeline plan                      what apply would change, Terraform-style
   pipeline apply                     register the changes and sync them (asks first; --auto-approve in scripts)
   pipeline run                       sync every registered table now; publish analytics.duckdb
@@ -89,6 +91,10 @@ enum Command {
     /// time zones, env vars, SQL and cycles. Exit 0 valid, 1 invalid.
     #[command(after_help = validate::AFTER_HELP)]
     Validate(validate::Args),
+    /// Rewrite spec files in the canonical layout, comments kept; --check for CI. Exit 1 when a
+    /// file does not parse (or, with --check/--diff, is not formatted).
+    #[command(after_help = fmt::AFTER_HELP)]
+    Fmt(fmt::Args),
     /// Show what apply would change in the registry (+ create, ~ update, -/+ replace, - delete) and
     /// the tasks it would queue. Exit 2 with --detailed-exitcode when there are changes.
     #[command(after_help = plan::AFTER_HELP)]
@@ -195,6 +201,7 @@ pub fn main() -> ExitCode {
     output::set_quiet(cli.quiet);
     let result = match cli.command {
         Command::Validate(args) => validate::run(&cli.dir, args, cli.quiet),
+        Command::Fmt(args) => fmt::run(&cli.dir, args, cli.quiet),
         Command::Plan(args) => plan::run(&cli.dir, args),
         Command::Apply(args) => apply::run(&cli.dir, args, cli.quiet),
         Command::Run(args) => run::run(&cli.dir, args, cli.quiet),

@@ -184,17 +184,19 @@ fn registry(source: &str, tables: &[DiscoveredTable], taken: &[String]) -> Strin
         chrono::Utc::now().format("%Y-%m-%d")
     );
     let mut seen = BTreeMap::new();
-    for info in tables {
+    // Written in `pipeline fmt`'s layout (docs/fmt.md): items one blank line apart, keys in the
+    // schema's order.
+    for (i, info) in tables.iter().enumerate() {
         let (bucket, name) = (&info.bucket, &info.name);
         let view = view_name(info, &mut seen, taken);
+        if i > 0 {
+            out.push('\n');
+        }
         out.push_str(&format!("  - source: {}\n", scalar(source, 4, false)));
         out.push_str(&format!("    bucket: {}\n", scalar(bucket, 4, false)));
         out.push_str(&format!("    source_table: {}\n", scalar(name, 4, false)));
         if &view != name {
             out.push_str(&format!("    name: {view}\n"));
-        }
-        if let Some(d) = info.description.as_deref() {
-            out.push_str(&format!("    description: {}\n", scalar(d, 6, false)));
         }
         if !info.primary_key.is_empty() {
             let keys: Vec<String> = info
@@ -206,6 +208,9 @@ fn registry(source: &str, tables: &[DiscoveredTable], taken: &[String]) -> Strin
                 "    sync: {{ mode: full, primary_key: [{}] }}\n",
                 keys.join(", ")
             ));
+        }
+        if let Some(d) = info.description.as_deref() {
+            out.push_str(&format!("    description: {}\n", scalar(d, 6, false)));
         }
         let documented: Vec<(&String, &str)> = info
             .columns

@@ -125,7 +125,8 @@ fn has_spec_extension(p: &Path) -> bool {
 }
 
 /// Which kind of spec a file holds, with what its decoding needs from its path.
-enum Kind {
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Kind {
     Instance,
     Source { stem: String },
     Registry,
@@ -281,6 +282,27 @@ fn load_files(root: &Path, only_instance: bool) -> (Specs, Diagnostics) {
         }
     }
     (specs, diags)
+}
+
+/// Every spec file of the instance at `root` that [`load`] reads, in reading order, with the kind
+/// each holds (for `pipeline fmt`). Refused paths and layout problems are diagnostics, with their
+/// files added to `files`.
+pub fn spec_files(root: &Path, files: &mut SourceMap) -> (Vec<(PathBuf, Kind)>, Diagnostics) {
+    let mut diags = Diagnostics::default();
+    match walk::Root::new(root) {
+        Ok(tree) if root.is_dir() => {
+            let jobs = list(root, tree, false, files, &mut diags);
+            (jobs, diags)
+        }
+        _ => {
+            diags.push(Diagnostic::error(
+                Code::Layout,
+                None,
+                format!("instance directory {} does not exist", root.display()),
+            ));
+            (Vec::new(), diags)
+        }
+    }
 }
 
 /// The spec files of the layout (only the instance file when `only_instance`), in reading order,

@@ -3,10 +3,12 @@
 //! Reading order follows the data: [`walk`] (which files may be read) → [`crate::diag::source`] (files
 //! and positions) → [`yaml`]/[`toml`] (text → [`node`] trees, within [`limits`]) → [`decode`] + [`fields`]
 //! (schema) → [`model`] (typed specs) → [`load`] (the instance layout) → [`validate`] (cross-file
-//! checks, SQL via DuckDB, templates via [`template`], cycles).
+//! checks, SQL via DuckDB, templates via [`template`], cycles). [`fmt`] rewrites the files in their
+//! canonical layout (`pipeline fmt`).
 
 pub mod decode;
 pub mod fields;
+pub mod fmt;
 pub mod json_schema;
 pub mod limits;
 pub mod load;

@@ -91,6 +91,7 @@ fn help_teaches_with_examples() {
         &["schema", "--help"],
         &["catalog", "export", "--help"],
         &["catalog", "import", "openmetadata", "--help"],
+        &["fmt", "--help"],
     ] {
         let out = pipeline().args(args).output().unwrap();
         assert!(out.status.success());

@@ -255,6 +255,13 @@ fn discover_writes_registry_entries_that_validate() {
         "{written}"
     );
     ok(pipeline(&inst, &fake, &["validate", "-q"]));
+    // Written in fmt's layout: nothing for `pipeline fmt` to change.
+    let written = inst.path().join("registry/kbc.yaml");
+    ok(pipeline(
+        &inst,
+        &fake,
+        &["fmt", "--check", written.to_str().unwrap()],
+    ));
 }
 
 /// The rows of `orders_fake`, as `query` prints them.

@@ -14,6 +14,7 @@ mod demo;
 mod downstream;
 mod engine;
 mod everyday;
+mod fmt;
 mod jira;
 mod jira_daemon;
 mod keboola;
