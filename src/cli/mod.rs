@@ -16,6 +16,7 @@ mod mcp;
 mod metrics;
 mod output;
 mod plan;
+mod profile;
 mod pull;
 mod query;
 mod run;
@@ -116,6 +117,9 @@ enum Command {
     /// Past applies and syncs, newest first.
     #[command(after_help = history::AFTER_HELP)]
     History(history::Args),
+    /// A table's profile: rows, per column nulls, distinct values, min/max, top values, a sample.
+    #[command(after_help = profile::AFTER_HELP)]
+    Profile(profile::Args),
     /// Run schedules, apply spec changes as they are saved, and serve the HTTP API.
     #[command(after_help = daemon::AFTER_HELP)]
     Daemon(daemon::Args),
@@ -199,6 +203,7 @@ pub fn main() -> ExitCode {
         Command::Sources(args) => sources::run(&cli.dir, args),
         Command::Status(args) => status::run(&cli.dir, args),
         Command::History(args) => history::run(&cli.dir, args),
+        Command::Profile(args) => profile::run(&cli.dir, args),
         Command::Daemon(args) => daemon::run(&cli.dir, args),
         Command::Admin(args) => admin::run(&cli.dir, args),
         Command::Jira(args) => jira::run(&cli.dir, args, cli.quiet),

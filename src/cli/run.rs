@@ -23,6 +23,7 @@ Examples:
   pipeline run --full-refresh          re-extract everything, ignoring fingerprints and cursors
   pipeline run --accept-schema orders  publish orders' new columns/types once, though its contract refuses them
   pipeline run --format json           one JSON event per line (task_started, task_finished, run_finished)
+  pipeline run --no-profile            do not profile the tables whose data changed
 
 A run syncs what `pipeline apply` registered, not unapplied edits. Tables whose input has not changed
 since their last extract are not read again, and analytics.duckdb is not rewritten when nothing it is
@@ -30,6 +31,8 @@ built from changed. A failed task skips the tasks that need it; everything else 
 previous data of a failed table stays queryable. A table whose new data drops a column or changes a
 type its `schema_changes` contract does not allow fails with the column-level difference and keeps its
 published data; `--accept-schema TABLE` accepts that new shape once (recorded in the audit log).
+After the publish, the tables whose data changed are profiled (`pipeline profile TABLE` shows it);
+a failed profile is a warning, never a failure.
 With nothing registered, a run publishes the extracts other tools wrote under data/extracts.
 A run of one source republishes only that source in a copy of analytics.duckdb, with the transforms
 that read it; when anything else changed since the live file was built, it rebuilds the whole file.
@@ -57,6 +60,10 @@ pub struct Args {
     /// How long to wait for another run that holds a source or analytics (e.g. 30s, 10m).
     #[arg(long, value_name = "DURATION", default_value = "10m", value_parser = output::parse_duration)]
     lock_timeout: Duration,
+    /// Do not profile the tables whose data changed after the publish (their profiles stay as
+    /// they were; the next run that profiles catches up).
+    #[arg(long)]
+    no_profile: bool,
     #[arg(long, value_enum, default_value_t)]
     format: Format,
 }
@@ -150,6 +157,7 @@ pub fn run(dir: &Path, args: Args, quiet: bool) -> Result<ExitCode> {
         args.lock_timeout,
     );
     opts.accept_schema = accepted_tables(&reg, &tasks, &args.accept_schema)?;
+    opts.profile = !args.no_profile;
     let outcome = execute(&inst, reg, tasks, &opts, args.format, quiet)?;
     report(&outcome, args.format, quiet, dir)
 }

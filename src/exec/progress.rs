@@ -142,6 +142,27 @@ impl Observer for Human {
         }
     }
 
+    fn profiled(&mut self, p: &super::profile::Profiled) {
+        if !self.quiet {
+            use anstyle::AnsiColor::{Green, Yellow};
+            let (style, mark) = if p.failed.is_empty() {
+                (Green.on_default(), "✓")
+            } else {
+                (Yellow.on_default(), "!")
+            };
+            let failed = match p.failed.len() {
+                0 => String::new(),
+                n => format!(", {n} failed (see the warnings)"),
+            };
+            self.print(&format!(
+                "  {style}{mark}{style:#} {:<34} {} table(s) profiled{failed}  ({})",
+                "profiles",
+                p.profiled.len(),
+                seconds(p.duration)
+            ));
+        }
+    }
+
     fn waiting(&mut self, what: &str, holder: &str) {
         self.print(&format!("Waiting for {what}, which {holder} is syncing…"));
     }
@@ -204,5 +225,15 @@ impl Observer for Json {
 
     fn published(&mut self, duration: Duration) {
         emit(serde_json::json!({"event": "published", "duration_ms": duration.as_millis() as u64}));
+    }
+
+    fn profiled(&mut self, p: &super::profile::Profiled) {
+        emit(serde_json::json!({
+            "event": "profiled",
+            "tables": p.profiled,
+            "failed": p.failed.iter().map(|(t, e)| serde_json::json!({"table": t, "error": e}))
+                .collect::<Vec<_>>(),
+            "duration_ms": p.duration.as_millis() as u64,
+        }));
     }
 }

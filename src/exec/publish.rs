@@ -49,6 +49,7 @@ pub fn publish_source(
         // The caller owns the signals (the daemon); nothing cancels a push but the process ending.
         cancel: Some(Arc::new(AtomicBool::new(false))),
         run_id: None,
+        profile: true,
     };
     execute(inst, registered.clone(), tasks, &opts, &mut Logged)
 }

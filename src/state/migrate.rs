@@ -43,6 +43,12 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "downstream",
         sql: include_str!("migrations/0005_downstream.sql"),
     },
+    // 6 is taken by another branch (issue 17); numbers need not be contiguous.
+    Migration {
+        version: 7,
+        name: "profiles",
+        sql: include_str!("migrations/0007_profiles.sql"),
+    },
 ];
 
 pub fn latest_version(migrations: &[Migration]) -> i64 {
