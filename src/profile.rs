@@ -207,9 +207,7 @@ pub fn profile_view(conn: &Connection, view: &str) -> Result<TableProfile, Profi
                 data_type: ty.clone(),
                 nulls: rows_total - non_null,
                 // HyperLogLog may count a few more than there are rows; never show that.
-                distinct: t
-                    .countable
-                    .then(|| int(at + 1).unwrap_or(0).min(non_null)),
+                distinct: t.countable.then(|| int(at + 1).unwrap_or(0).min(non_null)),
                 min: value(at + 2),
                 max: value(at + 3),
                 top: Vec::new(),
@@ -406,7 +404,7 @@ mod tests {
                (3, -0.5, NULL, 'south', NULL, TIMESTAMP '2023-12-31 23:59:59',
                 TIMESTAMPTZ '2025-06-01 00:00:00+00', true, NULL, NULL, {'a': 2}, INTERVAL 1 HOUR,
                 NULL, NULL)
-             ) v(id, score, price, region, day, at, at_tz, flag, raw, list, rec, span, note, p);
+             ) v(id, score, price, region, day, ts, at_tz, flag, raw, list, rec, span, note, p);
              CREATE VIEW orders AS SELECT * FROM t;
              CREATE VIEW empty AS SELECT * FROM t WHERE false;",
         )
@@ -439,7 +437,7 @@ mod tests {
             (&Some(json!(2.5)), &Some(json!(3.75)))
         );
         assert_eq!(col(&p, "day").max, Some(json!("2024-03-04")));
-        assert_eq!(col(&p, "at").min, Some(json!("2023-12-31T23:59:59")));
+        assert_eq!(col(&p, "ts").min, Some(json!("2023-12-31T23:59:59")));
         assert_eq!(
             col(&p, "at_tz").max,
             Some(json!("2025-06-01T00:00:00+00:00"))
@@ -451,9 +449,15 @@ mod tests {
         );
         // Types without an order get counts only; nested ones not even distincts.
         let raw = col(&p, "raw");
-        assert_eq!((raw.nulls, raw.min.clone(), raw.distinct), (2, None, Some(1)));
+        assert_eq!(
+            (raw.nulls, raw.min.clone(), raw.distinct),
+            (2, None, Some(1))
+        );
         let list = col(&p, "list");
-        assert_eq!((list.nulls, list.distinct, list.min.clone()), (1, None, None));
+        assert_eq!(
+            (list.nulls, list.distinct, list.min.clone()),
+            (1, None, None)
+        );
         assert_eq!(col(&p, "rec").data_type, "STRUCT(a INTEGER)");
         // Long text is cut.
         let note = col(&p, "note").max.clone().unwrap();
@@ -489,8 +493,7 @@ mod tests {
             p.sample.iter().map(|r| r[0].as_i64().unwrap()).collect();
         assert_eq!(ids, [1, 2, 3].into());
         // It survives the trip through the state's JSON.
-        let back: TableProfile =
-            serde_json::from_str(&serde_json::to_string(&p).unwrap()).unwrap();
+        let back: TableProfile = serde_json::from_str(&serde_json::to_string(&p).unwrap()).unwrap();
         assert_eq!(back, p);
     }
 
@@ -516,7 +519,10 @@ mod tests {
         assert_eq!(p.rows, 1000);
         assert_eq!(col(&p, "Order Id").max, Some(json!(999)));
         assert_eq!(col(&p, "a\"b").top.len(), 3);
-        assert!(col(&p, "Order Id").top.is_empty(), "high cardinality: no top");
+        assert!(
+            col(&p, "Order Id").top.is_empty(),
+            "high cardinality: no top"
+        );
         assert_eq!(p.sample.len(), SAMPLE_ROWS);
         // The same data gives the same sample.
         assert_eq!(profile_view(&conn, "wide").unwrap(), p);

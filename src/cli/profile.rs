@@ -109,12 +109,20 @@ fn human(a: &TableProfileAnswer, tz: Tz) -> String {
             o.push_str(&format!(
                 "{} rows · profiled {} ({}) by run {}\n\n",
                 crate::exec::work::thousands(p.rows),
-                a.profiled_at.as_deref().map_or("-".into(), |t| local(t, tz)),
+                a.profiled_at
+                    .as_deref()
+                    .map_or("-".into(), |t| local(t, tz)),
                 tz.name(),
                 a.run_id.as_deref().unwrap_or("-")
             ));
             let mut t = TextTable::new(vec![
-                "column", "type", "nulls", "distinct", "min", "max", "top values",
+                "column",
+                "type",
+                "nulls",
+                "distinct",
+                "min",
+                "max",
+                "top values",
             ]);
             t.align_right(vec![false, false, true, true]);
             for c in &p.columns {
@@ -139,7 +147,8 @@ fn human(a: &TableProfileAnswer, tz: Tz) -> String {
                     "\n{bold}Sample{bold:#} ({} random rows)\n",
                     p.sample.len()
                 ));
-                let mut s = TextTable::with_headers(p.columns.iter().map(|c| c.name.clone()).collect());
+                let mut s =
+                    TextTable::with_headers(p.columns.iter().map(|c| c.name.clone()).collect());
                 for row in &p.sample {
                     s.row(row.iter().map(cell).collect());
                 }
@@ -172,7 +181,11 @@ fn human(a: &TableProfileAnswer, tz: Tz) -> String {
                     "{} {}{}",
                     u.kind.as_str(),
                     u.name,
-                    if u.direct { "" } else { " (through a transform)" }
+                    if u.direct {
+                        ""
+                    } else {
+                        " (through a transform)"
+                    }
                 )
             })
             .collect();

@@ -98,6 +98,13 @@ pub fn changed(step: &Step) -> Result<Profiled, String> {
     std::thread::scope(|scope| {
         for _ in 0..workers {
             let Ok(conn) = conn.try_clone() else { break };
+            // The default catalog and the time zone are the session's, not the database's.
+            if conn
+                .execute_batch("SET TimeZone = 'UTC'; USE analytics;")
+                .is_err()
+            {
+                break;
+            }
             let (due, next, results) = (&due, &next, &results);
             scope.spawn(move || loop {
                 let i = next.fetch_add(1, Ordering::Relaxed);

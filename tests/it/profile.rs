@@ -52,12 +52,22 @@ fn runs_profile_changed_tables_and_the_cli_and_api_show_them() {
     assert_eq!(a["id"], "shop.orders", "{a}");
     assert_eq!(a["profile"]["rows"], 3, "{a}");
     let id = column(&a, "order_id");
-    assert_eq!((&id["nulls"], &id["distinct"]), (&0.into(), &3.into()), "{a}");
+    assert_eq!(
+        (&id["nulls"], &id["distinct"]),
+        (&0.into(), &3.into()),
+        "{a}"
+    );
     assert_eq!((&id["min"], &id["max"]), (&1.into(), &3.into()), "{a}");
     let amount = column(&a, "amount");
-    assert_eq!((&amount["min"], &amount["max"]), (&1.0.into(), &7.25.into()));
+    assert_eq!(
+        (&amount["min"], &amount["max"]),
+        (&1.0.into(), &7.25.into())
+    );
     let customer = column(&a, "customer_id");
-    assert_eq!(customer["top"][0], serde_json::json!({"value": 10, "count": 2}));
+    assert_eq!(
+        customer["top"][0],
+        serde_json::json!({"value": 10, "count": 2})
+    );
     assert_eq!(column(&a, "updated_at")["min"], "2026-01-01T10:00:00");
     assert_eq!(a["profile"]["sample"].as_array().unwrap().len(), 3);
     assert!(a["profiled_at"].as_str().unwrap().ends_with('Z'), "{a}");
@@ -112,7 +122,11 @@ fn runs_profile_changed_tables_and_the_cli_and_api_show_them() {
         .filter_map(|l| serde_json::from_str::<Value>(l).ok())
         .find(|e| e["event"] == "profiled")
         .unwrap_or_else(|| panic!("no profiled event:\n{out}"));
-    assert_eq!(event["tables"], serde_json::json!(["shop.orders"]), "{event}");
+    assert_eq!(
+        event["tables"],
+        serde_json::json!(["shop.orders"]),
+        "{event}"
+    );
     let after = profiled(&inst);
     assert_ne!(after["shop.orders"], before["shop.orders"]);
     assert_eq!(after["shop.customers"], before["shop.customers"]);
@@ -122,7 +136,10 @@ fn runs_profile_changed_tables_and_the_cli_and_api_show_them() {
     assert_eq!(column(&a, "amount")["max"], 99.5, "{a}");
 
     // `--no-profile` leaves a change unprofiled; the next run catches up.
-    inst.write("files/customers.csv", "customer_id,name\n10,Ann\n11,Bo\n12,Cy\n");
+    inst.write(
+        "files/customers.csv",
+        "customer_id,name\n10,Ann\n11,Bo\n12,Cy\n",
+    );
     ok(&inst, &["run", "--no-profile"]);
     assert_eq!(profile_json(&inst, "customers")["profile"]["rows"], 2);
     ok(&inst, &["run"]);
@@ -158,7 +175,12 @@ fn runs_profile_changed_tables_and_the_cli_and_api_show_them() {
     );
     assert_eq!(code, 200, "{body}");
     assert_eq!(body["profile"]["rows"], 3, "{body}");
-    let (code, _) = call("GET", &d.url("/api/tables/nope/profile"), Some(&other), None);
+    let (code, _) = call(
+        "GET",
+        &d.url("/api/tables/nope/profile"),
+        Some(&other),
+        None,
+    );
     assert_eq!(code, 404);
     let (code, _) = call("GET", &d.url("/api/tables/orders/profile"), None, None);
     assert_eq!(code, 401);
