@@ -4,10 +4,10 @@
 //! small random sample of rows.
 //!
 //! A profile reads the published view in analytics.duckdb (the connection comes from the caller,
-//! normally [`crate::analytics::open_live`]), in at most three scans whatever the width of the
-//! table: one aggregate pass (every column's counts, distincts, min and max in one `SELECT`), one
-//! `GROUPING SETS` pass for the top values of every low-cardinality column at once (only when there
-//! are such columns), and a reservoir sample. Values are rendered with [`crate::value_json`], the
+//! normally [`crate::analytics::open_live_local`]), in at most three scans whatever the width of
+//! the table: one aggregate pass (every column's counts, distincts, min and max in one `SELECT`),
+//! one pass of `histogram`s for the top values of every low-cardinality column at once (only when
+//! there are such columns), and a reservoir sample. Values are rendered with [`crate::value_json`], the
 //! rendering `query` and the API use, and bounded in size so a profile of a table of long texts
 //! stays small. [`data_stamp`] says which data a profile was made from, so a run profiles only
 //! the tables whose data changed. Nothing here opens the state.
@@ -88,30 +88,6 @@ pub struct TopValue {
     pub count: i64,
 }
 
-impl TableProfile {
-    /// The profile without the values of the columns `hide` says to hide: their min, max, top
-    /// values and sample cells are removed (the counts stay). For callers who may read the table
-    /// but not every column's values.
-    pub fn without_values(mut self, hide: impl Fn(&str) -> bool) -> TableProfile {
-        let hidden: Vec<bool> = self.columns.iter().map(|c| hide(&c.name)).collect();
-        for (c, h) in self.columns.iter_mut().zip(&hidden) {
-            if *h {
-                c.min = None;
-                c.max = None;
-                c.top.clear();
-            }
-        }
-        for row in &mut self.sample {
-            for (v, h) in row.iter_mut().zip(&hidden) {
-                if *h {
-                    *v = Json::Null;
-                }
-            }
-        }
-        self
-    }
-}
-
 /// What a column's type allows.
 #[derive(Clone, Copy, Debug, PartialEq)]
 struct Traits {
@@ -145,18 +121,51 @@ fn traits(ty: &str) -> Traits {
 /// Profiles the view `view` on `conn` (whose default catalog holds it).
 pub fn profile_view(conn: &Connection, view: &str) -> Result<TableProfile, ProfileError> {
     let rel = quote::ident(view).ok_or_else(|| ProfileError::Name(view.to_string()))?;
-    let zone = Zone::of(conn);
     let described: Vec<(String, String)> = {
         let mut stmt = conn.prepare(&format!("DESCRIBE {rel}"))?;
         let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
         rows.collect::<Result<_, _>>()?
     };
+    profile_columns(conn, view, &described, Zone::of(conn))
+}
+
+/// Every view's columns (name, DuckDB type) in the default catalog's `main` schema, by lower-case
+/// view name, in one catalogue query: what [`profile_columns`] needs, for many views at once.
+pub fn view_columns(
+    conn: &Connection,
+) -> Result<std::collections::BTreeMap<String, Vec<(String, String)>>, ProfileError> {
+    let mut stmt = conn.prepare(
+        "SELECT lower(table_name), column_name, data_type FROM information_schema.columns
+         WHERE table_catalog = current_database() AND table_schema = 'main'
+         ORDER BY table_name, ordinal_position",
+    )?;
+    let rows = stmt.query_map([], |r| {
+        Ok((
+            r.get::<_, String>(0)?,
+            r.get::<_, String>(1)?,
+            r.get::<_, String>(2)?,
+        ))
+    })?;
+    let mut out: std::collections::BTreeMap<String, Vec<(String, String)>> = Default::default();
+    for row in rows {
+        let (view, column, ty) = row?;
+        out.entry(view).or_default().push((column, ty));
+    }
+    Ok(out)
+}
+
+/// [`profile_view`] with the view's columns (name, DuckDB type, in order) known, values rendered
+/// in the session time zone `zone`.
+pub fn profile_columns(
+    conn: &Connection,
+    view: &str,
+    described: &[(String, String)],
+    zone: Zone,
+) -> Result<TableProfile, ProfileError> {
+    let rel = quote::ident(view).ok_or_else(|| ProfileError::Name(view.to_string()))?;
     let cols: Vec<(String, String, Traits)> = described
-        .into_iter()
-        .map(|(name, ty)| {
-            let t = traits(&ty);
-            (name, ty, t)
-        })
+        .iter()
+        .map(|(name, ty)| (name.clone(), ty.clone(), traits(ty)))
         .collect();
 
     // Pass 1: every column's counts and bounds in one aggregate. Columns without a part get
@@ -215,7 +224,8 @@ pub fn profile_view(conn: &Connection, view: &str) -> Result<TableProfile, Profi
         })
         .collect();
 
-    // Pass 2: the top values of every low-cardinality column, in one scan.
+    // Pass 2: the top values of every low-cardinality column, in one scan: a histogram each
+    // (nulls left out), small since the columns have few distinct values.
     let low: Vec<usize> = columns
         .iter()
         .enumerate()
@@ -223,42 +233,30 @@ pub fn profile_view(conn: &Connection, view: &str) -> Result<TableProfile, Profi
         .map(|(i, _)| i)
         .collect();
     if !low.is_empty() {
-        let names: Vec<String> = low.iter().map(|&i| quote::column(&cols[i].0)).collect();
-        let sql = format!(
-            "SELECT {}, {}, count(*) FROM {rel} GROUP BY GROUPING SETS ({})",
-            names.join(", "),
-            names
-                .iter()
-                .map(|c| format!("grouping({c})"))
-                .collect::<Vec<_>>()
-                .join(", "),
-            names
-                .iter()
-                .map(|c| format!("({c})"))
-                .collect::<Vec<_>>()
-                .join(", ")
-        );
-        let (types, rows) = query(conn, &sql)?;
-        let k = low.len();
-        let mut groups: Vec<Vec<(Json, String, i64)>> = vec![Vec::new(); k];
-        for row in rows {
-            // The set this row belongs to: the one column it is grouped by (grouping() = 0).
-            let Some(set) = (0..k).find(|&j| matches!(row.get(k + j), Some(v) if is_zero(v)))
-            else {
+        let select: Vec<String> = low
+            .iter()
+            .map(|&i| format!("histogram({})", quote::column(&cols[i].0)))
+            .collect();
+        let (types, rows) = query(conn, &format!("SELECT {} FROM {rel}", select.join(", ")))?;
+        let row = rows.into_iter().next().unwrap_or_default();
+        for (j, v) in row.iter().enumerate() {
+            let (Value::Map(m), Some(ColumnType::Map(key, _))) = (v, types.get(j)) else {
                 continue;
             };
-            let v = &row[set];
-            if matches!(v, Value::Null) {
-                continue; // nulls are counted apart
-            }
-            let count = match row.get(2 * k) {
-                Some(Value::BigInt(n)) => *n,
-                _ => 0,
-            };
-            let order = value_text::text(v, &types[set], zone).unwrap_or_default();
-            groups[set].push((render(v, &types[set], zone), order, count));
-        }
-        for (j, mut g) in groups.into_iter().enumerate() {
+            let mut g: Vec<(Json, String, i64)> = m
+                .keys()
+                .zip(m.values())
+                .filter(|(k, _)| !matches!(k, Value::Null))
+                .map(|(k, n)| {
+                    let count = match n {
+                        Value::UBigInt(n) => i64::try_from(*n).unwrap_or(i64::MAX),
+                        Value::BigInt(n) => *n,
+                        _ => 0,
+                    };
+                    let order = value_text::text(k, key, zone).unwrap_or_default();
+                    (render(k, key, zone), order, count)
+                })
+                .collect();
             // Most frequent first; equal counts by the value's text, so the list is stable.
             g.sort_by(|a, b| b.2.cmp(&a.2).then_with(|| a.1.cmp(&b.1)));
             columns[low[j]].top = g
@@ -270,14 +268,16 @@ pub fn profile_view(conn: &Connection, view: &str) -> Result<TableProfile, Profi
     }
 
     // Pass 3: a few rows at random. Reservoir sampling reads every row once and keeps an even
-    // chance for each; the fixed seed makes a profile of unchanged data repeatable.
+    // chance for each; the fixed seed makes the sample of a small table repeatable. A table with
+    // no more rows than that is its own sample. (TABLESAMPLE samples as the rows are read, which
+    // measured about half the cost of USING SAMPLE on small tables.)
     let sample = if rows_total > 0 && !cols.is_empty() {
-        let (types, rows) = query(
-            conn,
-            &format!(
-                "SELECT * FROM {rel} USING SAMPLE reservoir({SAMPLE_ROWS} ROWS) REPEATABLE (7)"
-            ),
-        )?;
+        let sql = if rows_total <= SAMPLE_ROWS as i64 {
+            format!("SELECT * FROM {rel}")
+        } else {
+            format!("SELECT * FROM {rel} TABLESAMPLE reservoir({SAMPLE_ROWS} ROWS) REPEATABLE (7)")
+        };
+        let (types, rows) = query(conn, &sql)?;
         rows.iter()
             .map(|r| {
                 r.iter()
@@ -294,20 +294,6 @@ pub fn profile_view(conn: &Connection, view: &str) -> Result<TableProfile, Profi
         columns,
         sample,
     })
-}
-
-fn is_zero(v: &Value) -> bool {
-    matches!(
-        v,
-        Value::TinyInt(0)
-            | Value::SmallInt(0)
-            | Value::Int(0)
-            | Value::BigInt(0)
-            | Value::UTinyInt(0)
-            | Value::USmallInt(0)
-            | Value::UInt(0)
-            | Value::UBigInt(0)
-    )
 }
 
 /// Runs `sql`; the result's column types and its rows. A value duckdb-rs cannot convert is NULL
@@ -524,8 +510,21 @@ mod tests {
             "high cardinality: no top"
         );
         assert_eq!(p.sample.len(), SAMPLE_ROWS);
-        // The same data gives the same sample.
+        // The same (small, one-thread) data gives the same sample, also with the columns read
+        // for every view at once, as a run does.
         assert_eq!(profile_view(&conn, "wide").unwrap(), p);
+        let columns = view_columns(&conn).unwrap();
+        assert_eq!(
+            columns["wide"],
+            [
+                ("Order Id".to_string(), "BIGINT".to_string()),
+                ("a\"b".to_string(), "BIGINT".to_string())
+            ]
+        );
+        assert_eq!(
+            profile_columns(&conn, "wide", &columns["wide"], Zone::default()).unwrap(),
+            p
+        );
     }
 
     #[test]
@@ -537,18 +536,5 @@ mod tests {
         ));
         let e = profile_view(&conn, "nope").unwrap_err().to_string();
         assert!(e.contains("nope"), "{e}");
-    }
-
-    #[test]
-    fn hidden_columns_lose_their_values_not_their_counts() {
-        let conn = table();
-        let p = profile_view(&conn, "orders")
-            .unwrap()
-            .without_values(|c| c == "region");
-        let region = col(&p, "region");
-        assert_eq!((region.min.clone(), region.top.len()), (None, 0));
-        assert_eq!(region.distinct, Some(2));
-        assert!(p.sample.iter().all(|r| r[3].is_null()));
-        assert!(p.sample.iter().all(|r| !r[0].is_null()));
     }
 }

@@ -18,7 +18,6 @@ use crate::instance::DataDir;
 use crate::profile;
 use crate::registry::registered::Registered;
 use crate::state::{self, StateStore};
-use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -76,21 +75,11 @@ pub fn changed(step: &Step) -> Result<Profiled, String> {
     let (conn, _problems) =
         analytics::open_live_local(step.data, step.policy).map_err(|e| e.to_string())?;
     step.limits.apply(&conn).map_err(|e| e.to_string())?;
-    // Only what the live file publishes: a table whose view is not there (left out of this
-    // publish) waits for the publish that brings it, instead of recording a failure.
-    let views: BTreeSet<String> = {
-        let mut stmt = conn
-            .prepare(
-                "SELECT lower(view_name) FROM duckdb_views()
-                 WHERE database_name = 'analytics' AND schema_name = 'main'",
-            )
-            .map_err(|e| e.to_string())?;
-        let rows = stmt
-            .query_map([], |r| r.get::<_, String>(0))
-            .map_err(|e| e.to_string())?;
-        rows.collect::<Result<_, _>>().map_err(|e| e.to_string())?
-    };
-    due.retain(|(_, view, _)| views.contains(&view.to_lowercase()));
+    // Every view's columns in one catalogue query. Only what the live file publishes is
+    // profiled: a table whose view is not there (left out of this publish) waits for the publish
+    // that brings it, instead of recording a failure.
+    let columns = profile::view_columns(&conn).map_err(|e| e.to_string())?;
+    due.retain(|(_, view, _)| columns.contains_key(&view.to_lowercase()));
 
     let next = AtomicUsize::new(0);
     let results: Mutex<Vec<state::profile::ProfileWrite>> = Mutex::new(Vec::new());
@@ -105,13 +94,17 @@ pub fn changed(step: &Step) -> Result<Profiled, String> {
             {
                 break;
             }
-            let (due, next, results) = (&due, &next, &results);
+            let (due, next, results, columns) = (&due, &next, &results, &columns);
+            let zone = crate::value_text::Zone::of(&conn);
             scope.spawn(move || loop {
                 let i = next.fetch_add(1, Ordering::Relaxed);
                 let Some((id, view, stamp)) = due.get(i) else {
                     return;
                 };
-                let result = profile::profile_view(&conn, view)
+                let described = columns
+                    .get(&view.to_lowercase())
+                    .map_or(&[][..], Vec::as_slice);
+                let result = profile::profile_columns(&conn, view, described, zone)
                     .map_err(|e| e.to_string())
                     .and_then(|p| serde_json::to_value(p).map_err(|e| e.to_string()));
                 let row = state::profile::ProfileWrite {
