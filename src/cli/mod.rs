@@ -42,6 +42,7 @@ Examples:
   pipeline query \"show tables\"     query analytics.duckdb (read-only)
   pipeline graph --format mermaid    the task DAG
   pipeline status                    registered tables, last and next sync, pending tasks
+  pipeline profile orders            a table's profile: nulls, distinct values, min/max, top values
   pipeline daemon                    run schedules, apply saved spec changes, serve the HTTP API
   pipeline jira backfill tracker     fill a jira source from a JQL search
   pipeline --dir my-instance validate --format github
