@@ -430,6 +430,7 @@ pub fn execute(
             limits: inst.run_limits,
             jobs,
             run_id: &run_id,
+            run_time: (chrono::Utc::now() - started).to_std().unwrap_or_default(),
         };
         match profile::changed(&step) {
             Ok(p) => {
@@ -438,7 +439,7 @@ pub fn execute(
                         "{id}: profile failed ({e}); the previous profile stays"
                     ));
                 }
-                if !p.profiled.is_empty() || !p.failed.is_empty() {
+                if !p.profiled.is_empty() || !p.failed.is_empty() || p.deferred > 0 {
                     observer.profiled(&p);
                 }
                 p

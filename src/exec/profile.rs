@@ -29,6 +29,8 @@ pub struct Profiled {
     pub profiled: Vec<String>,
     /// Table ids whose profile failed, with the error (their previous profile stays).
     pub failed: Vec<(String, String)>,
+    /// Changed tables left for the next runs: the step's time budget was spent.
+    pub deferred: usize,
     pub duration: Duration,
 }
 
@@ -41,6 +43,21 @@ pub struct Step<'a> {
     /// Tables profiled at once.
     pub jobs: usize,
     pub run_id: &'a str,
+    /// How long the run took before this step: the step's time budget is a share of it
+    /// ([`budget`]).
+    pub run_time: Duration,
+}
+
+/// The least time the step may take when there is work: a run of a few small tables finishes
+/// them all.
+pub const MIN_BUDGET: Duration = Duration::from_secs(5);
+
+/// How long the step may keep starting profiles: a quarter of the run before it, at least
+/// [`MIN_BUDGET`]. Tables left when it is spent are profiled by the next runs (their data stamp
+/// still differs from their last profile's), the longest-waiting first — so a run that changed
+/// a thousand tables is never made more than a quarter slower by its profiles.
+pub fn budget(run_time: Duration) -> Duration {
+    (run_time / 4).max(MIN_BUDGET)
 }
 
 /// Profiles the tables whose data changed since their last profile and records the outcome.
@@ -54,8 +71,10 @@ pub fn changed(step: &Step) -> Result<Profiled, String> {
         state::profile::stamps(&r).map_err(|e| e.to_string())?
     };
     let extracts = step.data.extracts();
-    // (id, view, stamp) of every local table whose data is not the one last profiled or tried.
-    let mut due: Vec<(String, String, String)> = step
+    // (id, view, stamp) of every local table whose data is not the one last profiled or tried,
+    // the longest-waiting first (never profiled, then by the age of their last profile), so tables
+    // a spent budget left out come first next time.
+    let mut due: Vec<(Option<String>, String, String, String)> = step
         .registered
         .tables
         .values()
@@ -66,9 +85,13 @@ pub fn changed(step: &Step) -> Result<Profiled, String> {
                 b.profiled.as_deref() == Some(stamp.as_str())
                     || b.failed.as_deref() == Some(stamp.as_str())
             });
-            (!seen).then(|| (t.id.clone(), t.name.clone(), stamp))
+            let last = before.and_then(|b| b.profiled_at.clone());
+            (!seen).then(|| (last, t.id.clone(), t.name.clone(), stamp))
         })
         .collect();
+    due.sort();
+    let mut due: Vec<(String, String, String)> =
+        due.into_iter().map(|(_, id, v, s)| (id, v, s)).collect();
     if due.is_empty() || !step.data.analytics().is_file() {
         return Ok(Profiled::default());
     }
@@ -81,6 +104,7 @@ pub fn changed(step: &Step) -> Result<Profiled, String> {
     let columns = profile::view_columns(&conn).map_err(|e| e.to_string())?;
     due.retain(|(_, view, _)| columns.contains_key(&view.to_lowercase()));
 
+    let deadline = started + budget(step.run_time);
     let next = AtomicUsize::new(0);
     let results: Mutex<Vec<state::profile::ProfileWrite>> = Mutex::new(Vec::new());
     let workers = step.jobs.clamp(1, due.len().max(1));
@@ -97,6 +121,10 @@ pub fn changed(step: &Step) -> Result<Profiled, String> {
             let (due, next, results, columns) = (&due, &next, &results, &columns);
             let zone = crate::value_text::Zone::of(&conn);
             scope.spawn(move || loop {
+                // A profile started goes on; none starts once the budget is spent.
+                if Instant::now() >= deadline {
+                    return;
+                }
                 let i = next.fetch_add(1, Ordering::Relaxed);
                 let Some((id, view, stamp)) = due.get(i) else {
                     return;
@@ -126,7 +154,10 @@ pub fn changed(step: &Step) -> Result<Profiled, String> {
     let mut w = store.write_existing().map_err(|e| e.to_string())?;
     state::profile::record(&mut w, step.run_id, &at, &rows).map_err(|e| e.to_string())?;
     drop(w);
-    let mut out = Profiled::default();
+    let mut out = Profiled {
+        deferred: due.len().saturating_sub(rows.len()),
+        ..Profiled::default()
+    };
     for r in rows {
         match r.result {
             Ok(_) => out.profiled.push(r.table_id),
@@ -140,8 +171,21 @@ pub fn changed(step: &Step) -> Result<Profiled, String> {
     tracing::info!(
         profiled = out.profiled.len(),
         failed = out.failed.len(),
+        deferred = out.deferred,
         ms = out.duration.as_millis() as u64,
         "tables profiled"
     );
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_budget_is_a_quarter_of_the_run_and_never_below_the_minimum() {
+        assert_eq!(budget(Duration::ZERO), MIN_BUDGET);
+        assert_eq!(budget(Duration::from_secs(8)), MIN_BUDGET);
+        assert_eq!(budget(Duration::from_secs(60)), Duration::from_secs(15));
+    }
 }

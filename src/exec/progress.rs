@@ -150,10 +150,13 @@ impl Observer for Human {
             } else {
                 (Yellow.on_default(), "!")
             };
-            let failed = match p.failed.len() {
+            let mut failed = match p.failed.len() {
                 0 => String::new(),
                 n => format!(", {n} failed (see the warnings)"),
             };
+            if p.deferred > 0 {
+                failed.push_str(&format!(", {} left for the next run", p.deferred));
+            }
             self.print(&format!(
                 "  {style}{mark}{style:#} {:<34} {} table(s) profiled{failed}  ({})",
                 "profiles",
@@ -233,6 +236,7 @@ impl Observer for Json {
             "tables": p.profiled,
             "failed": p.failed.iter().map(|(t, e)| serde_json::json!({"table": t, "error": e}))
                 .collect::<Vec<_>>(),
+            "deferred": p.deferred,
             "duration_ms": p.duration.as_millis() as u64,
         }));
     }

@@ -36,6 +36,8 @@ pub struct StoredProfile {
 pub struct Stamps {
     pub profiled: Option<String>,
     pub failed: Option<String>,
+    /// When the last good profile was made (RFC 3339), to profile the longest-waiting first.
+    pub profiled_at: Option<String>,
 }
 
 /// Records `rows` (run `run_id`, at `at`: UTC `YYYY-MM-DD HH:MM:SS[.f]`).
@@ -81,15 +83,17 @@ pub fn record(w: &mut Writer, run_id: &str, at: &str, rows: &[ProfileWrite]) -> 
 
 /// What each profiled table's last profile and last failure read, by table id.
 pub fn stamps(r: &Reader) -> StateResult<BTreeMap<String, Stamps>> {
-    let mut stmt = r
-        .conn
-        .prepare("SELECT table_id, stamp, failed_stamp FROM profiles")?;
+    let mut stmt = r.conn.prepare(&format!(
+        "SELECT table_id, stamp, failed_stamp, {} FROM profiles",
+        ts("profiled_at")
+    ))?;
     let rows = stmt.query_map([], |row| {
         Ok((
             row.get::<_, String>(0)?,
             Stamps {
                 profiled: row.get(1)?,
                 failed: row.get(2)?,
+                profiled_at: row.get(3)?,
             },
         ))
     })?;
@@ -187,14 +191,16 @@ mod tests {
             stamps["s.a"],
             Stamps {
                 profiled: Some("1".into()),
-                failed: Some("2".into())
+                failed: Some("2".into()),
+                profiled_at: Some("2026-01-02T03:04:05.000Z".into()),
             }
         );
         assert_eq!(
             stamps["s.b"],
             Stamps {
                 profiled: Some("9".into()),
-                failed: None
+                failed: None,
+                profiled_at: Some("2026-01-03T00:00:00.000Z".into()),
             }
         );
         let b = get(&r, "s.b").unwrap().unwrap();
