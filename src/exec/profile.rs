@@ -150,10 +150,11 @@ pub fn changed(step: &Step) -> Result<Profiled, String> {
     let at = chrono::Utc::now()
         .format("%Y-%m-%d %H:%M:%S%.6f")
         .to_string();
-    // Never `StateStore::write`: a state removed meanwhile is not created again for this.
-    let mut w = store.write_existing().map_err(|e| e.to_string())?;
-    state::profile::record(&mut w, step.run_id, &at, &rows).map_err(|e| e.to_string())?;
-    drop(w);
+    if !rows.is_empty() {
+        // Never `StateStore::write`: a state removed meanwhile is not created again for this.
+        let mut w = store.write_existing().map_err(|e| e.to_string())?;
+        state::profile::record(&mut w, step.run_id, &at, &rows).map_err(|e| e.to_string())?;
+    }
     let mut out = Profiled {
         deferred: due.len().saturating_sub(rows.len()),
         ..Profiled::default()
