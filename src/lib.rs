@@ -22,6 +22,7 @@ pub mod metrics;
 pub mod names;
 pub mod ops;
 pub mod plan;
+pub mod profile;
 pub mod quote;
 pub mod redact;
 pub mod registry;

@@ -10,6 +10,23 @@ pub fn ident(name: &str) -> Option<String> {
     names::is_identifier(name).then(|| format!("\"{name}\""))
 }
 
+/// Any column name DuckDB itself reported (`DESCRIBE`), double-quoted with inner quotes doubled.
+/// Data brings column names we never validated ("Order Id", `a"b`); quoted this way DuckDB reads
+/// them back as exactly that name. Never for names from specs: those go through [`ident`].
+pub fn column(name: &str) -> String {
+    let mut out = String::with_capacity(name.len() + 2);
+    out.push('"');
+    for c in name.chars() {
+        match c {
+            '"' => out.push_str("\"\""),
+            '\0' => {}
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
 /// A single-quoted string literal. NUL bytes cannot appear in a DuckDB literal; they are dropped
 /// (no path or value we accept contains one).
 pub fn literal(text: &str) -> String {
@@ -52,6 +69,7 @@ mod tests {
         assert_eq!(ident("x\"; drop table y; --"), None);
         assert_eq!(ident("1abc"), None);
         assert_eq!(literal("it's"), "'it''s'");
+        assert_eq!(column("Order \"Id\""), "\"Order \"\"Id\"\"\"");
         assert_eq!(literal("a\0b"), "'ab'");
         assert_eq!(
             json_scalar(&serde_json::json!("o'k")).as_deref(),

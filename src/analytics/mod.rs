@@ -670,6 +670,23 @@ pub fn open_live(
     layout: &DataDir,
     policy: &RemotePolicy,
 ) -> Result<(Connection, Vec<String>), AnalyticsError> {
+    open_live_with(layout, policy, true)
+}
+
+/// [`open_live`] with the extract catalogs attached but no remote database: for reading the
+/// local tables (profiles) without reaching any source.
+pub fn open_live_local(
+    layout: &DataDir,
+    policy: &RemotePolicy,
+) -> Result<(Connection, Vec<String>), AnalyticsError> {
+    open_live_with(layout, policy, false)
+}
+
+fn open_live_with(
+    layout: &DataDir,
+    policy: &RemotePolicy,
+    remote: bool,
+) -> Result<(Connection, Vec<String>), AnalyticsError> {
     let path = &layout.analytics();
     let err = db_err(path);
     let conn = Connection::open_in_memory().map_err(&err)?;
@@ -680,7 +697,10 @@ pub fn open_live(
         ))
     })
     .map_err(&err)?;
-    let list = attach::read(&conn, Some("analytics")).map_err(&err)?;
+    let mut list = attach::read(&conn, Some("analytics")).map_err(&err)?;
+    if !remote {
+        list.retain(|a| a.kind == "extract");
+    }
     let problems = attach::attach_all(&conn, &list, policy);
     Ok((conn, problems))
 }

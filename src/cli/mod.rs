@@ -18,6 +18,7 @@ mod mcp;
 mod metrics;
 mod output;
 mod plan;
+mod profile;
 mod pull;
 mod query;
 mod run;
@@ -45,6 +46,7 @@ Examples:
   pipeline graph --format mermaid    the task DAG
   pipeline catalog export            a data dictionary with lineage (Markdown or JSON)
   pipeline status                    registered tables, last and next sync, pending tasks
+  pipeline profile orders            a table's profile: nulls, distinct values, min/max, top values
   pipeline daemon                    run schedules, apply saved spec changes, serve the HTTP API
   pipeline jira backfill tracker     fill a jira source from a JQL search
   pipeline --dir my-instance validate --format github
@@ -127,6 +129,9 @@ enum Command {
     /// Past applies and syncs, newest first.
     #[command(after_help = history::AFTER_HELP)]
     History(history::Args),
+    /// A table's profile: rows, per column nulls, distinct values, min/max, top values, a sample.
+    #[command(after_help = profile::AFTER_HELP)]
+    Profile(profile::Args),
     /// Run schedules, apply spec changes as they are saved, and serve the HTTP API.
     #[command(after_help = daemon::AFTER_HELP)]
     Daemon(daemon::Args),
@@ -212,6 +217,7 @@ pub fn main() -> ExitCode {
         Command::Sources(args) => sources::run(&cli.dir, args),
         Command::Status(args) => status::run(&cli.dir, args),
         Command::History(args) => history::run(&cli.dir, args),
+        Command::Profile(args) => profile::run(&cli.dir, args),
         Command::Daemon(args) => daemon::run(&cli.dir, args),
         Command::Admin(args) => admin::run(&cli.dir, args),
         Command::Jira(args) => jira::run(&cli.dir, args, cli.quiet),

@@ -27,6 +27,7 @@ Examples:
   pipeline run --accept-schema orders  publish orders' new columns/types once, though its contract refuses them
   pipeline run --format json           one JSON document when the run ends: every task and the outcome
   pipeline run --format ndjson         one JSON event per line as it goes (task_started, task_finished, …)
+  pipeline run --no-profile            do not profile the tables whose data changed
 
 A run syncs what `pipeline apply` registered, not unapplied edits. Tables whose input has not changed
 since their last extract are not read again, and analytics.duckdb is not rewritten when nothing it is
@@ -34,6 +35,8 @@ built from changed. A failed task skips the tasks that need it; everything else 
 previous data of a failed table stays queryable. A table whose new data drops a column or changes a
 type its `schema_changes` contract does not allow fails with the column-level difference and keeps its
 published data; `--accept-schema TABLE` accepts that new shape once (recorded in the audit log).
+After the publish, the tables whose data changed are profiled (`pipeline profile TABLE` shows it);
+a failed profile is a warning, never a failure.
 With nothing registered, a run publishes the extracts other tools wrote under data/extracts.
 A run of one source republishes only that source in a copy of analytics.duckdb, with the transforms
 that read it; when anything else changed since the live file was built, it rebuilds the whole file.
@@ -68,6 +71,10 @@ pub struct Args {
     /// How long to wait for another run that holds a source or analytics (e.g. 30s, 10m).
     #[arg(long, value_name = "DURATION", default_value = output::LOCK_TIMEOUT, value_parser = output::parse_duration)]
     lock_timeout: Duration,
+    /// Do not profile the tables whose data changed after the publish (their profiles stay as
+    /// they were; the next run that profiles catches up).
+    #[arg(long)]
+    no_profile: bool,
     #[arg(long, value_enum, default_value_t)]
     format: RunFormat,
 }
@@ -192,6 +199,7 @@ pub fn run(dir: &Path, args: Args, quiet: bool) -> Result<ExitCode> {
     );
     opts.accept_schema = accepted_tables(&reg, &tasks, &args.accept_schema)?;
     opts.chosen_transforms = !args.select.is_empty();
+    opts.profile = !args.no_profile;
     let outcome = execute(&inst, reg, tasks, &opts, args.format, quiet)?;
     report(&outcome, args.format, quiet, dir)
 }
@@ -294,6 +302,7 @@ pub(super) fn run_json(o: &Outcome, tasks: bool) -> serde_json::Value {
         "failed": failures.iter().map(|f| serde_json::json!({"task": f.task.id, "error": f.error})).collect::<Vec<_>>(),
         "skipped": o.count(Status::Skipped),
         "warnings": o.warnings,
+        "profiled": progress::profiled_json(&o.profiled),
     })
 }
 

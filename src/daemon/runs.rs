@@ -303,9 +303,9 @@ fn execute(shared: &Arc<Shared>, run_id: &str, req: Request) -> Result<exec::Out
         lock_timeout: Duration::from_secs(600),
         cancel: Some(shared.runs.cancel.clone()),
         run_id: Some(run_id.to_string()),
-
         chosen_transforms: false,
         pushed: false,
+        profile: true,
     };
     let mut observer = Logger {
         run: run_id.to_string(),

@@ -6,6 +6,7 @@
 pub mod downstream;
 pub mod error;
 pub mod jira;
+pub mod profile;
 pub mod progress;
 pub mod publish;
 pub mod scheduler;
@@ -59,6 +60,8 @@ pub struct Options {
     /// The run republishes sources their push connector has just written ([`publish::publish_source`]):
     /// a push source's rebuild takes its extract.duckdb as written instead of syncing it again.
     pub pushed: bool,
+    /// Profile the tables whose data changed, after the publish (`run --no-profile`: not).
+    pub profile: bool,
 }
 
 impl Options {
@@ -80,6 +83,7 @@ impl Options {
             run_id: None,
             chosen_transforms: false,
             pushed: false,
+            profile: true,
         }
     }
 }
@@ -96,6 +100,8 @@ pub struct Outcome {
     pub analytics: PathBuf,
     /// The run could not be recorded in the state (it was removed during the run): the run failed.
     pub record_error: Option<String>,
+    /// What the profile step after the publish did.
+    pub profiled: profile::Profiled,
 }
 
 impl Outcome {
@@ -424,6 +430,41 @@ pub fn execute(
         .and_then(|mut w| sync::record(&mut w, &record));
     let record_error = recorded.err().map(|e| e.to_string());
 
+    // Profiles come last: the data is visible and the run recorded before they start, and nothing
+    // they do changes the run's result.
+    let mut warnings = warnings;
+    let profiled = if opts.profile && !cancelled && record_error.is_none() {
+        let step = profile::Step {
+            data: &inst.data,
+            registered: &ctx.registered,
+            policy: &ctx.policy,
+            limits: inst.run_limits,
+            jobs,
+            run_id: &run_id,
+            run_time: (chrono::Utc::now() - started).to_std().unwrap_or_default(),
+        };
+        match profile::changed(&step) {
+            Ok(p) => {
+                for (id, e) in &p.failed {
+                    warnings.push(format!(
+                        "{id}: profile failed ({e}); the previous profile stays"
+                    ));
+                }
+                if !p.profiled.is_empty() || !p.failed.is_empty() || p.deferred > 0 {
+                    observer.profiled(&p);
+                }
+                p
+            }
+            Err(e) => {
+                tracing::warn!("table profiles were not updated: {e}");
+                warnings.push(format!("table profiles were not updated: {e}"));
+                profile::Profiled::default()
+            }
+        }
+    } else {
+        profile::Profiled::default()
+    };
+
     Ok(Outcome {
         run_id,
         tasks: finished,
@@ -432,6 +473,7 @@ pub fn execute(
         warnings,
         analytics: inst.data.analytics(),
         record_error,
+        profiled,
     })
 }
 

@@ -143,6 +143,30 @@ impl Observer for Human {
         }
     }
 
+    fn profiled(&mut self, p: &super::profile::Profiled) {
+        if !self.quiet {
+            use anstyle::AnsiColor::{Green, Yellow};
+            let (style, mark) = if p.failed.is_empty() {
+                (Green.on_default(), "✓")
+            } else {
+                (Yellow.on_default(), "!")
+            };
+            let mut failed = match p.failed.len() {
+                0 => String::new(),
+                n => format!(", {n} failed (see the warnings)"),
+            };
+            if p.deferred > 0 {
+                failed.push_str(&format!(", {} left for the next run", p.deferred));
+            }
+            self.print(&format!(
+                "  {style}{mark}{style:#} {:<34} {} table(s) profiled{failed}  ({})",
+                "profiles",
+                p.profiled.len(),
+                seconds(p.duration)
+            ));
+        }
+    }
+
     fn waiting(&mut self, what: &str, holder: &str) {
         self.print(&format!("Waiting for {what}, which {holder} is syncing…"));
     }
@@ -168,6 +192,18 @@ pub fn task_json(f: &Finished) -> serde_json::Value {
         "detail": f.done.detail,
         "warnings": f.done.warnings,
         "error": f.error,
+    })
+}
+
+/// What the profile step did, as JSON: the `profiled` event's fields, and `profiled` of a run's
+/// document.
+pub fn profiled_json(p: &super::profile::Profiled) -> serde_json::Value {
+    serde_json::json!({
+        "tables": p.profiled,
+        "failed": p.failed.iter().map(|(t, e)| serde_json::json!({"table": t, "error": e}))
+            .collect::<Vec<_>>(),
+        "deferred": p.deferred,
+        "duration_ms": p.duration.as_millis() as u64,
     })
 }
 
@@ -234,5 +270,15 @@ impl Observer for Json {
 
     fn published(&mut self, duration: Duration) {
         emit(serde_json::json!({"event": "published", "duration_ms": duration.as_millis() as u64}));
+    }
+
+    fn profiled(&mut self, p: &super::profile::Profiled) {
+        let mut event = serde_json::json!({"event": "profiled"});
+        if let (Some(e), serde_json::Value::Object(fields)) =
+            (event.as_object_mut(), profiled_json(p))
+        {
+            e.extend(fields);
+        }
+        emit(event);
     }
 }

@@ -63,6 +63,7 @@ pub fn publish_source_within(
         run_id: None,
         chosen_transforms: false,
         pushed: true,
+        profile: true,
     };
     execute(inst, registered.clone(), tasks, &opts, &mut Logged)
 }

@@ -77,6 +77,10 @@ pub trait Observer: Send {
     fn cancelling(&mut self, running: usize);
     /// The staged analytics file was checkpointed and swapped in (after every task).
     fn published(&mut self, duration: Duration);
+    /// The profile step after the publish finished (only when it profiled or tried something).
+    fn profiled(&mut self, p: &super::profile::Profiled) {
+        let _ = p;
+    }
     /// The run waits for a lock another run holds (`what`: `source shop`), held by `holder`.
     fn waiting(&mut self, what: &str, holder: &str) {
         tracing::info!(what, holder, "waiting for a lock another run holds");

@@ -7,7 +7,9 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write;
 
 /// What a lineage node is.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, serde::Serialize)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum NodeKind {
     Table,
@@ -16,7 +18,7 @@ pub enum NodeKind {
 }
 
 impl NodeKind {
-    fn as_str(self) -> &'static str {
+    pub fn as_str(self) -> &'static str {
         match self {
             NodeKind::Table => "table",
             NodeKind::Transform => "transform",
@@ -33,6 +35,15 @@ pub struct Node {
     /// The source a table or transform belongs to.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub source: Option<String>,
+}
+
+/// A transform or metric that reads a table, directly or through transforms.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct UsedBy {
+    pub kind: NodeKind,
+    pub name: String,
+    /// It reads the table itself (not only a transform built from it).
+    pub direct: bool,
 }
 
 /// Nodes and "is read by" edges.
@@ -90,6 +101,40 @@ impl Lineage {
             nodes,
             edges: edges.into_iter().collect(),
         }
+    }
+
+    /// Everything that reads the table whose view is `view` (compared without regard to case),
+    /// directly or through transforms: transforms first, then metrics, each by name, with whether
+    /// it reads the table itself (`pipeline profile`'s `used_by`).
+    pub fn used_by(&self, view: &str) -> Vec<UsedBy> {
+        let Some(start) = self
+            .nodes
+            .iter()
+            .position(|n| n.kind == NodeKind::Table && n.name.eq_ignore_ascii_case(view))
+        else {
+            return Vec::new();
+        };
+        let readers = self.readers();
+        let direct: BTreeSet<usize> = readers.get(&start).into_iter().flatten().copied().collect();
+        let mut found: BTreeSet<usize> = BTreeSet::new();
+        let mut queue = vec![start];
+        while let Some(n) = queue.pop() {
+            for &m in readers.get(&n).into_iter().flatten() {
+                if found.insert(m) {
+                    queue.push(m);
+                }
+            }
+        }
+        let mut out: Vec<UsedBy> = found
+            .into_iter()
+            .map(|i| UsedBy {
+                kind: self.nodes[i].kind,
+                name: self.nodes[i].name.clone(),
+                direct: direct.contains(&i),
+            })
+            .collect();
+        out.sort_by(|a, b| (a.kind, &a.name).cmp(&(b.kind, &b.name)));
+        out
     }
 
     fn readers(&self) -> BTreeMap<usize, Vec<usize>> {
@@ -213,5 +258,76 @@ impl Lineage {
             let _ = writeln!(out, "  n{a} --> n{b}");
         }
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::registry::document::{index, Kind, Object};
+    use serde_json::json;
+
+    fn obj(kind: Kind, id: &str, fields: serde_json::Value) -> Object {
+        Object::new(
+            kind,
+            id.into(),
+            "f".into(),
+            fields.as_object().unwrap().clone(),
+        )
+    }
+
+    #[test]
+    fn used_by_follows_transforms_to_metrics_and_marks_direct_readers() {
+        let reg = Registered::from_objects(&index(vec![
+            obj(Kind::Source, "shop", json!({"type": "csv"})),
+            obj(
+                Kind::Table,
+                "shop.orders",
+                json!({"source": "shop", "name": "orders"}),
+            ),
+            obj(
+                Kind::Table,
+                "shop.customers",
+                json!({"source": "shop", "name": "customers"}),
+            ),
+            obj(
+                Kind::Transform,
+                "facts",
+                json!({"source": "shop", "sql": "select 1", "inputs": ["ORDERS"]}),
+            ),
+            obj(
+                Kind::Transform,
+                "daily",
+                json!({"source": "shop", "sql": "select 1", "inputs": ["facts", "orders"]}),
+            ),
+            obj(
+                Kind::Metric,
+                "r/rev",
+                json!({"sql": "select 1", "tables": ["daily"]}),
+            ),
+            obj(
+                Kind::Metric,
+                "r/n",
+                json!({"sql": "select 1", "tables": ["orders"]}),
+            ),
+        ]))
+        .unwrap();
+        let l = Lineage::of(&reg);
+        let found = l.used_by("Orders");
+        let used: Vec<(NodeKind, &str, bool)> = found
+            .iter()
+            .map(|u| (u.kind, u.name.as_str(), u.direct))
+            .collect();
+        assert_eq!(
+            used,
+            [
+                (NodeKind::Transform, "daily", true),
+                (NodeKind::Transform, "facts", true),
+                (NodeKind::Metric, "r/n", true),
+                (NodeKind::Metric, "r/rev", false),
+            ]
+        );
+        assert!(l.used_by("customers").is_empty());
+        assert!(l.used_by("nope").is_empty());
     }
 }

@@ -48,6 +48,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "settings",
         sql: include_str!("migrations/0006_settings.sql"),
     },
+    Migration {
+        version: 7,
+        name: "profiles",
+        sql: include_str!("migrations/0007_profiles.sql"),
+    },
 ];
 
 pub fn latest_version(migrations: &[Migration]) -> i64 {

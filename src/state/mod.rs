@@ -10,13 +10,14 @@
 //! [`crate::duck::LOCK_RETRY`] reported as [`StateError::Busy`], never as DuckDB's raw message.
 //!
 //! Every statement over the state's tables lives in the submodules ([`registry`], [`sync`],
-//! [`report`], [`downstream`], [`auth`]), which take a [`Reader`] or [`Writer`] and return typed
-//! rows; the connection itself never leaves this module. The state knows nothing of plans or
-//! extraction: it records what it is handed.
+//! [`report`], [`downstream`], [`profile`], [`auth`]), which take a [`Reader`] or [`Writer`] and
+//! return typed rows; the connection itself never leaves this module. The state knows nothing of
+//! plans or extraction: it records what it is handed.
 
 pub mod auth;
 pub mod downstream;
 pub mod migrate;
+pub mod profile;
 pub mod registry;
 pub mod report;
 pub mod sync;

@@ -379,8 +379,8 @@ fn write_kind(
 }
 
 /// Clears what belonged to changed tables' previous definitions: their grants always; their sync
-/// state when deleted or replaced (the data is rebuilt from scratch); their view claim when the view
-/// goes away or is renamed; the extract tasks of deleted ones.
+/// state and profile when deleted or replaced (the data is rebuilt from scratch); their view claim
+/// when the view goes away or is renamed; the extract tasks of deleted ones.
 fn forget_tables(tx: &Transaction, changes: &[ObjectWrite]) -> StateResult<()> {
     let (mut grants, mut sync, mut views, mut tasks) = (vec![], vec![], vec![], vec![]);
     for c in changes.iter().filter(|c| c.kind == Kind::Table) {
@@ -403,6 +403,7 @@ fn forget_tables(tx: &Transaction, changes: &[ObjectWrite]) -> StateResult<()> {
     let by_id = [
         ("DELETE FROM table_grants WHERE table_id", &grants),
         ("DELETE FROM sync_state WHERE table_id", &sync),
+        ("DELETE FROM profiles WHERE table_id", &sync),
         (
             "DELETE FROM pending_tasks WHERE kind IN ('extract', 'attach') AND target",
             &tasks,

@@ -136,7 +136,16 @@ pub fn render(state: &LocalState, types: &BTreeMap<String, Vec<(String, String)>
             t.files.len(),
             t.size_bytes()
         );
-        columns_table(&mut o, types.get(&t.name), &t.columns);
+        if let Some(p) = &t.profile {
+            let _ = writeln!(
+                o,
+                "Profile ({} rows, made {}): per column the share of nulls, about how many \
+                 distinct values, min – max, and the frequent values of columns with few.\n",
+                p.rows,
+                p.profiled_at.as_deref().unwrap_or("at the last publish")
+            );
+        }
+        columns_table(&mut o, types.get(&t.name), &t.columns, t.profile.as_ref());
     }
     if !state.remote_tables.is_empty() {
         let _ = writeln!(o, "## Remote tables (query with `--server`)\n");
@@ -150,7 +159,7 @@ pub fn render(state: &LocalState, types: &BTreeMap<String, Vec<(String, String)>
                 "Source `{}` · remote: rows stay at the source.\n",
                 t.source
             );
-            columns_table(&mut o, None, &t.columns);
+            columns_table(&mut o, None, &t.columns, None);
         }
     }
     if !state.transforms.is_empty() {
@@ -228,10 +237,49 @@ pub fn render(state: &LocalState, types: &BTreeMap<String, Vec<(String, String)>
     o
 }
 
+/// A profile value in a cell: text as is, anything else as JSON; short.
+fn short(v: &Value) -> String {
+    let t = match v {
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    };
+    match t.char_indices().nth(30) {
+        Some((at, _)) => format!("{}…", &t[..at]),
+        None => t,
+    }
+}
+
+/// One column's profile on one line: `12.5% null · ~40 distinct · 1 – 99 · values: a, b`.
+fn profile_cell(c: &super::ColumnSummary, rows: i64) -> String {
+    let mut parts = Vec::new();
+    if rows > 0 {
+        let share = c.nulls as f64 * 100.0 / rows as f64;
+        parts.push(if c.nulls == 0 {
+            "no nulls".to_string()
+        } else {
+            format!("{share:.1}% null")
+        });
+    }
+    if let Some(d) = c.distinct {
+        parts.push(format!("~{d} distinct"));
+    }
+    match (&c.min, &c.max) {
+        (Some(a), Some(b)) if a == b => parts.push(short(a)),
+        (Some(a), Some(b)) => parts.push(format!("{} – {}", short(a), short(b))),
+        _ => {}
+    }
+    if !c.values.is_empty() {
+        let v: Vec<String> = c.values.iter().map(short).collect();
+        parts.push(format!("values: {}", v.join(", ")));
+    }
+    parts.join(" · ")
+}
+
 fn columns_table(
     o: &mut String,
     typed: Option<&Vec<(String, String)>>,
     docs: &BTreeMap<String, String>,
+    profile: Option<&super::ProfileSummary>,
 ) {
     let rows: Vec<(String, String, String)> = match typed {
         Some(cols) => cols
@@ -252,9 +300,33 @@ fn columns_table(
     if rows.is_empty() {
         return;
     }
-    let _ = writeln!(o, "| column | type | description |\n|---|---|---|");
+    let Some(p) = profile else {
+        let _ = writeln!(o, "| column | type | description |\n|---|---|---|");
+        for (c, ty, d) in rows {
+            let _ = writeln!(o, "| `{}` | {} | {} |", cell(&c), cell(&ty), cell(&d));
+        }
+        let _ = writeln!(o);
+        return;
+    };
+    let _ = writeln!(
+        o,
+        "| column | type | description | profile |\n|---|---|---|---|"
+    );
     for (c, ty, d) in rows {
-        let _ = writeln!(o, "| `{}` | {} | {} |", cell(&c), cell(&ty), cell(&d));
+        let summary = p
+            .columns
+            .iter()
+            .find(|x| x.name == c)
+            .map(|x| profile_cell(x, p.rows))
+            .unwrap_or_default();
+        let _ = writeln!(
+            o,
+            "| `{}` | {} | {} | {} |",
+            cell(&c),
+            cell(&ty),
+            cell(&d),
+            cell(&summary)
+        );
     }
     let _ = writeln!(o);
 }
@@ -283,6 +355,7 @@ mod tests {
                 size_bytes: 100,
                 etag: None,
             }],
+            profile: None,
         });
         s.remote_tables.push(RemoteTable {
             name: "clicks".into(),
@@ -329,6 +402,52 @@ mod tests {
             "date_trunc('{{ grain }}', at)",
             "Variant `by_country`",
             "pipeline metrics run sales/revenue",
+        ] {
+            assert!(text.contains(needle), "{needle:?} missing:\n{text}");
+        }
+        assert!(!text.contains("| profile |"), "no profile, no column");
+    }
+
+    #[test]
+    fn a_profile_adds_one_short_cell_per_column() {
+        let mut s = state();
+        s.tables[0].profile = Some(crate::workspace::ProfileSummary {
+            rows: 8,
+            profiled_at: Some("2026-01-02T03:05:00.000Z".into()),
+            columns: vec![
+                crate::workspace::ColumnSummary {
+                    name: "id".into(),
+                    nulls: 0,
+                    distinct: Some(8),
+                    min: Some(json!(1)),
+                    max: Some(json!(8)),
+                    values: vec![],
+                },
+                crate::workspace::ColumnSummary {
+                    name: "note".into(),
+                    nulls: 1,
+                    distinct: Some(2),
+                    min: Some(json!("a|b")),
+                    max: Some(json!("z")),
+                    values: vec![json!("z"), json!("a|b")],
+                },
+            ],
+        });
+        let types: BTreeMap<String, Vec<(String, String)>> = [(
+            "orders".to_string(),
+            vec![
+                ("id".to_string(), "BIGINT".to_string()),
+                ("note".to_string(), "VARCHAR".to_string()),
+            ],
+        )]
+        .into();
+        let text = render(&s, &types);
+        assert_eq!(text, render(&s, &types));
+        for needle in [
+            "Profile (8 rows, made 2026-01-02T03:05:00.000Z)",
+            "| column | type | description | profile |",
+            "| `id` | BIGINT |  | no nulls · ~8 distinct · 1 – 8 |",
+            "| `note` | VARCHAR | Free \\| text over lines | 12.5% null · ~2 distinct · a\\|b – z · values: z, a\\|b |",
         ] {
             assert!(text.contains(needle), "{needle:?} missing:\n{text}");
         }

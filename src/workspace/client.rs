@@ -40,6 +40,8 @@ pub struct ManifestTable {
     #[serde(default)]
     pub freshness: super::Freshness,
     pub files: Vec<ManifestFile>,
+    #[serde(default)]
+    pub profile: Option<super::ProfileSummary>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -335,6 +335,7 @@ mod tests {
                     etag: None,
                 })
                 .collect(),
+            profile: None,
         }
     }
 

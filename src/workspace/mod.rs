@@ -228,6 +228,37 @@ pub struct LocalTable {
     #[serde(default)]
     pub partitioned: bool,
     pub files: Vec<LocalFile>,
+    /// The server's profile of the table in short (servers before issue 17 send none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub profile: Option<ProfileSummary>,
+}
+
+/// A table's profile in short, as `GET /api/manifest` carries it for AGENTS.md (docs/profile.md).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct ProfileSummary {
+    pub rows: i64,
+    /// When the server profiled it (RFC 3339).
+    #[serde(default)]
+    pub profiled_at: Option<String>,
+    #[serde(default)]
+    pub columns: Vec<ColumnSummary>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct ColumnSummary {
+    pub name: String,
+    #[serde(default)]
+    pub nulls: i64,
+    /// Approximate count of distinct values.
+    #[serde(default)]
+    pub distinct: Option<i64>,
+    #[serde(default)]
+    pub min: Option<Value>,
+    #[serde(default)]
+    pub max: Option<Value>,
+    /// The most frequent values of a column with few distinct ones, most frequent first.
+    #[serde(default)]
+    pub values: Vec<Value>,
 }
 
 impl LocalTable {

@@ -127,6 +127,7 @@ fn desired(
             freshness: t.freshness,
             partitioned: t.partitioned,
             files,
+            profile: t.profile,
         });
     }
     state.tables.sort_by(|a, b| a.name.cmp(&b.name));

@@ -23,6 +23,7 @@ mod metrics_import;
 mod one_source;
 mod ops;
 mod plan_apply;
+mod profile;
 mod security_access;
 mod security_daemon;
 mod security_specs;

@@ -4,7 +4,7 @@
 
 use super::response::{
     Column, ExtractMeta, HistoryEntry, LastSync, Metric, Metrics, TableDetail, TableInfo,
-    TableItem, Tables, TransformDetail, TransformInfo, TransformItem,
+    TableItem, TableProfileAnswer, Tables, TransformDetail, TransformInfo, TransformItem,
 };
 use super::{blocking, ApiError, ApiResult, AppState, Auth};
 use crate::registry::document::Kind;
@@ -226,6 +226,45 @@ pub async fn table(
         history,
     })
     .into_response())
+}
+
+/// `GET /api/tables/{name}/profile`: the table's profile (docs/profile.md), for callers who may
+/// read the table — a profile shows values (min, max, top values, sample rows). `used_by` lists
+/// only the transforms and metrics the caller may see.
+pub async fn profile(
+    State(shared): State<AppState>,
+    Auth(caller): Auth,
+    Path(name): Path<String>,
+) -> ApiResult<Json<TableProfileAnswer>> {
+    use crate::registry::lineage::{Lineage, NodeKind};
+    let snapshot = shared.snapshot();
+    let reg = &snapshot.registered;
+    let Some(t) = reg.table(&name) else {
+        return Err(ApiError::not_found(format!(
+            "unknown table `{name}`; GET /api/tables lists the tables you can see"
+        )));
+    };
+    if !caller.may_read(&t.access) {
+        return Err(super::forbidden_table(t, &caller));
+    }
+    let ok = readable(reg, &caller);
+    let used_by = Lineage::of(reg)
+        .used_by(&t.name)
+        .into_iter()
+        .filter(|u| match u.kind {
+            NodeKind::Transform => ok.contains(&u.name.to_lowercase()),
+            NodeKind::Metric => metric_visible(reg, &caller, &ok, &u.name),
+            NodeKind::Table => false,
+        })
+        .collect();
+    let id = t.id.clone();
+    let state = shared.state.clone();
+    let stored = blocking(move || {
+        let r = state.read().map_err(ApiError::internal)?;
+        crate::state::profile::get(&r, &id).map_err(ApiError::internal)
+    })
+    .await?;
+    Ok(Json(TableProfileAnswer::build(t, stored, used_by)))
 }
 
 /// Column names and types of a published view, from the catalogue (no data is read); none before

@@ -7,7 +7,8 @@
 //! byte is sent, so a sync that replaces the file meanwhile never produces a torn copy.
 
 use super::response::{
-    Manifest, ManifestFile, ManifestFreshness, ManifestRemote, ManifestTable, ManifestTransform,
+    Manifest, ManifestFile, ManifestFreshness, ManifestProfile, ManifestRemote, ManifestTable,
+    ManifestTransform,
 };
 use super::{blocking, forbidden_table, ApiError, ApiResult, AppState, Auth};
 use crate::registry::registered::TableDef;
@@ -100,14 +101,25 @@ pub async fn manifest(
     let extracts = shared.data.extracts();
     let state = shared.state.clone();
     blocking(move || {
-        let syncs: std::collections::BTreeMap<String, crate::state::report::TableStatus> = {
+        let (syncs, mut profiles) = {
             let r = state.read().map_err(ApiError::internal)?;
-            crate::state::report::status(&r)
-                .map_err(ApiError::internal)?
-                .tables
-                .into_iter()
-                .map(|t| (t.id.clone(), t))
-                .collect()
+            let syncs: std::collections::BTreeMap<String, crate::state::report::TableStatus> =
+                crate::state::report::status(&r)
+                    .map_err(ApiError::internal)?
+                    .tables
+                    .into_iter()
+                    .map(|t| (t.id.clone(), t))
+                    .collect();
+            let profiles: std::collections::BTreeMap<String, ManifestProfile> =
+                crate::state::profile::all(&r)
+                    .map_err(ApiError::internal)?
+                    .into_iter()
+                    .filter_map(|s| {
+                        let p = serde_json::from_value(s.profile?).ok()?;
+                        Some((s.table_id, ManifestProfile::of(p, s.profiled_at)))
+                    })
+                    .collect();
+            (syncs, profiles)
         };
         let fresh = |t: &TableDef| {
             let s = syncs.get(&t.id);
@@ -157,6 +169,7 @@ pub async fn manifest(
                 columns: t.column_descriptions(),
                 freshness: fresh(t),
                 files: listed,
+                profile: profiles.remove(&t.id),
             });
         }
         let remote_tables: Vec<ManifestRemote> = readable

@@ -132,6 +132,7 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .route("/api/runs/{id}", get(run))
         .route("/api/tables", get(catalog::tables))
         .route("/api/tables/{name}", get(catalog::table))
+        .route("/api/tables/{name}/profile", get(catalog::profile))
         .route("/api/metrics", get(catalog::metrics))
         .route("/api/metrics/{category}/{name}", get(catalog::metric))
         .route("/api/metrics/{category}/{name}/run", post(metrics_run::run))

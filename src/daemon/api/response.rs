@@ -575,6 +575,53 @@ pub struct ManifestTable {
     pub columns: BTreeMap<String, String>,
     pub freshness: ManifestFreshness,
     pub files: Vec<ManifestFile>,
+    /// The table's profile in short, for AGENTS.md; absent before its first profile.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub profile: Option<ManifestProfile>,
+}
+
+/// A profile in short (docs/profile.md): counts, min and max, the frequent values of columns with
+/// few distinct ones — no sample rows.
+#[derive(Debug, Serialize)]
+pub struct ManifestProfile {
+    pub rows: i64,
+    pub profiled_at: Option<String>,
+    pub columns: Vec<ManifestColumnProfile>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct ManifestColumnProfile {
+    pub name: String,
+    pub nulls: i64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub distinct: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub min: Option<serde_json::Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max: Option<serde_json::Value>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub values: Vec<serde_json::Value>,
+}
+
+impl ManifestProfile {
+    pub fn of(p: crate::profile::TableProfile, profiled_at: Option<String>) -> ManifestProfile {
+        ManifestProfile {
+            rows: p.rows,
+            profiled_at,
+            columns: p
+                .columns
+                .into_iter()
+                .map(|c| ManifestColumnProfile {
+                    name: c.name,
+                    nulls: c.nulls,
+                    distinct: c.distinct,
+                    min: c.min,
+                    max: c.max,
+                    values: c.top.into_iter().map(|t| t.value).collect(),
+                })
+                .collect(),
+        }
+    }
 }
 
 #[derive(Debug, Serialize)]
@@ -626,4 +673,79 @@ pub struct Triggered {
     pub status: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub message: Option<&'static str>,
+}
+
+/// `GET /api/tables/{name}/profile`, and `pipeline profile --format json` (docs/profile.md): the
+/// table's last good profile, its last failed attempt, and what reads it.
+#[derive(Debug, Serialize)]
+pub struct TableProfileAnswer {
+    pub id: String,
+    pub name: String,
+    pub source: String,
+    pub query_mode: &'static str,
+    /// When the profile was made (RFC 3339, UTC), by which run; absent without a profile.
+    pub profiled_at: Option<String>,
+    pub run_id: Option<String>,
+    /// Absent until the table was profiled once; `note` then says why.
+    pub profile: Option<crate::profile::TableProfile>,
+    pub note: Option<String>,
+    /// The last attempt, when it failed after the profile above was made (which still stands).
+    pub last_failure: Option<ProfileFailure>,
+    /// Transforms and metrics that read the table, directly or through transforms.
+    pub used_by: Vec<crate::registry::lineage::UsedBy>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct ProfileFailure {
+    pub error: String,
+    pub at: Option<String>,
+}
+
+impl TableProfileAnswer {
+    /// The answer for `t` from its recorded profile; `used_by` as the caller may see it.
+    pub fn build(
+        t: &TableDef,
+        stored: Option<crate::state::profile::StoredProfile>,
+        used_by: Vec<crate::registry::lineage::UsedBy>,
+    ) -> TableProfileAnswer {
+        let remote = t.query_mode() == crate::spec::model::QueryMode::Remote;
+        let (profile, profiled_at, run_id, last_failure) = match stored {
+            Some(s) => (
+                // Written by this binary's profile type; one that does not read back is as good
+                // as none (the next change of the data profiles it again).
+                s.profile.and_then(|p| serde_json::from_value(p).ok()),
+                s.profiled_at,
+                s.run_id,
+                s.error.map(|error| ProfileFailure {
+                    error,
+                    at: s.failed_at,
+                }),
+            ),
+            None => (None, None, None, None),
+        };
+        let note = match (&profile, remote) {
+            (Some(_), _) => None,
+            (None, true) => Some(
+                "remote tables are not profiled: their rows stay at the source, and reading \
+                 them all would cost the source a full scan"
+                    .to_string(),
+            ),
+            (None, false) => Some(
+                "not profiled yet: a table is profiled after a run publishes new data for it"
+                    .to_string(),
+            ),
+        };
+        TableProfileAnswer {
+            id: t.id.clone(),
+            name: t.name.clone(),
+            source: t.source.clone(),
+            query_mode: t.query_mode().as_str(),
+            profiled_at: profile.as_ref().and(profiled_at),
+            run_id: profile.as_ref().and(run_id),
+            profile,
+            note,
+            last_failure,
+            used_by,
+        }
+    }
 }
