@@ -298,15 +298,15 @@ pub fn stage_sources(
     for problem in attach::attach_all(&conn, &kept.attachments, &rules.policy) {
         tracing::warn!(sources = %scope_names(), "scoped publish: {problem}");
     }
-    // Catalog names in use: every extract directory and every kept attachment.
+    // Catalog names in use: every extract directory and every kept attachment. Directories that
+    // are no source at all (an unsafe or reserved name) are reported as they are now, as a full
+    // rebuild would.
+    let mut dir_skips = Vec::new();
+    let dirs_now = extract_dirs(&layout.extracts(), &mut dir_skips);
     let catalogs: BTreeSet<String> = sources
         .iter()
         .cloned()
-        .chain(
-            extract_dirs(&layout.extracts(), &mut Vec::new())
-                .into_iter()
-                .map(|d| d.source),
-        )
+        .chain(dirs_now.into_iter().map(|d| d.source))
         .chain(kept.attachments.iter().map(|a| a.alias.clone()))
         .collect();
     let mut taken = folded(&rules.owners);
@@ -320,7 +320,12 @@ pub fn stage_sources(
     let mut all = kept;
     all.published.extend(fresh.published);
     all.attachments.extend(fresh.attachments);
-    all.skipped = skipped_before;
+    all.skipped = dir_skips;
+    all.skipped.extend(skipped_before.into_iter().filter(|k| {
+        k.table.is_some()
+            || (ExtractDir::new(&layout.extracts(), &k.source).is_some()
+                && !remote::is_reserved_catalog(&k.source))
+    }));
     all.skipped.extend(fresh.skipped);
     all.claimed = fresh.claimed;
     all.released = fresh.released;
