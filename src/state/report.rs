@@ -344,6 +344,23 @@ pub struct LastSuccess {
     pub rows: Option<i64>,
 }
 
+/// A table's last new data (RFC 3339, UTC) and its rows then.
+pub type Synced = (Option<String>, Option<i64>);
+
+/// Every table's [`Synced`], by id, as `sync_state` records it: what the pull manifest needs,
+/// without [`status`]'s scan of the sync history (which grows with every run).
+pub fn synced(r: &Reader) -> StateResult<std::collections::BTreeMap<String, Synced>> {
+    let sql = format!(
+        "SELECT table_id, {}, rows FROM sync_state",
+        super::ts("last_sync")
+    );
+    let mut stmt = r.conn.prepare(&sql)?;
+    let rows = stmt
+        .query_map([], |r| Ok((r.get(0)?, (r.get(1)?, r.get(2)?))))?
+        .collect::<Result<_, _>>()?;
+    Ok(rows)
+}
+
 /// Every table's last successful sync.
 pub fn last_successes(r: &Reader) -> StateResult<Vec<LastSuccess>> {
     let mut stmt = r.conn.prepare(

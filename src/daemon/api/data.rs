@@ -103,13 +103,9 @@ pub async fn manifest(
     blocking(move || {
         let (syncs, mut profiles) = {
             let r = state.read().map_err(ApiError::internal)?;
-            let syncs: std::collections::BTreeMap<String, crate::state::report::TableStatus> =
-                crate::state::report::status(&r)
-                    .map_err(ApiError::internal)?
-                    .tables
-                    .into_iter()
-                    .map(|t| (t.id.clone(), t))
-                    .collect();
+            // Only what the manifest shows: the whole status would scan the sync history on
+            // every pull (a no-change pull is mostly this request).
+            let syncs = crate::state::report::synced(&r).map_err(ApiError::internal)?;
             let profiles: std::collections::BTreeMap<String, ManifestProfile> =
                 crate::state::profile::all(&r)
                     .map_err(ApiError::internal)?
@@ -124,8 +120,8 @@ pub async fn manifest(
         let fresh = |t: &TableDef| {
             let s = syncs.get(&t.id);
             ManifestFreshness {
-                last_sync: s.and_then(|s| s.last_sync.clone()),
-                rows: s.and_then(|s| s.rows),
+                last_sync: s.and_then(|s| s.0.clone()),
+                rows: s.and_then(|s| s.1),
             }
         };
         let readable: Vec<&TableDef> = snapshot
