@@ -110,13 +110,17 @@ pub fn changed_since_live(
     if now.rest != recorded.rest {
         return None;
     }
-    let changed = recorded
+    let changed: BTreeSet<String> = recorded
         .sources
         .keys()
         .chain(now.sources.keys())
         .filter(|s| recorded.sources.get(*s) != now.sources.get(*s))
         .cloned()
         .collect();
+    // A source whose directory is gone releases its views' claims: only a full rebuild does that.
+    if changed.iter().any(|s| !layout.extracts().join(s).is_dir()) {
+        return None;
+    }
     Some(changed)
 }
 
