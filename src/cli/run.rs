@@ -317,13 +317,7 @@ pub(super) fn report(o: &Outcome, format: RunFormat, quiet: bool, dir: &Path) ->
             return Ok(code);
         }
         RunFormat::Ndjson => {
-            let mut event = serde_json::json!({"event": "run_finished"});
-            if let (Some(e), serde_json::Value::Object(run)) =
-                (event.as_object_mut(), run_json(o, false))
-            {
-                e.extend(run);
-            }
-            progress::emit(event);
+            progress::emit(progress::event("run_finished", run_json(o, false)));
             return Ok(code);
         }
         RunFormat::Human => {}

@@ -179,6 +179,17 @@ impl Observer for Human {
     }
 }
 
+/// `{"event": name}` followed by the fields of `fields` (an object): an event whose body is also
+/// part of a run's document.
+pub fn event(name: &str, fields: serde_json::Value) -> serde_json::Value {
+    let mut event = serde_json::Map::new();
+    event.insert("event".into(), name.into());
+    if let serde_json::Value::Object(fields) = fields {
+        event.extend(fields);
+    }
+    serde_json::Value::Object(event)
+}
+
 /// One finished task as JSON: the `task_finished` event's fields, and an entry of a run's document.
 pub fn task_json(f: &Finished) -> serde_json::Value {
     serde_json::json!({
@@ -249,11 +260,7 @@ impl Observer for Json {
     }
 
     fn finished(&mut self, f: &Finished) {
-        let mut event = serde_json::json!({"event": "task_finished"});
-        if let (Some(e), serde_json::Value::Object(task)) = (event.as_object_mut(), task_json(f)) {
-            e.extend(task);
-        }
-        emit(event);
+        emit(event("task_finished", task_json(f)));
     }
 
     fn waiting(&mut self, what: &str, holder: &str) {
@@ -273,12 +280,6 @@ impl Observer for Json {
     }
 
     fn profiled(&mut self, p: &super::profile::Profiled) {
-        let mut event = serde_json::json!({"event": "profiled"});
-        if let (Some(e), serde_json::Value::Object(fields)) =
-            (event.as_object_mut(), profiled_json(p))
-        {
-            e.extend(fields);
-        }
-        emit(event);
+        emit(event("profiled", profiled_json(p)));
     }
 }

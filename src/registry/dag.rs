@@ -41,7 +41,7 @@ pub enum SelectionError {
     Selector(#[from] SelectorError),
 }
 
-fn hint(name: &str, candidates: impl Iterator<Item = String>) -> String {
+pub(super) fn hint(name: &str, candidates: impl Iterator<Item = String>) -> String {
     let c: Vec<String> = candidates.collect();
     match crate::diag::suggest(name, c.iter().map(|s| s.as_str())) {
         Some(s) => format!("; did you mean `{s}`?"),
@@ -325,10 +325,10 @@ pub fn transforms_reading(reg: &Registered, names: Option<&BTreeSet<String>>) ->
 /// Transform names by their lower-cased form. What a transform or metric reads (`inputs`,
 /// `tables`) is recorded lower-cased, as DuckDB resolves names without regard to case, while a
 /// transform keeps its name as written: `Daily` reading `facts` must wait for `Facts`.
-struct TransformNames<'a>(BTreeMap<String, &'a String>);
+pub(super) struct TransformNames<'a>(BTreeMap<String, &'a String>);
 
 impl<'a> TransformNames<'a> {
-    fn of(reg: &'a Registered) -> Self {
+    pub(super) fn of(reg: &'a Registered) -> Self {
         TransformNames(
             reg.transforms
                 .keys()
@@ -338,7 +338,7 @@ impl<'a> TransformNames<'a> {
     }
 
     /// The transform `input` names, as its name is written.
-    fn get(&self, input: &str) -> Option<&'a String> {
+    pub(super) fn get(&self, input: &str) -> Option<&'a String> {
         self.0.get(&input.to_lowercase()).copied()
     }
 }

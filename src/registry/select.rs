@@ -5,7 +5,7 @@
 //! read it would otherwise keep results built from the old data, everything that reads it is built
 //! too (so `orders` and `orders+` select the same). Upstream of a table is nothing.
 
-use super::dag::transforms_reading;
+use super::dag::{hint, transforms_reading, TransformNames};
 use super::registered::Registered;
 use std::collections::BTreeSet;
 
@@ -75,41 +75,31 @@ pub struct Selected {
 /// case (as DuckDB resolves it), a table by id or view name; an unknown name is an error with the
 /// closest registered one.
 pub fn resolve(reg: &Registered, selectors: &[Selector]) -> Result<Selected, SelectorError> {
+    let names = TransformNames::of(reg);
     let mut out = Selected::default();
     for sel in selectors {
-        let lower = sel.name.to_lowercase();
-        if let Some(name) = reg.transforms.keys().find(|k| k.to_lowercase() == lower) {
+        if let Some(name) = names.get(&sel.name) {
             out.transforms.insert(name.clone());
             if sel.downstream {
-                let reads = BTreeSet::from([lower.clone()]);
+                let reads = BTreeSet::from([sel.name.to_lowercase()]);
                 out.transforms.extend(transforms_reading(reg, Some(&reads)));
             }
             if sel.upstream {
-                out.transforms.extend(upstream(reg, name));
+                out.transforms.extend(upstream(reg, &names, name));
             }
         } else if let Some(t) = reg.table(&sel.name) {
             out.tables.insert(t.id.clone());
             let reads = BTreeSet::from([t.name.to_lowercase()]);
             out.transforms.extend(transforms_reading(reg, Some(&reads)));
         } else {
-            let candidates: Vec<String> = reg
-                .transforms
-                .keys()
-                .cloned()
-                .chain(
-                    reg.tables
-                        .values()
-                        .flat_map(|t| [t.id.clone(), t.name.clone()]),
-                )
-                .collect();
-            let hint = match crate::diag::suggest(&sel.name, candidates.iter().map(|s| s.as_str()))
-            {
-                Some(s) => format!("; did you mean `{s}`?"),
-                None => String::new(),
-            };
+            let candidates = reg.transforms.keys().cloned().chain(
+                reg.tables
+                    .values()
+                    .flat_map(|t| [t.id.clone(), t.name.clone()]),
+            );
             return Err(SelectorError::Unknown {
                 name: sel.name.clone(),
-                hint,
+                hint: hint(&sel.name, candidates),
             });
         }
     }
@@ -118,19 +108,16 @@ pub fn resolve(reg: &Registered, selectors: &[Selector]) -> Result<Selected, Sel
 
 /// The transforms `name` reads, directly or through other transforms (tables are not included:
 /// they are synced by `--table`/`--source`, or read as they are).
-fn upstream(reg: &Registered, name: &str) -> BTreeSet<String> {
+fn upstream(reg: &Registered, names: &TransformNames, name: &str) -> BTreeSet<String> {
     let mut out = BTreeSet::new();
     let mut todo = vec![name.to_string()];
     while let Some(n) = todo.pop() {
         let Some(t) = reg.transforms.get(&n) else {
             continue;
         };
-        for input in &t.inputs {
-            let lower = input.to_lowercase();
-            if let Some(k) = reg.transforms.keys().find(|k| k.to_lowercase() == lower) {
-                if k != name && out.insert(k.clone()) {
-                    todo.push(k.clone());
-                }
+        for k in t.inputs.iter().filter_map(|i| names.get(i)) {
+            if k != name && out.insert(k.clone()) {
+                todo.push(k.clone());
             }
         }
     }
