@@ -713,21 +713,38 @@ pub fn live_fingerprint(layout: &DataDir) -> Option<String> {
 
 /// One value of the live file's `_pipeline.info`, read without opening the file for writing.
 pub fn live_info(layout: &DataDir, key: &str) -> Option<String> {
-    if !layout.analytics().is_file() {
-        return None;
-    }
-    let conn = Connection::open_in_memory().ok()?;
-    conn.execute_batch(&format!(
-        "ATTACH {} AS live (READ_ONLY)",
-        quote::path(&layout.analytics())
-    ))
-    .ok()?;
-    conn.query_row(
-        &format!("SELECT value FROM live.{META_SCHEMA}.info WHERE key = ?"),
-        [key],
-        |r| r.get(0),
-    )
-    .ok()
+    live_infos(layout, &[key]).remove(key)
+}
+
+/// Values of the live file's `_pipeline.info` (those it has, of `keys`), in one look.
+pub fn live_infos(layout: &DataDir, keys: &[&str]) -> BTreeMap<String, String> {
+    let read = || -> Option<BTreeMap<String, String>> {
+        if !layout.analytics().is_file() {
+            return None;
+        }
+        let conn = Connection::open_in_memory().ok()?;
+        conn.execute_batch(&format!(
+            "ATTACH {} AS live (READ_ONLY)",
+            quote::path(&layout.analytics())
+        ))
+        .ok()?;
+        // A handful of rows: all of them, filtered here.
+        let mut stmt = conn
+            .prepare(&format!(
+                "SELECT key, value FROM live.{META_SCHEMA}.info WHERE value IS NOT NULL"
+            ))
+            .ok()?;
+        let rows = stmt
+            .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get(1)?)))
+            .ok()?;
+        let all: BTreeMap<String, String> = rows.collect::<duckdb::Result<_>>().ok()?;
+        Some(
+            all.into_iter()
+                .filter(|(k, _)| keys.contains(&k.as_str()))
+                .collect(),
+        )
+    };
+    read().unwrap_or_default()
 }
 
 /// The fingerprint of a file that is not known to be complete (a transform was not built): the
@@ -738,14 +755,19 @@ pub const INCOMPLETE: &str = "incomplete";
 /// its extract file's size and modification time and the same for every file under the extract's
 /// `data/` (the Parquet its views read: a deleted or truncated file, ours or another tool's,
 /// changes it, so the next run publishes again and reports the view that no longer binds instead
-/// of calling analytics up to date); `rest` covers the transforms and the rules. Equal stamps mean
-/// a rebuild would produce the same file; a one-source publish compares the other sources' stamps
-/// with the ones the live file recorded.
+/// of calling analytics up to date); `transforms` holds one stamp per transform definition (by
+/// name) and `rules` covers the rest of what a build depends on. Equal stamps mean a rebuild would
+/// produce the same file; a scoped publish compares them with the ones the live file recorded to
+/// find what changed since (sources, transforms) and rebuild only that.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, serde::Deserialize)]
 pub struct Stamps {
     pub sources: BTreeMap<String, String>,
-    pub rest: String,
+    pub transforms: TransformKeys,
+    pub rules: String,
 }
+
+/// Each transform's definition stamp, by name ([`publish::transform_keys`]).
+pub type TransformKeys = BTreeMap<String, String>;
 
 impl Stamps {
     /// One value for all of it (recorded as `_pipeline.info.fingerprint`).
@@ -755,13 +777,18 @@ impl Stamps {
             .iter()
             .map(|(s, stamp)| format!("{s}={stamp}"))
             .collect();
-        parts.push(self.rest.clone());
+        parts.extend(
+            self.transforms
+                .iter()
+                .map(|(t, stamp)| format!("{t}:{stamp}")),
+        );
+        parts.push(self.rules.clone());
         crate::connectors::fingerprint_of(&parts)
     }
 }
 
 /// The [`Stamps`] of what a rebuild would read now.
-pub fn stamps(layout: &DataDir, rules: &Rules, transforms: &[String]) -> Stamps {
+pub fn stamps(layout: &DataDir, rules: &Rules, transforms: &TransformKeys) -> Stamps {
     let mut out = Stamps::default();
     let mut ignored = Vec::new();
     for dir in extract_dirs(&layout.extracts(), &mut ignored) {
@@ -775,17 +802,16 @@ pub fn stamps(layout: &DataDir, rules: &Rules, transforms: &[String]) -> Stamps 
         );
     }
     // Ownership is not part of it: a claim only changes when an extract (part of it) changes.
-    let mut rest = vec![format!(
+    out.rules = crate::connectors::fingerprint_of(&[format!(
         "{:?}/{:?}",
         rules.policy.extensions, rules.policy.token_envs
-    )];
-    rest.extend(transforms.iter().cloned());
-    out.rest = crate::connectors::fingerprint_of(&rest);
+    )]);
+    out.transforms = transforms.clone();
     out
 }
 
 /// [`Stamps::fingerprint`] of what a rebuild would read now.
-pub fn fingerprint(layout: &DataDir, rules: &Rules, transforms: &[String]) -> String {
+pub fn fingerprint(layout: &DataDir, rules: &Rules, transforms: &TransformKeys) -> String {
     stamps(layout, rules, transforms).fingerprint()
 }
 
@@ -963,7 +989,7 @@ mod tests {
         };
         let staged = stage(&l, &rules).unwrap();
         let stamps = Stamps {
-            rest: "fp".into(),
+            rules: "fp".into(),
             ..Stamps::default()
         };
         let report = staged.finish(Some(&stamps), &[]).unwrap();

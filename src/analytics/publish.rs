@@ -19,7 +19,7 @@
 
 use super::{
     add_source, attach, db_err, extract_dirs, fold, folded, AnalyticsError, Published, Report,
-    Rules, Skipped, Staged, Stamps, TransformMeta, META_SCHEMA,
+    Rules, Skipped, Staged, Stamps, TransformKeys, TransformMeta, META_SCHEMA,
 };
 use crate::extract_db::{self, remote, ExtractDir};
 use crate::fslock::Lock;
@@ -37,6 +37,9 @@ use std::time::{Duration, Instant};
 #[derive(Clone, Debug)]
 pub struct Scope {
     pub sources: BTreeSet<String>,
+    /// Transforms changed, added or removed since the live file was built (by name): what reads
+    /// them is built again with them.
+    pub transforms: BTreeSet<String>,
     /// The stamps of what the new file is built from (the other sources as the live file recorded
     /// them, these sources as they are now).
     pub stamps: Stamps,
@@ -91,37 +94,87 @@ pub fn clone_file(from: &Path, to: &Path) -> std::io::Result<()> {
 /// Key in `_pipeline.info` holding the [`Stamps`] the file was built from.
 const STAMPS_KEY: &str = "stamps";
 
-/// The sources whose extracts changed since the live file was built, when republishing only them
-/// yields the file a full rebuild would: the live file records what it was built from, it was
-/// complete (every transform built, so every transform kept from it is good), and neither the
-/// transforms nor the rules changed since. `None` otherwise: rebuild it whole. A run that synced
-/// many sources but changed few republishes those few ([`stage_sources`]) and rebuilds only the
-/// transforms that read them.
-pub fn changed_since_live(
-    layout: &DataDir,
-    rules: &Rules,
-    transforms: &[String],
-) -> Option<BTreeSet<String>> {
-    let recorded: Stamps = serde_json::from_str(&super::live_info(layout, STAMPS_KEY)?).ok()?;
-    if super::live_fingerprint(layout)? != recorded.fingerprint() {
-        return None;
+/// What changed since the live file was built: what a scoped publish rebuilds.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Changed {
+    /// Sources whose extract changed, appeared or went away.
+    pub sources: BTreeSet<String>,
+    /// Transforms whose definition changed, and those added or removed (by name).
+    pub transforms: BTreeSet<String>,
+}
+
+impl Changed {
+    pub fn source(source: &str) -> Changed {
+        Changed {
+            sources: BTreeSet::from([source.to_string()]),
+            ..Changed::default()
+        }
     }
-    let now = super::stamps(layout, rules, transforms);
-    if now.rest != recorded.rest {
-        return None;
+
+    pub fn is_empty(&self) -> bool {
+        self.sources.is_empty() && self.transforms.is_empty()
     }
-    let changed: BTreeSet<String> = recorded
-        .sources
-        .keys()
-        .chain(now.sources.keys())
-        .filter(|s| recorded.sources.get(*s) != now.sources.get(*s))
+}
+
+/// What the live file records about its build, read in one look.
+#[derive(Clone, Debug, Default)]
+pub struct LiveRecord {
+    /// `_pipeline.info.fingerprint`: [`Stamps::fingerprint`] when every transform was built,
+    /// [`super::INCOMPLETE`] when not.
+    pub fingerprint: Option<String>,
+    /// The stamps it was built from (absent in files older than scoped publishes).
+    pub stamps: Option<Stamps>,
+}
+
+impl LiveRecord {
+    /// Reads it from the live file (empty when there is none or it does not say).
+    pub fn read(layout: &DataDir) -> LiveRecord {
+        let info = super::live_infos(layout, &["fingerprint", STAMPS_KEY]);
+        LiveRecord {
+            fingerprint: info.get("fingerprint").cloned(),
+            stamps: info
+                .get(STAMPS_KEY)
+                .and_then(|v| serde_json::from_str(v).ok()),
+        }
+    }
+
+    /// The live file is what a full rebuild from `now` would make.
+    pub fn up_to_date(&self, now: &Stamps) -> bool {
+        self.fingerprint.as_deref() == Some(now.fingerprint().as_str())
+    }
+
+    /// What changed since the live file was built, when republishing only that yields the file a
+    /// full rebuild would: the live file records what it was built from, it was complete (every
+    /// transform built, so every transform kept from it is good), and the rules are the same.
+    /// `None` otherwise: rebuild it whole. A run that synced many sources but changed few
+    /// republishes those few ([`stage_sources`]) and rebuilds only the transforms that read them;
+    /// a changed transform is rebuilt with what reads it.
+    pub fn changed(&self, layout: &DataDir, now: &Stamps) -> Option<Changed> {
+        let recorded = self.stamps.as_ref()?;
+        if self.fingerprint.as_deref() != Some(recorded.fingerprint().as_str())
+            || now.rules != recorded.rules
+        {
+            return None;
+        }
+        let sources = differing(&recorded.sources, &now.sources);
+        // A source whose directory is gone releases its views' claims: only a full rebuild does that.
+        if sources.iter().any(|s| !layout.extracts().join(s).is_dir()) {
+            return None;
+        }
+        Some(Changed {
+            sources,
+            transforms: differing(&recorded.transforms, &now.transforms),
+        })
+    }
+}
+
+/// The keys whose values differ between `a` and `b` (present in one only included).
+fn differing(a: &BTreeMap<String, String>, b: &BTreeMap<String, String>) -> BTreeSet<String> {
+    a.keys()
+        .chain(b.keys())
+        .filter(|k| a.get(*k) != b.get(*k))
         .cloned()
-        .collect();
-    // A source whose directory is gone releases its views' claims: only a full rebuild does that.
-    if changed.iter().any(|s| !layout.extracts().join(s).is_dir()) {
-        return None;
-    }
-    Some(changed)
+        .collect()
 }
 
 /// Stages a copy of the live file with `source` republished, or `Ok(None)` when the full rebuild
@@ -130,26 +183,27 @@ pub fn changed_since_live(
 pub fn stage_source(
     layout: &DataDir,
     rules: &Rules,
-    transforms: &[String],
+    transforms: &TransformKeys,
     source: &str,
 ) -> Result<Option<Staged>, AnalyticsError> {
-    stage_sources(
-        layout,
-        rules,
-        transforms,
-        &BTreeSet::from([source.to_string()]),
-    )
+    let now = super::stamps(layout, rules, transforms);
+    stage_sources(layout, rules, &now, &Changed::source(source))
 }
 
-/// [`stage_source`] for a set of sources. With none, the copy keeps every view and only the
-/// transforms a run chose are built in it (`pipeline run --select`); it is refused like the others
-/// when anything changed since the live file was built.
+/// [`stage_source`] for what `changed` names: its sources are republished; its transforms are
+/// dropped from the copy (a removed one stays out, a changed one is built again by the caller).
+/// With nothing changed, the copy keeps every view and only the transforms a run chose are built
+/// in it (`pipeline run --select`). `now`: the stamps of what a rebuild would read now. Refused
+/// (`Ok(None)`) like the others when anything besides `changed` differs from what the live file
+/// was built from, or when an added or removed transform's name is one a table publishes or was
+/// refused (only a full rebuild settles who owns that name).
 pub fn stage_sources(
     layout: &DataDir,
     rules: &Rules,
-    transforms: &[String],
-    sources: &BTreeSet<String>,
+    now: &Stamps,
+    changed: &Changed,
 ) -> Result<Option<Staged>, AnalyticsError> {
+    let sources = &changed.sources;
     let mut dirs = Vec::new();
     for source in sources {
         match ExtractDir::new(&layout.extracts(), source)
@@ -164,7 +218,6 @@ pub fn stage_sources(
     if !live.is_file() {
         return Ok(None);
     }
-    let now = super::stamps(layout, rules, transforms);
     let tmp = layout.staging();
     if let Some(parent) = tmp.parent() {
         std::fs::create_dir_all(parent).map_err(|e| AnalyticsError::Io(parent.into(), e))?;
@@ -200,17 +253,13 @@ pub fn stage_sources(
     let Some(recorded) = recorded else {
         return give_up(conn, "the live file does not record what it was built from");
     };
-    if recorded.rest != now.rest {
-        return give_up(conn, "the transforms or the rules changed");
+    if recorded.rules != now.rules {
+        return give_up(conn, "the rules changed");
     }
-    let others = |st: &Stamps| -> BTreeMap<String, String> {
-        st.sources
-            .iter()
-            .filter(|(k, _)| !sources.contains(k.as_str()))
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect()
-    };
-    if others(&recorded) != others(&now) {
+    if !differing(&recorded.transforms, &now.transforms).is_subset(&changed.transforms) {
+        return give_up(conn, "a transform changed since the live file was built");
+    }
+    if !differing(&recorded.sources, &now.sources).is_subset(sources) {
         return give_up(conn, "another source changed since the live file was built");
     }
     let live_complete = info
@@ -269,15 +318,38 @@ pub fn stage_sources(
             })
             .and_then(|r| r.collect::<duckdb::Result<Vec<Skipped>>>())
         })
-        .map_err(&err)?
-        .into_iter()
-        .filter(|k| !sources.contains(&k.source))
-        .collect();
+        .map_err(&err)?;
     let attachments_before = attach::read(&conn, None).map_err(&err)?;
+    // A transform that comes or goes may free or take a name a table publishes (or was refused):
+    // only a full rebuild decides who owns it then.
+    let tables_named: BTreeSet<String> = all_before
+        .iter()
+        .map(|p| fold(&p.name))
+        .chain(
+            skipped_before
+                .iter()
+                .filter_map(|k| k.table.as_deref().map(fold)),
+        )
+        .collect();
+    let comes_or_goes = changed
+        .transforms
+        .iter()
+        .filter(|t| recorded.transforms.contains_key(*t) != now.transforms.contains_key(*t));
+    if let Some(t) = comes_or_goes
+        .into_iter()
+        .find(|t| tables_named.contains(&fold(t)))
+    {
+        return give_up(
+            conn,
+            &format!("transform `{t}` comes or goes where a table is named"),
+        );
+    }
 
     let mut kept = Report::default();
     let mut views_before = BTreeSet::new();
-    let mut drops = String::new();
+    // The changed transforms' previous results go (a removed one stays out, a changed one is built
+    // again, perhaps as another kind of object; a failed build takes the live one back).
+    let mut drops = transform_drops(&conn, &changed.transforms).map_err(&err)?;
     for p in all_before {
         if sources.contains(&p.source) {
             views_before.insert(fold(&p.name));
@@ -326,14 +398,15 @@ pub fn stage_sources(
     all.attachments.extend(fresh.attachments);
     all.skipped = dir_skips;
     all.skipped.extend(skipped_before.into_iter().filter(|k| {
-        k.table.is_some()
+        !sources.contains(&k.source) && k.table.is_some()
             || (ExtractDir::new(&layout.extracts(), &k.source).is_some()
                 && !remote::is_reserved_catalog(&k.source))
     }));
     all.skipped.extend(fresh.skipped);
     all.claimed = fresh.claimed;
     all.released = fresh.released;
-    // The new file is built from the others as recorded and these sources as they are now.
+    // The new file is built from the others as recorded, these sources and the transforms as
+    // they are now.
     let mut stamps = recorded;
     for source in sources {
         match now.sources.get(source) {
@@ -341,18 +414,44 @@ pub fn stage_sources(
             None => stamps.sources.remove(source),
         };
     }
+    stamps.transforms = now.transforms.clone();
     Ok(Some(Staged {
         conn,
         layout: layout.clone(),
         report: all,
         scope: Some(Scope {
             sources: sources.clone(),
+            transforms: changed.transforms.clone(),
             stamps,
             live_complete,
             previous_transforms,
             views_before,
         }),
     }))
+}
+
+/// `DROP` statements for the objects of the main schema named in `names` (any case).
+fn transform_drops(conn: &Connection, names: &BTreeSet<String>) -> duckdb::Result<String> {
+    if names.is_empty() {
+        return Ok(String::new());
+    }
+    let wanted: BTreeSet<String> = names.iter().map(|n| fold(n)).collect();
+    let mut stmt = conn.prepare(
+        "SELECT table_name, 'TABLE' FROM duckdb_tables() \
+         WHERE database_name = current_database() AND schema_name = 'main' \
+         UNION ALL SELECT view_name, 'VIEW' FROM duckdb_views() \
+         WHERE database_name = current_database() AND schema_name = 'main' AND NOT internal",
+    )?;
+    let objects = stmt
+        .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))?
+        .collect::<duckdb::Result<Vec<_>>>()?;
+    Ok(objects
+        .into_iter()
+        .filter(|(name, _)| wanted.contains(&fold(name)))
+        .filter_map(|(name, kind)| {
+            Some(format!("DROP {kind} IF EXISTS {};\n", quote::ident(&name)?))
+        })
+        .collect())
 }
 
 /// The names a source's republish may change: the views it published before, the ones it
@@ -490,20 +589,19 @@ pub fn publish_source(
     })
 }
 
-/// The transforms' definitions, for the analytics fingerprint ([`super::stamps`]): a changed
-/// transform means a full rebuild.
-pub fn transform_keys(registered: &Registered) -> Vec<String> {
+/// Each transform's definition stamp, for the analytics stamps ([`super::stamps`]): a changed one
+/// is built again with what reads it.
+pub fn transform_keys(registered: &Registered) -> TransformKeys {
     registered
         .transforms
         .values()
         .map(|t| {
-            format!(
-                "{}|{}|{}|{:?}",
-                t.name,
-                t.materialized().as_str(),
-                t.sql,
-                t.checks
-            )
+            let parts = [
+                t.materialized().as_str().to_string(),
+                t.sql.clone(),
+                format!("{:?}", t.checks),
+            ];
+            (t.name.clone(), crate::connectors::fingerprint_of(&parts))
         })
         .collect()
 }

@@ -13,6 +13,7 @@ pub mod jira;
 pub mod limits;
 pub mod runs;
 pub mod scheduler;
+pub mod state_cache;
 pub mod stats;
 pub mod watcher;
 
@@ -111,6 +112,10 @@ pub struct Shared {
     /// When this process last recorded each token's use (`last_used_at` is written at most once a
     /// minute per token, not on every request).
     pub token_use: Mutex<std::collections::HashMap<String, std::time::Instant>>,
+    /// Valid tokens seen recently, trusted while the state is unchanged (see [`state_cache`]).
+    pub verdicts: state_cache::Verdicts,
+    /// What `GET /api/manifest` reads from the state, until the state changes.
+    pub manifest_state: state_cache::Stamped<api::ManifestState>,
     /// Running API queries, capped in total and per token.
     pub queries: Arc<limits::QueryGate>,
 }
@@ -209,6 +214,8 @@ pub fn run(cfg: Config) -> Result<(), DaemonError> {
         watcher: Mutex::new(WatcherStatus::default()),
         shutdown,
         token_use: Mutex::new(Default::default()),
+        verdicts: Default::default(),
+        manifest_state: Default::default(),
         queries: Arc::new(limits::QueryGate::default()),
     });
     shared.stats.load_last_success(&shared.state);

@@ -423,18 +423,19 @@ impl Context {
         }
     }
 
-    /// The transforms' definitions, for the analytics fingerprint.
-    fn transform_keys(&self) -> Vec<String> {
+    /// The transforms' definitions, for the analytics stamps.
+    fn transform_keys(&self) -> analytics::TransformKeys {
         analytics::publish::transform_keys(&self.registered)
     }
 
     fn stage(&self) -> Result<Done, TaskError> {
+        use analytics::publish::{stage_sources, Changed, LiveRecord};
         let rules = self.rules();
-        let fingerprint = analytics::fingerprint(&self.data, &rules, &self.transform_keys());
-        if !self.full_refresh
-            && !self.chosen_transforms
-            && analytics::live_fingerprint(&self.data).as_deref() == Some(fingerprint.as_str())
-        {
+        // What a rebuild would read now, and what the live file was built from: computed once,
+        // they decide between "up to date", a scoped publish and a full rebuild.
+        let now = analytics::stamps(&self.data, &rules, &self.transform_keys());
+        let live = LiveRecord::read(&self.data);
+        if !self.full_refresh && !self.chosen_transforms && live.up_to_date(&now) {
             *lock(&self.publish) = Publish::UpToDate;
             // What the live file left out still is left out: say so at every run, not only once.
             let warnings: Vec<String> = analytics::live_skipped(&self.data)
@@ -462,36 +463,47 @@ impl Context {
             },
         )?;
         *lock(&self.analytics_lock) = Some(held);
-        // A run that synced one source republishes only it, when nothing else changed since the
-        // live file was built; else, and when it cannot, the whole file is rebuilt.
-        let keys = self.transform_keys();
+        // The live record was read before the lock: when another process published meanwhile,
+        // the copy's own record no longer matches and staging refuses (a full rebuild).
         let scoped = match &self.scope {
-            Some(sources) => analytics::publish::stage_sources(&self.data, &rules, &keys, sources)?,
-            // A run of several sources: when only some of their extracts changed, republish those
-            // and build only what reads them (the decision is made from the stamps, so the new file
-            // is still the one a full rebuild would make).
+            // `run --source` / `--select`: only these sources (none) change; anything else that
+            // changed (a transform included) refuses the scoped publish.
+            Some(sources) => {
+                let changed = Changed {
+                    sources: sources.clone(),
+                    ..Changed::default()
+                };
+                stage_sources(&self.data, &rules, &now, &changed)?
+            }
+            // A full run: when only some extracts or transforms changed, republish those sources
+            // and build only the changed transforms and what reads them or the sources (decided
+            // from the stamps, so the new file is still the one a full rebuild would make).
             None if !self.full_refresh && !self.chosen_transforms => {
-                match analytics::publish::changed_since_live(&self.data, &rules, &keys) {
+                match live.changed(&self.data, &now) {
                     Some(changed) if !changed.is_empty() => {
-                        let staged =
-                            analytics::publish::stage_sources(&self.data, &rules, &keys, &changed)?;
+                        let staged = stage_sources(&self.data, &rules, &now, &changed)?;
                         if let Some(s) = &staged {
-                            let mut names = BTreeSet::new();
-                            for source in &changed {
+                            let mut names: BTreeSet<String> = changed
+                                .transforms
+                                .iter()
+                                .map(|t| t.to_lowercase())
+                                .collect();
+                            for source in &changed.sources {
                                 names.extend(analytics::publish::changed_names(
                                     &self.registered,
                                     s,
                                     source,
                                 ));
                             }
-                            *lock(&self.affected) = Some(
+                            let mut affected: BTreeSet<String> =
                                 crate::registry::dag::transforms_reading(
                                     &self.registered,
                                     Some(&names),
                                 )
                                 .into_iter()
-                                .collect(),
-                            );
+                                .collect();
+                            affected.extend(changed.transforms.iter().cloned());
+                            *lock(&self.affected) = Some(affected);
                         }
                         staged
                     }
@@ -522,11 +534,22 @@ impl Context {
                 r.published.len(),
                 r.sources().len(),
                 match &staged.scope {
-                    Some(s) if s.sources.is_empty() => ", a copy of the live file".to_string(),
-                    Some(s) => format!(
-                        ", {} republished",
-                        s.sources.iter().cloned().collect::<Vec<_>>().join(", ")
-                    ),
+                    Some(s) if s.sources.is_empty() && s.transforms.is_empty() => {
+                        ", a copy of the live file".to_string()
+                    }
+                    Some(s) => {
+                        let list = |set: &BTreeSet<String>| {
+                            set.iter().cloned().collect::<Vec<_>>().join(", ")
+                        };
+                        let mut parts = Vec::new();
+                        if !s.sources.is_empty() {
+                            parts.push(format!("{} republished", list(&s.sources)));
+                        }
+                        if !s.transforms.is_empty() {
+                            parts.push(format!("transforms changed: {}", list(&s.transforms)));
+                        }
+                        format!(", {}", parts.join("; "))
+                    }
                     None => String::new(),
                 },
                 if r.skipped.is_empty() {

@@ -22,7 +22,7 @@ use crate::registry::document::{Action, Kind, Objects};
 use crate::registry::registered::{Malformed, Registered};
 use crate::registry::task::Task;
 use crate::state::registry::{ObjectWrite, WriteSet};
-use crate::state::{self, StateError, StateStore};
+use crate::state::{StateError, StateStore};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -247,6 +247,8 @@ fn locked<H: Hooks>(
         None => plan::against(desired, &store.recorded(&desired.objects)?, &opts.targets)?,
     };
     if !plan.has_changes() {
+        // Under the state lock: the digest a no-op plan reads, when a crash or an upgrade left none.
+        store.ensure_digest();
         let pending = sync::pending_tasks(&store)?;
         let run = if opts.run == RunAfter::Always && !pending.is_empty() {
             Some(run_tasks(desired, opts, &store, Vec::new(), hooks)?)
@@ -274,7 +276,7 @@ fn locked<H: Hooks>(
         return Ok(ApplyOutcome::Refused(Refused::Declined(Box::new(plan))));
     }
     let planned = started.elapsed();
-    let written = state::registry::apply(&mut store.write()?, &write_set(&plan, &opts.who))?;
+    let written = store.apply_registry(&write_set(&plan, &opts.who))?;
     let wrote = started.elapsed();
     // Only now that the state no longer registers them may their data go.
     let purged = if opts.purge {

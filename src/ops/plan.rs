@@ -14,13 +14,19 @@ pub enum PlanStateError {
     State(#[from] StateError),
 }
 
-/// Validated specs and the recorded state, read through the DuckDB instance validation already
-/// started (so a no-op plan costs little more than `validate`). For reading only: an apply re-reads
-/// the state under its lock.
+/// Validated specs and the recorded state. Cheap when nothing changed, so that a no-op plan costs
+/// little more than `validate`: SQL checks come from validate's SQL cache, and the recorded side
+/// from the registry digest ([`crate::state::digest`]) when it matches the specs exactly; else the
+/// state is read, through the DuckDB instance validation started when it started one. For reading
+/// only: an apply re-reads the state under its lock.
 pub fn desired_and_recorded(root: &Path) -> Result<(Desired, Recorded), PlanStateError> {
-    let (specs, analysis, diags, conn) = crate::spec::check_keeping_db(root);
+    let cache = crate::spec::sql_cache::SqlCache::dir_from_env();
+    let (specs, analysis, diags, conn) = crate::spec::check_keeping_db(root, cache.as_deref());
     let desired = plan::finish_desired(specs, &analysis, diags)?;
     let store = StateStore::of(&desired.instance.data);
+    if let Some(recorded) = store.recorded_from_digest(&desired.objects) {
+        return Ok((desired, recorded));
+    }
     let recorded = match conn {
         Some(conn) => store.recorded_through(conn, &desired.objects)?,
         None => store.recorded(&desired.objects)?,

@@ -31,21 +31,22 @@ use std::path::Path;
 
 /// Loads and validates the instance at `root`: the whole of `pipeline validate`.
 pub fn check(root: &Path) -> (Specs, validate::Analysis, Diagnostics) {
-    let (specs, analysis, diags, _) = check_keeping_db(root);
+    let (specs, analysis, diags, _) = check_keeping_db(root, None);
     (specs, analysis, diags)
 }
 
 /// [`check`], also handing back the DuckDB instance the SQL checks used (if it started), for callers
-/// that need DuckDB next.
+/// that need DuckDB next; with the SQL cache in `sql_cache` when given ([`check_cached`]).
 pub fn check_keeping_db(
     root: &Path,
+    sql_cache: Option<&Path>,
 ) -> (
     Specs,
     validate::Analysis,
     Diagnostics,
     Option<duckdb::Connection>,
 ) {
-    check_with(root, None)
+    check_with(root, sql_cache)
 }
 
 /// [`check`] that answers SQL checks from, and adds to, the SQL cache in `sql_cache` (see

@@ -15,7 +15,8 @@
 //! Where: `$PIPELINE_SQL_CACHE` (a directory; `off` disables the cache), else
 //! `$XDG_CACHE_HOME/pipeline`, else `~/.cache/pipeline`. The directory is created private (0700)
 //! and the file written aside and renamed, so a reader never sees half a file. Only `pipeline
-//! validate` uses the cache; the daemon's checks and the API's access checks always parse.
+//! validate` and `pipeline plan` use the cache; the daemon's checks and the API's access checks
+//! always parse.
 
 use super::sql::Parsed;
 use sha2::{Digest as _, Sha256};

@@ -217,31 +217,48 @@ pub fn touch(w: &Writer, token_id: &str) -> StateResult<()> {
 
 /// Checks a bearer token.
 pub fn verify(r: &Reader, secret: &str) -> StateResult<Verdict> {
+    verify_until(r, secret).map(|(v, _)| v)
+}
+
+/// [`verify`], with how long a valid token stays valid (`None`: until revoked).
+pub fn verify_until(
+    r: &Reader,
+    secret: &str,
+) -> StateResult<(Verdict, Option<std::time::Duration>)> {
     let conn = &r.conn;
     if !secret.starts_with(TOKEN_PREFIX) {
-        return Ok(Verdict::Unknown);
+        return Ok((Verdict::Unknown, None));
     }
-    let row: Option<(String, String, bool, bool)> = conn
+    let row: Option<(String, String, bool, bool, Option<i64>)> = conn
         .query_row(
             "SELECT t.id, t.user_name, t.revoked_at IS NOT NULL
                     OR (t.expires_at IS NOT NULL AND t.expires_at < current_timestamp),
-                    coalesce(u.disabled, false)
+                    coalesce(u.disabled, false),
+                    CAST(epoch_ms(CAST(t.expires_at AS TIMESTAMPTZ)) - epoch_ms(current_timestamp) AS BIGINT)
              FROM tokens t LEFT JOIN users u ON u.name = t.user_name
              WHERE t.hash = ?",
             params![hash(secret)],
-            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)),
         )
         .optional()?;
     Ok(match row {
-        None => Verdict::Unknown,
-        Some((_, _, true, _)) => Verdict::Revoked,
-        Some((_, _, _, true)) => Verdict::UserDisabled,
-        Some((token_id, user, false, false)) => Verdict::Valid(Caller {
-            groups: groups_of(conn, &user)?,
-            user,
-            token_id,
-        }),
+        None => (Verdict::Unknown, None),
+        Some((_, _, true, _, _)) => (Verdict::Revoked, None),
+        Some((_, _, _, true, _)) => (Verdict::UserDisabled, None),
+        Some((token_id, user, false, false, left_ms)) => (
+            Verdict::Valid(Caller {
+                groups: groups_of(conn, &user)?,
+                user,
+                token_id,
+            }),
+            left_ms.map(|ms| std::time::Duration::from_millis(ms.max(0) as u64)),
+        ),
     })
+}
+
+/// The SHA-256 of a token: how a verdict is remembered without keeping the secret.
+pub fn token_key(secret: &str) -> [u8; 32] {
+    Sha256::digest(secret.as_bytes()).into()
 }
 
 #[cfg(test)]

@@ -15,6 +15,7 @@
 //! plans or extraction: it records what it is handed.
 
 pub mod auth;
+pub mod digest;
 pub mod downstream;
 pub mod migrate;
 pub mod profile;
@@ -162,6 +163,21 @@ impl Writer {
     }
 }
 
+/// The state file and its write-ahead log as they are on disk (size, modification time, inode).
+/// Every committed write changes it — a commit appends to the log, a checkpoint rewrites the file
+/// and empties the log — so a reader can keep what it derived from the state (a token's verdict,
+/// a manifest) while the stamp stays the same, without opening DuckDB to find out. File times are
+/// coarse (milliseconds), so holders also bound how long they trust an unchanged stamp.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct StateStamp([Option<(u64, i128, u64)>; 2]);
+
+fn file_stamp(path: &Path) -> Option<(u64, i128, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    let m = std::fs::metadata(path).ok()?;
+    let mtime = i128::from(m.mtime()) * 1_000_000_000 + i128::from(m.mtime_nsec());
+    Some((m.len(), mtime, m.ino()))
+}
+
 /// How a file is opened.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Mode {
@@ -185,6 +201,12 @@ impl StateStore {
 
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// How the state file and its write-ahead log look on disk now (see [`StateStamp`]).
+    pub fn stamp(&self) -> StateStamp {
+        let wal = PathBuf::from(format!("{}.wal", self.path.display()));
+        StateStamp([file_stamp(&self.path), file_stamp(&wal)])
     }
 
     /// Whether the file exists: nothing has been applied (or recorded) when it does not.

@@ -126,28 +126,23 @@ pub fn recorded(r: &Reader, known: &Objects) -> StateResult<Recorded> {
 pub fn objects(r: &Reader, known: &Objects) -> StateResult<Objects> {
     let conn = &r.conn;
     let mut out = Objects::new();
+    let mut unknown: Vec<(Kind, Value)> = Vec::new();
+    for (kind, id, file, hash) in stamps(r)? {
+        let key = (kind, id);
+        match known.get(&key) {
+            Some(o) if o.file == file && o.hash() == hash.as_str() => {
+                out.insert(key, o.clone());
+            }
+            _ => unknown.push((kind, Value::String(key.1))),
+        }
+    }
     for kind in Kind::ALL {
         let t = table_of(kind);
-        let sql = format!("SELECT {}, spec_file, spec_hash FROM {}", t.key, t.table);
-        let mut stmt = conn.prepare(&sql)?;
-        let rows = stmt.query_map([], |r| {
-            Ok((
-                r.get::<_, String>(0)?,
-                r.get::<_, String>(1)?,
-                r.get::<_, String>(2)?,
-            ))
-        })?;
-        let mut unknown = Vec::new();
-        for row in rows {
-            let (id, file, hash) = row?;
-            let key = (kind, id);
-            match known.get(&key) {
-                Some(o) if o.file == file && o.hash() == hash.as_str() => {
-                    out.insert(key, o.clone());
-                }
-                _ => unknown.push(Value::String(key.1)),
-            }
-        }
+        let unknown: Vec<Value> = unknown
+            .iter()
+            .filter(|(k, _)| *k == kind)
+            .map(|(_, id)| id.clone())
+            .collect();
         if unknown.is_empty() {
             continue;
         }
@@ -176,6 +171,33 @@ pub fn objects(r: &Reader, known: &Objects) -> StateResult<Objects> {
         }
     }
     Ok(out)
+}
+
+/// Every registered object's kind, id, spec file and document hash.
+pub(super) fn stamps(r: &Reader) -> StateResult<Vec<(Kind, String, String, String)>> {
+    let mut out = Vec::new();
+    for kind in Kind::ALL {
+        let t = table_of(kind);
+        let sql = format!("SELECT {}, spec_file, spec_hash FROM {}", t.key, t.table);
+        let mut stmt = r.conn.prepare(&sql)?;
+        let rows = stmt.query_map([], |r| Ok((kind, r.get(0)?, r.get(1)?, r.get(2)?)))?;
+        for row in rows {
+            out.push(row?);
+        }
+    }
+    Ok(out)
+}
+
+impl StateStore {
+    /// [`apply`], keeping the registry digest ([`super::digest`]) in step: removed before the
+    /// write, written anew after the commit. The caller holds the state lock.
+    pub fn apply_registry(&self, set: &WriteSet) -> StateResult<Applied> {
+        self.forget_digest()?;
+        let mut w = self.write()?;
+        let applied = apply(&mut w, set)?;
+        self.write_digest(&w);
+        Ok(applied)
+    }
 }
 
 /// What an apply did.

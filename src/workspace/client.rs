@@ -171,11 +171,47 @@ impl Client {
         self.get_json("/api/metrics").map(|_| ())
     }
 
-    pub fn manifest(&self) -> Result<Manifest, WorkspaceError> {
-        let v = self.get_json("/api/manifest")?;
-        serde_json::from_value(v).map_err(|e| {
+    /// `GET /api/manifest`, revalidating the copy kept in `cache` (its first line the ETag, the
+    /// rest the body): a server with nothing new answers `304` and the copy is read instead. The
+    /// copy is only a cache: one that is missing or unreadable means a full answer, written anew.
+    /// `None`: no copy is read or written.
+    pub fn manifest(&self, cache: Option<&Path>) -> Result<Manifest, WorkspaceError> {
+        const PATH: &str = "/api/manifest";
+        let what = format!("GET {PATH}");
+        let kept = cache
+            .and_then(|c| std::fs::read_to_string(c).ok())
+            .and_then(|text| {
+                let (tag, body) = text.split_once('\n')?;
+                Some((tag.to_string(), body.to_string()))
+            });
+        let mut request = self.request("GET", PATH);
+        if let Some((tag, _)) = &kept {
+            request = request.set("If-None-Match", tag);
+        }
+        let resp = request.call().map_err(|e| self.error(&what, e))?;
+        let body = match (resp.status(), kept) {
+            (304, Some((_, body))) => body,
+            _ => {
+                let tag = resp.header("ETag").map(String::from);
+                let body = resp
+                    .into_string()
+                    .map_err(|e| WorkspaceError::Unreachable {
+                        server: self.login.server.clone(),
+                        reason: format!("{what}: the answer broke off ({e})"),
+                    })?;
+                if let (Some(cache), Some(tag)) = (cache, tag.filter(|t| !t.contains('\n'))) {
+                    // Best effort: without the copy the next pull asks for the whole manifest.
+                    let _ = super::write_aside(cache, format!("{tag}\n{body}").as_bytes());
+                }
+                body
+            }
+        };
+        serde_json::from_str(&body).map_err(|e| {
+            if let Some(cache) = cache {
+                let _ = std::fs::remove_file(cache);
+            }
             WorkspaceError::Invalid(format!(
-                "{}: GET /api/manifest answered something this version does not read ({e})",
+                "{}: {what} answered something this version does not read ({e})",
                 self.login.server
             ))
         })

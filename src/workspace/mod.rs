@@ -109,6 +109,12 @@ impl Workspace {
         self.marker().join("staging")
     }
 
+    /// The last manifest the server sent, with its ETag: sent back in `If-None-Match`, so a
+    /// server with nothing new answers `304` instead of the whole manifest.
+    pub fn manifest_cache(&self) -> PathBuf {
+        self.marker().join("manifest.json")
+    }
+
     pub fn lock_file(&self) -> PathBuf {
         self.marker().join("pull.lock")
     }

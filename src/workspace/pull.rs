@@ -166,7 +166,10 @@ pub fn pull(
 ) -> Result<PullReport, WorkspaceError> {
     let started = Instant::now();
     // 1. Everything from the server first.
-    let manifest = client.manifest()?;
+    // A dry run in a directory that is no workspace yet leaves nothing behind, not even the copy.
+    let cache = ws.manifest_cache();
+    let keep_copy = !opts.dry_run || ws.marker().is_dir();
+    let manifest = client.manifest(keep_copy.then_some(cache.as_path()))?;
     let metrics = client.metrics()?;
     let (mut want, urls) = desired(client.server(), manifest, metrics)?;
 

@@ -139,7 +139,7 @@ fn a_full_run_republishes_only_the_sources_that_changed() {
     // The file is the one a full rebuild would leave.
     let tasks = run_json(&inst, &[]);
     assert_eq!(tasks["publish:analytics"]["status"], "unchanged");
-    // A transform whose definition changes still means a full rebuild.
+    // A new transform is built in a copy too (with the next changed source's).
     inst.write(
         "pipelines/crm.yaml",
         "type: csv\nconnection:\n  path: files/crm\ntransforms:\n  - name: crm_count\n    sql: select count(*) as n from contacts\n",
@@ -155,6 +155,84 @@ fn a_full_run_republishes_only_the_sources_that_changed() {
     assert_eq!(int(&inst, "select n from people"), 4);
     assert_eq!(int(&inst, "select n from crm_count"), 4);
     assert_eq!(int(&inst, "select n from daily"), 3);
+}
+
+#[test]
+fn a_changed_transform_is_rebuilt_with_what_reads_it_and_nothing_else() {
+    let inst = instance();
+    inst.apply();
+    let queue = |spec: &str| {
+        inst.write("pipelines/shop.yaml", spec);
+        inst.cmd()
+            .args(["apply", "--auto-approve", "--queue-only"])
+            .assert()
+            .success();
+    };
+    // `facts` doubles its amounts and becomes a table: it and `daily` (which reads it) are built
+    // again in a copy of the live file; `people` keeps its result.
+    let doubled = SHOP.replace(
+        "    sql: select order_id, amount from orders\n",
+        "    materialized: table\n    sql: select order_id, amount * 2 as amount from orders\n",
+    );
+    queue(&doubled);
+    let tasks = run_json(&inst, &[]);
+    let detail = tasks["publish:analytics"]["detail"].as_str().unwrap();
+    assert!(detail.contains("transforms changed: facts"), "{detail}");
+    assert!(!detail.contains("republished"), "{detail}");
+    assert_eq!(tasks["transform:facts"]["status"], "ok");
+    assert_eq!(tasks["transform:daily"]["status"], "ok");
+    let people = &tasks["transform:people"];
+    assert_eq!(people["status"], "unchanged", "{people}");
+    assert!(
+        people["detail"].as_str().unwrap().contains("kept"),
+        "{people}"
+    );
+    let total: f64 = inst
+        .analytics()
+        .query_row("select total from daily", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(total, 25.5);
+    let kind: String = inst
+        .analytics()
+        .query_row(
+            "select table_type from information_schema.tables where table_name = 'facts'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(kind, "BASE TABLE");
+    // What it left is what a full rebuild would leave.
+    let tasks = run_json(&inst, &[]);
+    assert_eq!(tasks["publish:analytics"]["status"], "unchanged");
+
+    // `people` goes and `big` comes: only `big` is built, `people` is gone from analytics.
+    queue(&doubled.replace(
+        "  - name: people\n    sql: select count(*) as n from contacts\n",
+        "  - name: big\n    sql: select * from facts where amount > 12\n",
+    ));
+    let tasks = run_json(&inst, &[]);
+    let detail = tasks["publish:analytics"]["detail"].as_str().unwrap();
+    assert!(
+        detail.contains("transforms changed: big, people"),
+        "{detail}"
+    );
+    assert_eq!(tasks["transform:big"]["status"], "ok");
+    assert_eq!(tasks["transform:facts"]["status"], "unchanged");
+    assert_eq!(tasks["transform:daily"]["status"], "unchanged");
+    assert_eq!(int(&inst, "select count(*) from big"), 1);
+    assert_eq!(int(&inst, "select n from daily"), 2);
+    assert!(inst.analytics().prepare("select * from people").is_err());
+    let statuses: Vec<String> = inst
+        .analytics()
+        .prepare("select name || '=' || status from _pipeline.transforms order by name")
+        .unwrap()
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    assert_eq!(statuses, ["big=ok", "daily=ok", "facts=ok"]);
+    let tasks = run_json(&inst, &[]);
+    assert_eq!(tasks["publish:analytics"]["status"], "unchanged");
 }
 
 #[test]

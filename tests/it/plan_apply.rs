@@ -106,6 +106,62 @@ fn fresh_instance_plans_everything_applies_then_has_no_changes() {
     }
 }
 
+/// A no-op plan reads `data/state/registry.digest` (written by apply) instead of the state; any
+/// difference sends it to the state, and the digest follows every apply.
+#[test]
+fn a_no_op_plan_reads_the_registry_digest_and_changes_still_show() {
+    let inst = Instance::new(Fmt::Yaml);
+    inst.apply();
+    let digest = inst.path().join("data/state/registry.digest");
+    assert!(digest.is_file(), "apply writes the digest");
+    let plan_json = |inst: &Instance| -> Value {
+        let out = inst
+            .cmd()
+            .args(["plan", "--format", "json"])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", stderr(&out));
+        serde_json::from_str(&stdout(&out)).unwrap()
+    };
+    let plan = plan_json(&inst);
+    assert_eq!(change_ids(&plan), Vec::<(String, String)>::new());
+    assert_eq!(plan["state_serial"], 1);
+    // The digest is what the plan read: a state file it cannot open changes nothing for a no-op
+    // plan (the documented edge: replacing the state by hand means removing the digest too).
+    let state = inst.state_path();
+    let saved = std::fs::read(&state).unwrap();
+    std::fs::write(&state, b"not a database").unwrap();
+    assert_eq!(plan_json(&inst)["state_serial"], 1);
+    std::fs::remove_file(&digest).unwrap();
+    let out = inst.cmd().arg("plan").output().unwrap();
+    assert!(
+        !out.status.success(),
+        "without the digest the plan reads the state"
+    );
+    std::fs::write(&state, saved).unwrap();
+
+    // A changed spec is planned against the state, digest or not.
+    let metric = inst.path().join("metrics/sales/order_count.yaml");
+    let text = std::fs::read_to_string(&metric).unwrap();
+    let changed = text.replace("Orders placed", "Orders placed, all of them");
+    std::fs::write(&metric, &changed).unwrap();
+    let plan = plan_json(&inst);
+    assert_eq!(plan["changes"].as_array().unwrap().len(), 1, "{plan}");
+    assert!(!digest.exists(), "nothing wrote it meanwhile");
+    // A no-op apply writes a missing digest (under the state lock); a real one rewrites it.
+    std::fs::write(&metric, &text).unwrap();
+    inst.apply();
+    assert!(digest.is_file());
+    std::fs::write(&metric, &changed).unwrap();
+    inst.cmd()
+        .args(["apply", "--auto-approve", "--queue-only"])
+        .assert()
+        .success();
+    let plan = plan_json(&inst);
+    assert_eq!(change_ids(&plan), Vec::<(String, String)>::new());
+    assert_eq!(plan["state_serial"], 2, "the digest follows the apply");
+}
+
 #[test]
 fn editing_one_field_shows_exactly_that_field() {
     let inst = Instance::new(Fmt::Yaml);

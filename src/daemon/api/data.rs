@@ -17,7 +17,6 @@ use axum::body::Body;
 use axum::extract::{Path, Query, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::Json;
 use std::os::unix::fs::MetadataExt;
 use std::path::PathBuf;
 
@@ -90,33 +89,47 @@ fn describe(path: &std::path::Path) -> std::io::Result<(u64, String, String)> {
     Ok((meta.len(), tag, hex))
 }
 
+/// What the manifest reads from the state: each table's last sync and profile. Kept between
+/// requests until the state changes ([`crate::daemon::state_cache::Stamped`]): a no-change pull
+/// then opens no DuckDB on the server.
+#[derive(Default)]
+pub struct ManifestState {
+    syncs: std::collections::BTreeMap<String, crate::state::report::Synced>,
+    profiles: std::collections::BTreeMap<String, ManifestProfile>,
+}
+
+fn manifest_state(r: &crate::state::Reader) -> ApiResult<ManifestState> {
+    // Only what the manifest shows: the whole status would scan the sync history.
+    let syncs = crate::state::report::synced(r).map_err(ApiError::internal)?;
+    let profiles = crate::state::profile::all(r)
+        .map_err(ApiError::internal)?
+        .into_iter()
+        .filter_map(|s| {
+            let p = serde_json::from_value(s.profile?).ok()?;
+            Some((s.table_id, ManifestProfile::of(p, s.profiled_at)))
+        })
+        .collect();
+    Ok(ManifestState { syncs, profiles })
+}
+
 /// The caller's readable tables with their files (each with size, ETag, SHA-256 and URL), column
 /// documentation and freshness; `remote_tables` (readable, nothing to download) and the readable
 /// `transforms` with their SQL, so a local copy can offer the same views (docs/analyst.md).
+///
+/// The answer has an ETag (a digest of its body): a client that sends it back in `If-None-Match`
+/// gets `304 Not Modified` and an empty body while nothing it would see changed.
 pub async fn manifest(
     State(shared): State<AppState>,
     Auth(caller): Auth,
-) -> ApiResult<Json<Manifest>> {
+    headers: HeaderMap,
+) -> ApiResult<Response> {
     let snapshot = shared.snapshot();
     let extracts = shared.data.extracts();
-    let state = shared.state.clone();
     blocking(move || {
-        let (syncs, mut profiles) = {
-            let r = state.read().map_err(ApiError::internal)?;
-            // Only what the manifest shows: the whole status would scan the sync history on
-            // every pull (a no-change pull is mostly this request).
-            let syncs = crate::state::report::synced(&r).map_err(ApiError::internal)?;
-            let profiles: std::collections::BTreeMap<String, ManifestProfile> =
-                crate::state::profile::all(&r)
-                    .map_err(ApiError::internal)?
-                    .into_iter()
-                    .filter_map(|s| {
-                        let p = serde_json::from_value(s.profile?).ok()?;
-                        Some((s.table_id, ManifestProfile::of(p, s.profiled_at)))
-                    })
-                    .collect();
-            (syncs, profiles)
-        };
+        let known = shared
+            .manifest_state
+            .get(&shared.state, manifest_state, ApiError::internal)?;
+        let (syncs, profiles) = (&known.syncs, &known.profiles);
         let fresh = |t: &TableDef| {
             let s = syncs.get(&t.id);
             ManifestFreshness {
@@ -165,7 +178,7 @@ pub async fn manifest(
                 columns: t.column_descriptions(),
                 freshness: fresh(t),
                 files: listed,
-                profile: profiles.remove(&t.id),
+                profile: profiles.get(&t.id).cloned(),
             });
         }
         let remote_tables: Vec<ManifestRemote> = readable
@@ -196,13 +209,43 @@ pub async fn manifest(
                 sql: t.sql.clone(),
             })
             .collect();
-        Ok(Json(Manifest {
+        let body = serde_json::to_vec(&Manifest {
             tables,
             remote_tables,
             transforms,
-        }))
+        })
+        .map_err(ApiError::internal)?;
+        Ok(with_etag(&headers, body))
     })
     .await
+}
+
+/// Whether the request's `If-None-Match` names `tag` (or `*`).
+fn if_none_match(headers: &HeaderMap, tag: &str) -> bool {
+    headers
+        .get(header::IF_NONE_MATCH)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.split(',').any(|x| x.trim() == tag || x.trim() == "*"))
+}
+
+/// `body` as a JSON answer with a strong ETag of its bytes, or `304 Not Modified` when the
+/// request's `If-None-Match` names that ETag already.
+fn with_etag(headers: &HeaderMap, body: Vec<u8>) -> Response {
+    use sha2::Digest;
+    let digest = sha2::Sha256::digest(&body);
+    let tag: String = digest[..16].iter().map(|b| format!("{b:02x}")).collect();
+    let tag = format!("\"{tag}\"");
+    if if_none_match(headers, &tag) {
+        return (StatusCode::NOT_MODIFIED, [(header::ETAG, tag)]).into_response();
+    }
+    (
+        [
+            (header::CONTENT_TYPE, "application/json".to_string()),
+            (header::ETAG, tag),
+        ],
+        body,
+    )
+        .into_response()
 }
 
 pub async fn data(
@@ -266,11 +309,7 @@ pub async fn data(
     })?;
     let meta = file.metadata().await.map_err(ApiError::internal)?;
     let tag = etag(&meta);
-    let fresh = headers
-        .get(header::IF_NONE_MATCH)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.split(',').any(|x| x.trim() == tag || x.trim() == "*"));
-    if fresh {
+    if if_none_match(&headers, &tag) {
         return Ok((StatusCode::NOT_MODIFIED, [(header::ETAG, tag)]).into_response());
     }
     let download = chosen

@@ -582,14 +582,14 @@ pub struct ManifestTable {
 
 /// A profile in short (docs/profile.md): counts, min and max, the frequent values of columns with
 /// few distinct ones — no sample rows.
-#[derive(Debug, Serialize)]
+#[derive(Clone, Debug, Serialize)]
 pub struct ManifestProfile {
     pub rows: i64,
     pub profiled_at: Option<String>,
     pub columns: Vec<ManifestColumnProfile>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Clone, Debug, Serialize)]
 pub struct ManifestColumnProfile {
     pub name: String,
     pub nulls: i64,

@@ -104,6 +104,8 @@ impl Fixture {
             watcher: Mutex::new(WatcherStatus::default()),
             shutdown: tokio::sync::watch::channel(false).0,
             token_use: Mutex::new(Default::default()),
+            verdicts: Default::default(),
+            manifest_state: Default::default(),
             queries: Arc::new(crate::daemon::limits::QueryGate::default()),
         });
         // Applied as the watcher applies, with the tasks left queued for the tests to run.
@@ -512,6 +514,61 @@ async fn every_answer_has_its_documented_shape() {
     assert_eq!(trig["tables"], json!(["shop.orders"]));
     let id = trig["run_id"].as_str().unwrap();
     assert_eq!(trig["status"], format!("/api/runs/{id}"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_manifest_revalidates_by_etag_and_a_revoked_token_is_refused_at_once() {
+    let f = Fixture::synced().await;
+    let manifest = |token: String, tag: Option<String>| {
+        let shared = f.shared.clone();
+        async move {
+            let mut req = Request::builder()
+                .uri("/api/manifest")
+                .header(header::AUTHORIZATION, format!("Bearer {token}"));
+            if let Some(tag) = tag {
+                req = req.header(header::IF_NONE_MATCH, tag);
+            }
+            let resp = router(shared)
+                .oneshot(req.body(Body::empty()).unwrap())
+                .await
+                .unwrap();
+            let (parts, body) = resp.into_parts();
+            let bytes = axum::body::to_bytes(body, 16 << 20).await.unwrap();
+            let tag = parts
+                .headers
+                .get(header::ETAG)
+                .map(|v| v.to_str().unwrap().to_string());
+            (parts.status, tag, bytes.len())
+        }
+    };
+    let (status, tag, len) = manifest(f.user.clone(), None).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(len > 100);
+    let tag = tag.expect("the manifest has an ETag");
+    // Nothing changed: 304, no body, the same tag.
+    let (status, again, len) = manifest(f.user.clone(), Some(tag.clone())).await;
+    assert_eq!(status, StatusCode::NOT_MODIFIED);
+    assert_eq!((again.as_deref(), len), (Some(tag.as_str()), 0));
+    // Another caller sees other tables: another manifest, whatever tag it sends.
+    let (status, finance_tag, _) = manifest(f.finance.clone(), Some(tag.clone())).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_ne!(finance_tag.as_deref(), Some(tag.as_str()));
+
+    // A revoked token is refused on its very next request, though its verdict was remembered.
+    let id = {
+        let r = f.shared.state.read().unwrap();
+        auth::list_tokens(&r)
+            .unwrap()
+            .into_iter()
+            .find(|t| t.user == "ann")
+            .unwrap()
+            .id
+    };
+    auth::revoke(&mut f.shared.state.write().unwrap(), &id, "test").unwrap();
+    let (status, _, _) = manifest(f.user.clone(), Some(tag)).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    let (status, _, _) = manifest(f.finance.clone(), None).await;
+    assert_eq!(status, StatusCode::OK, "other tokens still work");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
