@@ -572,6 +572,8 @@ impl Staged {
         } = self;
         conn.close().map_err(|(_, e)| db_err(&tmp)(e))?;
         tracing::debug!(elapsed = ?clock.elapsed(), "analytics: closed");
+        let fingerprint = stamps.map_or_else(|| INCOMPLETE.to_string(), Stamps::fingerprint);
+        publish::LiveRecord::write_for(&layout, &tmp, &fingerprint, stamps, &report.skipped);
         extract_db::replace_db_file(&tmp, &layout.analytics())?;
         Ok(report)
     }
@@ -888,6 +890,9 @@ pub fn has_extracts(layout: &DataDir) -> bool {
 pub fn live_skipped(layout: &DataDir) -> Vec<String> {
     if !layout.analytics().is_file() {
         return Vec::new();
+    }
+    if let Some(skipped) = publish::LiveRecord::read(layout).skipped {
+        return skipped;
     }
     let read = || -> duckdb::Result<Vec<String>> {
         let conn = Connection::open_in_memory()?;

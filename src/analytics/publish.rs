@@ -124,17 +124,93 @@ pub struct LiveRecord {
     pub fingerprint: Option<String>,
     /// The stamps it was built from (absent in files older than scoped publishes).
     pub stamps: Option<Stamps>,
+    /// What it left out, one line each (`_pipeline.skipped`), when the record beside it says
+    /// ([`super::live_skipped`] reads the file otherwise).
+    pub skipped: Option<Vec<String>>,
+}
+
+/// `analytics.record.json` beside the live file: its [`LiveRecord`] with the identity (inode, size,
+/// modification time in ns) of the file it describes, so a run learns whether analytics is up to
+/// date without starting DuckDB to open the file. Written for the staged file just before it is
+/// renamed into place (a rename keeps all three); a record whose identity is not the live file's —
+/// a crash between the two, a file replaced by other means — is ignored, and the file is read.
+#[derive(Serialize, serde::Deserialize)]
+struct RecordFile {
+    file: (u64, u64, i128),
+    fingerprint: String,
+    stamps: Option<Stamps>,
+    skipped: Vec<String>,
+}
+
+fn record_path(layout: &DataDir) -> std::path::PathBuf {
+    layout.analytics().with_file_name("analytics.record.json")
+}
+
+fn identity(path: &Path) -> Option<(u64, u64, i128)> {
+    use std::os::unix::fs::MetadataExt;
+    let m = std::fs::metadata(path).ok()?;
+    Some((
+        m.ino(),
+        m.len(),
+        i128::from(m.mtime()) * 1_000_000_000 + i128::from(m.mtime_nsec()),
+    ))
 }
 
 impl LiveRecord {
-    /// Reads it from the live file (empty when there is none or it does not say).
+    /// Reads it from the record beside the live file when that describes it, else from the live
+    /// file itself (empty when there is none or it does not say).
     pub fn read(layout: &DataDir) -> LiveRecord {
+        if let Some(record) = Self::from_record_file(layout) {
+            return record;
+        }
         let info = super::live_infos(layout, &["fingerprint", STAMPS_KEY]);
         LiveRecord {
             fingerprint: info.get("fingerprint").cloned(),
             stamps: info
                 .get(STAMPS_KEY)
                 .and_then(|v| serde_json::from_str(v).ok()),
+            skipped: None,
+        }
+    }
+
+    fn from_record_file(layout: &DataDir) -> Option<LiveRecord> {
+        let text = std::fs::read(record_path(layout)).ok()?;
+        let record: RecordFile = serde_json::from_slice(&text).ok()?;
+        (identity(&layout.analytics())? == record.file).then_some(LiveRecord {
+            fingerprint: Some(record.fingerprint),
+            stamps: record.stamps,
+            skipped: Some(record.skipped),
+        })
+    }
+
+    /// Writes the record of the finished file at `staged`, about to become the live one. Best
+    /// effort: without it, the next run reads the file.
+    pub(super) fn write_for(
+        layout: &DataDir,
+        staged: &Path,
+        fingerprint: &str,
+        stamps: Option<&Stamps>,
+        skipped: &[Skipped],
+    ) {
+        let write = || -> Option<()> {
+            let record = RecordFile {
+                file: identity(staged)?,
+                fingerprint: fingerprint.to_string(),
+                stamps: stamps.cloned(),
+                skipped: {
+                    // In the order `_pipeline.skipped` is read (by source, then table; NULLs last).
+                    let mut sorted: Vec<&Skipped> = skipped.iter().collect();
+                    sorted.sort_by_key(|k| (&k.source, k.table.is_none(), &k.table));
+                    sorted.iter().map(|k| k.to_string()).collect()
+                },
+            };
+            let path = record_path(layout);
+            let aside = path.with_extension("json.tmp");
+            std::fs::write(&aside, serde_json::to_vec(&record).ok()?).ok()?;
+            std::fs::rename(&aside, &path).ok()
+        };
+        if write().is_none() {
+            tracing::debug!("analytics record not written; the next run reads the file");
         }
     }
 
@@ -223,7 +299,9 @@ pub fn stage_sources(
         std::fs::create_dir_all(parent).map_err(|e| AnalyticsError::Io(parent.into(), e))?;
     }
     extract_db::remove_db_files(&tmp)?;
+    let clock = Instant::now();
     clone_file(&live, &tmp).map_err(|e| AnalyticsError::Io(tmp.clone(), e))?;
+    tracing::debug!(elapsed = ?clock.elapsed(), "scoped publish: copied");
     let err = db_err(&tmp);
     let give_up = |conn: Connection, why: &str| -> Result<Option<Staged>, AnalyticsError> {
         tracing::debug!(
@@ -320,6 +398,7 @@ pub fn stage_sources(
         })
         .map_err(&err)?;
     let attachments_before = attach::read(&conn, None).map_err(&err)?;
+    tracing::debug!(elapsed = ?clock.elapsed(), "scoped publish: opened and read");
     // A transform that comes or goes may free or take a name a table publishes (or was refused):
     // only a full rebuild decides who owns it then.
     let tables_named: BTreeSet<String> = all_before
@@ -378,6 +457,7 @@ pub fn stage_sources(
     // are no source at all (an unsafe or reserved name) are reported as they are now, as a full
     // rebuild would.
     let mut dir_skips = Vec::new();
+    tracing::debug!(elapsed = ?clock.elapsed(), "scoped publish: old views dropped");
     let dirs_now = extract_dirs(&layout.extracts(), &mut dir_skips);
     let catalogs: BTreeSet<String> = sources
         .iter()
@@ -390,9 +470,11 @@ pub fn stage_sources(
         taken.insert(fold(&p.name), p.source.clone());
     }
     let mut fresh = Report::default();
+    tracing::debug!(elapsed = ?clock.elapsed(), "scoped publish: extracts listed");
     for dir in &dirs {
         add_source(&conn, dir, rules, &catalogs, &mut taken, &mut fresh);
     }
+    tracing::debug!(elapsed = ?clock.elapsed(), "scoped publish: sources added");
     let mut all = kept;
     all.published.extend(fresh.published);
     all.attachments.extend(fresh.attachments);

@@ -433,12 +433,19 @@ impl Context {
         let rules = self.rules();
         // What a rebuild would read now, and what the live file was built from: computed once,
         // they decide between "up to date", a scoped publish and a full rebuild.
+        let clock = std::time::Instant::now();
         let now = analytics::stamps(&self.data, &rules, &self.transform_keys());
+        tracing::debug!(elapsed = ?clock.elapsed(), "publish: stamps");
         let live = LiveRecord::read(&self.data);
+        tracing::debug!(elapsed = ?clock.elapsed(), "publish: live record");
         if !self.full_refresh && !self.chosen_transforms && live.up_to_date(&now) {
             *lock(&self.publish) = Publish::UpToDate;
             // What the live file left out still is left out: say so at every run, not only once.
-            let warnings: Vec<String> = analytics::live_skipped(&self.data)
+            let skipped = live
+                .skipped
+                .clone()
+                .unwrap_or_else(|| analytics::live_skipped(&self.data));
+            let warnings: Vec<String> = skipped
                 .into_iter()
                 .map(|w| format!("{w} (not published since the last rebuild)"))
                 .collect();
