@@ -597,16 +597,9 @@ fn write_meta(
     // this file published it.
     let stamps_json = stamps.map(|s| serde_json::to_string(s).expect("serializes"));
     let s = META_SCHEMA;
-    // Rows go in as one JSON array per table: one statement, however many tables were published.
+    // Small tables go in as one JSON array each: one statement, however many rows.
     let rows = |v: Vec<serde_json::Value>| serde_json::Value::Array(v).to_string();
     let from = "(SELECT unnest(CAST($1::JSON AS JSON[])) AS d)";
-    let tables = rows(
-        report
-            .published
-            .iter()
-            .map(|p| serde_json::to_value(p).expect("serializes"))
-            .collect(),
-    );
     let now = chrono::Utc::now().format("%Y-%m-%d %H:%M:%S").to_string();
     let info = rows(vec![
         serde_json::json!({"key": "built_at", "value": now}),
@@ -629,14 +622,24 @@ fn write_meta(
          CREATE TABLE {s}.skipped (source VARCHAR, table_name VARCHAR, reason VARCHAR);"
     ))?;
     attach::create_table(conn)?;
-    conn.execute(
-        &format!(
-            "INSERT INTO {s}.tables SELECT d->>'name', d->>'source', d->>'query_mode', d->>'description',
-                 CAST(d->>'rows' AS BIGINT), CAST(d->>'size_bytes' AS BIGINT),
-                 CAST(d->>'extracted_at' AS TIMESTAMP), CAST(d->>'needs_attach' AS BOOLEAN) FROM {from}"
-        ),
-        [tables],
-    )?;
+    // A row per published table (thousands): the appender, not a statement per row or a JSON
+    // array to parse.
+    {
+        let mut app = conn.appender_to_db("tables", s)?;
+        for p in &report.published {
+            app.append_row(duckdb::params![
+                p.name,
+                p.source,
+                p.query_mode,
+                p.description,
+                p.rows,
+                p.size_bytes,
+                p.extracted_at,
+                p.needs_attach
+            ])?;
+        }
+        app.flush()?;
+    }
     conn.execute(
         &format!(
             "INSERT INTO {s}.transforms SELECT d->>'name', d->>'status', d->>'reason' FROM {from}"
@@ -824,15 +827,20 @@ fn data_stamps(dir: &Path, depth: usize, parts: &mut Vec<String>) {
     let Ok(entries) = std::fs::read_dir(dir) else {
         return;
     };
-    let mut paths: Vec<PathBuf> = entries.flatten().map(|e| e.path()).collect();
+    // The entry's type comes with the listing: one stat per file, not two (a thousand tables are
+    // stamped before every publish).
+    let mut paths: Vec<(PathBuf, bool)> = entries
+        .flatten()
+        .map(|e| (e.path(), e.file_type().is_ok_and(|t| t.is_dir())))
+        .collect();
     paths.sort();
-    for p in paths {
+    for (p, is_dir) in paths {
         let name = p.file_name().map(|n| n.to_string_lossy().into_owned());
         let name = name.unwrap_or_default();
         if [".tmp", ".parts", ".old"].iter().any(|x| name.ends_with(x)) {
             continue;
         }
-        if p.is_dir() {
+        if is_dir {
             if depth == 0 {
                 data_stamps(&p, depth + 1, parts);
             }
@@ -842,7 +850,6 @@ fn data_stamps(dir: &Path, depth: usize, parts: &mut Vec<String>) {
     }
 }
 
-/// Whether any extract directory holds an extract.duckdb (ours or another tool's).
 /// Lower-cased relation name → its columns (name, DuckDB type name) in the published
 /// analytics.duckdb at `live`, for the relations in `names` (case-insensitive) that are there.
 /// Reads the catalogue only, never data; nothing before the first publish. The API's catalogue and

@@ -313,6 +313,7 @@ pub fn stage_sources(
         Ok(None)
     };
     let conn = Connection::open(&tmp).map_err(&err)?;
+    tracing::debug!(elapsed = ?clock.elapsed(), "scoped publish: opened");
     conn.execute_batch(&format!("SET TimeZone = 'UTC'; {}", rules.limits.sql()))
         .map_err(&err)?;
     let s = META_SCHEMA;
@@ -398,7 +399,7 @@ pub fn stage_sources(
         })
         .map_err(&err)?;
     let attachments_before = attach::read(&conn, None).map_err(&err)?;
-    tracing::debug!(elapsed = ?clock.elapsed(), "scoped publish: opened and read");
+    tracing::debug!(elapsed = ?clock.elapsed(), "scoped publish: live file read");
     // A transform that comes or goes may free or take a name a table publishes (or was refused):
     // only a full rebuild decides who owns it then.
     let tables_named: BTreeSet<String> = all_before
@@ -457,7 +458,6 @@ pub fn stage_sources(
     // are no source at all (an unsafe or reserved name) are reported as they are now, as a full
     // rebuild would.
     let mut dir_skips = Vec::new();
-    tracing::debug!(elapsed = ?clock.elapsed(), "scoped publish: old views dropped");
     let dirs_now = extract_dirs(&layout.extracts(), &mut dir_skips);
     let catalogs: BTreeSet<String> = sources
         .iter()
@@ -470,7 +470,6 @@ pub fn stage_sources(
         taken.insert(fold(&p.name), p.source.clone());
     }
     let mut fresh = Report::default();
-    tracing::debug!(elapsed = ?clock.elapsed(), "scoped publish: extracts listed");
     for dir in &dirs {
         add_source(&conn, dir, rules, &catalogs, &mut taken, &mut fresh);
     }
@@ -774,6 +773,32 @@ mod tests {
     }
 
     const WAIT: Duration = Duration::from_secs(5);
+
+    #[test]
+    fn the_record_beside_the_live_file_is_trusted_only_for_that_file() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (l, reg) = setup(tmp.path());
+        publish_source(&l, &rules(&reg), &reg, "a", WAIT).unwrap();
+        assert!(record_path(&l).is_file());
+        let from_record = LiveRecord::read(&l);
+        assert!(from_record.skipped.is_some(), "read from the record");
+        assert_eq!(
+            from_record.fingerprint,
+            crate::analytics::live_fingerprint(&l),
+            "the record says what the file says"
+        );
+        let now = crate::analytics::stamps(&l, &rules(&reg), &transform_keys(&reg));
+        assert!(from_record.up_to_date(&now));
+        // The live file replaced by other means (here: the same bytes in a new file): the record no
+        // longer describes it, and the file itself is read.
+        let copy = tmp.path().join("other.duckdb");
+        std::fs::copy(l.analytics(), &copy).unwrap();
+        std::fs::rename(&copy, l.analytics()).unwrap();
+        let from_file = LiveRecord::read(&l);
+        assert!(from_file.skipped.is_none(), "read from the file");
+        assert_eq!(from_file.fingerprint, from_record.fingerprint);
+        assert_eq!(from_file.stamps, from_record.stamps);
+    }
 
     #[test]
     fn one_source_is_republished_with_what_reads_it_and_the_rest_is_kept() {
