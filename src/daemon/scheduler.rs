@@ -15,8 +15,15 @@ use chrono_tz::Tz;
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Duration;
-// State reads are short but blocking: tell tokio, so the API's workers are not starved.
-use tokio::task::block_in_place as blocking;
+
+/// Runs blocking work (state reads, starting runs) on tokio's blocking pool, so the API's workers
+/// are never held by it. A panic there is the scheduler's own.
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
+    match tokio::task::spawn_blocking(f).await {
+        Ok(v) => v,
+        Err(e) => std::panic::resume_unwind(e.into_panic()),
+    }
+}
 
 /// Longest sleep when nothing is scheduled (the loop also wakes on every change).
 const IDLE: Duration = Duration::from_secs(3600);
@@ -103,12 +110,19 @@ fn plan_slots(
 pub async fn run(shared: Arc<Shared>) {
     let mut shutdown = shared.shutdown.subscribe();
     let mut run_changes = shared.runs.changes();
-    let (mut slots, missed) = blocking(|| plan_slots(&shared, &BTreeMap::new(), true));
+    let (mut slots, missed) = {
+        let shared = shared.clone();
+        blocking(move || plan_slots(&shared, &BTreeMap::new(), true)).await
+    };
     let mut zone = shared.instance().tz;
     // Due tables not started yet because a run of theirs is going, and those already logged so.
     let mut deferred: BTreeSet<String> = missed.into_iter().collect();
     let mut told: BTreeSet<String> = BTreeSet::new();
-    let pending = match blocking(|| runs::pending(&shared)) {
+    let read = {
+        let shared = shared.clone();
+        blocking(move || runs::pending(&shared)).await
+    };
+    let pending = match read {
         Ok(p) => p,
         Err(e) => {
             tracing::warn!(error = %e, "could not read pending tasks");
@@ -121,32 +135,47 @@ pub async fn run(shared: Arc<Shared>) {
             pending = pending.len(),
             "at start: running tables whose schedule passed while the daemon was down, and tasks left pending"
         );
-        blocking(|| start_due(&shared, &mut deferred, &mut told, true));
+        (deferred, told) = due(&shared, deferred, told, true).await;
     }
     loop {
         publish(&shared, &slots);
         let wake = slots.values().map(|s| s.next).min();
         let sleep = wake.map_or(IDLE, |w| shared.clock.until(w).min(IDLE));
-        tokio::select! {
-            _ = tokio::time::sleep(sleep) => {}
-            _ = shared.reload.notified() => {
+        // What woke the loop; handled after the select, so that nothing it borrowed is held while
+        // the blocking work is awaited.
+        enum Woke {
+            Time,
+            Reload,
+            RunChanged,
+            Stop,
+        }
+        let woke = tokio::select! {
+            _ = tokio::time::sleep(sleep) => Woke::Time,
+            _ = shared.reload.notified() => Woke::Reload,
+            changed = run_changes.changed() => match changed {
+                Ok(()) => Woke::RunChanged,
+                Err(_) => Woke::Stop,
+            },
+            _ = shutdown.wait_for(|s| *s) => Woke::Stop,
+        };
+        match woke {
+            Woke::Time => {}
+            Woke::Reload => {
                 // A new time zone moves every next time; otherwise unchanged schedules keep theirs.
                 let tz = shared.instance().tz;
                 let keep = if tz == zone { slots } else { BTreeMap::new() };
                 zone = tz;
-                slots = blocking(|| plan_slots(&shared, &keep, false).0);
+                let shared = shared.clone();
+                slots = blocking(move || plan_slots(&shared, &keep, false).0).await;
                 continue;
             }
-            changed = run_changes.changed() => {
-                if changed.is_err() {
-                    return;
-                }
+            Woke::RunChanged => {
                 if !deferred.is_empty() {
-                    blocking(|| start_due(&shared, &mut deferred, &mut told, false));
+                    (deferred, told) = due(&shared, deferred, told, false).await;
                 }
                 continue;
             }
-            _ = shutdown.wait_for(|s| *s) => return,
+            Woke::Stop => return,
         }
         let now = shared.clock.now();
         let tz = shared.instance().tz;
@@ -159,8 +188,23 @@ pub async fn run(shared: Arc<Shared>) {
                 }
             }
         }
-        blocking(|| start_due(&shared, &mut deferred, &mut told, false));
+        (deferred, told) = due(&shared, deferred, told, false).await;
     }
+}
+
+/// [`start_due`] off the runtime, handing the sets back.
+async fn due(
+    shared: &Arc<Shared>,
+    mut deferred: BTreeSet<String>,
+    mut told: BTreeSet<String>,
+    at_start: bool,
+) -> (BTreeSet<String>, BTreeSet<String>) {
+    let shared = shared.clone();
+    blocking(move || {
+        start_due(&shared, &mut deferred, &mut told, at_start);
+        (deferred, told)
+    })
+    .await
 }
 
 fn publish(shared: &Shared, slots: &BTreeMap<String, Slot>) {
