@@ -175,7 +175,8 @@ impl Client {
     /// rest the body): a server with nothing new answers `304` and the copy is read instead. The
     /// copy is only a cache: one that is missing or unreadable means a full answer, written anew.
     /// `None`: no copy is read or written.
-    pub fn manifest(&self, cache: Option<&Path>) -> Result<Manifest, WorkspaceError> {
+    /// Also says whether the server answered `304` (the kept copy was used).
+    pub fn manifest(&self, cache: Option<&Path>) -> Result<(Manifest, bool), WorkspaceError> {
         const PATH: &str = "/api/manifest";
         let what = format!("GET {PATH}");
         let kept = cache
@@ -189,6 +190,7 @@ impl Client {
             request = request.set("If-None-Match", tag);
         }
         let resp = request.call().map_err(|e| self.error(&what, e))?;
+        let not_modified = resp.status() == 304 && kept.is_some();
         let body = match (resp.status(), kept) {
             (304, Some((_, body))) => body,
             _ => {
@@ -206,7 +208,7 @@ impl Client {
                 body
             }
         };
-        serde_json::from_str(&body).map_err(|e| {
+        let manifest = serde_json::from_str(&body).map_err(|e| {
             if let Some(cache) = cache {
                 let _ = std::fs::remove_file(cache);
             }
@@ -214,7 +216,8 @@ impl Client {
                 "{}: {what} answered something this version does not read ({e})",
                 self.login.server
             ))
-        })
+        })?;
+        Ok((manifest, not_modified))
     }
 
     pub fn metrics(&self) -> Result<Vec<Value>, WorkspaceError> {

@@ -52,6 +52,9 @@ pub struct PullReport {
     /// Tables downloaded (local copies).
     pub tables: usize,
     pub remote_tables: Vec<String>,
+    /// The server answered the manifest with `304 Not Modified`: nothing you may read changed
+    /// there since the last pull (the copy kept in `.pipeline/manifest.json` was used).
+    pub manifest_unchanged: bool,
     pub transfers: Vec<Transfer>,
     /// Files removed (relative paths): their tables are gone or no longer readable.
     pub removed: Vec<String>,
@@ -169,7 +172,7 @@ pub fn pull(
     // A dry run in a directory that is no workspace yet leaves nothing behind, not even the copy.
     let cache = ws.manifest_cache();
     let keep_copy = !opts.dry_run || ws.marker().is_dir();
-    let manifest = client.manifest(keep_copy.then_some(cache.as_path()))?;
+    let (manifest, manifest_unchanged) = client.manifest(keep_copy.then_some(cache.as_path()))?;
     let metrics = client.metrics()?;
     let (mut want, urls) = desired(client.server(), manifest, metrics)?;
 
@@ -246,6 +249,7 @@ pub fn pull(
         dry_run: opts.dry_run,
         tables: want.tables.len(),
         remote_tables: want.remote_tables.iter().map(|r| r.name.clone()).collect(),
+        manifest_unchanged,
         transfers,
         removed,
         unchanged_files: unchanged,

@@ -253,6 +253,10 @@ fn login_pull_query_update_move_revoke_and_outage() {
     // A second pull transfers nothing and rewrites nothing.
     let before = snapshot(&ws);
     let again = a.pull();
+    assert_eq!(
+        again["manifest_unchanged"], true,
+        "the server answered 304: {again}"
+    );
     assert_eq!(again["transfers"], json!([]), "{again}");
     assert_eq!(again["rebuilt"], false, "{again}");
     assert_eq!(snapshot(&ws), before);
@@ -264,6 +268,7 @@ fn login_pull_query_update_move_revoke_and_outage() {
     );
     ok(&inst, &["run", "--table", "orders"]);
     let changed = a.pull();
+    assert_eq!(changed["manifest_unchanged"], false, "{changed}");
     let moved: Vec<&str> = changed["transfers"]
         .as_array()
         .unwrap()
