@@ -775,6 +775,53 @@ mod tests {
     const WAIT: Duration = Duration::from_secs(5);
 
     #[test]
+    fn changed_transforms_are_staged_unless_one_takes_a_table_name_or_the_rules_changed() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (l, mut reg) = setup(tmp.path());
+        publish_source(&l, &rules(&reg), &reg, "a", WAIT).unwrap();
+        let stage = |reg: &Registered| {
+            let now = crate::analytics::stamps(&l, &rules(reg), &transform_keys(reg));
+            let changed = LiveRecord::read(&l).changed(&l, &now).expect("comparable");
+            let staged = stage_sources(&l, &rules(reg), &now, &changed).unwrap();
+            (changed, staged)
+        };
+        // An edited transform and a new one: staged in a copy, the edited one dropped from it.
+        reg.transforms
+            .extend([transform("t3", "select 7 as n", &[])]);
+        reg.transforms
+            .extend([transform("t4", "select 1 as n", &[])]);
+        let (changed, staged) = stage(&reg);
+        assert_eq!(
+            changed,
+            Changed {
+                transforms: BTreeSet::from(["t3".to_string(), "t4".to_string()]),
+                ..Changed::default()
+            }
+        );
+        let staged = staged.expect("a copy");
+        let conn = staged.connection().unwrap();
+        assert!(
+            conn.prepare("SELECT * FROM t3").is_err(),
+            "dropped for its rebuild"
+        );
+        assert!(conn.prepare("SELECT * FROM t1").is_ok(), "kept");
+        drop(conn);
+        staged.abandon();
+        // A new transform named like a published table: only a full rebuild decides.
+        reg.transforms
+            .extend([transform("two", "select 2 as n", &[])]);
+        let (changed, staged) = stage(&reg);
+        assert!(changed.transforms.contains("two"));
+        assert!(staged.is_none());
+        // Other rules: no comparison at all.
+        reg.transforms.remove("two");
+        let mut other = rules(&reg);
+        other.policy.extensions = vec!["postgres".into()];
+        let now = crate::analytics::stamps(&l, &other, &transform_keys(&reg));
+        assert_eq!(LiveRecord::read(&l).changed(&l, &now), None);
+    }
+
+    #[test]
     fn the_record_beside_the_live_file_is_trusted_only_for_that_file() {
         let tmp = tempfile::tempdir().unwrap();
         let (l, reg) = setup(tmp.path());
