@@ -478,10 +478,13 @@ pub fn stage_sources(
     all.published.extend(fresh.published);
     all.attachments.extend(fresh.attachments);
     all.skipped = dir_skips;
+    // The other sources' problems stay (these sources' are found again by `add_source`); a
+    // problem of a whole directory only while that directory is still a source.
     all.skipped.extend(skipped_before.into_iter().filter(|k| {
-        !sources.contains(&k.source) && k.table.is_some()
-            || (ExtractDir::new(&layout.extracts(), &k.source).is_some()
-                && !remote::is_reserved_catalog(&k.source))
+        !sources.contains(&k.source)
+            && (k.table.is_some()
+                || (ExtractDir::new(&layout.extracts(), &k.source).is_some()
+                    && !remote::is_reserved_catalog(&k.source)))
     }));
     all.skipped.extend(fresh.skipped);
     all.claimed = fresh.claimed;
@@ -819,6 +822,28 @@ mod tests {
         other.policy.extensions = vec!["postgres".into()];
         let now = crate::analytics::stamps(&l, &other, &transform_keys(&reg));
         assert_eq!(LiveRecord::read(&l).changed(&l, &now), None);
+    }
+
+    #[test]
+    fn a_republished_source_s_problems_are_found_again_not_repeated() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (l, _) = setup(tmp.path());
+        // No transforms: a file without `a` is still complete, so the next publish is scoped too.
+        let reg = Registered::default();
+        publish_source(&l, &rules(&reg), &reg, "a", WAIT).unwrap();
+        std::fs::write(l.extracts().join("a/extract.duckdb"), b"not a database").unwrap();
+        for _ in 0..2 {
+            let r = publish_source(&l, &rules(&reg), &reg, "a", WAIT).unwrap();
+            assert!(!r.full);
+            let of_a: Vec<String> = r
+                .report
+                .skipped
+                .iter()
+                .filter(|k| k.source == "a")
+                .map(|k| k.to_string())
+                .collect();
+            assert_eq!(of_a.len(), 1, "{of_a:?}");
+        }
     }
 
     #[test]
