@@ -206,9 +206,14 @@ pub fn tasks(reg: &Registered, work: &Work) -> Vec<Task> {
             .as_ref()
             .is_none_or(|only| only.contains(name))
     };
+    // Every transform is a task of a publish, but only those whose definition changed, or that read
+    // something that changed, are built again; the others keep their result (docs/engine.md).
     let (transform_reason, check_reason) = match work.only_transforms {
         Some(_) => ("selected", "reads what this run builds"),
-        None => ("analytics is republished", "analytics is republished"),
+        None => (
+            "built if it or what it reads changed",
+            "analytics is republished",
+        ),
     };
     if let Some(p) = &publish {
         for (name, t) in reg.transforms.iter().filter(|(n, _)| built(n)) {
