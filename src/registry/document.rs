@@ -129,7 +129,9 @@ pub struct Object {
     /// The spec file it comes from, relative to the instance root.
     pub file: String,
     /// Canonical fields in display order; absent means unset (null, empty list, empty map).
-    fields: Map<String, Value>,
+    /// Shared: a plan's recorded side is often the desired side again (a no-op plan clones a
+    /// thousand objects), and nothing changes fields after they are built but tests.
+    fields: std::sync::Arc<Map<String, Value>>,
     /// [`Object::hash`], computed once: plans compare and digest thousands of objects.
     #[serde(skip)]
     hash: std::sync::OnceLock<String>,
@@ -148,7 +150,7 @@ impl Object {
             kind,
             id,
             file,
-            fields,
+            fields: std::sync::Arc::new(fields),
             hash: std::sync::OnceLock::new(),
         }
     }
@@ -160,7 +162,7 @@ impl Object {
     /// Mutable fields; forgets the cached hash.
     pub fn fields_mut(&mut self) -> &mut Map<String, Value> {
         self.hash = std::sync::OnceLock::new();
-        &mut self.fields
+        std::sync::Arc::make_mut(&mut self.fields)
     }
 
     /// True when `other` has the same content (fields and file), compared by hash.
@@ -187,6 +189,28 @@ impl Object {
 
 /// All objects of one side, ordered by kind then id (the order plans are printed in).
 pub type Objects = BTreeMap<(Kind, String), Object>;
+
+/// Computes every object's [`Object::hash`] now, on the available cores (a no-op plan of a
+/// thousand objects compares them all; each is a serialization and a SHA-256).
+pub fn hash_all(objects: &Objects) {
+    let all: Vec<&Object> = objects.values().collect();
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get().min(4));
+    if threads < 2 || all.len() < 256 {
+        all.iter().for_each(|o| {
+            o.hash();
+        });
+        return;
+    }
+    std::thread::scope(|scope| {
+        for chunk in all.chunks(all.len().div_ceil(threads)) {
+            scope.spawn(move || {
+                for o in chunk {
+                    o.hash();
+                }
+            });
+        }
+    });
+}
 
 /// The recorded side of a plan: what the state says, as far as planning needs it.
 #[derive(Clone, Debug, Default)]
@@ -525,16 +549,22 @@ impl Fields {
 /// The spec digest a saved plan records: a hash of the whole desired state (not of the file bytes, so
 /// reformatting or commenting a file does not make a saved plan stale).
 pub fn digest(objects: &Objects) -> String {
+    digest_of(
+        objects
+            .values()
+            .map(|o| (o.kind, o.id.as_str(), o.file.as_str(), o.hash())),
+    )
+}
+
+/// [`digest`] of `(kind, id, spec file, document hash)` rows, in [`Objects`]' key order: what the
+/// state's registry digest records, from its rows rather than from documents.
+pub fn digest_of<'a>(objects: impl Iterator<Item = (Kind, &'a str, &'a str, &'a str)>) -> String {
     let mut h = Sha256::new();
-    for o in objects.values() {
-        h.update(o.kind.as_str().as_bytes());
-        h.update([0]);
-        h.update(o.id.as_bytes());
-        h.update([0]);
-        h.update(o.file.as_bytes());
-        h.update([0]);
-        h.update(o.hash().as_bytes());
-        h.update([0]);
+    for (kind, id, file, hash) in objects {
+        for part in [kind.as_str(), id, file, hash] {
+            h.update(part.as_bytes());
+            h.update([0]);
+        }
     }
     format!("sha256:{:x}", h.finalize())
 }

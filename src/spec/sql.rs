@@ -277,7 +277,6 @@ impl SqlParser {
     /// The DuckDB connection, for callers that need one after validation (starting another DuckDB
     /// instance costs tens of milliseconds); `None` when it was never needed and does not start now.
     pub fn into_connection(self) -> Option<Connection> {
-        self.conn().ok()?;
         let conn = self.conn.into_inner()?;
         if let Err(e) = conn.execute_batch("RESET threads") {
             tracing::debug!("could not reset DuckDB's threads after parsing: {e}");

@@ -12,7 +12,7 @@
 //! serial is not the state's is refused. Removing the file is always safe.
 
 use super::{migrate, Reader, StateError, StateResult, StateStore};
-use crate::registry::document::{Kind, Objects, Recorded};
+use crate::registry::document::{self, Kind, Objects, Recorded};
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
 
@@ -23,34 +23,23 @@ struct Digest {
     /// [`writer`]: the binary and schema version that wrote it.
     written_by: String,
     serial: i64,
-    /// `[kind, id, spec file, hash]`, sorted.
-    objects: Vec<[String; 4]>,
+    /// How many objects, and the digest of their `(kind, id, spec file, hash)` in key order — the
+    /// spec digest a plan of exactly these objects records ([`document::digest_of`]): a plan
+    /// compares one value, whatever the size of the registry.
+    count: usize,
+    objects: String,
 }
 
-/// Who may trust a digest: this binary's version over this schema version.
+/// The digest file's layout; bumped when it changes.
+const FORMAT: u32 = 2;
+
+/// Who may trust a digest: this binary's version over this schema version, in this layout.
 fn writer() -> String {
     format!(
-        "pipeline {} schema {}",
+        "pipeline {} schema {} digest {FORMAT}",
         env!("CARGO_PKG_VERSION"),
         migrate::latest_version(migrate::MIGRATIONS)
     )
-}
-
-fn entries<'a>(
-    objects: impl Iterator<Item = (Kind, &'a str, &'a str, &'a str)>,
-) -> Vec<[String; 4]> {
-    let mut list: Vec<[String; 4]> = objects
-        .map(|(kind, id, file, hash)| {
-            [
-                kind.to_string(),
-                id.to_string(),
-                file.to_string(),
-                hash.to_string(),
-            ]
-        })
-        .collect();
-    list.sort();
-    list
 }
 
 impl StateStore {
@@ -65,14 +54,11 @@ impl StateStore {
     pub fn recorded_from_digest(&self, known: &Objects) -> Option<Recorded> {
         let text = std::fs::read(self.digest_path()).ok()?;
         let digest: Digest = serde_json::from_slice(&text).ok()?;
-        if digest.written_by != writer() || digest.objects.len() != known.len() {
+        if digest.written_by != writer() || digest.count != known.len() {
             return None;
         }
-        let mine = entries(
-            known
-                .values()
-                .map(|o| (o.kind, o.id.as_str(), o.file.as_str(), o.hash())),
-        );
+        document::hash_all(known);
+        let mine = document::digest(known);
         (mine == digest.objects).then(|| Recorded {
             serial: digest.serial,
             objects: known.clone(),
@@ -100,10 +86,14 @@ impl StateStore {
         }
     }
 
-    /// Writes the digest when there is none (an apply that changed nothing, under the state lock,
-    /// after a crash or an upgrade left none).
+    /// Writes the digest when there is none this binary trusts (an apply that changed nothing,
+    /// under the state lock, after a crash left none or an upgrade left another version's).
     pub fn ensure_digest(&self) {
-        if self.exists() && !self.digest_path().is_file() {
+        let trusted = std::fs::read(self.digest_path())
+            .ok()
+            .and_then(|text| serde_json::from_slice::<Digest>(&text).ok())
+            .is_some_and(|d| d.written_by == writer());
+        if self.exists() && !trusted {
             match self.read() {
                 Ok(r) => self.write_digest(&r),
                 Err(e) => tracing::debug!("registry digest not written: {e}"),
@@ -112,13 +102,19 @@ impl StateStore {
     }
 
     fn try_write_digest(&self, r: &Reader) -> Result<(), Box<dyn std::error::Error>> {
-        let rows = super::registry::stamps(r)?;
+        // In `Objects`' key order, as a plan reads them.
+        let rows: std::collections::BTreeMap<(Kind, String), (String, String)> =
+            super::registry::stamps(r)?
+                .into_iter()
+                .map(|(kind, id, file, hash)| ((kind, id), (file, hash)))
+                .collect();
         let digest = Digest {
             written_by: writer(),
             serial: r.serial()?,
-            objects: entries(
+            count: rows.len(),
+            objects: document::digest_of(
                 rows.iter()
-                    .map(|(k, id, file, hash)| (*k, id.as_str(), file.as_str(), hash.as_str())),
+                    .map(|((k, id), (file, hash))| (*k, id.as_str(), file.as_str(), hash.as_str())),
             ),
         };
         let path = self.digest_path();
