@@ -1,11 +1,13 @@
-//! `data/state/registry.digest`: what the registry records, in short (each object's kind, id, spec
-//! file and document hash, and the apply serial), beside the state file, so that a plan with
-//! nothing to change reads a small file instead of starting DuckDB to open the state.
+//! `data/state/registry.digest`: what the registry records, in short (the spec digest of each
+//! object's kind, id, spec file and document hash, their count, and the apply serial), beside the
+//! state file, so that a plan with nothing to change reads a small file instead of starting DuckDB
+//! to open the state.
 //!
 //! Only an apply writes it, under the state lock: the old digest is removed before the registry
 //! is written and the new one written after the commit, so a crash in between leaves none (the
 //! next plan reads the state itself; the next apply writes it again). A digest is trusted only
-//! when written by this very version of the binary over this schema version, and only to say "the
+//! when written by this very version of the binary over this schema version in this layout, and
+//! only to say "the
 //! state registers exactly these objects": any difference and the plan reads the state. A digest
 //! that went stale some other way (the state file replaced by hand) can only make a plan preview
 //! wrong, never an apply: an apply always reads the state under its lock, and a saved plan whose
