@@ -16,6 +16,7 @@ pub mod exec;
 pub mod extensions;
 pub mod extract;
 pub mod extract_db;
+pub mod files;
 pub mod fslock;
 pub mod instance;
 pub mod metrics;

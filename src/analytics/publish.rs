@@ -22,6 +22,7 @@ use super::{
     Rules, Skipped, Staged, Stamps, TransformKeys, TransformMeta, META_SCHEMA,
 };
 use crate::extract_db::{self, remote, ExtractDir};
+use crate::files::FileId;
 use crate::fslock::Lock;
 use crate::instance::DataDir;
 use crate::quote;
@@ -136,7 +137,7 @@ pub struct LiveRecord {
 /// a crash between the two, a file replaced by other means — is ignored, and the file is read.
 #[derive(Serialize, serde::Deserialize)]
 struct RecordFile {
-    file: (u64, u64, i128),
+    file: FileId,
     fingerprint: String,
     stamps: Option<Stamps>,
     skipped: Vec<String>,
@@ -144,16 +145,6 @@ struct RecordFile {
 
 fn record_path(layout: &DataDir) -> std::path::PathBuf {
     layout.analytics().with_file_name("analytics.record.json")
-}
-
-fn identity(path: &Path) -> Option<(u64, u64, i128)> {
-    use std::os::unix::fs::MetadataExt;
-    let m = std::fs::metadata(path).ok()?;
-    Some((
-        m.ino(),
-        m.len(),
-        i128::from(m.mtime()) * 1_000_000_000 + i128::from(m.mtime_nsec()),
-    ))
 }
 
 impl LiveRecord {
@@ -176,7 +167,7 @@ impl LiveRecord {
     fn from_record_file(layout: &DataDir) -> Option<LiveRecord> {
         let text = std::fs::read(record_path(layout)).ok()?;
         let record: RecordFile = serde_json::from_slice(&text).ok()?;
-        (identity(&layout.analytics())? == record.file).then_some(LiveRecord {
+        (FileId::of(&layout.analytics())? == record.file).then_some(LiveRecord {
             fingerprint: Some(record.fingerprint),
             stamps: record.stamps,
             skipped: Some(record.skipped),
@@ -194,7 +185,7 @@ impl LiveRecord {
     ) {
         let write = || -> Option<()> {
             let record = RecordFile {
-                file: identity(staged)?,
+                file: FileId::of(staged)?,
                 fingerprint: fingerprint.to_string(),
                 stamps: stamps.cloned(),
                 skipped: {
@@ -204,10 +195,7 @@ impl LiveRecord {
                     sorted.iter().map(|k| k.to_string()).collect()
                 },
             };
-            let path = record_path(layout);
-            let aside = path.with_extension("json.tmp");
-            std::fs::write(&aside, serde_json::to_vec(&record).ok()?).ok()?;
-            std::fs::rename(&aside, &path).ok()
+            crate::files::write_aside(&record_path(layout), &serde_json::to_vec(&record).ok()?).ok()
         };
         if write().is_none() {
             tracing::debug!("analytics record not written; the next run reads the file");

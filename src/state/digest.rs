@@ -119,10 +119,7 @@ impl StateStore {
                     .map(|((k, id), (file, hash))| (*k, id.as_str(), file.as_str(), hash.as_str())),
             ),
         };
-        let path = self.digest_path();
-        let aside = path.with_file_name(format!(".{FILE}.{}.tmp", std::process::id()));
-        std::fs::write(&aside, serde_json::to_vec(&digest)?)?;
-        std::fs::rename(&aside, &path)?;
+        crate::files::write_aside(&self.digest_path(), &serde_json::to_vec(&digest)?)?;
         Ok(())
     }
 }

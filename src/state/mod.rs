@@ -24,6 +24,7 @@ pub mod report;
 pub mod sync;
 
 use crate::duck::{is_lock_conflict, FIRST_PAUSE, LOCK_RETRY};
+use crate::files::FileId;
 use crate::instance::DataDir;
 use duckdb::{AccessMode, Config, Connection};
 use std::collections::BTreeMap;
@@ -169,14 +170,7 @@ impl Writer {
 /// a manifest) while the stamp stays the same, without opening DuckDB to find out. File times are
 /// coarse (milliseconds), so holders also bound how long they trust an unchanged stamp.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
-pub struct StateStamp([Option<(u64, i128, u64)>; 2]);
-
-fn file_stamp(path: &Path) -> Option<(u64, i128, u64)> {
-    use std::os::unix::fs::MetadataExt;
-    let m = std::fs::metadata(path).ok()?;
-    let mtime = i128::from(m.mtime()) * 1_000_000_000 + i128::from(m.mtime_nsec());
-    Some((m.len(), mtime, m.ino()))
-}
+pub struct StateStamp([Option<FileId>; 2]);
 
 /// How a file is opened.
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -206,7 +200,7 @@ impl StateStore {
     /// How the state file and its write-ahead log look on disk now (see [`StateStamp`]).
     pub fn stamp(&self) -> StateStamp {
         let wal = PathBuf::from(format!("{}.wal", self.path.display()));
-        StateStamp([file_stamp(&self.path), file_stamp(&wal)])
+        StateStamp([FileId::of(&self.path), FileId::of(&wal)])
     }
 
     /// Whether the file exists: nothing has been applied (or recorded) when it does not.

@@ -17,7 +17,6 @@ use axum::body::Body;
 use axum::extract::{Path, Query, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use std::os::unix::fs::MetadataExt;
 use std::path::PathBuf;
 
 /// The Parquet files of a local table: one file (`false`), or one per partition (`true`, sorted).
@@ -41,12 +40,8 @@ fn files_of(extracts: &std::path::Path, t: &TableDef) -> (bool, Vec<(String, Pat
 }
 
 fn etag(meta: &std::fs::Metadata) -> String {
-    format!(
-        "\"{:x}-{:x}-{:x}\"",
-        meta.ino(),
-        meta.len(),
-        meta.mtime() as i128 * 1_000_000_000 + meta.mtime_nsec() as i128
-    )
+    let id = crate::files::FileId::from_metadata(meta);
+    format!("\"{:x}-{:x}-{:x}\"", id.ino, id.len, id.mtime_ns)
 }
 
 #[derive(serde::Deserialize)]
