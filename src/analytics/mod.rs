@@ -898,7 +898,9 @@ pub fn live_skipped(layout: &DataDir) -> Vec<String> {
     if !layout.analytics().is_file() {
         return Vec::new();
     }
-    if let Some(skipped) = publish::LiveRecord::read(layout).skipped {
+    // The record beside the file, when it describes it; not `LiveRecord::read`, whose fallback
+    // would open the file once more only to learn nothing about what was skipped.
+    if let Some(skipped) = publish::LiveRecord::from_record_file(layout).and_then(|r| r.skipped) {
         return skipped;
     }
     let read = || -> duckdb::Result<Vec<String>> {

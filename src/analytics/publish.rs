@@ -164,7 +164,8 @@ impl LiveRecord {
         }
     }
 
-    fn from_record_file(layout: &DataDir) -> Option<LiveRecord> {
+    /// From the record beside the live file alone (`None` when it does not describe the file).
+    pub(super) fn from_record_file(layout: &DataDir) -> Option<LiveRecord> {
         let text = std::fs::read(record_path(layout)).ok()?;
         let record: RecordFile = serde_json::from_slice(&text).ok()?;
         (FileId::of(&layout.analytics())? == record.file).then_some(LiveRecord {
